@@ -1,0 +1,272 @@
+//! The feature model: what a `.eol` file means, independent of how it was written.
+
+use crate::diagnostic::Position;
+use crate::phase::{OperationPhase, Phase};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Where something was found in its source file.
+///
+/// Locations say where things were written, not what they mean: two models that
+/// differ only in locations compare equal, which is what lets a round trip
+/// (parse, write, parse) compare models even when the frontmatter was reflowed.
+#[derive(Debug, Clone, Copy, Default, Eq)]
+pub struct SourceLocation(pub Position);
+
+impl PartialEq for SourceLocation {
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
+}
+
+/// A parsed and validated feature (`NAME.eol`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Feature {
+    /// The frontmatter settings.
+    pub frontmatter: Frontmatter,
+    /// The `# Title` heading, if the body has one.
+    pub title: Option<String>,
+    /// The shared context: all prose outside the operations, verbatim.
+    pub prose: String,
+    /// The operations, in file order.
+    pub operations: Vec<Operation>,
+    /// `@path` and `@feature:name` references found in prose, in file order.
+    pub references: Vec<Reference>,
+    /// The text as written, so that rewriting an unchanged feature changes nothing
+    /// but its normalised frontmatter, and edits keep comments and layout.
+    pub(crate) verbatim: Verbatim,
+}
+
+/// A feature's source text as written (bookkeeping, like [`SourceLocation`]).
+#[derive(Debug, Clone, Default, Eq)]
+pub(crate) struct Verbatim {
+    /// The YAML between the `---` lines.
+    pub frontmatter: String,
+    /// Everything after the closing `---` line.
+    pub body: String,
+    /// Line number of the body's first line.
+    pub body_line: usize,
+}
+
+impl PartialEq for Verbatim {
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
+}
+
+/// The YAML frontmatter of a feature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Frontmatter {
+    /// The feature's name, a DNS-1123 label (it names Kubernetes objects and Redis key prefixes).
+    pub name: String,
+    /// The feature's version (semver).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// One line saying what the feature does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The phase the feature runs in.
+    pub phase: Phase,
+    /// Model settings for prototyped operations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelSettings>,
+    /// Extra context for the LLM: file paths, or `feature:NAME`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub context: Vec<String>,
+    /// MCP servers the LLM may call, besides the built-in Redis tools.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolServer>,
+    /// Semantic cache for prototyped operations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheSettings>,
+}
+
+impl Frontmatter {
+    /// The top-level keys the frontmatter accepts, in the order the writer emits them.
+    pub const KEYS: [&'static str; 8] = [
+        "name",
+        "version",
+        "description",
+        "phase",
+        "model",
+        "context",
+        "tools",
+        "cache",
+    ];
+}
+
+/// Which model prototyped operations use, and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSettings {
+    /// Model name as the API knows it (e.g. `gpt-4o-mini`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Sampling temperature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// Upper bound on tokens generated per call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// Sampling seed, for repeatable answers where the server supports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+}
+
+/// An MCP server the LLM may call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolServer {
+    /// A short name; tools are exposed to the model as `<name>.<tool>`.
+    pub name: String,
+    /// A command to start (stdio transport).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Arguments for `command`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// A streamable-HTTP endpoint (instead of `command`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Environment for `command`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+}
+
+/// Semantic cache settings for prototyped operations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSettings {
+    /// Whether answers are cached.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Largest embedding distance that still counts as the same question.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distance_threshold: Option<f64>,
+    /// Seconds a cached answer lives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u64>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// One operation of a feature (`### name` under `## Operations`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Operation {
+    /// snake_case name; also the Python function's name.
+    pub name: String,
+    /// The phase it runs in, after defaults are applied.
+    pub phase: OperationPhase,
+    /// The phase its `Phase:` line gives, if it has one.
+    pub declared_phase: Option<OperationPhase>,
+    /// The prose that specifies it, verbatim (trimmed of blank lines at both ends).
+    pub spec: String,
+    /// JSON Schema of its input (an object schema).
+    pub input: Schema,
+    /// JSON Schema of its output.
+    pub output: Schema,
+    /// Its Python implementation, if it has one.
+    pub code: Option<Code>,
+    /// Where its `###` heading is.
+    pub location: SourceLocation,
+    /// Line numbers of its parts, for rewriting the file.
+    pub(crate) layout: OperationLayout,
+}
+
+impl Operation {
+    /// The input schema's property names, in schema order: the function's parameters.
+    pub fn parameters(&self) -> Vec<String> {
+        self.input
+            .value
+            .get("properties")
+            .and_then(|p| p.as_object())
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Line numbers (in the whole file) of an operation's parts.
+#[derive(Debug, Clone, Copy, Default, Eq)]
+pub(crate) struct OperationLayout {
+    pub heading_line: usize,
+    pub phase_line: Option<usize>,
+    pub output_close_line: usize,
+    pub code_lines: Option<(usize, usize)>,
+}
+
+impl PartialEq for OperationLayout {
+    fn eq(&self, _other: &Self) -> bool {
+        // Layout is bookkeeping for rewrites, like SourceLocation.
+        true
+    }
+}
+
+/// A JSON Schema written as a YAML (or JSON) block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schema {
+    /// The schema.
+    pub value: serde_json::Value,
+    /// Where its code block starts.
+    pub location: SourceLocation,
+}
+
+/// An operation's Python implementation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Code {
+    /// The Python source, verbatim.
+    pub source: String,
+    /// Line of the file holding the code's first line, so errors in the code can
+    /// be reported against the `.eol` file.
+    pub first_line: SourceLocation,
+}
+
+impl Code {
+    /// Maps a 1-based line inside the code to its line in the `.eol` file.
+    pub fn file_line(&self, code_line: usize) -> usize {
+        self.first_line.0.line + code_line.saturating_sub(1)
+    }
+}
+
+/// A reference in prose, resolved into context for the LLM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reference {
+    /// `@path/to/file.md`: a file, relative to the feature file.
+    Path {
+        /// The path as written.
+        path: String,
+        /// Where it was written.
+        location: SourceLocation,
+    },
+    /// `@feature:name`: another feature's prose and operations.
+    Feature {
+        /// The referenced feature's name.
+        name: String,
+        /// Where it was written.
+        location: SourceLocation,
+    },
+}
+
+impl Feature {
+    /// The feature's name.
+    pub fn name(&self) -> &str {
+        &self.frontmatter.name
+    }
+
+    /// The operation called `name`, if there is one.
+    pub fn operation(&self, name: &str) -> Option<&Operation> {
+        self.operations.iter().find(|o| o.name == name)
+    }
+
+    /// The names of all operations, in file order.
+    pub fn operation_names(&self) -> Vec<&str> {
+        self.operations.iter().map(|o| o.name.as_str()).collect()
+    }
+
+    /// The body (everything after the frontmatter), verbatim.
+    pub fn body(&self) -> &str {
+        &self.verbatim.body
+    }
+}

@@ -1,0 +1,25 @@
+//! eol-core: the `.eol` and `.test.eol` formats, the feature model and phase logic.
+//!
+//! This crate does no I/O: it turns text into a validated model, checks outputs
+//! against expectations, and writes models back to text.
+
+mod diagnostic;
+pub mod expect;
+mod feature;
+mod markdown;
+mod parse;
+mod phase;
+mod schema;
+mod testfile;
+mod write;
+
+pub use diagnostic::{Diagnostic, Diagnostics, Position};
+pub use feature::{
+    CacheSettings, Code, Feature, Frontmatter, ModelSettings, Operation, Reference, Schema,
+    SourceLocation, ToolServer,
+};
+pub use parse::parse_feature;
+pub use phase::{OperationPhase, Phase, UnknownPhase};
+pub use schema::CompiledSchema;
+pub use testfile::{Expectation, TestCase, TestSuite, parse_test_suite};
+pub use write::{with_feature_phase, with_operation_code, with_operation_phase, write_feature};

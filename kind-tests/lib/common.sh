@@ -1,0 +1,54 @@
+# Shared settings for the kind-tests cluster scripts. Sourced, not executed.
+# Everything is keyed by version so a cache built once is reused, and a
+# version bump builds beside the old one instead of overwriting it.
+
+K8S_VERSION="${K8S_VERSION:-v1.34.4}"
+ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
+COREDNS_VERSION="${COREDNS_VERSION:-v1.12.4}"
+PAUSE_IMAGE="${PAUSE_IMAGE:-registry.k8s.io/pause:3.10.1}"
+COREDNS_IMAGE="${COREDNS_IMAGE:-registry.k8s.io/coredns/coredns:${COREDNS_VERSION}}"
+BASE_IMAGE="${BASE_IMAGE:-localhost/eol/debian-base:bookworm}"
+
+CACHE_ROOT="${EOL_CACHE:-$HOME/.cache/eol}"
+K8S_BIN="$CACHE_ROOT/k8s/$K8S_VERSION/bin"
+ETCD_BIN="$CACHE_ROOT/etcd/$ETCD_VERSION/bin"
+COREDNS_BIN="$CACHE_ROOT/coredns/$COREDNS_VERSION/bin"
+IMAGE_CACHE="$CACHE_ROOT/images"
+
+# Runtime state of the local cluster: pids, certs, configs, logs, data.
+# Removed by `down`; its presence after a crash is what `up` cleans first.
+STATE_DIR="${EOL_CLUSTER_STATE:-/var/lib/eol-kind}"
+LOG_DIR="$STATE_DIR/logs"
+PID_DIR="$STATE_DIR/pids"
+PKI_DIR="$STATE_DIR/pki"
+KUBECONFIG_ADMIN="$STATE_DIR/admin.kubeconfig"
+
+CLUSTER_NAME="${CLUSTER_NAME:-eol}"
+NODE_NAME="${NODE_NAME:-eol-node}"
+SERVICE_CIDR="10.96.0.0/16"
+FIRST_SERVICE_IP="10.96.0.1"
+DNS_SERVICE_IP="10.96.0.10"
+POD_CIDR="10.244.0.0/24"
+CLUSTER_DOMAIN="cluster.local"
+
+# Go builds are heavy; stay polite to whoever else uses the machine.
+GO_PARALLEL="${GO_PARALLEL:-2}"
+
+log()  { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die()  { log "ERROR: $*"; exit 1; }
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# Install Debian packages only when one of them is missing.
+apt_ensure() {
+  local missing=()
+  for p in "$@"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+  ((${#missing[@]} == 0)) && return 0
+  log "apt-get install ${missing[*]}"
+  if [[ ! -f /var/lib/apt/periodic/eol-updated ]] || ! apt-cache show "${missing[0]}" >/dev/null 2>&1; then
+    apt-get update -qq
+    mkdir -p /var/lib/apt/periodic && touch /var/lib/apt/periodic/eol-updated
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+}

@@ -1,14 +1,50 @@
 #!/usr/bin/env bash
-# Entry point for the kind-tests cluster: a kind cluster where Docker works,
-# otherwise a real single-node Kubernetes from local processes.
-# Usage: cluster.sh up|down|status|env|load-image IMAGE_OR_TAR...|build
+# Entry point for the kind-tests cluster: a kind cluster where a Docker engine
+# works and kind is installed, otherwise a real single-node Kubernetes from
+# local processes (see README.md).
+#
+#   cluster.sh up                 bring the cluster up (idempotent; cleans crash leftovers)
+#   cluster.sh down               stop every process `up` started and remove the state
+#   cluster.sh status             component pids, log directory, nodes
+#   cluster.sh env                print `export KUBECONFIG=...` (and PATH for kubectl v1.34)
+#   cluster.sh load-image REF...  import images (buildah/docker names or archive files)
+#   cluster.sh build              build and cache binaries and base images only
+#   cluster.sh memory             resident memory of the cluster's processes
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$HERE/lib/common.sh"
 source "$HERE/lib/build.sh"
+source "$HERE/lib/images.sh"
+source "$HERE/lib/pki.sh"
+source "$HERE/lib/local.sh"
+source "$HERE/lib/kind.sh"
+
+# EOL_CLUSTER_MODE=kind|local forces a mode; otherwise kind when usable, except
+# that a local cluster already running is always the one addressed.
+mode() {
+  if [[ -n "${EOL_CLUSTER_MODE:-}" ]]; then echo "$EOL_CLUSTER_MODE"
+  elif [[ -d "$STATE_DIR" ]]; then echo local
+  elif kind_available; then echo kind
+  else echo local; fi
+}
+
+[[ $EUID -eq 0 ]] || [[ "${1:-}" == env ]] || die "the local cluster needs root (containerd, iptables, mounts)"
 
 cmd="${1:-}"; shift || true
-case "$cmd" in
-  build) build_all ;;
-  *) echo "usage: $0 up|down|status|env|load-image IMAGE...|build" >&2; exit 2 ;;
+case "$cmd:$(mode)" in
+  up:kind) kind_up ;;
+  up:local) local_up ;;
+  down:kind) kind_down ;;
+  down:local) local_down ;;
+  status:kind) kind_status ;;
+  status:local) status_local ;;
+  env:kind) echo "export KUBECONFIG=$KIND_KUBECONFIG" ;;
+  env:local)
+    echo "export KUBECONFIG=$KUBECONFIG_ADMIN"
+    echo "export PATH=$K8S_BIN:$CRICTL_BIN:\$PATH" ;;
+  load-image:kind) kind_load_image "$@" ;;
+  load-image:local) load_image_local "$@" ;;
+  memory:local) memory_local ;;
+  build:*) apt_ensure buildah gcc libc6-dev busybox-static debootstrap; build_all; build_images ;;
+  *) sed -n '5,12p' "$0" >&2; exit 2 ;;
 esac

@@ -10,6 +10,7 @@ mod markdown;
 mod parse;
 mod phase;
 mod schema;
+mod switch;
 mod testfile;
 mod write;
 
@@ -21,5 +22,6 @@ pub use feature::{
 pub use parse::parse_feature;
 pub use phase::{OperationPhase, Phase, UnknownPhase};
 pub use schema::CompiledSchema;
+pub use switch::{switch_feature, switch_operation};
 pub use testfile::{Expectation, TestCase, TestSuite, parse_test_suite};
 pub use write::{with_feature_phase, with_operation_code, with_operation_phase, write_feature};

@@ -83,8 +83,30 @@ build_coredns() {
   )
 }
 
+# crictl (cri-tools) talks CRI to containerd: `down` uses it to stop pod
+# sandboxes properly (CNI teardown included), and it is the standard debug tool.
+build_crictl() {
+  [[ -x "$CRICTL_BIN/crictl" ]] && { log "crictl $CRICTL_VERSION cached in $CRICTL_BIN"; return 0; }
+  go_env
+  local mod="$CACHE_ROOT/crictl/$CRICTL_VERSION/module"
+  mkdir -p "$mod" "$CRICTL_BIN"
+  (
+    cd "$mod"
+    [[ -f go.mod ]] || go mod init eol.local/crictl-build >/dev/null 2>&1
+    go mod edit -require="sigs.k8s.io/cri-tools@$CRICTL_VERSION"
+    local t0=$SECONDS
+    log "building crictl $CRICTL_VERSION"
+    nice -n 19 go build -mod=mod -trimpath \
+      -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" \
+      -o "$CRICTL_BIN/crictl" sigs.k8s.io/cri-tools/cmd/crictl
+    echo "$((SECONDS - t0))" >"$CRICTL_BIN/.build-seconds"
+    log "crictl built in $((SECONDS - t0))s"
+  )
+}
+
 build_all() {
   build_etcd
   build_coredns
+  build_crictl
   build_k8s
 }

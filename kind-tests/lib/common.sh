@@ -5,6 +5,7 @@
 K8S_VERSION="${K8S_VERSION:-v1.34.4}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 COREDNS_VERSION="${COREDNS_VERSION:-v1.12.4}"
+CRICTL_VERSION="${CRICTL_VERSION:-v1.34.0}"
 PAUSE_IMAGE="${PAUSE_IMAGE:-registry.k8s.io/pause:3.10.1}"
 COREDNS_IMAGE="${COREDNS_IMAGE:-registry.k8s.io/coredns/coredns:${COREDNS_VERSION}}"
 BASE_IMAGE="${BASE_IMAGE:-localhost/eol/debian-base:bookworm}"
@@ -13,6 +14,7 @@ CACHE_ROOT="${EOL_CACHE:-$HOME/.cache/eol}"
 K8S_BIN="$CACHE_ROOT/k8s/$K8S_VERSION/bin"
 ETCD_BIN="$CACHE_ROOT/etcd/$ETCD_VERSION/bin"
 COREDNS_BIN="$CACHE_ROOT/coredns/$COREDNS_VERSION/bin"
+CRICTL_BIN="$CACHE_ROOT/crictl/$CRICTL_VERSION/bin"
 IMAGE_CACHE="$CACHE_ROOT/images"
 
 # Runtime state of the local cluster: pids, certs, configs, logs, data.

@@ -1,0 +1,245 @@
+//! Executing a feature's operations, each in its phase.
+
+use crate::sandbox::{CallFailure, FailureKind, WorkerPool};
+use crate::store::RedisStore;
+use eol_core::{CompiledSchema, Diagnostic, Diagnostics, Feature, OperationPhase, Phase, Position};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The setting that configures the model prototyped operations run on.
+pub const MODEL_SETTING: &str = "EOL_LLM_BASE_URL";
+
+/// Why an operation call failed. Every kind has a stable label ([`ExecError::kind`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// No such operation.
+    #[error("feature '{feature}' has no operation '{operation}' (it has: {known})")]
+    UnknownOperation {
+        /// The feature.
+        feature: String,
+        /// What was asked for.
+        operation: String,
+        /// The operations it has.
+        known: String,
+    },
+    /// The input does not match the Input schema.
+    #[error("feature '{feature}', operation '{operation}': the input does not match the Input schema: {violations}")]
+    InvalidInput {
+        /// The feature.
+        feature: String,
+        /// The operation.
+        operation: String,
+        /// Each violation, "path: message".
+        violations: String,
+    },
+    /// The output does not match the Output schema.
+    #[error("feature '{feature}', operation '{operation}': the output does not match the Output schema: {violations} (output was {output})")]
+    InvalidOutput {
+        /// The feature.
+        feature: String,
+        /// The operation.
+        operation: String,
+        /// Each violation, "path: message".
+        violations: String,
+        /// The offending output, abbreviated.
+        output: String,
+    },
+    /// A prototyped operation was called with no model configured.
+    #[error(
+        "feature '{feature}', operation '{operation}' runs in the prototyping phase, but no model is configured: set {MODEL_SETTING} to an OpenAI-compatible API (e.g. http://127.0.0.1:8080/v1){hint}"
+    )]
+    NoModel {
+        /// The feature.
+        feature: String,
+        /// The operation.
+        operation: String,
+        /// Extra advice, e.g. which phase would work.
+        hint: String,
+    },
+    /// An operation was asked to run implemented but has no code.
+    #[error("feature '{feature}', operation '{operation}' has no Python implementation, so it cannot run in the implementation phase")]
+    NoCode {
+        /// The feature.
+        feature: String,
+        /// The operation.
+        operation: String,
+    },
+    /// The sandboxed call failed.
+    #[error("feature '{feature}', operation '{operation}' failed ({}): {}{}", failure.kind.as_str(), failure.message, location(.file_line))]
+    Sandbox {
+        /// The feature.
+        feature: String,
+        /// The operation.
+        operation: String,
+        /// What happened in the sandbox.
+        failure: CallFailure,
+        /// The `.eol` line the failure points at, when known.
+        file_line: Option<(String, usize)>,
+    },
+}
+
+fn location(at: &Option<(String, usize)>) -> String {
+    at.as_ref().map(|(f, l)| format!(" (at {f}:{l})")).unwrap_or_default()
+}
+
+impl ExecError {
+    /// A stable label for metrics, JSON errors and exit reporting.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ExecError::UnknownOperation { .. } => "unknown_operation",
+            ExecError::InvalidInput { .. } => "invalid_input",
+            ExecError::InvalidOutput { .. } => "invalid_output",
+            ExecError::NoModel { .. } => "no_model",
+            ExecError::NoCode { .. } => "no_code",
+            ExecError::Sandbox { failure, .. } => failure.kind.as_str(),
+        }
+    }
+
+    /// The sandbox failure kind, if this is one.
+    pub fn sandbox_kind(&self) -> Option<FailureKind> {
+        match self {
+            ExecError::Sandbox { failure, .. } => Some(failure.kind),
+            _ => None,
+        }
+    }
+}
+
+/// A successful operation call.
+#[derive(Debug, Clone)]
+pub struct Execution {
+    /// The validated output.
+    pub output: Value,
+    /// The phase it ran in.
+    pub phase: OperationPhase,
+    /// Wall-clock time.
+    pub duration: Duration,
+    /// What the code printed (implementation phase).
+    pub stdout: String,
+}
+
+struct CompiledOperation {
+    input: CompiledSchema,
+    output: CompiledSchema,
+}
+
+/// A loaded feature, ready to run operations.
+pub struct Runtime {
+    feature: Feature,
+    file: String,
+    compiled: HashMap<String, CompiledOperation>,
+    pool: WorkerPool,
+    store: Arc<RedisStore>,
+}
+
+impl Runtime {
+    /// Loads `feature` (read from `file`): compiles its schemas and checks its code
+    /// in the sandbox, reporting every problem against the `.eol` file.
+    pub async fn load(file: &str, feature: Feature, pool: WorkerPool, store: Arc<RedisStore>) -> Result<Self, Diagnostics> {
+        check_code(file, &feature, &pool).await?;
+        let mut compiled = HashMap::new();
+        let mut diags = Vec::new();
+        for op in &feature.operations {
+            match (CompiledSchema::new(&op.input.value), CompiledSchema::new(&op.output.value)) {
+                (Ok(input), Ok(output)) => {
+                    compiled.insert(op.name.clone(), CompiledOperation { input, output });
+                }
+                (Err(e), _) | (_, Err(e)) => diags.push(Diagnostic {
+                    file: file.to_owned(),
+                    position: op.location.0,
+                    message: format!("operation '{}': schema does not compile: {e}", op.name),
+                }),
+            }
+        }
+        if !diags.is_empty() {
+            return Err(Diagnostics(diags));
+        }
+        Ok(Self { feature, file: file.to_owned(), compiled, pool, store })
+    }
+
+    /// The feature.
+    pub fn feature(&self) -> &Feature {
+        &self.feature
+    }
+
+    /// The phase `operation` runs in when the run asks for `phase` (None: the feature's own).
+    pub fn effective_phase(&self, operation: &str, phase: Option<Phase>) -> Option<OperationPhase> {
+        let op = self.feature.operation(operation)?;
+        Some(phase.and_then(Phase::forced).unwrap_or(op.phase))
+    }
+
+    /// Runs `operation` with `input`; `phase` overrides the feature's phases.
+    pub async fn execute(&self, operation: &str, input: &Value, phase: Option<Phase>) -> Result<Execution, ExecError> {
+        let feature = self.feature.name().to_owned();
+        let Some(op) = self.feature.operation(operation) else {
+            return Err(ExecError::UnknownOperation {
+                feature,
+                operation: operation.to_owned(),
+                known: self.feature.operation_names().join(", "),
+            });
+        };
+        let schemas = &self.compiled[&op.name];
+        let violations = schemas.input.violations(input);
+        if !violations.is_empty() {
+            return Err(ExecError::InvalidInput { feature, operation: op.name.clone(), violations: violations.join("; ") });
+        }
+        let run_phase = phase.and_then(Phase::forced).unwrap_or(op.phase);
+        let started = Instant::now();
+        let (output, stdout) = match run_phase {
+            OperationPhase::Prototyping => {
+                let hint = if op.code.is_some() {
+                    " — or run it with --phase implementation, since it has code".to_owned()
+                } else {
+                    String::new()
+                };
+                return Err(ExecError::NoModel { feature, operation: op.name.clone(), hint });
+            }
+            OperationPhase::Implementation => {
+                let Some(code) = &op.code else {
+                    return Err(ExecError::NoCode { feature, operation: op.name.clone() });
+                };
+                let bridge = self.store.bridge(&feature);
+                match self.pool.call(&code.source, &op.name, input, &bridge).await {
+                    Ok(outcome) => (outcome.value, outcome.stdout),
+                    Err(failure) => {
+                        let file_line = failure.line.map(|l| (self.file.clone(), code.file_line(l)));
+                        return Err(ExecError::Sandbox { feature, operation: op.name.clone(), failure, file_line });
+                    }
+                }
+            }
+        };
+        let violations = schemas.output.violations(&output);
+        if !violations.is_empty() {
+            let mut shown = output.to_string();
+            if shown.len() > 200 {
+                shown.truncate(shown.char_indices().nth(200).map_or(shown.len(), |(i, _)| i));
+                shown.push('…');
+            }
+            return Err(ExecError::InvalidOutput { feature, operation: op.name.clone(), violations: violations.join("; "), output: shown });
+        }
+        Ok(Execution { output, phase: run_phase, duration: started.elapsed(), stdout })
+    }
+}
+
+/// Checks every operation's code in the sandbox; problems are located in the `.eol` file.
+pub async fn check_code(file: &str, feature: &Feature, pool: &WorkerPool) -> Result<(), Diagnostics> {
+    let mut diags = Vec::new();
+    for op in &feature.operations {
+        let Some(code) = &op.code else { continue };
+        let params = op.parameters();
+        match pool.check(&code.source, &op.name, &params).await {
+            Ok(errors) => diags.extend(errors.into_iter().map(|e| Diagnostic {
+                file: file.to_owned(),
+                position: Position::new(code.file_line(e.line), e.column),
+                message: format!("operation '{}': {}", op.name, e.message),
+            })),
+            Err(e) => diags.push(Diagnostic {
+                file: file.to_owned(),
+                position: code.first_line.0,
+                message: format!("operation '{}': the code could not be checked: {e}", op.name),
+            }),
+        }
+    }
+    if diags.is_empty() { Ok(()) } else { Err(Diagnostics(diags)) }
+}

@@ -1,0 +1,145 @@
+//! Running a `.test.eol` suite against a loaded feature.
+
+use crate::engine::{MODEL_SETTING, Runtime};
+use eol_core::{Expectation, OperationPhase, Phase, TestCase, TestSuite, expect};
+use serde::Serialize;
+use std::time::Duration;
+
+/// How one case ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// The output met the expectation.
+    Passed,
+    /// It did not, or the call failed.
+    Failed,
+    /// The case is limited to a phase this run does not use for its operation.
+    Skipped,
+}
+
+/// The result of one case.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseResult {
+    /// The case's title.
+    pub title: String,
+    /// The operation it called.
+    pub operation: String,
+    /// The phase the operation ran in.
+    pub phase: OperationPhase,
+    /// How it ended.
+    pub verdict: Verdict,
+    /// Wall-clock time of the call.
+    #[serde(serialize_with = "millis")]
+    pub duration: Duration,
+    /// Why it failed or was skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The output, when the call succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<serde_json::Value>,
+}
+
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((d.as_secs_f64() * 1e6).round() / 1e3)
+}
+
+/// Totals for a run.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Summary {
+    /// Cases that passed.
+    pub passed: usize,
+    /// Cases that failed.
+    pub failed: usize,
+    /// Cases that did not run in this phase.
+    pub skipped: usize,
+}
+
+impl Summary {
+    /// Totals of `results`.
+    pub fn of(results: &[CaseResult]) -> Self {
+        let count = |v| results.iter().filter(|r| r.verdict == v).count();
+        Self { passed: count(Verdict::Passed), failed: count(Verdict::Failed), skipped: count(Verdict::Skipped) }
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} passed, {} failed", self.passed, self.failed)?;
+        if self.skipped > 0 {
+            write!(f, ", {} skipped", self.skipped)?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs one case.
+pub async fn run_case(runtime: &Runtime, case: &TestCase, phase: Option<Phase>) -> CaseResult {
+    let op_phase = runtime.effective_phase(&case.operation, phase).unwrap_or(OperationPhase::Prototyping);
+    let mut result = CaseResult {
+        title: case.title.clone(),
+        operation: case.operation.clone(),
+        phase: op_phase,
+        verdict: Verdict::Failed,
+        duration: Duration::ZERO,
+        reason: None,
+        output: None,
+    };
+    if let Some(only) = case.phase
+        && only != op_phase
+    {
+        result.verdict = Verdict::Skipped;
+        result.reason = Some(format!("runs in the {only} phase only"));
+        return result;
+    }
+    match runtime.execute(&case.operation, &case.input, phase).await {
+        Err(e) => result.reason = Some(e.to_string()),
+        Ok(exec) => {
+            result.duration = exec.duration;
+            match &case.expect {
+                Expectation::Values(expected) => {
+                    let mismatches = expect::check(expected, &exec.output);
+                    if mismatches.is_empty() {
+                        result.verdict = Verdict::Passed;
+                    } else {
+                        result.reason = Some(mismatches.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
+                    }
+                }
+                Expectation::Judged(sentence) => {
+                    result.reason = Some(format!(
+                        "the expectation \"{sentence}\" is judged by a model, but no model is configured: set {MODEL_SETTING}"
+                    ));
+                }
+            }
+            result.output = Some(exec.output);
+        }
+    }
+    result
+}
+
+/// Which operations have tests and which have code.
+#[derive(Debug, Clone, Serialize)]
+pub struct CoverageRow {
+    /// The operation.
+    pub operation: String,
+    /// The phase it runs in.
+    pub phase: OperationPhase,
+    /// How many cases call it.
+    pub tests: usize,
+    /// Whether it has a Python implementation.
+    pub has_code: bool,
+}
+
+/// Coverage of `suite` over the runtime's feature.
+pub fn coverage(runtime: &Runtime, suite: &TestSuite) -> Vec<CoverageRow> {
+    runtime
+        .feature()
+        .operations
+        .iter()
+        .map(|op| CoverageRow {
+            operation: op.name.clone(),
+            phase: op.phase,
+            tests: suite.cases.iter().filter(|c| c.operation == op.name).count(),
+            has_code: op.code.is_some(),
+        })
+        .collect()
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what the tests need into
+# the cache ($HOME/.cache/eol), checks formatting and lints, runs every test
+# tier, and ends with one line `N passed, N failed`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/eol/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+LOG_DIR="${EOL_TEST_LOGS:-$HOME/.cache/eol/test-logs}"
+mkdir -p "$LOG_DIR"
+
+fail() { echo "test.sh: $*" >&2; exit 1; }
+
+# Components the tests run against: they must be present, never skipped.
+command -v python3 >/dev/null || fail "python3 is missing: the implementation engine's sandbox needs it (apt-get install python3)"
+command -v cargo >/dev/null || fail "cargo is missing: install Rust (rustup)"
+scripts/redis.sh install
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+echo "== cargo test"
+log="$LOG_DIR/cargo-test.log"
+status=0
+cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
+
+# One closing line for the whole run, summed over every test binary.
+passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
+echo
+if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
+  # A build error or crash fails the run even when no test reported a failure.
+  failed=1
+fi
+echo "$passed passed, $failed failed"
+[ "$status" -eq 0 ] && [ "$failed" -eq 0 ]

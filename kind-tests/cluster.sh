@@ -41,7 +41,8 @@ case "$cmd:$(mode)" in
   env:kind) echo "export KUBECONFIG=$KIND_KUBECONFIG" ;;
   env:local)
     echo "export KUBECONFIG=$KUBECONFIG_ADMIN"
-    echo "export PATH=$K8S_BIN:$CRICTL_BIN:\$PATH" ;;
+    echo "export PATH=$K8S_BIN:$CRICTL_BIN:\$PATH"
+    echo "export CONTAINER_RUNTIME_ENDPOINT=unix://$CONTAINERD_SOCK" ;;
   load-image:kind) kind_load_image "$@" ;;
   load-image:local) load_image_local "$@" ;;
   memory:local) memory_local ;;

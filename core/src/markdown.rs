@@ -198,8 +198,13 @@ fn heading(text: &str) -> Option<(usize, &str, usize)> {
         return None;
     }
     let content = after.trim();
-    // Closing hashes ("## Title ##") are decoration.
-    let content = content.trim_end_matches('#').trim_end();
+    // Closing hashes ("## Title ##") are decoration, but only as a separate run:
+    // in "# Learn C#" the '#' is part of the text (CommonMark).
+    let content = match content.trim_end_matches('#') {
+        "" => "",
+        rest if rest.ends_with([' ', '\t']) => rest.trim_end(),
+        _ => content,
+    };
     let column = indent + level + (after.len() - after.trim_start().len()) + 1;
     Some((level, content, column))
 }
@@ -239,6 +244,18 @@ mod tests {
             }
             other => panic!("expected a fence, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn closing_hashes_need_a_space_before_them() {
+        // Found by the round-trip property tests: "# Learn C#" was read as "Learn C".
+        assert_eq!(heading("# Learn C#"), Some((1, "Learn C#", 3)));
+        assert_eq!(heading("## About F## ##"), Some((2, "About F##", 4)));
+        assert_eq!(heading("### op ###"), Some((3, "op", 5)));
+        assert_eq!(heading("## Title\t#"), Some((2, "Title", 4)));
+        assert_eq!(heading("# #5"), Some((1, "#5", 3)));
+        assert_eq!(heading("## ##"), Some((2, "", 4)));
+        assert_eq!(heading("#"), Some((1, "", 2)));
     }
 
     #[test]

@@ -52,7 +52,11 @@ pub fn switch_feature(feature: &Feature, to: Phase) -> Result<String, String> {
 ///
 /// The feature becomes hybrid (if it is not already), with every other operation
 /// keeping the phase it runs in now.
-pub fn switch_operation(feature: &Feature, operation: &str, to: OperationPhase) -> Result<String, String> {
+pub fn switch_operation(
+    feature: &Feature,
+    operation: &str,
+    to: OperationPhase,
+) -> Result<String, String> {
     let Some(op) = feature.operation(operation) else {
         return Err(format!(
             "feature '{}' has no operation '{operation}' (it has: {})",
@@ -77,5 +81,6 @@ pub fn switch_operation(feature: &Feature, operation: &str, to: OperationPhase) 
 }
 
 fn reparse(feature: &Feature, text: &str) -> Result<Feature, String> {
-    parse_feature(feature.name(), text).map_err(|d| format!("the switched feature would not be valid:\n{d}"))
+    parse_feature(feature.name(), text)
+        .map_err(|d| format!("the switched feature would not be valid:\n{d}"))
 }

@@ -10,7 +10,8 @@
 
 use eol_core::{
     CacheSettings, Feature, Frontmatter, ModelSettings, OperationPhase, Phase, Reference,
-    SourceLocation, ToolServer, parse_feature, parse_test_suite, write_feature,
+    SourceLocation, ToolServer, parse_feature, parse_test_suite, with_feature_phase,
+    with_operation_code, with_operation_phase, write_feature,
 };
 use proptest::collection::{btree_map, btree_set, vec};
 use proptest::prelude::*;
@@ -309,10 +310,52 @@ const TRICKY_OUTSIDE_OPS: &[&str] = &[
 
 fn hostile_string(with_newlines: bool) -> BoxedStrategy<String> {
     const FRAGMENTS: &[&str] = &[
-        "'", "\"", ": ", ":", "#", " #", "# ", "- ", "? ", "&a ", "*a", "!tag ", "|", ">", "%",
-        "@", "`", "{", "}", "[", "]", ",", "null", "true", "~", "0x1F", "1e3", "0o17", ".inf",
-        "ü", "日本語", "🦀", " ", "  ", "\t", "\\", "\\n", "---", "...", "yes", "no", "\u{2028}",
-        "\u{feff}", "\u{a0}", "$ref", "\u{301}",
+        "'",
+        "\"",
+        ": ",
+        ":",
+        "#",
+        " #",
+        "# ",
+        "- ",
+        "? ",
+        "&a ",
+        "*a",
+        "!tag ",
+        "|",
+        ">",
+        "%",
+        "@",
+        "`",
+        "{",
+        "}",
+        "[",
+        "]",
+        ",",
+        "null",
+        "true",
+        "~",
+        "0x1F",
+        "1e3",
+        "0o17",
+        ".inf",
+        "ü",
+        "日本語",
+        "🦀",
+        " ",
+        "  ",
+        "\t",
+        "\\",
+        "\\n",
+        "---",
+        "...",
+        "yes",
+        "no",
+        "\u{2028}",
+        "\u{feff}",
+        "\u{a0}",
+        "$ref",
+        "\u{301}",
     ];
     let fragment = prop_oneof![
         4 => "[a-zA-Z0-9 ]{1,8}",
@@ -336,7 +379,9 @@ fn semver() -> impl Strategy<Value = String> {
         0..30u64,
         0..30u64,
         0..300u64,
-        prop::option::of(select(vec!["alpha", "alpha.1", "rc.2", "0.3.7", "x-y-z", "beta"])),
+        prop::option::of(select(vec![
+            "alpha", "alpha.1", "rc.2", "0.3.7", "x-y-z", "beta",
+        ])),
         prop::option::of(select(vec!["build.5", "sha.abc123", "001", "exp-sha"])),
     )
         .prop_map(|(a, b, c, pre, build)| {
@@ -355,7 +400,18 @@ fn semver() -> impl Strategy<Value = String> {
 
 fn unit_float() -> impl Strategy<Value = f64> {
     prop_oneof![
-        select(vec![0.0, 0.1, 0.7, 1.0, 2.0, 1e-7, 0.30000000000000004]),
+        select(vec![
+            0.0,
+            -0.0,
+            0.1,
+            0.7,
+            1.0,
+            2.0,
+            1e-7,
+            0.30000000000000004,
+            5e-324,
+            f64::MIN_POSITIVE
+        ]),
         0.0f64..=2.0,
     ]
 }
@@ -368,7 +424,10 @@ fn model() -> impl Strategy<Value = ModelSettings> {
         ]),
         prop::option::of(unit_float()),
         prop::option::of(any::<u32>()),
-        prop::option::of(any::<i64>()),
+        prop::option::of(prop_oneof![
+            any::<i64>(),
+            select(vec![0, i64::MIN, i64::MAX])
+        ]),
     )
         .prop_map(|(name, temperature, max_tokens, seed)| ModelSettings {
             name,
@@ -382,7 +441,7 @@ fn cache() -> impl Strategy<Value = CacheSettings> {
     (
         any::<bool>(),
         prop::option::of(unit_float()),
-        prop::option::of(any::<u64>()),
+        prop::option::of(prop_oneof![any::<u64>(), Just(u64::MAX)]),
     )
         .prop_map(|(enabled, distance_threshold, ttl)| CacheSettings {
             enabled,
@@ -473,7 +532,7 @@ fn paragraph(in_op: bool, min_level: usize) -> BoxedStrategy<Paragraph> {
     let item = prop_oneof![
         8 => vec(word(), 1..8).prop_map(Item::Line),
         2 => select(tricky).prop_map(|s| Item::Tricky(s.to_owned())),
-        1 => (min_level..=6usize, select(vec!["Notes", "Background", "Operations overview", "Ünïcode"]))
+        1 => (min_level..=6usize, select(vec!["Notes", "Background", "Operations overview", "Ünïcode", "About C#", "#5"]))
             .prop_map(|(l, t)| Item::Heading(l, t.to_owned())),
         1 => vec("[ -~]{0,20}".prop_map(|l| l.replace('`', "'")), 0..3).prop_map(Item::Fence),
     ];
@@ -537,7 +596,10 @@ fn object_schema() -> BoxedStrategy<Value> {
                 s.insert("required".into(), json!(required));
             }
             if !props.is_empty() || always_props {
-                s.insert("properties".into(), Value::Object(props.into_iter().collect()));
+                s.insert(
+                    "properties".into(),
+                    Value::Object(props.into_iter().collect()),
+                );
             }
             Value::Object(s)
         })
@@ -569,13 +631,26 @@ const CODE_LINES: &[&str] = &[
 
 fn operation(name: String) -> BoxedStrategy<GenOp> {
     (
-        prop::option::of(select(vec![OperationPhase::Prototyping, OperationPhase::Implementation])),
-        select(vec![OperationPhase::Prototyping, OperationPhase::Implementation]),
+        prop::option::of(select(vec![
+            OperationPhase::Prototyping,
+            OperationPhase::Implementation,
+        ])),
+        select(vec![
+            OperationPhase::Prototyping,
+            OperationPhase::Implementation,
+        ]),
         vec(paragraph(true, 4), 0..3),
         object_schema(),
         output_schema(),
         prop::option::of(vec(select(CODE_LINES).prop_map(str::to_owned), 0..5)),
-        Just(vec![Part::Phase, Part::Prose, Part::Input, Part::Output, Part::Code]).prop_shuffle(),
+        Just(vec![
+            Part::Phase,
+            Part::Prose,
+            Part::Input,
+            Part::Output,
+            Part::Code,
+        ])
+        .prop_shuffle(),
         any::<u64>(),
     )
         .prop_map(
@@ -595,10 +670,10 @@ fn operation(name: String) -> BoxedStrategy<GenOp> {
 }
 
 fn feature() -> impl Strategy<Value = GenFeature> {
-    let ops = btree_set("[a-z_][a-z0-9_]{0,12}", 1..=5).prop_flat_map(|names| {
-        names.into_iter().map(operation).collect::<Vec<_>>()
-    });
-    let title = prop::option::of("[A-Z][a-z]{1,8}( [a-zA-Zé0-9]{1,8}){0,3}");
+    let ops = btree_set("[a-z_][a-z0-9_]{0,12}", 1..=5)
+        .prop_flat_map(|names| names.into_iter().map(operation).collect::<Vec<_>>());
+    // A title may end in '#' ("Learn C#"): only a separate run of '#' closes a heading.
+    let title = prop::option::of("[A-Z][a-z]{1,8}( [a-zA-Zé0-9]{1,8}){0,3}( C#| F##)?");
     let trailing = prop::option::of((
         1..=2usize,
         select(vec!["Notes", "Glossary", "Operations overview"]).prop_map(str::to_owned),
@@ -663,8 +738,7 @@ fn resolved(fm: &Frontmatter, op: &GenOp) -> OperationPhase {
 fn structural(line: &str, in_op: bool) -> bool {
     let t = line.trim_start();
     let hashes = t.len() - t.trim_start_matches('#').len();
-    let heading =
-        hashes > 0 && (t[hashes..].is_empty() || t[hashes..].starts_with([' ', '\t']));
+    let heading = hashes > 0 && (t[hashes..].is_empty() || t[hashes..].starts_with([' ', '\t']));
     let label = |l: &str| t.trim().strip_prefix(l).is_some_and(|r| r.trim() == ":");
     heading
         || t.starts_with("```")
@@ -911,8 +985,7 @@ fn render_frontmatter(g: &GenFeature, rng: &mut Rng) -> Vec<String> {
                             out.push(format!("{pad}  url: {}", scalar(u, rng)));
                         }
                         if !t.args.is_empty() {
-                            let args: Vec<String> =
-                                t.args.iter().map(|a| scalar(a, rng)).collect();
+                            let args: Vec<String> = t.args.iter().map(|a| scalar(a, rng)).collect();
                             out.push(format!("{pad}  args: [{}]", args.join(", ")));
                         }
                         if !t.env.is_empty() {
@@ -1141,10 +1214,15 @@ fn params_sorted(schema: &Value) -> Vec<String> {
 /// byte-identical after write.
 fn check_round_trip(text: &str, f: &Feature) -> Result<(), TestCaseError> {
     let written = write_feature(f);
-    let again = parse_feature("written.eol", &written)
-        .map_err(|e| TestCaseError::fail(format!("written text does not parse:\n{e}\n---\n{written}")))?;
+    let again = parse_feature("written.eol", &written).map_err(|e| {
+        TestCaseError::fail(format!("written text does not parse:\n{e}\n---\n{written}"))
+    })?;
     prop_assert_eq!(&again, f, "model changed by write; written:\n{}", written);
-    prop_assert_eq!(write_feature(&again), written.clone(), "write is not idempotent");
+    prop_assert_eq!(
+        write_feature(&again),
+        written.clone(),
+        "write is not idempotent"
+    );
     let body = f.body();
     prop_assert!(
         text.ends_with(body),
@@ -1170,6 +1248,73 @@ proptest! {
         })?;
         check_model(&g, &r, &f)?;
         check_round_trip(&r.text, &f)?;
+    }
+}
+
+/// An edit's result, parsed; `what` names the edit in the failure.
+fn parse_edit(text: &str, what: &str) -> Result<Feature, TestCaseError> {
+    parse_feature("edited.eol", text)
+        .map_err(|e| TestCaseError::fail(format!("{what} broke the file:\n{e}\n---\n{text}")))
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    #[test]
+    fn edits_change_only_what_they_edit(g in feature(), phase in select(Phase::ALL.to_vec())) {
+        let text = render(&g).text;
+        let f = parse_feature("gen.eol", &text).map_err(|e| TestCaseError::fail(e.to_string()))?;
+
+        // The feature's phase: the model changes in that one field, the body not at all.
+        let switched = with_feature_phase(&f, phase);
+        match parse_feature("switched.eol", &switched) {
+            Ok(s) => {
+                let mut want = f.clone();
+                want.frontmatter.phase = phase;
+                prop_assert_eq!(&s.frontmatter, &want.frontmatter);
+                prop_assert_eq!(s.body(), f.body());
+            }
+            // Only prototyping never needs code or `Phase:` lines that may be missing.
+            Err(e) => prop_assert!(phase != Phase::Prototyping, "{}\n---\n{}", e, switched),
+        }
+
+        for op in &f.operations {
+            // An operation switched to prototyping: only its phase changes.
+            let edited = parse_edit(
+                &with_operation_phase(&f, op, OperationPhase::Prototyping),
+                "with_operation_phase",
+            )?;
+            let mut want = f.clone();
+            let o = want.operations.iter_mut().find(|o| o.name == op.name).expect("op");
+            o.phase = OperationPhase::Prototyping;
+            o.declared_phase = Some(OperationPhase::Prototyping);
+            prop_assert_eq!(&edited, &want);
+
+            // An operation given new code: only its code changes.
+            let source = format!("def {}():\n    return {{\"ok\": True}}", op.name);
+            let edited = parse_edit(&with_operation_code(&f, op, &source), "with_operation_code")?;
+            let mut want = f.clone();
+            let o = want.operations.iter_mut().find(|o| o.name == op.name).expect("op");
+            let had_code = o.code.is_some();
+            o.code = edited.operation(&op.name).and_then(|e| e.code.clone());
+            let want_source = format!("{source}\n");
+            prop_assert_eq!(
+                o.code.as_ref().map(|c| c.source.as_str()),
+                Some(want_source.as_str())
+            );
+            // New code goes after the Output block, preceded by a blank line that
+            // may join the spec; nothing else may change.
+            if had_code {
+                prop_assert_eq!(&edited, &want);
+            } else {
+                want.operations.iter_mut().zip(&edited.operations).for_each(|(w, e)| {
+                    if w.name == op.name {
+                        w.spec.clone_from(&e.spec);
+                    }
+                });
+                prop_assert_eq!(&edited, &want);
+            }
+        }
     }
 }
 
@@ -1267,19 +1412,5 @@ proptest! {
             check_round_trip(&src, &f)?;
         }
         let _ = parse_test_suite("noisy.test.eol", &src);
-    }
-}
-
-#[test]
-fn zz_debug_samples() {
-    use proptest::strategy::ValueTree;
-    use proptest::test_runner::TestRunner;
-    let mut runner = TestRunner::deterministic();
-    for _ in 0..4 {
-        let g = feature().new_tree(&mut runner).unwrap().current();
-        let r = render(&g);
-        println!("=====================\n{}", r.text);
-        let f = parse_feature("x", &r.text).unwrap();
-        println!("~~~~ written frontmatter:\n{}", write_feature(&f).split("---\n").nth(1).unwrap());
     }
 }

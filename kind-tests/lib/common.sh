@@ -9,6 +9,7 @@ CRICTL_VERSION="${CRICTL_VERSION:-v1.34.0}"
 PAUSE_IMAGE="${PAUSE_IMAGE:-registry.k8s.io/pause:3.10.1}"
 COREDNS_IMAGE="${COREDNS_IMAGE:-registry.k8s.io/coredns/coredns:${COREDNS_VERSION}}"
 BASE_IMAGE="${BASE_IMAGE:-localhost/eol/debian-base:bookworm}"
+BUSYBOX_IMAGE="${BUSYBOX_IMAGE:-localhost/eol/busybox:1.35}"
 
 CACHE_ROOT="${EOL_CACHE:-$HOME/.cache/eol}"
 K8S_BIN="$CACHE_ROOT/k8s/$K8S_VERSION/bin"
@@ -20,7 +21,8 @@ IMAGE_CACHE="$CACHE_ROOT/images"
 # Runtime state of the local cluster: pids, certs, configs, logs, data.
 # Removed by `down`; its presence after a crash is what `up` cleans first.
 STATE_DIR="${EOL_CLUSTER_STATE:-/var/lib/eol-kind}"
-LOG_DIR="$STATE_DIR/logs"
+# Logs outlive `down` (for post-mortems); each `up` moves the previous set to logs.prev.
+LOG_DIR="${EOL_CLUSTER_LOGS:-/var/log/eol-kind}"
 PID_DIR="$STATE_DIR/pids"
 PKI_DIR="$STATE_DIR/pki"
 KUBECONFIG_ADMIN="$STATE_DIR/admin.kubeconfig"

@@ -2,7 +2,12 @@
 # as docker-archive tarballs (tagged, so `ctr images import` keeps the name).
 # Sourced by cluster.sh.
 
-BUSYBOX_IMAGE="${BUSYBOX_IMAGE:-localhost/eol/busybox:1.35}"
+
+# A cached archive is the source of truth; put the image back into buildah's
+# storage when that was wiped, so later builds can use it as a FROM.
+_ensure_stored() { # image tarball
+  buildah inspect --type image "$1" >/dev/null 2>&1 || buildah pull --quiet "docker-archive:$2" >/dev/null
+}
 
 # Commit a working container and export it to a tagged archive in the cache.
 _commit_and_export() { # container image tarball
@@ -16,7 +21,7 @@ _commit_and_export() { # container image tarball
 # ships in the k8s.io/kubernetes module, the same source upstream uses.
 build_pause_image() {
   local tar="$IMAGE_CACHE/pause.tar"
-  [[ -s "$tar" ]] && return 0
+  [[ -s "$tar" ]] && { _ensure_stored "$PAUSE_IMAGE" "$tar"; return 0; }
   local src
   src="$(go env GOMODCACHE)/k8s.io/kubernetes@$K8S_VERSION/build/pause/linux/pause.c"
   [[ -f "$src" ]] || (cd "$CACHE_ROOT/k8s/$K8S_VERSION/module" && go mod download "k8s.io/kubernetes@$K8S_VERSION")
@@ -32,7 +37,7 @@ build_pause_image() {
 
 build_coredns_image() {
   local tar="$IMAGE_CACHE/coredns-$COREDNS_VERSION.tar"
-  [[ -s "$tar" ]] && return 0
+  [[ -s "$tar" ]] && { _ensure_stored "$COREDNS_IMAGE" "$tar"; return 0; }
   local c; c=$(buildah from scratch)
   buildah copy --quiet "$c" "$COREDNS_BIN/coredns" /coredns >/dev/null
   buildah config --entrypoint '["/coredns"]' --port 53/udp --port 53/tcp "$c"
@@ -44,12 +49,22 @@ build_coredns_image() {
 # nslookup, httpd. Applet links are made on the host since `scratch` has no shell.
 build_busybox_image() {
   local tar="$IMAGE_CACHE/busybox.tar"
-  [[ -s "$tar" ]] && return 0
+  [[ -s "$tar" ]] && { _ensure_stored "$BUSYBOX_IMAGE" "$tar"; return 0; }
   local tmp; tmp=$(mktemp -d)
   mkdir -p "$tmp/root/bin" "$tmp/root/tmp" "$tmp/root/etc"
   cp /bin/busybox "$tmp/root/bin/busybox"
   local a
   for a in $(/bin/busybox --list); do [[ "$a" == busybox ]] || ln -s busybox "$tmp/root/bin/$a"; done
+  # Static glibc still dlopens the NSS modules for name and service lookups
+  # (wget segfaults without them): ship the host's, same glibc the binary was linked with.
+  mkdir -p "$tmp/root/lib/x86_64-linux-gnu" "$tmp/root/lib64"
+  local lib
+  for lib in libc.so.6 libnss_files.so.2 libnss_dns.so.2 libresolv.so.2 ld-linux-x86-64.so.2; do
+    cp -L "/lib/x86_64-linux-gnu/$lib" "$tmp/root/lib/x86_64-linux-gnu/"
+  done
+  ln -s ../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$tmp/root/lib64/ld-linux-x86-64.so.2"
+  cp /etc/services "$tmp/root/etc/services"
+  printf 'hosts: files dns\nservices: files\npasswd: files\ngroup: files\n' >"$tmp/root/etc/nsswitch.conf"
   printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n' >"$tmp/root/etc/passwd"
   printf 'root:x:0:\nnogroup:x:65534:\n' >"$tmp/root/etc/group"
   local c; c=$(buildah from scratch)
@@ -64,7 +79,7 @@ build_busybox_image() {
 # the FROM for project images that need a libc and a package manager.
 build_base_image() {
   local tar="$IMAGE_CACHE/debian-base.tar"
-  [[ -s "$tar" ]] && return 0
+  [[ -s "$tar" ]] && { _ensure_stored "$BASE_IMAGE" "$tar"; return 0; }
   apt_ensure debootstrap
   local mirror
   mirror=$(sed -n 's/^URIs: *\(http[^ ]*\/debian\)$/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -1)

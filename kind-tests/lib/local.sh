@@ -19,7 +19,7 @@ node_ip() {
 }
 
 kctl() { "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }
-crictl_() { "$CRICTL_BIN/crictl" --runtime-endpoint "unix://$CONTAINERD_SOCK" --timeout 30s "$@"; }
+crictl_() { CONTAINER_RUNTIME_ENDPOINT="unix://$CONTAINERD_SOCK" "$CRICTL_BIN/crictl" --timeout 30s "$@"; }
 ctr_() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
 
 proc_pid() { cat "$PID_DIR/$1.pid" 2>/dev/null; }
@@ -74,6 +74,12 @@ tracked_pids() {
 
 # ---------------------------------------------------------------- configs
 
+# true when this process may not lower its oom_score_adj (no CAP_SYS_RESOURCE).
+restrict_oom() {
+  local cap; cap=$(awk '/^CapEff/{print $2}' /proc/self/status)
+  if (( (0x$cap >> 24) & 1 )); then echo false; else echo true; fi
+}
+
 write_configs() {
   mkdir -p "$STATE_DIR"/{containerd,cni/net.d,cni/ipam,kubelet,pod-logs,etcd}
   cat >"$STATE_DIR/containerd/config.toml" <<EOT
@@ -86,6 +92,10 @@ state = "$STATE_DIR/containerd/state"
   path = "$STATE_DIR/containerd/opt"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "$PAUSE_IMAGE"
+  # Without CAP_SYS_RESOURCE (missing from this machine's bounding set) runc
+  # cannot lower oom_score_adj below its parent's; the kubelet asks for -998 for
+  # the pause container. Clamp to containerd's own value instead of failing.
+  restrict_oom_score_adj = $(restrict_oom)
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -226,6 +236,7 @@ local_up() {
     --kubelet-client-certificate="$PKI_DIR/apiserver-kubelet-client.crt" \
     --kubelet-client-key="$PKI_DIR/apiserver-kubelet-client.key" \
     --kubelet-certificate-authority="$PKI_DIR/ca.crt" \
+    --kubelet-preferred-address-types=InternalIP \
     --service-account-key-file="$PKI_DIR/sa.pub" \
     --service-account-signing-key-file="$PKI_DIR/sa.key" \
     --service-account-issuer="https://kubernetes.default.svc.$CLUSTER_DOMAIN" \
@@ -277,6 +288,23 @@ apply_addons() {
 
 # ---------------------------------------------------------------- down
 
+# The kubelet installs a few chains of its own (canaries for kube-proxy, a
+# localnet firewall) that `kube-proxy --cleanup` leaves behind.
+remove_kubelet_chains() {
+  local ipt t
+  for ipt in iptables ip6tables; do
+    have "$ipt" || continue
+    while "$ipt" -w -D INPUT -j KUBE-FIREWALL 2>/dev/null; do :; done
+    while "$ipt" -w -D OUTPUT -j KUBE-FIREWALL 2>/dev/null; do :; done
+    "$ipt" -w -F KUBE-FIREWALL 2>/dev/null && "$ipt" -w -X KUBE-FIREWALL 2>/dev/null
+    for t in mangle nat filter; do
+      "$ipt" -w -t "$t" -X KUBE-KUBELET-CANARY 2>/dev/null || true
+      "$ipt" -w -t "$t" -X KUBE-IPTABLES-HINT 2>/dev/null || true
+    done
+  done
+  return 0
+}
+
 local_down() {
   if [[ ! -d "$STATE_DIR" && ! -d "$TRACK_CGROUP" ]]; then log "no local cluster to tear down"; return 0; fi
   # Stop the kubelet first so it does not restart what we stop next.
@@ -286,8 +314,9 @@ local_down() {
     crictl_ rmp --all --force >/dev/null 2>&1 || log "warning: crictl rmp failed; killing containers instead"
   fi
   stop_proc kube-proxy
-  # Remove the KUBE-* iptables chains kube-proxy installed.
+  # Remove the KUBE-* iptables chains kube-proxy installed, then the kubelet's.
   [[ -x "$K8S_BIN/kube-proxy" ]] && "$K8S_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
+  remove_kubelet_chains
   local c
   for c in containerd kube-scheduler kube-controller-manager kube-apiserver etcd; do stop_proc "$c"; done
   # Whatever is still in our cgroups (shims, container processes) was started by us.
@@ -360,6 +389,15 @@ load_image_local() {
       buildah push --quiet "$ref" "docker-archive:$tar:$ref" >/dev/null || die "no image $ref in buildah storage"
     fi
     ctr_ images import "$tar" | sed 's/^/  /' >&2
+    # containerd's CRI learns of imported images asynchronously; wait until it
+    # reports the new image id, or a pod created right away may get the old one.
+    local cfg name
+    cfg=$(tar -xOf "$tar" manifest.json 2>/dev/null | sed -n 's/.*"Config":"\([0-9a-f]*\)\.json".*/\1/p')
+    name=$(tar -xOf "$tar" manifest.json 2>/dev/null | sed -n 's/.*"RepoTags":\["\([^"]*\)".*/\1/p')
+    if [[ -n "$cfg" && -n "$name" ]]; then
+      wait_for "CRI to see $name" 30 bash -c '"$@" | grep -q "\"id\": \"sha256:'"$cfg"'\""' _ \
+        env CONTAINER_RUNTIME_ENDPOINT="unix://$CONTAINERD_SOCK" "$CRICTL_BIN/crictl" inspecti "$name"
+    fi
     [[ -n "${tmp:-}" ]] && rm -rf "$tmp"
     log "loaded $ref"
   done

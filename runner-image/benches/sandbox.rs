@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 
 struct NoRedis;
 impl RedisBridge for NoRedis {
-    fn execute(&self, _: Vec<Value>) -> Pin<Box<dyn Future<Output = Result<Value, String>> + Send + '_>> {
+    fn execute(
+        &self,
+        _: Vec<Value>,
+    ) -> Pin<Box<dyn Future<Output = Result<Value, String>> + Send + '_>> {
         Box::pin(async { Err("no Redis in the benchmark".to_owned()) })
     }
 }
@@ -43,7 +46,9 @@ async fn calls_per_second(pool: &WorkerPool, concurrency: usize, total: usize) -
         let pool = pool.clone();
         tasks.push(tokio::spawn(async move {
             for _ in 0..total / concurrency {
-                pool.call(NOOP, "noop", &json!({}), &NoRedis).await.expect("no-op call");
+                pool.call(NOOP, "noop", &json!({}), &NoRedis)
+                    .await
+                    .expect("no-op call");
             }
         }));
     }
@@ -56,7 +61,10 @@ async fn calls_per_second(pool: &WorkerPool, concurrency: usize, total: usize) -
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` passes nothing we need.
     let quick = std::env::args().any(|a| a == "--quick");
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let python = Interpreter::discover(None).expect("python3 is needed for the benchmark");
         println!("python: {} ({}), workers drop to nobody: {}", python.path.display(), python.version, python.drop_to_nobody);

@@ -21,7 +21,9 @@ use std::time::Duration;
 /// their Python in a sandbox. Tests live in NAME.test.eol next to NAME.eol.
 #[derive(Parser, Debug)]
 #[command(name = "eol", version, propagate_version = true, max_term_width = 100)]
-#[command(after_help = "Examples:\n  eol check features/examples/*.eol\n  eol run features/examples/blog-publisher.eol --operation slugify --input '{\"title\": \"Hello, World\"}'\n  eol test features/examples/inventory.test.eol --coverage\n  eol switch features/examples/blog-publisher.eol --operation suggest_tags --to implementation")]
+#[command(
+    after_help = "Examples:\n  eol check features/examples/*.eol\n  eol run features/examples/blog-publisher.eol --operation slugify --input '{\"title\": \"Hello, World\"}'\n  eol test features/examples/inventory.test.eol --coverage\n  eol switch features/examples/blog-publisher.eol --operation suggest_tags --to implementation"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -146,17 +148,28 @@ struct Failure {
 
 impl Failure {
     fn usage(message: impl Into<String>) -> Self {
-        Self { message: message.into(), kind: "usage", code: 2 }
+        Self {
+            message: message.into(),
+            kind: "usage",
+            code: 2,
+        }
     }
     fn invalid(d: &Diagnostics) -> Self {
-        Self { message: d.to_string(), kind: "invalid_spec", code: 2 }
+        Self {
+            message: d.to_string(),
+            kind: "invalid_spec",
+            code: 2,
+        }
     }
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: failed to start the async runtime: {e}");
@@ -168,7 +181,10 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(f) => {
             if output == OutputFormat::Json {
-                println!("{}", json!({ "error": { "kind": f.kind, "message": f.message } }));
+                println!(
+                    "{}",
+                    json!({ "error": { "kind": f.kind, "message": f.message } })
+                );
             } else {
                 eprintln!("error: {}", f.message);
             }
@@ -180,7 +196,9 @@ pub fn main() -> ExitCode {
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if std::env::var("EOL_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().init();
     } else {
@@ -191,11 +209,33 @@ fn init_tracing() {
 async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
     match &cli.command {
         Command::Check { files } => check(&cli, files).await,
-        Command::Run { file, operation, input, phase } => run(&cli, file, operation, input, phase.map(Phase::from)).await,
-        Command::Test { file, phase, coverage, feature } => {
-            test(&cli, file, phase.map(Phase::from), *coverage, feature.as_deref()).await
+        Command::Run {
+            file,
+            operation,
+            input,
+            phase,
+        } => run(&cli, file, operation, input, phase.map(Phase::from)).await,
+        Command::Test {
+            file,
+            phase,
+            coverage,
+            feature,
+        } => {
+            test(
+                &cli,
+                file,
+                phase.map(Phase::from),
+                *coverage,
+                feature.as_deref(),
+            )
+            .await
         }
-        Command::Switch { file, to, operation, dry_run } => switch(&cli, file, (*to).into(), operation.as_deref(), *dry_run),
+        Command::Switch {
+            file,
+            to,
+            operation,
+            dry_run,
+        } => switch(&cli, file, (*to).into(), operation.as_deref(), *dry_run),
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "eol", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
@@ -215,21 +255,27 @@ async fn start_pool(args: &SandboxArgs) -> Result<WorkerPool, Failure> {
         wall_timeout: Duration::from_secs_f64(args.call_timeout.max(0.1)),
         ..SandboxLimits::default()
     };
-    let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    WorkerPool::start(interpreter, limits, workers).await.map_err(|e| Failure {
-        message: e.to_string(),
-        kind: "sandbox",
-        code: 1,
-    })
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    WorkerPool::start(interpreter, limits, workers)
+        .await
+        .map_err(|e| Failure {
+            message: e.to_string(),
+            kind: "sandbox",
+            code: 1,
+        })
 }
 
 fn read_feature(path: &Path) -> Result<eol_core::Feature, Failure> {
-    let src = std::fs::read_to_string(path).map_err(|e| Failure::usage(format!("failed to read {}: {e}", path.display())))?;
+    let src = std::fs::read_to_string(path)
+        .map_err(|e| Failure::usage(format!("failed to read {}: {e}", path.display())))?;
     eol_core::parse_feature(&path.display().to_string(), &src).map_err(|d| Failure::invalid(&d))
 }
 
 fn read_suite(path: &Path) -> Result<TestSuite, Failure> {
-    let src = std::fs::read_to_string(path).map_err(|e| Failure::usage(format!("failed to read {}: {e}", path.display())))?;
+    let src = std::fs::read_to_string(path)
+        .map_err(|e| Failure::usage(format!("failed to read {}: {e}", path.display())))?;
     eol_core::parse_test_suite(&path.display().to_string(), &src).map_err(|d| Failure::invalid(&d))
 }
 
@@ -246,9 +292,18 @@ async fn check(cli: &Cli, files: &[PathBuf]) -> Result<ExitCode, Failure> {
                     match read_feature(&feature_file) {
                         Ok(feature) => suite
                             .check_against(&name, &feature)
-                            .map(|()| format!("{} cases for feature '{}'", suite.cases.len(), suite.feature))
+                            .map(|()| {
+                                format!(
+                                    "{} cases for feature '{}'",
+                                    suite.cases.len(),
+                                    suite.feature
+                                )
+                            })
                             .map_err(|d| d.to_string()),
-                        Err(f) => Err(format!("{name}: the feature under test could not be loaded: {}", f.message)),
+                        Err(f) => Err(format!(
+                            "{name}: the feature under test could not be loaded: {}",
+                            f.message
+                        )),
                     }
                 }
                 Err(f) => Err(f.message),
@@ -259,14 +314,20 @@ async fn check(cli: &Cli, files: &[PathBuf]) -> Result<ExitCode, Failure> {
                     if pool.is_none() {
                         pool = Some(start_pool(&cli.sandbox).await?);
                     }
-                    let pool = pool.as_ref().ok_or_else(|| Failure::usage("sandbox unavailable"))?;
+                    let pool = pool
+                        .as_ref()
+                        .ok_or_else(|| Failure::usage("sandbox unavailable"))?;
                     match eol_runner::engine::check_code(&name, &feature, pool).await {
                         Ok(()) => Ok(format!(
                             "feature '{}', phase {}, {} operations ({} with code)",
                             feature.name(),
                             feature.frontmatter.phase,
                             feature.operations.len(),
-                            feature.operations.iter().filter(|o| o.code.is_some()).count()
+                            feature
+                                .operations
+                                .iter()
+                                .filter(|o| o.code.is_some())
+                                .count()
                         )),
                         Err(d) => Err(d.to_string()),
                     }
@@ -282,7 +343,9 @@ async fn check(cli: &Cli, files: &[PathBuf]) -> Result<ExitCode, Failure> {
             .iter()
             .map(|(file, r)| match r {
                 Ok(s) => json!({ "file": file, "ok": true, "summary": s }),
-                Err(e) => json!({ "file": file, "ok": false, "errors": e.lines().collect::<Vec<_>>() }),
+                Err(e) => {
+                    json!({ "file": file, "ok": false, "errors": e.lines().collect::<Vec<_>>() })
+                }
             })
             .collect();
         println!("{}", json!({ "files": items, "failed": failed }));
@@ -299,21 +362,31 @@ async fn check(cli: &Cli, files: &[PathBuf]) -> Result<ExitCode, Failure> {
             }
         }
     }
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }
 
 fn parse_input(input: &str) -> Result<Value, Failure> {
     let (text, origin) = match input.strip_prefix('@') {
         Some(path) => (
-            std::fs::read_to_string(path).map_err(|e| Failure::usage(format!("failed to read input file {path}: {e}")))?,
+            std::fs::read_to_string(path)
+                .map_err(|e| Failure::usage(format!("failed to read input file {path}: {e}")))?,
             path.to_owned(),
         ),
         None => (input.to_owned(), "--input".to_owned()),
     };
-    serde_json::from_str(&text).map_err(|e| Failure::usage(format!("{origin} is not valid JSON: {e}")))
+    serde_json::from_str(&text)
+        .map_err(|e| Failure::usage(format!("{origin} is not valid JSON: {e}")))
 }
 
-async fn load_runtime(cli: &Cli, file: &Path, feature: eol_core::Feature) -> Result<(Runtime, Arc<RedisStore>), Failure> {
+async fn load_runtime(
+    cli: &Cli,
+    file: &Path,
+    feature: eol_core::Feature,
+) -> Result<(Runtime, Arc<RedisStore>), Failure> {
     let pool = start_pool(&cli.sandbox).await?;
     let store = Arc::new(RedisStore::new(cli.redis_url.clone()));
     let runtime = Runtime::load(&file.display().to_string(), feature, pool, store.clone())
@@ -322,15 +395,24 @@ async fn load_runtime(cli: &Cli, file: &Path, feature: eol_core::Feature) -> Res
     Ok((runtime, store))
 }
 
-async fn run(cli: &Cli, file: &Path, operation: &str, input: &str, phase: Option<Phase>) -> Result<ExitCode, Failure> {
+async fn run(
+    cli: &Cli,
+    file: &Path,
+    operation: &str,
+    input: &str,
+    phase: Option<Phase>,
+) -> Result<ExitCode, Failure> {
     let input = parse_input(input)?;
     let feature = read_feature(file)?;
     let (runtime, _store) = load_runtime(cli, file, feature).await?;
-    let exec = runtime.execute(operation, &input, phase).await.map_err(|e| Failure {
-        message: e.to_string(),
-        kind: e.kind(),
-        code: 1,
-    })?;
+    let exec = runtime
+        .execute(operation, &input, phase)
+        .await
+        .map_err(|e| Failure {
+            message: e.to_string(),
+            kind: e.kind(),
+            code: 1,
+        })?;
     if cli.output == OutputFormat::Json {
         println!(
             "{}",
@@ -343,14 +425,26 @@ async fn run(cli: &Cli, file: &Path, operation: &str, input: &str, phase: Option
             })
         );
     } else {
-        println!("{}", serde_json::to_string_pretty(&exec.output).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&exec.output).unwrap_or_default()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn test(cli: &Cli, file: &Path, phase: Option<Phase>, with_coverage: bool, feature_file: Option<&Path>) -> Result<ExitCode, Failure> {
+async fn test(
+    cli: &Cli,
+    file: &Path,
+    phase: Option<Phase>,
+    with_coverage: bool,
+    feature_file: Option<&Path>,
+) -> Result<ExitCode, Failure> {
     let suite = read_suite(file)?;
-    let feature_path = feature_file.map_or_else(|| eol_runner::feature_file_for(file, &suite), Path::to_path_buf);
+    let feature_path = feature_file.map_or_else(
+        || eol_runner::feature_file_for(file, &suite),
+        Path::to_path_buf,
+    );
     let feature = read_feature(&feature_path)?;
     suite
         .check_against(&file.display().to_string(), &feature)
@@ -394,12 +488,40 @@ async fn test(cli: &Cli, file: &Path, phase: Option<Phase>, with_coverage: bool,
             println!("coverage of feature '{}':", runtime.feature().name());
             println!("  {:<28} {:<15} {:>5}  code", "operation", "phase", "tests");
             for r in rows {
-                println!("  {:<28} {:<15} {:>5}  {}", r.operation, r.phase.as_str(), r.tests, if r.has_code { "yes" } else { "no" });
+                println!(
+                    "  {:<28} {:<15} {:>5}  {}",
+                    r.operation,
+                    r.phase.as_str(),
+                    r.tests,
+                    if r.has_code { "yes" } else { "no" }
+                );
             }
-            let untested: Vec<_> = rows.iter().filter(|r| r.tests == 0).map(|r| r.operation.as_str()).collect();
-            let no_code: Vec<_> = rows.iter().filter(|r| !r.has_code).map(|r| r.operation.as_str()).collect();
-            println!("  without tests: {}", if untested.is_empty() { "none".into() } else { untested.join(", ") });
-            println!("  without code:  {}", if no_code.is_empty() { "none".into() } else { no_code.join(", ") });
+            let untested: Vec<_> = rows
+                .iter()
+                .filter(|r| r.tests == 0)
+                .map(|r| r.operation.as_str())
+                .collect();
+            let no_code: Vec<_> = rows
+                .iter()
+                .filter(|r| !r.has_code)
+                .map(|r| r.operation.as_str())
+                .collect();
+            println!(
+                "  without tests: {}",
+                if untested.is_empty() {
+                    "none".into()
+                } else {
+                    untested.join(", ")
+                }
+            );
+            println!(
+                "  without code:  {}",
+                if no_code.is_empty() {
+                    "none".into()
+                } else {
+                    no_code.join(", ")
+                }
+            );
             println!();
         }
         println!("{summary}");
@@ -409,7 +531,11 @@ async fn test(cli: &Cli, file: &Path, phase: Option<Phase>, with_coverage: bool,
             json!({ "feature": runtime.feature().name(), "cases": results, "summary": summary, "coverage": coverage })
         );
     }
-    Ok(if summary.failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if summary.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn case_line(r: &CaseResult) -> String {
@@ -432,36 +558,66 @@ fn case_line(r: &CaseResult) -> String {
     line
 }
 
-fn switch(cli: &Cli, file: &Path, to: Phase, operation: Option<&str>, dry_run: bool) -> Result<ExitCode, Failure> {
+fn switch(
+    cli: &Cli,
+    file: &Path,
+    to: Phase,
+    operation: Option<&str>,
+    dry_run: bool,
+) -> Result<ExitCode, Failure> {
     let feature = read_feature(file)?;
     let name = file.display().to_string();
     let new_text = match operation {
         Some(op) => {
-            let target = to.forced().ok_or_else(|| Failure::usage("an operation switches to prototyping or implementation, not hybrid"))?;
+            let target = to.forced().ok_or_else(|| {
+                Failure::usage("an operation switches to prototyping or implementation, not hybrid")
+            })?;
             eol_core::switch_operation(&feature, op, target)
         }
         None => eol_core::switch_feature(&feature, to),
     }
-    .map_err(|message| Failure { message, kind: "switch_refused", code: 1 })?;
+    .map_err(|message| Failure {
+        message,
+        kind: "switch_refused",
+        code: 1,
+    })?;
     let switched = eol_core::parse_feature(&name, &new_text).map_err(|d| Failure::invalid(&d))?;
     if dry_run {
         print!("{new_text}");
         return Ok(ExitCode::SUCCESS);
     }
-    write_atomically(file, &new_text).map_err(|e| Failure::usage(format!("failed to write {name}: {e}")))?;
-    let phases: Vec<String> = switched.operations.iter().map(|o| format!("{}={}", o.name, o.phase)).collect();
+    write_atomically(file, &new_text)
+        .map_err(|e| Failure::usage(format!("failed to write {name}: {e}")))?;
+    let phases: Vec<String> = switched
+        .operations
+        .iter()
+        .map(|o| format!("{}={}", o.name, o.phase))
+        .collect();
     if cli.output == OutputFormat::Json {
-        let ops: serde_json::Map<String, Value> =
-            switched.operations.iter().map(|o| (o.name.clone(), json!(o.phase))).collect();
-        println!("{}", json!({ "file": name, "phase": switched.frontmatter.phase, "operations": ops }));
+        let ops: serde_json::Map<String, Value> = switched
+            .operations
+            .iter()
+            .map(|o| (o.name.clone(), json!(o.phase)))
+            .collect();
+        println!(
+            "{}",
+            json!({ "file": name, "phase": switched.frontmatter.phase, "operations": ops })
+        );
     } else {
-        println!("{name}: phase {} ({})", switched.frontmatter.phase, phases.join(", "));
+        println!(
+            "{name}: phase {} ({})",
+            switched.frontmatter.phase,
+            phases.join(", ")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     std::io::Write::write_all(&mut tmp, text.as_bytes())?;
     if let Ok(meta) = std::fs::metadata(path) {

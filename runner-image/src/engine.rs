@@ -25,7 +25,9 @@ pub enum ExecError {
         known: String,
     },
     /// The input does not match the Input schema.
-    #[error("feature '{feature}', operation '{operation}': the input does not match the Input schema: {violations}")]
+    #[error(
+        "feature '{feature}', operation '{operation}': the input does not match the Input schema: {violations}"
+    )]
     InvalidInput {
         /// The feature.
         feature: String,
@@ -35,7 +37,9 @@ pub enum ExecError {
         violations: String,
     },
     /// The output does not match the Output schema.
-    #[error("feature '{feature}', operation '{operation}': the output does not match the Output schema: {violations} (output was {output})")]
+    #[error(
+        "feature '{feature}', operation '{operation}': the output does not match the Output schema: {violations} (output was {output})"
+    )]
     InvalidOutput {
         /// The feature.
         feature: String,
@@ -59,7 +63,9 @@ pub enum ExecError {
         hint: String,
     },
     /// An operation was asked to run implemented but has no code.
-    #[error("feature '{feature}', operation '{operation}' has no Python implementation, so it cannot run in the implementation phase")]
+    #[error(
+        "feature '{feature}', operation '{operation}' has no Python implementation, so it cannot run in the implementation phase"
+    )]
     NoCode {
         /// The feature.
         feature: String,
@@ -81,7 +87,9 @@ pub enum ExecError {
 }
 
 fn location(at: &Option<(String, usize)>) -> String {
-    at.as_ref().map(|(f, l)| format!(" (at {f}:{l})")).unwrap_or_default()
+    at.as_ref()
+        .map(|(f, l)| format!(" (at {f}:{l})"))
+        .unwrap_or_default()
 }
 
 impl ExecError {
@@ -136,12 +144,20 @@ pub struct Runtime {
 impl Runtime {
     /// Loads `feature` (read from `file`): compiles its schemas and checks its code
     /// in the sandbox, reporting every problem against the `.eol` file.
-    pub async fn load(file: &str, feature: Feature, pool: WorkerPool, store: Arc<RedisStore>) -> Result<Self, Diagnostics> {
+    pub async fn load(
+        file: &str,
+        feature: Feature,
+        pool: WorkerPool,
+        store: Arc<RedisStore>,
+    ) -> Result<Self, Diagnostics> {
         check_code(file, &feature, &pool).await?;
         let mut compiled = HashMap::new();
         let mut diags = Vec::new();
         for op in &feature.operations {
-            match (CompiledSchema::new(&op.input.value), CompiledSchema::new(&op.output.value)) {
+            match (
+                CompiledSchema::new(&op.input.value),
+                CompiledSchema::new(&op.output.value),
+            ) {
                 (Ok(input), Ok(output)) => {
                     compiled.insert(op.name.clone(), CompiledOperation { input, output });
                 }
@@ -155,7 +171,13 @@ impl Runtime {
         if !diags.is_empty() {
             return Err(Diagnostics(diags));
         }
-        Ok(Self { feature, file: file.to_owned(), compiled, pool, store })
+        Ok(Self {
+            feature,
+            file: file.to_owned(),
+            compiled,
+            pool,
+            store,
+        })
     }
 
     /// The feature.
@@ -170,7 +192,12 @@ impl Runtime {
     }
 
     /// Runs `operation` with `input`; `phase` overrides the feature's phases.
-    pub async fn execute(&self, operation: &str, input: &Value, phase: Option<Phase>) -> Result<Execution, ExecError> {
+    pub async fn execute(
+        &self,
+        operation: &str,
+        input: &Value,
+        phase: Option<Phase>,
+    ) -> Result<Execution, ExecError> {
         let feature = self.feature.name().to_owned();
         let Some(op) = self.feature.operation(operation) else {
             return Err(ExecError::UnknownOperation {
@@ -182,7 +209,11 @@ impl Runtime {
         let schemas = &self.compiled[&op.name];
         let violations = schemas.input.violations(input);
         if !violations.is_empty() {
-            return Err(ExecError::InvalidInput { feature, operation: op.name.clone(), violations: violations.join("; ") });
+            return Err(ExecError::InvalidInput {
+                feature,
+                operation: op.name.clone(),
+                violations: violations.join("; "),
+            });
         }
         let run_phase = phase.and_then(Phase::forced).unwrap_or(op.phase);
         let started = Instant::now();
@@ -193,18 +224,31 @@ impl Runtime {
                 } else {
                     String::new()
                 };
-                return Err(ExecError::NoModel { feature, operation: op.name.clone(), hint });
+                return Err(ExecError::NoModel {
+                    feature,
+                    operation: op.name.clone(),
+                    hint,
+                });
             }
             OperationPhase::Implementation => {
                 let Some(code) = &op.code else {
-                    return Err(ExecError::NoCode { feature, operation: op.name.clone() });
+                    return Err(ExecError::NoCode {
+                        feature,
+                        operation: op.name.clone(),
+                    });
                 };
                 let bridge = self.store.bridge(&feature);
                 match self.pool.call(&code.source, &op.name, input, &bridge).await {
                     Ok(outcome) => (outcome.value, outcome.stdout),
                     Err(failure) => {
-                        let file_line = failure.line.map(|l| (self.file.clone(), code.file_line(l)));
-                        return Err(ExecError::Sandbox { feature, operation: op.name.clone(), failure, file_line });
+                        let file_line =
+                            failure.line.map(|l| (self.file.clone(), code.file_line(l)));
+                        return Err(ExecError::Sandbox {
+                            feature,
+                            operation: op.name.clone(),
+                            failure,
+                            file_line,
+                        });
                     }
                 }
             }
@@ -213,17 +257,36 @@ impl Runtime {
         if !violations.is_empty() {
             let mut shown = output.to_string();
             if shown.len() > 200 {
-                shown.truncate(shown.char_indices().nth(200).map_or(shown.len(), |(i, _)| i));
+                shown.truncate(
+                    shown
+                        .char_indices()
+                        .nth(200)
+                        .map_or(shown.len(), |(i, _)| i),
+                );
                 shown.push('…');
             }
-            return Err(ExecError::InvalidOutput { feature, operation: op.name.clone(), violations: violations.join("; "), output: shown });
+            return Err(ExecError::InvalidOutput {
+                feature,
+                operation: op.name.clone(),
+                violations: violations.join("; "),
+                output: shown,
+            });
         }
-        Ok(Execution { output, phase: run_phase, duration: started.elapsed(), stdout })
+        Ok(Execution {
+            output,
+            phase: run_phase,
+            duration: started.elapsed(),
+            stdout,
+        })
     }
 }
 
 /// Checks every operation's code in the sandbox; problems are located in the `.eol` file.
-pub async fn check_code(file: &str, feature: &Feature, pool: &WorkerPool) -> Result<(), Diagnostics> {
+pub async fn check_code(
+    file: &str,
+    feature: &Feature,
+    pool: &WorkerPool,
+) -> Result<(), Diagnostics> {
     let mut diags = Vec::new();
     for op in &feature.operations {
         let Some(code) = &op.code else { continue };
@@ -237,9 +300,16 @@ pub async fn check_code(file: &str, feature: &Feature, pool: &WorkerPool) -> Res
             Err(e) => diags.push(Diagnostic {
                 file: file.to_owned(),
                 position: code.first_line.0,
-                message: format!("operation '{}': the code could not be checked: {e}", op.name),
+                message: format!(
+                    "operation '{}': the code could not be checked: {e}",
+                    op.name
+                ),
             }),
         }
     }
-    if diags.is_empty() { Ok(()) } else { Err(Diagnostics(diags)) }
+    if diags.is_empty() {
+        Ok(())
+    } else {
+        Err(Diagnostics(diags))
+    }
 }

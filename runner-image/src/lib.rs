@@ -14,14 +14,18 @@ use std::path::Path;
 
 /// Reads a feature file and parses it, or says why it cannot.
 pub fn load_feature(path: &Path) -> Result<eol_core::Feature, String> {
-    let src = std::fs::read_to_string(path).map_err(|e| format!("failed to read {}: {e}", path.display()))?;
+    let src = std::fs::read_to_string(path)
+        .map_err(|e| format!("failed to read {}: {e}", path.display()))?;
     eol_core::parse_feature(&path.display().to_string(), &src).map_err(|d| d.to_string())
 }
 
 /// The feature file a test file belongs to: `NAME.test.eol` next to `NAME.eol`,
 /// else `<feature>.eol` in the same directory.
 pub fn feature_file_for(test_file: &Path, suite: &eol_core::TestSuite) -> std::path::PathBuf {
-    let name = test_file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let name = test_file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
     if let Some(stem) = name.strip_suffix(".test.eol") {
         let sibling = test_file.with_file_name(format!("{stem}.eol"));
         if sibling.exists() {

@@ -64,7 +64,10 @@ impl LocalRedis {
     pub fn start() -> Result<Self, StoreError> {
         let bundle = Self::bundle_dir();
         let server = bundle.join("bin/redis-server");
-        let modules = [bundle.join("lib/redisearch.so"), bundle.join("lib/rejson.so")];
+        let modules = [
+            bundle.join("lib/redisearch.so"),
+            bundle.join("lib/rejson.so"),
+        ];
         if !server.exists() || modules.iter().any(|m| !m.exists()) {
             return Err(StoreError::NotInstalled(bundle.display().to_string()));
         }
@@ -74,26 +77,44 @@ impl LocalRedis {
             .map_err(|e| StoreError::LocalStart(e.to_string()))?;
         let port = free_port().map_err(|e| StoreError::LocalStart(format!("no free port: {e}")))?;
         let mut cmd = std::process::Command::new(&server);
-        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
         for m in &modules {
             cmd.arg("--loadmodule").arg(m);
         }
-        let child = cmd.spawn().map_err(|e| StoreError::LocalStart(format!("{}: {e}", server.display())))?;
-        let mut local = LocalRedis { child, url: format!("redis://127.0.0.1:{port}"), _dir: dir };
+        let child = cmd
+            .spawn()
+            .map_err(|e| StoreError::LocalStart(format!("{}: {e}", server.display())))?;
+        let mut local = LocalRedis {
+            child,
+            url: format!("redis://127.0.0.1:{port}"),
+            _dir: dir,
+        };
         local.wait_ready(Duration::from_secs(10))?;
         Ok(local)
     }
 
     fn wait_ready(&mut self, limit: Duration) -> Result<(), StoreError> {
         let deadline = std::time::Instant::now() + limit;
-        let client = redis::Client::open(self.url.as_str()).map_err(|e| StoreError::LocalStart(e.to_string()))?;
+        let client = redis::Client::open(self.url.as_str())
+            .map_err(|e| StoreError::LocalStart(e.to_string()))?;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(StoreError::LocalStart(format!("redis-server exited with {status}")));
+                return Err(StoreError::LocalStart(format!(
+                    "redis-server exited with {status}"
+                )));
             }
             if let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(200))
                 && redis::cmd("PING").query::<String>(&mut conn).is_ok()
@@ -101,7 +122,9 @@ impl LocalRedis {
                 return Ok(());
             }
             if std::time::Instant::now() > deadline {
-                return Err(StoreError::LocalStart(format!("redis-server did not answer PING within {limit:?}")));
+                return Err(StoreError::LocalStart(format!(
+                    "redis-server did not answer PING within {limit:?}"
+                )));
             }
             std::thread::sleep(Duration::from_millis(25));
         }
@@ -137,7 +160,9 @@ pub struct RedisStore {
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisStore").field("url", &self.url.as_deref().map(redact)).finish()
+        f.debug_struct("RedisStore")
+            .field("url", &self.url.as_deref().map(redact))
+            .finish()
     }
 }
 
@@ -152,7 +177,11 @@ pub fn redact(url: &str) -> String {
 impl RedisStore {
     /// A store for `url`, or for a local Redis started on demand when `None`.
     pub fn new(url: Option<String>) -> Self {
-        Self { url, conn: OnceCell::new(), local: std::sync::Mutex::new(None) }
+        Self {
+            url,
+            conn: OnceCell::new(),
+            local: std::sync::Mutex::new(None),
+        }
     }
 
     /// The connection, opened (and the local server started) on first use.
@@ -188,7 +217,10 @@ impl RedisStore {
 
     /// The bridge sandboxed code of feature `feature` uses, confined to its key prefix.
     pub fn bridge(&self, feature: &str) -> FeatureRedis<'_> {
-        FeatureRedis { store: self, prefix: key_prefix(feature) }
+        FeatureRedis {
+            store: self,
+            prefix: key_prefix(feature),
+        }
     }
 }
 
@@ -207,11 +239,10 @@ enum Keys {
 fn command_keys(name: &str) -> Option<Keys> {
     Some(match name {
         "DEL" | "EXISTS" | "UNLINK" => Keys::All,
-        "GET" | "SET" | "INCR" | "INCRBY" | "DECR" | "DECRBY" | "EXPIRE" | "TTL" | "HGET" | "HSET"
-        | "HGETALL" | "HDEL" | "HINCRBY" | "LPUSH" | "RPUSH" | "LRANGE" | "LLEN" | "SADD" | "SREM"
-        | "SMEMBERS" | "SISMEMBER" | "ZADD" | "ZRANGE" | "ZSCORE" | "JSON.GET" | "JSON.SET" | "JSON.DEL" => {
-            Keys::First
-        }
+        "GET" | "SET" | "INCR" | "INCRBY" | "DECR" | "DECRBY" | "EXPIRE" | "TTL" | "HGET"
+        | "HSET" | "HGETALL" | "HDEL" | "HINCRBY" | "LPUSH" | "RPUSH" | "LRANGE" | "LLEN"
+        | "SADD" | "SREM" | "SMEMBERS" | "SISMEMBER" | "ZADD" | "ZRANGE" | "ZSCORE"
+        | "JSON.GET" | "JSON.SET" | "JSON.DEL" => Keys::First,
         _ => return None,
     })
 }
@@ -229,14 +260,20 @@ impl FeatureRedis<'_> {
             Some(Value::String(s)) => s.to_ascii_uppercase(),
             _ => return Err("a Redis command must start with its name".into()),
         };
-        let keys = command_keys(&name).ok_or_else(|| format!("Redis command '{name}' is not allowed in sandboxed code"))?;
+        let keys = command_keys(&name)
+            .ok_or_else(|| format!("Redis command '{name}' is not allowed in sandboxed code"))?;
         let mut cmd = redis::cmd(&name);
         for (i, arg) in parts.enumerate() {
             let text = match arg {
                 Value::String(s) => s,
                 Value::Number(n) => n.to_string(),
                 Value::Bool(b) => u8::from(b).to_string(),
-                other => return Err(format!("argument {} of {name} must be a string or number, got {other}", i + 1)),
+                other => {
+                    return Err(format!(
+                        "argument {} of {name} must be a string or number, got {other}",
+                        i + 1
+                    ));
+                }
             };
             let is_key = matches!((keys, i), (Keys::All, _) | (Keys::First, 0));
             if is_key {
@@ -255,7 +292,10 @@ impl FeatureRedis<'_> {
 }
 
 impl RedisBridge for FeatureRedis<'_> {
-    fn execute(&self, command: Vec<Value>) -> Pin<Box<dyn Future<Output = Result<Value, String>> + Send + '_>> {
+    fn execute(
+        &self,
+        command: Vec<Value>,
+    ) -> Pin<Box<dyn Future<Output = Result<Value, String>> + Send + '_>> {
         Box::pin(self.run(command))
     }
 }
@@ -267,9 +307,13 @@ fn to_json(v: redis::Value) -> Value {
         redis::Value::BulkString(b) => Value::String(String::from_utf8_lossy(&b).into_owned()),
         redis::Value::SimpleString(s) => Value::String(s),
         redis::Value::Okay => Value::String("OK".into()),
-        redis::Value::Double(d) => serde_json::Number::from_f64(d).map_or(Value::Null, Value::Number),
+        redis::Value::Double(d) => {
+            serde_json::Number::from_f64(d).map_or(Value::Null, Value::Number)
+        }
         redis::Value::Boolean(b) => Value::Bool(b),
-        redis::Value::Array(items) | redis::Value::Set(items) => Value::Array(items.into_iter().map(to_json).collect()),
+        redis::Value::Array(items) | redis::Value::Set(items) => {
+            Value::Array(items.into_iter().map(to_json).collect())
+        }
         redis::Value::Map(pairs) => {
             let mut obj = serde_json::Map::new();
             for (k, v) in pairs {

@@ -58,7 +58,11 @@ impl Summary {
     /// Totals of `results`.
     pub fn of(results: &[CaseResult]) -> Self {
         let count = |v| results.iter().filter(|r| r.verdict == v).count();
-        Self { passed: count(Verdict::Passed), failed: count(Verdict::Failed), skipped: count(Verdict::Skipped) }
+        Self {
+            passed: count(Verdict::Passed),
+            failed: count(Verdict::Failed),
+            skipped: count(Verdict::Skipped),
+        }
     }
 }
 
@@ -74,7 +78,9 @@ impl std::fmt::Display for Summary {
 
 /// Runs one case.
 pub async fn run_case(runtime: &Runtime, case: &TestCase, phase: Option<Phase>) -> CaseResult {
-    let op_phase = runtime.effective_phase(&case.operation, phase).unwrap_or(OperationPhase::Prototyping);
+    let op_phase = runtime
+        .effective_phase(&case.operation, phase)
+        .unwrap_or(OperationPhase::Prototyping);
     let mut result = CaseResult {
         title: case.title.clone(),
         operation: case.operation.clone(),
@@ -101,7 +107,13 @@ pub async fn run_case(runtime: &Runtime, case: &TestCase, phase: Option<Phase>) 
                     if mismatches.is_empty() {
                         result.verdict = Verdict::Passed;
                     } else {
-                        result.reason = Some(mismatches.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
+                        result.reason = Some(
+                            mismatches
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join("; "),
+                        );
                     }
                 }
                 Expectation::Judged(sentence) => {
@@ -138,7 +150,11 @@ pub fn coverage(runtime: &Runtime, suite: &TestSuite) -> Vec<CoverageRow> {
         .map(|op| CoverageRow {
             operation: op.name.clone(),
             phase: op.phase,
-            tests: suite.cases.iter().filter(|c| c.operation == op.name).count(),
+            tests: suite
+                .cases
+                .iter()
+                .filter(|c| c.operation == op.name)
+                .count(),
             has_code: op.code.is_some(),
         })
         .collect()

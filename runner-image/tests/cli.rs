@@ -16,15 +16,30 @@ fn eol(args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 #[test]
 fn check_accepts_the_examples() {
-    let o = eol(&["check", "inventory.eol", "support-triage.eol", "blog-publisher.eol", "inventory.test.eol", "blog-publisher.test.eol", "support-triage.test.eol"]);
+    let o = eol(&[
+        "check",
+        "inventory.eol",
+        "support-triage.eol",
+        "blog-publisher.eol",
+        "inventory.test.eol",
+        "blog-publisher.test.eol",
+        "support-triage.test.eol",
+    ]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}{err}");
-    assert_eq!(out.lines().filter(|l| l.starts_with("ok ")).count(), 6, "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("ok ")).count(),
+        6,
+        "{out}"
+    );
 }
 
 #[test]
@@ -38,18 +53,47 @@ fn check_reports_located_errors_including_unsafe_code() {
     let o = eol(&["check", bad.to_str().unwrap()]);
     let (out, _) = text(&o);
     assert_eq!(o.status.code(), Some(2), "{out}");
-    let line = std::fs::read_to_string(&bad).unwrap().lines().position(|l| l == "import subprocess").unwrap() + 1;
-    assert!(out.contains(&format!("bad.eol:{line}:1: operation 'reading_time': import of 'subprocess' is not allowed")), "{out}");
+    let line = std::fs::read_to_string(&bad)
+        .unwrap()
+        .lines()
+        .position(|l| l == "import subprocess")
+        .unwrap()
+        + 1;
+    assert!(
+        out.contains(&format!(
+            "bad.eol:{line}:8: operation 'reading_time': import of 'subprocess' is not allowed"
+        )),
+        "{out}"
+    );
 }
 
 #[test]
 fn run_prints_the_output_and_json_mode_wraps_it() {
-    let o = eol(&["run", "blog-publisher.eol", "--operation", "slugify", "--input", r#"{"title": "Hello, World!"}"#]);
+    let o = eol(&[
+        "run",
+        "blog-publisher.eol",
+        "--operation",
+        "slugify",
+        "--input",
+        r#"{"title": "Hello, World!"}"#,
+    ]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap(), serde_json::json!({"slug": "hello-world"}));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+        serde_json::json!({"slug": "hello-world"})
+    );
 
-    let o = eol(&["--output", "json", "run", "blog-publisher.eol", "--operation", "reading_time", "--input", r#"{"text": "a b c"}"#]);
+    let o = eol(&[
+        "--output",
+        "json",
+        "run",
+        "blog-publisher.eol",
+        "--operation",
+        "reading_time",
+        "--input",
+        r#"{"text": "a b c"}"#,
+    ]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["output"], serde_json::json!({"minutes": 1, "words": 3}));
     assert_eq!(v["phase"], "implementation");
@@ -60,9 +104,23 @@ fn run_reads_input_from_a_file_and_refuses_bad_input() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.json");
     std::fs::write(&input, r#"{"title": "Crème"}"#).unwrap();
-    let o = eol(&["run", "blog-publisher.eol", "--operation", "slugify", "--input", &format!("@{}", input.display())]);
+    let o = eol(&[
+        "run",
+        "blog-publisher.eol",
+        "--operation",
+        "slugify",
+        "--input",
+        &format!("@{}", input.display()),
+    ]);
     assert!(o.status.success(), "{:?}", text(&o));
-    let o = eol(&["run", "blog-publisher.eol", "--operation", "slugify", "--input", r#"{"title": 3}"#]);
+    let o = eol(&[
+        "run",
+        "blog-publisher.eol",
+        "--operation",
+        "slugify",
+        "--input",
+        r#"{"title": 3}"#,
+    ]);
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(1));
     assert!(err.contains("feature 'blog-publisher', operation 'slugify': the input does not match the Input schema"), "{err}");
@@ -70,7 +128,14 @@ fn run_reads_input_from_a_file_and_refuses_bad_input() {
 
 #[test]
 fn a_prototyped_operation_without_a_model_says_what_to_set() {
-    let o = eol(&["run", "blog-publisher.eol", "--operation", "suggest_tags", "--input", r#"{"title": "t", "text": "x"}"#]);
+    let o = eol(&[
+        "run",
+        "blog-publisher.eol",
+        "--operation",
+        "suggest_tags",
+        "--input",
+        r#"{"title": "t", "text": "x"}"#,
+    ]);
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(1));
     assert!(err.contains("operation 'suggest_tags' runs in the prototyping phase, but no model is configured: set EOL_LLM_BASE_URL"), "{err}");
@@ -81,8 +146,15 @@ fn test_runs_the_implementation_example_against_the_embedded_redis() {
     let o = eol(&["test", "inventory.test.eol", "--coverage"]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}{err}");
-    assert_eq!(out.lines().filter(|l| l.starts_with("PASS")).count(), 3, "{out}");
-    assert!(out.contains("without tests: none") && out.contains("without code:  none"), "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("PASS")).count(),
+        3,
+        "{out}"
+    );
+    assert!(
+        out.contains("without tests: none") && out.contains("without code:  none"),
+        "{out}"
+    );
     assert_eq!(out.lines().last(), Some("3 passed, 0 failed"), "{out}");
 }
 
@@ -93,7 +165,10 @@ fn test_of_a_hybrid_feature_passes_implemented_cases_and_names_the_missing_model
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert_eq!(out.lines().last(), Some("3 passed, 1 failed"), "{out}");
     assert!(out.contains("FAIL  suggest_tags"), "{out}");
-    assert!(out.contains("no model is configured: set EOL_LLM_BASE_URL"), "{out}");
+    assert!(
+        out.contains("no model is configured: set EOL_LLM_BASE_URL"),
+        "{out}"
+    );
     assert!(out.contains("without code:  suggest_tags"), "{out}");
 
     let o = eol(&["--output", "json", "test", "support-triage.test.eol"]);
@@ -113,21 +188,53 @@ fn switch_refuses_operations_without_code_and_rewrites_only_phase_lines() {
     let o = eol(&["switch", path, "--to", "implementation"]);
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(1));
-    assert!(err.contains("these operations have no Python code: suggest_tags"), "{err}");
-    assert_eq!(std::fs::read_to_string(&file).unwrap(), original, "a refused switch changes nothing");
+    assert!(
+        err.contains("these operations have no Python code: suggest_tags"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        original,
+        "a refused switch changes nothing"
+    );
 
     let o = eol(&["switch", path, "--to", "prototyping"]);
     assert!(o.status.success(), "{:?}", text(&o));
     let switched = std::fs::read_to_string(&file).unwrap();
-    let changed: Vec<&str> = switched.lines().zip(original.lines()).filter(|(a, b)| a != b).map(|(a, _)| a).collect();
-    assert_eq!(changed, ["phase: prototyping", "Phase: prototyping", "Phase: prototyping"]);
+    let changed: Vec<&str> = switched
+        .lines()
+        .zip(original.lines())
+        .filter(|(a, b)| a != b)
+        .map(|(a, _)| a)
+        .collect();
+    assert_eq!(
+        changed,
+        [
+            "phase: prototyping",
+            "Phase: prototyping",
+            "Phase: prototyping"
+        ]
+    );
 
-    let o = eol(&["switch", path, "--operation", "slugify", "--to", "implementation"]);
+    let o = eol(&[
+        "switch",
+        path,
+        "--operation",
+        "slugify",
+        "--to",
+        "implementation",
+    ]);
     assert!(o.status.success(), "{:?}", text(&o));
     let f = eol_core::parse_feature("f", &std::fs::read_to_string(&file).unwrap()).unwrap();
     assert_eq!(f.frontmatter.phase, eol_core::Phase::Hybrid);
-    assert_eq!(f.operation("slugify").unwrap().phase, eol_core::OperationPhase::Implementation);
-    assert_eq!(f.operation("reading_time").unwrap().phase, eol_core::OperationPhase::Prototyping);
+    assert_eq!(
+        f.operation("slugify").unwrap().phase,
+        eol_core::OperationPhase::Implementation
+    );
+    assert_eq!(
+        f.operation("reading_time").unwrap().phase,
+        eol_core::OperationPhase::Prototyping
+    );
 }
 
 #[test]

@@ -13,12 +13,19 @@ use std::time::Instant;
 /// A bridge for code that must not touch Redis: any command is refused.
 struct NoRedis;
 impl RedisBridge for NoRedis {
-    fn execute(&self, c: Vec<Value>) -> Pin<Box<dyn Future<Output = Result<Value, String>> + Send + '_>> {
+    fn execute(
+        &self,
+        c: Vec<Value>,
+    ) -> Pin<Box<dyn Future<Output = Result<Value, String>> + Send + '_>> {
         Box::pin(async move { Err(format!("no Redis in this test (asked for {c:?})")) })
     }
 }
 
-async fn call_kind(pool: &eol_runner::sandbox::WorkerPool, code: &str, function: &str) -> Result<Value, (FailureKind, String)> {
+async fn call_kind(
+    pool: &eol_runner::sandbox::WorkerPool,
+    code: &str,
+    function: &str,
+) -> Result<Value, (FailureKind, String)> {
     pool.call(code, function, &json!({}), &NoRedis)
         .await
         .map(|o| o.value)
@@ -28,7 +35,12 @@ async fn call_kind(pool: &eol_runner::sandbox::WorkerPool, code: &str, function:
 const OK: &str = "def ok():\n    return {\"fine\": True}\n";
 
 async fn assert_recovers(pool: &eol_runner::sandbox::WorkerPool) {
-    assert_eq!(call_kind(pool, OK, "ok").await.expect("the next call succeeds"), json!({"fine": true}));
+    assert_eq!(
+        call_kind(pool, OK, "ok")
+            .await
+            .expect("the next call succeeds"),
+        json!({"fine": true})
+    );
 }
 
 #[tokio::test]
@@ -44,16 +56,37 @@ async fn static_checks_report_every_problem_with_its_line() {
     assert!(text.iter().any(|m| m.contains("eval")), "{text:?}");
     assert!(text.iter().any(|m| m.contains("__class__")), "{text:?}");
     assert!(text.iter().any(|m| m.contains("open")), "{text:?}");
-    assert!(lines.contains(&1) && lines.contains(&2) && lines.contains(&3) && lines.contains(&6) && lines.contains(&7) && lines.contains(&8), "{errors:?}");
+    assert!(
+        lines.contains(&1)
+            && lines.contains(&2)
+            && lines.contains(&3)
+            && lines.contains(&6)
+            && lines.contains(&7)
+            && lines.contains(&8),
+        "{errors:?}"
+    );
 
     let syntax = pool.check("def f(:\n", "f", &[]).await.unwrap();
     assert_eq!(syntax.len(), 1);
     assert_eq!(syntax[0].line, 1);
     assert!(syntax[0].message.contains("syntax"), "{syntax:?}");
 
-    let signature = pool.check("def g(a):\n    return {}\n", "f", &["a".into()]).await.unwrap();
-    assert!(signature[0].message.contains("function 'f' is not defined"), "{signature:?}");
-    let params = pool.check("def f(a, b):\n    return {}\n", "f", &["a".into(), "c".into()]).await.unwrap();
+    let signature = pool
+        .check("def g(a):\n    return {}\n", "f", &["a".into()])
+        .await
+        .unwrap();
+    assert!(
+        signature[0].message.contains("function 'f' is not defined"),
+        "{signature:?}"
+    );
+    let params = pool
+        .check(
+            "def f(a, b):\n    return {}\n",
+            "f",
+            &["a".into(), "c".into()],
+        )
+        .await
+        .unwrap();
     assert!(!params.is_empty(), "mismatched parameters must be reported");
 }
 
@@ -62,8 +95,14 @@ async fn forbidden_code_is_refused_at_call_time_too() {
     let pool = common::pool(1).await;
     for (code, needle) in [
         ("import os\ndef f():\n    return os.fork()\n", "'os'"),
-        ("def f():\n    return ().__class__.__base__.__subclasses__()\n", "__class__"),
-        ("def f():\n    return (x for x in []).gi_frame.f_globals\n", "gi_frame"),
+        (
+            "def f():\n    return ().__class__.__base__.__subclasses__()\n",
+            "__class__",
+        ),
+        (
+            "def f():\n    return (x for x in []).gi_frame.f_globals\n",
+            "gi_frame",
+        ),
         ("import random\ndef f():\n    return random._os\n", "_os"),
         ("def f():\n    return exec('import os')\n", "exec"),
         ("import ctypes\ndef f():\n    return 1\n", "'ctypes'"),
@@ -75,9 +114,21 @@ async fn forbidden_code_is_refused_at_call_time_too() {
         assert!(message.contains(needle), "{code}: {message}");
     }
     // Names built at run time get past the static check, not past the run-time one.
-    let (kind, message) = call_kind(&pool, "def f():\n    return getattr((), '__cl' + 'ass__')\n", "f").await.unwrap_err();
+    let (kind, message) = call_kind(
+        &pool,
+        "def f():\n    return getattr((), '__cl' + 'ass__')\n",
+        "f",
+    )
+    .await
+    .unwrap_err();
     assert_eq!(kind, FailureKind::Exception, "{message}");
-    let (kind, message) = call_kind(&pool, "import uuid\ndef f():\n    return str(uuid.os)\n", "f").await.unwrap_err();
+    let (kind, message) = call_kind(
+        &pool,
+        "import uuid\ndef f():\n    return str(uuid.os)\n",
+        "f",
+    )
+    .await
+    .unwrap_err();
     assert_eq!(kind, FailureKind::Exception, "{message}");
     assert!(message.contains("AttributeError"), "{message}");
     assert_recovers(&pool).await;
@@ -87,9 +138,15 @@ async fn forbidden_code_is_refused_at_call_time_too() {
 async fn an_infinite_loop_hits_the_cpu_limit_and_the_pool_recovers() {
     let pool = common::pool(1).await;
     let started = Instant::now();
-    let (kind, message) = call_kind(&pool, "def f():\n    while True:\n        pass\n", "f").await.unwrap_err();
+    let (kind, message) = call_kind(&pool, "def f():\n    while True:\n        pass\n", "f")
+        .await
+        .unwrap_err();
     assert_eq!(kind, FailureKind::CpuLimit, "{message}");
-    assert!(started.elapsed().as_secs_f64() < 4.0, "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed().as_secs_f64() < 4.0,
+        "took {:?}",
+        started.elapsed()
+    );
     assert_recovers(&pool).await;
 }
 
@@ -97,20 +154,37 @@ async fn an_infinite_loop_hits_the_cpu_limit_and_the_pool_recovers() {
 async fn a_call_past_the_wall_clock_limit_is_killed_and_replaced() {
     let pool = common::pool(1).await;
     let before = pool.idle_worker_pids();
-    let (kind, message) = call_kind(&pool, "import time\ndef f():\n    time.sleep(60)\n    return {}\n", "f").await.unwrap_err();
+    let (kind, message) = call_kind(
+        &pool,
+        "import time\ndef f():\n    time.sleep(60)\n    return {}\n",
+        "f",
+    )
+    .await
+    .unwrap_err();
     assert_eq!(kind, FailureKind::Timeout, "{message}");
     assert_recovers(&pool).await;
     let after = pool.idle_worker_pids();
-    assert!(!after.is_empty() && after != before, "the worker was replaced: {before:?} -> {after:?}");
+    assert!(
+        !after.is_empty() && after != before,
+        "the worker was replaced: {before:?} -> {after:?}"
+    );
     for pid in before {
-        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists() || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z ")), "old worker {pid} still running");
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.contains(") Z ")),
+            "old worker {pid} still running"
+        );
     }
 }
 
 #[tokio::test]
 async fn a_memory_bomb_hits_the_memory_limit_and_the_pool_recovers() {
     let pool = common::pool(1).await;
-    for code in ["def f():\n    return len('a' * (10 ** 10))\n", "def f():\n    x = []\n    while True:\n        x.append(' ' * 10 ** 6)\n"] {
+    for code in [
+        "def f():\n    return len('a' * (10 ** 10))\n",
+        "def f():\n    x = []\n    while True:\n        x.append(' ' * 10 ** 6)\n",
+    ] {
         let (kind, message) = call_kind(&pool, code, "f").await.unwrap_err();
         assert_eq!(kind, FailureKind::MemoryLimit, "{code}: {message}");
         assert_recovers(&pool).await;
@@ -120,23 +194,46 @@ async fn a_memory_bomb_hits_the_memory_limit_and_the_pool_recovers() {
 #[tokio::test]
 async fn workers_are_confined_by_the_kernel() {
     let pool = common::pool(1).await;
-    assert!(pool.network_isolated(), "workers should get a network namespace of their own on this machine");
+    assert!(
+        pool.network_isolated(),
+        "workers should get a network namespace of their own on this machine"
+    );
     let pid = pool.idle_worker_pids()[0];
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
-    let limit = |name: &str| limits.lines().find(|l| l.starts_with(name)).unwrap_or_default().split_whitespace().rev().nth(2).unwrap_or_default().to_owned();
+    let limit = |name: &str| {
+        limits
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default()
+            .split_whitespace()
+            .rev()
+            .nth(2)
+            .unwrap_or_default()
+            .to_owned()
+    };
     assert_eq!(limit("Max processes"), "0", "{limits}");
-    assert_eq!(limit("Max address space"), (256u64 * 1024 * 1024).to_string(), "{limits}");
+    assert_eq!(
+        limit("Max address space"),
+        (256u64 * 1024 * 1024).to_string(),
+        "{limits}"
+    );
     assert_eq!(limit("Max core file size"), "0", "{limits}");
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     if unsafe_euid_is_root() {
-        assert!(uid_line.contains("65534"), "workers started by root run as nobody: {uid_line}");
+        assert!(
+            uid_line.contains("65534"),
+            "workers started by root run as nobody: {uid_line}"
+        );
     }
 }
 
 fn unsafe_euid_is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
-        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0")))
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
@@ -144,16 +241,31 @@ fn unsafe_euid_is_root() -> bool {
 async fn exceptions_report_their_line_and_print_output_is_kept() {
     let pool = common::pool(1).await;
     let failure = pool
-        .call("def f(x):\n    print('about to fail')\n    raise ValueError('bad ' + x)\n", "f", &json!({"x": "url"}), &NoRedis)
+        .call(
+            "def f(x):\n    print('about to fail')\n    raise ValueError('bad ' + x)\n",
+            "f",
+            &json!({"x": "url"}),
+            &NoRedis,
+        )
         .await
         .unwrap_err();
     assert_eq!(failure.kind, FailureKind::Exception);
     assert_eq!(failure.message, "ValueError: bad url");
     assert_eq!(failure.line, Some(3));
-    let ok = pool.call("def f():\n    print('hi')\n    return [1, 2]\n", "f", &json!({}), &NoRedis).await.unwrap();
+    let ok = pool
+        .call(
+            "def f():\n    print('hi')\n    return [1, 2]\n",
+            "f",
+            &json!({}),
+            &NoRedis,
+        )
+        .await
+        .unwrap();
     assert_eq!(ok.value, json!([1, 2]));
     assert_eq!(ok.stdout, "hi\n");
-    let (kind, _) = call_kind(&pool, "def f():\n    return {1, 2}\n", "f").await.unwrap_err();
+    let (kind, _) = call_kind(&pool, "def f():\n    return {1, 2}\n", "f")
+        .await
+        .unwrap_err();
     assert_eq!(kind, FailureKind::BadOutput);
 }
 
@@ -235,22 +347,44 @@ async fn schemas_are_enforced_on_input_and_output() {
     let redis = common::local_redis();
     let store = common::store(&redis);
     let feature = parse_feature("counter.eol", FEATURE).unwrap();
-    let runtime = Runtime::load("counter.eol", feature, common::pool(1).await, store).await.unwrap();
+    let runtime = Runtime::load("counter.eol", feature, common::pool(1).await, store)
+        .await
+        .unwrap();
 
-    let err = runtime.execute("bump", &json!({"name": "", "by": "x"}), None).await.unwrap_err();
+    let err = runtime
+        .execute("bump", &json!({"name": "", "by": "x"}), None)
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), "invalid_input");
     let msg = err.to_string();
-    assert!(msg.starts_with("feature 'counter', operation 'bump': the input does not match"), "{msg}");
+    assert!(
+        msg.starts_with("feature 'counter', operation 'bump': the input does not match"),
+        "{msg}"
+    );
     assert!(msg.contains("/by") && msg.contains("/name"), "{msg}");
 
-    let err = runtime.execute("broken", &json!({}), None).await.unwrap_err();
+    let err = runtime
+        .execute("broken", &json!({}), None)
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), "invalid_output");
     assert!(err.to_string().contains("\"seven\""), "{err}");
 
     let err = runtime.execute("nope", &json!({}), None).await.unwrap_err();
-    assert!(err.to_string().contains("has no operation 'nope' (it has: bump, broken, keys_seen)"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("has no operation 'nope' (it has: bump, broken, keys_seen)"),
+        "{err}"
+    );
 
-    let err = runtime.execute("bump", &json!({"name": "a", "by": 1}), Some(Phase::Prototyping)).await.unwrap_err();
+    let err = runtime
+        .execute(
+            "bump",
+            &json!({"name": "a", "by": 1}),
+            Some(Phase::Prototyping),
+        )
+        .await
+        .unwrap_err();
     assert!(matches!(err, ExecError::NoModel { .. }), "{err}");
     assert!(err.to_string().contains("EOL_LLM_BASE_URL"), "{err}");
 }
@@ -260,16 +394,31 @@ async fn redis_is_reached_through_the_host_under_the_feature_prefix() {
     let redis = common::local_redis();
     let store = common::store(&redis);
     let feature = parse_feature("counter.eol", FEATURE).unwrap();
-    let runtime = Runtime::load("counter.eol", feature, common::pool(2).await, store.clone()).await.unwrap();
-    let out = runtime.execute("bump", &json!({"name": "a", "by": 5}), None).await.unwrap();
+    let runtime = Runtime::load("counter.eol", feature, common::pool(2).await, store.clone())
+        .await
+        .unwrap();
+    let out = runtime
+        .execute("bump", &json!({"name": "a", "by": 5}), None)
+        .await
+        .unwrap();
     assert_eq!(out.output, json!({"value": 5}));
-    let out = runtime.execute("bump", &json!({"name": "a", "by": 2}), None).await.unwrap();
+    let out = runtime
+        .execute("bump", &json!({"name": "a", "by": 2}), None)
+        .await
+        .unwrap();
     assert_eq!(out.output, json!({"value": 7}));
     // The key lives under the feature's prefix, and nowhere else.
     let mut conn = store.connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(keys, ["eol:counter:counter:a"]);
-    let seen = runtime.execute("keys_seen", &json!({"name": "a"}), None).await.unwrap();
+    let seen = runtime
+        .execute("keys_seen", &json!({"name": "a"}), None)
+        .await
+        .unwrap();
     assert_eq!(seen.output, json!({"exists": 1, "raw": "7"}));
 }
 
@@ -278,23 +427,48 @@ async fn redis_going_away_fails_the_call_clearly_and_loses_nothing() {
     let redis = common::local_redis();
     let store = common::store(&redis);
     let feature = parse_feature("counter.eol", FEATURE).unwrap();
-    let runtime = Runtime::load("counter.eol", feature, common::pool(1).await, store).await.unwrap();
-    runtime.execute("bump", &json!({"name": "kept", "by": 41}), None).await.unwrap();
+    let runtime = Runtime::load("counter.eol", feature, common::pool(1).await, store)
+        .await
+        .unwrap();
+    runtime
+        .execute("bump", &json!({"name": "kept", "by": 41}), None)
+        .await
+        .unwrap();
 
     // Freeze the server: it stops answering, as a Redis that went away does.
     let pid = redis.pid().to_string();
-    assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
-    let err = runtime.execute("bump", &json!({"name": "kept", "by": 1}), None).await;
-    assert!(std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let err = runtime
+        .execute("bump", &json!({"name": "kept", "by": 1}), None)
+        .await;
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-CONT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let err = err.expect_err("a call while Redis is unreachable must fail, never succeed");
     let msg = err.to_string();
-    assert!(msg.starts_with("feature 'counter', operation 'bump' failed"), "{msg}");
+    assert!(
+        msg.starts_with("feature 'counter', operation 'bump' failed"),
+        "{msg}"
+    );
     assert!(msg.contains("RedisError"), "{msg}");
 
     // Back again: the next call succeeds and the earlier data is intact.
     let mut value = None;
     for _ in 0..20 {
-        match runtime.execute("keys_seen", &json!({"name": "kept"}), None).await {
+        match runtime
+            .execute("keys_seen", &json!({"name": "kept"}), None)
+            .await
+        {
             Ok(out) => {
                 value = Some(out.output);
                 break;
@@ -302,8 +476,13 @@ async fn redis_going_away_fails_the_call_clearly_and_loses_nothing() {
             Err(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
         }
     }
-    let raw = value.expect("Redis came back")["raw"].as_str().map(str::to_owned);
-    assert!(raw.as_deref() == Some("41") || raw.as_deref() == Some("42"), "data intact: {raw:?}");
+    let raw = value.expect("Redis came back")["raw"]
+        .as_str()
+        .map(str::to_owned);
+    assert!(
+        raw.as_deref() == Some("41") || raw.as_deref() == Some("42"),
+        "data intact: {raw:?}"
+    );
 }
 
 #[tokio::test]
@@ -313,6 +492,9 @@ async fn redis_commands_outside_the_allow_list_are_refused() {
     let bridge = store.bridge("counter");
     let err = bridge.execute(vec![json!("FLUSHALL")]).await.unwrap_err();
     assert!(err.contains("'FLUSHALL' is not allowed"), "{err}");
-    let err = bridge.execute(vec![json!("KEYS"), json!("*")]).await.unwrap_err();
+    let err = bridge
+        .execute(vec![json!("KEYS"), json!("*")])
+        .await
+        .unwrap_err();
     assert!(err.contains("not allowed"), "{err}");
 }

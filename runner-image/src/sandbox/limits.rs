@@ -44,7 +44,10 @@ pub(crate) struct Confinement {
 }
 
 fn set_limit(resource: libc::__rlimit_resource_t, value: u64) -> io::Result<()> {
-    let lim = libc::rlimit { rlim_cur: value, rlim_max: value };
+    let lim = libc::rlimit {
+        rlim_cur: value,
+        rlim_max: value,
+    };
     // SAFETY: setrlimit only reads the struct we pass.
     if unsafe { libc::setrlimit(resource, &lim) } != 0 {
         return Err(io::Error::last_os_error());
@@ -90,12 +93,14 @@ pub(crate) fn confine(c: Confinement) -> io::Result<()> {
 /// True when `nobody` can reach and run `path` (every ancestor searchable by others).
 pub(crate) fn world_accessible(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    let mut ok = path
-        .metadata()
-        .is_ok_and(|m| m.permissions().mode() & 0o005 == 0o005 || m.is_dir() && m.permissions().mode() & 0o001 != 0);
+    let mut ok = path.metadata().is_ok_and(|m| {
+        m.permissions().mode() & 0o005 == 0o005 || m.is_dir() && m.permissions().mode() & 0o001 != 0
+    });
     let mut dir = path.parent();
     while let Some(d) = dir {
-        ok &= d.metadata().is_ok_and(|m| m.permissions().mode() & 0o001 != 0);
+        ok &= d
+            .metadata()
+            .is_ok_and(|m| m.permissions().mode() & 0o001 != 0);
         dir = d.parent();
     }
     ok

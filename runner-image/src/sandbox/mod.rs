@@ -12,7 +12,7 @@ mod protocol;
 mod worker;
 
 pub use limits::SandboxLimits;
-pub use pool::{CallOutcome, CallFailure, FailureKind, WorkerPool};
+pub use pool::{CallFailure, CallOutcome, FailureKind, WorkerPool};
 pub use protocol::CodeError;
 
 use std::future::Future;
@@ -24,10 +24,39 @@ const WORKER_SCRIPT: &str = include_str!("worker.py");
 
 /// Modules user code may import (the worker enforces the same list at run time).
 pub const DEFAULT_ALLOWED_MODULES: &[&str] = &[
-    "json", "math", "re", "hashlib", "datetime", "time", "random", "string", "collections",
-    "itertools", "functools", "statistics", "decimal", "fractions", "base64", "textwrap",
-    "unicodedata", "operator", "heapq", "bisect", "copy", "typing", "enum", "uuid", "html",
-    "difflib", "zlib", "binascii", "calendar", "ipaddress", "struct", "hmac", "secrets",
+    "json",
+    "math",
+    "re",
+    "hashlib",
+    "datetime",
+    "time",
+    "random",
+    "string",
+    "collections",
+    "itertools",
+    "functools",
+    "statistics",
+    "decimal",
+    "fractions",
+    "base64",
+    "textwrap",
+    "unicodedata",
+    "operator",
+    "heapq",
+    "bisect",
+    "copy",
+    "typing",
+    "enum",
+    "uuid",
+    "html",
+    "difflib",
+    "zlib",
+    "binascii",
+    "calendar",
+    "ipaddress",
+    "struct",
+    "hmac",
+    "secrets",
     "urllib.parse",
 ];
 
@@ -35,7 +64,10 @@ pub const DEFAULT_ALLOWED_MODULES: &[&str] = &[
 pub trait RedisBridge: Send + Sync {
     /// Executes one command (name first) and returns its reply as JSON, or a
     /// message saying why it was refused or failed.
-    fn execute(&self, command: Vec<serde_json::Value>) -> Pin<Box<dyn Future<Output = Result<serde_json::Value, String>> + Send + '_>>;
+    fn execute(
+        &self,
+        command: Vec<serde_json::Value>,
+    ) -> Pin<Box<dyn Future<Output = Result<serde_json::Value, String>> + Send + '_>>;
 }
 
 /// What can go wrong with the sandbox itself (not with the code it runs).
@@ -75,10 +107,18 @@ impl Interpreter {
         let requested = configured.map_or_else(|| PathBuf::from("python3"), Path::to_path_buf);
         let (path, version) = probe(&requested)?;
         if limits::euid() != 0 {
-            return Ok(Self { path, version, drop_to_nobody: false });
+            return Ok(Self {
+                path,
+                version,
+                drop_to_nobody: false,
+            });
         }
         if limits::world_accessible(&path) {
-            return Ok(Self { path, version, drop_to_nobody: true });
+            return Ok(Self {
+                path,
+                version,
+                drop_to_nobody: true,
+            });
         }
         let system = Path::new("/usr/bin/python3");
         if let Ok((sys_path, sys_version)) = probe(system)
@@ -86,10 +126,18 @@ impl Interpreter {
         {
             tracing::info!(configured = %path.display(), using = %sys_path.display(),
                 "the configured Python is not reachable by the unprivileged sandbox user; using the system Python");
-            return Ok(Self { path: sys_path, version: sys_version, drop_to_nobody: true });
+            return Ok(Self {
+                path: sys_path,
+                version: sys_version,
+                drop_to_nobody: true,
+            });
         }
         tracing::warn!(python = %path.display(), "sandbox workers run as root: no Python reachable by 'nobody' was found");
-        Ok(Self { path, version, drop_to_nobody: false })
+        Ok(Self {
+            path,
+            version,
+            drop_to_nobody: false,
+        })
     }
 }
 
@@ -103,14 +151,21 @@ fn probe(python: &Path) -> Result<(PathBuf, String), SandboxError> {
             python.display()
         )))?;
     if !out.status.success() {
-        return Err(SandboxError::Python(format!("'{}' exited with {}", python.display(), out.status)));
+        return Err(SandboxError::Python(format!(
+            "'{}' exited with {}",
+            python.display(),
+            out.status
+        )));
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let mut lines = text.lines();
     let exe = lines.next().unwrap_or_default().trim();
     let version = lines.next().unwrap_or_default().trim().to_owned();
     if exe.is_empty() || !version.starts_with('3') {
-        return Err(SandboxError::Python(format!("'{}' is not Python 3", python.display())));
+        return Err(SandboxError::Python(format!(
+            "'{}' is not Python 3",
+            python.display()
+        )));
     }
     let path = std::fs::canonicalize(exe).unwrap_or_else(|_| PathBuf::from(exe));
     Ok((path, version))

@@ -3,7 +3,9 @@
 use super::limits::Confinement;
 use super::protocol::CodeError;
 use super::worker::Worker;
-use super::{DEFAULT_ALLOWED_MODULES, Interpreter, RedisBridge, SandboxError, SandboxLimits, WORKER_SCRIPT};
+use super::{
+    DEFAULT_ALLOWED_MODULES, Interpreter, RedisBridge, SandboxError, SandboxLimits, WORKER_SCRIPT,
+};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -115,7 +117,13 @@ impl Inner {
     }
 
     async fn spawn(&self) -> Result<Worker, SandboxError> {
-        Worker::spawn(&self.interpreter.path, &self.script(), &self.config, self.confinement()).await
+        Worker::spawn(
+            &self.interpreter.path,
+            &self.script(),
+            &self.config,
+            self.confinement(),
+        )
+        .await
     }
 
     fn put_back(&self, worker: Worker) {
@@ -142,12 +150,18 @@ impl std::fmt::Debug for WorkerPool {
 
 impl WorkerPool {
     /// Starts `size` warm workers on `interpreter`.
-    pub async fn start(interpreter: Interpreter, limits: SandboxLimits, size: usize) -> Result<Self, SandboxError> {
+    pub async fn start(
+        interpreter: Interpreter,
+        limits: SandboxLimits,
+        size: usize,
+    ) -> Result<Self, SandboxError> {
         let size = size.max(1);
         let script_dir = tempfile::Builder::new()
             .prefix("eol-sandbox-")
             .tempdir()
-            .map_err(|e| SandboxError::Spawn(format!("failed to create the sandbox directory: {e}")))?;
+            .map_err(|e| {
+                SandboxError::Spawn(format!("failed to create the sandbox directory: {e}"))
+            })?;
         write_script(script_dir.path())?;
         let config = json!({ "allowed_modules": DEFAULT_ALLOWED_MODULES, "cpu_seconds": limits.cpu_seconds });
         let mut inner = Inner {
@@ -230,7 +244,12 @@ impl WorkerPool {
     }
 
     /// Static checks of `code` (syntax, imports, forbidden names, the function's signature).
-    pub async fn check(&self, code: &str, function: &str, params: &[String]) -> Result<Vec<CodeError>, SandboxError> {
+    pub async fn check(
+        &self,
+        code: &str,
+        function: &str,
+        params: &[String],
+    ) -> Result<Vec<CodeError>, SandboxError> {
         let (_permit, mut worker) = self.acquire().await?;
         match worker.check(code, function, params).await {
             Ok(errors) => {
@@ -304,14 +323,20 @@ impl WorkerPool {
                     self.inner.put_back(worker);
                 }
                 if result.ok {
-                    Ok(CallOutcome { value: result.value, stdout: result.stdout, duration: started.elapsed() })
+                    Ok(CallOutcome {
+                        value: result.value,
+                        stdout: result.stdout,
+                        duration: started.elapsed(),
+                    })
                 } else {
-                    let error = result.error.unwrap_or_else(|| super::protocol::WorkerError {
-                        kind: "exception".into(),
-                        message: "the call failed without saying why".into(),
-                        line: None,
-                        traceback: None,
-                    });
+                    let error = result
+                        .error
+                        .unwrap_or_else(|| super::protocol::WorkerError {
+                            kind: "exception".into(),
+                            message: "the call failed without saying why".into(),
+                            line: None,
+                            traceback: None,
+                        });
                     Err(CallFailure {
                         kind: FailureKind::from_worker(&error.kind),
                         message: error.message,

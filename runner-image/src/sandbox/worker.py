@@ -1,1 +1,895 @@
-# placeholder: being written
+"""EOL sandbox worker: runs user-written Python functions for the Rust host.
+
+The host starts it as `python3 -I -S -u worker.py <config-json>` after confining
+the process (network namespace, rlimits, unprivileged user, private cwd) and
+talks to it in JSON lines over stdin/stdout:
+
+    host -> worker   {"type":"ping"} | {"type":"check",...} | {"type":"call",...}
+                     {"type":"redis_reply",...}   (only while a call waits on Redis)
+    worker -> host   {"type":"ready",...} once, then "pong", "checked", "result",
+                     and {"type":"redis",...} while a call runs.
+
+This file adds the Python-level sandbox on top of the kernel limits: a static
+AST check, restricted builtins, sanitised per-call views of allowed modules,
+and a CPU-time limit per call.
+"""
+
+import ast
+import builtins
+import functools
+import importlib
+import json
+import math
+import operator
+import os
+import resource
+import signal
+import string
+import sys
+import time
+import types
+import typing
+
+# The protocol is encoded with this copy of json. User code gets a fresh import
+# (see below), so patching e.g. `json.JSONEncoder.encode` from user code cannot
+# reach the worker's own messages.
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_decode = json.loads
+for _name in [n for n in sys.modules if n == "json" or n.startswith("json.")]:
+    del sys.modules[_name]
+
+SOURCE = "<operation>"  # filename user code is compiled under, to find its frames
+MODULE_NAME = "eol_operation"
+STDOUT_LIMIT = 64 * 1024  # characters of print() output kept per call
+STDOUT_TRUNCATED = "\n[stdout truncated]"
+TRACEBACK_FRAMES = 10
+CACHE_LIMIT = 256  # prepared code objects kept (cleared wholesale when full)
+RECURSION_LIMIT = 2000
+
+DEFAULT_ALLOWED_MODULES = (
+    "json math re hashlib datetime time random string collections itertools functools "
+    "statistics decimal fractions base64 textwrap unicodedata operator heapq bisect copy "
+    "typing enum uuid html difflib zlib binascii calendar ipaddress struct hmac secrets "
+    "urllib.parse"
+).split()
+
+FORBIDDEN_BUILTINS = frozenset(
+    "eval exec open compile __import__ globals locals vars breakpoint input memoryview "
+    "exit quit help delattr setattr".split()
+)
+
+# Attributes without a leading underscore that still lead to frames, code
+# objects or globals, and from there out of the sandbox.
+INTERNAL_ATTRS = frozenset(
+    "gi_frame gi_code gi_yieldfrom cr_frame cr_code cr_await ag_frame ag_code ag_await "
+    "f_globals f_locals f_builtins f_back f_code tb_frame tb_next co_code func_globals mro".split()
+)
+
+SAFE_BUILTIN_NAMES = (
+    "abs all any ascii bin bool bytearray bytes callable chr complex dict divmod enumerate "
+    "filter float format frozenset hash hex int isinstance issubclass iter len list map max "
+    "min next oct ord pow range repr reversed round set slice sorted str sum tuple zip type "
+    "object super property staticmethod classmethod dir id NotImplemented Ellipsis True "
+    "False None BaseException Exception ArithmeticError AssertionError AttributeError "
+    "IndexError KeyError LookupError NameError NotImplementedError OverflowError "
+    "RuntimeError StopIteration TypeError ValueError ZeroDivisionError UnicodeError "
+    "UnicodeDecodeError UnicodeEncodeError"
+).split()
+
+
+class CpuLimitExceeded(BaseException):
+    """Raised inside user code when the call's CPU budget is spent.
+
+    A BaseException so that `except Exception` in user code does not swallow it.
+    """
+
+
+class RedisError(Exception):
+    """A Redis command sent through the host failed."""
+
+
+# ---------------------------------------------------------------------------
+# Protocol I/O
+
+_stdin = sys.stdin.buffer
+_proto = None  # set in main(): a private duplicate of the original stdout
+
+
+def _send(text):
+    try:
+        _proto.write(text.encode("ascii"))  # _encode escapes all non-ASCII
+        _proto.write(b"\n")
+        _proto.flush()
+    except OSError:
+        os._exit(1)  # the host is gone; nobody is left to report to
+
+
+# ---------------------------------------------------------------------------
+# State of the call in progress (a worker runs one call at a time)
+
+
+class _Call:
+    def __init__(self):
+        self.start(None, 0.0)
+
+    def start(self, call_id, cpu_seconds):
+        self.id = call_id
+        self.cpu_seconds = cpu_seconds
+        self.armed = False  # the CPU limit applies: SIGXCPU raises in user code
+        self.in_io = False  # a Redis exchange is on the wire: defer SIGXCPU
+        self.pending = False  # SIGXCPU arrived during that exchange
+        self.hits = 0  # SIGXCPUs seen during this call
+        self.stdout = []
+        self.stdout_room = STDOUT_LIMIT  # -1 once truncated
+        self.modules = {}  # this call's module views, by name
+
+
+_call = _Call()
+_allowed = frozenset()
+_allowed_text = ""  # for error messages
+_default_cpu_seconds = 2.0
+
+
+# ---------------------------------------------------------------------------
+# Per-call CPU limit
+
+_CPU_HARD = resource.getrlimit(resource.RLIMIT_CPU)[1]
+
+
+def _limit_cpu(seconds):
+    # RLIMIT_CPU has whole-second resolution, so the budget is rounded up.
+    soft = math.ceil(time.process_time() + seconds)
+    if _CPU_HARD != resource.RLIM_INFINITY:
+        soft = min(soft, _CPU_HARD)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, _CPU_HARD))
+
+
+def _unlimit_cpu():
+    resource.setrlimit(resource.RLIMIT_CPU, (_CPU_HARD, _CPU_HARD))
+
+
+def _on_sigxcpu(signum, frame):
+    if not _call.armed:
+        return  # a late signal after the call ended
+    if _call.in_io:
+        _call.pending = True  # raising mid-exchange would desynchronise the pipe
+        return
+    _cpu_exceeded()
+
+
+def _cpu_exceeded():
+    _call.hits += 1
+    if _call.hits > 1:
+        # The kernel repeats SIGXCPU every CPU second: user code swallowed the
+        # first CpuLimitExceeded (bare `except:`). Report and stop for good.
+        _send(_error_result(_cpu_error()))
+        os._exit(1)
+    raise CpuLimitExceeded
+
+
+def _cpu_error():
+    return {
+        "kind": "cpu_limit",
+        "message": f"CPU time limit of {_call.cpu_seconds:g}s exceeded",
+    }
+
+
+# ---------------------------------------------------------------------------
+# Static check
+
+
+def _module_allowed(name):
+    """Allowed: listed exactly, or inside a listed top-level package."""
+    return name in _allowed or name.partition(".")[0] in _allowed
+
+
+def _import_from_allowed(module, names):
+    """`from module import names` is fine if `module` is, or every name is an allowed submodule."""
+    return _module_allowed(module) or all(f"{module}.{n}" in _allowed for n in names)
+
+
+def _source_lines(code):
+    # Python's own line breaks only (str.splitlines also splits on \f, \x1c, ...).
+    return code.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+class _Errors:
+    """Collects (line, column, message, kind) with 1-based character columns."""
+
+    def __init__(self, code):
+        self.code = code
+        self.items = []
+        self._lines = None
+
+    def add(self, line, byte_col, message, kind="forbidden"):
+        # ast columns are UTF-8 byte offsets; report characters.
+        if self._lines is None:
+            self._lines = _source_lines(self.code)
+        text = self._lines[line - 1] if 0 < line <= len(self._lines) else ""
+        column = len(text.encode()[:byte_col].decode(errors="ignore")) + 1
+        self.items.append((line, column, message, kind))
+
+    def at(self, node, message):
+        self.add(node.lineno, node.col_offset, message)
+
+    def syntax(self, exc):
+        if isinstance(exc, SyntaxError):
+            line, column, msg = exc.lineno or 1, exc.offset or 1, exc.msg
+        else:  # ValueError (null bytes) or RecursionError (absurd nesting)
+            line, column, msg = 1, 1, str(exc)
+        self.items.append((line, max(column, 1), f"syntax error: {msg}", "syntax"))
+
+    def sorted(self):
+        return sorted(set(self.items))
+
+
+def _check(code, function, params):
+    """Checks user code statically.
+
+    Returns (code object or None, errors, parameter spec). The spec lists the
+    function's parameters as (name, has_default) pairs.
+    """
+    errors = _Errors(code)
+    try:
+        tree = ast.parse(code, SOURCE)
+    except (SyntaxError, ValueError, RecursionError) as exc:
+        errors.syntax(exc)
+        return None, errors.sorted(), ()
+
+    def reserved(name, node):
+        if name and name.startswith("__"):
+            errors.at(node, f"name '{name}' is not allowed: names starting with '__' are private")
+
+    def attribute(name, line, byte_col):
+        if name.startswith("_"):
+            errors.add(line, byte_col, f"attribute '{name}' is not allowed: names starting with '_' are private")
+        elif name in INTERNAL_ATTRS:
+            errors.add(line, byte_col, f"attribute '{name}' is not allowed: it exposes interpreter internals")
+
+    # A forbidden builtin's name is fine once the code binds it itself (e.g. a
+    # parameter called `input`): the sandbox's builtins never contain them.
+    bound = set()
+    builtin_uses = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            reserved(node.id, node)
+            if not isinstance(node.ctx, ast.Load):
+                bound.add(node.id)
+            elif node.id in FORBIDDEN_BUILTINS:
+                builtin_uses.append(node)
+        elif isinstance(node, ast.Attribute):
+            # Point at the attribute itself, not at the start of `a.b.c`.
+            attribute(node.attr, node.end_lineno, node.end_col_offset - len(node.attr.encode()))
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            reserved(node.name, node)
+            bound.add(node.name)
+        elif isinstance(node, (ast.AsyncFunctionDef, ast.Await, ast.AsyncFor, ast.AsyncWith)):
+            errors.at(node, "async code is not allowed in sandboxed code")
+        elif isinstance(node, ast.arg):
+            reserved(node.arg, node)
+            bound.add(node.arg)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if not _module_allowed(alias.name):
+                    errors.at(alias, f"import of '{alias.name}' is not allowed (allowed: {_allowed_text})")
+                reserved(alias.asname, alias)
+                bound.add(alias.asname or alias.name.partition(".")[0])
+        elif isinstance(node, ast.ImportFrom):
+            names = [alias.name for alias in node.names]
+            if node.level:
+                errors.at(node, "relative imports are not allowed")
+            elif not _import_from_allowed(node.module, names):
+                errors.at(node, f"import of '{node.module}' is not allowed (allowed: {_allowed_text})")
+            for alias in node.names:
+                attribute(alias.name, alias.lineno, alias.col_offset)
+                reserved(alias.asname, alias)
+                bound.add(alias.asname or alias.name)
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            for name in node.names:
+                reserved(name, node)
+        elif isinstance(node, (ast.ExceptHandler, ast.MatchAs, ast.MatchStar)):
+            reserved(node.name, node)
+            bound.add(node.name)
+        elif isinstance(node, ast.MatchMapping):
+            reserved(node.rest, node)
+            bound.add(node.rest)
+        elif isinstance(node, ast.MatchClass):
+            # `case C(attr=x)` reads C().attr: the same rules as `obj.attr`.
+            for name in node.kwd_attrs:
+                attribute(name, node.lineno, node.col_offset)
+    for node in builtin_uses:
+        if node.id not in bound:
+            errors.at(node, f"use of '{node.id}' is not allowed in sandboxed code")
+
+    spec = ()
+    if function is not None:
+        spec = _check_function(tree, function, params, errors)
+
+    code_obj = None
+    try:
+        # Some errors (e.g. `return` outside a function) only surface here.
+        code_obj = compile(tree, SOURCE, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError, RecursionError) as exc:
+        errors.syntax(exc)
+    found = errors.sorted()
+    return (None if found else code_obj), found, spec
+
+
+def _check_function(tree, function, params, errors):
+    target = None
+    for stmt in tree.body:  # the last top-level definition wins, as at run time
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and stmt.name == function:
+            target = stmt
+    if target is None:
+        errors.add(1, 0, f"function '{function}' is not defined at the top level")
+        return ()
+    if isinstance(target, ast.AsyncFunctionDef):
+        return ()  # already reported as async code
+    args = target.args
+    if args.posonlyargs:
+        errors.at(target, f"function '{function}' must not have positional-only parameters")
+    if args.vararg:
+        errors.at(args.vararg, f"function '{function}' must not take *{args.vararg.arg}")
+    if args.kwarg:
+        errors.at(args.kwarg, f"function '{function}' must not take **{args.kwarg.arg}")
+    # Defaults belong to the last positional parameters.
+    positional = args.posonlyargs + args.args
+    first_default = len(positional) - len(args.defaults)
+    spec = [(a.arg, i >= first_default) for i, a in enumerate(positional)]
+    spec += [(a.arg, d is not None) for a, d in zip(args.kwonlyargs, args.kw_defaults)]
+    if params is not None:
+        declared = {name for name, _ in spec}
+        missing = sorted(set(params) - declared)
+        extra = sorted(declared - set(params))
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append("missing " + ", ".join(f"'{n}'" for n in missing))
+            if extra:
+                parts.append("unexpected " + ", ".join(f"'{n}'" for n in extra))
+            errors.at(target, f"parameters of function '{function}' do not match the operation: " + "; ".join(parts))
+    return tuple(spec)
+
+
+# Calls reuse checked and compiled code: key (code, function) -> (code object,
+# spec) or the first error as a result-error dict.
+_prepared = {}
+
+
+def _prepare(code, function):
+    key = (code, function)
+    entry = _prepared.get(key)
+    if entry is None:
+        code_obj, errors, spec = _check(code, function, None)
+        if errors:
+            line, column, message, kind = errors[0]
+            entry = {"kind": kind, "message": message, "line": line, "column": column}
+        else:
+            entry = (code_obj, spec)
+        if len(_prepared) >= CACHE_LIMIT:
+            _prepared.clear()
+        _prepared[key] = entry
+    return entry
+
+
+# ---------------------------------------------------------------------------
+# Restricted builtins
+
+
+def _attr_name(name):
+    # Only exact str: a str subclass could fake startswith() or __eq__/__hash__.
+    if type(name) is not str:
+        raise TypeError("attribute name must be a str")
+    return name
+
+
+def _check_attr(name):
+    if name.startswith("_") or name in INTERNAL_ATTRS:
+        raise AttributeError(f"attribute {name!r} is not allowed in sandboxed code")
+
+
+def _safe_getattr(obj, name, *default):
+    _check_attr(_attr_name(name))
+    return getattr(obj, name, *default)
+
+
+def _safe_hasattr(obj, name):
+    name = _attr_name(name)
+    if name.startswith("_") or name in INTERNAL_ATTRS:
+        return False
+    return hasattr(obj, name)
+
+
+def _safe_attrgetter(attr, *attrs):
+    for name in (attr, *attrs):
+        for part in _attr_name(name).split("."):
+            _check_attr(part)
+    return operator.attrgetter(attr, *attrs)
+
+
+def _safe_methodcaller(name, /, *args, **kwargs):
+    _check_attr(_attr_name(name))
+    return operator.methodcaller(name, *args, **kwargs)
+
+
+def _print(*values, sep=" ", end="\n", file=None, flush=False):
+    """print() into the call's captured stdout (`file` and `flush` are ignored)."""
+    if sep is None:
+        sep = " "
+    if end is None:
+        end = "\n"
+    if not isinstance(sep, str) or not isinstance(end, str):
+        raise TypeError("sep and end must be None or a string")
+    room = _call.stdout_room
+    if room < 0:
+        return
+    # str.join and "".join always build an exact str, whatever str subclasses
+    # user code passes in, so worker code never handles user-defined methods.
+    text = "".join([str.join(sep, [str(v) for v in values]), end])
+    if len(text) > room:
+        text = text[:room] + STDOUT_TRUNCATED
+        _call.stdout_room = -1
+    else:
+        _call.stdout_room = room - len(text)
+    _call.stdout.append(text)
+
+
+# ---------------------------------------------------------------------------
+# Sanitised modules
+
+_DROP = object()
+
+# Public objects that would undo the sandbox, by identity, wherever a module
+# exposes them: replaced by safe versions or dropped.
+_REPLACEMENTS = {
+    id(builtins.getattr): _safe_getattr,
+    id(builtins.hasattr): _safe_hasattr,
+    id(operator.attrgetter): _safe_attrgetter,
+    id(operator.methodcaller): _safe_methodcaller,
+    # Formatter.get_field resolves arbitrary attribute paths ("0.__class__").
+    id(string.Formatter): _DROP,
+    # get_type_hints evaluates string annotations: arbitrary, unchecked code.
+    id(typing.get_type_hints): _DROP,
+    # register() calls get_type_hints on the annotations of the registered function.
+    id(functools.singledispatch): _DROP,
+    id(functools.singledispatchmethod): _DROP,
+}
+_REPLACEMENTS.update(
+    (id(getattr(builtins, name)), _DROP) for name in FORBIDDEN_BUILTINS if hasattr(builtins, name)
+)
+_DROPPED_NAMES = {
+    # Writes enum members into sys.modules[cls.__module__], and the functional
+    # Enum API lets code choose that module (e.g. the worker's own __main__).
+    "enum": {"global_enum"},
+}
+
+_public_attrs_cache = {}
+
+
+def _public_attrs(name):
+    """A module's public, non-module attributes (made safe), imported on first use."""
+    attrs = _public_attrs_cache.get(name)
+    if attrs is None:
+        module = importlib.import_module(name)
+        dropped = _DROPPED_NAMES.get(name, ())
+        attrs = {}
+        for key, value in vars(module).items():
+            if key.startswith("_") or key in dropped or isinstance(value, types.ModuleType):
+                continue
+            value = _REPLACEMENTS.get(id(value), value)
+            if value is not _DROP:
+                attrs[key] = value
+        _public_attrs_cache[name] = attrs
+    return attrs
+
+
+def _module_view(name, populate):
+    """This call's view of module `name`: a plain namespace, fresh every call so
+    that assigning to it cannot affect later calls."""
+    view = _call.modules.get(name)
+    if view is None:
+        attrs = _public_attrs(name) if populate else {}
+        # A name that is not a real module, so that `from m import x` can never
+        # fall back to sys.modules["m.x"] (the real, unsanitised submodule).
+        view = types.ModuleType(f"{name} (sandboxed)")
+        view.__dict__.update(attrs)
+        _call.modules[name] = view
+    return view
+
+
+def _restricted_import(name, globals=None, locals=None, fromlist=(), level=0):
+    if level:
+        raise ImportError("relative imports are not allowed")
+    if not (_module_allowed(name) or fromlist and _import_from_allowed(name, fromlist)):
+        # User import statements were checked statically, so this is C code
+        # called from user code (e.g. datetime.strptime importing _strptime):
+        # PyImport_Import calls the caller's __import__ only for its side effect
+        # and then takes the real module from sys.modules itself. Import it,
+        # but hand back nothing.
+        importlib.import_module(name)
+        return types.ModuleType(f"{name} (sandboxed)")
+    if fromlist:
+        view = _module_view(name, _module_allowed(name))
+        for item in fromlist:
+            sub = f"{name}.{item}"
+            if item != "*" and not item.startswith("_") and item not in view.__dict__ and _module_allowed(sub):
+                try:
+                    setattr(view, item, _module_view(sub, True))
+                except ImportError:
+                    pass  # not a submodule: the import statement reports the missing name
+        return view
+    # `import a.b.c` binds `a`; chain views a -> b -> c (a parent that is not
+    # itself allowed, like `urllib` for `urllib.parse`, stays empty).
+    parts = name.split(".")
+    top = parent = _module_view(parts[0], _module_allowed(parts[0]))
+    for i in range(1, len(parts)):
+        sub = ".".join(parts[: i + 1])
+        child = _module_view(sub, _module_allowed(sub))
+        setattr(parent, parts[i], child)
+        parent = child
+    return top
+
+
+SAFE_BUILTINS = {name: getattr(builtins, name) for name in SAFE_BUILTIN_NAMES}
+SAFE_BUILTINS.update(
+    print=_print,
+    getattr=_safe_getattr,
+    hasattr=_safe_hasattr,
+    __build_class__=builtins.__build_class__,
+    __import__=_restricted_import,
+    __name__=MODULE_NAME,
+)
+
+
+# ---------------------------------------------------------------------------
+# Redis proxy
+
+
+def _redis(*command):
+    """Sends one command to the host and waits for its reply."""
+    for arg in command:
+        if type(arg) not in (str, int, float):
+            raise TypeError(f"Redis arguments must be str, int or float, not {type(arg).__name__}")
+        if type(arg) is float and not math.isfinite(arg):
+            raise ValueError("Redis arguments must be finite numbers")
+    request = _encode({"type": "redis", "command": list(command)})
+    _call.in_io = True
+    try:
+        _send(request)
+        line = _stdin.readline()
+    finally:
+        _call.in_io = False
+        if _call.pending:
+            _call.pending = False
+            _cpu_exceeded()
+    if not line:
+        os._exit(0)  # the host closed stdin mid-call
+    reply = _decode(line)
+    if reply.get("type") != "redis_reply":
+        raise RedisError(f"unexpected message from the host while waiting for Redis: {reply.get('type')!r}")
+    if not reply.get("ok"):
+        raise RedisError(reply.get("error") or "Redis command failed")
+    return reply.get("value")
+
+
+def _redis_methods():
+    """The proxy's methods: plain functions; the pipe I/O stays in worker globals,
+    which user code cannot reach (no __globals__, no frames)."""
+
+    def get(key):
+        return _redis("GET", key)
+
+    def set(key, value, ex=None, nx=False):  # shadows the builtin here only; redis-py's name
+        command = ["SET", key, value]
+        if ex is not None:
+            command += ["EX", ex]
+        if nx:
+            command.append("NX")
+        return _redis(*command) is not None  # False when NX found the key
+
+    def delete(*keys):
+        if not keys:
+            raise TypeError("delete() needs at least one key")
+        return _redis("DEL", *keys)
+
+    def exists(*keys):
+        if not keys:
+            raise TypeError("exists() needs at least one key")
+        return _redis("EXISTS", *keys)
+
+    def incr(key, amount=1):
+        return _redis("INCRBY", key, amount)
+
+    def decr(key, amount=1):
+        return _redis("DECRBY", key, amount)
+
+    def expire(key, seconds):
+        return bool(_redis("EXPIRE", key, seconds))
+
+    def ttl(key):
+        return _redis("TTL", key)
+
+    def hget(key, field):
+        return _redis("HGET", key, field)
+
+    def hset(key, field=None, value=None, mapping=None):
+        pairs = [] if field is None else [field, value]
+        for k, v in (mapping or {}).items():
+            pairs += [k, v]
+        if not pairs:
+            raise TypeError("hset() needs a field and value, or a mapping")
+        return _redis("HSET", key, *pairs)
+
+    def hgetall(key):
+        reply = _redis("HGETALL", key)
+        if isinstance(reply, dict):
+            return reply
+        reply = reply or []
+        return dict(zip(reply[::2], reply[1::2]))
+
+    def hdel(key, *fields):
+        return _redis("HDEL", key, *fields)
+
+    def lpush(key, *values):
+        return _redis("LPUSH", key, *values)
+
+    def rpush(key, *values):
+        return _redis("RPUSH", key, *values)
+
+    def lrange(key, start, stop):
+        return _redis("LRANGE", key, start, stop) or []
+
+    def llen(key):
+        return _redis("LLEN", key)
+
+    def sadd(key, *members):
+        return _redis("SADD", key, *members)
+
+    def srem(key, *members):
+        return _redis("SREM", key, *members)
+
+    def smembers(key):
+        return sorted(_redis("SMEMBERS", key) or [])
+
+    def sismember(key, member):
+        return bool(_redis("SISMEMBER", key, member))
+
+    def zadd(key, mapping):
+        command = []
+        for member, score in mapping.items():
+            command += [score, member]
+        return _redis("ZADD", key, *command)
+
+    def zrange(key, start, stop):
+        return _redis("ZRANGE", key, start, stop) or []
+
+    def zscore(key, member):
+        score = _redis("ZSCORE", key, member)
+        return None if score is None else float(score)
+
+    def json_get(key, path="$"):
+        text = _redis("JSON.GET", key, path)
+        return None if text is None else _decode(text)
+
+    def json_set(key, path, value):
+        return _redis("JSON.SET", key, path, _encode(value)) == "OK"
+
+    methods = {name: fn for name, fn in locals().items() if callable(fn)}
+    methods["RedisError"] = RedisError
+    return methods
+
+
+_REDIS_METHODS = _redis_methods()
+
+
+def _redis_proxy():
+    proxy = types.ModuleType("redis (sandboxed)")  # fresh per call, like module views
+    proxy.__dict__.update(_REDIS_METHODS)
+    return proxy
+
+
+# ---------------------------------------------------------------------------
+# Running a call
+
+
+def _error_result(error, recycle=False):
+    result = {"type": "result", "id": _call.id, "ok": False, "error": error, "stdout": "".join(_call.stdout)}
+    if recycle:
+        result["recycle"] = True  # the host replaces this worker
+    return _encode(result)
+
+
+def _handle_call(request):
+    call_id = request.get("id")
+    code = request.get("code")
+    function = request.get("function")
+    args = request.get("args", {})
+    seconds = request.get("cpu_seconds") or _default_cpu_seconds
+    _call.start(call_id, seconds)
+    if not (isinstance(code, str) and isinstance(function, str) and isinstance(args, dict)):
+        return _error_result({"kind": "exception", "message": "bad call request: needs code, function and args"})
+    prepared = _prepare(code, function)
+    if isinstance(prepared, dict):
+        return _error_result(prepared)
+    code_obj, spec = prepared
+    kwargs = {}
+    for name, has_default in spec:
+        if name in args:
+            kwargs[name] = args[name]
+        elif not has_default:
+            kwargs[name] = None
+
+    namespace = {
+        "__builtins__": SAFE_BUILTINS,
+        "__name__": MODULE_NAME,
+        "json": _module_view("json", True),
+        "redis": _redis_proxy(),
+    }
+    # The signal handler raises only while `armed`; both assignments sit inside
+    # the try, and each except clause disarms first (no check point in between),
+    # so CpuLimitExceeded can never escape this function.
+    value_json = error = None
+    _limit_cpu(seconds)
+    try:
+        _call.armed = True
+        value_json, error = _run(code_obj, namespace, function, kwargs, code)
+        # Break the globals <-> functions cycles now, so user objects die here,
+        # under the limit, rather than in a later garbage collection.
+        namespace.clear()
+        _call.armed = False
+    except CpuLimitExceeded:
+        _call.armed = False  # reported below, through _call.hits
+    except MemoryError:
+        _call.armed = False
+        value_json, error = None, {"kind": "memory_limit", "message": "memory limit exceeded"}
+    _unlimit_cpu()
+    namespace.clear()  # only still full when a limit cut the call short
+    if _call.hits:
+        # Also when user code caught CpuLimitExceeded and returned anyway.
+        value_json, error = None, _cpu_error()
+    if error is not None:
+        return _error_result(error, recycle=error["kind"] in ("cpu_limit", "memory_limit"))
+    return (
+        '{"type":"result","id":' + _encode(call_id) + ',"ok":true,"value":' + value_json
+        + ',"stdout":' + _encode("".join(_call.stdout)) + "}"
+    )
+
+
+def _run(code_obj, namespace, function, kwargs, code):
+    """Runs the module code and the function; returns (value JSON, None) or (None, error)."""
+    try:
+        exec(code_obj, namespace)
+        fn = namespace.get(function)
+        if not callable(fn):
+            raise NameError(f"function {function!r} is not defined")
+        value = fn(**kwargs)
+    except (CpuLimitExceeded, MemoryError):
+        raise
+    except BaseException as exc:
+        return None, _exception_error(exc, code)
+    try:
+        return _encode(value), None
+    except (CpuLimitExceeded, MemoryError):
+        raise
+    except Exception as exc:
+        return None, {"kind": "bad_output", "message": f"return value is not JSON: {exc}"}
+
+
+def _exception_error(exc, code):
+    """kind "exception": message, the innermost line in user code and its traceback."""
+    try:
+        detail = str(exc)
+    except Exception:
+        detail = "<unprintable exception>"
+    headline = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frame_code = tb.tb_frame.f_code
+        if frame_code.co_filename == SOURCE:
+            frames.append((tb.tb_lineno, frame_code.co_name))
+        tb = tb.tb_next
+    error = {"kind": "exception", "message": headline}
+    if frames:
+        error["line"] = frames[-1][0]
+        error["traceback"] = _format_traceback(frames, code, headline)
+    return error
+
+
+def _format_traceback(frames, code, headline):
+    lines = _source_lines(code)
+    out = ["Traceback (most recent call last):"]
+    shown = frames[-TRACEBACK_FRAMES:]
+    if len(frames) > len(shown):
+        out.append(f"  [{len(frames) - len(shown)} earlier frames omitted]")
+    previous, repeats = None, 0
+    for frame in shown + [None]:  # the sentinel flushes a trailing run of repeats
+        if frame == previous:
+            repeats += 1
+            continue
+        if repeats:
+            out.append(f"  [previous line repeated {repeats} more times]")
+            repeats = 0
+        if frame is None:
+            break
+        lineno, name = frame
+        out.append(f"  line {lineno}, in {name}")
+        if lineno and 0 < lineno <= len(lines):
+            out.append("    " + lines[lineno - 1].strip())
+        previous = frame
+    out.append(headline)
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------
+# Main loop
+
+
+def _handle_check(request):
+    params = request.get("params")
+    _, errors, _ = _check(request.get("code", ""), request.get("function"), params)
+    return _encode(
+        {"type": "checked", "errors": [{"line": l, "column": c, "message": m} for l, c, m, _ in errors]}
+    )
+
+
+def _handle(line):
+    request = None
+    try:
+        request = _decode(line)
+        kind = request.get("type")
+        if kind == "call":
+            return _handle_call(request)
+        if kind == "check":
+            return _handle_check(request)
+        if kind == "ping":
+            return '{"type":"pong"}'
+        raise ValueError(f"unknown request type {kind!r}")
+    except Exception as exc:
+        # Whatever went wrong, answer in the shape the host waits for.
+        message = f"worker error: {type(exc).__name__}: {exc}"
+        if isinstance(request, dict) and request.get("type") == "check":
+            return _encode({"type": "checked", "errors": [{"line": 1, "column": 1, "message": message}]})
+        if isinstance(request, dict) and request.get("type") == "call":
+            _call.id = request.get("id")
+        return _error_result({"kind": "exception", "message": message})
+
+
+def main():
+    global _proto, _allowed, _allowed_text, _default_cpu_seconds
+    config = _decode(sys.argv[1]) if len(sys.argv) > 1 else {}
+    modules = config.get("allowed_modules") or DEFAULT_ALLOWED_MODULES
+    _allowed = frozenset(modules)
+    _allowed_text = ", ".join(modules)
+    _default_cpu_seconds = float(config.get("cpu_seconds") or _default_cpu_seconds)
+
+    # Protocol output goes to a private copy of stdout; fds 1 and 2 become
+    # /dev/null so that stray writes (C extensions, warnings) cannot corrupt it.
+    _proto = os.fdopen(os.dup(1), "wb")
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+
+    sys.setrecursionlimit(RECURSION_LIMIT)
+    signal.signal(signal.SIGXCPU, _on_sigxcpu)
+    # Import allowed modules now, so calls never pay for it.
+    for name in _allowed:
+        try:
+            _public_attrs(name)
+        except ImportError:
+            pass  # user code importing it gets the ImportError at run time
+    _public_attrs("json")  # pre-bound in every call, allowed or not
+
+    version = "%d.%d.%d" % sys.version_info[:3]
+    _send(_encode({"type": "ready", "pid": os.getpid(), "python": version}))
+    while True:
+        line = _stdin.readline()
+        if not line:
+            break
+        if line.strip():
+            _send(_handle(line))
+
+
+if __name__ == "__main__":
+    main()

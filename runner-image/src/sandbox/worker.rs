@@ -32,12 +32,22 @@ impl Worker {
         let dir = tempfile::Builder::new()
             .prefix("eol-worker-")
             .tempdir()
-            .map_err(|e| SandboxError::Spawn(format!("failed to create a worker directory: {e}")))?;
+            .map_err(|e| {
+                SandboxError::Spawn(format!("failed to create a worker directory: {e}"))
+            })?;
         if confinement.drop_to_nobody {
             use std::os::unix::fs::PermissionsExt;
-            std::os::unix::fs::chown(dir.path(), Some(super::limits::NOBODY), Some(super::limits::NOBODY))
-                .and_then(|()| std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)))
-                .map_err(|e| SandboxError::Spawn(format!("failed to prepare the worker directory: {e}")))?;
+            std::os::unix::fs::chown(
+                dir.path(),
+                Some(super::limits::NOBODY),
+                Some(super::limits::NOBODY),
+            )
+            .and_then(|()| {
+                std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+            })
+            .map_err(|e| {
+                SandboxError::Spawn(format!("failed to prepare the worker directory: {e}"))
+            })?;
         }
         let mut cmd = Command::new(python);
         // -I: ignore environment and user site; -S: no site import (faster start).
@@ -59,9 +69,9 @@ impl Worker {
         unsafe {
             cmd.pre_exec(move || confine(confinement));
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| SandboxError::Spawn(format!("failed to start {}: {e}", python.display())))?;
+        let mut child = cmd.spawn().map_err(|e| {
+            SandboxError::Spawn(format!("failed to start {}: {e}", python.display()))
+        })?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(SandboxError::Spawn("worker pipes were not created".into()));
         };
@@ -84,20 +94,27 @@ impl Worker {
         let ready = tokio::time::timeout(std::time::Duration::from_secs(10), worker.read()).await;
         match ready {
             Ok(Ok(Reply::Ready {})) => Ok(worker),
-            Ok(Ok(other)) => Err(SandboxError::Protocol(format!("expected 'ready' from a new worker, got {other:?}"))),
+            Ok(Ok(other)) => Err(SandboxError::Protocol(format!(
+                "expected 'ready' from a new worker, got {other:?}"
+            ))),
             Ok(Err(e)) => {
                 let status = worker.child.try_wait().ok().flatten();
                 Err(SandboxError::Spawn(format!(
                     "the Python worker did not start ({e}){}",
-                    status.map(|s| format!("; it exited with {s}")).unwrap_or_default()
+                    status
+                        .map(|s| format!("; it exited with {s}"))
+                        .unwrap_or_default()
                 )))
             }
-            Err(_) => Err(SandboxError::Spawn("the Python worker did not become ready within 10 s".into())),
+            Err(_) => Err(SandboxError::Spawn(
+                "the Python worker did not become ready within 10 s".into(),
+            )),
         }
     }
 
     async fn send(&mut self, request: &Request<'_>) -> Result<(), SandboxError> {
-        let mut line = serde_json::to_vec(request).map_err(|e| SandboxError::Protocol(e.to_string()))?;
+        let mut line =
+            serde_json::to_vec(request).map_err(|e| SandboxError::Protocol(e.to_string()))?;
         line.push(b'\n');
         self.stdin
             .write_all(&line)
@@ -107,10 +124,13 @@ impl Worker {
 
     async fn read(&mut self) -> Result<Reply, SandboxError> {
         match self.stdout.next_line().await {
-            Ok(Some(line)) => serde_json::from_str(&line)
-                .map_err(|e| SandboxError::Protocol(format!("unreadable worker message ({e}): {line:.200}"))),
+            Ok(Some(line)) => serde_json::from_str(&line).map_err(|e| {
+                SandboxError::Protocol(format!("unreadable worker message ({e}): {line:.200}"))
+            }),
             Ok(None) => Err(SandboxError::WorkerDied("the worker exited".into())),
-            Err(e) => Err(SandboxError::WorkerDied(format!("failed to read from the worker: {e}"))),
+            Err(e) => Err(SandboxError::WorkerDied(format!(
+                "failed to read from the worker: {e}"
+            ))),
         }
     }
 
@@ -119,16 +139,30 @@ impl Worker {
         self.send(&Request::Ping).await?;
         match self.read().await? {
             Reply::Pong => Ok(()),
-            other => Err(SandboxError::Protocol(format!("expected 'pong', got {other:?}"))),
+            other => Err(SandboxError::Protocol(format!(
+                "expected 'pong', got {other:?}"
+            ))),
         }
     }
 
     /// Static checks of `code`: syntax, imports, forbidden names, the function's signature.
-    pub(crate) async fn check(&mut self, code: &str, function: &str, params: &[String]) -> Result<Vec<CodeError>, SandboxError> {
-        self.send(&Request::Check { code, function, params }).await?;
+    pub(crate) async fn check(
+        &mut self,
+        code: &str,
+        function: &str,
+        params: &[String],
+    ) -> Result<Vec<CodeError>, SandboxError> {
+        self.send(&Request::Check {
+            code,
+            function,
+            params,
+        })
+        .await?;
         match self.read().await? {
             Reply::Checked { errors } => Ok(errors),
-            other => Err(SandboxError::Protocol(format!("expected 'checked', got {other:?}"))),
+            other => Err(SandboxError::Protocol(format!(
+                "expected 'checked', got {other:?}"
+            ))),
         }
     }
 
@@ -143,21 +177,43 @@ impl Worker {
     ) -> Result<CallResult, SandboxError> {
         self.next_id += 1;
         let id = self.next_id;
-        self.send(&Request::Call { id, code, function, args, cpu_seconds }).await?;
+        self.send(&Request::Call {
+            id,
+            code,
+            function,
+            args,
+            cpu_seconds,
+        })
+        .await?;
         loop {
             match self.read().await? {
                 Reply::Result(result) if result.id == id => return Ok(result),
                 Reply::Result(result) => {
-                    return Err(SandboxError::Protocol(format!("result for call {} while waiting for call {id}", result.id)));
+                    return Err(SandboxError::Protocol(format!(
+                        "result for call {} while waiting for call {id}",
+                        result.id
+                    )));
                 }
                 Reply::Redis { command } => {
                     let reply = match redis.execute(command).await {
-                        Ok(value) => Request::RedisReply { ok: true, value: Some(value), error: None },
-                        Err(error) => Request::RedisReply { ok: false, value: None, error: Some(error) },
+                        Ok(value) => Request::RedisReply {
+                            ok: true,
+                            value: Some(value),
+                            error: None,
+                        },
+                        Err(error) => Request::RedisReply {
+                            ok: false,
+                            value: None,
+                            error: Some(error),
+                        },
                     };
                     self.send(&reply).await?;
                 }
-                other => return Err(SandboxError::Protocol(format!("unexpected worker message during a call: {other:?}"))),
+                other => {
+                    return Err(SandboxError::Protocol(format!(
+                        "unexpected worker message during a call: {other:?}"
+                    )));
+                }
             }
         }
     }

@@ -18,7 +18,8 @@ pub fn test_limits() -> SandboxLimits {
 
 /// A warm pool on the machine's Python; fails the test with a clear message if there is none.
 pub async fn pool(size: usize) -> WorkerPool {
-    let python = Interpreter::discover(None).unwrap_or_else(|e| panic!("these tests need Python 3: {e}"));
+    let python =
+        Interpreter::discover(None).unwrap_or_else(|e| panic!("these tests need Python 3: {e}"));
     WorkerPool::start(python, test_limits(), size)
         .await
         .unwrap_or_else(|e| panic!("failed to start the sandbox pool: {e}"))

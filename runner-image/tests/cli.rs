@@ -248,3 +248,29 @@ fn completions_and_help_are_available() {
         assert!(out.contains(cmd), "{out}");
     }
 }
+
+#[test]
+fn without_redis_the_error_says_how_to_install_it() {
+    let empty_cache = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_eol"))
+        .args([
+            "run",
+            "inventory.eol",
+            "--operation",
+            "stock_level",
+            "--input",
+            r#"{"sku": "X-1"}"#,
+        ])
+        .env_remove("REDIS_URL")
+        .env("EOL_CACHE_DIR", empty_cache.path())
+        .current_dir(common::examples())
+        .output()
+        .unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("RedisError"), "{err}");
+    assert!(
+        err.contains("set REDIS_URL") && err.contains("scripts/redis.sh install"),
+        "{err}"
+    );
+}

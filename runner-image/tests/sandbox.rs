@@ -498,3 +498,128 @@ async fn redis_commands_outside_the_allow_list_are_refused() {
         .unwrap_err();
     assert!(err.contains("not allowed"), "{err}");
 }
+
+const HOSTILE: &str = r#"---
+name: hostile
+phase: implementation
+---
+## Operations
+### spin
+Loops forever.
+
+Input:
+```yaml
+type: object
+```
+
+Output:
+```yaml
+type: object
+```
+
+```python
+def spin():
+    while True:
+        pass
+```
+
+### hog
+Allocates without bound.
+
+Input:
+```yaml
+type: object
+```
+
+Output:
+```yaml
+type: object
+```
+
+```python
+def hog():
+    blocks = []
+    while True:
+        blocks.append(bytearray(10 ** 7))
+```
+
+### fine
+Answers.
+
+Input:
+```yaml
+type: object
+```
+
+Output:
+```yaml
+type: object
+properties:
+  ok: {type: boolean}
+required: [ok]
+```
+
+```python
+def fine():
+    return {"ok": True}
+```
+"#;
+
+#[tokio::test]
+async fn hostile_operations_fail_naming_feature_operation_and_cause() {
+    let redis = common::local_redis();
+    let feature = parse_feature("hostile.eol", HOSTILE).unwrap();
+    let runtime = Runtime::load(
+        "hostile.eol",
+        feature,
+        common::pool(1).await,
+        common::store(&redis),
+    )
+    .await
+    .unwrap();
+    for (op, cause) in [
+        ("spin", "(cpu_limit): CPU time limit"),
+        ("hog", "(memory_limit): memory limit exceeded"),
+    ] {
+        let err = runtime
+            .execute(op, &json!({}), None)
+            .await
+            .expect_err("a killed call is a failure");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!(
+                "feature 'hostile', operation '{op}' failed {cause}"
+            )),
+            "{msg}"
+        );
+        let next = runtime
+            .execute("fine", &json!({}), None)
+            .await
+            .expect("the pool recovers");
+        assert_eq!(next.output, json!({"ok": true}));
+    }
+}
+
+#[tokio::test]
+async fn unsafe_code_is_refused_when_the_feature_loads_with_its_place_in_the_file() {
+    let redis = common::local_redis();
+    let src = HOSTILE.replace("def fine():\n", "import os\n\ndef fine():\n    os.fork()\n");
+    let feature = parse_feature("hostile.eol", &src).unwrap();
+    let err = Runtime::load(
+        "hostile.eol",
+        feature,
+        common::pool(1).await,
+        common::store(&redis),
+    )
+    .await
+    .err()
+    .expect("a fork attempt is refused before anything runs");
+    let line = src.lines().position(|l| l == "import os").unwrap() + 1;
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!(
+            "hostile.eol:{line}:8: operation 'fine': import of 'os' is not allowed"
+        )),
+        "{text}"
+    );
+}

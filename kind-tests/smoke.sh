@@ -36,6 +36,7 @@ run_test() { # name function
   out=$( (set -e; NS=$ns; "$fn") 2>&1) || rc=$?
   if ((rc == 0)); then
     passed=$((passed + 1)); say "PASS $name"
+    printf '%s\n' "$out" | sed -n 's/^evidence: /    /p'
   else
     failed=$((failed + 1)); failures+=("$name"); say "FAIL $name (exit $rc)"
     printf '%s\n' "$out" | sed 's/^/    /'
@@ -57,7 +58,7 @@ test_node_and_version() {
   ready=$(kubectl get nodes -o jsonpath='{.items[0].status.conditions[?(@.type=="Ready")].status}')
   [[ "$ready" == True ]] || fail "node not Ready: $ready"
   server=$(kubectl version -o json | sed -n 's/.*"gitVersion": "\(v[^"]*\)".*/\1/p' | tail -1)
-  echo "server $server"
+  echo "evidence: $(kubectl get nodes --no-headers | tr -s ' '); server $server"
   [[ "$server" == v1.34.* ]] || fail "server version $server is not v1.34.x"
 }
 
@@ -80,7 +81,9 @@ spec:
   - {name: hello, image: $img, imagePullPolicy: IfNotPresent}
 YAML
   kubectl -n "$NS" wait pod/hello --for=jsonpath='{.status.phase}'=Succeeded --timeout=120s
-  kubectl -n "$NS" logs hello | tee /dev/stderr | grep -q '^hello-from-local-image debian=12'
+  local logs; logs=$(kubectl -n "$NS" logs hello)
+  echo "evidence: kubectl logs hello: $logs"
+  grep -q '^hello-from-local-image debian=12' <<<"$logs"
 }
 
 # Two replicas behind a Service, reached by DNS name from a Job's pod; both
@@ -110,7 +113,9 @@ metadata: {name: web}
 spec:
   selector: {app: web}
   ports: [{port: 80, targetPort: 8080}]
----
+YAML
+  kubectl -n "$NS" rollout status deploy/web --timeout=120s
+  kubectl -n "$NS" apply -f - <<YAML
 apiVersion: batch/v1
 kind: Job
 metadata: {name: client}
@@ -124,19 +129,26 @@ spec:
         image: $BUSYBOX
         imagePullPolicy: IfNotPresent
         command: ["/bin/sh", "-c"]
+        # Ask until both replicas have answered (kube-proxy may still be adding
+        # the second endpoint). busybox 1.35 wget segfaults with -T: use timeout.
         args:
         - |
           set -e
           nslookup web.$NS.svc.cluster.local
-          # (busybox 1.35 wget segfaults with -T; timeout bounds each request instead)
-          for i in \$(seq 1 40); do timeout 5 wget -qO- http://web.$NS.svc.cluster.local/; done | sort | uniq -c
+          seen=""
+          for i in \$(seq 1 100); do
+            h=\$(timeout 5 wget -qO- http://web.$NS.svc.cluster.local/) || { sleep 0.5; continue; }
+            case " \$seen " in *" \$h "*) ;; *) seen="\$seen \$h" ;; esac
+            [ \$(echo \$seen | wc -w) -ge 2 ] && break
+          done
+          echo "backends:\$seen after \$i requests"
 YAML
-  kubectl -n "$NS" rollout status deploy/web --timeout=120s
   kubectl -n "$NS" wait job/client --for=condition=Complete --timeout=120s
   local out; out=$(kubectl -n "$NS" logs job/client)
   echo "$out"
-  local backends; backends=$(echo "$out" | grep -c ' web-' || true)
-  [[ "$backends" == 2 ]] || fail "expected answers from 2 replicas, got $backends"
+  local backends; backends=$(echo "$out" | sed -n 's/^backends://p' | grep -o 'web-[a-z0-9-]*' | sort -u | wc -l)
+  echo "evidence: $(echo "$out" | grep -m1 '^Address: 10\.96') for web.$NS.svc.cluster.local; $(echo "$out" | grep '^backends:')"
+  [[ "$backends" == 2 ]] || fail "expected answers from 2 replicas: ${out##*backends:}"
 }
 
 # A StatefulSet's volumeClaimTemplate gets a bound PVC from the default
@@ -178,15 +190,15 @@ YAML
   kubectl -n "$NS" wait pvc/data-db-0 --for=jsonpath='{.status.phase}'=Bound --timeout=60s
   kubectl -n "$NS" get pvc data-db-0
   local uid1; uid1=$(kubectl -n "$NS" get pod db-0 -o jsonpath='{.metadata.uid}')
-  kubectl -n "$NS" exec db-0 -- sh -c 'echo persisted-$RANDOM > /data/marker && cat /data/marker' >/tmp/smoke-marker
+  local before; before=$(kubectl -n "$NS" exec db-0 -- sh -c 'echo "persisted-$RANDOM" > /data/marker && cat /data/marker')
   kubectl -n "$NS" delete pod db-0 --wait=true
   for _ in $(seq 60); do
     [[ "$(kubectl -n "$NS" get pod db-0 -o jsonpath='{.metadata.uid}' 2>/dev/null)" != "$uid1" ]] && break; sleep 1
   done
   kubectl -n "$NS" wait pod/db-0 --for=condition=Ready --timeout=120s
   local after; after=$(kubectl -n "$NS" exec db-0 -- cat /data/marker)
-  echo "before: $(cat /tmp/smoke-marker) after: $after"
-  [[ "$after" == "$(cat /tmp/smoke-marker)" ]] || fail "data did not survive the pod"
+  echo "evidence: $(kubectl -n "$NS" get pvc data-db-0 --no-headers | tr -s ' '); before: $before after pod deletion: $after"
+  [[ -n "$before" && "$after" == "$before" ]] || fail "data did not survive the pod"
 }
 
 test_rolling_update() {
@@ -194,12 +206,16 @@ test_rolling_update() {
   kubectl -n "$NS" patch deployment roll --type=json \
     -p '[{"op":"add","path":"/spec/template/spec/containers/0/imagePullPolicy","value":"IfNotPresent"},{"op":"add","path":"/spec/template/spec/terminationGracePeriodSeconds","value":1}]'
   kubectl -n "$NS" rollout status deploy/roll --timeout=120s
-  kubectl -n "$NS" set env deploy/roll REVISION=2
+  local revpath='{.metadata.annotations.deployment\.kubernetes\.io/revision}' rev0 rev
+  rev0=$(kubectl -n "$NS" get deploy roll -o jsonpath="$revpath")
+  kubectl -n "$NS" set env deploy/roll ROLLED=yes
   kubectl -n "$NS" rollout status deploy/roll --timeout=120s
-  local rev; rev=$(kubectl -n "$NS" get deploy roll -o jsonpath='{.metadata.annotations.deployment\.kubernetes\.io/revision}')
-  [[ "$rev" == 3 || "$rev" == 2 ]] || fail "unexpected revision $rev"
+  rev=$(kubectl -n "$NS" get deploy roll -o jsonpath="$revpath")
+  [[ "$rev" == $((rev0 + 1)) ]] || fail "revision went from $rev0 to $rev"
+  local envs; envs=$(kubectl -n "$NS" get pods -l app=roll -o jsonpath='{range .items[*]}{.spec.containers[0].env[0].value}{" "}{end}')
+  [[ "$envs" == "yes yes " ]] || fail "pods not all on the new template: '$envs'"
   local updated; updated=$(kubectl -n "$NS" get deploy roll -o jsonpath='{.status.updatedReplicas}/{.status.readyReplicas}')
-  echo "revision $rev updated/ready $updated"
+  echo "evidence: revision $rev0 -> $rev, updated/ready $updated, pods ROLLED=$envs"
   [[ "$updated" == 2/2 ]] || fail "rollout incomplete: $updated"
 }
 
@@ -219,7 +235,7 @@ YAML
   kubectl -n "$NS" wait job/fails --for=condition=Failed --timeout=120s
   local code
   code=$(kubectl -n "$NS" get pods -l job-name=fails -o jsonpath='{.items[0].status.containerStatuses[0].state.terminated.exitCode}')
-  echo "job Failed; pod exit code $code"
+  echo "evidence: job condition Failed=$(kubectl -n "$NS" get job fails -o jsonpath='{.status.conditions[?(@.type=="Failed")].status}'), pod exit code $code"
   [[ "$code" == 3 ]] || fail "expected exit code 3, got '$code'"
 }
 

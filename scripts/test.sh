@@ -16,11 +16,20 @@ fail() { echo "test.sh: $*" >&2; exit 1; }
 command -v python3 >/dev/null || fail "python3 is missing: the implementation engine's sandbox needs it (apt-get install python3)"
 command -v cargo >/dev/null || fail "cargo is missing: install Rust (rustup)"
 scripts/redis.sh install
+# The local model's build takes minutes cold: run it while the Rust code builds.
+scripts/llm.sh install >"$LOG_DIR/llm-install.log" 2>&1 &
+llm_install=$!
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+echo "== local model"
+wait "$llm_install" || { cat "$LOG_DIR/llm-install.log" >&2; fail "the local model did not install (log above)"; }
+eval "$(scripts/llm.sh start)"
+trap 'scripts/llm.sh stop' EXIT
+echo "EOL_LLM_BASE_URL=$EOL_LLM_BASE_URL"
 
 echo "== cargo test"
 log="$LOG_DIR/cargo-test.log"

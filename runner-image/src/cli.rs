@@ -3,6 +3,8 @@
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use eol_core::{Diagnostics, Phase, TestSuite};
 use eol_runner::engine::Runtime;
+use eol_runner::llm::{ChatClient, LlmSettings};
+use eol_runner::prototype::Prototyper;
 use eol_runner::sandbox::{Interpreter, SandboxLimits, WorkerPool};
 use eol_runner::store::RedisStore;
 use eol_runner::testing::{self, CaseResult, Summary, Verdict};
@@ -387,11 +389,24 @@ async fn load_runtime(
     file: &Path,
     feature: eol_core::Feature,
 ) -> Result<(Runtime, Arc<RedisStore>), Failure> {
+    let settings = LlmSettings::from_env(feature.frontmatter.model.as_ref())
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    let prototyper = match settings {
+        Some(settings) => Some(Arc::new(Prototyper::new(
+            ChatClient::new(settings).map_err(|e| Failure {
+                message: e.to_string(),
+                kind: e.kind(),
+                code: 1,
+            })?,
+        ))),
+        None => None,
+    };
     let pool = start_pool(&cli.sandbox).await?;
     let store = Arc::new(RedisStore::new(cli.redis_url.clone()));
     let runtime = Runtime::load(&file.display().to_string(), feature, pool, store.clone())
         .await
-        .map_err(|d| Failure::invalid(&d))?;
+        .map_err(|d| Failure::invalid(&d))?
+        .with_model(prototyper);
     Ok((runtime, store))
 }
 
@@ -422,6 +437,7 @@ async fn run(
                 "phase": exec.phase,
                 "output": exec.output,
                 "duration_ms": exec.duration.as_secs_f64() * 1e3,
+                "trace": exec.trace,
             })
         );
     } else {

@@ -1,5 +1,6 @@
 //! Executing a feature's operations, each in its phase.
 
+use crate::prototype::{PrototypeError, PrototypeTrace, Prototyper};
 use crate::sandbox::{CallFailure, FailureKind, WorkerPool};
 use crate::store::RedisStore;
 use eol_core::{CompiledSchema, Diagnostic, Diagnostics, Feature, OperationPhase, Phase, Position};
@@ -52,7 +53,7 @@ pub enum ExecError {
     },
     /// A prototyped operation was called with no model configured.
     #[error(
-        "feature '{feature}', operation '{operation}' runs in the prototyping phase, but no model is configured: set {MODEL_SETTING} to an OpenAI-compatible API (e.g. http://127.0.0.1:8080/v1){hint}"
+        "feature '{feature}', operation '{operation}' runs in the prototyping phase, but no model is configured: set {MODEL_SETTING} to an OpenAI-compatible API (e.g. http://127.0.0.1:8080/v1), or start the local model with: eval \"$(scripts/llm.sh start)\"{hint}"
     )]
     NoModel {
         /// The feature.
@@ -71,6 +72,17 @@ pub enum ExecError {
         feature: String,
         /// The operation.
         operation: String,
+    },
+    /// The prototyped call failed.
+    #[error("feature '{feature}', operation '{operation}' failed in the prototyping phase ({}): {source}", source.kind())]
+    Prototype {
+        /// The feature.
+        feature: String,
+        /// The operation.
+        operation: String,
+        /// What went wrong with the model.
+        #[source]
+        source: PrototypeError,
     },
     /// The sandboxed call failed.
     #[error("feature '{feature}', operation '{operation}' failed ({}): {}{}", failure.kind.as_str(), failure.message, location(.file_line))]
@@ -101,6 +113,7 @@ impl ExecError {
             ExecError::InvalidOutput { .. } => "invalid_output",
             ExecError::NoModel { .. } => "no_model",
             ExecError::NoCode { .. } => "no_code",
+            ExecError::Prototype { source, .. } => source.kind(),
             ExecError::Sandbox { failure, .. } => failure.kind.as_str(),
         }
     }
@@ -125,6 +138,8 @@ pub struct Execution {
     pub duration: Duration,
     /// What the code printed (implementation phase).
     pub stdout: String,
+    /// Tokens, attempts and context notes (prototyping phase).
+    pub trace: Option<PrototypeTrace>,
 }
 
 struct CompiledOperation {
@@ -139,6 +154,7 @@ pub struct Runtime {
     compiled: HashMap<String, CompiledOperation>,
     pool: WorkerPool,
     store: Arc<RedisStore>,
+    prototyper: Option<Arc<Prototyper>>,
 }
 
 impl Runtime {
@@ -177,7 +193,19 @@ impl Runtime {
             compiled,
             pool,
             store,
+            prototyper: None,
         })
+    }
+
+    /// Runs prototyped operations on `prototyper` (without one they report that no model is configured).
+    pub fn with_model(mut self, prototyper: Option<Arc<Prototyper>>) -> Self {
+        self.prototyper = prototyper;
+        self
+    }
+
+    /// The model prototyped operations run on, if one is configured.
+    pub fn model(&self) -> Option<&Prototyper> {
+        self.prototyper.as_deref()
     }
 
     /// The feature.
@@ -217,18 +245,33 @@ impl Runtime {
         }
         let run_phase = phase.and_then(Phase::forced).unwrap_or(op.phase);
         let started = Instant::now();
-        let (output, stdout) = match run_phase {
+        let (output, stdout, trace) = match run_phase {
             OperationPhase::Prototyping => {
-                let hint = if op.code.is_some() {
-                    " — or run it with --phase implementation, since it has code".to_owned()
-                } else {
-                    String::new()
+                let Some(model) = &self.prototyper else {
+                    let hint = if op.code.is_some() {
+                        " — or run it with --phase implementation, since it has code".to_owned()
+                    } else {
+                        String::new()
+                    };
+                    return Err(ExecError::NoModel {
+                        feature,
+                        operation: op.name.clone(),
+                        hint,
+                    });
                 };
-                return Err(ExecError::NoModel {
-                    feature,
-                    operation: op.name.clone(),
-                    hint,
-                });
+                match model
+                    .execute(&self.feature, op, input, &schemas.output)
+                    .await
+                {
+                    Ok((output, trace)) => (output, String::new(), Some(trace)),
+                    Err(source) => {
+                        return Err(ExecError::Prototype {
+                            feature,
+                            operation: op.name.clone(),
+                            source,
+                        });
+                    }
+                }
             }
             OperationPhase::Implementation => {
                 let Some(code) = &op.code else {
@@ -239,7 +282,7 @@ impl Runtime {
                 };
                 let bridge = self.store.bridge(&feature);
                 match self.pool.call(&code.source, &op.name, input, &bridge).await {
-                    Ok(outcome) => (outcome.value, outcome.stdout),
+                    Ok(outcome) => (outcome.value, outcome.stdout, None),
                     Err(failure) => {
                         let file_line =
                             failure.line.map(|l| (self.file.clone(), code.file_line(l)));
@@ -277,6 +320,7 @@ impl Runtime {
             phase: run_phase,
             duration: started.elapsed(),
             stdout,
+            trace,
         })
     }
 }

@@ -6,6 +6,8 @@
 //! - [`testing`]: running `.test.eol` suites.
 
 pub mod engine;
+pub mod llm;
+pub mod prototype;
 pub mod sandbox;
 pub mod store;
 pub mod testing;

@@ -116,11 +116,30 @@ pub async fn run_case(runtime: &Runtime, case: &TestCase, phase: Option<Phase>) 
                         );
                     }
                 }
-                Expectation::Judged(sentence) => {
-                    result.reason = Some(format!(
-                        "the expectation \"{sentence}\" is judged by a model, but no model is configured: set {MODEL_SETTING}"
-                    ));
-                }
+                Expectation::Judged(sentence) => match (
+                    runtime.model(),
+                    runtime.feature().operation(&case.operation),
+                ) {
+                    (Some(model), Some(op)) => {
+                        match model.judge(op, sentence, &case.input, &exec.output).await {
+                            Ok((true, _)) => result.verdict = Verdict::Passed,
+                            Ok((false, why)) => {
+                                result.reason =
+                                    Some(format!("the model judged \"{sentence}\" not met: {why}"))
+                            }
+                            Err(e) => {
+                                result.reason = Some(format!(
+                                    "the expectation \"{sentence}\" could not be judged: {e}"
+                                ))
+                            }
+                        }
+                    }
+                    _ => {
+                        result.reason = Some(format!(
+                            "the expectation \"{sentence}\" is judged by a model, but no model is configured: set {MODEL_SETTING}"
+                        ));
+                    }
+                },
             }
             result.output = Some(exec.output);
         }

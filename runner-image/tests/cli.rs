@@ -274,3 +274,32 @@ fn without_redis_the_error_says_how_to_install_it() {
         "{err}"
     );
 }
+
+/// `eol test` in the prototyping phase on the real local model (started by scripts/test.sh):
+/// schema-checked cases pass and natural-language expectations are judged by the model.
+#[test]
+fn test_in_the_prototyping_phase_runs_on_the_local_model() {
+    let url = std::env::var("EOL_LLM_BASE_URL")
+        .expect("EOL_LLM_BASE_URL is not set: scripts/test.sh starts the local model (scripts/llm.sh start) for this test");
+    let o = Command::new(env!("CARGO_BIN_EXE_eol"))
+        .args(["--output", "json", "test", "support-triage.test.eol"])
+        .env_remove("REDIS_URL")
+        .env("EOL_LLM_BASE_URL", url)
+        .current_dir(common::examples())
+        .output()
+        .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {:?}", text(&o)));
+    let cases = v["cases"].as_array().unwrap();
+    assert_eq!(cases[0]["verdict"], "passed", "{v:#}");
+    assert_eq!(cases[0]["phase"], "prototyping");
+    // A 135M-parameter model's verdict is not the point; that it was judged is.
+    let judged = &cases[1];
+    assert!(
+        judged["verdict"] == "passed"
+            || judged["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("the model judged")),
+        "{judged:#}"
+    );
+}

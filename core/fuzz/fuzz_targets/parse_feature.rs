@@ -31,16 +31,24 @@ fuzz_target!(|data: &[u8]| {
                 f.operation(&op.name).map(|o| o.phase),
                 Some(OperationPhase::Prototyping)
             ),
-            Err(e) => panic!("switching '{}' to prototyping broke the file:\n{e}\n---\n{text}", op.name),
+            Err(e) => panic!(
+                "switching '{}' to prototyping broke the file:\n{e}\n---\n{text}",
+                op.name
+            ),
         }
         let code = format!("def {}():\n    return {{}}\n", op.name);
         let text = eol_core::with_operation_code(&feature, op, &code);
         match parse_feature("fuzz.eol", &text) {
             Ok(f) => assert_eq!(
-                f.operation(&op.name).and_then(|o| o.code.as_ref()).map(|c| c.source.as_str()),
+                f.operation(&op.name)
+                    .and_then(|o| o.code.as_ref())
+                    .map(|c| c.source.as_str()),
                 Some(code.as_str())
             ),
-            Err(e) => panic!("giving '{}' code broke the file:\n{e}\n---\n{text}", op.name),
+            Err(e) => panic!(
+                "giving '{}' code broke the file:\n{e}\n---\n{text}",
+                op.name
+            ),
         }
     }
 });

@@ -1,6 +1,8 @@
 //! Shared set-up for the runner's integration tests: real Python, real Redis.
 #![allow(dead_code)] // Each test binary uses a different part.
 
+pub mod scripted_llm;
+
 use eol_runner::sandbox::{Interpreter, SandboxLimits, WorkerPool};
 use eol_runner::store::{LocalRedis, RedisStore};
 use std::sync::Arc;

@@ -1,0 +1,309 @@
+//! The prototyping engine: an LLM executes an operation from its prose.
+//!
+//! The prompt holds the operation's spec and schemas (always) and the feature's
+//! shared prose (as much as fits the context window, least relevant dropped
+//! last-first and reported in the trace). The answer must validate against the
+//! Output schema: asked for through the server's structured-output form where it
+//! has one, and otherwise validated and retried with the errors fed back.
+
+use crate::llm::{ChatClient, LlmError, Usage};
+use eol_core::{CompiledSchema, Feature, Operation};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+/// How many answers are asked for before an invalid one is an error.
+pub const MAX_ANSWER_ATTEMPTS: u32 = 3;
+
+/// What one prototyped call cost and did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PrototypeTrace {
+    /// Tokens used, summed over attempts.
+    pub usage: Usage,
+    /// Answers asked for (1 when the first was valid).
+    pub attempts: u32,
+    /// Wall-clock time.
+    #[serde(skip)]
+    pub latency: Duration,
+    /// Context left out to fit the window, if any.
+    pub context_note: Option<String>,
+}
+
+/// Why a prototyped call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PrototypeError {
+    /// The model request failed.
+    #[error(transparent)]
+    Llm(#[from] LlmError),
+    /// The spec and input alone do not fit the context window.
+    #[error(
+        "the prompt needs about {needed} tokens but the model's context window leaves {available} (EOL_LLM_CONTEXT_WINDOW minus max_tokens)"
+    )]
+    ContextOverflow {
+        /// Estimated tokens of the parts that cannot be dropped.
+        needed: usize,
+        /// Tokens available for the prompt.
+        available: usize,
+    },
+    /// No valid answer after the allowed attempts.
+    #[error(
+        "the model gave no answer matching the Output schema in {attempts} attempts; last problem: {detail}"
+    )]
+    InvalidAnswer {
+        /// Attempts made.
+        attempts: u32,
+        /// The last validation problem.
+        detail: String,
+    },
+}
+
+impl PrototypeError {
+    /// A stable label for metrics and error reporting.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PrototypeError::Llm(e) => e.kind(),
+            PrototypeError::ContextOverflow { .. } => "context_overflow",
+            PrototypeError::InvalidAnswer { .. } => "invalid_answer",
+        }
+    }
+}
+
+/// A faithful-enough token estimate for budgeting: about 3 characters a token
+/// (English prose runs near 4; JSON and code nearer 3, so this errs on the safe side).
+pub fn estimate_tokens(text: &str) -> usize {
+    text.chars().count().div_ceil(3) + 4
+}
+
+/// Runs prototyped operations on one model.
+#[derive(Debug)]
+pub struct Prototyper {
+    client: ChatClient,
+}
+
+impl Prototyper {
+    /// A prototyper on `client`.
+    pub fn new(client: ChatClient) -> Self {
+        Self { client }
+    }
+
+    /// The model client.
+    pub fn client(&self) -> &ChatClient {
+        &self.client
+    }
+
+    fn budget(&self) -> usize {
+        let s = self.client.settings();
+        // A margin for the chat template's own tokens.
+        s.context_window
+            .saturating_sub(s.max_tokens as usize)
+            .saturating_sub(32)
+    }
+
+    /// Builds the messages for `op` on `input`, trimming the shared context to fit.
+    pub fn messages(
+        &self,
+        feature: &Feature,
+        op: &Operation,
+        input: &Value,
+    ) -> Result<(Vec<Value>, Option<String>), PrototypeError> {
+        let required = format!(
+            "You execute the operation `{name}` of the feature `{feature}`. Follow its specification exactly.\n\
+             Answer with a single JSON value that matches the output schema, and nothing else.\n\n\
+             ## Specification of `{name}`\n{spec}\n\n## Input schema\n{input_schema}\n\n## Output schema\n{output_schema}\n",
+            name = op.name,
+            feature = feature.name(),
+            spec = op.spec,
+            input_schema = op.input.value,
+            output_schema = op.output.value,
+        );
+        let user = format!("Input:\n{input}");
+        let needed = estimate_tokens(&required) + estimate_tokens(&user);
+        let available = self.budget();
+        if needed > available {
+            return Err(PrototypeError::ContextOverflow { needed, available });
+        }
+        // Shared context, paragraph by paragraph in file order, while it fits.
+        let mut context = String::new();
+        let mut left = available - needed;
+        let mut dropped = 0usize;
+        let paragraphs: Vec<&str> = feature
+            .prose
+            .split("\n\n")
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .collect();
+        let header = feature
+            .title
+            .as_deref()
+            .map(|t| format!("# {t}\n"))
+            .unwrap_or_default();
+        for p in &paragraphs {
+            let cost = estimate_tokens(p);
+            if cost <= left {
+                context.push_str(p);
+                context.push_str("\n\n");
+                left -= cost;
+            } else {
+                dropped += 1;
+            }
+        }
+        let note = (dropped > 0).then(|| {
+            format!(
+                "left out {dropped} of {} context paragraphs to fit the context window",
+                paragraphs.len()
+            )
+        });
+        let system = if context.is_empty() {
+            required
+        } else {
+            format!(
+                "{required}\n## Feature context\n{header}{}",
+                context.trim_end()
+            )
+        };
+        Ok((
+            vec![
+                json!({"role": "system", "content": system}),
+                json!({"role": "user", "content": user}),
+            ],
+            note,
+        ))
+    }
+
+    /// Executes `op` on `input`; the answer is validated against `output`.
+    pub async fn execute(
+        &self,
+        feature: &Feature,
+        op: &Operation,
+        input: &Value,
+        output: &CompiledSchema,
+    ) -> Result<(Value, PrototypeTrace), PrototypeError> {
+        let started = Instant::now();
+        let (mut messages, context_note) = self.messages(feature, op, input)?;
+        let mut trace = PrototypeTrace {
+            context_note,
+            ..PrototypeTrace::default()
+        };
+        let mut detail = String::new();
+        while trace.attempts < MAX_ANSWER_ATTEMPTS {
+            trace.attempts += 1;
+            let reply = self
+                .client
+                .chat(&messages, &[], Some(&op.output.value))
+                .await?;
+            trace.usage.prompt_tokens += reply.usage.prompt_tokens;
+            trace.usage.completion_tokens += reply.usage.completion_tokens;
+            let text = reply.content.unwrap_or_default();
+            let problem = match extract_json(&text) {
+                None => format!("the answer is not JSON: {:.200}", text.trim()),
+                Some(value) => {
+                    let violations = output.violations(&value);
+                    if violations.is_empty() {
+                        trace.latency = started.elapsed();
+                        return Ok((value, trace));
+                    }
+                    format!(
+                        "the answer does not match the output schema: {}",
+                        violations.join("; ")
+                    )
+                }
+            };
+            tracing::info!(operation = %op.name, attempt = trace.attempts, %problem, "invalid model answer; asking again");
+            messages.push(json!({"role": "assistant", "content": text}));
+            messages.push(json!({"role": "user", "content": format!("{problem}\nAnswer again with only a JSON value matching the output schema.")}));
+            detail = problem;
+        }
+        Err(PrototypeError::InvalidAnswer {
+            attempts: trace.attempts,
+            detail,
+        })
+    }
+
+    /// Asks the model whether `output` of `op` on `input` satisfies `sentence`.
+    /// Returns the verdict and the model's reason.
+    pub async fn judge(
+        &self,
+        op: &Operation,
+        sentence: &str,
+        input: &Value,
+        output: &Value,
+    ) -> Result<(bool, String), PrototypeError> {
+        let schema = json!({
+            "type": "object",
+            "properties": {"verdict": {"type": "boolean"}, "reason": {"type": "string"}},
+            "required": ["verdict", "reason"]
+        });
+        let compiled =
+            CompiledSchema::new(&schema).map_err(|detail| PrototypeError::InvalidAnswer {
+                attempts: 0,
+                detail,
+            })?;
+        let messages = vec![
+            json!({"role": "system", "content": "You check a test expectation against an operation's output. Answer with JSON: {\"verdict\": true|false, \"reason\": \"...\"}."}),
+            json!({"role": "user", "content": format!("Operation: {}\nInput: {input}\nOutput: {output}\nExpectation: {sentence}\nDoes the output meet the expectation?", op.name)}),
+        ];
+        let mut detail = String::new();
+        for _ in 0..MAX_ANSWER_ATTEMPTS {
+            let reply = self.client.chat(&messages, &[], Some(&schema)).await?;
+            let text = reply.content.unwrap_or_default();
+            match extract_json(&text) {
+                Some(v) if compiled.violations(&v).is_empty() => {
+                    return Ok((
+                        v["verdict"].as_bool().unwrap_or(false),
+                        v["reason"].as_str().unwrap_or_default().to_owned(),
+                    ));
+                }
+                _ => detail = format!("not a verdict: {:.200}", text.trim()),
+            }
+        }
+        Err(PrototypeError::InvalidAnswer {
+            attempts: MAX_ANSWER_ATTEMPTS,
+            detail,
+        })
+    }
+}
+
+/// The JSON value in a model's answer: the whole text, or a fenced block, or
+/// the outermost `{...}` / `[...]` span (small models wrap JSON in prose).
+pub fn extract_json(text: &str) -> Option<Value> {
+    let trimmed = text.trim();
+    if let Ok(v) = serde_json::from_str(trimmed) {
+        return Some(v);
+    }
+    if let Some(start) = trimmed.find("```") {
+        let after = &trimmed[start + 3..];
+        let body = after.split_once('\n').map_or(after, |(_, b)| b);
+        if let Some(end) = body.find("```")
+            && let Ok(v) = serde_json::from_str(body[..end].trim())
+        {
+            return Some(v);
+        }
+    }
+    for (open, close) in [('{', '}'), ('[', ']')] {
+        if let (Some(s), Some(e)) = (trimmed.find(open), trimmed.rfind(close))
+            && s < e
+            && let Ok(v) = serde_json::from_str(&trimmed[s..=e])
+        {
+            return Some(v);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_is_found_in_chatty_answers() {
+        assert_eq!(extract_json("{\"a\": 1}"), Some(json!({"a": 1})));
+        assert_eq!(
+            extract_json("Sure!\n```json\n{\"a\": 2}\n```\nDone."),
+            Some(json!({"a": 2}))
+        );
+        assert_eq!(
+            extract_json("The answer is {\"a\": 3}."),
+            Some(json!({"a": 3}))
+        );
+        assert_eq!(extract_json("no json here"), None);
+    }
+}

@@ -32,8 +32,12 @@ run_test() { # name function
   kubectl create ns "$ns" >/dev/null
   # Admission needs the namespace's default ServiceAccount before pods are made.
   for _ in $(seq 30); do kubectl -n "$ns" get sa default >/dev/null 2>&1 && break; sleep 1; done
-  local out rc=0
-  out=$( (set -e; NS=$ns; "$fn") 2>&1) || rc=$?
+  # errexit only holds in a subshell that is not itself tested with || or if.
+  local out rc
+  set +e
+  out=$(set -e; NS=$ns; "$fn" 2>&1)
+  rc=$?
+  set -e
   if ((rc == 0)); then
     passed=$((passed + 1)); say "PASS $name"
     printf '%s\n' "$out" | sed -n 's/^evidence: /    /p'
@@ -212,10 +216,10 @@ test_rolling_update() {
   kubectl -n "$NS" rollout status deploy/roll --timeout=120s
   rev=$(kubectl -n "$NS" get deploy roll -o jsonpath="$revpath")
   [[ "$rev" == $((rev0 + 1)) ]] || fail "revision went from $rev0 to $rev"
-  local envs; envs=$(kubectl -n "$NS" get pods -l app=roll -o jsonpath='{range .items[*]}{.spec.containers[0].env[0].value}{" "}{end}')
-  [[ "$envs" == "yes yes " ]] || fail "pods not all on the new template: '$envs'"
-  local updated; updated=$(kubectl -n "$NS" get deploy roll -o jsonpath='{.status.updatedReplicas}/{.status.readyReplicas}')
-  echo "evidence: revision $rev0 -> $rev, updated/ready $updated, pods ROLLED=$envs"
+  local rs; rs=$(kubectl -n "$NS" get rs -l app=roll -o jsonpath='{range .items[*]}{.spec.template.spec.containers[0].env[0].value}={.spec.replicas}{" "}{end}')
+  [[ "$rs" == *"yes=2"* && "$rs" == *"=0"* ]] || fail "replica sets not rolled over: $rs"
+  local updated; updated=$(kubectl -n "$NS" get deploy roll -o jsonpath='{.status.updatedReplicas}/{.status.availableReplicas}')
+  echo "evidence: revision $rev0 -> $rev, updated/available $updated, replica sets (ROLLED=replicas): $rs"
   [[ "$updated" == 2/2 ]] || fail "rollout incomplete: $updated"
 }
 

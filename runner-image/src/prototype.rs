@@ -9,7 +9,22 @@
 use crate::llm::{ChatClient, LlmError, Usage};
 use eol_core::{CompiledSchema, Feature, Operation};
 use serde_json::{Value, json};
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
+
+/// Tools the model may call during an operation (MCP servers, in practice).
+///
+/// Definitions are OpenAI function tools:
+/// `{"type": "function", "function": {"name", "description", "parameters"}}`.
+pub trait Tools: Send + Sync {
+    /// The tools on offer.
+    fn definitions(&self) -> Vec<Value>;
+    /// Calls tool `name` with `arguments` (the JSON text the model wrote).
+    /// `Err` carries a message for the model (unknown tool, invalid arguments,
+    /// a crashed server); the loop feeds it back rather than failing the call.
+    fn call<'a>(&'a self, name: &'a str, arguments: &'a str) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>>;
+}
 
 /// How many answers are asked for before an invalid one is an error.
 pub const MAX_ANSWER_ATTEMPTS: u32 = 3;

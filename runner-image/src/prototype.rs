@@ -23,11 +23,18 @@ pub trait Tools: Send + Sync {
     /// Calls tool `name` with `arguments` (the JSON text the model wrote).
     /// `Err` carries a message for the model (unknown tool, invalid arguments,
     /// a crashed server); the loop feeds it back rather than failing the call.
-    fn call<'a>(&'a self, name: &'a str, arguments: &'a str) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>>;
+    fn call<'a>(
+        &'a self,
+        name: &'a str,
+        arguments: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>>;
 }
 
 /// How many answers are asked for before an invalid one is an error.
 pub const MAX_ANSWER_ATTEMPTS: u32 = 3;
+
+/// How many rounds of tool calls a call may make before the model is told to answer.
+pub const MAX_TOOL_ROUNDS: u32 = 6;
 
 /// What one prototyped call cost and did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -36,6 +43,8 @@ pub struct PrototypeTrace {
     pub usage: Usage,
     /// Answers asked for (1 when the first was valid).
     pub attempts: u32,
+    /// Tool calls made, by name, in order.
+    pub tool_calls: Vec<String>,
     /// Wall-clock time.
     #[serde(skip)]
     pub latency: Duration,
@@ -184,7 +193,7 @@ impl Prototyper {
         ))
     }
 
-    /// Executes `op` on `input`; the answer is validated against `output`.
+    /// Executes `op` on `input` with no tools; the answer is validated against `output`.
     pub async fn execute(
         &self,
         feature: &Feature,
@@ -192,12 +201,37 @@ impl Prototyper {
         input: &Value,
         output: &CompiledSchema,
     ) -> Result<(Value, PrototypeTrace), PrototypeError> {
+        self.execute_with_tools(feature, op, input, output, None)
+            .await
+    }
+
+    /// Executes `op` on `input`, letting the model call `tools` first (a bounded
+    /// number of rounds); the answer is validated against `output`.
+    pub async fn execute_with_tools(
+        &self,
+        feature: &Feature,
+        op: &Operation,
+        input: &Value,
+        output: &CompiledSchema,
+        tools: Option<&dyn Tools>,
+    ) -> Result<(Value, PrototypeTrace), PrototypeError> {
         let started = Instant::now();
         let (mut messages, context_note) = self.messages(feature, op, input)?;
         let mut trace = PrototypeTrace {
             context_note,
             ..PrototypeTrace::default()
         };
+        if let Some(tools) = tools {
+            let definitions = tools.definitions();
+            if !definitions.is_empty()
+                && let Some(value) = self
+                    .tool_loop(&mut messages, &definitions, tools, output, &mut trace)
+                    .await?
+            {
+                trace.latency = started.elapsed();
+                return Ok((value, trace));
+            }
+        }
         let mut detail = String::new();
         while trace.attempts < MAX_ANSWER_ATTEMPTS {
             trace.attempts += 1;
@@ -208,19 +242,12 @@ impl Prototyper {
             trace.usage.prompt_tokens += reply.usage.prompt_tokens;
             trace.usage.completion_tokens += reply.usage.completion_tokens;
             let text = reply.content.unwrap_or_default();
-            let problem = match extract_json(&text) {
-                None => format!("the answer is not JSON: {:.200}", text.trim()),
-                Some(value) => {
-                    let violations = output.violations(&value);
-                    if violations.is_empty() {
-                        trace.latency = started.elapsed();
-                        return Ok((value, trace));
-                    }
-                    format!(
-                        "the answer does not match the output schema: {}",
-                        violations.join("; ")
-                    )
+            let problem = match validated(&text, output) {
+                Ok(value) => {
+                    trace.latency = started.elapsed();
+                    return Ok((value, trace));
                 }
+                Err(problem) => problem,
             };
             tracing::info!(operation = %op.name, attempt = trace.attempts, %problem, "invalid model answer; asking again");
             messages.push(json!({"role": "assistant", "content": text}));
@@ -231,6 +258,56 @@ impl Prototyper {
             attempts: trace.attempts,
             detail,
         })
+    }
+
+    /// Lets the model call tools until it answers or the round limit is reached.
+    /// Returns the answer if the model's last message was already a valid one.
+    async fn tool_loop(
+        &self,
+        messages: &mut Vec<Value>,
+        definitions: &[Value],
+        tools: &dyn Tools,
+        output: &CompiledSchema,
+        trace: &mut PrototypeTrace,
+    ) -> Result<Option<Value>, PrototypeError> {
+        for _ in 0..MAX_TOOL_ROUNDS {
+            let reply = self.client.chat(messages, definitions, None).await?;
+            trace.usage.prompt_tokens += reply.usage.prompt_tokens;
+            trace.usage.completion_tokens += reply.usage.completion_tokens;
+            if reply.tool_calls.is_empty() {
+                let text = reply.content.unwrap_or_default();
+                trace.attempts += 1;
+                return match validated(&text, output) {
+                    Ok(value) => Ok(Some(value)),
+                    Err(problem) => {
+                        messages.push(json!({"role": "assistant", "content": text}));
+                        messages.push(json!({"role": "user", "content": format!("{problem}\nAnswer again with only a JSON value matching the output schema.")}));
+                        Ok(None)
+                    }
+                };
+            }
+            let calls: Vec<Value> = reply
+                .tool_calls
+                .iter()
+                .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
+                .collect();
+            messages
+                .push(json!({"role": "assistant", "content": reply.content, "tool_calls": calls}));
+            for call in &reply.tool_calls {
+                trace.tool_calls.push(call.name.clone());
+                let content = match tools.call(&call.name, &call.arguments).await {
+                    Ok(text) => text,
+                    Err(message) => format!("error: {message}"),
+                };
+                messages.push(json!({"role": "tool", "tool_call_id": call.id, "content": content}));
+            }
+        }
+        tracing::info!(
+            rounds = MAX_TOOL_ROUNDS,
+            "tool-call limit reached; asking for the answer"
+        );
+        messages.push(json!({"role": "user", "content": "The tool-call limit is reached. Give the final answer now: only a JSON value matching the output schema."}));
+        Ok(None)
     }
 
     /// Asks the model whether `output` of `op` on `input` satisfies `sentence`.
@@ -274,6 +351,21 @@ impl Prototyper {
             attempts: MAX_ANSWER_ATTEMPTS,
             detail,
         })
+    }
+}
+
+/// The answer as JSON that fits `output`, or what is wrong with it.
+fn validated(text: &str, output: &CompiledSchema) -> Result<Value, String> {
+    let value = extract_json(text)
+        .ok_or_else(|| format!("the answer is not JSON: {:.200}", text.trim()))?;
+    let violations = output.violations(&value);
+    if violations.is_empty() {
+        Ok(value)
+    } else {
+        Err(format!(
+            "the answer does not match the output schema: {}",
+            violations.join("; ")
+        ))
     }
 }
 

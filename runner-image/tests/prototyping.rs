@@ -6,8 +6,10 @@ mod common;
 use common::scripted_llm::{Scripted, ScriptedServer};
 use eol_core::{CompiledSchema, parse_feature};
 use eol_runner::llm::{ChatClient, LlmSettings, ResponseFormatMode};
-use eol_runner::prototype::{PrototypeError, Prototyper};
+use eol_runner::prototype::{MAX_TOOL_ROUNDS, PrototypeError, Prototyper, Tools};
 use serde_json::json;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 const FEATURE: &str = r#"---
@@ -274,6 +276,109 @@ async fn shared_context_is_trimmed_to_fit_and_the_trace_says_so() {
     assert!(
         system.contains("Paragraph 0:") && !system.contains("Paragraph 39:"),
         "the first paragraphs are kept"
+    );
+}
+
+/// A tool box for the loop's edge cases: one tool, `kv__get`, which needs a `key`.
+struct OneTool;
+impl Tools for OneTool {
+    fn definitions(&self) -> Vec<serde_json::Value> {
+        vec![
+            json!({"type": "function", "function": {"name": "kv__get", "description": "Reads a key",
+            "parameters": {"type": "object", "properties": {"key": {"type": "string"}}, "required": ["key"]}}}),
+        ]
+    }
+    fn call<'a>(
+        &'a self,
+        name: &'a str,
+        arguments: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>> {
+        Box::pin(async move {
+            if name != "kv__get" {
+                return Err(format!("unknown tool '{name}' (known: kv__get)"));
+            }
+            let args: serde_json::Value = serde_json::from_str(arguments)
+                .map_err(|e| format!("arguments are not JSON: {e}"))?;
+            let key = args["key"]
+                .as_str()
+                .ok_or("argument 'key' (a string) is required")?;
+            Ok(format!("{{\"{key}\": \"bug\"}}"))
+        })
+    }
+}
+
+#[tokio::test]
+async fn tool_results_and_tool_errors_are_fed_back_to_the_model() {
+    let server = ScriptedServer::start(vec![
+        Scripted::tool_call("kv__get", "{\"key\": \"last\"}"),
+        Scripted::tool_call("shell__rm", "{}"),
+        Scripted::tool_call("kv__get", "not json"),
+        Scripted::answer("{\"label\": \"bug\"}"),
+    ])
+    .await;
+    let p = Prototyper::new(ChatClient::new(settings(&server.url)).unwrap());
+    let f = fixture();
+    let (value, trace) = p
+        .execute_with_tools(
+            &f.feature,
+            &f.feature.operations[0],
+            &json!({"text": "x"}),
+            &f.output,
+            Some(&OneTool),
+        )
+        .await
+        .unwrap();
+    assert_eq!(value, json!({"label": "bug"}));
+    assert_eq!(trace.tool_calls, ["kv__get", "shell__rm", "kv__get"]);
+    let last = server.request(3);
+    let tool_msgs: Vec<String> = last["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| m["content"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(tool_msgs[0], "{\"last\": \"bug\"}");
+    assert!(
+        tool_msgs[1].starts_with("error: unknown tool 'shell__rm'"),
+        "{tool_msgs:?}"
+    );
+    assert!(
+        tool_msgs[2].starts_with("error: arguments are not JSON"),
+        "{tool_msgs:?}"
+    );
+    assert!(server.request(0)["tools"].is_array());
+}
+
+#[tokio::test]
+async fn endless_tool_calls_are_cut_off_and_an_answer_is_demanded() {
+    let mut script =
+        vec![Scripted::tool_call("kv__get", "{\"key\": \"k\"}"); MAX_TOOL_ROUNDS as usize];
+    script.push(Scripted::answer("{\"label\": \"question\"}"));
+    let server = ScriptedServer::start(script).await;
+    let p = Prototyper::new(ChatClient::new(settings(&server.url)).unwrap());
+    let f = fixture();
+    let (value, trace) = p
+        .execute_with_tools(
+            &f.feature,
+            &f.feature.operations[0],
+            &json!({"text": "x"}),
+            &f.output,
+            Some(&OneTool),
+        )
+        .await
+        .unwrap();
+    assert_eq!(value, json!({"label": "question"}));
+    assert_eq!(trace.tool_calls.len(), MAX_TOOL_ROUNDS as usize);
+    let final_request = server.request(MAX_TOOL_ROUNDS as usize);
+    assert!(
+        final_request.get("tools").is_none(),
+        "no tools are offered once the limit is reached"
+    );
+    assert!(
+        final_request["messages"]
+            .to_string()
+            .contains("tool-call limit is reached")
     );
 }
 

@@ -32,6 +32,22 @@ impl Scripted {
         }
     }
 
+    /// A chat completion asking for one tool call.
+    pub fn tool_call(name: &str, arguments: &str) -> Self {
+        let body = json!({
+            "id": "chatcmpl-2", "object": "chat.completion", "created": 0, "model": "scripted",
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null,
+                "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": name, "arguments": arguments}}]}}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+        });
+        Self {
+            status: 200,
+            body: body.to_string(),
+            headers: Vec::new(),
+            delay: Duration::ZERO,
+        }
+    }
+
     /// An API error with `status`.
     pub fn error(status: u16, message: &str) -> Self {
         let body = json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": null}});

@@ -239,7 +239,9 @@ YAML
   kubectl -n "$NS" wait job/fails --for=condition=Failed --timeout=120s
   local code
   code=$(kubectl -n "$NS" get pods -l job-name=fails -o jsonpath='{.items[0].status.containerStatuses[0].state.terminated.exitCode}')
-  echo "evidence: job condition Failed=$(kubectl -n "$NS" get job fails -o jsonpath='{.status.conditions[?(@.type=="Failed")].status}'), pod exit code $code"
+  local logs; logs=$(kubectl -n "$NS" logs job/fails)
+  echo "evidence: job condition Failed=$(kubectl -n "$NS" get job fails -o jsonpath='{.status.conditions[?(@.type=="Failed")].status}'), pod exit code $code, logs: $logs"
+  [[ "$logs" == "about to fail" ]] || fail "unexpected logs: $logs"
   [[ "$code" == 3 ]] || fail "expected exit code 3, got '$code'"
 }
 

@@ -24,4 +24,6 @@ pub use phase::{OperationPhase, Phase, UnknownPhase};
 pub use schema::CompiledSchema;
 pub use switch::{switch_feature, switch_operation};
 pub use testfile::{Expectation, TestCase, TestSuite, parse_test_suite};
-pub use write::{with_feature_phase, with_operation_code, with_operation_phase, write_feature};
+pub use write::{
+    source_text, with_feature_phase, with_operation_code, with_operation_phase, write_feature,
+};

@@ -14,6 +14,12 @@ pub fn write_feature(feature: &Feature) -> String {
     format!("---\n{yaml}---\n{}", feature.verbatim.body)
 }
 
+/// The feature's text as written (frontmatter included), with any edits that
+/// produced this model applied: what `--in-place` rewrites write back.
+pub fn source_text(feature: &Feature) -> String {
+    assemble(feature, &feature.verbatim.body)
+}
+
 /// The feature's text with its frontmatter `phase` set to `phase`.
 ///
 /// The `phase:` line is edited in place, so comments and key order survive.

@@ -169,6 +169,8 @@ mode: iptables
 clusterCIDR: $POD_CIDR
 hostnameOverride: $NODE_NAME
 bindAddress: $NODE_IP
+# NodePorts answer on the node IP only (and loopback is not used for them).
+nodePortAddresses: [primary]
 healthzBindAddress: 127.0.0.1:10256
 metricsBindAddress: 127.0.0.1:10249
 # 0 leaves the host's nf_conntrack sysctls as they are.
@@ -240,6 +242,12 @@ local_up() {
     --service-account-key-file="$PKI_DIR/sa.pub" \
     --service-account-signing-key-file="$PKI_DIR/sa.key" \
     --service-account-issuer="https://kubernetes.default.svc.$CLUSTER_DOMAIN" \
+    --requestheader-client-ca-file="$PKI_DIR/front-proxy-ca.crt" \
+    --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --proxy-client-cert-file="$PKI_DIR/front-proxy-client.crt" \
+    --proxy-client-key-file="$PKI_DIR/front-proxy-client.key" \
     --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
     --allow-privileged=true --profiling=false
   wait_for "kube-apiserver /readyz" 120 kctl get --raw /readyz

@@ -1,8 +1,8 @@
 # Certificates, service-account keys and kubeconfigs for the local cluster,
 # made with openssl. Sourced by cluster.sh. Idempotent: existing files are kept.
 
-_cert() { # name subject [san]  -> $PKI_DIR/name.{key,crt}, signed by the cluster CA
-  local name=$1 subj=$2 san=${3:-} ext="$PKI_DIR/$1.ext"
+_cert() { # name subject [san] [ca]  -> $PKI_DIR/name.{key,crt}, signed by ca (default: the cluster CA)
+  local name=$1 subj=$2 san=${3:-} ca=${4:-ca} ext="$PKI_DIR/$1.ext"
   [[ -s "$PKI_DIR/$name.crt" ]] && return 0
   openssl genrsa -out "$PKI_DIR/$name.key" 2048 2>/dev/null
   openssl req -new -key "$PKI_DIR/$name.key" -subj "$subj" -out "$PKI_DIR/$name.csr" 2>/dev/null
@@ -16,7 +16,7 @@ _cert() { # name subject [san]  -> $PKI_DIR/name.{key,crt}, signed by the cluste
       echo "extendedKeyUsage=clientAuth"
     fi
   } >"$ext"
-  openssl x509 -req -in "$PKI_DIR/$name.csr" -CA "$PKI_DIR/ca.crt" -CAkey "$PKI_DIR/ca.key" \
+  openssl x509 -req -in "$PKI_DIR/$name.csr" -CA "$PKI_DIR/$ca.crt" -CAkey "$PKI_DIR/$ca.key" \
     -CAcreateserial -days 365 -sha256 -extfile "$ext" -out "$PKI_DIR/$name.crt" 2>/dev/null
   rm -f "$PKI_DIR/$name.csr" "$ext"
 }
@@ -47,10 +47,14 @@ KC
 
 make_pki() {
   mkdir -p "$PKI_DIR"; chmod 700 "$PKI_DIR"
-  if [[ ! -s "$PKI_DIR/ca.crt" ]]; then
-    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=eol-kind-ca" \
-      -keyout "$PKI_DIR/ca.key" -out "$PKI_DIR/ca.crt" 2>/dev/null
-  fi
+  local ca
+  # front-proxy-ca signs the apiserver's identity towards aggregated API
+  # servers; components read it from extension-apiserver-authentication.
+  for ca in ca front-proxy-ca; do
+    [[ -s "$PKI_DIR/$ca.crt" ]] && continue
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=eol-kind-$ca" \
+      -keyout "$PKI_DIR/$ca.key" -out "$PKI_DIR/$ca.crt" 2>/dev/null
+  done
   _cert apiserver "/CN=kube-apiserver" \
     "DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.$CLUSTER_DOMAIN,DNS:localhost,DNS:$NODE_NAME,IP:127.0.0.1,IP:$NODE_IP,IP:$FIRST_SERVICE_IP"
   _cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client"
@@ -58,6 +62,7 @@ make_pki() {
   _cert controller-manager "/CN=system:kube-controller-manager"
   _cert scheduler "/CN=system:kube-scheduler"
   _cert kube-proxy "/CN=system:kube-proxy"
+  _cert front-proxy-client "/CN=front-proxy-client" "" front-proxy-ca
   _cert kubelet "/O=system:nodes/CN=system:node:$NODE_NAME" "DNS:$NODE_NAME,DNS:localhost,IP:$NODE_IP,IP:127.0.0.1"
   if [[ ! -s "$PKI_DIR/sa.key" ]]; then
     openssl genrsa -out "$PKI_DIR/sa.key" 2048 2>/dev/null

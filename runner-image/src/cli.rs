@@ -109,6 +109,23 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Have the model write Python for prototyped operations; code is kept only if it passes the tests.
+    Generate {
+        /// The feature file (NAME.eol); its tests are NAME.test.eol next to it.
+        file: PathBuf,
+        /// Only this operation (default: every prototyped operation).
+        #[arg(long)]
+        operation: Option<String>,
+        /// Write the code into the feature file.
+        #[arg(long, conflicts_with = "output_dir")]
+        in_place: bool,
+        /// Write the updated feature into this directory instead.
+        #[arg(long = "output-dir", value_name = "DIR")]
+        output_dir: Option<PathBuf>,
+        /// Attempts per operation, with the failures fed back each time.
+        #[arg(long, default_value_t = eol_runner::generate::DEFAULT_ATTEMPTS)]
+        attempts: u32,
+    },
     /// Print a shell completion script (e.g. `eol completions bash > /etc/bash_completion.d/eol`).
     Completions {
         /// The shell.
@@ -238,6 +255,23 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             operation,
             dry_run,
         } => switch(&cli, file, (*to).into(), operation.as_deref(), *dry_run),
+        Command::Generate {
+            file,
+            operation,
+            in_place,
+            output_dir,
+            attempts,
+        } => {
+            generate(
+                &cli,
+                file,
+                operation.as_deref(),
+                *in_place,
+                output_dir.as_deref(),
+                *attempts,
+            )
+            .await
+        }
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "eol", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
@@ -640,4 +674,128 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
         let _ = std::fs::set_permissions(tmp.path(), meta.permissions());
     }
     tmp.persist(path).map(|_| ()).map_err(|e| e.error)
+}
+
+async fn generate(
+    cli: &Cli,
+    file: &Path,
+    operation: Option<&str>,
+    in_place: bool,
+    output_dir: Option<&Path>,
+    attempts: u32,
+) -> Result<ExitCode, Failure> {
+    use eol_runner::generate::{self, Progress};
+    let feature = read_feature(file)?;
+    let tests_path = file.with_file_name(format!(
+        "{}.test.eol",
+        file.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .trim_end_matches(".eol")
+    ));
+    let suite = if tests_path.exists() {
+        Some(read_suite(&tests_path)?)
+    } else {
+        None
+    };
+    let (runtime, _store) = load_runtime(cli, file, feature).await?;
+    let Some(model) = runtime.model().cloned() else {
+        return Err(Failure {
+            message: format!(
+                "eol generate needs a model: set {} (or start the local one: eval \"$(scripts/llm.sh start)\")",
+                eol_runner::engine::MODEL_SETTING
+            ),
+            kind: "no_model",
+            code: 1,
+        });
+    };
+    let text = cli.output == OutputFormat::Text;
+    let bar = (text && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    });
+    let progress = |p: Progress| match (&bar, p) {
+        (Some(bar), Progress::Attempt { operation, attempt }) => {
+            bar.set_message(format!("{operation}: attempt {attempt}/{attempts}"))
+        }
+        (None, Progress::Attempt { operation, attempt }) if text => {
+            eprintln!("{operation}: attempt {attempt}/{attempts}")
+        }
+        _ => {}
+    };
+    let name = file.display().to_string();
+    let (updated, reports) = generate::generate(
+        &name,
+        &runtime,
+        &model,
+        suite.as_ref(),
+        operation,
+        attempts,
+        &progress,
+    )
+    .await
+    .map_err(|e| Failure {
+        message: e.to_string(),
+        kind: "generate",
+        code: 1,
+    })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let accepted = reports.iter().filter(|r| r.code.is_some()).count();
+    // The user's file as written, with only the accepted code blocks added.
+    let merged = eol_core::source_text(&updated);
+    let destination = match (in_place, output_dir) {
+        _ if accepted == 0 => None,
+        (true, _) => Some(file.to_path_buf()),
+        (false, Some(dir)) => Some(dir.join(file.file_name().unwrap_or_default())),
+        (false, None) => None,
+    };
+    if let Some(dest) = &destination {
+        if let Some(dir) = dest.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Failure::usage(format!("failed to create {}: {e}", dir.display())))?;
+        }
+        write_atomically(dest, &merged)
+            .map_err(|e| Failure::usage(format!("failed to write {}: {e}", dest.display())))?;
+    }
+    if text {
+        for r in &reports {
+            match &r.code {
+                Some(code) => {
+                    println!(
+                        "ok    {}: passed {} tests after {} attempt(s)",
+                        r.operation, r.passed, r.attempts
+                    );
+                    if destination.is_none() {
+                        println!("```python\n{code}```");
+                    }
+                }
+                None => {
+                    println!(
+                        "FAIL  {}: no code passed after {} attempt(s); still failing:",
+                        r.operation, r.attempts
+                    );
+                    for f in &r.failures {
+                        println!("      {f}");
+                    }
+                }
+            }
+        }
+        if let Some(dest) = &destination {
+            println!("wrote {}", dest.display());
+        }
+        println!("{accepted} generated, {} failed", reports.len() - accepted);
+    } else {
+        println!(
+            "{}",
+            json!({ "operations": reports, "written": destination.map(|d| d.display().to_string()) })
+        );
+    }
+    Ok(if accepted == reports.len() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -204,8 +204,8 @@ impl Runtime {
     }
 
     /// The model prototyped operations run on, if one is configured.
-    pub fn model(&self) -> Option<&Prototyper> {
-        self.prototyper.as_deref()
+    pub fn model(&self) -> Option<&Arc<Prototyper>> {
+        self.prototyper.as_ref()
     }
 
     /// The feature.
@@ -263,7 +263,10 @@ impl Runtime {
                     .execute(&self.feature, op, input, &schemas.output)
                     .await
                 {
-                    Ok((output, trace)) => (output, String::new(), Some(trace)),
+                    Ok((output, trace)) => {
+                        self.record_example(&op.name, input, &output).await;
+                        (output, String::new(), Some(trace))
+                    }
                     Err(source) => {
                         return Err(ExecError::Prototype {
                             feature,
@@ -322,6 +325,72 @@ impl Runtime {
             stdout,
             trace,
         })
+    }
+}
+
+/// How many recorded examples are kept per operation.
+pub const EXAMPLES_KEPT: isize = 100;
+
+/// The Redis key (before the feature prefix) holding an operation's recorded examples.
+pub fn examples_key(operation: &str) -> String {
+    format!("examples:{operation}")
+}
+
+impl Runtime {
+    /// Keeps a prototyped call's input and validated output in Redis (newest
+    /// first, bounded), as examples for code generation and phase comparison.
+    /// Recording never fails the call: a Redis problem is logged.
+    async fn record_example(&self, operation: &str, input: &Value, output: &Value) {
+        let key = format!(
+            "{}{}",
+            crate::store::key_prefix(self.feature.name()),
+            examples_key(operation)
+        );
+        let entry = serde_json::json!({ "input": input, "output": output }).to_string();
+        let result = async {
+            let mut conn = self.store.connection().await.map_err(|e| e.to_string())?;
+            redis::pipe()
+                .lpush(&key, entry)
+                .ltrim(&key, 0, EXAMPLES_KEPT - 1)
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        if let Err(error) = result {
+            tracing::warn!(%error, feature = %self.feature.name(), operation, "failed to record a prototyped call as an example");
+        }
+    }
+
+    /// The recorded examples of `operation`, newest first (at most `limit`).
+    pub async fn examples(&self, operation: &str, limit: isize) -> Result<Vec<Value>, String> {
+        let key = format!(
+            "{}{}",
+            crate::store::key_prefix(self.feature.name()),
+            examples_key(operation)
+        );
+        let mut conn = self.store.connection().await.map_err(|e| e.to_string())?;
+        let raw: Vec<String> = redis::cmd("LRANGE")
+            .arg(&key)
+            .arg(0)
+            .arg(limit - 1)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| format!("failed to read examples of '{operation}': {e}"))?;
+        Ok(raw
+            .iter()
+            .filter_map(|r| serde_json::from_str(r).ok())
+            .collect())
+    }
+
+    /// The sandbox pool (shared with code generation, which tests candidates in it).
+    pub fn pool(&self) -> &WorkerPool {
+        &self.pool
+    }
+
+    /// The Redis store.
+    pub fn store(&self) -> &Arc<RedisStore> {
+        &self.store
     }
 }
 

@@ -6,6 +6,7 @@
 //! - [`testing`]: running `.test.eol` suites.
 
 pub mod engine;
+pub mod generate;
 pub mod llm;
 pub mod prototype;
 pub mod sandbox;

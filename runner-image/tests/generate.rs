@@ -1,0 +1,159 @@
+//! `eol generate` against a scripted model: code is accepted only when it passes
+//! the sandbox's checks and the operation's tests; failures are fed back.
+
+mod common;
+
+use common::scripted_llm::{Scripted, ScriptedServer};
+use eol_core::{OperationPhase, parse_feature, parse_test_suite, source_text};
+use eol_runner::engine::Runtime;
+use eol_runner::generate::{self, Progress};
+use eol_runner::llm::{ChatClient, LlmSettings};
+use eol_runner::prototype::Prototyper;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const FEATURE: &str = "---\nname: doubler\nphase: prototyping   # comment kept\n---\n# Doubler\n\n## Operations\n\n### double\nReturns twice the number.\n\nInput:\n```yaml\ntype: object\nproperties:\n  n: {type: integer}\nrequired: [n]\n```\n\nOutput:\n```yaml\ntype: object\nproperties:\n  value: {type: integer}\nrequired: [value]\n```\n";
+const TESTS: &str = "---\nfeature: doubler\n---\n\n## doubles\nOperation: double\nInput:\n```yaml\nn: 21\n```\nExpect:\n```yaml\nvalue: 42\n```\n";
+
+fn settings(url: &str) -> LlmSettings {
+    LlmSettings {
+        base_url: url.to_owned(),
+        api_key: None,
+        model: "scripted".into(),
+        temperature: 0.0,
+        seed: Some(1),
+        max_tokens: 256,
+        timeout: Duration::from_secs(5),
+        max_retries: 0,
+        context_window: 4096,
+    }
+}
+
+#[tokio::test]
+async fn code_is_kept_only_once_it_passes_checks_and_tests() {
+    let server = ScriptedServer::start(vec![
+        Scripted::answer(
+            "```python\nimport os\ndef double(n):\n    return {\"value\": n * 2}\n```",
+        ),
+        Scripted::answer("```python\ndef double(n):\n    return {\"value\": n + 2}\n```"),
+        Scripted::answer(
+            "Here you go:\n```python\ndef double(n):\n    return {\"value\": n * 2}\n```",
+        ),
+    ])
+    .await;
+    let redis = common::local_redis();
+    let feature = parse_feature("doubler.eol", FEATURE).unwrap();
+    let suite = parse_test_suite("doubler.test.eol", TESTS).unwrap();
+    let model = Arc::new(Prototyper::new(
+        ChatClient::new(settings(&server.url)).unwrap(),
+    ));
+    let runtime = Runtime::load(
+        "doubler.eol",
+        feature,
+        common::pool(1).await,
+        common::store(&redis),
+    )
+    .await
+    .unwrap()
+    .with_model(Some(model.clone()));
+    let seen = Mutex::new(Vec::new());
+    let progress = |p: Progress| {
+        if let Progress::Attempt { attempt, .. } = p {
+            seen.lock().unwrap().push(attempt);
+        }
+    };
+    let (updated, reports) = generate::generate(
+        "doubler.eol",
+        &runtime,
+        &model,
+        Some(&suite),
+        None,
+        3,
+        &progress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(*seen.lock().unwrap(), [1, 2, 3]);
+    let report = &reports[0];
+    assert_eq!(report.attempts, 3);
+    assert_eq!(report.passed, 1);
+    assert!(report.code.as_deref().unwrap().contains("n * 2"));
+    // What was wrong each time went back to the model.
+    let third = server.request(2).to_string();
+    assert!(third.contains("import of 'os' is not allowed"), "{third}");
+    assert!(third.contains("/value: expected 42, got 23"), "{third}");
+    // The code is in the feature, the phase unchanged, the frontmatter as written.
+    let text = source_text(&updated);
+    assert!(
+        text.starts_with("---\nname: doubler\nphase: prototyping   # comment kept\n---\n"),
+        "{text}"
+    );
+    let reparsed = parse_feature("doubler.eol", &text).unwrap();
+    assert_eq!(reparsed.operations[0].phase, OperationPhase::Prototyping);
+    assert!(reparsed.operations[0].code.is_some());
+}
+
+#[tokio::test]
+async fn failing_code_is_never_written_and_the_failures_are_reported() {
+    let wrong = Scripted::answer("```python\ndef double(n):\n    return {\"value\": 0}\n```");
+    let server = ScriptedServer::start(vec![wrong.clone(), wrong]).await;
+    let redis = common::local_redis();
+    let feature = parse_feature("doubler.eol", FEATURE).unwrap();
+    let suite = parse_test_suite("doubler.test.eol", TESTS).unwrap();
+    let model = Arc::new(Prototyper::new(
+        ChatClient::new(settings(&server.url)).unwrap(),
+    ));
+    let runtime = Runtime::load(
+        "doubler.eol",
+        feature.clone(),
+        common::pool(1).await,
+        common::store(&redis),
+    )
+    .await
+    .unwrap()
+    .with_model(Some(model.clone()));
+    let (updated, reports) = generate::generate(
+        "doubler.eol",
+        &runtime,
+        &model,
+        Some(&suite),
+        None,
+        2,
+        &|_| {},
+    )
+    .await
+    .unwrap();
+    assert!(reports[0].code.is_none());
+    assert_eq!(
+        reports[0].failures,
+        ["test 'doubles': /value: expected 42, got 0"]
+    );
+    assert_eq!(updated, feature, "nothing untested is written");
+}
+
+#[tokio::test]
+async fn an_operation_with_nothing_to_check_against_is_refused() {
+    let server = ScriptedServer::start(vec![]).await;
+    let redis = common::local_redis();
+    let feature = parse_feature("doubler.eol", FEATURE).unwrap();
+    let model = Arc::new(Prototyper::new(
+        ChatClient::new(settings(&server.url)).unwrap(),
+    ));
+    let runtime = Runtime::load(
+        "doubler.eol",
+        feature,
+        common::pool(1).await,
+        common::store(&redis),
+    )
+    .await
+    .unwrap();
+    let err = generate::generate("doubler.eol", &runtime, &model, None, None, 2, &|_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("operation 'double' has no tests and no recorded examples"),
+        "{err}"
+    );
+    assert_eq!(server.request_count(), 0);
+}

@@ -61,6 +61,7 @@ start() {
   mkdir -p "$RUN_DIR"
   if [ -f "$RUN_DIR/llm.pid" ] && kill -0 "$(cat "$RUN_DIR/llm.pid")" 2>/dev/null; then
     echo "export EOL_LLM_BASE_URL=http://127.0.0.1:$(cat "$RUN_DIR/llm.port")/v1"
+    echo "export EOL_LLM_RESPONSE_FORMAT=json_object"
     return 0
   fi
   local port
@@ -73,6 +74,8 @@ start() {
   for _ in $(seq 1 600); do
     if python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$port/v1/models', timeout=1)" 2>/dev/null; then
       echo "export EOL_LLM_BASE_URL=http://127.0.0.1:$port/v1"
+      # llama-cpp-python accepts only the json_object form of structured output.
+      echo "export EOL_LLM_RESPONSE_FORMAT=json_object"
       return 0
     fi
     kill -0 "$(cat "$RUN_DIR/llm.pid")" 2>/dev/null || { log "the server exited; see $RUN_DIR/llm.log"; tail -20 "$RUN_DIR/llm.log" >&2; exit 1; }

@@ -1,4 +1,5 @@
 //! The .eol and .test.eol formats: what parses, what is refused, and how.
+#![allow(clippy::unwrap_used)] // Tests fail loudly on any unexpected error.
 
 use eol_core::{
     Expectation, OperationPhase, Phase, parse_feature, parse_test_suite, with_feature_phase,

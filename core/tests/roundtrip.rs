@@ -7,6 +7,7 @@
 //! values, and parse/write/parse is a fixed point that leaves the body byte-identical.
 //! A last property feeds the parsers text built from format fragments and random
 //! unicode: they must report errors, never panic.
+#![allow(clippy::unwrap_used)] // Tests fail loudly on any unexpected error.
 
 use eol_core::{
     CacheSettings, Feature, Frontmatter, ModelSettings, OperationPhase, Phase, Reference,

@@ -4,7 +4,34 @@
 K8S_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
 
 go_env() {
-  export CGO_ENABLED=0 GOFLAGS="-p=$GO_PARALLEL" GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
+  ensure_go
+  # auto: a local Go older than a module's `go` line fetches the right
+  # toolchain from the Go module proxy (etcd 3.6.16 needs go >= 1.26).
+  export CGO_ENABLED=0 GOFLAGS="-p=$GO_PARALLEL" GOTOOLCHAIN="${GOTOOLCHAIN:-auto}"
+}
+
+# A Go that can switch toolchains (>= 1.21). Debian 12 only ships 1.19, which
+# can still download the toolchain module itself from the Go module proxy.
+ensure_go() {
+  local v
+  if have go; then
+    v=$(go env GOVERSION 2>/dev/null); v=${v#go}
+    [[ "$(printf '%s\n1.21\n' "${v%%[-rc]*}" | sort -V | head -1)" == 1.21 ]] && return 0
+  else
+    apt_ensure golang-go
+  fi
+  local tc="v0.0.1-$GO_BOOTSTRAP.linux-amd64" root="$CACHE_ROOT/go/$GO_BOOTSTRAP" dir
+  if [[ ! -x "$root/bin/go" ]]; then
+    log "bootstrapping $GO_BOOTSTRAP from the Go module proxy (golang.org/toolchain@$tc)"
+    dir=$(cd /tmp && GOFLAGS=-mod=mod go mod download -json "golang.org/toolchain@$tc" |
+      sed -n 's/.*"Dir": "\(.*\)",*/\1/p')
+    [[ -f "$dir/bin/go" ]] || die "could not fetch golang.org/toolchain@$tc"
+    # Module zips carry no file modes: restore the executables, as `go` does
+    # when it switches toolchains itself.
+    rm -rf "$root"; mkdir -p "${root%/*}"; cp -r "$dir" "$root"; chmod -R u+w "$root"
+    chmod +x "$root"/bin/* "$root"/pkg/tool/*/*
+  fi
+  export PATH="$root/bin:$PATH"
 }
 
 # `go install k8s.io/kubernetes/cmd/...@v` fails because upstream go.mod
@@ -15,7 +42,6 @@ build_k8s() {
   local out="$K8S_BIN" c missing=0
   for c in "${K8S_COMMANDS[@]}"; do [[ -x "$out/$c" ]] || missing=1; done
   ((missing == 0)) && { log "k8s $K8S_VERSION binaries cached in $out"; return 0; }
-  have go || die "go is required to build Kubernetes (install golang from Debian or go.dev)"
   go_env
   local mod="$CACHE_ROOT/k8s/$K8S_VERSION/module"
   local staging_ver="v0.${K8S_VERSION#v1.}"

@@ -35,6 +35,8 @@ DNS_SERVICE_IP="10.96.0.10"
 POD_CIDR="10.244.0.0/24"
 CLUSTER_DOMAIN="cluster.local"
 
+# Used only where no Go >= 1.21 is installed (see ensure_go).
+GO_BOOTSTRAP="${GO_BOOTSTRAP:-go1.26.8}"
 # Go builds are heavy; stay polite to whoever else uses the machine.
 GO_PARALLEL="${GO_PARALLEL:-2}"
 

@@ -23,6 +23,7 @@ build_pause_image() {
   local tar="$IMAGE_CACHE/pause.tar"
   [[ -s "$tar" ]] && { _ensure_stored "$PAUSE_IMAGE" "$tar"; return 0; }
   local src
+  go_env
   src="$(go env GOMODCACHE)/k8s.io/kubernetes@$K8S_VERSION/build/pause/linux/pause.c"
   [[ -f "$src" ]] || (cd "$CACHE_ROOT/k8s/$K8S_VERSION/module" && go mod download "k8s.io/kubernetes@$K8S_VERSION")
   local tmp; tmp=$(mktemp -d)

@@ -1,5 +1,6 @@
 //! The `eol` command as a user runs it, on the example features, with its
 //! embedded default Redis (started from the cache when REDIS_URL is unset).
+#![allow(clippy::unwrap_used)] // Tests fail loudly on any unexpected error.
 
 mod common;
 
@@ -285,6 +286,7 @@ fn test_in_the_prototyping_phase_runs_on_the_local_model() {
         .args(["--output", "json", "test", "support-triage.test.eol"])
         .env_remove("REDIS_URL")
         .env("EOL_LLM_BASE_URL", url)
+        .env("EOL_LLM_RESPONSE_FORMAT", "json_object")
         .current_dir(common::examples())
         .output()
         .unwrap();

@@ -1,5 +1,6 @@
 //! `eol generate` against a scripted model: code is accepted only when it passes
 //! the sandbox's checks and the operation's tests; failures are fed back.
+#![allow(clippy::unwrap_used)] // Tests fail loudly on any unexpected error.
 
 mod common;
 
@@ -26,6 +27,7 @@ fn settings(url: &str) -> LlmSettings {
         timeout: Duration::from_secs(5),
         max_retries: 0,
         context_window: 4096,
+        response_format: eol_runner::llm::ResponseFormatMode::JsonSchema,
     }
 }
 

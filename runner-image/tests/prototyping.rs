@@ -1,5 +1,6 @@
 //! The prototyping engine: protocol edge cases against a scripted server, and
 //! the whole path against the real local model when one is running.
+#![allow(clippy::unwrap_used)] // Tests fail loudly on any unexpected error.
 
 mod common;
 
@@ -53,6 +54,7 @@ fn settings(url: &str) -> LlmSettings {
         timeout: Duration::from_millis(800),
         max_retries: 2,
         context_window: 2048,
+        response_format: ResponseFormatMode::JsonSchema,
     }
 }
 

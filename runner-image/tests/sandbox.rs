@@ -1,4 +1,5 @@
 //! The implementation engine against hostile and broken code, on real Python and Redis.
+#![allow(clippy::unwrap_used)] // Tests fail loudly on any unexpected error.
 
 mod common;
 

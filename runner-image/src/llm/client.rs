@@ -11,13 +11,26 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 /// How the server is asked for JSON that fits a schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum ResponseFormatMode {
     /// OpenAI's `{"type": "json_schema", "json_schema": {...}}`.
-    JsonSchema,
+    JsonSchema = 0,
     /// `{"type": "json_object", "schema": ...}`: llama.cpp's grammar-constrained form.
-    JsonObjectWithSchema,
+    JsonObjectWithSchema = 1,
     /// Only the prompt asks for JSON; the answer is validated and retried.
-    PromptOnly,
+    PromptOnly = 2,
+}
+
+impl std::str::FromStr for ResponseFormatMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "json_schema" => Ok(Self::JsonSchema),
+            "json_object" => Ok(Self::JsonObjectWithSchema),
+            "prompt" => Ok(Self::PromptOnly),
+            _ => Err("expected json_schema, json_object or prompt".to_owned()),
+        }
+    }
 }
 
 impl ResponseFormatMode {
@@ -164,10 +177,11 @@ impl ChatClient {
                     .unwrap_or_else(|| "unused".to_owned()),
             );
         let client = Client::build(http, config).with_http_service(service);
+        let mode = AtomicU8::new(settings.response_format as u8);
         Ok(Self {
             client,
             settings,
-            mode: AtomicU8::new(0),
+            mode,
         })
     }
 
@@ -195,7 +209,7 @@ impl ChatClient {
             let request = self.request(messages, tools, schema, mode);
             match self.send(request).await {
                 Err(LlmError::Api {
-                    status: 400 | 422,
+                    status: 400 | 422 | 500, // llama-cpp-python answers a refused response_format with 500
                     message,
                     ..
                 }) if schema.is_some()

@@ -29,6 +29,9 @@ pub struct LlmSettings {
     pub max_retries: u32,
     /// The model's context window, in tokens: prompts are trimmed to fit.
     pub context_window: usize,
+    /// The structured-output form to try first (`json_schema`, `json_object` or
+    /// `prompt`); on refusal the client falls back to the next one by itself.
+    pub response_format: super::ResponseFormatMode,
 }
 
 impl fmt::Debug for LlmSettings {
@@ -43,6 +46,7 @@ impl fmt::Debug for LlmSettings {
             .field("timeout", &self.timeout)
             .field("max_retries", &self.max_retries)
             .field("context_window", &self.context_window)
+            .field("response_format", &self.response_format)
             .finish()
     }
 }
@@ -123,6 +127,8 @@ impl LlmSettings {
             max_retries: parsed("EOL_LLM_MAX_RETRIES", env("EOL_LLM_MAX_RETRIES"))?.unwrap_or(3),
             context_window: parsed("EOL_LLM_CONTEXT_WINDOW", env("EOL_LLM_CONTEXT_WINDOW"))?
                 .unwrap_or(2048),
+            response_format: parsed("EOL_LLM_RESPONSE_FORMAT", env("EOL_LLM_RESPONSE_FORMAT"))?
+                .unwrap_or(super::ResponseFormatMode::JsonSchema),
         };
         if !(0.0..=2.0).contains(&settings.temperature) {
             return Err(ConfigError {

@@ -14,14 +14,15 @@ source "$HERE/lib/common.sh"
 passed=0 failed=0 failures=()
 say() { printf '[smoke %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
+# Without a cluster nothing else can run: report that as the one failure.
 t0=$SECONDS
-"$CLUSTER" up >/dev/null
-UP_SECONDS=$((SECONDS - t0))
+if ! up_log=$("$CLUSTER" up 2>&1) || ! "$CLUSTER" load-image "$BUSYBOX_IMAGE" >/dev/null 2>&1; then
+  say "FAIL cluster-up"; printf '%s\n' "$up_log" | tail -30 | sed 's/^/    /'
+  echo "0 passed, 1 failed"; exit 1
+fi
+say "cluster up in $((SECONDS - t0))s"
 eval "$("$CLUSTER" env)"
-say "cluster up in ${UP_SECONDS}s"
-
 BUSYBOX="$BUSYBOX_IMAGE"
-"$CLUSTER" load-image "$BUSYBOX" 2>/dev/null
 
 # Run one test function in a fresh namespace; dump the namespace on failure.
 run_test() { # name function
@@ -251,7 +252,7 @@ test_down_leaves_nothing() {
   local before pid alive=()
   before=$( { cat "$STATE_DIR"/pids/*.pid; find /sys/fs/cgroup/pids/eol-kind /sys/fs/cgroup/pids/kubepods \
     -name cgroup.procs -exec cat {} + 2>/dev/null; } | sort -un)
-  echo "tracked pids before down: $(echo $before)"
+  echo "evidence: tracked pids before down: $(echo $before)"
   [[ $(echo "$before" | wc -w) -ge 7 ]] || fail "expected at least 7 tracked processes"
   "$CLUSTER" down
   for _ in $(seq 20); do
@@ -266,6 +267,7 @@ test_down_leaves_nothing() {
   [[ ! -d "$STATE_DIR" ]] || fail "state dir $STATE_DIR still exists"
   ! ip link show eol0 >/dev/null 2>&1 || fail "bridge eol0 still exists"
   ! iptables-save | grep -q 'KUBE-' || fail "KUBE-* iptables chains left"
+  echo "evidence: none alive after down; state dir, bridge and KUBE-* chains gone"
 }
 
 run_test node-version test_node_and_version
@@ -279,7 +281,10 @@ say "idle memory: $("$CLUSTER" memory)"
 if [[ "${SMOKE_KEEP:-0}" != 1 ]]; then
   # Not run in a namespace: it removes the cluster.
   say "RUN  down-leaves-nothing"
-  if out=$(test_down_leaves_nothing 2>&1); then passed=$((passed + 1)); say "PASS down-leaves-nothing"
+  set +e; out=$(set -e; test_down_leaves_nothing 2>&1); rc=$?; set -e
+  if ((rc == 0)); then
+    passed=$((passed + 1)); say "PASS down-leaves-nothing"
+    printf '%s\n' "$out" | sed -n 's/^evidence: /    /p'
   else failed=$((failed + 1)); failures+=(down-leaves-nothing); say "FAIL down-leaves-nothing"; printf '%s\n' "$out" | sed 's/^/    /'; fi
 fi
 

@@ -370,16 +370,26 @@ status_local() {
   return $rc
 }
 
-# Resident memory: our tracked daemons (control plane + node) and all pods.
+# Resident memory: control plane, node daemons, everything else we track
+# (containerd shims), and the kubelet's pod cgroup.
 memory_local() {
-  local pid rss=0
+  _rss() { awk '/VmRSS/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+  local c cp=0 node=0 all=0 pid
+  for c in etcd kube-apiserver kube-controller-manager kube-scheduler; do
+    proc_alive "$c" && cp=$((cp + $(_rss "$(proc_pid "$c")")))
+  done
+  for c in containerd kubelet kube-proxy; do
+    proc_alive "$c" && node=$((node + $(_rss "$(proc_pid "$c")")))
+  done
   for pid in $(find "$TRACK_CGROUP" -name cgroup.procs -exec cat {} + 2>/dev/null); do
-    rss=$((rss + $(awk '/VmRSS/{print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)))
+    all=$((all + $(_rss "$pid")))
   done
   local pods=0
   [[ -f /sys/fs/cgroup/memory/kubepods/memory.usage_in_bytes ]] &&
     pods=$(($(cat /sys/fs/cgroup/memory/kubepods/memory.usage_in_bytes) / 1024))
-  echo "daemons (control plane + node + shims) RSS: $((rss / 1024)) MiB; pods cgroup usage: $((pods / 1024)) MiB"
+  echo "RSS MiB: control plane $((cp / 1024)) (etcd, apiserver, controller-manager, scheduler);" \
+    "node $((node / 1024)) (containerd, kubelet, kube-proxy); shims $(((all - cp - node) / 1024));" \
+    "pods cgroup $((pods / 1024))"
 }
 
 # ---------------------------------------------------------------- images

@@ -27,7 +27,10 @@ fn p50(mut v: Vec<Duration>) -> Duration {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let examples = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../features/examples");
         let src = std::fs::read_to_string(examples.join("support-triage.eol")).expect("example");

@@ -10,6 +10,7 @@
 #   cluster.sh load-image REF...  import images (buildah/docker names or archive files)
 #   cluster.sh build              build and cache binaries and base images only
 #   cluster.sh memory             resident memory of the cluster's processes
+#   cluster.sh images             build only the busybox and Debian base images (in buildah storage)
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$HERE/lib/common.sh"
@@ -46,6 +47,9 @@ case "$cmd:$(mode)" in
   load-image:kind) kind_load_image "$@" ;;
   load-image:local) load_image_local "$@" ;;
   memory:local) memory_local ;;
+  memory:kind) echo "memory: see docker stats for the kind node container" ;;
+  mode:*) mode ;;
+  images:*) build_test_images ;;
   build:*) apt_ensure buildah gcc libc6-dev busybox-static debootstrap; build_all; build_images ;;
-  *) sed -n '5,12p' "$0" >&2; exit 2 ;;
+  *) sed -n '6,13p' "$0" >&2; exit 2 ;;
 esac

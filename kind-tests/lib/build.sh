@@ -47,7 +47,7 @@ build_k8s() {
   local staging_ver="v0.${K8S_VERSION#v1.}"
   mkdir -p "$mod" "$out"
   (
-    cd "$mod"
+    cd "$mod" || exit 1
     [[ -f go.mod ]] || go mod init eol.local/k8s-build >/dev/null 2>&1
     go mod edit -require="k8s.io/kubernetes@$K8S_VERSION"
     local upstream
@@ -81,7 +81,7 @@ build_etcd() {
   local mod="$CACHE_ROOT/etcd/$ETCD_VERSION/module"
   mkdir -p "$mod" "$ETCD_BIN"
   (
-    cd "$mod"
+    cd "$mod" || exit 1
     [[ -f go.mod ]] || go mod init eol.local/etcd-build >/dev/null 2>&1
     go mod edit -require="go.etcd.io/etcd/server/v3@$ETCD_VERSION"
     local t0=$SECONDS
@@ -98,7 +98,7 @@ build_coredns() {
   local mod="$CACHE_ROOT/coredns/$COREDNS_VERSION/module"
   mkdir -p "$mod" "$COREDNS_BIN"
   (
-    cd "$mod"
+    cd "$mod" || exit 1
     [[ -f go.mod ]] || go mod init eol.local/coredns-build >/dev/null 2>&1
     go mod edit -require="github.com/coredns/coredns@$COREDNS_VERSION"
     local t0=$SECONDS
@@ -117,7 +117,7 @@ build_crictl() {
   local mod="$CACHE_ROOT/crictl/$CRICTL_VERSION/module"
   mkdir -p "$mod" "$CRICTL_BIN"
   (
-    cd "$mod"
+    cd "$mod" || exit 1
     [[ -f go.mod ]] || go mod init eol.local/crictl-build >/dev/null 2>&1
     go mod edit -require="sigs.k8s.io/cri-tools@$CRICTL_VERSION"
     local t0=$SECONDS

@@ -108,3 +108,11 @@ build_images() {
   build_busybox_image
   [[ "${EOL_SKIP_BASE_IMAGE:-0}" == 1 ]] || build_base_image
 }
+
+# What tests and project images build FROM, in either cluster mode.
+build_test_images() {
+  apt_ensure buildah busybox-static debootstrap
+  mkdir -p "$IMAGE_CACHE"
+  build_busybox_image
+  build_base_image
+}

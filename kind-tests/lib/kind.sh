@@ -30,10 +30,16 @@ kind_status() {
   kubectl --kubeconfig "$KIND_KUBECONFIG" get nodes -o wide
 }
 
-kind_load_image() { # image names in Docker, or archive paths
-  local ref
+kind_load_image() { # image names in Docker or buildah's storage, or archive paths
+  local ref tmp
   for ref in "$@"; do
     if [[ -f "$ref" ]]; then kind load image-archive "$ref" --name "$CLUSTER_NAME"
-    else kind load docker-image "$ref" --name "$CLUSTER_NAME"; fi
+    elif docker image inspect "$ref" >/dev/null 2>&1; then kind load docker-image "$ref" --name "$CLUSTER_NAME"
+    else
+      tmp=$(mktemp -d)
+      buildah push --quiet "$ref" "docker-archive:$tmp/image.tar:$ref" >/dev/null
+      kind load image-archive "$tmp/image.tar" --name "$CLUSTER_NAME"
+      rm -rf "$tmp"
+    fi
   done
 }

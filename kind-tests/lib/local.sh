@@ -6,7 +6,17 @@
 # Every process we start is put into this pids cgroup (cgroup v1; children such
 # as containerd shims inherit it). `down` kills by recorded pid, then kills any
 # pid still listed here or under kubepods: a record, not a name match.
-TRACK_CGROUP=/sys/fs/cgroup/pids/eol-kind
+# On cgroup v2 the same is done in the unified hierarchy (written for such
+# hosts, exercised only on this project's cgroup v1 machines).
+if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
+  CGROUP_BASE=/sys/fs/cgroup; CGROUP_TAG='0::'
+  PODS_MEMORY=/sys/fs/cgroup/kubepods/memory.current
+else
+  CGROUP_BASE=/sys/fs/cgroup/pids; CGROUP_TAG='[0-9]*:pids:'
+  PODS_MEMORY=/sys/fs/cgroup/memory/kubepods/memory.usage_in_bytes
+fi
+TRACK_CGROUP=$CGROUP_BASE/eol-kind
+PODS_CGROUP=$CGROUP_BASE/kubepods
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy)
 CONTAINERD_SOCK="$STATE_DIR/containerd/containerd.sock"
 BRIDGE=eol0
@@ -28,7 +38,7 @@ proc_pid() { cat "$PID_DIR/$1.pid" 2>/dev/null; }
 # guards against a recycled pid.
 proc_alive() {
   local pid; pid=$(proc_pid "$1") || return 1
-  [[ -n "$pid" ]] && grep -qx '[0-9]*:pids:/eol-kind' "/proc/$pid/cgroup" 2>/dev/null
+  [[ -n "$pid" ]] && grep -qx "${CGROUP_TAG}/eol-kind" "/proc/$pid/cgroup" 2>/dev/null
 }
 
 start_proc() { # name binary args...
@@ -39,20 +49,20 @@ start_proc() { # name binary args...
   # recorded pid is the component itself. setsid detaches it from our terminal.
   setsid bash -c 'echo $$ >"$1" && echo $$ >"$2" && shift 2 && exec "$@"' _ \
     "$TRACK_CGROUP/cgroup.procs" "$PID_DIR/$name.pid" "$@" >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
-  local i
-  for i in $(seq 50); do [[ -s "$PID_DIR/$name.pid" ]] && break; sleep 0.1; done
+  for _ in $(seq 50); do [[ -s "$PID_DIR/$name.pid" ]] && break; sleep 0.1; done
+  [[ -s "$PID_DIR/$name.pid" ]] || die "$name did not start (see $LOG_DIR/$name.log)"
   log "started $name (pid $(proc_pid "$name"), log $LOG_DIR/$name.log)"
 }
 
 stop_proc() { # name: TERM, then KILL after a grace period
-  local name=$1 pid i
+  local name=$1 pid i t0=$SECONDS
   proc_alive "$name" || { rm -f "$PID_DIR/$name.pid"; return 0; }
   pid=$(proc_pid "$name")
   kill -TERM "$pid" 2>/dev/null || true
   for i in $(seq 100); do proc_alive "$name" || break; sleep 0.1; done
   if proc_alive "$name"; then kill -KILL "$pid" 2>/dev/null || true; sleep 0.2; fi
   rm -f "$PID_DIR/$name.pid"
-  log "stopped $name (pid $pid)"
+  log "stopped $name (pid $pid, $((SECONDS - t0))s)"
 }
 
 wait_for() { # description timeout-seconds command...
@@ -67,7 +77,7 @@ wait_for() { # description timeout-seconds command...
 # the kubelet made (kubepods), recursively.
 tracked_pids() {
   local d
-  for d in "$TRACK_CGROUP" /sys/fs/cgroup/pids/kubepods; do
+  for d in "$TRACK_CGROUP" "$PODS_CGROUP"; do
     [[ -d "$d" ]] && find "$d" -name cgroup.procs -exec cat {} + 2>/dev/null
   done | sort -un
 }
@@ -319,7 +329,9 @@ local_down() {
   stop_proc kubelet
   if proc_alive containerd; then
     # Stops every pod sandbox through CRI, so CNI tears down their networking.
+    local t0=$SECONDS
     crictl_ rmp --all --force >/dev/null 2>&1 || log "warning: crictl rmp failed; killing containers instead"
+    log "removed all pod sandboxes ($((SECONDS - t0))s)"
   fi
   stop_proc kube-proxy
   # Remove the KUBE-* iptables chains kube-proxy installed, then the kubelet's.
@@ -332,6 +344,7 @@ local_down() {
   for pid in $(tracked_pids); do kill -KILL "$pid" 2>/dev/null || true; done
   for _ in $(seq 50); do left=$(tracked_pids); [[ -z "$left" ]] && break; sleep 0.1; done
   [[ -z "$left" ]] || log "warning: processes still in cluster cgroups: $left"
+  log "no tracked process left; removing mounts, network and cgroups"
   # Mounts made by containerd and the kubelet, deepest first.
   findmnt -rn -o TARGET | grep -E "^$STATE_DIR/" | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   # Pod network namespaces created by containerd's CRI (its fixed location).
@@ -342,7 +355,7 @@ local_down() {
   ip link show "$BRIDGE" >/dev/null 2>&1 && ip link del "$BRIDGE"
   # The kubelet's pod cgroups, leaves first, in every hierarchy.
   local h
-  for h in /sys/fs/cgroup/*/kubepods "$TRACK_CGROUP"; do
+  for h in /sys/fs/cgroup/*/kubepods "$PODS_CGROUP" "$TRACK_CGROUP"; do
     [[ -d "$h" ]] && find "$h" -depth -type d -exec rmdir {} \; 2>/dev/null || true
   done
   if [[ -f "$STATE_DIR/ip_forward.orig" ]]; then sysctl -qw net.ipv4.ip_forward="$(cat "$STATE_DIR/ip_forward.orig")"; fi
@@ -385,8 +398,7 @@ memory_local() {
     all=$((all + $(_rss "$pid")))
   done
   local pods=0
-  [[ -f /sys/fs/cgroup/memory/kubepods/memory.usage_in_bytes ]] &&
-    pods=$(($(cat /sys/fs/cgroup/memory/kubepods/memory.usage_in_bytes) / 1024))
+  [[ -f "$PODS_MEMORY" ]] && pods=$(($(cat "$PODS_MEMORY") / 1024))
   echo "RSS MiB: control plane $((cp / 1024)) (etcd, apiserver, controller-manager, scheduler);" \
     "node $((node / 1024)) (containerd, kubelet, kube-proxy); shims $(((all - cp - node) / 1024));" \
     "pods cgroup $((pods / 1024))"

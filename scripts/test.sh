@@ -36,13 +36,25 @@ log="$LOG_DIR/cargo-test.log"
 status=0
 cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
 
-# One closing line for the whole run, summed over every test binary.
+# The cluster tier: a real single-node Kubernetes from local processes (kind where Docker works).
+echo "== kind-tests smoke suite"
+smoke_log="$LOG_DIR/smoke.log"
+smoke_status=0
+kind-tests/smoke.sh 2>&1 | tee "$smoke_log" || smoke_status=$?
+
+# One closing line for the whole run, summed over every test binary and the smoke suite.
 passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
+smoke_line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$smoke_log" | tail -n 1 || true)
+smoke_passed=$(awk '{print $1+0}' <<<"${smoke_line:-0 passed, 0 failed}")
+smoke_failed=$(awk '{print $3+0}' <<<"${smoke_line:-0 passed, 0 failed}")
+passed=$((passed + smoke_passed))
+failed=$((failed + smoke_failed))
 echo
-if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
-  # A build error or crash fails the run even when no test reported a failure.
+# A build error, a crash or a suite that ended without its summary fails the run even when no test reported a failure.
+if { [ "$status" -ne 0 ] || [ "$smoke_status" -ne 0 ] || [ -z "$smoke_line" ]; } && [ "$failed" -eq 0 ]; then
   failed=1
 fi
+echo "cargo test: exit $status; smoke suite: ${smoke_line:-no summary} (exit $smoke_status)"
 echo "$passed passed, $failed failed"
-[ "$status" -eq 0 ] && [ "$failed" -eq 0 ]
+[ "$status" -eq 0 ] && [ "$smoke_status" -eq 0 ] && [ "$failed" -eq 0 ]

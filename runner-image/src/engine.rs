@@ -1,6 +1,6 @@
 //! Executing a feature's operations, each in its phase.
 
-use crate::prototype::{PrototypeError, PrototypeTrace, Prototyper};
+use crate::prototype::{PrototypeError, PrototypeTrace, Prototyper, Tools};
 use crate::sandbox::{CallFailure, FailureKind, WorkerPool};
 use crate::store::RedisStore;
 use eol_core::{CompiledSchema, Diagnostic, Diagnostics, Feature, OperationPhase, Phase, Position};
@@ -155,6 +155,7 @@ pub struct Runtime {
     pool: WorkerPool,
     store: Arc<RedisStore>,
     prototyper: Option<Arc<Prototyper>>,
+    tools: Option<Arc<dyn Tools>>,
 }
 
 impl Runtime {
@@ -194,12 +195,19 @@ impl Runtime {
             pool,
             store,
             prototyper: None,
+            tools: None,
         })
     }
 
     /// Runs prototyped operations on `prototyper` (without one they report that no model is configured).
     pub fn with_model(mut self, prototyper: Option<Arc<Prototyper>>) -> Self {
         self.prototyper = prototyper;
+        self
+    }
+
+    /// Tools the model may call in prototyped operations (MCP servers).
+    pub fn with_tools(mut self, tools: Option<Arc<dyn Tools>>) -> Self {
+        self.tools = tools;
         self
     }
 
@@ -260,7 +268,13 @@ impl Runtime {
                     });
                 };
                 match model
-                    .execute(&self.feature, op, input, &schemas.output)
+                    .execute_with_tools(
+                        &self.feature,
+                        op,
+                        input,
+                        &schemas.output,
+                        self.tools.as_deref(),
+                    )
                     .await
                 {
                     Ok((output, trace)) => {

@@ -118,7 +118,7 @@ pub struct ModelSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToolServer {
-    /// A short name; tools are exposed to the model as `<name>.<tool>`.
+    /// A short name; tools are exposed to the model as `<name>__<tool>`.
     pub name: String,
     /// A command to start (stdio transport).
     #[serde(default, skip_serializing_if = "Option::is_none")]

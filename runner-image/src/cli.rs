@@ -4,7 +4,8 @@ use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use eol_core::{Diagnostics, Phase, TestSuite};
 use eol_runner::engine::Runtime;
 use eol_runner::llm::{ChatClient, LlmSettings};
-use eol_runner::prototype::Prototyper;
+use eol_runner::mcp::{FeatureMcpServer, Toolbox};
+use eol_runner::prototype::{Prototyper, Tools};
 use eol_runner::sandbox::{Interpreter, SandboxLimits, WorkerPool};
 use eol_runner::store::RedisStore;
 use eol_runner::testing::{self, CaseResult, Summary, Verdict};
@@ -125,6 +126,11 @@ enum Command {
         /// Attempts per operation, with the failures fed back each time.
         #[arg(long, default_value_t = eol_runner::generate::DEFAULT_ATTEMPTS)]
         attempts: u32,
+    },
+    /// Serve a feature over MCP on stdin/stdout: its operations as tools, its prose and references as resources.
+    Mcp {
+        /// The feature file (NAME.eol).
+        file: PathBuf,
     },
     /// Print a shell completion script (e.g. `eol completions bash > /etc/bash_completion.d/eol`).
     Completions {
@@ -272,6 +278,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             )
             .await
         }
+        Command::Mcp { file } => mcp(&cli, file).await,
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "eol", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
@@ -437,10 +444,24 @@ async fn load_runtime(
     };
     let pool = start_pool(&cli.sandbox).await?;
     let store = Arc::new(RedisStore::new(cli.redis_url.clone()));
+    // Tools matter only to the model: without one, no MCP server is started.
+    let tools: Option<Arc<dyn Tools>> = match &prototyper {
+        Some(_) => Some(Arc::new(
+            Toolbox::connect(&feature, store.clone())
+                .await
+                .map_err(|e| Failure {
+                    message: e.to_string(),
+                    kind: "mcp",
+                    code: 1,
+                })?,
+        )),
+        None => None,
+    };
     let runtime = Runtime::load(&file.display().to_string(), feature, pool, store.clone())
         .await
         .map_err(|d| Failure::invalid(&d))?
-        .with_model(prototyper);
+        .with_model(prototyper)
+        .with_tools(tools);
     Ok((runtime, store))
 }
 
@@ -798,4 +819,22 @@ async fn generate(
     } else {
         ExitCode::from(1)
     })
+}
+
+async fn mcp(cli: &Cli, file: &Path) -> Result<ExitCode, Failure> {
+    let feature = read_feature(file)?;
+    let (runtime, _store) = load_runtime(cli, file, feature).await?;
+    let dir = file
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    // stdout carries the protocol; logs go to stderr (see init_tracing).
+    FeatureMcpServer::new(Arc::new(runtime), dir)
+        .serve_stdio()
+        .await
+        .map_err(|e| Failure {
+            message: e.to_string(),
+            kind: "mcp",
+            code: 1,
+        })?;
+    Ok(ExitCode::SUCCESS)
 }

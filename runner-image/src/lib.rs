@@ -3,11 +3,14 @@
 //! - [`sandbox`]: the warm pool of confined Python workers (implementation phase);
 //! - [`store`]: Redis, local or configured, and the per-feature bridge to it;
 //! - [`engine`]: running operations in their phase, with schema checks;
+//! - [`mcp`]: MCP tools for the LLM (built-in Redis, the feature's servers) and
+//!   a feature served as an MCP server;
 //! - [`testing`]: running `.test.eol` suites.
 
 pub mod engine;
 pub mod generate;
 pub mod llm;
+pub mod mcp;
 pub mod prototype;
 pub mod sandbox;
 pub mod store;

@@ -300,7 +300,8 @@ impl RedisBridge for FeatureRedis<'_> {
     }
 }
 
-fn to_json(v: redis::Value) -> Value {
+/// A Redis reply as JSON: bulk strings as (lossy UTF-8) text, maps as objects.
+pub(crate) fn to_json(v: redis::Value) -> Value {
     match v {
         redis::Value::Nil => Value::Null,
         redis::Value::Int(i) => Value::from(i),

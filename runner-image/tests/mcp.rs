@@ -1077,7 +1077,7 @@ async fn eol_mcp_serves_a_feature_over_stdio() {
         "redis__get",
     ] {
         assert!(
-            names.iter().any(|n| *n == expected),
+            names.contains(&expected),
             "{expected} missing from {names:?}"
         );
     }

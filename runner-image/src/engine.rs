@@ -156,6 +156,8 @@ pub struct Runtime {
     store: Arc<RedisStore>,
     prototyper: Option<Arc<Prototyper>>,
     tools: Option<Arc<dyn Tools>>,
+    /// Referenced documents, read once at load.
+    docs: Vec<crate::prototype::ContextDoc>,
 }
 
 impl Runtime {
@@ -168,6 +170,7 @@ impl Runtime {
         store: Arc<RedisStore>,
     ) -> Result<Self, Diagnostics> {
         check_code(file, &feature, &pool).await?;
+        let docs = crate::context::resolve(file, &feature)?;
         let mut compiled = HashMap::new();
         let mut diags = Vec::new();
         for op in &feature.operations {
@@ -196,6 +199,7 @@ impl Runtime {
             store,
             prototyper: None,
             tools: None,
+            docs,
         })
     }
 
@@ -268,12 +272,13 @@ impl Runtime {
                     });
                 };
                 match model
-                    .execute_with_tools(
+                    .execute_in_context(
                         &self.feature,
                         op,
                         input,
                         &schemas.output,
                         self.tools.as_deref(),
+                        &self.docs,
                     )
                     .await
                 {

@@ -7,6 +7,7 @@
 //!   a feature served as an MCP server;
 //! - [`testing`]: running `.test.eol` suites.
 
+pub mod context;
 pub mod engine;
 pub mod generate;
 pub mod llm;

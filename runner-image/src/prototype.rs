@@ -122,12 +122,26 @@ impl Prototyper {
             .saturating_sub(32)
     }
 
-    /// Builds the messages for `op` on `input`, trimming the shared context to fit.
+    /// Builds the messages for `op` on `input` with the feature's prose as context.
     pub fn messages(
         &self,
         feature: &Feature,
         op: &Operation,
         input: &Value,
+    ) -> Result<(Vec<Value>, Option<String>), PrototypeError> {
+        self.messages_in_context(feature, op, input, &[])
+    }
+
+    /// Builds the messages for `op` on `input`. The spec, schemas and input
+    /// always go in; then context paragraphs while they fit the window: the
+    /// feature's prose first, then referenced documents, most relevant first
+    /// (words shared with the spec and input). What is left out is noted.
+    pub fn messages_in_context(
+        &self,
+        feature: &Feature,
+        op: &Operation,
+        input: &Value,
+        docs: &[ContextDoc],
     ) -> Result<(Vec<Value>, Option<String>), PrototypeError> {
         let required = format!(
             "You execute the operation `{name}` of the feature `{feature}`. Follow its specification exactly.\n\
@@ -145,43 +159,56 @@ impl Prototyper {
         if needed > available {
             return Err(PrototypeError::ContextOverflow { needed, available });
         }
-        // Shared context, paragraph by paragraph in file order, while it fits.
-        let mut context = String::new();
-        let mut left = available - needed;
-        let mut dropped = 0usize;
-        let paragraphs: Vec<&str> = feature
-            .prose
-            .split("\n\n")
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .collect();
+        // Candidates: (source index, paragraph index, priority, text).
+        let query = words(&format!("{} {input}", op.spec));
+        let mut candidates: Vec<(usize, usize, (u8, usize), String)> = Vec::new();
         let header = feature
             .title
             .as_deref()
-            .map(|t| format!("# {t}\n"))
+            .map(|t| format!("# {t}"))
             .unwrap_or_default();
-        for p in &paragraphs {
-            let cost = estimate_tokens(p);
-            if cost <= left {
-                context.push_str(p);
-                context.push_str("\n\n");
-                left -= cost;
-            } else {
-                dropped += 1;
+        for (i, p) in paragraphs(&feature.prose).enumerate() {
+            candidates.push((0, i, (1, usize::MAX - i), p.to_owned()));
+        }
+        for (d, doc) in docs.iter().enumerate() {
+            for (i, p) in paragraphs(&doc.text).enumerate() {
+                let relevance = words(p).intersection(&query).count();
+                let text = if i == 0 {
+                    format!("From {}:\n{p}", doc.name)
+                } else {
+                    p.to_owned()
+                };
+                candidates.push((d + 1, i, (0, relevance), text));
             }
         }
+        let total = candidates.len();
+        let mut order: Vec<usize> = (0..total).collect();
+        order.sort_by(|&a, &b| candidates[b].2.cmp(&candidates[a].2));
+        let mut left = available - needed - estimate_tokens(&header);
+        let mut kept = vec![false; total];
+        for i in order {
+            let cost = estimate_tokens(&candidates[i].3);
+            if cost <= left {
+                kept[i] = true;
+                left -= cost;
+            }
+        }
+        let dropped = kept.iter().filter(|k| !**k).count();
+        let context: Vec<&str> = candidates
+            .iter()
+            .zip(&kept)
+            .filter(|(_, k)| **k)
+            .map(|(c, _)| c.3.as_str())
+            .collect();
         let note = (dropped > 0).then(|| {
-            format!(
-                "left out {dropped} of {} context paragraphs to fit the context window",
-                paragraphs.len()
-            )
+            format!("left out {dropped} of {total} context paragraphs to fit the context window")
         });
         let system = if context.is_empty() {
             required
         } else {
             format!(
-                "{required}\n## Feature context\n{header}{}",
-                context.trim_end()
+                "{required}\n## Feature context\n{header}\n{}",
+                context.join("\n\n")
             )
         };
         Ok((
@@ -215,8 +242,23 @@ impl Prototyper {
         output: &CompiledSchema,
         tools: Option<&dyn Tools>,
     ) -> Result<(Value, PrototypeTrace), PrototypeError> {
+        self.execute_in_context(feature, op, input, output, tools, &[])
+            .await
+    }
+
+    /// Executes `op` on `input` with referenced documents as extra context,
+    /// letting the model call `tools` first; the answer is validated against `output`.
+    pub async fn execute_in_context(
+        &self,
+        feature: &Feature,
+        op: &Operation,
+        input: &Value,
+        output: &CompiledSchema,
+        tools: Option<&dyn Tools>,
+        docs: &[ContextDoc],
+    ) -> Result<(Value, PrototypeTrace), PrototypeError> {
         let started = Instant::now();
-        let (mut messages, context_note) = self.messages(feature, op, input)?;
+        let (mut messages, context_note) = self.messages_in_context(feature, op, input, docs)?;
         let mut trace = PrototypeTrace {
             context_note,
             ..PrototypeTrace::default()
@@ -352,6 +394,27 @@ impl Prototyper {
             detail,
         })
     }
+}
+
+/// A document resolved from a reference (`@path`, `@feature:name`, or the
+/// frontmatter's `context:` list), given to the model as context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContextDoc {
+    /// What it was referenced as, e.g. `docs/refund-policy.md` or `feature:analytics`.
+    pub name: String,
+    /// Its text.
+    pub text: String,
+}
+
+fn paragraphs(text: &str) -> impl Iterator<Item = &str> {
+    text.split("\n\n").map(str::trim).filter(|p| !p.is_empty())
+}
+
+fn words(text: &str) -> std::collections::HashSet<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.len() > 3)
+        .map(str::to_lowercase)
+        .collect()
 }
 
 /// The answer as JSON that fits `output`, or what is wrong with it.

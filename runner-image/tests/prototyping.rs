@@ -6,11 +6,13 @@ mod common;
 
 use common::scripted_llm::{Scripted, ScriptedServer};
 use eol_core::{CompiledSchema, parse_feature};
+use eol_runner::engine::Runtime;
 use eol_runner::llm::{ChatClient, LlmSettings, ResponseFormatMode};
 use eol_runner::prototype::{MAX_TOOL_ROUNDS, PrototypeError, Prototyper, Tools};
 use serde_json::json;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const FEATURE: &str = r#"---
@@ -413,4 +415,122 @@ async fn the_local_model_returns_schema_valid_output() {
             "{trace:?}"
         );
     }
+}
+
+fn write(dir: &std::path::Path, name: &str, text: &str) {
+    let path = dir.join(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+#[tokio::test]
+async fn references_become_context_and_prototyped_calls_are_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = FEATURE
+        .replace(
+            "phase: prototyping\n",
+            "phase: prototyping\ncontext:\n  - notes.md\n",
+        )
+        .replace(
+            "Tickets come from customers.",
+            "Tickets come from customers. See @docs/policy.md and @feature:billing.",
+        );
+    write(dir.path(), "triage.eol", &src);
+    write(
+        dir.path(),
+        "docs/policy.md",
+        "Refunds are never promised by support.",
+    );
+    write(dir.path(), "notes.md", "Weekend tickets wait until Monday.");
+    write(
+        dir.path(),
+        "billing.eol",
+        "---\nname: billing\nphase: prototyping\n---\n# Billing\n\nInvoices are monthly.\n\n## Operations\n\n### invoice\nMakes an invoice.\n\nInput:\n```yaml\ntype: object\n```\n\nOutput:\n```yaml\ntype: object\n```\n",
+    );
+    let file = dir.path().join("triage.eol");
+    let feature = parse_feature("triage.eol", &src).unwrap();
+    let server = ScriptedServer::start(vec![Scripted::answer("{\"label\": \"billing\"}")]).await;
+    let redis = common::local_redis();
+    let model = Arc::new(Prototyper::new(
+        ChatClient::new(settings(&server.url)).unwrap(),
+    ));
+    let runtime = Runtime::load(
+        file.to_str().unwrap(),
+        feature.clone(),
+        common::pool(1).await,
+        common::store(&redis),
+    )
+    .await
+    .unwrap()
+    .with_model(Some(model));
+    let input = json!({"text": "charged twice"});
+    let exec = runtime.execute("classify", &input, None).await.unwrap();
+    assert_eq!(exec.output, json!({"label": "billing"}));
+    assert_eq!(exec.trace.unwrap().usage.completion_tokens, 7);
+
+    let system = server.request(0)["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for expected in [
+        "Refunds are never promised",
+        "Weekend tickets wait",
+        "Invoices are monthly",
+        "Operation invoice: Makes an invoice.",
+    ] {
+        assert!(
+            system.contains(expected),
+            "{expected:?} missing from the prompt:\n{system}"
+        );
+    }
+    let examples = runtime.examples("classify", 10).await.unwrap();
+    assert_eq!(
+        examples,
+        [json!({"input": input, "output": {"label": "billing"}})]
+    );
+
+    // A reference that cannot be read is an error where it was written.
+    std::fs::remove_file(dir.path().join("docs/policy.md")).unwrap();
+    let err = Runtime::load(
+        file.to_str().unwrap(),
+        feature,
+        common::pool(1).await,
+        common::store(&redis),
+    )
+    .await
+    .err()
+    .unwrap();
+    let text = err.to_string();
+    assert!(
+        text.contains("triage.eol:9:34:")
+            && text.contains("reference 'docs/policy.md' cannot be read"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_most_relevant_context_is_kept_when_not_all_fits() {
+    let server = ScriptedServer::start(vec![]).await;
+    let mut s = settings(&server.url);
+    s.context_window = 1000;
+    let p = Prototyper::new(ChatClient::new(s).unwrap());
+    let f = fixture();
+    let filler = "Unrelated remarks about gardening, weather and holidays. ".repeat(20);
+    let docs = [eol_runner::prototype::ContextDoc {
+        name: "guide.md".into(),
+        text: format!(
+            "{filler}\n\nA crash label applies when the application crashes on start.\n\n{filler}"
+        ),
+    }];
+    let (messages, note) = p
+        .messages_in_context(
+            &f.feature,
+            &f.feature.operations[0],
+            &json!({"text": "the application crashes"}),
+            &docs,
+        )
+        .unwrap();
+    let system = messages[0]["content"].as_str().unwrap();
+    assert!(system.contains("crash label applies"), "{system}");
+    assert!(note.is_some_and(|n| n.starts_with("left out")));
 }

@@ -1,0 +1,71 @@
+//! Resolving a feature's references into context documents for the model:
+//! `@path` and `@feature:name` in prose, and the frontmatter's `context:` list.
+
+use crate::prototype::ContextDoc;
+use eol_core::{Diagnostic, Diagnostics, Feature, Position, Reference};
+use std::path::Path;
+
+/// Reads every referenced document, relative to the feature file's directory.
+/// A reference that cannot be read is an error located where it was written.
+pub fn resolve(file: &str, feature: &Feature) -> Result<Vec<ContextDoc>, Diagnostics> {
+    let base = Path::new(file).parent().unwrap_or(Path::new("."));
+    let mut wanted: Vec<(String, Position)> = feature
+        .references
+        .iter()
+        .map(|r| match r {
+            Reference::Path { path, location } => (path.clone(), location.0),
+            Reference::Feature { name, location } => (format!("feature:{name}"), location.0),
+        })
+        .collect();
+    // Frontmatter entries have no recorded position; the frontmatter starts at line 2.
+    wanted.extend(
+        feature
+            .frontmatter
+            .context
+            .iter()
+            .map(|c| (c.clone(), Position::new(2, 1))),
+    );
+    let mut docs: Vec<ContextDoc> = Vec::new();
+    let mut errors = Vec::new();
+    for (name, position) in wanted {
+        if docs.iter().any(|d| d.name == name) {
+            continue;
+        }
+        let loaded = match name.strip_prefix("feature:") {
+            Some(other) => read_feature(base, other),
+            None => std::fs::read_to_string(base.join(&name))
+                .map_err(|e| format!("reference '{name}' cannot be read from {} ({e}): paths are relative to the feature file", base.join(&name).display())),
+        };
+        match loaded {
+            Ok(text) => docs.push(ContextDoc { name, text }),
+            Err(message) => errors.push(Diagnostic {
+                file: file.to_owned(),
+                position,
+                message,
+            }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(docs)
+    } else {
+        Err(Diagnostics(errors))
+    }
+}
+
+/// Another feature's prose and operation specs, from `<name>.eol` beside this one.
+fn read_feature(base: &Path, name: &str) -> Result<String, String> {
+    let path = base.join(format!("{name}.eol"));
+    let src = std::fs::read_to_string(&path)
+        .map_err(|e| format!("reference 'feature:{name}' cannot be read from {} ({e}): features are found beside this one as NAME.eol", path.display()))?;
+    let other = eol_core::parse_feature(&path.display().to_string(), &src)
+        .map_err(|d| format!("referenced feature '{name}' is not valid:\n{d}"))?;
+    let mut text = format!(
+        "Feature {name}: {}\n\n{}",
+        other.title.as_deref().unwrap_or(name),
+        other.prose
+    );
+    for op in &other.operations {
+        text.push_str(&format!("\n\nOperation {}: {}", op.name, op.spec));
+    }
+    Ok(text)
+}

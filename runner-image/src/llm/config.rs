@@ -1,7 +1,11 @@
 //! Provider settings, from the environment and the feature's `model:` block.
 //!
-//! Precedence, highest first: the environment (`EOL_LLM_*`, set per deployment),
-//! then the feature's frontmatter `model:` block, then the defaults below.
+//! Precedence, highest first: the environment (`EOL_LLM_*`), then the config
+//! file (`$EOL_CONFIG`, else `~/.config/eol/config.yaml`, its `llm:` mapping with
+//! the same names in lowercase without the prefix, e.g. `base_url`), then the
+//! feature's frontmatter `model:` block, then the defaults below. Deployment
+//! settings win over the feature's, so one cluster can point every feature at
+//! its own model server.
 
 use eol_core::ModelSettings;
 use std::fmt;
@@ -147,10 +151,94 @@ impl LlmSettings {
         Ok(Some(settings))
     }
 
-    /// Settings from the process environment.
+    /// Settings from the process environment, then the config file.
     pub fn from_env(feature: Option<&ModelSettings>) -> Result<Option<Self>, ConfigError> {
-        Self::resolve(&|k| std::env::var(k).ok(), feature)
+        let file = config_file()?;
+        Self::resolve(
+            &|k| {
+                std::env::var(k).ok().or_else(|| {
+                    let key = k.strip_prefix("EOL_LLM_")?.to_ascii_lowercase();
+                    file.get(&key).cloned()
+                })
+            },
+            feature,
+        )
     }
+}
+
+/// The config file's `llm:` settings as strings, keyed by lowercase name.
+fn config_file() -> Result<std::collections::HashMap<String, String>, ConfigError> {
+    let explicit = std::env::var_os("EOL_CONFIG").map(PathBuf::from);
+    let path = explicit.clone().or_else(|| {
+        let base = std::env::var_os("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+        Some(base.join("eol").join("config.yaml"))
+    });
+    let Some(path) = path else {
+        return Ok(Default::default());
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        // Only a file named by EOL_CONFIG must exist.
+        Err(e) if explicit.is_none() && e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Default::default());
+        }
+        Err(e) => {
+            return Err(ConfigError {
+                name: "EOL_CONFIG",
+                value: path.display().to_string(),
+                reason: e.to_string(),
+            });
+        }
+    };
+    parse_config(&text).map_err(|reason| ConfigError {
+        name: "EOL_CONFIG",
+        value: path.display().to_string(),
+        reason,
+    })
+}
+
+/// Known keys of the config file's `llm:` mapping.
+const FILE_KEYS: [&str; 11] = [
+    "base_url",
+    "api_key",
+    "api_key_file",
+    "model",
+    "temperature",
+    "seed",
+    "max_tokens",
+    "timeout",
+    "max_retries",
+    "context_window",
+    "response_format",
+];
+
+fn parse_config(text: &str) -> Result<std::collections::HashMap<String, String>, String> {
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|e| format!("invalid YAML: {e}"))?;
+    let mut out = std::collections::HashMap::new();
+    let Some(llm) = doc.get("llm") else {
+        return Ok(out);
+    };
+    let map = llm.as_mapping().ok_or("'llm' must be a mapping")?;
+    for (k, v) in map {
+        let key = k.as_str().ok_or("keys under 'llm' must be strings")?;
+        if !FILE_KEYS.contains(&key) {
+            return Err(format!(
+                "unknown key 'llm.{key}' (known: {})",
+                FILE_KEYS.join(", ")
+            ));
+        }
+        let value = match v {
+            serde_yaml::Value::String(s) => s.clone(),
+            serde_yaml::Value::Number(n) => n.to_string(),
+            serde_yaml::Value::Bool(b) => b.to_string(),
+            _ => return Err(format!("'llm.{key}' must be a string or number")),
+        };
+        out.insert(key.to_owned(), value);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -164,6 +252,29 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn the_config_file_names_its_settings_like_the_environment() {
+        let file =
+            parse_config("llm:\n  base_url: http://m/v1\n  temperature: 0.5\n  max_retries: 1\n")
+                .unwrap();
+        assert_eq!(file["base_url"], "http://m/v1");
+        assert_eq!(file["temperature"], "0.5");
+        let err = parse_config("llm:\n  base-url: x\n").unwrap_err();
+        assert!(err.contains("unknown key 'llm.base-url'"), "{err}");
+        // The environment wins over the file.
+        let lookup = |k: &str| {
+            if k == "EOL_LLM_TEMPERATURE" {
+                return Some("0.1".to_owned());
+            }
+            k.strip_prefix("EOL_LLM_")
+                .and_then(|k| file.get(&k.to_ascii_lowercase()).cloned())
+        };
+        let s = LlmSettings::resolve(&lookup, None).unwrap().unwrap();
+        assert_eq!(s.base_url, "http://m/v1");
+        assert_eq!(s.temperature, 0.1);
+        assert_eq!(s.max_retries, 1);
     }
 
     #[test]

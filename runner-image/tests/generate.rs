@@ -159,3 +159,50 @@ async fn an_operation_with_nothing_to_check_against_is_refused() {
     );
     assert_eq!(server.request_count(), 0);
 }
+
+#[tokio::test]
+async fn eol_generate_in_place_writes_only_tested_code() {
+    let server = ScriptedServer::start(vec![
+        Scripted::answer("```python\ndef double(n):\n    return {\"value\": n + 1}\n```"),
+        Scripted::answer("```python\ndef double(n):\n    return {\"value\": n * 2}\n```"),
+    ])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("doubler.eol"), FEATURE).unwrap();
+    std::fs::write(dir.path().join("doubler.test.eol"), TESTS).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_eol"))
+        .args(["generate", "doubler.eol", "--in-place"])
+        .env("EOL_LLM_BASE_URL", &server.url)
+        .env("EOL_LLM_MAX_RETRIES", "0")
+        .env_remove("EOL_LLM_RESPONSE_FORMAT")
+        .env_remove("REDIS_URL")
+        .current_dir(dir.path())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("double: attempt 1/3") && stderr.contains("double: attempt 2/3"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("ok    double: passed 1 tests after 2 attempt(s)"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.lines().last(),
+        Some("1 generated, 0 failed"),
+        "{stdout}"
+    );
+    let written = std::fs::read_to_string(dir.path().join("doubler.eol")).unwrap();
+    assert!(
+        written.starts_with(FEATURE),
+        "the file as written, with code added:\n{written}"
+    );
+    assert!(
+        written.ends_with("```python\ndef double(n):\n    return {\"value\": n * 2}\n```\n"),
+        "{written}"
+    );
+}

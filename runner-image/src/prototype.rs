@@ -45,8 +45,10 @@ pub struct PrototypeTrace {
     pub attempts: u32,
     /// Tool calls made, by name, in order.
     pub tool_calls: Vec<String>,
+    /// HTTP retries the model requests needed (429, 5xx, connection errors, timeouts).
+    pub http_retries: u32,
     /// Wall-clock time.
-    #[serde(skip)]
+    #[serde(serialize_with = "millis")]
     pub latency: Duration,
     /// Context left out to fit the window, if any.
     pub context_note: Option<String>,
@@ -283,6 +285,7 @@ impl Prototyper {
                 .await?;
             trace.usage.prompt_tokens += reply.usage.prompt_tokens;
             trace.usage.completion_tokens += reply.usage.completion_tokens;
+            trace.http_retries += reply.retries;
             let text = reply.content.unwrap_or_default();
             let problem = match validated(&text, output) {
                 Ok(value) => {
@@ -316,6 +319,7 @@ impl Prototyper {
             let reply = self.client.chat(messages, definitions, None).await?;
             trace.usage.prompt_tokens += reply.usage.prompt_tokens;
             trace.usage.completion_tokens += reply.usage.completion_tokens;
+            trace.http_retries += reply.retries;
             if reply.tool_calls.is_empty() {
                 let text = reply.content.unwrap_or_default();
                 trace.attempts += 1;
@@ -394,6 +398,10 @@ impl Prototyper {
             detail,
         })
     }
+}
+
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((d.as_secs_f64() * 1e6).round() / 1e3)
 }
 
 /// A document resolved from a reference (`@path`, `@feature:name`, or the

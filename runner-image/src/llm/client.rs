@@ -136,6 +136,8 @@ pub struct ChatReply {
     pub tool_calls: Vec<ToolCall>,
     /// Token usage.
     pub usage: Usage,
+    /// HTTP retries it took (429, 5xx, connection errors, timeouts).
+    pub retries: u32,
 }
 
 /// A client for one OpenAI-compatible API.
@@ -265,36 +267,43 @@ impl ChatClient {
 
     async fn send(&self, request: Value) -> Result<ChatReply, LlmError> {
         let url = self.settings.base_url.clone();
-        let response: Value =
-            self.client
+        // Count the retry policy's retries for this request (see retry::RETRIES).
+        let counted = super::retry::RETRIES.scope(std::cell::Cell::new(0), async {
+            let result = self
+                .client
                 .chat()
-                .create_byot(request)
-                .await
-                .map_err(|e| match e {
-                    OpenAIError::ApiError(api) => LlmError::Api {
-                        url: url.clone(),
-                        status: api.status_code.as_u16(),
-                        message: api.api_error.message,
-                    },
-                    OpenAIError::Reqwest(e) if e.is_timeout() => LlmError::Timeout {
-                        url: url.clone(),
-                        seconds: self.settings.timeout.as_secs_f64(),
-                        retries: self.settings.max_retries,
-                    },
-                    OpenAIError::Reqwest(e) => LlmError::Unreachable {
-                        url: url.clone(),
-                        message: e.to_string(),
-                    },
-                    OpenAIError::JSONDeserialize(e, content) => LlmError::Malformed {
-                        url: url.clone(),
-                        message: format!("{e}: {content:.200}"),
-                    },
-                    other => LlmError::Unreachable {
-                        url: url.clone(),
-                        message: other.to_string(),
-                    },
-                })?;
-        parse_reply(&url, &response)
+                .create_byot::<Value, Value>(request)
+                .await;
+            (result, super::retry::RETRIES.with(std::cell::Cell::get))
+        });
+        let (result, retries) = counted.await;
+        let response: Value = result.map_err(|e| match e {
+            OpenAIError::ApiError(api) => LlmError::Api {
+                url: url.clone(),
+                status: api.status_code.as_u16(),
+                message: api.api_error.message,
+            },
+            OpenAIError::Reqwest(e) if e.is_timeout() => LlmError::Timeout {
+                url: url.clone(),
+                seconds: self.settings.timeout.as_secs_f64(),
+                retries: self.settings.max_retries,
+            },
+            OpenAIError::Reqwest(e) => LlmError::Unreachable {
+                url: url.clone(),
+                message: e.to_string(),
+            },
+            OpenAIError::JSONDeserialize(e, content) => LlmError::Malformed {
+                url: url.clone(),
+                message: format!("{e}: {content:.200}"),
+            },
+            other => LlmError::Unreachable {
+                url: url.clone(),
+                message: other.to_string(),
+            },
+        })?;
+        let mut reply = parse_reply(&url, &response)?;
+        reply.retries = retries;
+        Ok(reply)
     }
 }
 
@@ -352,5 +361,6 @@ fn parse_reply(url: &str, response: &Value) -> Result<ChatReply, LlmError> {
         content,
         tool_calls,
         usage,
+        retries: 0,
     })
 }

@@ -8,6 +8,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+tokio::task_local! {
+    /// Retries made for the request being sent in this task (read by the client).
+    pub(crate) static RETRIES: std::cell::Cell<u32>;
+}
+
 /// A tower retry policy for OpenAI-compatible APIs.
 #[derive(Clone, Debug)]
 pub struct BackoffPolicy {
@@ -83,6 +88,8 @@ impl tower::retry::Policy<HttpRequestFactory, reqwest::Response, OpenAIError> fo
             "retrying the model request"
         );
         self.attempt += 1;
+        // Outside a counting scope (e.g. a bare client) there is nothing to count into.
+        let _ = RETRIES.try_with(|r| r.set(r.get() + 1));
         Some(Box::pin(tokio::time::sleep(wait)))
     }
 

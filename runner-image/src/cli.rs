@@ -360,7 +360,9 @@ async fn check(cli: &Cli, files: &[PathBuf]) -> Result<ExitCode, Failure> {
                     let pool = pool
                         .as_ref()
                         .ok_or_else(|| Failure::usage("sandbox unavailable"))?;
-                    match eol_runner::engine::check_code(&name, &feature, pool).await {
+                    let code = eol_runner::engine::check_code(&name, &feature, pool).await;
+                    let refs = eol_runner::context::resolve_all(&name, &feature).map(|_| ());
+                    match code.and(refs) {
                         Ok(()) => Ok(format!(
                             "feature '{}', phase {}, {} operations ({} with code)",
                             feature.name(),

@@ -6,8 +6,10 @@ use eol_core::{Diagnostic, Diagnostics, Feature, Position, Reference};
 use std::path::Path;
 
 /// Reads every referenced document, relative to the feature file's directory.
-/// A reference that cannot be read is an error located where it was written.
-pub fn resolve(file: &str, feature: &Feature) -> Result<Vec<ContextDoc>, Diagnostics> {
+/// Returns the documents read, and a located diagnostic for each reference that
+/// could not be: `eol check` reports those as errors; a running feature goes on
+/// without them and says so in each prototyped call's trace.
+pub fn resolve(file: &str, feature: &Feature) -> (Vec<ContextDoc>, Vec<Diagnostic>) {
     let base = Path::new(file).parent().unwrap_or(Path::new("."));
     let mut wanted: Vec<(String, Position)> = feature
         .references
@@ -45,6 +47,12 @@ pub fn resolve(file: &str, feature: &Feature) -> Result<Vec<ContextDoc>, Diagnos
             }),
         }
     }
+    (docs, errors)
+}
+
+/// Like [`resolve`], but any unreadable reference is an error.
+pub fn resolve_all(file: &str, feature: &Feature) -> Result<Vec<ContextDoc>, Diagnostics> {
+    let (docs, errors) = resolve(file, feature);
     if errors.is_empty() {
         Ok(docs)
     } else {

@@ -158,6 +158,8 @@ pub struct Runtime {
     tools: Option<Arc<dyn Tools>>,
     /// Referenced documents, read once at load.
     docs: Vec<crate::prototype::ContextDoc>,
+    /// Why some references could not be read (noted in each prototyped call's trace).
+    unreadable: Vec<String>,
 }
 
 impl Runtime {
@@ -170,7 +172,11 @@ impl Runtime {
         store: Arc<RedisStore>,
     ) -> Result<Self, Diagnostics> {
         check_code(file, &feature, &pool).await?;
-        let docs = crate::context::resolve(file, &feature)?;
+        let (docs, unreadable) = crate::context::resolve(file, &feature);
+        for d in &unreadable {
+            tracing::warn!(feature = %feature.name(), "{d}");
+        }
+        let unreadable: Vec<String> = unreadable.into_iter().map(|d| d.message).collect();
         let mut compiled = HashMap::new();
         let mut diags = Vec::new();
         for op in &feature.operations {
@@ -200,6 +206,7 @@ impl Runtime {
             prototyper: None,
             tools: None,
             docs,
+            unreadable,
         })
     }
 
@@ -282,7 +289,17 @@ impl Runtime {
                     )
                     .await
                 {
-                    Ok((output, trace)) => {
+                    Ok((output, mut trace)) => {
+                        if !self.unreadable.is_empty() {
+                            let missing = format!(
+                                "context without unreadable references: {}",
+                                self.unreadable.join("; ")
+                            );
+                            trace.context_note = Some(match trace.context_note.take() {
+                                Some(note) => format!("{note}; {missing}"),
+                                None => missing,
+                            });
+                        }
                         self.record_example(&op.name, input, &output).await;
                         (output, String::new(), Some(trace))
                     }

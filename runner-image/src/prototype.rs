@@ -365,10 +365,11 @@ impl Prototyper {
         input: &Value,
         output: &Value,
     ) -> Result<(bool, String), PrototypeError> {
+        // Only the verdict is required: small models often drop the reason.
         let schema = json!({
             "type": "object",
             "properties": {"verdict": {"type": "boolean"}, "reason": {"type": "string"}},
-            "required": ["verdict", "reason"]
+            "required": ["verdict"]
         });
         let compiled =
             CompiledSchema::new(&schema).map_err(|detail| PrototypeError::InvalidAnswer {

@@ -295,13 +295,14 @@ fn test_in_the_prototyping_phase_runs_on_the_local_model() {
     let cases = v["cases"].as_array().unwrap();
     assert_eq!(cases[0]["verdict"], "passed", "{v:#}");
     assert_eq!(cases[0]["phase"], "prototyping");
-    // A 135M-parameter model's verdict is not the point; that it was judged is.
+    // A 135M-parameter model's verdict is not the point; that the sentence went to
+    // the model is: it passed, was judged not met, or the model gave no usable verdict.
     let judged = &cases[1];
+    let reason = judged["reason"].as_str().unwrap_or_default();
     assert!(
         judged["verdict"] == "passed"
-            || judged["reason"]
-                .as_str()
-                .is_some_and(|r| r.starts_with("the model judged")),
+            || reason.starts_with("the model judged")
+            || reason.contains("could not be judged: the model gave no answer"),
         "{judged:#}"
     );
 }

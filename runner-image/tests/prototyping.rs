@@ -489,22 +489,40 @@ async fn references_become_context_and_prototyped_calls_are_recorded() {
         [json!({"input": input, "output": {"label": "billing"}})]
     );
 
-    // A reference that cannot be read is an error where it was written.
+    // A reference that cannot be read: `eol check` reports it where it was written,
+    // and a running feature goes on without it, saying so in the trace.
     std::fs::remove_file(dir.path().join("docs/policy.md")).unwrap();
-    let err = Runtime::load(
+    let err = eol_runner::context::resolve_all(file.to_str().unwrap(), &feature)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("triage.eol:9:34:")
+            && err.contains("reference 'docs/policy.md' cannot be read"),
+        "{err}"
+    );
+    let server = ScriptedServer::start(vec![Scripted::answer("{\"label\": \"bug\"}")]).await;
+    let model = Arc::new(Prototyper::new(
+        ChatClient::new(settings(&server.url)).unwrap(),
+    ));
+    let runtime = Runtime::load(
         file.to_str().unwrap(),
         feature,
         common::pool(1).await,
         common::store(&redis),
     )
     .await
-    .err()
-    .unwrap();
-    let text = err.to_string();
+    .unwrap()
+    .with_model(Some(model));
+    let trace = runtime
+        .execute("classify", &input, None)
+        .await
+        .unwrap()
+        .trace
+        .unwrap();
+    let note = trace.context_note.unwrap();
     assert!(
-        text.contains("triage.eol:9:34:")
-            && text.contains("reference 'docs/policy.md' cannot be read"),
-        "{text}"
+        note.contains("unreadable references") && note.contains("docs/policy.md"),
+        "{note}"
     );
 }
 

@@ -19,6 +19,9 @@ scripts/redis.sh install
 # The local model's build takes minutes cold: run it while the Rust code builds.
 scripts/llm.sh install >"$LOG_DIR/llm-install.log" 2>&1 &
 llm_install=$!
+# So do the cluster's binaries and images (cached by version; tens of minutes cold).
+kind-tests/cluster.sh build >"$LOG_DIR/cluster-build.log" 2>&1 &
+cluster_build=$!
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -38,6 +41,7 @@ cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
 
 # The cluster tier: a real single-node Kubernetes from local processes (kind where Docker works).
 echo "== kind-tests smoke suite"
+wait "$cluster_build" || { tail -40 "$LOG_DIR/cluster-build.log" >&2; fail "the cluster's binaries did not build (log above)"; }
 smoke_log="$LOG_DIR/smoke.log"
 smoke_status=0
 kind-tests/smoke.sh 2>&1 | tee "$smoke_log" || smoke_status=$?

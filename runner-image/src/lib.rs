@@ -3,6 +3,8 @@
 //! - [`sandbox`]: the warm pool of confined Python workers (implementation phase);
 //! - [`store`]: Redis, local or configured, and the per-feature bridge to it;
 //! - [`engine`]: running operations in their phase, with schema checks;
+//! - [`llm`], [`prototype`], [`context`]: the model client, the prototyping engine, references as context;
+//! - [`generate`]: model-written code, kept only when it passes the tests;
 //! - [`mcp`]: MCP tools for the LLM (built-in Redis, the feature's servers) and
 //!   a feature served as an MCP server;
 //! - [`testing`]: running `.test.eol` suites.
@@ -18,13 +20,6 @@ pub mod store;
 pub mod testing;
 
 use std::path::Path;
-
-/// Reads a feature file and parses it, or says why it cannot.
-pub fn load_feature(path: &Path) -> Result<eol_core::Feature, String> {
-    let src = std::fs::read_to_string(path)
-        .map_err(|e| format!("failed to read {}: {e}", path.display()))?;
-    eol_core::parse_feature(&path.display().to_string(), &src).map_err(|d| d.to_string())
-}
 
 /// The feature file a test file belongs to: `NAME.test.eol` next to `NAME.eol`,
 /// else `<feature>.eol` in the same directory.

@@ -6,7 +6,7 @@ use crate::sandbox::RedisBridge;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde_json::Value;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
 use tokio::sync::OnceCell;
@@ -329,10 +329,4 @@ pub(crate) fn to_json(v: redis::Value) -> Value {
         redis::Value::VerbatimString { text, .. } => Value::String(text),
         other => Value::String(format!("{other:?}")),
     }
-}
-
-/// True when the cached local Redis is installed.
-pub fn local_redis_installed() -> bool {
-    let b = LocalRedis::bundle_dir();
-    Path::new(&b.join("bin/redis-server")).exists()
 }

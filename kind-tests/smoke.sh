@@ -248,6 +248,38 @@ YAML
   [[ "$code" == 3 ]] || fail "expected exit code 3, got '$code'"
 }
 
+# The project's CRDs install on the real API server: printer columns, CEL rules
+# and `kubectl explain` docs work as users will see them.
+test_eol_crds() {
+  local crds; crds="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/crds/eol.dev_v1alpha1.yaml"
+  kubectl apply --server-side -f "$crds" >/dev/null
+  kubectl wait --for condition=established crd/features.eol.dev crd/featureruns.eol.dev --timeout=60s >/dev/null
+  kubectl -n "$NS" apply -f - >/dev/null <<YAML
+apiVersion: eol.dev/v1alpha1
+kind: FeatureRun
+metadata: {name: tests-run}
+spec: {featureRef: inventory, tests: true}
+YAML
+  local columns; columns=$(kubectl -n "$NS" get fr | head -1 | tr -s ' ')
+  [[ "$columns" == "NAME FEATURE PHASE STATUS PASSED FAILED DURATION AGE" ]] || fail "unexpected columns: $columns"
+  local refused
+  refused=$(kubectl -n "$NS" apply -f - 2>&1 <<YAML || true
+apiVersion: eol.dev/v1alpha1
+kind: FeatureRun
+metadata: {name: bad-run}
+spec: {featureRef: inventory, tests: true, operation: add_stock, retries: 99}
+YAML
+)
+  [[ "$refused" == *"set either operation (with input) or tests: true"* && "$refused" == *"retries must be between 0 and 10"* ]] \
+    || fail "CEL rules did not refuse the bad run: $refused"
+  local moved
+  moved=$(kubectl -n "$NS" patch fr tests-run --type=merge -p '{"spec":{"featureRef":"other"}}' 2>&1 || true)
+  [[ "$moved" == *"featureRef is immutable"* ]] || fail "featureRef changed: $moved"
+  local explain; explain=$(kubectl explain feature.spec.source)
+  [[ "$explain" == *"inline text, or a ConfigMap key holding it"* ]] || fail "kubectl explain lacks the field docs"
+  echo "evidence: CRDs established; kubectl get fr columns: $columns; CEL refused both rules and the featureRef change; explain shows docs"
+}
+
 # `down` must leave none of the processes the cluster started: every pid
 # recorded in the pid files and every pid in the cluster's cgroups.
 test_down_leaves_nothing() {
@@ -283,6 +315,7 @@ run_test service-dns test_service_dns
 run_test statefulset-pvc test_statefulset_pvc
 run_test rolling-update test_rolling_update
 run_test failing-job test_failing_job
+run_test eol-crds test_eol_crds
 
 say "memory after the tests: $("$CLUSTER" memory)"
 if [[ "${SMOKE_KEEP:-0}" != 1 ]]; then

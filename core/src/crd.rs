@@ -1,0 +1,316 @@
+//! The Kubernetes API of EOL: the `Feature` and `FeatureRun` custom resources
+//! (`eol.dev/v1alpha1`). Types only: the operator owns the client side.
+//!
+//! Every field's `///` doc becomes its `kubectl explain` text.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The phase a Feature runs in, as the CRDs spell it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FeaturePhase {
+    /// Every operation is executed by the model.
+    Prototyping,
+    /// Every operation runs its Python implementation.
+    Implementation,
+    /// Each operation runs in the phase its `Phase:` line gives.
+    Hybrid,
+}
+
+/// A feature: an `.eol` source served by a Deployment of `eol serve` pods.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "eol.dev",
+    version = "v1alpha1",
+    kind = "Feature",
+    namespaced,
+    status = "FeatureStatus",
+    shortname = "feat",
+    category = "eol",
+    cel,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase","description":"The phase the feature serves in"}"#,
+    printcolumn = r#"{"name":"Desired","type":"string","jsonPath":".spec.phase","priority":1,"description":"The desired phase"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.readyReplicas","description":"Ready replicas"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct FeatureSpec {
+    /// The feature's `.eol` source: inline text, or a ConfigMap key holding it.
+    pub source: FeatureSource,
+    /// The feature's tests (the `.test.eol` text). New pods serve traffic only once these pass in the serving phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<String>,
+    /// The phase to serve in. Changing it is a phase switch: a rolling update gated by the tests. Default: the phase in the source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<FeaturePhase>,
+    /// Pods serving the feature.
+    #[serde(default = "default_replicas")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 0 && self <= 100").message("replicas must be between 0 and 100"))]
+    pub replicas: i32,
+    /// Model settings for prototyped operations; unset fields fall back to the operator's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelSpec>,
+    /// How a change of phase or source rolls out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutSpec>,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+/// Where the `.eol` source comes from: exactly one of `inline` or `configMapKeyRef`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(cel, validation = kube::core::Rule::new("has(self.inline) != has(self.configMapKeyRef)").message("set exactly one of inline or configMapKeyRef"))]
+pub struct FeatureSource {
+    /// The `.eol` text itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline: Option<String>,
+    /// A key of a ConfigMap in the Feature's namespace holding the `.eol` text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_key_ref: Option<KeyRef>,
+}
+
+/// A key of a ConfigMap or Secret in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRef {
+    /// The object's name.
+    pub name: String,
+    /// The key within it.
+    pub key: String,
+}
+
+/// Model settings for a Feature.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSpec {
+    /// Base URL of an OpenAI-compatible API, e.g. `http://llm.models.svc:8080/v1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// Model name as the API knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The Secret key holding the API key (it is never put in a plain environment value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_secret_ref: Option<KeyRef>,
+}
+
+/// How a phase switch rolls out.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// Seconds the new pods have to become Ready (their tests pass) before the switch is reported Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_deadline_seconds: Option<i32>,
+    /// Return to the last phase that served, when a switch fails.
+    #[serde(default)]
+    pub auto_rollback: bool,
+}
+
+/// What the operator observed of a Feature.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FeatureStatus {
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The phase the ready pods serve in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<FeaturePhase>,
+    /// The phase of each operation, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub operation_phases: BTreeMap<String, String>,
+    /// Pods ready to serve.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Ready, SpecValid, ModelConfigured and PhaseSwitch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// One run of a feature: an operation with an input, or its tests, in a Job.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "eol.dev",
+    version = "v1alpha1",
+    kind = "FeatureRun",
+    namespaced,
+    status = "FeatureRunStatus",
+    shortname = "fr",
+    category = "eol",
+    cel,
+    printcolumn = r#"{"name":"Feature","type":"string","jsonPath":".spec.featureRef"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[?(@.type==\"Succeeded\")].reason"}"#,
+    printcolumn = r#"{"name":"Passed","type":"integer","jsonPath":".status.summary.testsPassed"}"#,
+    printcolumn = r#"{"name":"Failed","type":"integer","jsonPath":".status.summary.testsFailed"}"#,
+    printcolumn = r#"{"name":"Duration","type":"string","jsonPath":".status.summary.duration"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[x_kube(validation = kube::core::Rule::new("has(self.operation) != has(self.tests) || (has(self.tests) && !self.tests && has(self.operation))").message("set either operation (with input) or tests: true"))]
+#[serde(rename_all = "camelCase")]
+pub struct FeatureRunSpec {
+    /// The Feature to run, in the same namespace. It cannot change once set.
+    #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("featureRef is immutable"))]
+    pub feature_ref: String,
+    /// The operation to run (with `input`); or set `tests: true` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+    /// The operation's input, a JSON object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
+    pub input: Option<serde_json::Value>,
+    /// Run the feature's tests instead of one operation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<bool>,
+    /// The phase to run in. Default: the Feature's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<FeaturePhase>,
+    /// Seconds the run may take before it ends TimedOut (the Job's activeDeadlineSeconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self > 0").message("timeoutSeconds must be positive"))]
+    pub timeout_seconds: Option<i64>,
+    /// Retries of a failed runner pod (the Job's backoffLimit).
+    #[serde(default)]
+    #[x_kube(validation = kube::core::Rule::new("self >= 0 && self <= 10").message("retries must be between 0 and 10"))]
+    pub retries: i32,
+    /// Set to true to cancel the run; it ends Cancelled.
+    #[serde(default)]
+    pub cancel: bool,
+    /// Seconds a finished run's Job is kept before it is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds_after_finished: Option<i32>,
+}
+
+/// What the operator observed of a FeatureRun (Tekton style: a `Succeeded` condition).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FeatureRunStatus {
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The phase the run used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<FeaturePhase>,
+    /// `Succeeded`: Unknown while running (reasons Pending, Running), True (Succeeded), or False
+    /// (Failed, TimedOut, Cancelled, SpecInvalid, FeatureNotFound).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// When the runner pod started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When the run ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// The runner pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    /// What the run produced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<RunSummary>,
+}
+
+/// The summary a runner reports through its termination message.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunSummary {
+    /// The operation's output (operation runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
+    pub output: Option<serde_json::Value>,
+    /// Test cases that passed (test runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests_passed: Option<i32>,
+    /// Test cases that failed (test runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests_failed: Option<i32>,
+    /// Model tokens used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<i64>,
+    /// How long the run took, e.g. `1.8s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    fn run(spec: serde_json::Value) -> FeatureRun {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "eol.dev/v1alpha1", "kind": "FeatureRun",
+            "metadata": {"name": "r"}, "spec": spec
+        }))
+        .expect("a FeatureRun")
+    }
+
+    #[test]
+    fn crds_carry_names_columns_and_categories() {
+        let crd = serde_json::to_value(Feature::crd()).expect("crd");
+        assert_eq!(
+            crd["spec"]["names"]["shortNames"],
+            serde_json::json!(["feat"])
+        );
+        assert_eq!(
+            crd["spec"]["names"]["categories"],
+            serde_json::json!(["eol"])
+        );
+        let fr = serde_json::to_value(FeatureRun::crd()).expect("crd");
+        let columns: Vec<&str> = fr["spec"]["versions"][0]["additionalPrinterColumns"]
+            .as_array()
+            .expect("columns")
+            .iter()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert_eq!(
+            columns,
+            [
+                "Feature", "Phase", "Status", "Passed", "Failed", "Duration", "Age"
+            ]
+        );
+        assert!(fr["spec"]["versions"][0]["subresources"]["status"].is_object());
+    }
+
+    #[test]
+    fn cel_rules_hold_offline() {
+        let ok = run(serde_json::json!({"featureRef": "f", "tests": true}));
+        assert!(ok.validate_cel().is_ok());
+        let both = run(serde_json::json!({"featureRef": "f", "tests": true, "operation": "x"}));
+        assert!(
+            both.validate_cel().is_err(),
+            "operation and tests together are refused"
+        );
+        let neither = run(serde_json::json!({"featureRef": "f"}));
+        assert!(
+            neither.validate_cel().is_err(),
+            "a run needs something to do"
+        );
+        let bad_retries = run(serde_json::json!({"featureRef": "f", "tests": true, "retries": 50}));
+        assert!(bad_retries.validate_cel().is_err());
+        let moved = run(serde_json::json!({"featureRef": "g", "tests": true}));
+        assert!(
+            moved.validate_cel_update(&ok).is_err(),
+            "featureRef is immutable"
+        );
+        assert!(ok.validate_cel_update(&ok).is_ok());
+
+        let source = |v| FeatureSource::validate_cel(&v, None);
+        assert!(source(serde_json::json!({"inline": "---"})).is_ok());
+        assert!(source(serde_json::json!({})).is_err());
+        assert!(
+            source(
+                serde_json::json!({"inline": "x", "configMapKeyRef": {"name": "c", "key": "k"}})
+            )
+            .is_err()
+        );
+    }
+}

@@ -127,6 +127,20 @@ enum Command {
         #[arg(long, default_value_t = eol_runner::generate::DEFAULT_ATTEMPTS)]
         attempts: u32,
     },
+    /// Serve a feature over HTTP: POST /v1/operations/{op}, /healthz, /readyz, /metrics.
+    Serve {
+        /// The feature file (NAME.eol).
+        file: PathBuf,
+        /// The tests that gate readiness (default: NAME.test.eol next to the feature, if present).
+        #[arg(long)]
+        tests: Option<PathBuf>,
+        /// Address to listen on.
+        #[arg(long, env = "EOL_LISTEN", default_value = "0.0.0.0:8080")]
+        listen: String,
+        /// Become ready without running the tests first.
+        #[arg(long)]
+        no_test_gate: bool,
+    },
     /// Serve a feature over MCP on stdin/stdout: its operations as tools, its prose and references as resources.
     Mcp {
         /// The feature file (NAME.eol).
@@ -279,6 +293,12 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             .await
         }
         Command::Mcp { file } => mcp(&cli, file).await,
+        Command::Serve {
+            file,
+            tests,
+            listen,
+            no_test_gate,
+        } => serve(&cli, file, tests.as_deref(), listen, *no_test_gate).await,
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "eol", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
@@ -839,4 +859,64 @@ async fn mcp(cli: &Cli, file: &Path) -> Result<ExitCode, Failure> {
             code: 1,
         })?;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(
+    cli: &Cli,
+    file: &Path,
+    tests: Option<&Path>,
+    listen: &str,
+    no_test_gate: bool,
+) -> Result<ExitCode, Failure> {
+    let feature = read_feature(file)?;
+    let default_tests = file.with_file_name(format!(
+        "{}.test.eol",
+        file.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .trim_end_matches(".eol")
+    ));
+    let tests_path = tests
+        .map(Path::to_path_buf)
+        .or_else(|| default_tests.exists().then_some(default_tests));
+    let suite = match (&tests_path, no_test_gate) {
+        (Some(path), false) => {
+            let suite = read_suite(path)?;
+            suite
+                .check_against(&path.display().to_string(), &feature)
+                .map_err(|d| Failure::invalid(&d))?;
+            Some(suite)
+        }
+        _ => None,
+    };
+    let (runtime, _store) = load_runtime(cli, file, feature).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| Failure::usage(format!("failed to listen on {listen}: {e}")))?;
+    eprintln!("serving feature '{}' on {listen}", runtime.feature().name());
+    eol_runner::serve::serve(Arc::new(runtime), suite, listener, shutdown_signal())
+        .await
+        .map_err(|e| Failure {
+            message: format!("the server failed: {e}"),
+            kind: "serve",
+            code: 1,
+        })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = terminate => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    tracing::info!("shutting down: finishing in-flight calls");
 }

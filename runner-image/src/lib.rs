@@ -14,8 +14,10 @@ pub mod engine;
 pub mod generate;
 pub mod llm;
 pub mod mcp;
+pub mod metrics;
 pub mod prototype;
 pub mod sandbox;
+pub mod serve;
 pub mod store;
 pub mod testing;
 

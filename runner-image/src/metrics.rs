@@ -1,0 +1,86 @@
+//! Prometheus metrics of a served feature (prometheus-client).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// An operation in a phase.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    /// The operation.
+    pub operation: String,
+    /// The phase it ran in.
+    pub phase: String,
+}
+
+/// Token direction for one operation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    /// The operation.
+    pub operation: String,
+    /// `in` (prompt) or `out` (completion).
+    pub direction: String,
+}
+
+/// A cache lookup.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// `semantic`, `embedding` or `result`.
+    pub r#type: String,
+    /// `true` or `false`.
+    pub hit: String,
+}
+
+/// A failed call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// The operation.
+    pub operation: String,
+    /// The error's stable kind (`invalid_input`, `cpu_limit`, `llm_timeout`, ...).
+    pub kind: String,
+}
+
+/// The metrics `eol serve` exposes under the `eol_` prefix.
+#[derive(Clone)]
+pub struct ServeMetrics {
+    /// `eol_execution_duration_seconds{operation,phase}`.
+    pub execution_duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
+    /// `eol_llm_tokens_total{operation,direction}`.
+    pub llm_tokens: Family<TokenLabels, Counter>,
+    /// `eol_cache_hits_total{type,hit}` (series appear once caches are in use).
+    pub cache_hits: Family<CacheLabels, Counter>,
+    /// `eol_errors_total{operation,kind}`.
+    pub errors: Family<ErrorLabels, Counter>,
+}
+
+impl ServeMetrics {
+    /// Creates the metrics and registers them in `registry` (which should carry the `eol` prefix).
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            execution_duration: Family::new_with_constructor(duration_histogram),
+            llm_tokens: Family::default(),
+            cache_hits: Family::default(),
+            errors: Family::default(),
+        };
+        registry.register(
+            "execution_duration_seconds",
+            "Time to execute an operation",
+            m.execution_duration.clone(),
+        );
+        registry.register("llm_tokens", "Model tokens used", m.llm_tokens.clone());
+        registry.register(
+            "cache_hits",
+            "Cache lookups by type and outcome",
+            m.cache_hits.clone(),
+        );
+        registry.register("errors", "Failed operation calls by kind", m.errors.clone());
+        m
+    }
+}
+
+/// Buckets from 100 µs (a warm sandboxed call) to about 7 minutes (a slow model).
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 4.0, 12))
+}

@@ -1,0 +1,226 @@
+//! `eol serve`: a feature over HTTP — the contract of a Feature's pods.
+//!
+//! `POST /v1/operations/{op}` (JSON in and out, errors as JSON with a stable
+//! `kind`), `/healthz`, `/readyz` (ready once the feature is loaded and, unless
+//! disabled, its tests pass in the serving phase), `/metrics`, and graceful
+//! shutdown that lets in-flight calls finish.
+
+use crate::engine::{ExecError, Runtime};
+use crate::metrics::{ErrorLabels, OperationLabels, ServeMetrics, TokenLabels};
+use crate::testing::{self, Verdict};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use eol_core::TestSuite;
+use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+/// Whether the server takes traffic, and if not, why.
+#[derive(Debug, Clone)]
+pub enum Readiness {
+    /// The tests are still running.
+    Testing,
+    /// Ready to serve.
+    Ready,
+    /// The tests failed in the serving phase: never ready (the old pods keep serving).
+    TestsFailed(String),
+}
+
+struct AppState {
+    runtime: Arc<Runtime>,
+    metrics: ServeMetrics,
+    registry: Registry,
+    readiness: Mutex<Readiness>,
+}
+
+/// The router for `runtime`; readiness starts as `Testing`.
+fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/operations/{operation}", post(call_operation))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Serves `runtime` on `listener` until `shutdown` resolves; in-flight calls finish first.
+/// With `suite`, the server becomes ready only once every case passes in the serving phase.
+pub async fn serve(
+    runtime: Arc<Runtime>,
+    suite: Option<TestSuite>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let mut registry = Registry::with_prefix("eol");
+    let metrics = ServeMetrics::register(&mut registry);
+    let state = Arc::new(AppState {
+        runtime,
+        metrics,
+        registry,
+        readiness: Mutex::new(Readiness::Testing),
+    });
+    let gate = state.clone();
+    tokio::spawn(async move {
+        let verdict = match suite {
+            None => Readiness::Ready,
+            Some(suite) => test_gate(&gate.runtime, &suite).await,
+        };
+        match &verdict {
+            Readiness::TestsFailed(why) => {
+                tracing::warn!(feature = %gate.runtime.feature().name(), %why, "not ready: tests failed")
+            }
+            _ => tracing::info!(feature = %gate.runtime.feature().name(), "ready"),
+        }
+        if let Ok(mut r) = gate.readiness.lock() {
+            *r = verdict;
+        }
+    });
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn test_gate(runtime: &Runtime, suite: &TestSuite) -> Readiness {
+    let mut failures = Vec::new();
+    for case in &suite.cases {
+        let result = testing::run_case(runtime, case, None).await;
+        if result.verdict == Verdict::Failed {
+            failures.push(format!(
+                "'{}': {}",
+                case.title,
+                result.reason.unwrap_or_default()
+            ));
+        }
+    }
+    if failures.is_empty() {
+        Readiness::Ready
+    } else {
+        Readiness::TestsFailed(failures.join("; "))
+    }
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let readiness = state
+        .readiness
+        .lock()
+        .map(|r| r.clone())
+        .unwrap_or(Readiness::Testing);
+    match readiness {
+        Readiness::Ready => (StatusCode::OK, "ready").into_response(),
+        Readiness::Testing => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the tests are running",
+        )
+            .into_response(),
+        Readiness::TestsFailed(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: tests failed: {why}"),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
+        Ok(()) => (
+            [(
+                "content-type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+fn status_of(error: &ExecError) -> StatusCode {
+    match error {
+        ExecError::UnknownOperation { .. } => StatusCode::NOT_FOUND,
+        ExecError::InvalidInput { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        ExecError::NoModel { .. } | ExecError::NoCode { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        ExecError::Prototype { .. } => StatusCode::BAD_GATEWAY,
+        ExecError::InvalidOutput { .. } | ExecError::Sandbox { .. } => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
+}
+
+async fn call_operation(
+    State(state): State<Arc<AppState>>,
+    Path(operation): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let input: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return error_response(
+                &state,
+                &operation,
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("the request body is not JSON: {e}"),
+            );
+        }
+    };
+    match state.runtime.execute(&operation, &input, None).await {
+        Ok(exec) => {
+            let labels = OperationLabels {
+                operation: operation.clone(),
+                phase: exec.phase.to_string(),
+            };
+            state
+                .metrics
+                .execution_duration
+                .get_or_create(&labels)
+                .observe(exec.duration.as_secs_f64());
+            if let Some(trace) = &exec.trace {
+                for (direction, n) in [
+                    ("in", trace.usage.prompt_tokens),
+                    ("out", trace.usage.completion_tokens),
+                ] {
+                    state
+                        .metrics
+                        .llm_tokens
+                        .get_or_create(&TokenLabels {
+                            operation: operation.clone(),
+                            direction: direction.into(),
+                        })
+                        .inc_by(n);
+                }
+            }
+            (StatusCode::OK, Json(exec.output)).into_response()
+        }
+        Err(e) => {
+            let status = status_of(&e);
+            error_response(&state, &operation, status, e.kind(), e.to_string())
+        }
+    }
+}
+
+fn error_response(
+    state: &AppState,
+    operation: &str,
+    status: StatusCode,
+    kind: &str,
+    message: String,
+) -> Response {
+    state
+        .metrics
+        .errors
+        .get_or_create(&ErrorLabels {
+            operation: operation.to_owned(),
+            kind: kind.to_owned(),
+        })
+        .inc();
+    (
+        status,
+        Json(json!({ "error": { "kind": kind, "message": message } })),
+    )
+        .into_response()
+}

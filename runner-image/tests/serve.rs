@@ -1,0 +1,156 @@
+//! `eol serve` as a Feature's pods run it: HTTP calls, readiness gated by the
+//! tests, metrics, and a graceful shutdown on SIGTERM.
+#![allow(clippy::unwrap_used)] // Tests fail loudly on any unexpected error.
+
+mod common;
+
+use serde_json::{Value, json};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+struct Server {
+    child: tokio::process::Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+async fn start(dir: &std::path::Path, file: &str) -> Server {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_eol"))
+        .args(["serve", file, "--listen", &format!("127.0.0.1:{port}")])
+        .env_remove("REDIS_URL")
+        .env_remove("EOL_LLM_BASE_URL")
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let server = Server {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("{}/healthz", server.url))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "eol serve did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server
+}
+
+async fn wait_ready(server: &Server) -> (u16, String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = reqwest::get(format!("{}/readyz", server.url))
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        if !body.contains("tests are running") || Instant::now() > deadline {
+            return (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn post(server: &Server, op: &str, body: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/operations/{op}", server.url))
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn operations_are_served_once_the_tests_pass_and_counted_in_metrics() {
+    let server = start(&common::examples(), "inventory.eol").await;
+    assert_eq!(wait_ready(&server).await, (200, "ready".to_owned()));
+
+    let (status, out) = post(&server, "add_stock", r#"{"sku": "SRV-1", "quantity": 2}"#).await;
+    assert_eq!((status, out["sku"].clone()), (200, json!("SRV-1")));
+    let (status, err) = post(&server, "add_stock", r#"{"sku": "SRV-1", "quantity": 0}"#).await;
+    assert_eq!(status, 422);
+    assert_eq!(err["error"]["kind"], "invalid_input");
+    let (status, err) = post(&server, "nope", "{}").await;
+    assert_eq!(
+        (status, err["error"]["kind"].clone()),
+        (404, json!("unknown_operation"))
+    );
+    let (status, err) = post(&server, "add_stock", "not json").await;
+    assert_eq!(
+        (status, err["error"]["kind"].clone()),
+        (400, json!("invalid_json"))
+    );
+
+    let metrics = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains(r#"eol_execution_duration_seconds_count{operation="add_stock",phase="implementation"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"eol_errors_total{operation="add_stock",kind="invalid_input"} 1"#),
+        "{metrics}"
+    );
+}
+
+const SLEEPY: &str = "---\nname: sleepy\nphase: implementation\n---\n# Sleepy\n\n## Operations\n\n### slow\nTakes its time.\n\nInput:\n```yaml\ntype: object\n```\n\nOutput:\n```yaml\ntype: object\nproperties:\n  done: {type: boolean}\nrequired: [done]\n```\n\n```python\nimport time\n\ndef slow():\n    time.sleep(1.5)\n    return {\"done\": True}\n```\n";
+const SLEEPY_TESTS: &str = "---\nfeature: sleepy\n---\n\n## claims to be undone\nOperation: slow\nInput:\n```yaml\n{}\n```\nExpect:\n```yaml\ndone: false\n```\n";
+
+#[tokio::test]
+async fn failing_tests_keep_the_server_unready_and_sigterm_drains_in_flight_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("sleepy.eol"), SLEEPY).unwrap();
+    std::fs::write(dir.path().join("sleepy.test.eol"), SLEEPY_TESTS).unwrap();
+    let mut server = start(dir.path(), "sleepy.eol").await;
+    let (status, body) = wait_ready(&server).await;
+    assert_eq!(status, 503);
+    assert!(
+        body.contains("tests failed: 'claims to be undone': /done: expected false, got true"),
+        "{body}"
+    );
+
+    // A call in flight when SIGTERM arrives still completes.
+    let url = server.url.clone();
+    let call = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(format!("{url}/v1/operations/slow"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let pid = server.child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(call.await.unwrap(), 200, "the in-flight call finished");
+    let exit = tokio::time::timeout(Duration::from_secs(10), server.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+}

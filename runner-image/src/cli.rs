@@ -729,13 +729,7 @@ async fn generate(
 ) -> Result<ExitCode, Failure> {
     use eol_runner::generate::{self, Progress};
     let feature = read_feature(file)?;
-    let tests_path = file.with_file_name(format!(
-        "{}.test.eol",
-        file.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .trim_end_matches(".eol")
-    ));
+    let tests_path = eol_runner::tests_file_for(file);
     let suite = if tests_path.exists() {
         Some(read_suite(&tests_path)?)
     } else {
@@ -869,13 +863,7 @@ async fn serve(
     no_test_gate: bool,
 ) -> Result<ExitCode, Failure> {
     let feature = read_feature(file)?;
-    let default_tests = file.with_file_name(format!(
-        "{}.test.eol",
-        file.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .trim_end_matches(".eol")
-    ));
+    let default_tests = eol_runner::tests_file_for(file);
     let tests_path = tests
         .map(Path::to_path_buf)
         .or_else(|| default_tests.exists().then_some(default_tests));

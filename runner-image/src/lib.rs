@@ -38,3 +38,15 @@ pub fn feature_file_for(test_file: &Path, suite: &eol_core::TestSuite) -> std::p
     }
     test_file.with_file_name(format!("{}.eol", suite.feature))
 }
+
+/// The tests of a feature file: `NAME.test.eol` next to `NAME.eol`.
+pub fn tests_file_for(feature_file: &Path) -> std::path::PathBuf {
+    let name = feature_file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    feature_file.with_file_name(format!(
+        "{}.test.eol",
+        name.strip_suffix(".eol").unwrap_or(name)
+    ))
+}

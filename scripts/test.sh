@@ -28,6 +28,12 @@ cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+echo "== build the tests"
+cargo test --workspace --no-run --quiet
+# Timing-bound tests (CPU and wall-clock limits) must not share the cores with the builds.
+echo "== wait for the background builds"
+wait "$cluster_build" || { tail -40 "$LOG_DIR/cluster-build.log" >&2; fail "the cluster's binaries did not build (log above)"; }
+
 echo "== local model"
 wait "$llm_install" || { cat "$LOG_DIR/llm-install.log" >&2; fail "the local model did not install (log above)"; }
 eval "$(scripts/llm.sh start)"
@@ -41,7 +47,6 @@ cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
 
 # The cluster tier: a real single-node Kubernetes from local processes (kind where Docker works).
 echo "== kind-tests smoke suite"
-wait "$cluster_build" || { tail -40 "$LOG_DIR/cluster-build.log" >&2; fail "the cluster's binaries did not build (log above)"; }
 smoke_log="$LOG_DIR/smoke.log"
 smoke_status=0
 kind-tests/smoke.sh 2>&1 | tee "$smoke_log" || smoke_status=$?

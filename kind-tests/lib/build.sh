@@ -73,61 +73,41 @@ build_k8s() {
   )
 }
 
-# etcd's server module also replaces its sibling modules with local paths;
-# same helper-module trick. go.etcd.io/etcd/server/v3 is itself the main package.
-build_etcd() {
-  [[ -x "$ETCD_BIN/etcd" ]] && { log "etcd $ETCD_VERSION cached in $ETCD_BIN"; return 0; }
+# Builds one Go command as a dependency of a small helper module, cached by
+# version: etcd's and CoreDNS's modules replace siblings with local paths, so
+# `go install` cannot build them directly.
+#   build_go_module NAME VERSION BIN_DIR MODULE PACKAGE [LDFLAGS]
+build_go_module() {
+  local name=$1 version=$2 bin_dir=$3 module=$4 package=$5 ldflags="-s -w ${6:-}"
+  [[ -x "$bin_dir/$name" ]] && { log "$name $version cached in $bin_dir"; return 0; }
   go_env
-  local mod="$CACHE_ROOT/etcd/$ETCD_VERSION/module"
-  mkdir -p "$mod" "$ETCD_BIN"
+  local mod="$CACHE_ROOT/$name/$version/module"
+  mkdir -p "$mod" "$bin_dir"
   (
     cd "$mod" || exit 1
-    [[ -f go.mod ]] || go mod init eol.local/etcd-build >/dev/null 2>&1
-    go mod edit -require="go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+    [[ -f go.mod ]] || go mod init "eol.local/$name-build" >/dev/null 2>&1
+    go mod edit -require="$module@$version"
     local t0=$SECONDS
-    log "building etcd $ETCD_VERSION"
-    nice -n 19 go build -mod=mod -trimpath -ldflags "-s -w" -o "$ETCD_BIN/etcd" go.etcd.io/etcd/server/v3
-    echo "$((SECONDS - t0))" >"$ETCD_BIN/.build-seconds"
-    log "etcd built in $((SECONDS - t0))s"
+    log "building $name $version"
+    nice -n 19 go build -mod=mod -trimpath -ldflags "$ldflags" -o "$bin_dir/$name" "$package"
+    echo "$((SECONDS - t0))" >"$bin_dir/.build-seconds"
+    log "$name built in $((SECONDS - t0))s"
   )
 }
 
+build_etcd() {
+  build_go_module etcd "$ETCD_VERSION" "$ETCD_BIN" go.etcd.io/etcd/server/v3 go.etcd.io/etcd/server/v3
+}
+
 build_coredns() {
-  [[ -x "$COREDNS_BIN/coredns" ]] && { log "coredns $COREDNS_VERSION cached in $COREDNS_BIN"; return 0; }
-  go_env
-  local mod="$CACHE_ROOT/coredns/$COREDNS_VERSION/module"
-  mkdir -p "$mod" "$COREDNS_BIN"
-  (
-    cd "$mod" || exit 1
-    [[ -f go.mod ]] || go mod init eol.local/coredns-build >/dev/null 2>&1
-    go mod edit -require="github.com/coredns/coredns@$COREDNS_VERSION"
-    local t0=$SECONDS
-    log "building coredns $COREDNS_VERSION"
-    nice -n 19 go build -mod=mod -trimpath -ldflags "-s -w" -o "$COREDNS_BIN/coredns" github.com/coredns/coredns
-    echo "$((SECONDS - t0))" >"$COREDNS_BIN/.build-seconds"
-    log "coredns built in $((SECONDS - t0))s"
-  )
+  build_go_module coredns "$COREDNS_VERSION" "$COREDNS_BIN" github.com/coredns/coredns github.com/coredns/coredns
 }
 
 # crictl (cri-tools) talks CRI to containerd: `down` uses it to stop pod
 # sandboxes properly (CNI teardown included), and it is the standard debug tool.
 build_crictl() {
-  [[ -x "$CRICTL_BIN/crictl" ]] && { log "crictl $CRICTL_VERSION cached in $CRICTL_BIN"; return 0; }
-  go_env
-  local mod="$CACHE_ROOT/crictl/$CRICTL_VERSION/module"
-  mkdir -p "$mod" "$CRICTL_BIN"
-  (
-    cd "$mod" || exit 1
-    [[ -f go.mod ]] || go mod init eol.local/crictl-build >/dev/null 2>&1
-    go mod edit -require="sigs.k8s.io/cri-tools@$CRICTL_VERSION"
-    local t0=$SECONDS
-    log "building crictl $CRICTL_VERSION"
-    nice -n 19 go build -mod=mod -trimpath \
-      -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" \
-      -o "$CRICTL_BIN/crictl" sigs.k8s.io/cri-tools/cmd/crictl
-    echo "$((SECONDS - t0))" >"$CRICTL_BIN/.build-seconds"
-    log "crictl built in $((SECONDS - t0))s"
-  )
+  build_go_module crictl "$CRICTL_VERSION" "$CRICTL_BIN" sigs.k8s.io/cri-tools sigs.k8s.io/cri-tools/cmd/crictl \
+    "-X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION"
 }
 
 build_all() {

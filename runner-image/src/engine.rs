@@ -373,15 +373,20 @@ pub fn examples_key(operation: &str) -> String {
 }
 
 impl Runtime {
+    /// The full Redis key of `operation`'s recorded examples.
+    fn examples_redis_key(&self, operation: &str) -> String {
+        format!(
+            "{}{}",
+            crate::store::key_prefix(self.feature.name()),
+            examples_key(operation)
+        )
+    }
+
     /// Keeps a prototyped call's input and validated output in Redis (newest
     /// first, bounded), as examples for code generation and phase comparison.
     /// Recording never fails the call: a Redis problem is logged.
     async fn record_example(&self, operation: &str, input: &Value, output: &Value) {
-        let key = format!(
-            "{}{}",
-            crate::store::key_prefix(self.feature.name()),
-            examples_key(operation)
-        );
+        let key = self.examples_redis_key(operation);
         let entry = serde_json::json!({ "input": input, "output": output }).to_string();
         let result = async {
             let mut conn = self.store.connection().await.map_err(|e| e.to_string())?;
@@ -400,11 +405,7 @@ impl Runtime {
 
     /// The recorded examples of `operation`, newest first (at most `limit`).
     pub async fn examples(&self, operation: &str, limit: isize) -> Result<Vec<Value>, String> {
-        let key = format!(
-            "{}{}",
-            crate::store::key_prefix(self.feature.name()),
-            examples_key(operation)
-        );
+        let key = self.examples_redis_key(operation);
         let mut conn = self.store.connection().await.map_err(|e| e.to_string())?;
         let raw: Vec<String> = redis::cmd("LRANGE")
             .arg(&key)

@@ -365,24 +365,14 @@ impl Prototyper {
         input: &Value,
         output: &Value,
     ) -> Result<(bool, String), PrototypeError> {
-        // Only the verdict is required: small models often drop the reason.
-        let schema = json!({
-            "type": "object",
-            "properties": {"verdict": {"type": "boolean"}, "reason": {"type": "string"}},
-            "required": ["verdict"]
-        });
-        let compiled =
-            CompiledSchema::new(&schema).map_err(|detail| PrototypeError::InvalidAnswer {
-                attempts: 0,
-                detail,
-            })?;
+        let (schema, compiled) = &*VERDICT;
         let messages = vec![
             json!({"role": "system", "content": "You check a test expectation against an operation's output. Answer with JSON: {\"verdict\": true|false, \"reason\": \"...\"}."}),
             json!({"role": "user", "content": format!("Operation: {}\nInput: {input}\nOutput: {output}\nExpectation: {sentence}\nDoes the output meet the expectation?", op.name)}),
         ];
         let mut detail = String::new();
         for _ in 0..MAX_ANSWER_ATTEMPTS {
-            let reply = self.client.chat(&messages, &[], Some(&schema)).await?;
+            let reply = self.client.chat(&messages, &[], Some(schema)).await?;
             let text = reply.content.unwrap_or_default();
             match extract_json(&text) {
                 Some(v) if compiled.violations(&v).is_empty() => {
@@ -425,6 +415,18 @@ fn words(text: &str) -> std::collections::HashSet<String> {
         .map(str::to_lowercase)
         .collect()
 }
+
+/// The judge's answer schema, compiled once. Only the verdict is required:
+/// small models often drop the reason.
+static VERDICT: std::sync::LazyLock<(Value, CompiledSchema)> = std::sync::LazyLock::new(|| {
+    let schema = json!({
+        "type": "object",
+        "properties": {"verdict": {"type": "boolean"}, "reason": {"type": "string"}},
+        "required": ["verdict"]
+    });
+    let compiled = CompiledSchema::new(&schema).expect("the verdict schema is a valid JSON Schema");
+    (schema, compiled)
+});
 
 /// The answer as JSON that fits `output`, or what is wrong with it.
 fn validated(text: &str, output: &CompiledSchema) -> Result<Value, String> {

@@ -31,6 +31,29 @@ fn settings(url: &str) -> LlmSettings {
     }
 }
 
+/// The doubler feature loaded on a real sandbox and Redis, with the scripted model
+/// (attached to the runtime too when `attach` is set, as `eol generate` does).
+async fn doubler(
+    server: &ScriptedServer,
+    redis: &eol_runner::store::LocalRedis,
+    feature: eol_core::Feature,
+    attach: bool,
+) -> (Arc<Prototyper>, Runtime) {
+    let model = Arc::new(Prototyper::new(
+        ChatClient::new(settings(&server.url)).unwrap(),
+    ));
+    let runtime = Runtime::load(
+        "doubler.eol",
+        feature,
+        common::pool(1).await,
+        common::store(redis),
+    )
+    .await
+    .unwrap()
+    .with_model(attach.then(|| model.clone()));
+    (model, runtime)
+}
+
 #[tokio::test]
 async fn code_is_kept_only_once_it_passes_checks_and_tests() {
     let server = ScriptedServer::start(vec![
@@ -46,18 +69,7 @@ async fn code_is_kept_only_once_it_passes_checks_and_tests() {
     let redis = common::local_redis();
     let feature = parse_feature("doubler.eol", FEATURE).unwrap();
     let suite = parse_test_suite("doubler.test.eol", TESTS).unwrap();
-    let model = Arc::new(Prototyper::new(
-        ChatClient::new(settings(&server.url)).unwrap(),
-    ));
-    let runtime = Runtime::load(
-        "doubler.eol",
-        feature,
-        common::pool(1).await,
-        common::store(&redis),
-    )
-    .await
-    .unwrap()
-    .with_model(Some(model.clone()));
+    let (model, runtime) = doubler(&server, &redis, feature, true).await;
     let seen = Mutex::new(Vec::new());
     let progress = |p: Progress| {
         if let Progress::Attempt { attempt, .. } = p {
@@ -102,18 +114,7 @@ async fn failing_code_is_never_written_and_the_failures_are_reported() {
     let redis = common::local_redis();
     let feature = parse_feature("doubler.eol", FEATURE).unwrap();
     let suite = parse_test_suite("doubler.test.eol", TESTS).unwrap();
-    let model = Arc::new(Prototyper::new(
-        ChatClient::new(settings(&server.url)).unwrap(),
-    ));
-    let runtime = Runtime::load(
-        "doubler.eol",
-        feature.clone(),
-        common::pool(1).await,
-        common::store(&redis),
-    )
-    .await
-    .unwrap()
-    .with_model(Some(model.clone()));
+    let (model, runtime) = doubler(&server, &redis, feature.clone(), true).await;
     let (updated, reports) = generate::generate(
         "doubler.eol",
         &runtime,
@@ -138,17 +139,7 @@ async fn an_operation_with_nothing_to_check_against_is_refused() {
     let server = ScriptedServer::start(vec![]).await;
     let redis = common::local_redis();
     let feature = parse_feature("doubler.eol", FEATURE).unwrap();
-    let model = Arc::new(Prototyper::new(
-        ChatClient::new(settings(&server.url)).unwrap(),
-    ));
-    let runtime = Runtime::load(
-        "doubler.eol",
-        feature,
-        common::pool(1).await,
-        common::store(&redis),
-    )
-    .await
-    .unwrap();
+    let (model, runtime) = doubler(&server, &redis, feature, false).await;
     let err = generate::generate("doubler.eol", &runtime, &model, None, None, 2, &|_| {})
         .await
         .unwrap_err();

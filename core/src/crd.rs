@@ -238,6 +238,64 @@ pub struct RunSummary {
     /// How long the run took, e.g. `1.8s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<String>,
+    /// True when `output` was too large for the termination message and was left out; the full output is under `resultKey`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_truncated: Option<bool>,
+    /// The Redis key holding the run's full result (outputs, every test case, traces).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_key: Option<String>,
+}
+
+/// What a runner pod writes to its termination message (at most 4096 bytes):
+/// the run's summary, and why it failed when it did. Not part of the CRDs: the
+/// contract between `eol run`/`eol test` and the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RunReport {
+    /// The summary, as the FeatureRun status shows it.
+    #[serde(flatten)]
+    pub summary: RunSummary,
+    /// Why the run failed (an error, or failing tests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The error's stable kind (e.g. `invalid_input`, `llm`, `redis`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<String>,
+}
+
+/// The largest termination message the kubelet keeps.
+pub const TERMINATION_MESSAGE_LIMIT: usize = 4096;
+
+impl RunReport {
+    /// The report as JSON of at most [`TERMINATION_MESSAGE_LIMIT`] bytes: an
+    /// output that does not fit is left out (`outputTruncated`), then a long
+    /// error is shortened, so the operator always gets parseable JSON.
+    pub fn to_termination_message(&self) -> String {
+        let fits = |r: &RunReport| {
+            serde_json::to_string(r)
+                .ok()
+                .filter(|s| s.len() <= TERMINATION_MESSAGE_LIMIT)
+        };
+        if let Some(s) = fits(self) {
+            return s;
+        }
+        let mut report = self.clone();
+        if report.summary.output.take().is_some() {
+            report.summary.output_truncated = Some(true);
+            if let Some(s) = fits(&report) {
+                return s;
+            }
+        }
+        if let Some(error) = report.error.take() {
+            // Keep room for the rest; cut on a char boundary.
+            let mut cut: String = error.chars().take(TERMINATION_MESSAGE_LIMIT / 2).collect();
+            cut.push('…');
+            report.error = Some(cut);
+        }
+        fits(&report).unwrap_or_else(|| {
+            r#"{"error":"the run report did not fit the termination message"}"#.to_owned()
+        })
+    }
 }
 
 #[cfg(test)]
@@ -278,6 +336,37 @@ mod tests {
             ]
         );
         assert!(fr["spec"]["versions"][0]["subresources"]["status"].is_object());
+    }
+
+    #[test]
+    fn run_reports_fit_the_termination_message() {
+        let small = RunReport {
+            summary: RunSummary {
+                output: Some(serde_json::json!({"slug": "a-b"})),
+                ..RunSummary::default()
+            },
+            ..RunReport::default()
+        };
+        let text = small.to_termination_message();
+        let back: RunReport = serde_json::from_str(&text).expect("json");
+        assert_eq!(back, small);
+
+        let big = RunReport {
+            summary: RunSummary {
+                output: Some(serde_json::json!({"text": "x".repeat(10_000)})),
+                tests_passed: Some(3),
+                ..RunSummary::default()
+            },
+            error: Some("e".repeat(10_000)),
+            ..RunReport::default()
+        };
+        let text = big.to_termination_message();
+        assert!(text.len() <= TERMINATION_MESSAGE_LIMIT, "{} bytes", text.len());
+        let back: RunReport = serde_json::from_str(&text).expect("json");
+        assert_eq!(back.summary.output, None);
+        assert_eq!(back.summary.output_truncated, Some(true));
+        assert_eq!(back.summary.tests_passed, Some(3));
+        assert!(back.error.expect("error kept").starts_with("eee"));
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! The command line: argument parsing, commands, and how results are printed.
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use eol_core::crd::RunReport;
 use eol_core::{Diagnostics, Phase, TestSuite};
 use eol_runner::engine::Runtime;
 use eol_runner::llm::{ChatClient, LlmSettings};
 use eol_runner::mcp::{FeatureMcpServer, Toolbox};
 use eol_runner::prototype::{Prototyper, Tools};
+use eol_runner::report;
 use eol_runner::sandbox::{Interpreter, SandboxLimits, WorkerPool};
 use eol_runner::store::RedisStore;
 use eol_runner::testing::{self, CaseResult, Summary, Verdict};
@@ -14,7 +16,11 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// The environment variable naming the report file; read directly when the
+/// command line itself cannot be parsed.
+const REPORT_FILE_ENV: &str = "EOL_REPORT_FILE";
 
 /// Run LLM features described in .eol files.
 ///
@@ -36,6 +42,14 @@ struct Cli {
     /// Redis to use; without it, a local Redis is started from the cache and stopped afterwards.
     #[arg(long, global = true, env = "REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
+    /// When `run` or `test` ends, however it ends, write a JSON report of at most 4096 bytes here
+    /// (a Kubernetes termination-message file such as /dev/termination-log).
+    #[arg(long, global = true, env = REPORT_FILE_ENV, value_name = "PATH")]
+    report_file: Option<PathBuf>,
+    /// Keep the full result of `run` or `test` in Redis (REDIS_URL) at eol:<feature>:runs:<ID> for
+    /// 7 days; the report names the key.
+    #[arg(long, global = true, env = "EOL_RUN_ID", value_name = "ID", value_parser = parse_run_id)]
+    run_id: Option<String>,
     #[command(flatten)]
     sandbox: SandboxArgs,
 }
@@ -202,8 +216,42 @@ impl Failure {
     }
 }
 
+fn parse_run_id(id: &str) -> Result<String, String> {
+    if report::valid_run_id(id) {
+        Ok(id.to_owned())
+    } else {
+        Err("a run id is 1 to 128 letters, digits, '.', '_' or '-'".into())
+    }
+}
+
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are not failures; a Job's bad arguments are,
+            // and the operator still needs a report saying so.
+            if e.use_stderr()
+                && let Some(path) = std::env::var_os(REPORT_FILE_ENV)
+            {
+                let first = e.to_string();
+                let message = first
+                    .lines()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or_default()
+                    .trim_start_matches("error: ")
+                    .to_owned();
+                write_report(
+                    Path::new(&path),
+                    RunReport {
+                        error: Some(message),
+                        error_kind: Some("usage".into()),
+                        ..RunReport::default()
+                    },
+                );
+            }
+            e.exit()
+        }
+    };
     init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -212,6 +260,18 @@ pub fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: failed to start the async runtime: {e}");
+            if reports(&cli.command)
+                && let Some(path) = &cli.report_file
+            {
+                write_report(
+                    path,
+                    RunReport {
+                        error: Some(format!("failed to start the async runtime: {e}")),
+                        error_kind: Some("runtime".into()),
+                        ..RunReport::default()
+                    },
+                );
+            }
             return ExitCode::from(1);
         }
     };
@@ -245,7 +305,61 @@ fn init_tracing() {
     }
 }
 
+/// Whether the command leaves a run report (`--report-file`).
+fn reports(command: &Command) -> bool {
+    matches!(command, Command::Run { .. } | Command::Test { .. })
+}
+
+/// Writes the report, logging rather than failing: the run's exit code stands.
+fn write_report(path: &Path, report: RunReport) {
+    if let Err(e) = report::write_report(path, &report) {
+        tracing::warn!(path = %path.display(), error = %e, "failed to write the run report");
+    }
+}
+
+/// Completes a run's report with how the command ended and writes it, if asked for.
+fn finish_report(
+    cli: &Cli,
+    mut report: RunReport,
+    result: &Result<ExitCode, Failure>,
+    started: Instant,
+) {
+    let Some(path) = &cli.report_file else {
+        return;
+    };
+    report.summary.duration = Some(report::format_duration(started.elapsed()));
+    if let Err(f) = result {
+        report.error = Some(f.message.clone());
+        report.error_kind = Some(f.kind.to_owned());
+    }
+    write_report(path, report);
+}
+
+/// Keeps the full result under `--run-id`, returning its key; a failure is only
+/// logged, since the run itself is done.
+async fn keep_result(
+    cli: &Cli,
+    store: &RedisStore,
+    feature: &str,
+    result: &Value,
+) -> Option<String> {
+    let run_id = cli.run_id.as_deref()?;
+    if cli.redis_url.is_none() {
+        // The embedded Redis stops with this process: a key there would name nothing.
+        tracing::warn!("--run-id needs REDIS_URL; the full result is not stored");
+        return None;
+    }
+    match report::store_result(store, feature, run_id, result).await {
+        Ok(key) => Some(key),
+        Err(e) => {
+            tracing::warn!(error = %e, "failed to store the full result; the report has no resultKey");
+            None
+        }
+    }
+}
+
 async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
+    let started = Instant::now();
     match &cli.command {
         Command::Check { files } => check(&cli, files).await,
         Command::Run {
@@ -253,21 +367,38 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             operation,
             input,
             phase,
-        } => run(&cli, file, operation, input, phase.map(Phase::from)).await,
+        } => {
+            let mut report = RunReport::default();
+            let result = run(
+                &cli,
+                file,
+                operation,
+                input,
+                phase.map(Phase::from),
+                &mut report,
+            )
+            .await;
+            finish_report(&cli, report, &result, started);
+            result
+        }
         Command::Test {
             file,
             phase,
             coverage,
             feature,
         } => {
-            test(
+            let mut report = RunReport::default();
+            let result = test(
                 &cli,
                 file,
                 phase.map(Phase::from),
                 *coverage,
                 feature.as_deref(),
+                &mut report,
             )
-            .await
+            .await;
+            finish_report(&cli, report, &result, started);
+            result
         }
         Command::Switch {
             file,
@@ -493,10 +624,11 @@ async fn run(
     operation: &str,
     input: &str,
     phase: Option<Phase>,
+    report: &mut RunReport,
 ) -> Result<ExitCode, Failure> {
     let input = parse_input(input)?;
     let feature = read_feature(file)?;
-    let (runtime, _store) = load_runtime(cli, file, feature).await?;
+    let (runtime, store) = load_runtime(cli, file, feature).await?;
     let exec = runtime
         .execute(operation, &input, phase)
         .await
@@ -505,24 +637,25 @@ async fn run(
             kind: e.kind(),
             code: 1,
         })?;
+    let result = json!({
+        "feature": runtime.feature().name(),
+        "operation": operation,
+        "phase": exec.phase,
+        "output": exec.output,
+        "duration_ms": exec.duration.as_secs_f64() * 1e3,
+        "trace": exec.trace,
+    });
     if cli.output == OutputFormat::Json {
-        println!(
-            "{}",
-            json!({
-                "feature": runtime.feature().name(),
-                "operation": operation,
-                "phase": exec.phase,
-                "output": exec.output,
-                "duration_ms": exec.duration.as_secs_f64() * 1e3,
-                "trace": exec.trace,
-            })
-        );
+        println!("{result}");
     } else {
         println!(
             "{}",
             serde_json::to_string_pretty(&exec.output).unwrap_or_default()
         );
     }
+    report.summary.tokens = exec.trace.as_ref().map(|t| report::tokens(&t.usage));
+    report.summary.result_key = keep_result(cli, &store, runtime.feature().name(), &result).await;
+    report.summary.output = Some(exec.output);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -532,6 +665,7 @@ async fn test(
     phase: Option<Phase>,
     with_coverage: bool,
     feature_file: Option<&Path>,
+    report: &mut RunReport,
 ) -> Result<ExitCode, Failure> {
     let suite = read_suite(file)?;
     let feature_path = feature_file.map_or_else(
@@ -542,7 +676,7 @@ async fn test(
     suite
         .check_against(&file.display().to_string(), &feature)
         .map_err(|d| Failure::invalid(&d))?;
-    let (runtime, _store) = load_runtime(cli, &feature_path, feature).await?;
+    let (runtime, store) = load_runtime(cli, &feature_path, feature).await?;
 
     let text = cli.output == OutputFormat::Text;
     let bar = (text && std::io::stderr().is_terminal()).then(|| {
@@ -618,11 +752,18 @@ async fn test(
             println!();
         }
         println!("{summary}");
-    } else {
-        println!(
-            "{}",
-            json!({ "feature": runtime.feature().name(), "cases": results, "summary": summary, "coverage": coverage })
-        );
+    }
+    let result = json!({ "feature": runtime.feature().name(), "cases": results, "summary": summary, "coverage": coverage });
+    if !text {
+        println!("{result}");
+    }
+    report.summary.tests_passed = Some(report::count(summary.passed));
+    report.summary.tests_failed = Some(report::count(summary.failed));
+    report.summary.tokens = report::case_tokens(&results);
+    report.summary.result_key = keep_result(cli, &store, runtime.feature().name(), &result).await;
+    if let Some(error) = report::failed_cases(&results) {
+        report.error = Some(error);
+        report.error_kind = Some("tests_failed".into());
     }
     Ok(if summary.failed == 0 {
         ExitCode::SUCCESS

@@ -7,7 +7,8 @@
 //! - [`generate`]: model-written code, kept only when it passes the tests;
 //! - [`mcp`]: MCP tools for the LLM (built-in Redis, the feature's servers) and
 //!   a feature served as an MCP server;
-//! - [`testing`]: running `.test.eol` suites.
+//! - [`testing`]: running `.test.eol` suites;
+//! - [`report`]: run reports for Kubernetes Jobs (termination message, full result in Redis).
 
 pub mod context;
 pub mod engine;
@@ -16,6 +17,7 @@ pub mod llm;
 pub mod mcp;
 pub mod metrics;
 pub mod prototype;
+pub mod report;
 pub mod sandbox;
 pub mod serve;
 pub mod store;

@@ -37,6 +37,9 @@ pub struct CaseResult {
     /// The output, when the call succeeded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<serde_json::Value>,
+    /// Model tokens the call used (prompt plus completion), when it ran on a model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u64>,
 }
 
 fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -89,6 +92,7 @@ pub async fn run_case(runtime: &Runtime, case: &TestCase, phase: Option<Phase>) 
         duration: Duration::ZERO,
         reason: None,
         output: None,
+        tokens: None,
     };
     if let Some(only) = case.phase
         && only != op_phase
@@ -101,6 +105,11 @@ pub async fn run_case(runtime: &Runtime, case: &TestCase, phase: Option<Phase>) 
         Err(e) => result.reason = Some(e.to_string()),
         Ok(exec) => {
             result.duration = exec.duration;
+            result.tokens = exec.trace.as_ref().map(|t| {
+                t.usage
+                    .prompt_tokens
+                    .saturating_add(t.usage.completion_tokens)
+            });
             match &case.expect {
                 Expectation::Values(expected) => {
                     let mismatches = expect::check(expected, &exec.output);

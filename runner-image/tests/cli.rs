@@ -7,13 +7,7 @@ mod common;
 use std::process::{Command, Output};
 
 fn eol(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_eol"))
-        .args(args)
-        .env_remove("REDIS_URL")
-        .env_remove("EOL_LLM_BASE_URL")
-        .current_dir(common::examples())
-        .output()
-        .expect("eol runs")
+    eol_env(args, &[])
 }
 
 fn text(o: &Output) -> (String, String) {
@@ -305,4 +299,301 @@ fn test_in_the_prototyping_phase_runs_on_the_local_model() {
             || reason.contains("could not be judged: the model gave no answer"),
         "{judged:#}"
     );
+}
+
+/// `eol` with extra environment variables (e.g. REDIS_URL), from the examples directory.
+fn eol_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_eol"));
+    cmd.args(args)
+        .env_remove("REDIS_URL")
+        .env_remove("EOL_LLM_BASE_URL")
+        .env_remove("EOL_REPORT_FILE")
+        .env_remove("EOL_RUN_ID")
+        .current_dir(common::examples());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("eol runs")
+}
+
+/// The report file, parsed as the operator parses it.
+fn read_report(path: &std::path::Path) -> eol_core::crd::RunReport {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(
+        text.len() <= eol_core::crd::TERMINATION_MESSAGE_LIMIT,
+        "{text}"
+    );
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+fn looks_like_duration(d: Option<&str>) -> bool {
+    d.and_then(|d| d.strip_suffix('s'))
+        .is_some_and(|n| n.parse::<f64>().is_ok_and(|n| n >= 0.0))
+}
+
+#[test]
+fn a_run_writes_its_report_with_output_and_duration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("termination-log");
+    let o = eol(&[
+        "run",
+        "inventory.eol",
+        "--operation",
+        "stock_level",
+        "--input",
+        r#"{"sku": "REPORT-1"}"#,
+        "--report-file",
+        path.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let report = read_report(&path);
+    assert_eq!(
+        report.summary.output,
+        Some(serde_json::json!({"sku": "REPORT-1", "level": 0}))
+    );
+    assert!(
+        looks_like_duration(report.summary.duration.as_deref()),
+        "{report:?}"
+    );
+    assert_eq!(report.error, None);
+    assert_eq!(report.summary.tokens, None, "no model was used");
+    assert_eq!(
+        report.summary.result_key, None,
+        "no --run-id, nothing stored"
+    );
+}
+
+#[test]
+fn a_failing_test_run_reports_counts_and_names_the_failing_case() {
+    let dir = tempfile::tempdir().unwrap();
+    let tests = dir.path().join("inventory.test.eol");
+    std::fs::write(
+        &tests,
+        "---\nfeature: inventory\n---\n\n\
+         ## an unknown SKU has no stock\nOperation: stock_level\nInput:\n```yaml\nsku: NO-SUCH-SKU-44\n```\nExpect:\n```yaml\nlevel: 0\n```\n\n\
+         ## an unknown SKU is fully stocked\nOperation: stock_level\nInput:\n```yaml\nsku: NO-SUCH-SKU-45\n```\nExpect:\n```yaml\nlevel: 7\n```\n",
+    )
+    .unwrap();
+    let report_path = dir.path().join("report.json");
+    let feature = common::examples().join("inventory.eol");
+    let o = eol_env(
+        &[
+            "test",
+            tests.to_str().unwrap(),
+            "--phase",
+            "implementation",
+            "--feature",
+            feature.to_str().unwrap(),
+        ],
+        &[("EOL_REPORT_FILE", report_path.to_str().unwrap())],
+    );
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    let report = read_report(&report_path);
+    assert_eq!(report.summary.tests_passed, Some(1));
+    assert_eq!(report.summary.tests_failed, Some(1));
+    let error = report.error.unwrap_or_default();
+    assert!(
+        error.starts_with("1 test failed: an unknown SKU is fully stocked ("),
+        "{error}"
+    );
+    assert_eq!(report.error_kind.as_deref(), Some("tests_failed"));
+    assert!(looks_like_duration(report.summary.duration.as_deref()));
+}
+
+#[test]
+fn failures_before_execution_are_reported_with_their_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("report.json");
+    let report_file = path.to_str().unwrap();
+    let run = |input: &str| {
+        eol(&[
+            "run",
+            "inventory.eol",
+            "--operation",
+            "stock_level",
+            "--input",
+            input,
+            "--report-file",
+            report_file,
+        ])
+    };
+
+    // The input does not match the operation's schema.
+    let o = run(r#"{"sku": 3}"#);
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    let report = read_report(&path);
+    assert_eq!(report.error_kind.as_deref(), Some("invalid_input"));
+    assert!(
+        report
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("the input does not match the Input schema")),
+        "{report:?}"
+    );
+    assert_eq!(report.summary.output, None);
+    assert!(looks_like_duration(report.summary.duration.as_deref()));
+
+    // The input is not JSON at all.
+    let o = run("{not json");
+    assert_eq!(o.status.code(), Some(2));
+    let report = read_report(&path);
+    assert_eq!(report.error_kind.as_deref(), Some("usage"));
+    assert!(
+        report
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("--input is not valid JSON")),
+        "{report:?}"
+    );
+
+    // The feature does not parse.
+    let bad = dir.path().join("bad.eol");
+    std::fs::write(&bad, "---\nname: bad\n---\nno operations\n").unwrap();
+    let o = eol(&[
+        "run",
+        bad.to_str().unwrap(),
+        "--operation",
+        "x",
+        "--report-file",
+        report_file,
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert_eq!(
+        read_report(&path).error_kind.as_deref(),
+        Some("invalid_spec")
+    );
+
+    // Arguments clap refuses still leave a report when the path comes from the environment.
+    let o = eol_env(
+        &[
+            "run",
+            "inventory.eol",
+            "--operation",
+            "stock_level",
+            "--phase",
+            "sideways",
+        ],
+        &[("EOL_REPORT_FILE", report_file)],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let report = read_report(&path);
+    assert_eq!(report.error_kind.as_deref(), Some("usage"));
+    assert!(
+        report
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("sideways")),
+        "{report:?}"
+    );
+}
+
+#[test]
+fn a_run_id_keeps_the_full_result_in_redis_for_seven_days() {
+    let redis = common::local_redis();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("report.json");
+    let o = eol_env(
+        &[
+            "--output",
+            "json",
+            "run",
+            "inventory.eol",
+            "--operation",
+            "add_stock",
+            "--input",
+            r#"{"sku": "RUN-ID-1", "quantity": 4}"#,
+            "--run-id",
+            "run-0001",
+            "--report-file",
+            path.to_str().unwrap(),
+        ],
+        &[("REDIS_URL", &redis.url)],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let printed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let report = read_report(&path);
+    let key = "eol:inventory:runs:run-0001";
+    assert_eq!(report.summary.result_key.as_deref(), Some(key));
+
+    let mut conn = redis::Client::open(redis.url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let stored: String = redis::cmd("GET").arg(key).query(&mut conn).unwrap();
+    let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(stored, printed, "the key holds what --output json prints");
+    assert_eq!(
+        stored["output"],
+        serde_json::json!({"sku": "RUN-ID-1", "level": 4})
+    );
+    let ttl: i64 = redis::cmd("TTL").arg(key).query(&mut conn).unwrap();
+    assert!(
+        (7 * 24 * 3600 - 60..=7 * 24 * 3600).contains(&ttl),
+        "TTL {ttl}"
+    );
+
+    // A test run's result holds every case.
+    let o = eol_env(
+        &[
+            "test",
+            "inventory.test.eol",
+            "--run-id",
+            "tests-0001",
+            "--report-file",
+            path.to_str().unwrap(),
+        ],
+        &[("REDIS_URL", &redis.url)],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let report = read_report(&path);
+    assert_eq!(report.summary.tests_passed, Some(3));
+    let key = report.summary.result_key.unwrap();
+    assert_eq!(key, "eol:inventory:runs:tests-0001");
+    let stored: String = redis::cmd("GET").arg(&key).query(&mut conn).unwrap();
+    let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(stored["cases"].as_array().map(Vec::len), Some(3));
+    assert_eq!(stored["summary"]["passed"], 3);
+}
+
+#[test]
+fn a_result_that_cannot_be_stored_does_not_fail_the_run() {
+    // Nothing listens on port 1; slugify needs no Redis, so only the storing fails.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("report.json");
+    let o = eol_env(
+        &[
+            "run",
+            "blog-publisher.eol",
+            "--operation",
+            "slugify",
+            "--input",
+            r#"{"title": "Kept Anyway"}"#,
+            "--report-file",
+            path.to_str().unwrap(),
+        ],
+        &[("REDIS_URL", "redis://127.0.0.1:1"), ("EOL_RUN_ID", "r-1")],
+    );
+    let (_, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("failed to store the full result"), "{err}");
+    let report = read_report(&path);
+    assert_eq!(
+        report.summary.output,
+        Some(serde_json::json!({"slug": "kept-anyway"}))
+    );
+    assert_eq!(report.summary.result_key, None);
+
+    // An id that could bend the key is refused before anything runs.
+    let o = eol_env(
+        &[
+            "run",
+            "blog-publisher.eol",
+            "--operation",
+            "slugify",
+            "--run-id",
+            "a:b",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2));
 }

@@ -129,6 +129,15 @@ pub struct FeatureStatus {
     /// Pods ready to serve.
     #[serde(default)]
     pub ready_replicas: i32,
+    /// The configuration (hash of source, tests, phase and model settings) the Deployment runs or rolls out to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    /// The last configuration whose pods all became Ready; a rollback returns to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_good_config: Option<String>,
+    /// A configuration whose rollout failed and was rolled back; it is not retried until the spec changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_config: Option<String>,
     /// Ready, SpecValid, ModelConfigured and PhaseSwitch.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
@@ -361,7 +370,11 @@ mod tests {
             ..RunReport::default()
         };
         let text = big.to_termination_message();
-        assert!(text.len() <= TERMINATION_MESSAGE_LIMIT, "{} bytes", text.len());
+        assert!(
+            text.len() <= TERMINATION_MESSAGE_LIMIT,
+            "{} bytes",
+            text.len()
+        );
         let back: RunReport = serde_json::from_str(&text).expect("json");
         assert_eq!(back.summary.output, None);
         assert_eq!(back.summary.output_truncated, Some(true));

@@ -1,4 +1,21 @@
 //! eol-operator: Kubernetes controllers for EOL features.
+//!
+//! - [`feature`]: a Feature becomes a ConfigMap, a Deployment of `eol serve`
+//!   pods and a Service; phase switches roll out only once the tests pass.
+//! - [`run`]: a FeatureRun becomes one Job; its runner reports a summary.
+//! - [`redis`]: the managed Redis Stack of each namespace with Features.
+
+pub mod conditions;
+pub mod config;
+pub mod context;
+pub mod error;
+pub mod feature;
+pub mod hash;
+pub mod metrics;
+pub mod pod;
+pub mod redis;
+pub mod run;
+pub mod runtime;
 
 use eol_core::crd::{Feature, FeatureRun};
 use kube::CustomResourceExt;

@@ -1,7 +1,4 @@
 //! `eol-operator`: the Kubernetes operator for EOL features.
-//!
-//! For now it prints the CRDs; the Feature and FeatureRun controllers arrive
-//! with the rest of the operator milestone.
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -11,18 +8,25 @@ use std::process::ExitCode;
 #[command(name = "eol-operator", version, about)]
 struct Cli {
     #[command(subcommand)]
-    command: Option<Command>,
+    command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Print the CustomResourceDefinitions (Feature, FeatureRun) as YAML.
     Crd,
+    /// Run the controllers (uses KUBECONFIG, or the in-cluster service account).
+    Run {
+        #[command(flatten)]
+        options: eol_operator::runtime::RunOptions,
+        #[command(flatten)]
+        config: Box<eol_operator::config::OperatorConfig>,
+    },
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Some(Command::Crd) => match eol_operator::crds_yaml() {
+        Command::Crd => match eol_operator::crds_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
                 ExitCode::SUCCESS
@@ -32,9 +36,37 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        None => {
-            println!("eol-operator {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
+        Command::Run { options, config } => {
+            init_tracing();
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: failed to start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(eol_operator::runtime::run(*config, options)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "the operator stopped");
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` sets the level, `EOL_LOG_FORMAT=json` gives JSON lines.
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("EOL_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
     }
 }

@@ -1,0 +1,82 @@
+//! The operator's settings: images, model defaults, Redis and rollout defaults.
+//! Set by flags or environment variables (the Helm chart sets the latter).
+
+use eol_core::crd::KeyRef;
+
+/// The image tag every EOL image of this build carries.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Operator-wide settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OperatorConfig {
+    /// Image of the runner pods (`eol serve`, `eol run`, `eol test`).
+    #[arg(long, env = "EOL_RUNNER_IMAGE", default_value_t = format!("ghcr.io/eol-dev/eol-runner:{VERSION}"))]
+    pub runner_image: String,
+    /// Image of the managed Redis Stack.
+    #[arg(
+        long,
+        env = "EOL_REDIS_IMAGE",
+        default_value = "ghcr.io/eol-dev/redis-stack:8.2.3"
+    )]
+    pub redis_image: String,
+    /// Pull policy of both images.
+    #[arg(long, env = "EOL_IMAGE_PULL_POLICY", default_value = "IfNotPresent")]
+    pub image_pull_policy: String,
+    /// Size of the managed Redis volume.
+    #[arg(long, env = "EOL_REDIS_STORAGE", default_value = "1Gi")]
+    pub redis_storage: String,
+    /// StorageClass of the managed Redis volume (default: the cluster's default class).
+    #[arg(long, env = "EOL_REDIS_STORAGE_CLASS")]
+    pub redis_storage_class: Option<String>,
+    /// Use an external Redis instead of running one: the name of a Secret, in each
+    /// Feature's namespace, with the key `url` (`redis://:PASSWORD@host:6379`).
+    #[arg(long, env = "EOL_EXTERNAL_REDIS_SECRET")]
+    pub external_redis_secret: Option<String>,
+    /// Default base URL of the OpenAI-compatible API for prototyped operations.
+    #[arg(long, env = "EOL_MODEL_BASE_URL")]
+    pub model_base_url: Option<String>,
+    /// Default model name.
+    #[arg(long, env = "EOL_MODEL_NAME")]
+    pub model_name: Option<String>,
+    /// Default API-key Secret, as `name/key`, looked up in each Feature's namespace.
+    #[arg(long, env = "EOL_MODEL_API_KEY_SECRET", value_parser = parse_key_ref)]
+    pub model_api_key_secret: Option<KeyRef>,
+    /// Structured-output form sent to the model first (`json_schema` or `json_object`).
+    #[arg(long, env = "EOL_MODEL_RESPONSE_FORMAT")]
+    pub model_response_format: Option<String>,
+    /// Seconds new pods have to become Ready in a phase switch, unless the Feature says otherwise.
+    #[arg(long, env = "EOL_PROGRESS_DEADLINE_SECONDS", default_value_t = 180)]
+    pub progress_deadline_seconds: i32,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "EOL_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+}
+
+impl Default for OperatorConfig {
+    fn default() -> Self {
+        Self {
+            runner_image: format!("ghcr.io/eol-dev/eol-runner:{VERSION}"),
+            redis_image: "ghcr.io/eol-dev/redis-stack:8.2.3".to_owned(),
+            image_pull_policy: "IfNotPresent".to_owned(),
+            redis_storage: "1Gi".to_owned(),
+            redis_storage_class: None,
+            external_redis_secret: None,
+            model_base_url: None,
+            model_name: None,
+            model_api_key_secret: None,
+            model_response_format: None,
+            progress_deadline_seconds: 180,
+            watch_namespace: None,
+        }
+    }
+}
+
+fn parse_key_ref(s: &str) -> Result<KeyRef, String> {
+    match s.split_once('/') {
+        Some((name, key)) if !name.is_empty() && !key.is_empty() => Ok(KeyRef {
+            name: name.to_owned(),
+            key: key.to_owned(),
+        }),
+        _ => Err(format!("expected SECRET/KEY, got '{s}'")),
+    }
+}

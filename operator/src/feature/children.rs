@@ -1,0 +1,336 @@
+//! The objects a Feature owns, built as pure functions: a ConfigMap per
+//! configuration (immutable, named by its hash, so old pods keep their files
+//! during a rollout and a rollback has something to return to), the Deployment
+//! running `eol serve`, and the Service in front of it.
+
+use super::source::Prepared;
+use crate::config::OperatorConfig;
+use crate::pod::{self, FEATURE_FILE, ModelSettings, RunnerPod, SOURCE_DIR, TESTS_FILE};
+use eol_core::crd::{Feature, KeyRef};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ContainerPort, HTTPGetAction, Lifecycle, LifecycleHandler, PodSpec, PodTemplateSpec,
+    Probe, Service, ServicePort, ServiceSpec, SleepAction,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+use std::collections::BTreeMap;
+
+/// The `app.kubernetes.io/name` of a Feature's objects.
+pub const COMPONENT: &str = "eol-feature";
+/// Label and annotation carrying a configuration's hash.
+pub const CONFIG_HASH: &str = "eol.dev/config-hash";
+/// Annotation of a configuration's ConfigMap: the phase it serves in.
+pub const PHASE_ANNOTATION: &str = "eol.dev/phase";
+/// The port `eol serve` listens on.
+pub const HTTP_PORT: i32 = 8080;
+
+/// The labels selecting a Feature's pods (stable across configurations).
+pub fn selector(feature: &Feature) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), COMPONENT.to_owned()),
+        ("app.kubernetes.io/instance".to_owned(), feature.name_any()),
+    ])
+}
+
+/// The ConfigMap of configuration `hash`.
+pub fn config_map_name(feature: &Feature, hash: &str) -> String {
+    format!("{}-{hash}", feature.name_any())
+}
+
+fn owner(feature: &Feature) -> Option<Vec<OwnerReference>> {
+    feature.controller_owner_ref(&()).map(|r| vec![r])
+}
+
+fn meta(feature: &Feature, name: String, labels: BTreeMap<String, String>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: feature.namespace(),
+        labels: Some(labels),
+        owner_references: owner(feature),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The immutable ConfigMap holding a configuration's source and tests.
+pub fn config_map(feature: &Feature, prepared: &Prepared) -> ConfigMap {
+    let mut labels = pod::labels(COMPONENT, &feature.name_any());
+    labels.insert(CONFIG_HASH.to_owned(), prepared.config_hash.clone());
+    let mut data = BTreeMap::from([(FEATURE_FILE.to_owned(), prepared.source.clone())]);
+    if let Some(tests) = &prepared.tests {
+        data.insert(TESTS_FILE.to_owned(), tests.clone());
+    }
+    let mut metadata = meta(
+        feature,
+        config_map_name(feature, &prepared.config_hash),
+        labels,
+    );
+    metadata.annotations = Some(BTreeMap::from([(
+        PHASE_ANNOTATION.to_owned(),
+        format!("{}", super::source::core_phase(prepared.phase)),
+    )]));
+    ConfigMap {
+        metadata,
+        data: Some(data),
+        immutable: Some(true),
+        ..ConfigMap::default()
+    }
+}
+
+/// The pod template of a configuration: `eol serve`, ready only once its tests pass.
+pub fn pod_template(
+    feature: &Feature,
+    prepared: &Prepared,
+    model: &ModelSettings,
+    redis_url: KeyRef,
+    config: &OperatorConfig,
+) -> PodTemplateSpec {
+    let cm = config_map_name(feature, &prepared.config_hash);
+    let runner = RunnerPod {
+        config,
+        redis_url,
+        model,
+        source_config_map: &cm,
+    };
+    let mut args = vec![
+        "serve".to_owned(),
+        format!("{SOURCE_DIR}/{FEATURE_FILE}"),
+        "--listen".to_owned(),
+        format!("0.0.0.0:{HTTP_PORT}"),
+    ];
+    match prepared.tests {
+        Some(_) => args.extend(["--tests".to_owned(), format!("{SOURCE_DIR}/{TESTS_FILE}")]),
+        None => args.push("--no-test-gate".to_owned()),
+    }
+    let mut container = runner.container(args);
+    container.ports = Some(vec![ContainerPort {
+        name: Some("http".to_owned()),
+        container_port: HTTP_PORT,
+        ..ContainerPort::default()
+    }]);
+    let http_probe = |path: &str, period: i32, failures: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::String("http".to_owned()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(2),
+        ..Probe::default()
+    };
+    container.readiness_probe = Some(http_probe("/readyz", 2, 1));
+    container.liveness_probe = Some(http_probe("/healthz", 10, 3));
+    // Endpoints are removed asynchronously: keep serving a moment after the pod
+    // is marked terminating, so no request lands on a closed port mid-rollout.
+    container.lifecycle = Some(Lifecycle {
+        pre_stop: Some(LifecycleHandler {
+            sleep: Some(SleepAction { seconds: 3 }),
+            ..LifecycleHandler::default()
+        }),
+        ..Lifecycle::default()
+    });
+    container.resources = Some(pod::resources(("100m", "128Mi"), ("1", "1Gi")));
+    let mut labels = selector(feature);
+    labels.insert(CONFIG_HASH.to_owned(), prepared.config_hash.clone());
+    labels.insert(
+        "app.kubernetes.io/managed-by".to_owned(),
+        pod::FIELD_MANAGER.to_owned(),
+    );
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels),
+            annotations: Some(BTreeMap::from([(
+                CONFIG_HASH.to_owned(),
+                prepared.config_hash.clone(),
+            )])),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![container],
+            volumes: Some(runner.volumes()),
+            security_context: Some(pod::pod_security()),
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            termination_grace_period_seconds: Some(30),
+            ..PodSpec::default()
+        }),
+    }
+}
+
+/// The Deployment serving `template`: a rolling update never takes a ready pod
+/// away before its replacement is ready (its tests passed).
+pub fn deployment(
+    feature: &Feature,
+    template: PodTemplateSpec,
+    config: &OperatorConfig,
+) -> Deployment {
+    let deadline = feature
+        .spec
+        .rollout
+        .as_ref()
+        .and_then(|r| r.progress_deadline_seconds)
+        .unwrap_or(config.progress_deadline_seconds);
+    Deployment {
+        metadata: meta(
+            feature,
+            feature.name_any(),
+            pod::labels(COMPONENT, &feature.name_any()),
+        ),
+        spec: Some(DeploymentSpec {
+            replicas: Some(feature.spec.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector(feature)),
+                ..LabelSelector::default()
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".to_owned()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_unavailable: Some(IntOrString::Int(0)),
+                    max_surge: Some(IntOrString::Int(1)),
+                }),
+            }),
+            progress_deadline_seconds: Some(deadline),
+            revision_history_limit: Some(5),
+            template,
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}
+
+/// The Service named after the Feature.
+pub fn service(feature: &Feature) -> Service {
+    Service {
+        metadata: meta(
+            feature,
+            feature.name_any(),
+            pod::labels(COMPONENT, &feature.name_any()),
+        ),
+        spec: Some(ServiceSpec {
+            selector: Some(selector(feature)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".to_owned()),
+                port: 80,
+                target_port: Some(IntOrString::String("http".to_owned())),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::feature::source::prepare;
+
+    const SOURCE: &str = include_str!("../../../features/examples/inventory.eol");
+    const TESTS: &str = include_str!("../../../features/examples/inventory.test.eol");
+
+    fn fixture(spec: serde_json::Value) -> Feature {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "eol.dev/v1alpha1", "kind": "Feature",
+            "metadata": {"name": "inventory", "namespace": "shop", "uid": "u1", "generation": 1},
+            "spec": spec
+        }))
+        .expect("a Feature")
+    }
+
+    fn built(spec: serde_json::Value) -> (ConfigMap, serde_json::Value) {
+        let f = fixture(spec);
+        let model = ModelSettings {
+            base_url: Some("http://llm:8080/v1".into()),
+            name: Some("smol".into()),
+            api_key: Some(KeyRef {
+                name: "llm".into(),
+                key: "key".into(),
+            }),
+            response_format: None,
+        };
+        let p = prepare(&f, SOURCE, &model).expect("valid");
+        let config = OperatorConfig::default();
+        let redis = crate::redis::url_secret(&config);
+        let d = deployment(&f, pod_template(&f, &p, &model, redis, &config), &config);
+        (config_map(&f, &p), serde_json::to_value(d).expect("json"))
+    }
+
+    #[test]
+    fn the_deployment_rolls_without_losing_capacity_and_gates_on_the_tests() {
+        let (cm, d) =
+            built(serde_json::json!({"source": {"inline": SOURCE}, "tests": TESTS, "replicas": 2}));
+        let spec = &d["spec"];
+        assert_eq!(spec["replicas"], 2);
+        assert_eq!(spec["strategy"]["rollingUpdate"]["maxUnavailable"], 0);
+        assert_eq!(spec["progressDeadlineSeconds"], 180);
+        let pod = &spec["template"];
+        let hash = cm.metadata.labels.as_ref().expect("labels")[CONFIG_HASH].clone();
+        assert_eq!(pod["metadata"]["annotations"][CONFIG_HASH], hash.as_str());
+        assert_eq!(
+            cm.metadata.name.as_deref(),
+            Some(format!("inventory-{hash}").as_str())
+        );
+        assert_eq!(cm.immutable, Some(true));
+        assert!(cm.data.as_ref().expect("data").contains_key(TESTS_FILE));
+        let c = &pod["spec"]["containers"][0];
+        assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+        let args: Vec<&str> = c["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .filter_map(|a| a.as_str())
+            .collect();
+        assert_eq!(args[..2], ["serve", "/etc/eol/feature.eol"]);
+        assert!(args.contains(&"--tests"));
+        assert_eq!(
+            pod["spec"]["volumes"][0]["configMap"]["name"],
+            format!("inventory-{hash}")
+        );
+        // Owned by the Feature, so deleting it removes the children.
+        assert_eq!(d["metadata"]["ownerReferences"][0]["kind"], "Feature");
+        assert_eq!(d["metadata"]["ownerReferences"][0]["controller"], true);
+    }
+
+    #[test]
+    fn secrets_reach_the_pod_only_through_secret_references() {
+        let (_, d) = built(serde_json::json!({"source": {"inline": SOURCE}}));
+        let pod = &d["spec"]["template"]["spec"];
+        let c = &pod["containers"][0];
+        for e in c["env"].as_array().expect("env") {
+            let name = e["name"].as_str().unwrap_or_default();
+            assert!(
+                name != "EOL_LLM_API_KEY",
+                "the key is a file, never a value"
+            );
+            if name == "REDIS_URL" {
+                assert_eq!(e["valueFrom"]["secretKeyRef"]["name"], "eol-redis");
+                assert!(e.get("value").is_none());
+            }
+        }
+        let key_volume = pod["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .find(|v| v["name"] == "model-api-key")
+            .expect("api key volume");
+        assert_eq!(key_volume["secret"]["secretName"], "llm");
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(pod["automountServiceAccountToken"], false);
+        assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+        assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+        let args: Vec<&str> = c["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .filter_map(|a| a.as_str())
+            .collect();
+        assert!(
+            args.contains(&"--no-test-gate"),
+            "no tests: nothing to gate on"
+        );
+    }
+}

@@ -1,0 +1,208 @@
+//! Validating a Feature's source before anything is created: parse the `.eol`
+//! text, apply the desired phase, parse the tests, and hash the result. Pure:
+//! the source text is fetched by the controller.
+
+use crate::hash;
+use crate::pod::ModelSettings;
+use eol_core::crd::{Feature, FeaturePhase};
+use eol_core::{OperationPhase, Phase};
+use kube::ResourceExt;
+use std::collections::BTreeMap;
+
+/// A source that can be served: the text in the desired phase, and what it implies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    /// The `.eol` text with the desired phase written in.
+    pub source: String,
+    /// The `.test.eol` text, if the Feature has tests.
+    pub tests: Option<String>,
+    /// The phase the feature will serve in.
+    pub phase: FeaturePhase,
+    /// Each operation's phase.
+    pub operation_phases: BTreeMap<String, String>,
+    /// Whether any operation is executed by the model.
+    pub needs_model: bool,
+    /// Hash of everything the pods load: source, tests, model settings (10 hex digits).
+    pub config_hash: String,
+}
+
+/// Why a source cannot be served: a condition reason and a located message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecProblem {
+    /// `SourceNotFound`, `ParseError`, `TestsInvalid` or `PhaseUnavailable`.
+    pub reason: &'static str,
+    /// What is wrong, and where.
+    pub message: String,
+}
+
+/// Converts between the CRD's phase and the format's.
+pub fn core_phase(p: FeaturePhase) -> Phase {
+    match p {
+        FeaturePhase::Prototyping => Phase::Prototyping,
+        FeaturePhase::Implementation => Phase::Implementation,
+        FeaturePhase::Hybrid => Phase::Hybrid,
+    }
+}
+
+/// Converts between the format's phase and the CRD's.
+pub fn crd_phase(p: Phase) -> FeaturePhase {
+    match p {
+        Phase::Prototyping => FeaturePhase::Prototyping,
+        Phase::Implementation => FeaturePhase::Implementation,
+        Phase::Hybrid => FeaturePhase::Hybrid,
+    }
+}
+
+/// Validates `text` (the Feature's source) and prepares it for serving.
+pub fn prepare(
+    feature: &Feature,
+    text: &str,
+    model: &ModelSettings,
+) -> Result<Prepared, SpecProblem> {
+    let object = format!(
+        "Feature {}/{}",
+        feature.namespace().unwrap_or_default(),
+        feature.name_any()
+    );
+    let file = match &feature.spec.source.config_map_key_ref {
+        Some(r) => format!("{object} (ConfigMap {} key {})", r.name, r.key),
+        None => format!("{object} spec.source.inline"),
+    };
+    let parsed = eol_core::parse_feature(&file, text).map_err(|d| SpecProblem {
+        reason: "ParseError",
+        message: d.to_string(),
+    })?;
+    let (source, parsed) = match feature.spec.phase {
+        Some(want) if core_phase(want) != parsed.frontmatter.phase => {
+            let switched =
+                eol_core::switch_feature(&parsed, core_phase(want)).map_err(|why| SpecProblem {
+                    reason: "PhaseUnavailable",
+                    message: format!("{object}: spec.phase {}: {why}", core_phase(want)),
+                })?;
+            let reparsed = eol_core::parse_feature(&file, &switched).map_err(|d| SpecProblem {
+                reason: "PhaseUnavailable",
+                message: format!("{object}: the source in phase {}: {d}", core_phase(want)),
+            })?;
+            (switched, reparsed)
+        }
+        _ => (text.to_owned(), parsed),
+    };
+    if let Some(tests) = &feature.spec.tests {
+        let tests_file = format!("{object} spec.tests");
+        let suite = eol_core::parse_test_suite(&tests_file, tests).map_err(|d| SpecProblem {
+            reason: "TestsInvalid",
+            message: d.to_string(),
+        })?;
+        suite
+            .check_against(&tests_file, &parsed)
+            .map_err(|d| SpecProblem {
+                reason: "TestsInvalid",
+                message: d.to_string(),
+            })?;
+    }
+    let operation_phases: BTreeMap<String, String> = parsed
+        .operations
+        .iter()
+        .map(|o| (o.name.clone(), o.phase.to_string()))
+        .collect();
+    let needs_model = parsed
+        .operations
+        .iter()
+        .any(|o| o.phase == OperationPhase::Prototyping);
+    let tests = feature.spec.tests.clone();
+    let api_key = model
+        .api_key
+        .as_ref()
+        .map(|k| format!("{}/{}", k.name, k.key))
+        .unwrap_or_default();
+    let config_hash = hash::of_parts(&[
+        &source,
+        tests.as_deref().unwrap_or(""),
+        model.base_url.as_deref().unwrap_or(""),
+        model.name.as_deref().unwrap_or(""),
+        &api_key,
+        model.response_format.as_deref().unwrap_or(""),
+    ])[..10]
+        .to_owned();
+    Ok(Prepared {
+        source,
+        tests,
+        phase: crd_phase(parsed.frontmatter.phase),
+        operation_phases,
+        needs_model,
+        config_hash,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) const SOURCE: &str = include_str!("../../../features/examples/inventory.eol");
+
+    fn feature(spec: serde_json::Value) -> Feature {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "eol.dev/v1alpha1", "kind": "Feature",
+            "metadata": {"name": "inventory", "namespace": "shop", "uid": "u1", "generation": 3},
+            "spec": spec
+        }))
+        .expect("a Feature")
+    }
+
+    #[test]
+    fn a_source_that_does_not_parse_is_reported_with_its_location() {
+        let f =
+            feature(serde_json::json!({"source": {"inline": "---\nname: x\nphase: nope\n---\n"}}));
+        let problem = prepare(
+            &f,
+            "---\nname: x\nphase: nope\n---\n",
+            &ModelSettings::default(),
+        )
+        .expect_err("invalid");
+        assert_eq!(problem.reason, "ParseError");
+        assert!(
+            problem
+                .message
+                .starts_with("Feature shop/inventory spec.source.inline:3:"),
+            "{}",
+            problem.message
+        );
+    }
+
+    #[test]
+    fn the_desired_phase_is_written_into_the_source_and_changes_the_hash() {
+        let plain = feature(serde_json::json!({"source": {"inline": SOURCE}}));
+        let a = prepare(&plain, SOURCE, &ModelSettings::default()).expect("valid");
+        assert_eq!(a.phase, FeaturePhase::Implementation);
+        assert!(!a.needs_model);
+        let proto =
+            feature(serde_json::json!({"source": {"inline": SOURCE}, "phase": "prototyping"}));
+        let b = prepare(&proto, SOURCE, &ModelSettings::default()).expect("valid");
+        assert_eq!(b.phase, FeaturePhase::Prototyping);
+        assert!(b.needs_model);
+        assert!(b.source.contains("phase: prototyping"));
+        assert!(b.operation_phases.values().all(|p| p == "prototyping"));
+        assert_ne!(a.config_hash, b.config_hash);
+        assert_eq!(a.config_hash.len(), 10);
+        // Same input, same hash: the rollout is not restarted by a no-op reconcile.
+        assert_eq!(
+            a,
+            prepare(&plain, SOURCE, &ModelSettings::default()).expect("valid")
+        );
+    }
+
+    #[test]
+    fn tests_that_name_unknown_operations_are_refused() {
+        let f = feature(serde_json::json!({
+            "source": {"inline": SOURCE},
+            "tests": "---\nfeature: inventory\n---\n\n## a case\n\nOperation: no_such_op\n\nInput:\n```yaml\n{}\n```\n\nExpect:\n```yaml\n{}\n```\n"
+        }));
+        let problem = prepare(&f, SOURCE, &ModelSettings::default()).expect_err("invalid");
+        assert_eq!(problem.reason, "TestsInvalid");
+        assert!(
+            problem.message.contains("spec.tests"),
+            "{}",
+            problem.message
+        );
+    }
+}

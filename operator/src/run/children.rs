@@ -1,0 +1,214 @@
+//! The objects a FeatureRun owns, built as pure functions: an immutable
+//! ConfigMap with the feature as it was when the run started, and one Job whose
+//! single runner pod reports through its termination message.
+
+use crate::config::OperatorConfig;
+use crate::pod::{self, FEATURE_FILE, ModelSettings, RunnerPod, SOURCE_DIR, TESTS_FILE};
+use eol_core::crd::{FeatureRun, KeyRef};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{Resource, ResourceExt};
+use std::collections::BTreeMap;
+
+/// The `app.kubernetes.io/name` of a FeatureRun's objects.
+pub const COMPONENT: &str = "eol-run";
+/// The label naming the Feature a run belongs to.
+pub const FEATURE_LABEL: &str = "eol.dev/feature";
+
+/// The Job's (and ConfigMap's) name: the run's, cut to 63 characters if needed.
+/// Deterministic, so a restarted operator finds the Job it created.
+pub fn job_name(run: &FeatureRun) -> String {
+    pod::short_name(&run.name_any(), 63)
+}
+
+/// What the runner pod runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Work {
+    /// One operation with its input.
+    Operation {
+        /// The operation.
+        name: String,
+        /// Its input (a JSON object).
+        input: serde_json::Value,
+    },
+    /// The feature's tests.
+    Tests,
+}
+
+/// Everything the Job is built from.
+pub struct RunPlan<'a> {
+    /// The `.eol` text.
+    pub source: &'a str,
+    /// The `.test.eol` text, for test runs.
+    pub tests: Option<&'a str>,
+    /// What to run.
+    pub work: Work,
+    /// The phase to run in (`--phase`), or the feature's own.
+    pub phase: Option<eol_core::Phase>,
+    /// Model settings.
+    pub model: &'a ModelSettings,
+    /// Where the Redis URL is.
+    pub redis_url: KeyRef,
+}
+
+fn meta(run: &FeatureRun) -> ObjectMeta {
+    let mut labels = pod::labels(COMPONENT, &run.name_any());
+    labels.insert(FEATURE_LABEL.to_owned(), run.spec.feature_ref.clone());
+    ObjectMeta {
+        name: Some(job_name(run)),
+        namespace: run.namespace(),
+        labels: Some(labels),
+        owner_references: run.controller_owner_ref(&()).map(|r| vec![r]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The run's files.
+pub fn config_map(run: &FeatureRun, plan: &RunPlan<'_>) -> ConfigMap {
+    let mut data = BTreeMap::from([(FEATURE_FILE.to_owned(), plan.source.to_owned())]);
+    if let Some(tests) = plan.tests {
+        data.insert(TESTS_FILE.to_owned(), tests.to_owned());
+    }
+    ConfigMap {
+        metadata: meta(run),
+        data: Some(data),
+        immutable: Some(true),
+        ..ConfigMap::default()
+    }
+}
+
+/// The run's Job: one pod, never restarted in place; retries are new pods.
+pub fn job(run: &FeatureRun, plan: &RunPlan<'_>, config: &OperatorConfig) -> Job {
+    let name = job_name(run);
+    let runner = RunnerPod {
+        config,
+        redis_url: plan.redis_url.clone(),
+        model: plan.model,
+        source_config_map: &name,
+    };
+    let feature_file = format!("{SOURCE_DIR}/{FEATURE_FILE}");
+    let mut args = match &plan.work {
+        Work::Operation { name, input } => vec![
+            "run".to_owned(),
+            feature_file,
+            "--operation".to_owned(),
+            name.clone(),
+            "--input".to_owned(),
+            input.to_string(),
+        ],
+        Work::Tests => vec![
+            "test".to_owned(),
+            format!("{SOURCE_DIR}/{TESTS_FILE}"),
+            "--feature".to_owned(),
+            feature_file,
+        ],
+    };
+    if let Some(phase) = plan.phase {
+        args.extend(["--phase".to_owned(), phase.to_string()]);
+    }
+    let mut container = runner.container(args);
+    let env = container.env.get_or_insert_with(Vec::new);
+    // The summary goes to the termination message, the full result to Redis.
+    env.push(pod::env("EOL_REPORT_FILE", "/dev/termination-log"));
+    env.push(pod::env("EOL_RUN_ID", run.name_any()));
+    container.termination_message_policy = Some("File".to_owned());
+    container.resources = Some(pod::resources(("100m", "128Mi"), ("1", "1Gi")));
+    let metadata = meta(run);
+    Job {
+        metadata: metadata.clone(),
+        spec: Some(JobSpec {
+            backoff_limit: Some(run.spec.retries),
+            active_deadline_seconds: run.spec.timeout_seconds,
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: metadata.labels,
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    volumes: Some(runner.volumes()),
+                    restart_policy: Some("Never".to_owned()),
+                    security_context: Some(pod::pod_security()),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        ..Job::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(spec: serde_json::Value) -> FeatureRun {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "eol.dev/v1alpha1", "kind": "FeatureRun",
+            "metadata": {"name": "restock-1", "namespace": "shop", "uid": "r1"},
+            "spec": spec
+        }))
+        .expect("a FeatureRun")
+    }
+
+    #[test]
+    fn the_job_carries_retries_deadline_phase_and_report_settings() {
+        let r = run(
+            serde_json::json!({"featureRef": "inventory", "operation": "add_stock",
+            "input": {"sku": "A-1", "quantity": 2}, "retries": 2, "timeoutSeconds": 60}),
+        );
+        let model = ModelSettings::default();
+        let plan = RunPlan {
+            source: "---\n",
+            tests: None,
+            work: Work::Operation {
+                name: "add_stock".into(),
+                input: serde_json::json!({"sku": "A-1", "quantity": 2}),
+            },
+            phase: Some(eol_core::Phase::Implementation),
+            model: &model,
+            redis_url: KeyRef {
+                name: "eol-redis".into(),
+                key: "url".into(),
+            },
+        };
+        let j = serde_json::to_value(job(&r, &plan, &OperatorConfig::default())).expect("json");
+        assert_eq!(j["metadata"]["name"], "restock-1");
+        assert_eq!(j["spec"]["backoffLimit"], 2);
+        assert_eq!(j["spec"]["activeDeadlineSeconds"], 60);
+        let pod = &j["spec"]["template"]["spec"];
+        assert_eq!(pod["restartPolicy"], "Never");
+        let c = &pod["containers"][0];
+        let args: Vec<&str> = c["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .filter_map(|a| a.as_str())
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "run",
+                "/etc/eol/feature.eol",
+                "--operation",
+                "add_stock",
+                "--input",
+                r#"{"quantity":2,"sku":"A-1"}"#,
+                "--phase",
+                "implementation"
+            ]
+        );
+        let env = c["env"].as_array().expect("env");
+        assert!(
+            env.iter()
+                .any(|e| e["name"] == "EOL_REPORT_FILE" && e["value"] == "/dev/termination-log")
+        );
+        assert_eq!(j["metadata"]["ownerReferences"][0]["kind"], "FeatureRun");
+        assert_eq!(j["metadata"]["labels"][FEATURE_LABEL], "inventory");
+        let cm = config_map(&r, &plan);
+        assert_eq!(cm.metadata.name.as_deref(), Some("restock-1"));
+    }
+}

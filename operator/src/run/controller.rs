@@ -1,0 +1,397 @@
+//! The FeatureRun reconciler: finished runs only wait for their TTL; otherwise
+//! cancel -> fetch the Feature -> validate -> create the ConfigMap and Job once
+//! (deterministic names) -> read the Job and pod -> write status.
+
+use super::children::{self, RunPlan, Work};
+use super::status::{self, Observation, reason};
+use crate::conditions::{self, Status};
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::feature::controller::fetch_source;
+use crate::feature::source;
+use crate::pod::{FIELD_MANAGER, ModelSettings};
+use crate::redis;
+use eol_core::crd::{Feature, FeatureRun, FeatureRunStatus};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::runtime::controller::Action;
+use kube::{Api, Resource, ResourceExt};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::instrument;
+
+/// The controller's name in metrics and logs.
+pub const CONTROLLER: &str = "featurerun";
+/// How long a run waits for its Feature to appear (GitOps applies both at once).
+const FEATURE_GRACE: Duration = Duration::from_secs(30);
+
+/// Reconciles one FeatureRun.
+#[instrument(skip(run, ctx), fields(run = %run.name_any(), namespace = run.namespace().unwrap_or_default()))]
+pub async fn reconcile(run: Arc<FeatureRun>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile(CONTROLLER);
+    let ns = run
+        .namespace()
+        .ok_or_else(|| Error::MissingMetadata(run.name_any(), "namespace"))?;
+    let previous = run.status.clone().unwrap_or_default();
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    let job_name = children::job_name(&run);
+    let object = format!("FeatureRun {ns}/{}", run.name_any());
+
+    if let Some(done) = finished(&previous) {
+        return after_finish(&run, &jobs, &job_name, done, &object).await;
+    }
+    let mut status = previous.clone();
+    status.observed_generation = run.metadata.generation;
+
+    let job = jobs
+        .get_opt(&job_name)
+        .await
+        .map_err(Error::kube("read the Job", &object))?;
+    if run.spec.cancel {
+        if job.is_some() {
+            jobs.delete(
+                &job_name,
+                &DeleteParams {
+                    propagation_policy: Some(PropagationPolicy::Background),
+                    ..DeleteParams::default()
+                },
+            )
+            .await
+            .map_err(Error::kube("delete the Job of a cancelled run", &object))?;
+        }
+        return conclude(
+            &ctx,
+            &run,
+            status,
+            reason::CANCELLED,
+            "cancelled (spec.cancel)".to_owned(),
+        )
+        .await;
+    }
+
+    let job = match job {
+        Some(job) => job,
+        None => match plan_and_create(&ctx, &run, &ns, &mut status, &object).await? {
+            Ok(job) => job,
+            Err(action) => return Ok(action),
+        },
+    };
+    let pod = latest_pod(&ctx, &ns, &job).await?;
+    let seen = status::observe(&job, pod.as_ref());
+    let terminal = seen.status != Status::Unknown;
+    apply_observation(&mut status, seen, run.metadata.generation);
+    if status != previous {
+        write_status(&ctx, &run, &status).await?;
+        if terminal {
+            let ok = conditions::is(&status.conditions, "Succeeded", Status::True);
+            let message = conditions::get(&status.conditions, "Succeeded")
+                .map(|c| c.message.clone())
+                .unwrap_or_default();
+            ctx.event(
+                &run.object_ref(&()),
+                !ok,
+                if ok { "Succeeded" } else { "Failed" },
+                "Run",
+                message,
+            )
+            .await;
+        }
+    }
+    Ok(if terminal {
+        ttl_action(&run, &status)
+    } else {
+        // Job events wake us; this is a safety net.
+        Action::requeue(Duration::from_secs(30))
+    })
+}
+
+/// The `Succeeded` condition, when it is final.
+fn finished(status: &FeatureRunStatus) -> Option<bool> {
+    let c = conditions::get(&status.conditions, "Succeeded")?;
+    match c.status.as_str() {
+        "True" => Some(true),
+        "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// A finished run: delete its Job once `ttlSecondsAfterFinished` has passed.
+/// The operator deletes it (not the Job's own TTL) so the runner's report is
+/// always read before the pod goes away.
+async fn after_finish(
+    run: &FeatureRun,
+    jobs: &Api<Job>,
+    job_name: &str,
+    _succeeded: bool,
+    object: &str,
+) -> Result<Action> {
+    let status = run.status.clone().unwrap_or_default();
+    let Some(ttl) = run.spec.ttl_seconds_after_finished else {
+        return Ok(Action::await_change());
+    };
+    let due = status
+        .completion_time
+        .as_ref()
+        .map(|t| t.0.as_second() + i64::from(ttl))
+        .unwrap_or(0);
+    let now = Timestamp::now().as_second();
+    if now < due {
+        return Ok(Action::requeue(Duration::from_secs((due - now) as u64)));
+    }
+    match jobs
+        .delete(
+            job_name,
+            &DeleteParams {
+                propagation_policy: Some(PropagationPolicy::Background),
+                ..DeleteParams::default()
+            },
+        )
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => return Err(Error::kube("delete a finished run's Job", object)(e)),
+    }
+    Ok(Action::await_change())
+}
+
+fn ttl_action(run: &FeatureRun, status: &FeatureRunStatus) -> Action {
+    match (run.spec.ttl_seconds_after_finished, &status.completion_time) {
+        (Some(ttl), Some(_)) => {
+            Action::requeue(Duration::from_secs(u64::try_from(ttl).unwrap_or(0)))
+        }
+        _ => Action::await_change(),
+    }
+}
+
+/// Validates the run against its Feature and creates the ConfigMap and Job.
+/// `Err(action)` when the run ended (or waits) without a Job.
+async fn plan_and_create(
+    ctx: &Context,
+    run: &FeatureRun,
+    ns: &str,
+    status: &mut FeatureRunStatus,
+    object: &str,
+) -> Result<Result<Job, Action>> {
+    let features: Api<Feature> = Api::namespaced(ctx.client.clone(), ns);
+    let Some(feature) = features
+        .get_opt(&run.spec.feature_ref)
+        .await
+        .map_err(Error::kube("read the Feature", object))?
+    else {
+        let age = run
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| Timestamp::now().as_second() - t.0.as_second())
+            .unwrap_or(i64::MAX);
+        let message = format!("Feature {ns}/{} does not exist", run.spec.feature_ref);
+        if age < FEATURE_GRACE.as_secs() as i64 {
+            conditions::set(
+                &mut status.conditions,
+                "Succeeded",
+                Status::Unknown,
+                reason::PENDING,
+                format!("{message} (yet): waiting for it"),
+                run.metadata.generation,
+            );
+            write_status(ctx, run, status).await?;
+            return Ok(Err(Action::requeue(Duration::from_secs(3))));
+        }
+        conclude(ctx, run, status.clone(), reason::FEATURE_NOT_FOUND, message).await?;
+        return Ok(Err(Action::await_change()));
+    };
+
+    let invalid = |message: String| (reason::SPEC_INVALID, message);
+    let model = ModelSettings::resolve(feature.spec.model.as_ref(), &ctx.config);
+    let checked: Result<(source::Prepared, Work), (&'static str, String)> =
+        match fetch_source(ctx, &feature, ns).await? {
+            Err(problem) => Err(invalid(format!(
+                "Feature {ns}/{}: {}",
+                feature.name_any(),
+                problem.message
+            ))),
+            Ok(text) => match source::prepare(&feature, &text, &model) {
+                Err(problem) => Err(invalid(problem.message)),
+                Ok(prepared) => work_of(run, &feature, &prepared).map(|w| (prepared, w)),
+            },
+        };
+    let (prepared, work) = match checked {
+        Ok(ok) => ok,
+        Err((reason, message)) => {
+            conclude(ctx, run, status.clone(), reason, message).await?;
+            return Ok(Err(Action::await_change()));
+        }
+    };
+    let phase = run
+        .spec
+        .phase
+        .map(source::core_phase)
+        .unwrap_or(source::core_phase(prepared.phase));
+    status.phase = Some(source::crd_phase(phase));
+    let plan = RunPlan {
+        source: &prepared.source,
+        tests: prepared.tests.as_deref(),
+        work,
+        phase: run.spec.phase.map(source::core_phase),
+        model: &model,
+        redis_url: redis::url_secret(&ctx.config),
+    };
+    let post = PostParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PostParams::default()
+    };
+    // Created, not applied: a second reconcile (or a restarted operator) gets
+    // 409 and uses what exists, so there is exactly one Job per run.
+    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    match cms.create(&post, &children::config_map(run, &plan)).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(Error::kube("create the run's ConfigMap", object)(e)),
+    }
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    let job = match jobs
+        .create(&post, &children::job(run, &plan, &ctx.config))
+        .await
+    {
+        Ok(job) => job,
+        Err(kube::Error::Api(e)) if e.code == 409 => jobs
+            .get(&children::job_name(run))
+            .await
+            .map_err(Error::kube("read the Job", object))?,
+        Err(e) => return Err(Error::kube("create the Job", object)(e)),
+    };
+    Ok(Ok(job))
+}
+
+/// What the run does, checked against the feature.
+fn work_of(
+    run: &FeatureRun,
+    feature: &Feature,
+    prepared: &source::Prepared,
+) -> Result<Work, (&'static str, String)> {
+    let fail = |m: String| Err((reason::SPEC_INVALID, m));
+    match (&run.spec.operation, run.spec.tests) {
+        (Some(op), _) => {
+            if !prepared.operation_phases.contains_key(op) {
+                let known: Vec<&str> = prepared
+                    .operation_phases
+                    .keys()
+                    .map(String::as_str)
+                    .collect();
+                return fail(format!(
+                    "spec.operation: Feature {} has no operation '{op}' (it has: {})",
+                    feature.name_any(),
+                    known.join(", ")
+                ));
+            }
+            let input = run.spec.input.clone().unwrap_or(serde_json::json!({}));
+            if !input.is_object() {
+                return fail("spec.input must be a JSON object".to_owned());
+            }
+            Ok(Work::Operation {
+                name: op.clone(),
+                input,
+            })
+        }
+        (None, Some(true)) if prepared.tests.is_some() => Ok(Work::Tests),
+        (None, Some(true)) => fail(format!(
+            "spec.tests: Feature {} has no tests (spec.tests is empty)",
+            feature.name_any()
+        )),
+        _ => fail("set spec.operation (with spec.input) or spec.tests: true".to_owned()),
+    }
+}
+
+/// The Job's newest pod.
+async fn latest_pod(ctx: &Context, ns: &str, job: &Job) -> Result<Option<Pod>> {
+    let Some(uid) = job.metadata.uid.as_deref() else {
+        return Ok(None);
+    };
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/controller-uid={uid}")))
+        .await
+        .map_err(Error::kube(
+            "list the runner pods",
+            format!("Job {ns}/{}", job.name_any()),
+        ))?;
+    Ok(list
+        .items
+        .into_iter()
+        .max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0)))
+}
+
+fn apply_observation(status: &mut FeatureRunStatus, seen: Observation, generation: Option<i64>) {
+    conditions::set(
+        &mut status.conditions,
+        "Succeeded",
+        seen.status,
+        seen.reason,
+        seen.message,
+        generation,
+    );
+    status.start_time = seen.start_time.or(status.start_time.take());
+    status.completion_time = seen.completion_time;
+    if seen.pod_name.is_some() {
+        status.pod_name = seen.pod_name;
+    }
+    if seen.summary.is_some() {
+        status.summary = seen.summary;
+    }
+}
+
+/// Ends the run with `Succeeded=False` and `reason`.
+async fn conclude(
+    ctx: &Context,
+    run: &FeatureRun,
+    mut status: FeatureRunStatus,
+    reason: &'static str,
+    message: String,
+) -> Result<Action> {
+    conditions::set(
+        &mut status.conditions,
+        "Succeeded",
+        Status::False,
+        reason,
+        &message,
+        run.metadata.generation,
+    );
+    status.completion_time = Some(Time(Timestamp::now()));
+    write_status(ctx, run, &status).await?;
+    ctx.event(&run.object_ref(&()), true, reason, "Run", message)
+        .await;
+    Ok(ttl_action(run, &status))
+}
+
+/// Writes `status` with a Server-Side Apply of the status subresource.
+async fn write_status(ctx: &Context, run: &FeatureRun, status: &FeatureRunStatus) -> Result<()> {
+    let ns = run.namespace().unwrap_or_default();
+    let api: Api<FeatureRun> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = serde_json::json!({
+        "apiVersion": "eol.dev/v1alpha1",
+        "kind": "FeatureRun",
+        "status": status,
+    });
+    api.patch_status(
+        &run.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await
+    .map_err(Error::kube(
+        "write the status",
+        format!("FeatureRun {ns}/{}", run.name_any()),
+    ))?;
+    Ok(())
+}
+
+/// On a failed reconcile: count it, log it, and retry with a pause.
+pub fn error_policy(run: Arc<FeatureRun>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.error(CONTROLLER, error.kind());
+    tracing::warn!(run = %run.name_any(), kind = error.kind(), %error, "reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}

@@ -1,0 +1,230 @@
+//! Running the operator: leader election, both controllers, `/metrics` and
+//! `/healthz`, graceful shutdown on SIGTERM.
+
+use crate::config::OperatorConfig;
+use crate::context::Context;
+use crate::feature::controller as feature;
+use crate::metrics::Metrics;
+use crate::run::controller as run;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use eol_core::crd::{Feature, FeatureRun};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::runtime::Controller;
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// How the process runs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunOptions {
+    /// Address of `/metrics` and `/healthz`.
+    #[arg(long, env = "EOL_OPERATOR_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Take a Lease before reconciling, so that only one replica acts.
+    #[arg(long, env = "EOL_LEADER_ELECTION", default_value_t = false)]
+    pub leader_election: bool,
+    /// Namespace of the Lease (default: the pod's, from POD_NAMESPACE, else `default`).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// Reconciles run at once per controller.
+    #[arg(long, env = "EOL_CONCURRENCY", default_value_t = 8)]
+    pub concurrency: u16,
+}
+
+/// Errors that stop the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// No cluster to talk to.
+    #[error("failed to connect to the Kubernetes API (KUBECONFIG or in-cluster config): {0}")]
+    Client(#[source] kube::Error),
+    /// The metrics endpoint could not listen.
+    #[error("failed to listen on {0}: {1}")]
+    Listen(SocketAddr, #[source] std::io::Error),
+    /// Leader election failed.
+    #[error("leader election failed: {0}")]
+    Lease(#[source] kube_lease_manager::LeaseManagerError),
+    /// Leadership was lost: the process stops so a fresh one can compete again.
+    #[error("lost the leader Lease")]
+    LostLease,
+}
+
+/// Runs the operator until SIGTERM (or Ctrl-C).
+pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunError> {
+    let client = Client::try_default().await.map_err(RunError::Client)?;
+    let mut registry = Registry::with_prefix("eol_operator");
+    let metrics = Metrics::register(&mut registry);
+    let registry = Arc::new(registry);
+
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|e| RunError::Listen(options.listen, e))?;
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = registry.clone();
+                async move {
+                    let mut body = String::new();
+                    match prometheus_client::encoding::text::encode(&mut body, &registry) {
+                        Ok(()) => (
+                            StatusCode::OK,
+                            [(
+                                "content-type",
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )],
+                            body,
+                        )
+                            .into_response(),
+                        Err(e) => {
+                            (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+                        }
+                    }
+                }
+            }),
+        );
+    tracing::info!(listen = %options.listen, "serving /metrics and /healthz");
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "the metrics server stopped");
+        }
+    });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing in-flight reconciles");
+        let _ = stop_tx.send(true);
+    });
+
+    // Hold the Lease while reconciling; the guard keeps it renewed.
+    let mut leadership = None;
+    if options.leader_election {
+        let identity = std::env::var("POD_NAME")
+            .unwrap_or_else(|_| format!("eol-operator-{}", std::process::id()));
+        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), "eol-operator")
+            .with_namespace(&options.lease_namespace)
+            .with_identity(identity.clone())
+            .with_duration(15)
+            .with_grace(5)
+            .build()
+            .await
+            .map_err(RunError::Lease)?;
+        let (mut leader, task) = manager.watch().await;
+        tracing::info!(%identity, "waiting for the leader Lease");
+        let mut stop = stop_rx.clone();
+        loop {
+            if *leader.borrow_and_update() {
+                break;
+            }
+            tokio::select! {
+                changed = leader.changed() => if changed.is_err() { return Err(RunError::LostLease) },
+                _ = stop.changed() => return Ok(()),
+            }
+        }
+        tracing::info!(%identity, "leading");
+        leadership = Some((leader, task));
+    }
+
+    let ctx = Arc::new(Context::new(client.clone(), config.clone(), metrics));
+    let ns = config.watch_namespace.as_deref();
+    let (features, runs, deployments, services, config_maps, jobs) = (
+        scoped::<Feature>(&client, ns),
+        scoped::<FeatureRun>(&client, ns),
+        scoped::<Deployment>(&client, ns),
+        scoped::<Service>(&client, ns),
+        scoped::<ConfigMap>(&client, ns),
+        scoped::<Job>(&client, ns),
+    );
+    let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=eol-operator");
+    let stopping = |rx: &watch::Receiver<bool>| {
+        let mut rx = rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let controller_config =
+        kube::runtime::controller::Config::default().concurrency(options.concurrency);
+    let feature_controller = Controller::new(features, watcher::Config::default())
+        .with_config(controller_config.clone())
+        .owns(deployments, managed.clone())
+        .owns(services, managed.clone())
+        .owns(config_maps, managed.clone())
+        .graceful_shutdown_on(stopping(&stop_rx))
+        .run(feature::reconcile, feature::error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "feature reconcile");
+            }
+        });
+    let run_controller = Controller::new(runs, watcher::Config::default())
+        .with_config(controller_config)
+        .owns(jobs, managed)
+        .graceful_shutdown_on(stopping(&stop_rx))
+        .run(run::reconcile, run::error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "featurerun reconcile");
+            }
+        });
+
+    match leadership {
+        Some((mut leader, task)) => {
+            let lost = async move {
+                while leader.changed().await.is_ok() {
+                    if !*leader.borrow() {
+                        return;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = futures::future::join(feature_controller, run_controller) => {}
+                _ = lost => return Err(RunError::LostLease),
+            }
+            // Dropping the receiver makes the lease task release the Lease.
+            task.abort();
+        }
+        None => {
+            futures::future::join(feature_controller, run_controller).await;
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// An API over one namespace, or all of them.
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = terminate => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -10,6 +10,8 @@ pub mod config;
 pub mod context;
 pub mod error;
 pub mod feature;
+#[cfg(test)]
+mod fixtures;
 pub mod hash;
 pub mod metrics;
 pub mod pod;

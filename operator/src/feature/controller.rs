@@ -637,3 +637,128 @@ pub fn error_policy(feature: Arc<Feature>, error: &Error, ctx: Arc<Context>) -> 
     tracing::warn!(feature = %feature.name_any(), kind = error.kind(), %error, "reconcile failed");
     Action::requeue(Duration::from_secs(10))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::OperatorConfig;
+    use crate::fixtures::{Expect, condition, context, not_found};
+
+    const SOURCE: &str = include_str!("../../../features/examples/inventory.eol");
+    const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/shop/events";
+    const STATUS: &str = "/apis/eol.dev/v1alpha1/namespaces/shop/features/inventory/status";
+
+    /// What the API server answers a status patch with: the object.
+    fn stored() -> serde_json::Value {
+        serde_json::json!({"apiVersion": "eol.dev/v1alpha1", "kind": "Feature",
+            "metadata": {"name": "inventory", "namespace": "shop"}, "spec": {"source": {"inline": ""}}})
+    }
+
+    fn feature(spec: serde_json::Value) -> Arc<Feature> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "eol.dev/v1alpha1", "kind": "Feature",
+                "metadata": {"name": "inventory", "namespace": "shop", "uid": "u1", "generation": 2},
+                "spec": spec
+            }))
+            .expect("a Feature"),
+        )
+    }
+
+    #[tokio::test]
+    async fn an_invalid_source_is_reported_and_nothing_is_created() {
+        let (ctx, server) = context(OperatorConfig::default());
+        let broken = "---\nname: inventory\nphase: nope\n---\n# x\n";
+        let verify = server.run(vec![
+            Expect::new("POST", EVENTS, (201, serde_json::json!({}))).checking(|e| {
+                assert_eq!(e["reason"], "ParseError");
+                assert_eq!(e["type"], "Warning");
+            }),
+            Expect::new("PATCH", STATUS, (200, stored())).checking(|patch| {
+                let c = condition(&patch, "SpecValid");
+                assert_eq!(c["status"], "False");
+                assert_eq!(c["reason"], "ParseError");
+                let message = c["message"].as_str().expect("message");
+                assert!(
+                    message.starts_with("Feature shop/inventory spec.source.inline:3:"),
+                    "{message}"
+                );
+                assert_eq!(patch["status"]["observedGeneration"], 2);
+            }),
+        ]);
+        let action = reconcile(
+            feature(serde_json::json!({"source": {"inline": broken}})),
+            ctx,
+        )
+        .await
+        .expect("reconciled");
+        assert_eq!(
+            action,
+            Action::await_change(),
+            "an invalid spec waits for a change"
+        );
+        verify.await.expect("the API calls were as expected");
+    }
+
+    #[tokio::test]
+    async fn a_missing_model_secret_holds_the_rollout_and_is_retried() {
+        let config = OperatorConfig {
+            model_base_url: Some("http://llm/v1".into()),
+            ..OperatorConfig::default()
+        };
+        let (ctx, server) = context(config);
+        let verify = server.run(vec![
+            Expect::new(
+                "GET",
+                "/api/v1/namespaces/shop/secrets/llm",
+                not_found("secrets \"llm\""),
+            ),
+            Expect::new("POST", EVENTS, (201, serde_json::json!({})))
+                .checking(|e| assert_eq!(e["reason"], "SecretNotFound")),
+            Expect::new("PATCH", STATUS, (200, stored())).checking(|patch| {
+                let c = condition(&patch, "ModelConfigured");
+                assert_eq!(c["status"], "False");
+                assert_eq!(c["reason"], "SecretNotFound");
+                assert!(c["message"].as_str().expect("message").contains("shop/llm"));
+                assert_eq!(condition(&patch, "SpecValid")["status"], "True");
+            }),
+        ]);
+        let action = reconcile(
+            feature(serde_json::json!({
+                "source": {"inline": SOURCE}, "phase": "prototyping",
+                "model": {"apiKeySecretRef": {"name": "llm", "key": "api-key"}}
+            })),
+            ctx,
+        )
+        .await
+        .expect("reconciled");
+        assert_eq!(action, Action::requeue(Duration::from_secs(10)));
+        verify.await.expect("the API calls were as expected");
+    }
+
+    #[tokio::test]
+    async fn a_missing_source_config_map_is_looked_for_again() {
+        let (ctx, server) = context(OperatorConfig::default());
+        let verify = server.run(vec![
+            Expect::new(
+                "GET",
+                "/api/v1/namespaces/shop/configmaps/src",
+                not_found("configmaps \"src\""),
+            ),
+            Expect::new("POST", EVENTS, (201, serde_json::json!({}))),
+            Expect::new("PATCH", STATUS, (200, stored())).checking(|patch| {
+                assert_eq!(condition(&patch, "SpecValid")["reason"], "SourceNotFound")
+            }),
+        ]);
+        let action = reconcile(
+            feature(
+                serde_json::json!({"source": {"configMapKeyRef": {"name": "src", "key": "f.eol"}}}),
+            ),
+            ctx,
+        )
+        .await
+        .expect("reconciled");
+        assert_eq!(action, Action::requeue(Duration::from_secs(15)));
+        verify.await.expect("the API calls were as expected");
+    }
+}

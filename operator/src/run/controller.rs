@@ -395,3 +395,127 @@ pub fn error_policy(run: Arc<FeatureRun>, error: &Error, ctx: Arc<Context>) -> A
     tracing::warn!(run = %run.name_any(), kind = error.kind(), %error, "reconcile failed");
     Action::requeue(Duration::from_secs(5))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::OperatorConfig;
+    use crate::fixtures::{Expect, condition, context, not_found};
+
+    const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/shop/events";
+    const STATUS: &str = "/apis/eol.dev/v1alpha1/namespaces/shop/featureruns/r1/status";
+    const JOB: &str = "/apis/batch/v1/namespaces/shop/jobs/r1";
+
+    /// What the API server answers a status patch with: the object.
+    fn stored() -> serde_json::Value {
+        serde_json::json!({"apiVersion": "eol.dev/v1alpha1", "kind": "FeatureRun",
+            "metadata": {"name": "r1", "namespace": "shop"}, "spec": {"featureRef": "f"}})
+    }
+
+    fn run(spec: serde_json::Value, status: serde_json::Value) -> Arc<FeatureRun> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "eol.dev/v1alpha1", "kind": "FeatureRun",
+                "metadata": {"name": "r1", "namespace": "shop", "uid": "u9", "generation": 1,
+                             "creationTimestamp": "2026-01-01T00:00:00Z"},
+                "spec": spec, "status": status
+            }))
+            .expect("a FeatureRun"),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_run_of_a_missing_feature_ends_feature_not_found() {
+        let (ctx, server) = context(OperatorConfig::default());
+        let verify = server.run(vec![
+            Expect::new("GET", JOB, not_found("jobs \"r1\"")),
+            Expect::new(
+                "GET",
+                "/apis/eol.dev/v1alpha1/namespaces/shop/features/ghost",
+                not_found("ghost"),
+            ),
+            Expect::new("PATCH", STATUS, (200, stored())).checking(|patch| {
+                let c = condition(&patch, "Succeeded");
+                assert_eq!(c["status"], "False");
+                assert_eq!(c["reason"], "FeatureNotFound");
+                assert!(patch["status"]["completionTime"].is_string());
+            }),
+            Expect::new("POST", EVENTS, (201, serde_json::json!({}))),
+        ]);
+        let action = reconcile(
+            run(
+                serde_json::json!({"featureRef": "ghost", "tests": true}),
+                serde_json::json!({}),
+            ),
+            ctx,
+        )
+        .await
+        .expect("reconciled");
+        assert_eq!(action, Action::await_change());
+        verify.await.expect("the API calls were as expected");
+    }
+
+    #[tokio::test]
+    async fn cancelling_deletes_the_job_and_ends_cancelled() {
+        let (ctx, server) = context(OperatorConfig::default());
+        let verify = server.run(vec![
+            Expect::new(
+                "GET",
+                JOB,
+                (
+                    200,
+                    serde_json::json!({"apiVersion": "batch/v1", "kind": "Job",
+                "metadata": {"name": "r1", "namespace": "shop", "uid": "j1"}}),
+                ),
+            ),
+            Expect::new(
+                "DELETE",
+                JOB,
+                (
+                    200,
+                    serde_json::json!({"apiVersion": "batch/v1", "kind": "Job",
+                "metadata": {"name": "r1", "namespace": "shop"}}),
+                ),
+            )
+            .checking(|body| assert_eq!(body["propagationPolicy"], "Background")),
+            Expect::new("PATCH", STATUS, (200, stored())).checking(|patch| {
+                assert_eq!(condition(&patch, "Succeeded")["reason"], "Cancelled");
+            }),
+            Expect::new("POST", EVENTS, (201, serde_json::json!({}))),
+        ]);
+        reconcile(
+            run(
+                serde_json::json!({"featureRef": "f", "tests": true, "cancel": true}),
+                serde_json::json!({"conditions": [{"type": "Succeeded", "status": "Unknown", "reason": "Running",
+                    "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}),
+            ),
+            ctx,
+        )
+        .await
+        .expect("reconciled");
+        verify.await.expect("the API calls were as expected");
+    }
+
+    #[tokio::test]
+    async fn a_finished_run_only_deletes_its_job_after_the_ttl() {
+        let (ctx, server) = context(OperatorConfig::default());
+        let verify = server.run(vec![Expect::new(
+            "DELETE",
+            JOB,
+            (200, serde_json::json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "r1"}})),
+        )]);
+        let action = reconcile(
+            run(
+                serde_json::json!({"featureRef": "f", "tests": true, "ttlSecondsAfterFinished": 5}),
+                serde_json::json!({"completionTime": "2026-01-01T00:00:10Z",
+                    "conditions": [{"type": "Succeeded", "status": "True", "reason": "Succeeded",
+                    "message": "", "lastTransitionTime": "2026-01-01T00:00:10Z"}]}),
+            ),
+            ctx,
+        )
+        .await
+        .expect("reconciled");
+        assert_eq!(action, Action::await_change());
+        verify.await.expect("the API calls were as expected");
+    }
+}

@@ -271,6 +271,20 @@ pub async fn ensure(
     add_owner(&sets, sts, owner, &object).await
 }
 
+/// True when the namespace's managed Redis has a ready pod.
+pub async fn is_ready(client: &Client, namespace: &str) -> Result<bool> {
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    let sts = sets.get_opt(NAME).await.map_err(Error::kube(
+        "read the Redis StatefulSet",
+        format!("{namespace}/{NAME}"),
+    ))?;
+    Ok(sts
+        .and_then(|s| s.status)
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0)
+        > 0)
+}
+
 /// Adds `owner` to the object's owner references, unless it is there already.
 async fn add_owner<K>(api: &Api<K>, obj: K, owner: &OwnerReference, object: &str) -> Result<()>
 where

@@ -226,6 +226,21 @@ async fn plan_and_create(
             return Ok(Err(Action::await_change()));
         }
     };
+    // Runner pods started before the managed Redis is ready would fail at once.
+    if ctx.config.external_redis_secret.is_none() && !redis::is_ready(&ctx.client, ns).await? {
+        conditions::set(
+            &mut status.conditions,
+            "Succeeded",
+            Status::Unknown,
+            reason::PENDING,
+            format!("waiting for the namespace's Redis ({ns}/{})", redis::NAME),
+            run.metadata.generation,
+        );
+        if status.conditions != run.status.clone().unwrap_or_default().conditions {
+            write_status(ctx, run, status).await?;
+        }
+        return Ok(Err(Action::requeue(Duration::from_secs(2))));
+    }
     let phase = run
         .spec
         .phase

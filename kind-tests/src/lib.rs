@@ -1,0 +1,341 @@
+//! The harness of the cluster tests: each test gets a fresh namespace and its
+//! own `eol-operator` process watching only that namespace; when a test fails,
+//! the namespace's pods, events and logs and the operator's log are printed.
+//! Namespaces are deleted afterwards unless `EOL_KEEP_NAMESPACES=1`.
+//!
+//! The cluster must be up (`kind-tests/cluster.sh up`) with the project images
+//! loaded (`kind-tests/cluster.sh project-images`); `scripts/test.sh` does both.
+
+use eol_core::crd::{Feature, FeatureRun};
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config, CustomResourceExt, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, OnceCell};
+
+/// The admin kubeconfig the local cluster writes.
+const LOCAL_KUBECONFIG: &str = "/var/lib/eol-kind/admin.kubeconfig";
+
+/// A client for the test cluster; panics with what to do when there is none.
+pub async fn client() -> Client {
+    let path = std::env::var("KUBECONFIG")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| LOCAL_KUBECONFIG.to_owned());
+    let kubeconfig = Kubeconfig::read_from(&path).unwrap_or_else(|e| {
+        panic!("no cluster: cannot read kubeconfig {path} ({e}); bring one up with `kind-tests/cluster.sh up`")
+    });
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("kubeconfig {path} is unusable: {e}"));
+    let client = Client::try_from(config).expect("a client");
+    client.apiserver_version().await.unwrap_or_else(|e| {
+        panic!("the cluster's API server does not answer ({e}): bring it up with `kind-tests/cluster.sh up`")
+    });
+    client
+}
+
+static CRDS: OnceCell<()> = OnceCell::const_new();
+
+/// Installs the CRDs (once per test binary) and waits until they are established.
+pub async fn install_crds(client: &Client) {
+    CRDS.get_or_init(|| async {
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        for crd in [Feature::crd(), FeatureRun::crd()] {
+            crds.patch(
+                &crd.name_any(),
+                &PatchParams::apply("eol-kind-tests").force(),
+                &Patch::Apply(&crd),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("failed to install CRD {}: {e}", crd.name_any()));
+            wait_for(&crds, &crd.name_any(), Duration::from_secs(30), |c| {
+                c.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c.type_ == "Established" && c.status == "True")
+                    })
+            })
+            .await;
+        }
+    })
+    .await;
+}
+
+/// Polls `name` until `done` holds; panics after `timeout` showing the object.
+pub async fn wait_for<K>(
+    api: &Api<K>,
+    name: &str,
+    timeout: Duration,
+    done: impl Fn(&K) -> bool,
+) -> K
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + serde::Serialize,
+{
+    let start = Instant::now();
+    let mut last = None;
+    loop {
+        if let Ok(Some(obj)) = api.get_opt(name).await {
+            if done(&obj) {
+                return obj;
+            }
+            last = Some(obj);
+        }
+        if start.elapsed() > timeout {
+            let shown = last
+                .map(|o| serde_json::to_string_pretty(&o).unwrap_or_default())
+                .unwrap_or_else(|| "(not found)".to_owned());
+            panic!("timed out after {timeout:?} waiting for {name}; last seen:\n{shown}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Where the workspace's binaries are: next to the test binary's `deps/` directory.
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (cargo build -p eol-operator)",
+        path.display()
+    );
+    path
+}
+
+/// An `eol-operator run` process scoped to one namespace.
+pub struct Operator {
+    child: Option<tokio::process::Child>,
+    namespace: String,
+    /// The operator's log file (stderr), appended to across restarts.
+    pub log: PathBuf,
+    extra_env: Vec<(String, String)>,
+}
+
+impl Operator {
+    fn spawn(
+        namespace: &str,
+        log: PathBuf,
+        extra_env: &[(String, String)],
+    ) -> tokio::process::Child {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("operator log file");
+        let mut cmd = tokio::process::Command::new(binary("eol-operator"));
+        cmd.args(["run", "--listen", "127.0.0.1:0", "--leader-election"])
+            .env("EOL_WATCH_NAMESPACE", namespace)
+            .env("POD_NAMESPACE", namespace)
+            .env("EOL_PROGRESS_DEADLINE_SECONDS", "60")
+            .env("RUST_LOG", "info,kube=warn")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .kill_on_drop(true);
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        if std::env::var_os("KUBECONFIG").is_none() {
+            cmd.env("KUBECONFIG", LOCAL_KUBECONFIG);
+        }
+        cmd.spawn().expect("failed to start eol-operator")
+    }
+
+    /// Kills the operator at once (SIGKILL), as a node failure would.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts the operator again.
+    pub fn restart(&mut self) {
+        self.child = Some(Self::spawn(
+            &self.namespace,
+            self.log.clone(),
+            &self.extra_env,
+        ));
+    }
+}
+
+/// What a test works with.
+#[derive(Clone)]
+pub struct TestEnv {
+    /// The API client.
+    pub client: Client,
+    /// The test's namespace.
+    pub namespace: String,
+    /// The operator process of this namespace.
+    pub operator: Arc<Mutex<Operator>>,
+}
+
+impl TestEnv {
+    /// An API of `K` in the test's namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = kube::core::NamespaceResourceScope>,
+        <K as Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Creates `obj` in the test's namespace.
+    pub async fn create<K>(&self, obj: &K) -> K
+    where
+        K: Resource<Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+        <K as Resource>::DynamicType: Default,
+    {
+        self.api::<K>()
+            .create(&PostParams::default(), obj)
+            .await
+            .unwrap_or_else(|e| panic!("failed to create {}: {e}", obj.name_any()))
+    }
+}
+
+/// Runs `body` in a fresh namespace with its own operator, then cleans up.
+pub async fn in_namespace<F, Fut>(test: &str, body: F)
+where
+    F: FnOnce(TestEnv) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    in_namespace_with(test, &[], body).await
+}
+
+/// [`in_namespace`], with extra environment variables for the operator.
+pub async fn in_namespace_with<F, Fut>(test: &str, operator_env: &[(&str, &str)], body: F)
+where
+    F: FnOnce(TestEnv) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let client = client().await;
+    install_crds(&client).await;
+    let suffix: u32 = rand::random::<u32>() % 100_000;
+    let namespace = format!("eol-it-{test}-{suffix}");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {"name": namespace, "labels": {"eol.dev/test": test}}
+            }))
+            .expect("namespace"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("failed to create namespace {namespace}: {e}"));
+    let log = std::env::temp_dir().join(format!("{namespace}-operator.log"));
+    let extra_env: Vec<(String, String)> = operator_env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let operator = Operator {
+        child: Some(Operator::spawn(&namespace, log.clone(), &extra_env)),
+        namespace: namespace.clone(),
+        log: log.clone(),
+        extra_env,
+    };
+    let env = TestEnv {
+        client: client.clone(),
+        namespace: namespace.clone(),
+        operator: Arc::new(Mutex::new(operator)),
+    };
+    let outcome = tokio::spawn(body(env.clone())).await;
+    env.operator.lock().await.kill().await;
+    if outcome.is_err() {
+        dump(&client, &namespace, &log).await;
+    }
+    if std::env::var("EOL_KEEP_NAMESPACES").is_ok_and(|v| v == "1") {
+        eprintln!("kept namespace {namespace} (EOL_KEEP_NAMESPACES=1)");
+    } else {
+        let _ = namespaces
+            .delete(&namespace, &DeleteParams::default())
+            .await;
+    }
+    if let Err(e) = outcome {
+        match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => panic!("the test task failed: {e}"),
+        }
+    }
+}
+
+/// Prints what a person debugging a failure looks at first.
+async fn dump(client: &Client, namespace: &str, operator_log: &PathBuf) {
+    eprintln!("===== namespace {namespace}: pods");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    if let Ok(list) = pods.list(&ListParams::default()).await {
+        for p in &list.items {
+            let status = p.status.clone().unwrap_or_default();
+            eprintln!(
+                "{} phase={} conditions={}",
+                p.name_any(),
+                status.phase.unwrap_or_default(),
+                serde_json::to_string(&status.container_statuses).unwrap_or_default()
+            );
+            if let Ok(logs) = pods
+                .logs(
+                    &p.name_any(),
+                    &LogParams {
+                        tail_lines: Some(30),
+                        ..LogParams::default()
+                    },
+                )
+                .await
+            {
+                for line in logs.lines() {
+                    eprintln!("    | {line}");
+                }
+            }
+        }
+    }
+    eprintln!("===== namespace {namespace}: events");
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    if let Ok(list) = events.list(&ListParams::default()).await {
+        for e in list.items {
+            eprintln!(
+                "{} {} {}: {}",
+                e.type_.unwrap_or_default(),
+                e.involved_object.name.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+                e.message.unwrap_or_default()
+            );
+        }
+    }
+    eprintln!(
+        "===== operator log (last 60 lines) {}",
+        operator_log.display()
+    );
+    if let Ok(text) = std::fs::read_to_string(operator_log) {
+        let lines: Vec<&str> = text.lines().collect();
+        for line in &lines[lines.len().saturating_sub(60)..] {
+            eprintln!("    | {line}");
+        }
+    }
+}
+
+/// A condition's `(status, reason, message)`, when present.
+pub fn condition(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    type_: &str,
+) -> Option<(String, String, String)> {
+    conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}

@@ -7,10 +7,11 @@
 #   cluster.sh down               stop every process `up` started and remove the state
 #   cluster.sh status             component pids, log directory, nodes
 #   cluster.sh env                print `export KUBECONFIG=...` (and PATH for kubectl v1.34)
-#   cluster.sh load-image REF...  import images (buildah/docker names or archive files)
+#   cluster.sh load-image REF...  import images (buildah/docker names or archive files; `project`: the runner and Redis images)
 #   cluster.sh build              build and cache binaries and base images only
 #   cluster.sh memory             resident memory of the cluster's processes
 #   cluster.sh images             build only the busybox and Debian base images (in buildah storage)
+#   cluster.sh project-images     build the runner and Redis images (cached), load them if a cluster is up; prints `export EOL_RUNNER_IMAGE=...` etc.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$HERE/lib/common.sh"
@@ -44,12 +45,25 @@ case "$cmd:$(mode)" in
     echo "export KUBECONFIG=$KUBECONFIG_ADMIN"
     echo "export PATH=$K8S_BIN:$CRICTL_BIN:\$PATH"
     echo "export CONTAINER_RUNTIME_ENDPOINT=unix://$CONTAINERD_SOCK" ;;
-  load-image:kind) kind_load_image "$@" ;;
-  load-image:local) load_image_local "$@" ;;
+  load-image:*)
+    refs=$(resolve_image_refs "$@")
+    # shellcheck disable=SC2086 # one ref per line, none with spaces
+    if [[ "$(mode)" == kind ]]; then kind_load_image $refs; else load_image_local $refs; fi ;;
   memory:local) memory_local ;;
   memory:kind) echo "memory: see docker stats for the kind node container" ;;
   mode:*) mode ;;
   images:*) build_test_images ;;
+  project-images:*)
+    # Built, then loaded when a cluster is up; the export lines go last, to stdout.
+    env=$(project_images); eval "$env"
+    if [[ "$(mode)" == kind ]] && kind_exists; then
+      kind_load_image "$EOL_RUNNER_IMAGE_ARCHIVE" "$EOL_REDIS_IMAGE_ARCHIVE" >&2
+    elif [[ "$(mode)" == local ]] && proc_alive containerd; then
+      load_image_local "$EOL_RUNNER_IMAGE_ARCHIVE" "$EOL_REDIS_IMAGE_ARCHIVE"
+    else
+      log "no cluster up: images built, not loaded"
+    fi
+    echo "$env" ;;
   build:*) apt_ensure buildah gcc libc6-dev busybox-static debootstrap; build_all; build_images ;;
-  *) sed -n '6,13p' "$0" >&2; exit 2 ;;
+  *) sed -n '6,14p' "$0" >&2; exit 2 ;;
 esac

@@ -280,6 +280,157 @@ YAML
   echo "evidence: CRDs established; kubectl get fr columns: $columns; CEL refused both rules and the featureRef change; explain shows docs"
 }
 
+# The project's images (runner, Redis), built on first use (cached by the eol
+# binary's hash; a cold release build takes minutes) and loaded; sets
+# EOL_RUNNER_IMAGE and EOL_REDIS_IMAGE.
+use_project_images() {
+  local env
+  env=$(timeout 1800 "$CLUSTER" project-images) || fail "the project images did not build or load"
+  eval "$env"
+}
+
+# The restricted pod security profile every project pod runs under.
+RESTRICTED_POD='securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}'
+RESTRICTED_CONTAINER='securityContext: {readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}'
+
+# A Redis pod from the project's image behind Service `redis`, its password in
+# Secret `redis`; waits until it is Ready.
+redis_pod() {
+  kubectl -n "$NS" create secret generic redis --from-literal=password="smoke-$RANDOM$RANDOM" >/dev/null
+  kubectl -n "$NS" apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: redis, labels: {app: redis}}
+spec:
+  $RESTRICTED_POD
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: redis
+    image: $EOL_REDIS_IMAGE
+    imagePullPolicy: IfNotPresent
+    $RESTRICTED_CONTAINER
+    env:
+    - name: REDIS_PASSWORD
+      valueFrom: {secretKeyRef: {name: redis, key: password}}
+    args: ["--requirepass", "\$(REDIS_PASSWORD)", "--appendonly", "yes", "--dir", "/data"]
+    ports: [{containerPort: 6379}]
+    readinessProbe: {tcpSocket: {port: 6379}, periodSeconds: 1}
+    volumeMounts: [{name: data, mountPath: /data}]
+  volumes: [{name: data, emptyDir: {}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: redis}
+spec:
+  selector: {app: redis}
+  ports: [{port: 6379}]
+YAML
+  kubectl -n "$NS" wait pod/redis --for=condition=Ready --timeout=120s >/dev/null
+  # Ready is not yet reachable: wait until the Service's name resolves to its
+  # ClusterIP (CoreDNS caches a namespace's earlier `redis` for 30 s) and
+  # kube-proxy forwards it. The full name: the short one is the pod's own in /etc/hosts.
+  local i ip name="redis.$NS.svc.$CLUSTER_DOMAIN"
+  ip=$(kubectl -n "$NS" get svc redis -o jsonpath='{.spec.clusterIP}')
+  for i in $(seq 60); do
+    kubectl -n "$NS" exec redis -- timeout 2 bash -c \
+      '[[ "$(getent hosts "$0")" == "$1 "* ]] && exec 3<>"/dev/tcp/$1/6379"' "$name" "$ip" 2>/dev/null && return 0
+    sleep 1
+  done
+  fail "Service redis ($ip) not reachable by name after ${i}s"
+}
+
+# Waits until a pod has run to completion, either way; fails on timeout.
+wait_finished() { # pod seconds
+  local phase i
+  for i in $(seq "$2"); do
+    phase=$(kubectl -n "$NS" get pod "$1" -o jsonpath='{.status.phase}')
+    [[ "$phase" == Succeeded || "$phase" == Failed ]] && return 0
+    sleep 1
+  done
+  fail "pod $1 still $phase after ${2}s"
+}
+
+# Redis commands sent from inside the Redis pod (the image has bash, not redis-cli).
+redis_exec() { # commands (inline syntax, one per argument)
+  kubectl -n "$NS" exec redis -- timeout 10 bash -c \
+    'exec 3<>/dev/tcp/127.0.0.1/6379; printf "%s\r\n" "$@" QUIT >&3; cat <&3' _ "$@" | tr -d '\r'
+}
+
+# The Redis image: a restricted pod with --requirepass answers PING only after
+# AUTH, and has the search and JSON modules loaded.
+test_redis_image() {
+  use_project_images
+  redis_pod
+  local pass out
+  pass=$(kubectl -n "$NS" get secret redis -o jsonpath='{.data.password}' | base64 -d)
+  out=$(redis_exec PING)
+  [[ "$out" == *NOAUTH* ]] || fail "PING without AUTH was not refused: $out"
+  out=$(redis_exec "AUTH $pass" PING "MODULE LIST" "JSON.SET smoke \$ '{\"a\":1}'" 'JSON.GET smoke $.a' "CONFIG GET appendonly")
+  echo "$out"
+  grep -qx '+PONG' <<<"$out" || fail "no PONG: $out"
+  grep -qx 'search' <<<"$out" || fail "module search not loaded: $out"
+  grep -qx 'ReJSON' <<<"$out" || fail "module ReJSON not loaded: $out"
+  grep -qx '\[1\]' <<<"$out" || fail "JSON.GET did not answer [1]: $out"
+  local uid; uid=$(kubectl -n "$NS" exec redis -- id -u)
+  [[ "$uid" == 65532 ]] || fail "runs as uid $uid"
+  echo "evidence: $EOL_REDIS_IMAGE as uid $uid (restricted, read-only root): NOAUTH before AUTH, then PONG; MODULE LIST: $(grep -x 'search\|ReJSON' <<<"$out" | paste -sd, -); JSON.GET \$.a -> [1]; appendonly $(grep -A2 -x appendonly <<<"$out" | tail -1)"
+}
+
+# The runner image as a FeatureRun's Job runs it: `eol run` of the inventory
+# example (from a ConfigMap) under the restricted profile, against the Redis
+# image; the report arrives as the termination message and the full result
+# under its resultKey.
+test_runner_image() {
+  use_project_images
+  redis_pod
+  kubectl -n "$NS" create configmap feature \
+    --from-file=inventory.eol="$HERE/../features/examples/inventory.eol" >/dev/null
+  kubectl -n "$NS" apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: run}
+spec:
+  $RESTRICTED_POD
+  restartPolicy: Never
+  containers:
+  - name: eol
+    image: $EOL_RUNNER_IMAGE
+    imagePullPolicy: IfNotPresent
+    $RESTRICTED_CONTAINER
+    env:
+    - name: REDIS_PASSWORD
+      valueFrom: {secretKeyRef: {name: redis, key: password}}
+    - {name: REDIS_URL, value: "redis://:\$(REDIS_PASSWORD)@redis:6379"}
+    - {name: EOL_REPORT_FILE, value: /dev/termination-log}
+    - {name: EOL_RUN_ID, value: smoke-run-1}
+    - {name: EOL_WORKERS, value: "1"}
+    args: [run, /feature/inventory.eol, --operation, add_stock, --input, '{"sku": "SMOKE-1", "quantity": 3}']
+    volumeMounts:
+    - {name: feature, mountPath: /feature, readOnly: true}
+    - {name: tmp, mountPath: /tmp}
+  volumes:
+  - {name: feature, configMap: {name: feature}}
+  - {name: tmp, emptyDir: {}}
+YAML
+  wait_finished run 120
+  [[ "$(kubectl -n "$NS" get pod run -o jsonpath='{.status.phase}')" == Succeeded ]] ||
+    { kubectl -n "$NS" logs run; fail "the run did not succeed: $(kubectl -n "$NS" get pod run -o jsonpath='{.status.containerStatuses[0].state}')"; }
+  local message; message=$(kubectl -n "$NS" get pod run -o jsonpath='{.status.containerStatuses[0].state.terminated.message}')
+  echo "termination message: $message"
+  python3 -c '
+import json, sys
+r = json.loads(sys.argv[1])
+assert r["output"] == {"sku": "SMOKE-1", "level": 3}, r
+assert r["duration"].endswith("s") and "error" not in r, r
+assert r["resultKey"] == "eol:inventory:runs:smoke-run-1", r
+' "$message" || fail "unexpected report: $message"
+  local pass stored
+  pass=$(kubectl -n "$NS" get secret redis -o jsonpath='{.data.password}' | base64 -d)
+  stored=$(redis_exec "AUTH $pass" "GET eol:inventory:runs:smoke-run-1")
+  grep -q '"output":{"level":3,"sku":"SMOKE-1"}' <<<"$stored" || fail "full result not in Redis: $stored"
+  echo "evidence: $EOL_RUNNER_IMAGE (restricted, read-only root, /tmp emptyDir) ran add_stock: Succeeded, termination message $message; the full result is at its resultKey"
+}
+
 # `down` must leave none of the processes the cluster started: every pid
 # recorded in the pid files and every pid in the cluster's cgroups.
 test_down_leaves_nothing() {
@@ -316,6 +467,8 @@ run_test statefulset-pvc test_statefulset_pvc
 run_test rolling-update test_rolling_update
 run_test failing-job test_failing_job
 run_test eol-crds test_eol_crds
+run_test redis-image test_redis_image
+run_test runner-image test_runner_image
 
 say "memory after the tests: $("$CLUSTER" memory)"
 if [[ "${SMOKE_KEEP:-0}" != 1 ]]; then

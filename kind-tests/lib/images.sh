@@ -126,6 +126,14 @@ _slim_rootfs() { # mounted rootfs
   mkdir -p "$m/usr/share/locale"
 }
 
+# Commits like _commit_and_export, then removes the image the name pointed to
+# before (each new binary would otherwise leave one behind in buildah's storage).
+_commit_replacing() { # container image tarball
+  local old; old=$(buildah images --quiet --noheading "$2" 2>/dev/null || true)
+  _commit_and_export "$1" "$2" "$3" --squash
+  [[ -z "$old" || "$old" == "$(buildah images --quiet --noheading "$2")" ]] || buildah rmi "$old" >/dev/null 2>&1 || true
+}
+
 # Adds a passwd/group entry for the image's user.
 _add_user() { # mounted rootfs name home
   echo "$2:x:$IMAGE_UID:$IMAGE_UID:$2:$3:/usr/sbin/nologin" >>"$1/etc/passwd"
@@ -190,7 +198,7 @@ build_runner_image() { # prints the archive path
     --label org.opencontainers.image.title=eol-runner \
     --label org.opencontainers.image.version="$EOL_VERSION" "$c"
   # One squashed layer: the docs and translations removed above then take no space.
-  _commit_and_export "$c" "$RUNNER_IMAGE" "$tar" --squash
+  _commit_replacing "$c" "$RUNNER_IMAGE" "$tar"
   find "$IMAGE_CACHE" -maxdepth 1 -name 'eol-runner-*.tar' ! -path "$tar" -delete
   rm -rf "$tmp"
   log "built $RUNNER_IMAGE ($(du -m "$tar" | cut -f1) MiB, $tar)"
@@ -226,7 +234,7 @@ CONF
     --entrypoint '["/usr/local/bin/redis-server", "/etc/redis/redis.conf"]' \
     --label org.opencontainers.image.title=redis-stack \
     --label org.opencontainers.image.version="${REDIS_IMAGE##*:}" "$c"
-  _commit_and_export "$c" "$REDIS_IMAGE" "$tar" --squash
+  _commit_replacing "$c" "$REDIS_IMAGE" "$tar"
   find "$IMAGE_CACHE" -maxdepth 1 -name 'redis-stack-*.tar' ! -path "$tar" -delete
   log "built $REDIS_IMAGE ($(du -m "$tar" | cut -f1) MiB, $tar)"
   echo "$tar"

@@ -272,6 +272,12 @@ local_up() {
     --use-service-account-credentials=true \
     --service-cluster-ip-range="$SERVICE_CIDR" \
     --enable-hostpath-provisioner=true
+  # The built-in hostPath provisioner makes root-owned 0750 directories, and
+  # fsGroup does not apply to hostPath: non-root pods (the managed Redis) could
+  # not write their volume. Open them up as kind's local-path provisioner does (0777).
+  mkdir -p /tmp/hostpath_pv
+  start_proc hostpath-permissions /bin/bash -c \
+    'while sleep 0.5; do find /tmp/hostpath_pv -mindepth 1 -maxdepth 1 -type d ! -perm 0777 -exec chmod 0777 {} + 2>/dev/null; done'
   start_proc kube-scheduler "$K8S_BIN/kube-scheduler" \
     --kubeconfig="$STATE_DIR/scheduler.kubeconfig" \
     --authentication-kubeconfig="$STATE_DIR/scheduler.kubeconfig" \

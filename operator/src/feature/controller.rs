@@ -120,6 +120,25 @@ pub async fn reconcile(feature: Arc<Feature>, ctx: Arc<Context>) -> Result<Actio
         shared.controller = None;
         shared.block_owner_deletion = None;
         redis::ensure(&ctx.client, &ns, &shared, &ctx.config).await?;
+        // New pods run their tests at start, against Redis: starting them before
+        // it answers would fail the tests for nothing. Pods already serving stay.
+        if !redis::is_ready(&ctx.client, &ns).await? {
+            conditions::set(
+                &mut status.conditions,
+                "PhaseSwitch",
+                Status::Unknown,
+                "Progressing",
+                format!(
+                    "waiting for the namespace's Redis ({ns}/{}) to be ready",
+                    redis::NAME
+                ),
+                generation,
+            );
+            if status != previous {
+                write_status(&ctx, &feature, &status).await?;
+            }
+            return Ok(Action::requeue(Duration::from_secs(2)));
+        }
     }
 
     let apply = PatchParams::apply(FIELD_MANAGER).force();

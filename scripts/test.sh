@@ -37,8 +37,16 @@ wait "$cluster_build" || { tail -40 "$LOG_DIR/cluster-build.log" >&2; fail "the 
 echo "== local model"
 wait "$llm_install" || { cat "$LOG_DIR/llm-install.log" >&2; fail "the local model did not install (log above)"; }
 eval "$(scripts/llm.sh start)"
-trap 'scripts/llm.sh stop' EXIT
+# Nothing started here outlives the run, even when it stops early.
+trap 'scripts/llm.sh stop; kind-tests/cluster.sh down >/dev/null 2>&1 || true' EXIT
 echo "EOL_LLM_BASE_URL=$EOL_LLM_BASE_URL"
+
+# The operator's integration tests (kind-tests crate) run inside `cargo test`:
+# bring the cluster up and load the runner and Redis images first.
+echo "== cluster up, project images"
+kind-tests/cluster.sh up >"$LOG_DIR/cluster-up.log" 2>&1 || { tail -40 "$LOG_DIR/cluster-up.log" >&2; fail "the cluster did not come up (log above)"; }
+kind-tests/cluster.sh project-images >"$LOG_DIR/project-images.log" 2>&1 || { tail -40 "$LOG_DIR/project-images.log" >&2; fail "the project images did not build (log above)"; }
+grep '^export ' "$LOG_DIR/project-images.log" || true
 
 echo "== cargo test"
 log="$LOG_DIR/cargo-test.log"

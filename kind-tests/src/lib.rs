@@ -136,8 +136,12 @@ impl Operator {
             .append(true)
             .open(&log)
             .expect("operator log file");
+        let listen = extra_env
+            .iter()
+            .find(|(k, _)| k == "EOL_OPERATOR_LISTEN")
+            .map_or("127.0.0.1:0", |(_, v)| v.as_str());
         let mut cmd = tokio::process::Command::new(binary("eol-operator"));
-        cmd.args(["run", "--listen", "127.0.0.1:0", "--leader-election"])
+        cmd.args(["run", "--listen", listen, "--leader-election"])
             .env("EOL_WATCH_NAMESPACE", namespace)
             .env("POD_NAMESPACE", namespace)
             .env("EOL_PROGRESS_DEADLINE_SECONDS", "60")
@@ -152,6 +156,11 @@ impl Operator {
             cmd.env("KUBECONFIG", LOCAL_KUBECONFIG);
         }
         cmd.spawn().expect("failed to start eol-operator")
+    }
+
+    /// The operator's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
     }
 
     /// Kills the operator at once (SIGKILL), as a node failure would.

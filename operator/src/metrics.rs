@@ -23,9 +23,18 @@ pub struct ErrorLabels {
     pub kind: &'static str,
 }
 
-/// Reconcile counts, errors and durations.
+/// Labels of API request series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The HTTP method: GET for reads, POST/PUT/PATCH/DELETE for writes.
+    pub method: String,
+}
+
+/// Reconcile counts, errors and durations, and the operator's API requests.
 #[derive(Clone)]
 pub struct Metrics {
+    /// Requests to the API server, by method (writes are what a lifecycle costs the cluster).
+    pub api_requests: Family<RequestLabels, Counter>,
     /// Reconciles started, by controller.
     pub reconciles: Family<ControllerLabels, Counter>,
     /// Failed reconciles, by controller and error kind.
@@ -38,6 +47,7 @@ impl Metrics {
     /// Creates the metrics and registers them in `registry`.
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self {
+            api_requests: Family::default(),
             reconciles: Family::default(),
             errors: Family::default(),
             duration: Family::new_with_constructor(|| {

@@ -256,19 +256,52 @@ pub async fn ensure(
     };
     add_owner(&secrets, secret, owner, &object).await?;
 
-    let apply = PatchParams::apply(FIELD_MANAGER).force();
     let services: Api<Service> = Api::namespaced(client.clone(), namespace);
-    let svc = services
-        .patch(NAME, &apply, &Patch::Apply(service(namespace)))
-        .await
-        .map_err(Error::kube("apply the Redis Service", &object))?;
+    let svc = apply_if_changed(&services, service(namespace), &object).await?;
     add_owner(&services, svc, owner, &object).await?;
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
-    let sts = sets
-        .patch(NAME, &apply, &Patch::Apply(stateful_set(namespace, config)))
-        .await
-        .map_err(Error::kube("apply the Redis StatefulSet", &object))?;
+    let sts = apply_if_changed(&sets, stateful_set(namespace, config), &object).await?;
     add_owner(&sets, sts, owner, &object).await
+}
+
+/// Annotation holding the hash of what the operator last applied.
+const APPLIED_HASH: &str = "eol.dev/applied-hash";
+
+/// Applies `desired` unless the stored object was applied from the same spec:
+/// every Feature of the namespace reconciles the shared Redis, and a no-op
+/// apply is still a write.
+async fn apply_if_changed<K>(api: &Api<K>, mut desired: K, object: &str) -> Result<K>
+where
+    K: Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let hash =
+        crate::hash::hex(
+            &serde_json::to_vec(&desired).map_err(|source| Error::Serialize {
+                what: format!("the managed Redis of {object}"),
+                source,
+            })?,
+        )[..16]
+            .to_owned();
+    let name = desired.meta().name.clone().unwrap_or_default();
+    let current = api
+        .get_opt(&name)
+        .await
+        .map_err(Error::kube("read the managed Redis", object))?;
+    if let Some(current) = current
+        && current.annotations().get(APPLIED_HASH) == Some(&hash)
+    {
+        return Ok(current);
+    }
+    desired
+        .annotations_mut()
+        .insert(APPLIED_HASH.to_owned(), hash);
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&desired),
+    )
+    .await
+    .map_err(Error::kube("apply the managed Redis", object))
 }
 
 /// True when the namespace's managed Redis has a ready pod.

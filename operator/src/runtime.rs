@@ -59,9 +59,26 @@ pub enum RunError {
 
 /// Runs the operator until SIGTERM (or Ctrl-C).
 pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunError> {
-    let client = Client::try_default().await.map_err(RunError::Client)?;
     let mut registry = Registry::with_prefix("eol_operator");
     let metrics = Metrics::register(&mut registry);
+    let config_k8s = kube::Config::infer()
+        .await
+        .map_err(|e| RunError::Client(kube::Error::InferConfig(e)))?;
+    // Every request is counted by method, so writes per lifecycle can be measured.
+    let requests = metrics.api_requests.clone();
+    let counting =
+        tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+            requests
+                .get_or_create(&crate::metrics::RequestLabels {
+                    method: req.method().to_string(),
+                })
+                .inc();
+            req
+        });
+    let client = kube::client::ClientBuilder::try_from(config_k8s)
+        .map_err(RunError::Client)?
+        .with_layer(&counting)
+        .build();
     let registry = Arc::new(registry);
 
     let listener = tokio::net::TcpListener::bind(options.listen)

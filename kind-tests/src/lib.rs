@@ -158,6 +158,20 @@ impl Operator {
         cmd.spawn().expect("failed to start eol-operator")
     }
 
+    /// Starts another operator for `namespace` (e.g. a second replica).
+    pub fn start(namespace: &str, log: PathBuf, env: &[(&str, &str)]) -> Self {
+        let extra_env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Self {
+            child: Some(Self::spawn(namespace, log.clone(), &extra_env)),
+            namespace: namespace.to_owned(),
+            log,
+            extra_env,
+        }
+    }
+
     /// The operator's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(|c| c.id())

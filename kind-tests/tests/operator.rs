@@ -479,3 +479,99 @@ async fn killing_the_operator_mid_burst_leaves_exactly_one_job_per_run() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_second_replica_waits_for_the_lease_and_takes_over() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    in_namespace("leader", |env| async move {
+        let leases = env.api::<Lease>();
+        let holder = |l: &Lease| {
+            l.spec
+                .as_ref()
+                .and_then(|s| s.holder_identity.clone())
+                .unwrap_or_default()
+        };
+        let first_pid = env.operator.lock().await.pid().unwrap();
+        let first = format!("eol-operator-{first_pid}");
+        wait_for(&leases, "eol-operator", Duration::from_secs(30), |l| {
+            holder(l) == first
+        })
+        .await;
+
+        let log = std::env::temp_dir().join(format!("{}-second.log", env.namespace));
+        let mut second = eol_kind_tests::Operator::start(
+            &env.namespace,
+            log.clone(),
+            &[("EOL_OPERATOR_LISTEN", "127.0.0.1:18092")],
+        );
+        let second_id = format!("eol-operator-{}", second.pid().unwrap());
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert_eq!(
+            holder(&leases.get("eol-operator").await.unwrap()),
+            first,
+            "one leader at a time"
+        );
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            text.contains("waiting for the leader Lease") && !text.contains("leading"),
+            "{text}"
+        );
+
+        // The leader dies without releasing the Lease: the standby takes over once it expires.
+        env.operator.lock().await.kill().await;
+        wait_for(&leases, "eol-operator", Duration::from_secs(60), |l| {
+            holder(l) == second_id
+        })
+        .await;
+        env.create(&feature(
+            "inventory",
+            serde_json::json!({"source": {"inline": SOURCE}, "replicas": 0}),
+        ))
+        .await;
+        env.create(&feature_run(
+            "after",
+            serde_json::json!({
+                "featureRef": "inventory", "operation": "stock_level", "input": {"sku": "AB-1"}
+            }),
+        ))
+        .await;
+        let done = wait_for(
+            &env.api::<FeatureRun>(),
+            "after",
+            READY_TIMEOUT,
+            run_finished,
+        )
+        .await;
+        assert_eq!(
+            condition(&done.status.unwrap().conditions, "Succeeded")
+                .unwrap()
+                .1,
+            "Succeeded"
+        );
+
+        // The new leader's /healthz and /metrics.
+        let health = reqwest::get("http://127.0.0.1:18092/healthz")
+            .await
+            .unwrap();
+        assert_eq!(health.status(), 200);
+        let metrics = reqwest::get("http://127.0.0.1:18092/metrics")
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for series in [
+            "eol_operator_reconciles_total{controller=\"featurerun\"}",
+            "eol_operator_reconciles_total{controller=\"feature\"}",
+            "eol_operator_reconcile_duration_seconds_count{controller=\"featurerun\"}",
+            "eol_operator_api_requests_total{method=\"POST\"}",
+        ] {
+            assert!(
+                metrics.contains(series),
+                "{series} missing from:\n{metrics}"
+            );
+        }
+        second.kill().await;
+    })
+    .await;
+}

@@ -147,6 +147,7 @@ spec:
             h=\$(timeout 5 wget -qO- http://web.$NS.svc.cluster.local/) || { sleep 0.5; continue; }
             case " \$seen " in *" \$h "*) ;; *) seen="\$seen \$h" ;; esac
             [ \$(echo \$seen | wc -w) -ge 2 ] && break
+            sleep 0.2
           done
           echo "backends:\$seen after \$i requests"
 YAML
@@ -260,7 +261,7 @@ kind: FeatureRun
 metadata: {name: tests-run}
 spec: {featureRef: inventory, tests: true}
 YAML
-  local columns; columns=$(kubectl -n "$NS" get fr | head -1 | tr -s ' ')
+  local columns; columns=$(kubectl -n "$NS" get fr | sed -n 1p | tr -s ' ')
   [[ "$columns" == "NAME FEATURE PHASE STATUS PASSED FAILED DURATION AGE" ]] || fail "unexpected columns: $columns"
   local refused
   refused=$(kubectl -n "$NS" apply -f - 2>&1 <<YAML || true

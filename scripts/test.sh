@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/eol/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# Each run builds from a fresh clone: incremental caches would only fill the disk.
+export CARGO_INCREMENTAL=0
 LOG_DIR="${EOL_TEST_LOGS:-$HOME/.cache/eol/test-logs}"
 mkdir -p "$LOG_DIR"
 
@@ -15,6 +17,9 @@ fail() { echo "test.sh: $*" >&2; exit 1; }
 # Components the tests run against: they must be present, never skipped.
 command -v python3 >/dev/null || fail "python3 is missing: the implementation engine's sandbox needs it (apt-get install python3)"
 command -v cargo >/dev/null || fail "cargo is missing: install Rust (rustup)"
+# The builds take gigabytes and a node short of disk taints itself (pods never schedule).
+free_kib=$(df -Pk "$HOME" | awk 'NR == 2 {print $4}')
+[ "$free_kib" -ge $((4 * 1024 * 1024)) ] || fail "only $((free_kib / 1024)) MiB free under $HOME: the builds and the test cluster need 4 GiB (old build outputs are in $CARGO_TARGET_DIR)"
 scripts/redis.sh install
 # The local model's build takes minutes cold: run it while the Rust code builds.
 scripts/llm.sh install >"$LOG_DIR/llm-install.log" 2>&1 &

@@ -164,10 +164,13 @@ resolvConf: ""
 podLogsDir: $STATE_DIR/pod-logs
 healthzBindAddress: 127.0.0.1
 healthzPort: 10248
-# A test node: do not evict for a fairly full disk.
-evictionHard: {memory.available: "100Mi", nodefs.available: "2%", imagefs.available: "2%"}
-imageGCHighThresholdPercent: 98
-imageGCLowThresholdPercent: 95
+# A test node on a shared disk: percentages of a large volume (2% of 250 GB is
+# 5 GB) tainted the node with disk-pressure while gigabytes were still free, so
+# the thresholds are absolute. Image GC is off: the project images are loaded,
+# never pulled, and a collected one could not come back.
+evictionHard: {memory.available: "100Mi", nodefs.available: "512Mi", imagefs.available: "512Mi"}
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
 maxPods: 110
 serializeImagePulls: false
 EOT

@@ -7,7 +7,7 @@
 //! loaded (`kind-tests/cluster.sh project-images`); `scripts/test.sh` does both.
 
 use eol_core::crd::{Feature, FeatureRun};
-use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
+use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -91,8 +91,12 @@ where
             last = Some(obj);
         }
         if start.elapsed() > timeout {
+            // managedFields is long and says nothing about why it is stuck.
             let shown = last
-                .map(|o| serde_json::to_string_pretty(&o).unwrap_or_default())
+                .map(|mut o| {
+                    o.meta_mut().managed_fields = None;
+                    serde_json::to_string_pretty(&o).unwrap_or_default()
+                })
                 .unwrap_or_else(|| "(not found)".to_owned());
             panic!("timed out after {timeout:?} waiting for {name}; last seen:\n{shown}");
         }
@@ -300,6 +304,33 @@ where
 
 /// Prints what a person debugging a failure looks at first.
 async fn dump(client: &Client, namespace: &str, operator_log: &PathBuf) {
+    // A tainted node (disk or memory pressure) explains a pod that never schedules.
+    eprintln!("===== nodes");
+    let nodes: Api<Node> = Api::all(client.clone());
+    if let Ok(list) = nodes.list(&ListParams::default()).await {
+        for n in &list.items {
+            let taints = n
+                .spec
+                .as_ref()
+                .and_then(|s| s.taints.clone())
+                .unwrap_or_default();
+            let pressure: Vec<String> = n
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|c| c.type_ != "Ready" && c.status == "True")
+                .map(|c| c.type_)
+                .collect();
+            eprintln!(
+                "{} taints={:?} pressure={:?}",
+                n.name_any(),
+                taints.iter().map(|t| &t.key).collect::<Vec<_>>(),
+                pressure
+            );
+        }
+    }
     eprintln!("===== namespace {namespace}: pods");
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     if let Ok(list) = pods.list(&ListParams::default()).await {

@@ -55,6 +55,11 @@ impl Metrics {
             }),
         };
         registry.register(
+            "api_requests",
+            "Requests to the API server, by method",
+            metrics.api_requests.clone(),
+        );
+        registry.register(
             "reconciles",
             "Reconciles started",
             metrics.reconciles.clone(),
@@ -103,5 +108,35 @@ pub struct ReconcileTimer {
 impl Drop for ReconcileTimer {
     fn drop(&mut self) {
         self.histogram.observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every metric the operator updates is in the registry `/metrics` serves.
+    #[test]
+    fn every_metric_is_registered() {
+        let mut registry = Registry::with_prefix("eol_operator");
+        let metrics = Metrics::register(&mut registry);
+        metrics
+            .api_requests
+            .get_or_create(&RequestLabels {
+                method: "POST".to_owned(),
+            })
+            .inc();
+        drop(metrics.reconcile("feature"));
+        metrics.error("feature", "Kube");
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "eol_operator_api_requests_total{method=\"POST\"} 1",
+            "eol_operator_reconciles_total{controller=\"feature\"} 1",
+            "eol_operator_reconcile_errors_total{controller=\"feature\",kind=\"Kube\"} 1",
+            "eol_operator_reconcile_duration_seconds_count{controller=\"feature\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
     }
 }

@@ -6,9 +6,9 @@
 #   cluster.sh up                 bring the cluster up (idempotent; cleans crash leftovers)
 #   cluster.sh down               stop every process `up` started and remove the state
 #   cluster.sh status             component pids, log directory, nodes
-#   cluster.sh env                print `export KUBECONFIG=...` (and PATH for kubectl v1.34)
+#   cluster.sh env                print `export KUBECONFIG=...` (and PATH for kubectl v1.34 and helm)
 #   cluster.sh load-image REF...  import images (buildah/docker names or archive files; `project`: the runner and Redis images)
-#   cluster.sh build              build and cache binaries and base images only
+#   cluster.sh build              build and cache binaries (helm included) and base images only
 #   cluster.sh memory             resident memory of the cluster's processes
 #   cluster.sh images             build only the busybox and Debian base images (in buildah storage)
 #   cluster.sh project-images     build the runner and Redis images (cached), load them if a cluster is up; prints `export EOL_RUNNER_IMAGE=...` etc.
@@ -40,10 +40,12 @@ case "$cmd:$(mode)" in
   down:local) local_down ;;
   status:kind) kind_status ;;
   status:local) status_local ;;
-  env:kind) echo "export KUBECONFIG=$KIND_KUBECONFIG" ;;
+  env:kind)
+    echo "export KUBECONFIG=$KIND_KUBECONFIG"
+    echo "export PATH=$HELM_BIN:\$PATH" ;;
   env:local)
     echo "export KUBECONFIG=$KUBECONFIG_ADMIN"
-    echo "export PATH=$K8S_BIN:$CRICTL_BIN:\$PATH"
+    echo "export PATH=$K8S_BIN:$CRICTL_BIN:$HELM_BIN:\$PATH"
     echo "export CONTAINER_RUNTIME_ENDPOINT=unix://$CONTAINERD_SOCK" ;;
   load-image:*)
     refs=$(resolve_image_refs "$@")
@@ -64,6 +66,6 @@ case "$cmd:$(mode)" in
       log "no cluster up: images built, not loaded"
     fi
     echo "$env" ;;
-  build:*) apt_ensure buildah gcc libc6-dev busybox-static debootstrap; build_all; build_images ;;
+  build:*) apt_ensure buildah gcc libc6-dev busybox-static debootstrap; build_all; build_helm; build_images ;;
   *) sed -n '6,14p' "$0" >&2; exit 2 ;;
 esac

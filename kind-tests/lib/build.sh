@@ -110,6 +110,15 @@ build_crictl() {
     "-X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION"
 }
 
+# helm (v4) for the chart: helm.sh/helm/v4 has no local replaces, but building it
+# through the helper module keeps one recipe and one cache layout. The version
+# ldflags are the ones helm's Makefile sets for a tagged build, so `helm version`
+# reports $HELM_VERSION (the commit is not in the module zip, so it stays empty).
+build_helm() {
+  build_go_module helm "$HELM_VERSION" "$HELM_BIN" helm.sh/helm/v4 helm.sh/helm/v4/cmd/helm \
+    "-X helm.sh/helm/v4/internal/version.version=$HELM_VERSION -X helm.sh/helm/v4/internal/version.gitTreeState=clean"
+}
+
 build_all() {
   build_etcd
   build_coredns

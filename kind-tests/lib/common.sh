@@ -6,6 +6,8 @@ K8S_VERSION="${K8S_VERSION:-v1.34.4}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 COREDNS_VERSION="${COREDNS_VERSION:-v1.12.4}"
 CRICTL_VERSION="${CRICTL_VERSION:-v1.34.0}"
+# Helm: lints, renders and installs charts/eol (the chart tests run it from the cache).
+HELM_VERSION="${HELM_VERSION:-v4.3.1}"
 PAUSE_IMAGE="${PAUSE_IMAGE:-registry.k8s.io/pause:3.10.1}"
 COREDNS_IMAGE="${COREDNS_IMAGE:-registry.k8s.io/coredns/coredns:${COREDNS_VERSION}}"
 BASE_IMAGE="${BASE_IMAGE:-localhost/eol/debian-base:bookworm}"
@@ -16,6 +18,7 @@ K8S_BIN="$CACHE_ROOT/k8s/$K8S_VERSION/bin"
 ETCD_BIN="$CACHE_ROOT/etcd/$ETCD_VERSION/bin"
 COREDNS_BIN="$CACHE_ROOT/coredns/$COREDNS_VERSION/bin"
 CRICTL_BIN="$CACHE_ROOT/crictl/$CRICTL_VERSION/bin"
+HELM_BIN="$CACHE_ROOT/helm/$HELM_VERSION/bin"
 IMAGE_CACHE="$CACHE_ROOT/images"
 
 # Runtime state of the local cluster: pids, certs, configs, logs, data.

@@ -758,6 +758,8 @@ fn expected_grants(managed_redis: bool) -> Grants {
             &["get", "create", "patch"],
             &["eol-redis"],
         );
+        // runtime.rs: the Redis readiness cache.
+        add("apps", "statefulsets", &["list", "watch"], &[]);
     }
     expected
 }
@@ -979,6 +981,8 @@ async fn rbac_allows_the_operators_calls_and_refuses_the_rest() {
             ("apps", "statefulsets", "get", "eol-redis"),
             ("apps", "statefulsets", "create", "eol-redis"),
             ("apps", "statefulsets", "patch", "eol-redis"),
+            ("apps", "statefulsets", "list", ""),
+            ("apps", "statefulsets", "watch", ""),
             ("batch", "jobs", "get", "run-1"),
             ("batch", "jobs", "create", ""),
             ("batch", "jobs", "delete", "run-1"),

@@ -2,9 +2,57 @@
 
 use crate::config::OperatorConfig;
 use crate::metrics::Metrics;
+use eol_core::crd::Feature;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use std::sync::Arc;
+
+/// Watch caches the FeatureRun hot path reads instead of making GETs (each
+/// saved round trip shortens FeatureRun -> pod). A cache can lag the API
+/// server, so only what is safe either way is taken from it: a hit is used,
+/// a miss falls back to a GET or to a create that tolerates 409.
+#[derive(Clone)]
+pub struct Caches {
+    /// Features (the Feature controller's own store).
+    pub features: Store<Feature>,
+    /// Metadata of the Jobs the operator created.
+    pub jobs: Store<PartialObjectMeta<Job>>,
+    /// The managed Redis StatefulSets.
+    pub redis: Store<StatefulSet>,
+}
+
+impl Caches {
+    /// Caches that always miss (tests; every read goes to the API).
+    pub fn empty() -> Self {
+        Self {
+            features: reflector::store().0,
+            jobs: reflector::store().0,
+            redis: reflector::store().0,
+        }
+    }
+
+    /// The cached Feature `namespace/name`.
+    pub fn feature(&self, namespace: &str, name: &str) -> Option<Arc<Feature>> {
+        self.features.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// Whether the Job `namespace/name` is known to exist.
+    pub fn job_exists(&self, namespace: &str, name: &str) -> bool {
+        self.jobs
+            .get(&ObjectRef::new(name).within(namespace))
+            .is_some()
+    }
+
+    /// The cached StatefulSet `namespace/name`.
+    pub fn redis(&self, namespace: &str, name: &str) -> Option<Arc<StatefulSet>> {
+        self.redis.get(&ObjectRef::new(name).within(namespace))
+    }
+}
 
 /// The reconcilers' shared state, passed as `Arc<Context>`.
 pub struct Context {
@@ -18,11 +66,13 @@ pub struct Context {
     pub recorder: Recorder,
     /// Reaches pods directly (a failing pod's `/readyz` says which tests failed).
     pub http: reqwest::Client,
+    /// Watch caches of the hot path.
+    pub caches: Caches,
 }
 
 impl Context {
     /// A context for `client`.
-    pub fn new(client: Client, config: OperatorConfig, metrics: Metrics) -> Self {
+    pub fn new(client: Client, config: OperatorConfig, metrics: Metrics, caches: Caches) -> Self {
         let reporter = Reporter {
             controller: "eol-operator".to_owned(),
             instance: std::env::var("POD_NAME").ok(),
@@ -36,6 +86,7 @@ impl Context {
                 .timeout(std::time::Duration::from_secs(2))
                 .build()
                 .unwrap_or_default(),
+            caches,
         }
     }
 

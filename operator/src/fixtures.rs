@@ -3,7 +3,7 @@
 //! make, in order, and answers them. Anything else fails the test.
 
 use crate::config::OperatorConfig;
-use crate::context::Context;
+use crate::context::{Caches, Context};
 use crate::metrics::Metrics;
 use http::{Request, Response};
 use kube::Client;
@@ -105,7 +105,7 @@ pub fn context(config: OperatorConfig) -> (Arc<Context>, ApiServerVerifier) {
     let client = Client::new(service, "default");
     let metrics = Metrics::register(&mut Registry::default());
     (
-        Arc::new(Context::new(client, config, metrics)),
+        Arc::new(Context::new(client, config, metrics, Caches::empty())),
         ApiServerVerifier(handle),
     )
 }

@@ -8,6 +8,7 @@
 //! last Feature is gone. The volume claim stays, so data survives.
 
 use crate::config::OperatorConfig;
+use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::pod::{self, FIELD_MANAGER};
 use eol_core::crd::KeyRef;
@@ -304,18 +305,40 @@ where
     .map_err(Error::kube("apply the managed Redis", object))
 }
 
-/// True when the namespace's managed Redis has a ready pod.
-pub async fn is_ready(client: &Client, namespace: &str) -> Result<bool> {
-    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+/// The label selector of managed Redis StatefulSets (what the cache watches).
+pub fn selector() -> String {
+    pod::labels(NAME, NAME)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn has_ready_pod(sts: &StatefulSet) -> bool {
+    sts.status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0)
+        > 0
+}
+
+/// True when the namespace's managed Redis has a ready pod. A ready cached
+/// StatefulSet answers at once; otherwise the API server is asked, since the
+/// cache may not have seen it become ready yet.
+pub async fn is_ready(ctx: &Context, namespace: &str) -> Result<bool> {
+    if ctx
+        .caches
+        .redis(namespace, NAME)
+        .is_some_and(|s| has_ready_pod(&s))
+    {
+        return Ok(true);
+    }
+    let sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), namespace);
     let sts = sets.get_opt(NAME).await.map_err(Error::kube(
         "read the Redis StatefulSet",
         format!("{namespace}/{NAME}"),
     ))?;
-    Ok(sts
-        .and_then(|s| s.status)
-        .and_then(|s| s.ready_replicas)
-        .unwrap_or(0)
-        > 0)
+    Ok(sts.is_some_and(|s| has_ready_pod(&s)))
 }
 
 /// Adds `owner` to the object's owner references, unless it is there already.

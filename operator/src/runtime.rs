@@ -2,9 +2,10 @@
 //! `/healthz`, graceful shutdown on SIGTERM.
 
 use crate::config::OperatorConfig;
-use crate::context::Context;
+use crate::context::{Caches, Context};
 use crate::feature::controller as feature;
 use crate::metrics::Metrics;
+use crate::redis;
 use crate::run::controller as run;
 use axum::Router;
 use axum::http::StatusCode;
@@ -12,11 +13,12 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use eol_core::crd::{Feature, FeatureRun};
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use kube::runtime::Controller;
-use kube::runtime::watcher;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, reflector};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client};
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
@@ -152,7 +154,6 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
         leadership = Some((leader, task));
     }
 
-    let ctx = Arc::new(Context::new(client.clone(), config.clone(), metrics));
     let ns = config.watch_namespace.as_deref();
     let (features, runs, deployments, services, config_maps, jobs) = (
         scoped::<Feature>(&client, ns),
@@ -171,7 +172,50 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
     };
     let controller_config =
         kube::runtime::controller::Config::default().concurrency(options.concurrency);
-    let feature_controller = Controller::new(features, watcher::Config::default())
+    let feature_controller = Controller::new(features, watcher::Config::default());
+    // The caches of the FeatureRun hot path: Job metadata (existence is all
+    // it needs) and the managed Redis StatefulSets, each one more watch.
+    let (jobs_cache, jobs_writer) = reflector::store();
+    let jobs_reflector = reflector(
+        jobs_writer,
+        watcher(
+            scoped::<PartialObjectMeta<Job>>(&client, ns),
+            managed.clone(),
+        ),
+    )
+    .default_backoff()
+    .for_each(|_| async {});
+    let (redis_cache, redis_writer) = reflector::store();
+    let managed_redis = config.external_redis_secret.is_none();
+    let redis_reflector = reflector(
+        redis_writer,
+        watcher(
+            scoped::<StatefulSet>(&client, ns),
+            watcher::Config::default().labels(&redis::selector()),
+        ),
+    )
+    .default_backoff()
+    .for_each(|_| async {});
+    // With an external Redis there is nothing to watch (nor RBAC to watch it).
+    let redis_reflector = async move {
+        if managed_redis {
+            redis_reflector.await
+        } else {
+            std::future::pending().await
+        }
+    };
+    let caches = Caches {
+        features: feature_controller.store(),
+        jobs: jobs_cache,
+        redis: redis_cache,
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        config.clone(),
+        metrics,
+        caches,
+    ));
+    let feature_controller = feature_controller
         .with_config(controller_config.clone())
         .owns(deployments, managed.clone())
         .owns(services, managed.clone())
@@ -194,6 +238,14 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
             }
         });
 
+    // The reflectors never end by themselves: the controllers ending (on
+    // shutdown) ends the whole.
+    let controllers = async {
+        tokio::select! {
+            _ = futures::future::join(feature_controller, run_controller) => {}
+            _ = futures::future::join(jobs_reflector, redis_reflector) => {}
+        }
+    };
     match leadership {
         Some((mut leader, task)) => {
             let lost = async move {
@@ -204,15 +256,13 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
                 }
             };
             tokio::select! {
-                _ = futures::future::join(feature_controller, run_controller) => {}
+                _ = controllers => {}
                 _ = lost => return Err(RunError::LostLease),
             }
             // Dropping the receiver makes the lease task release the Lease.
             task.abort();
         }
-        None => {
-            futures::future::join(feature_controller, run_controller).await;
-        }
+        None => controllers.await,
     }
     tracing::info!("stopped");
     Ok(())

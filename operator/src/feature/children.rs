@@ -124,11 +124,13 @@ pub fn pod_template(
     };
     container.readiness_probe = Some(http_probe("/readyz", 2, 1));
     container.liveness_probe = Some(http_probe("/healthz", 10, 3));
-    // Endpoints are removed asynchronously: keep serving a moment after the pod
+    // Endpoints are removed asynchronously: keep serving a while after the pod
     // is marked terminating, so no request lands on a closed port mid-rollout.
+    // kube-proxy took up to 5 s to program a change on a busy test node (its
+    // network_programming_duration); 3 s lost requests there.
     container.lifecycle = Some(Lifecycle {
         pre_stop: Some(LifecycleHandler {
-            sleep: Some(SleepAction { seconds: 3 }),
+            sleep: Some(SleepAction { seconds: 10 }),
             ..LifecycleHandler::default()
         }),
         ..Lifecycle::default()

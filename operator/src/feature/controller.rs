@@ -122,7 +122,7 @@ pub async fn reconcile(feature: Arc<Feature>, ctx: Arc<Context>) -> Result<Actio
         redis::ensure(&ctx.client, &ns, &shared, &ctx.config).await?;
         // New pods run their tests at start, against Redis: starting them before
         // it answers would fail the tests for nothing. Pods already serving stay.
-        if !redis::is_ready(&ctx.client, &ns).await? {
+        if !redis::is_ready(&ctx, &ns).await? {
             conditions::set(
                 &mut status.conditions,
                 "PhaseSwitch",

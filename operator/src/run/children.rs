@@ -15,6 +15,9 @@ use std::collections::BTreeMap;
 pub const COMPONENT: &str = "eol-run";
 /// The label naming the Feature a run belongs to.
 pub const FEATURE_LABEL: &str = "eol.dev/feature";
+/// The Job annotation holding the phase the run runs in: a reconcile that
+/// reads a stale FeatureRun still reports the phase from the Job itself.
+pub const PHASE_ANNOTATION: &str = "eol.dev/phase";
 
 /// The Job's (and ConfigMap's) name: the run's, cut to 63 characters if needed.
 /// Deterministic, so a restarted operator finds the Job it created.
@@ -46,6 +49,8 @@ pub struct RunPlan<'a> {
     pub work: Work,
     /// The phase to run in (`--phase`), or the feature's own.
     pub phase: Option<eol_core::Phase>,
+    /// The phase the run runs in, either way (reported in status).
+    pub run_phase: eol_core::Phase,
     /// Model settings.
     pub model: &'a ModelSettings,
     /// Where the Redis URL is.
@@ -76,6 +81,12 @@ pub fn config_map(run: &FeatureRun, plan: &RunPlan<'_>) -> ConfigMap {
         immutable: Some(true),
         ..ConfigMap::default()
     }
+}
+
+/// The phase a Job of [`job`] runs in, from its annotation.
+pub fn job_phase(job: &Job) -> Option<eol_core::crd::FeaturePhase> {
+    let value = job.annotations().get(PHASE_ANNOTATION)?;
+    serde_json::from_value(serde_json::Value::String(value.clone())).ok()
 }
 
 /// The run's Job: one pod, never restarted in place; retries are new pods.
@@ -115,8 +126,16 @@ pub fn job(run: &FeatureRun, plan: &RunPlan<'_>, config: &OperatorConfig) -> Job
     container.termination_message_policy = Some("File".to_owned());
     container.resources = Some(pod::resources(("100m", "128Mi"), ("1", "1Gi")));
     let metadata = meta(run);
+    let phase = crate::feature::source::crd_phase(plan.run_phase);
+    let annotations = serde_json::to_value(phase)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .map(|p| BTreeMap::from([(PHASE_ANNOTATION.to_owned(), p)]));
     Job {
-        metadata: metadata.clone(),
+        metadata: ObjectMeta {
+            annotations,
+            ..metadata.clone()
+        },
         spec: Some(JobSpec {
             backoff_limit: Some(run.spec.retries),
             active_deadline_seconds: run.spec.timeout_seconds,
@@ -169,6 +188,7 @@ mod tests {
                 input: serde_json::json!({"sku": "A-1", "quantity": 2}),
             },
             phase: Some(eol_core::Phase::Implementation),
+            run_phase: eol_core::Phase::Implementation,
             model: &model,
             redis_url: KeyRef {
                 name: "eol-redis".into(),
@@ -177,6 +197,14 @@ mod tests {
         };
         let j = serde_json::to_value(job(&r, &plan, &OperatorConfig::default())).expect("json");
         assert_eq!(j["metadata"]["name"], "restock-1");
+        assert_eq!(
+            j["metadata"]["annotations"][PHASE_ANNOTATION],
+            "implementation"
+        );
+        assert_eq!(
+            job_phase(&job(&r, &plan, &OperatorConfig::default())),
+            Some(eol_core::crd::FeaturePhase::Implementation)
+        );
         assert_eq!(j["spec"]["backoffLimit"], 2);
         assert_eq!(j["spec"]["activeDeadlineSeconds"], 60);
         let pod = &j["spec"]["template"]["spec"];

@@ -4,6 +4,7 @@
 #
 #   scripts/llm.sh install   build llama-cpp-python (portable x86-64) into a venv, unpack the model
 #   scripts/llm.sh start     start the server on a free loopback port; prints `export EOL_LLM_BASE_URL=...`
+#                            (EOL_LLM_HOST=0.0.0.0 also serves pods of the local cluster, through their gateway)
 #   scripts/llm.sh stop      stop the server `start` started (by its recorded pid)
 #
 # Why portable: a native llama.cpp build on these CPUs (AVX-512/AMX) crashed in
@@ -67,7 +68,7 @@ start() {
   local port
   port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
   "$VENV/bin/python" -m llama_cpp.server --model "$MODEL_DIR/$MODEL_FILE" --model_alias smollm2 \
-    --chat_format chatml-function-calling --host 127.0.0.1 --port "$port" --n_ctx 2048 \
+    --chat_format chatml-function-calling --host "${EOL_LLM_HOST:-127.0.0.1}" --port "$port" --n_ctx 2048 \
     --embedding true >"$RUN_DIR/llm.log" 2>&1 &
   echo $! >"$RUN_DIR/llm.pid"
   echo "$port" >"$RUN_DIR/llm.port"

@@ -43,7 +43,8 @@ wait "$cluster_build" || { tail -40 "$LOG_DIR/cluster-build.log" >&2; fail "the 
 
 echo "== local model"
 wait "$llm_install" || { cat "$LOG_DIR/llm-install.log" >&2; fail "the local model did not install (log above)"; }
-eval "$(scripts/llm.sh start)"
+# Also on the pods' gateway: the end-to-end test runs a prototyping FeatureRun in a pod.
+eval "$(EOL_LLM_HOST=0.0.0.0 scripts/llm.sh start)"
 # Nothing started here outlives the run, even when it stops early.
 trap 'scripts/llm.sh stop; kind-tests/cluster.sh down >/dev/null 2>&1 || true' EXIT
 echo "EOL_LLM_BASE_URL=$EOL_LLM_BASE_URL"

@@ -6,6 +6,8 @@
 //! The cluster must be up (`kind-tests/cluster.sh up`) with the project images
 //! loaded (`kind-tests/cluster.sh project-images`); `scripts/test.sh` does both.
 
+pub mod cli;
+
 use eol_core::crd::{Feature, FeatureRun};
 use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -302,8 +304,10 @@ where
     }
 }
 
-/// Prints what a person debugging a failure looks at first.
-async fn dump(client: &Client, namespace: &str, operator_log: &PathBuf) {
+/// Prints what a person debugging a failure looks at first: nodes, the
+/// namespace's pods with their logs, its events, and the operator's log file
+/// (when the operator runs as a local process).
+pub async fn dump(client: &Client, namespace: &str, operator_log: &std::path::Path) {
     // A tainted node (disk or memory pressure) explains a pod that never schedules.
     eprintln!("===== nodes");
     let nodes: Api<Node> = Api::all(client.clone());

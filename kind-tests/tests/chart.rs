@@ -12,6 +12,7 @@
 //! (`kubectl label --local`; this crate has no YAML parser) and runs the dry-runs.
 
 use eol_core::crd::{Feature, FeatureRun};
+use eol_kind_tests::cli::{helm, repo_root, run, text, tools};
 use eol_kind_tests::{client, condition, install_crds, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authorization::v1::{
@@ -25,10 +26,7 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 /// The release name every render uses.
@@ -76,105 +74,8 @@ extraEnv:
     value: http://proxy.internal:3128
 "#;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("kind-tests sits in the repository root")
-        .to_owned()
-}
-
 fn chart_dir() -> PathBuf {
     repo_root().join("charts/eol")
-}
-
-/// helm and kubectl, where `kind-tests/lib/common.sh` puts them.
-struct Tools {
-    helm: PathBuf,
-    kubectl: PathBuf,
-}
-
-fn tools() -> &'static Tools {
-    static TOOLS: OnceLock<Tools> = OnceLock::new();
-    TOOLS.get_or_init(|| {
-        // The versions and cache paths live in one place: the cluster scripts.
-        let common = repo_root().join("kind-tests/lib/common.sh");
-        let out = Command::new("bash")
-            .arg("-c")
-            .arg(r#"source "$1" && printf '%s\n%s\n%s\n' "$HELM_BIN" "$HELM_VERSION" "$K8S_BIN""#)
-            .arg("bash")
-            .arg(&common)
-            .output()
-            .expect("bash runs");
-        assert!(
-            out.status.success(),
-            "sourcing {} failed: {}",
-            common.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let mut lines = text.lines();
-        let (helm_bin, helm_version, k8s_bin) = (
-            lines.next().unwrap_or_default().to_owned(),
-            lines.next().unwrap_or_default().to_owned(),
-            lines.next().unwrap_or_default().to_owned(),
-        );
-        let helm = Path::new(&helm_bin).join("helm");
-        assert!(
-            helm.is_file(),
-            "helm {helm_version} is missing at {}: build it with `kind-tests/cluster.sh build` \
-             (it builds helm.sh/helm/v4/cmd/helm into that cache)",
-            helm.display()
-        );
-        // The cluster's own kubectl (v1.34) when the local cluster was built here;
-        // otherwise (kind) the one on the PATH.
-        let cached = Path::new(&k8s_bin).join("kubectl");
-        let kubectl = if cached.is_file() {
-            cached
-        } else {
-            PathBuf::from("kubectl")
-        };
-        Tools { helm, kubectl }
-    })
-}
-
-fn kubeconfig() -> String {
-    std::env::var("KUBECONFIG")
-        .ok()
-        .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| "/var/lib/eol-kind/admin.kubeconfig".to_owned())
-}
-
-/// Runs `program args`, feeding `stdin`.
-fn run(program: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(program)
-        .args(args)
-        .env("KUBECONFIG", kubeconfig())
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("failed to start {}: {e}", program.display()));
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin is piped")
-            .write_all(input.as_bytes())
-            .expect("write stdin");
-    }
-    child.wait_with_output().expect("wait for the child")
-}
-
-fn helm(args: &[&str]) -> Output {
-    run(&tools().helm, args, None)
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// A values file in the temp directory.

@@ -1,0 +1,571 @@
+//! End to end, the way a user works: `helm install` the chart, `kubectl apply -f`
+//! the manifests kept in `features/`, read `kubectl get features` and
+//! `kubectl get featureruns`, switch a phase with `kubectl patch` and watch the
+//! rollout, `helm upgrade` with changed values, `helm uninstall`; and a
+//! prototyping-phase FeatureRun whose runner pod calls the local model.
+//!
+//! Each test installs its own release into its own namespace (watching only
+//! that namespace, so nothing cluster-scoped is created besides the shared
+//! CRDs). Needs the cluster and the project images (`scripts/test.sh` brings
+//! both), helm (`kind-tests/cluster.sh build`) and, for the prototyping test,
+//! the local model (`scripts/llm.sh start` with `EOL_LLM_HOST=0.0.0.0`, so pods
+//! reach it through their gateway).
+
+use eol_core::crd::{Feature, FeatureRun};
+use eol_kind_tests::cli::{helm, kubectl, repo_root, text};
+use eol_kind_tests::{client, condition, dump, install_crds, wait_for};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolumeClaim};
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, Client};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::process::Output;
+use std::time::Duration;
+
+/// The release name in every test namespace (releases are namespaced).
+const RELEASE: &str = "eol";
+/// Long enough for a cold runner pod and the managed Redis on a busy node.
+const TIMEOUT: Duration = Duration::from_secs(240);
+
+/// The command's stdout; panics with its stderr when it failed.
+fn must(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        out.status,
+        text(&out.stderr),
+        text(&out.stdout)
+    );
+    text(&out.stdout)
+}
+
+/// A path in the repository, as a string argument.
+fn repo_path(rel: &str) -> String {
+    repo_root().join(rel).to_string_lossy().into_owned()
+}
+
+/// `kubectl get` as a table: one map per row, keyed by column header. Columns
+/// are cut at the header's offsets, so an empty cell stays empty.
+fn table(output: &str) -> Vec<BTreeMap<String, String>> {
+    let mut lines = output.lines();
+    let header = lines.next().unwrap_or_default();
+    let mut starts: Vec<usize> = Vec::new();
+    let bytes = header.as_bytes();
+    for i in 0..bytes.len() {
+        if bytes[i] != b' ' && (i == 0 || bytes[i - 1] == b' ') {
+            starts.push(i);
+        }
+    }
+    let names: Vec<String> = starts
+        .iter()
+        .enumerate()
+        .map(|(k, &s)| {
+            let end = starts.get(k + 1).copied().unwrap_or(header.len());
+            header[s..end].trim().to_owned()
+        })
+        .collect();
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            names
+                .iter()
+                .enumerate()
+                .map(|(k, name)| {
+                    let s = starts[k].min(line.len());
+                    let e = starts
+                        .get(k + 1)
+                        .copied()
+                        .unwrap_or(line.len())
+                        .min(line.len());
+                    (name.clone(), line[s..e].trim().to_owned())
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The row named `name` of `kubectl get KIND -n NS`.
+fn get_row(kind: &str, ns: &str, name: &str) -> BTreeMap<String, String> {
+    let out = must(kubectl(&["get", kind, "-n", ns], None), "kubectl get");
+    table(&out)
+        .into_iter()
+        .find(|r| r.get("NAME").map(String::as_str) == Some(name))
+        .unwrap_or_else(|| panic!("no row {name} in `kubectl get {kind}`:\n{out}"))
+}
+
+fn headers(kind: &str, ns: &str) -> Vec<String> {
+    let out = must(kubectl(&["get", kind, "-n", ns], None), "kubectl get");
+    out.lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn run_finished(run: &FeatureRun) -> bool {
+    run.status
+        .as_ref()
+        .and_then(|s| condition(&s.conditions, "Succeeded"))
+        .is_some_and(|(status, _, _)| status != "Unknown")
+}
+
+fn feature_ready(feature: &Feature, replicas: i32) -> bool {
+    feature.status.as_ref().is_some_and(|s| {
+        s.ready_replicas == replicas
+            && condition(&s.conditions, "Ready").is_some_and(|c| c.0 == "True")
+    })
+}
+
+/// The address pods reach the host on: the node's InternalIP (the local
+/// cluster's node is this machine).
+async fn host_from_pods(client: &Client) -> String {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node = nodes
+        .list(&ListParams::default())
+        .await
+        .expect("list nodes")
+        .items
+        .into_iter()
+        .next()
+        .expect("a node");
+    node.status
+        .and_then(|s| s.addresses)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|a| a.type_ == "InternalIP")
+        .map(|a| a.address)
+        .expect("the node has an InternalIP")
+}
+
+/// Runs `body` in a fresh namespace (restricted PodSecurity) with the chart
+/// installed into it; dumps the namespace when the body fails, then removes it.
+async fn with_release<F, Fut>(test: &str, values: Vec<String>, body: F)
+where
+    F: FnOnce(Client, String) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = format!("eol-e2e-{test}-{}", rand::random::<u32>() % 100_000);
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let namespace: Namespace = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": ns, "labels": {
+            "eol.dev/test": "e2e",
+            "pod-security.kubernetes.io/enforce": "restricted",
+        }}
+    }))
+    .expect("a namespace");
+    namespaces
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap_or_else(|e| panic!("failed to create namespace {ns}: {e}"));
+    let chart = repo_path("charts/eol");
+    let watch = format!("watchNamespace={ns}");
+    let mut args = vec![
+        "install",
+        RELEASE,
+        &chart,
+        "--namespace",
+        &ns,
+        "--set",
+        &watch,
+        "--wait",
+        "--timeout",
+        "180s",
+    ];
+    for v in &values {
+        args.extend(["--set", v.as_str()]);
+    }
+    let install = helm(&args);
+    let outcome = if install.status.success() {
+        tokio::spawn(body(client.clone(), ns.clone())).await
+    } else {
+        let message = format!(
+            "helm install failed: {}\n(the images must be loaded: kind-tests/cluster.sh load-image project)",
+            text(&install.stderr)
+        );
+        tokio::spawn(async move { panic!("{message}") }).await
+    };
+    if outcome.is_err() {
+        dump(&client, &ns, std::path::Path::new("/nonexistent")).await;
+    }
+    if std::env::var("EOL_KEEP_NAMESPACES").is_ok_and(|v| v == "1") {
+        eprintln!("kept namespace {ns} (EOL_KEEP_NAMESPACES=1)");
+    } else {
+        let _ = helm(&["uninstall", RELEASE, "--namespace", &ns]);
+        let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
+    }
+    if let Err(e) = outcome {
+        match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => panic!("the test task failed: {e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_user_installs_applies_switches_upgrades_and_uninstalls() {
+    with_release("user", vec![], |client, ns| async move {
+        // As features/manifests/inventory-feature.yaml says: the source from the .eol file.
+        let from_file = format!(
+            "--from-file=inventory.eol={}",
+            repo_path("features/examples/inventory.eol")
+        );
+        must(
+            kubectl(
+                &[
+                    "create",
+                    "configmap",
+                    "inventory-source",
+                    "-n",
+                    &ns,
+                    &from_file,
+                ],
+                None,
+            ),
+            "kubectl create configmap",
+        );
+        must(
+            kubectl(
+                &[
+                    "apply",
+                    "-n",
+                    &ns,
+                    "-f",
+                    &repo_path("features/manifests/inventory-feature.yaml"),
+                    "-f",
+                    &repo_path("features/manifests/inventory-run.yaml"),
+                ],
+                None,
+            ),
+            "kubectl apply",
+        );
+
+        let runs: Api<FeatureRun> = Api::namespaced(client.clone(), &ns);
+        let done = wait_for(&runs, "restock-ab-123", TIMEOUT, run_finished).await;
+        let status = done.status.expect("status");
+        let (s, reason, message) = condition(&status.conditions, "Succeeded").expect("Succeeded");
+        assert_eq!(
+            (s.as_str(), reason.as_str()),
+            ("True", "Succeeded"),
+            "{message}"
+        );
+        assert_eq!(
+            status.summary.and_then(|s| s.output),
+            Some(serde_json::json!({"sku": "AB-123", "level": 3}))
+        );
+        assert_eq!(
+            headers("featureruns", &ns),
+            [
+                "NAME", "FEATURE", "PHASE", "STATUS", "PASSED", "FAILED", "DURATION", "AGE"
+            ]
+        );
+        let row = get_row("featureruns", &ns, "restock-ab-123");
+        assert_eq!(row["FEATURE"], "inventory", "{row:?}");
+        assert_eq!(row["PHASE"], "implementation", "{row:?}");
+        assert_eq!(row["STATUS"], "Succeeded", "{row:?}");
+        assert!(row["DURATION"].ends_with('s'), "{row:?}");
+        // An operation run has no test counts.
+        assert_eq!(
+            (row["PASSED"].as_str(), row["FAILED"].as_str()),
+            ("", ""),
+            "{row:?}"
+        );
+
+        let features: Api<Feature> = Api::namespaced(client.clone(), &ns);
+        wait_for(&features, "inventory", TIMEOUT, |f| feature_ready(f, 2)).await;
+        assert_eq!(
+            headers("features", &ns),
+            ["NAME", "PHASE", "DESIRED", "READY", "REPLICAS", "AGE"]
+        );
+        let row = get_row("features", &ns, "inventory");
+        assert_eq!(row["PHASE"], "implementation", "{row:?}");
+        assert_eq!(row["READY"], "True", "{row:?}");
+        assert_eq!(row["REPLICAS"], "2", "{row:?}");
+
+        // A phase switch by kubectl patch is a rollout of the Deployment.
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+        let before = deployments.get("inventory").await.expect("the Deployment");
+        must(
+            kubectl(
+                &[
+                    "patch",
+                    "feature",
+                    "inventory",
+                    "-n",
+                    &ns,
+                    "--type",
+                    "merge",
+                    "-p",
+                    r#"{"spec":{"phase":"hybrid"}}"#,
+                ],
+                None,
+            ),
+            "kubectl patch",
+        );
+        let rollout = must(
+            kubectl(
+                &[
+                    "rollout",
+                    "status",
+                    "deployment/inventory",
+                    "-n",
+                    &ns,
+                    "--timeout=240s",
+                ],
+                None,
+            ),
+            "kubectl rollout status",
+        );
+        assert!(rollout.contains("successfully rolled out"), "{rollout}");
+        let switched = wait_for(&features, "inventory", TIMEOUT, |f| {
+            feature_ready(f, 2)
+                && f.status.as_ref().is_some_and(|s| {
+                    s.phase == Some(eol_core::crd::FeaturePhase::Hybrid)
+                        && condition(&s.conditions, "PhaseSwitch")
+                            .is_some_and(|c| c.1 == "Complete")
+                })
+        })
+        .await;
+        let after = deployments.get("inventory").await.expect("the Deployment");
+        assert!(
+            after.metadata.generation > before.metadata.generation,
+            "the Deployment's template changed"
+        );
+        let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
+        let sets = replica_sets
+            .list(&ListParams::default().labels("app.kubernetes.io/instance=inventory"))
+            .await
+            .expect("list ReplicaSets");
+        let mut replicas: Vec<i32> = sets
+            .items
+            .iter()
+            .map(|rs| rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0))
+            .collect();
+        replicas.sort();
+        assert_eq!(replicas, [0, 2], "old ReplicaSet scaled to 0, new to 2");
+        assert_eq!(
+            switched.status.and_then(|s| s.config),
+            after
+                .spec
+                .and_then(|s| s.template.metadata)
+                .and_then(|m| m.annotations)
+                .and_then(|a| a.get("eol.dev/config-hash").cloned())
+        );
+        let row = get_row("features", &ns, "inventory");
+        assert_eq!(
+            (row["PHASE"].as_str(), row["DESIRED"].as_str()),
+            ("hybrid", "hybrid")
+        );
+
+        // helm upgrade with changed values rolls the operator, which keeps working.
+        let chart = repo_path("charts/eol");
+        must(
+            helm(&[
+                "upgrade",
+                RELEASE,
+                &chart,
+                "--namespace",
+                &ns,
+                "--reuse-values",
+                "--set",
+                "concurrency=4",
+                "--set",
+                "logging.level=debug",
+                "--wait",
+                "--timeout",
+                "180s",
+            ]),
+            "helm upgrade",
+        );
+        let operator = deployments
+            .get(RELEASE)
+            .await
+            .expect("the operator Deployment");
+        let env: BTreeMap<String, String> = operator
+            .spec
+            .and_then(|s| s.template.spec)
+            .map(|p| p.containers[0].env.clone().unwrap_or_default())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|e| Some((e.name, e.value?)))
+            .collect();
+        assert_eq!(
+            env.get("EOL_CONCURRENCY").map(String::as_str),
+            Some("4"),
+            "{env:?}"
+        );
+        let history = must(
+            helm(&["history", RELEASE, "--namespace", &ns]),
+            "helm history",
+        );
+        assert_eq!(table(&history).len(), 2, "{history}");
+        let tests_run = r#"
+apiVersion: eol.dev/v1alpha1
+kind: FeatureRun
+metadata:
+  name: after-upgrade
+spec:
+  featureRef: inventory
+  tests: true
+"#;
+        must(
+            kubectl(&["apply", "-n", &ns, "-f", "-"], Some(tests_run)),
+            "kubectl apply",
+        );
+        let done = wait_for(&runs, "after-upgrade", TIMEOUT, run_finished).await;
+        let row = get_row("featureruns", &ns, "after-upgrade");
+        assert_eq!(row["STATUS"], "Succeeded", "{row:?} {:?}", done.status);
+        assert_eq!(row["PHASE"], "hybrid", "{row:?}");
+        assert_eq!(
+            (row["PASSED"].as_str(), row["FAILED"].as_str()),
+            ("3", "0"),
+            "{row:?}"
+        );
+
+        // helm uninstall removes the release's objects and leaves what the
+        // chart README says stays: the CRDs, the Redis volume, the user's objects.
+        must(
+            helm(&[
+                "uninstall",
+                RELEASE,
+                "--namespace",
+                &ns,
+                "--wait",
+                "--timeout",
+                "120s",
+            ]),
+            "helm uninstall",
+        );
+        let release_objects = must(
+            kubectl(
+                &[
+                    "get",
+                    "deployments,services,serviceaccounts,roles,rolebindings,configmaps,secrets",
+                    "-n",
+                    &ns,
+                    "-l",
+                    &format!("app.kubernetes.io/instance={RELEASE}"),
+                    "-o",
+                    "name",
+                ],
+                None,
+            ),
+            "kubectl get",
+        );
+        assert_eq!(release_objects.trim(), "", "left by helm uninstall");
+        assert!(deployments.get_opt(RELEASE).await.expect("get").is_none());
+        let crds = must(
+            kubectl(
+                &[
+                    "get",
+                    "crd",
+                    "features.eol.dev",
+                    "featureruns.eol.dev",
+                    "-o",
+                    "name",
+                ],
+                None,
+            ),
+            "kubectl get crd",
+        );
+        assert_eq!(crds.lines().count(), 2, "{crds}");
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+        assert!(
+            claims
+                .get_opt("data-eol-redis-0")
+                .await
+                .expect("get")
+                .is_some()
+        );
+        assert!(features.get_opt("inventory").await.expect("get").is_some());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_prototyping_featurerun_calls_the_local_model_from_its_pod() {
+    let url = std::env::var("EOL_LLM_BASE_URL").expect(
+        "EOL_LLM_BASE_URL is not set: scripts/test.sh starts the local model \
+         (EOL_LLM_HOST=0.0.0.0 scripts/llm.sh start) for this test",
+    );
+    let port = url
+        .trim_end_matches('/')
+        .trim_end_matches("/v1")
+        .rsplit(':')
+        .next()
+        .expect("a port in EOL_LLM_BASE_URL")
+        .to_owned();
+    let client = client().await;
+    let model_url = format!("http://{}:{port}/v1", host_from_pods(&client).await);
+    let values = vec![
+        format!("model.baseUrl={model_url}"),
+        "model.name=smollm2".to_owned(),
+        "model.responseFormat=json_object".to_owned(),
+    ];
+    with_release("model", values, |client, ns| async move {
+        let source =
+            std::fs::read_to_string(repo_root().join("features/examples/support-triage.eol"))
+                .expect("the example");
+        let feature: Feature = serde_json::from_value(serde_json::json!({
+            "apiVersion": "eol.dev/v1alpha1", "kind": "Feature",
+            "metadata": {"name": "support-triage"},
+            "spec": {"source": {"inline": source}, "phase": "prototyping", "replicas": 0}
+        }))
+        .expect("a Feature");
+        let features: Api<Feature> = Api::namespaced(client.clone(), &ns);
+        features
+            .create(&PostParams::default(), &feature)
+            .await
+            .expect("create the Feature");
+        let run = r#"
+apiVersion: eol.dev/v1alpha1
+kind: FeatureRun
+metadata:
+  name: classify
+spec:
+  featureRef: support-triage
+  operation: classify_ticket
+  input:
+    subject: App crashes on start
+    body: Since the last update the app closes as soon as I open it.
+  timeoutSeconds: 180
+"#;
+        must(
+            kubectl(&["apply", "-n", &ns, "-f", "-"], Some(run)),
+            "kubectl apply",
+        );
+        let runs: Api<FeatureRun> = Api::namespaced(client.clone(), &ns);
+        let done = wait_for(&runs, "classify", TIMEOUT, run_finished).await;
+        let status = done.status.expect("status");
+        let (s, reason, message) = condition(&status.conditions, "Succeeded").expect("Succeeded");
+        assert_eq!(
+            (s.as_str(), reason.as_str()),
+            ("True", "Succeeded"),
+            "the run on {model_url}: {message}"
+        );
+        assert_eq!(status.phase, Some(eol_core::crd::FeaturePhase::Prototyping));
+        let summary = status.summary.expect("a summary");
+        // The runner checked the model's answer against the output schema.
+        let label = summary
+            .output
+            .as_ref()
+            .and_then(|o| o.get("label"))
+            .and_then(|l| l.as_str());
+        assert!(label.is_some_and(|l| !l.is_empty()), "{:?}", summary.output);
+        assert!(
+            summary.tokens.unwrap_or(0) > 0,
+            "the model was called: {summary:?}"
+        );
+        let row = get_row("featureruns", &ns, "classify");
+        assert_eq!(
+            (row["PHASE"].as_str(), row["STATUS"].as_str()),
+            ("prototyping", "Succeeded")
+        );
+        let pod = status.pod_name.expect("a pod");
+        assert!(pod.starts_with("classify-"), "{pod}");
+    })
+    .await;
+}

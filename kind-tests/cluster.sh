@@ -7,11 +7,11 @@
 #   cluster.sh down               stop every process `up` started and remove the state
 #   cluster.sh status             component pids, log directory, nodes
 #   cluster.sh env                print `export KUBECONFIG=...` (and PATH for kubectl v1.34 and helm)
-#   cluster.sh load-image REF...  import images (buildah/docker names or archive files; `project`: the runner and Redis images)
+#   cluster.sh load-image REF...  import images (buildah/docker names or archive files; `project`: the runner, operator and Redis images)
 #   cluster.sh build              build and cache binaries (helm included) and base images only
 #   cluster.sh memory             resident memory of the cluster's processes
 #   cluster.sh images             build only the busybox and Debian base images (in buildah storage)
-#   cluster.sh project-images     build the runner and Redis images (cached), load them if a cluster is up; prints `export EOL_RUNNER_IMAGE=...` etc.
+#   cluster.sh project-images     build the runner, operator and Redis images (cached), load them if a cluster is up; prints `export EOL_RUNNER_IMAGE=...` etc.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$HERE/lib/common.sh"
@@ -59,9 +59,9 @@ case "$cmd:$(mode)" in
     # Built, then loaded when a cluster is up; the export lines go last, to stdout.
     env=$(project_images); eval "$env"
     if [[ "$(mode)" == kind ]] && kind_exists; then
-      kind_load_image "$EOL_RUNNER_IMAGE_ARCHIVE" "$EOL_REDIS_IMAGE_ARCHIVE" >&2
+      kind_load_image "$EOL_RUNNER_IMAGE_ARCHIVE" "$EOL_OPERATOR_IMAGE_ARCHIVE" "$EOL_REDIS_IMAGE_ARCHIVE" >&2
     elif [[ "$(mode)" == local ]] && proc_alive containerd; then
-      load_image_local "$EOL_RUNNER_IMAGE_ARCHIVE" "$EOL_REDIS_IMAGE_ARCHIVE"
+      load_image_local "$EOL_RUNNER_IMAGE_ARCHIVE" "$EOL_OPERATOR_IMAGE_ARCHIVE" "$EOL_REDIS_IMAGE_ARCHIVE"
     else
       log "no cluster up: images built, not loaded"
     fi

@@ -281,9 +281,9 @@ YAML
   echo "evidence: CRDs established; kubectl get fr columns: $columns; CEL refused both rules and the featureRef change; explain shows docs"
 }
 
-# The project's images (runner, Redis), built on first use (cached by the eol
-# binary's hash; a cold release build takes minutes) and loaded; sets
-# EOL_RUNNER_IMAGE and EOL_REDIS_IMAGE.
+# The project's images (runner, operator, Redis), built on first use (cached by
+# the binaries' hashes; a cold release build takes minutes) and loaded; sets
+# EOL_RUNNER_IMAGE, EOL_OPERATOR_IMAGE and EOL_REDIS_IMAGE.
 use_project_images() {
   local env
   env=$(timeout 1800 "$CLUSTER" project-images) || fail "the project images did not build or load"
@@ -432,6 +432,74 @@ assert r["resultKey"] == "eol:inventory:runs:smoke-run-1", r
   echo "evidence: $EOL_RUNNER_IMAGE (restricted, read-only root, /tmp emptyDir) ran add_stock: Succeeded, termination message $message; the full result is at its resultKey"
 }
 
+# The operator image under the restricted profile with its own user (no
+# runAsUser): the real entrypoint prints the CRDs (the repository's
+# crds/eol.dev_v1alpha1.yaml) and its version, the image's user is 65532, and
+# the default command (`run`) stays up and serves /healthz (with the
+# namespace's default ServiceAccount, so its watches are refused: this checks
+# the image, not the operator's permissions).
+test_operator_image() {
+  use_project_images
+  kubectl -n "$NS" apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: operator-run}
+spec:
+  $RESTRICTED_POD
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: operator
+    image: $EOL_OPERATOR_IMAGE
+    imagePullPolicy: IfNotPresent
+    $RESTRICTED_CONTAINER
+    readinessProbe: {httpGet: {path: /healthz, port: 8080}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: operator}
+spec:
+  $RESTRICTED_POD
+  restartPolicy: Never
+  containers:
+  - name: crd
+    image: $EOL_OPERATOR_IMAGE
+    imagePullPolicy: IfNotPresent
+    $RESTRICTED_CONTAINER
+    args: [crd]
+  - name: version
+    image: $EOL_OPERATOR_IMAGE
+    imagePullPolicy: IfNotPresent
+    $RESTRICTED_CONTAINER
+    args: [--version]
+  - name: id
+    image: $EOL_OPERATOR_IMAGE
+    imagePullPolicy: IfNotPresent
+    $RESTRICTED_CONTAINER
+    command: [id]
+YAML
+  wait_finished operator 120
+  local phase; phase=$(kubectl -n "$NS" get pod operator -o jsonpath='{.status.phase}')
+  [[ "$phase" == Succeeded ]] ||
+    fail "pod $phase: $(kubectl -n "$NS" get pod operator -o jsonpath='{range .status.containerStatuses[*]}{.name}: {.state}{"\n"}{end}')"
+  local crds version id
+  crds=$(kubectl -n "$NS" logs operator -c crd)
+  version=$(kubectl -n "$NS" logs operator -c version)
+  id=$(kubectl -n "$NS" logs operator -c id)
+  diff <(printf '%s\n' "$crds") "$HERE/../crds/eol.dev_v1alpha1.yaml" >/dev/null ||
+    fail "eol-operator crd differs from crds/eol.dev_v1alpha1.yaml: $(diff <(printf '%s\n' "$crds") "$HERE/../crds/eol.dev_v1alpha1.yaml" | head -5)"
+  [[ "$version" == "eol-operator ${EOL_OPERATOR_IMAGE##*:}" ]] || fail "unexpected --version: $version"
+  [[ "$id" == "uid=65532(eol) gid=65532(eol) groups=65532(eol)" ]] || fail "runs as $id"
+  kubectl -n "$NS" wait pod/operator-run --for=condition=Ready --timeout=60s >/dev/null ||
+    { kubectl -n "$NS" logs operator-run --tail=20; fail "eol-operator run did not become Ready"; }
+  sleep 2 # still up a moment later
+  local restarts; restarts=$(kubectl -n "$NS" get pod operator-run -o jsonpath='{.status.containerStatuses[0].restartCount}')
+  [[ "$restarts" == 0 ]] || { kubectl -n "$NS" logs operator-run --previous --tail=20; fail "eol-operator run restarted $restarts times"; }
+  local kinds; kinds=$(grep -A3 '^  names:' <<<"$crds" | sed -n 's/^ *kind: //p' | paste -sd, -)
+  local config=""
+  have buildah && config=", entrypoint/cmd $(buildah inspect --type image --format '{{.OCIv1.Config.Entrypoint}} {{.OCIv1.Config.Cmd}}' "$EOL_OPERATOR_IMAGE" 2>/dev/null)"
+  echo "evidence: $EOL_OPERATOR_IMAGE (restricted, read-only root, the image's own user): crd printed $(wc -l <<<"$crds") lines (kinds $kinds) = crds/eol.dev_v1alpha1.yaml; --version: $version; id: $id$config; \`run\` Ready on /healthz with 0 restarts"
+}
+
 # `down` must leave none of the processes the cluster started: every pid
 # recorded in the pid files and every pid in the cluster's cgroups.
 test_down_leaves_nothing() {
@@ -470,6 +538,7 @@ run_test failing-job test_failing_job
 run_test eol-crds test_eol_crds
 run_test redis-image test_redis_image
 run_test runner-image test_runner_image
+run_test operator-image test_operator_image
 
 say "memory after the tests: $("$CLUSTER" memory)"
 if [[ "${SMOKE_KEEP:-0}" != 1 ]]; then

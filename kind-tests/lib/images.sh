@@ -108,11 +108,16 @@ build_base_image() {
 EOL_REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 EOL_VERSION=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' "$EOL_REPO_ROOT/Cargo.toml")
 RUNNER_IMAGE="${RUNNER_IMAGE:-ghcr.io/eol-dev/eol-runner:$EOL_VERSION}"
+OPERATOR_IMAGE="${OPERATOR_IMAGE:-ghcr.io/eol-dev/eol-operator:$EOL_VERSION}"
 REDIS_IMAGE="${REDIS_IMAGE:-ghcr.io/eol-dev/redis-stack:8.2.3}"
 # Bump when a recipe below changes, so cached archives are rebuilt.
+# (The Dockerfiles runner-image/Dockerfile, operator/Dockerfile and
+# images/redis/Dockerfile are the same recipes for machines with Docker: keep
+# them in step.)
 RUNNER_RECIPE=1
+OPERATOR_RECIPE=2
 REDIS_RECIPE=1
-# The uid/gid both images run as (distroless' "nonroot").
+# The uid/gid the images run as (distroless' "nonroot").
 IMAGE_UID=65532
 
 # Removes what a container never reads: docs, man pages, translations, apt's
@@ -134,36 +139,68 @@ _commit_replacing() { # container image tarball
   [[ -z "$old" || "$old" == "$(buildah images --quiet --noheading "$2")" ]] || buildah rmi "$old" >/dev/null 2>&1 || true
 }
 
+# apt-get install in a working container, against the apt mirror the base
+# image was bootstrapped from; the container is removed if it fails.
+_apt_install() { # container image packages...
+  local c=$1 image=$2 out; shift 2
+  log "apt-get install $* in $image"
+  out=$(buildah run --network host "$c" -- sh -c 'apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null &&
+    apt-get clean' sh "$@" 2>&1) || { printf '%s\n' "$out" >&2; buildah rm "$c" >/dev/null; die "apt-get failed"; }
+}
+
 # Adds a passwd/group entry for the image's user.
 _add_user() { # mounted rootfs name home
   echo "$2:x:$IMAGE_UID:$IMAGE_UID:$2:$3:/usr/sbin/nologin" >>"$1/etc/passwd"
   echo "$2:x:$IMAGE_UID:" >>"$1/etc/group"
 }
 
-# The `eol` binary the runner image ships: $EOL_RUNNER_BINARY as given, else
-# `cargo build --release` (a no-op when up to date, so the image never carries
-# a stale binary) into $CARGO_TARGET_DIR.
-runner_binary() {
-  if [[ -n "${EOL_RUNNER_BINARY:-}" ]]; then
-    [[ -x "$EOL_RUNNER_BINARY" ]] || die "EOL_RUNNER_BINARY=$EOL_RUNNER_BINARY is not an executable"
-    echo "$EOL_RUNNER_BINARY"; return 0
-  fi
-  local target="${CARGO_TARGET_DIR:-$HOME/.cache/eol/target}" bin
-  bin="$target/release/eol"
+# `cargo build --release` of the project binaries into $CARGO_TARGET_DIR, run
+# every time (a no-op when up to date, so an image never carries a stale
+# binary), once per cluster.sh invocation, for both packages in one cargo run
+# (one feature resolution, so building them together never rebuilds the other's
+# dependencies). A binary given as $EOL_RUNNER_BINARY / $EOL_OPERATOR_BINARY is
+# used as is and its package not built.
+_RELEASE_BUILT=
+release_build() {
+  [[ -z "$_RELEASE_BUILT" ]] || return 0
+  _RELEASE_BUILT=1
+  local target="${CARGO_TARGET_DIR:-$HOME/.cache/eol/target}" pkgs=()
+  [[ -n "${EOL_RUNNER_BINARY:-}" ]] || pkgs+=(-p eol-runner)
+  [[ -n "${EOL_OPERATOR_BINARY:-}" ]] || pkgs+=(-p eol-operator)
+  ((${#pkgs[@]})) || return 0
   if have cargo; then
-    log "cargo build --release -p eol-runner (CARGO_TARGET_DIR=$target)"
-    (cd "$EOL_REPO_ROOT" && CARGO_TARGET_DIR="$target" nice -n 19 cargo build --release --quiet -p eol-runner >&2) ||
-      die "the eol binary did not build"
-  elif [[ -x "$bin" ]]; then
-    log "cargo not found: using the existing $bin"
+    log "cargo build --release ${pkgs[*]} (CARGO_TARGET_DIR=$target)"
+    (cd "$EOL_REPO_ROOT" && CARGO_TARGET_DIR="$target" nice -n 19 cargo build --release --quiet "${pkgs[@]}" >&2) ||
+      die "the release binaries did not build"
   else
-    die "no $bin and no cargo to build it (or set EOL_RUNNER_BINARY)"
+    log "cargo not found: using the existing binaries in $target/release"
   fi
+}
+
+_release_binary() { # binary-name override-variable
+  local given="${!2:-}"
+  if [[ -n "$given" ]]; then
+    [[ -x "$given" ]] || die "$2=$given is not an executable"
+    echo "$given"; return 0
+  fi
+  release_build
+  local bin="${CARGO_TARGET_DIR:-$HOME/.cache/eol/target}/release/$1"
+  [[ -x "$bin" ]] || die "no $bin and no cargo to build it (or set $2)"
   echo "$bin"
 }
 
+# The `eol` binary the runner image ships.
+runner_binary() { _release_binary eol EOL_RUNNER_BINARY; }
+# The `eol-operator` binary the operator image ships.
+operator_binary() { _release_binary eol-operator EOL_OPERATOR_BINARY; }
+
 _runner_archive() { # binary
   echo "$IMAGE_CACHE/eol-runner-$EOL_VERSION-r$RUNNER_RECIPE-$(sha256sum "$1" | cut -c1-16).tar"
+}
+
+_operator_archive() { # binary
+  echo "$IMAGE_CACHE/eol-operator-$EOL_VERSION-r$OPERATOR_RECIPE-$(sha256sum "$1" | cut -c1-16).tar"
 }
 
 _redis_archive() {
@@ -182,11 +219,7 @@ build_runner_image() { # prints the archive path
   # Debug info is for profiling builds, not pods: a panic still names the functions.
   objcopy --strip-debug "$bin" "$tmp/eol"
   c=$(buildah from --quiet "$BASE_IMAGE")
-  log "apt-get install python3-minimal libpython3.11-stdlib ca-certificates in $RUNNER_IMAGE"
-  buildah run --network host "$c" -- sh -c 'apt-get update -qq &&
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      python3-minimal libpython3.11-stdlib ca-certificates >/dev/null &&
-    apt-get clean' >"$tmp/apt.log" 2>&1 || { cat "$tmp/apt.log" >&2; buildah rm "$c" >/dev/null; die "apt-get failed"; }
+  _apt_install "$c" "$RUNNER_IMAGE" python3-minimal libpython3.11-stdlib ca-certificates
   m=$(buildah mount "$c")
   _slim_rootfs "$m"
   _add_user "$m" eol /work
@@ -202,6 +235,39 @@ build_runner_image() { # prints the archive path
   find "$IMAGE_CACHE" -maxdepth 1 -name 'eol-runner-*.tar' ! -path "$tar" -delete
   rm -rf "$tmp"
   log "built $RUNNER_IMAGE ($(du -m "$tar" | cut -f1) MiB, $tar)"
+  echo "$tar"
+}
+
+# The operator: `eol-operator` on the Debian base with ca-certificates (no
+# Python); uid 65532, ENTRYPOINT eol-operator, CMD run (a Deployment may give
+# its own args). kube verifies the API server against the service account's CA
+# and /readyz of runner pods is plain HTTP, but built together with eol-runner
+# (one feature resolution) its reqwest client has rustls, which loads the
+# system roots when the client is made: without any, `eol-operator run`
+# panicked at start ("No CA certificates were loaded from the system").
+build_operator_image() { # prints the archive path
+  apt_ensure buildah binutils; mkdir -p "$IMAGE_CACHE"
+  local bin tar; bin=$(operator_binary); tar=$(_operator_archive "$bin")
+  [[ -s "$tar" ]] && { _ensure_stored "$OPERATOR_IMAGE" "$tar"; echo "$tar"; return 0; }
+  build_base_image
+  local tmp c m; tmp=$(mktemp -d)
+  objcopy --strip-debug "$bin" "$tmp/eol-operator"
+  c=$(buildah from --quiet "$BASE_IMAGE")
+  _apt_install "$c" "$OPERATOR_IMAGE" ca-certificates
+  m=$(buildah mount "$c")
+  _slim_rootfs "$m"
+  _add_user "$m" eol /
+  install -m 0755 "$tmp/eol-operator" "$m/usr/local/bin/eol-operator"
+  buildah umount "$c" >/dev/null
+  buildah config --cmd '[]' "$c" # first, or the base's /bin/bash would be the entrypoint's argument
+  buildah config --user "$IMAGE_UID:$IMAGE_UID" --port 8080/tcp --entrypoint '["/usr/local/bin/eol-operator"]' \
+    --label org.opencontainers.image.title=eol-operator \
+    --label org.opencontainers.image.version="$EOL_VERSION" "$c"
+  buildah config --cmd '["run"]' "$c"
+  _commit_replacing "$c" "$OPERATOR_IMAGE" "$tar"
+  find "$IMAGE_CACHE" -maxdepth 1 -name 'eol-operator-*.tar' ! -path "$tar" -delete
+  rm -rf "$tmp"
+  log "built $OPERATOR_IMAGE ($(du -m "$tar" | cut -f1) MiB, $tar)"
   echo "$tar"
 }
 
@@ -240,24 +306,28 @@ CONF
   echo "$tar"
 }
 
-# Builds both project images (cached) and prints, for `eval`, their names and archives.
+# Builds the project images (cached) and prints, for `eval`, their names and archives.
 project_images() {
-  local runner redis
-  runner=$(build_runner_image); redis=$(build_redis_image)
+  local runner operator redis
+  release_build # both binaries in one cargo run, before the subshells below
+  runner=$(build_runner_image); operator=$(build_operator_image); redis=$(build_redis_image)
   echo "export EOL_RUNNER_IMAGE=$RUNNER_IMAGE"
   echo "export EOL_RUNNER_IMAGE_ARCHIVE=$runner"
+  echo "export EOL_OPERATOR_IMAGE=$OPERATOR_IMAGE"
+  echo "export EOL_OPERATOR_IMAGE_ARCHIVE=$operator"
   echo "export EOL_REDIS_IMAGE=$REDIS_IMAGE"
   echo "export EOL_REDIS_IMAGE_ARCHIVE=$redis"
 }
 
 # load-image arguments with the project images resolved to their archives:
-# `project` is both; a project image's name is its (built if needed) archive.
+# `project` is all three; a project image's name is its (built if needed) archive.
 resolve_image_refs() { # refs...
   local ref
   for ref in "$@"; do
     case "$ref" in
-      project) build_runner_image; build_redis_image ;;
+      project) release_build; build_runner_image; build_operator_image; build_redis_image ;;
       "$RUNNER_IMAGE") build_runner_image ;;
+      "$OPERATOR_IMAGE") build_operator_image ;;
       "$REDIS_IMAGE") build_redis_image ;;
       *) echo "$ref" ;;
     esac

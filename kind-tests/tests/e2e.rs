@@ -85,9 +85,13 @@ fn table(output: &str) -> Vec<BTreeMap<String, String>> {
         .collect()
 }
 
-/// The row named `name` of `kubectl get KIND -n NS`.
-fn get_row(kind: &str, ns: &str, name: &str) -> BTreeMap<String, String> {
-    let out = must(kubectl(&["get", kind, "-n", ns], None), "kubectl get");
+/// The row named `name` of `kubectl get KIND -n NS [-o wide]`.
+fn get_row(kind: &str, ns: &str, name: &str, wide: bool) -> BTreeMap<String, String> {
+    let mut args = vec!["get", kind, "-n", ns];
+    if wide {
+        args.extend(["-o", "wide"]);
+    }
+    let out = must(kubectl(&args, None), "kubectl get");
     table(&out)
         .into_iter()
         .find(|r| r.get("NAME").map(String::as_str) == Some(name))
@@ -262,7 +266,7 @@ async fn a_user_installs_applies_switches_upgrades_and_uninstalls() {
                 "NAME", "FEATURE", "PHASE", "STATUS", "PASSED", "FAILED", "DURATION", "AGE"
             ]
         );
-        let row = get_row("featureruns", &ns, "restock-ab-123");
+        let row = get_row("featureruns", &ns, "restock-ab-123", false);
         assert_eq!(row["FEATURE"], "inventory", "{row:?}");
         assert_eq!(row["PHASE"], "implementation", "{row:?}");
         assert_eq!(row["STATUS"], "Succeeded", "{row:?}");
@@ -276,11 +280,12 @@ async fn a_user_installs_applies_switches_upgrades_and_uninstalls() {
 
         let features: Api<Feature> = Api::namespaced(client.clone(), &ns);
         wait_for(&features, "inventory", TIMEOUT, |f| feature_ready(f, 2)).await;
+        // DESIRED (spec.phase) is a wide column.
         assert_eq!(
             headers("features", &ns),
-            ["NAME", "PHASE", "DESIRED", "READY", "REPLICAS", "AGE"]
+            ["NAME", "PHASE", "READY", "REPLICAS", "AGE"]
         );
-        let row = get_row("features", &ns, "inventory");
+        let row = get_row("features", &ns, "inventory", false);
         assert_eq!(row["PHASE"], "implementation", "{row:?}");
         assert_eq!(row["READY"], "True", "{row:?}");
         assert_eq!(row["REPLICAS"], "2", "{row:?}");
@@ -354,7 +359,7 @@ async fn a_user_installs_applies_switches_upgrades_and_uninstalls() {
                 .and_then(|m| m.annotations)
                 .and_then(|a| a.get("eol.dev/config-hash").cloned())
         );
-        let row = get_row("features", &ns, "inventory");
+        let row = get_row("features", &ns, "inventory", true);
         assert_eq!(
             (row["PHASE"].as_str(), row["DESIRED"].as_str()),
             ("hybrid", "hybrid")
@@ -402,27 +407,28 @@ async fn a_user_installs_applies_switches_upgrades_and_uninstalls() {
             "helm history",
         );
         assert_eq!(table(&history).len(), 2, "{history}");
-        let tests_run = r#"
+        // The stock added by the first run is in the namespace's Redis.
+        let level_run = r#"
 apiVersion: eol.dev/v1alpha1
 kind: FeatureRun
 metadata:
   name: after-upgrade
 spec:
   featureRef: inventory
-  tests: true
+  operation: stock_level
+  input: {sku: AB-123}
 "#;
         must(
-            kubectl(&["apply", "-n", &ns, "-f", "-"], Some(tests_run)),
+            kubectl(&["apply", "-n", &ns, "-f", "-"], Some(level_run)),
             "kubectl apply",
         );
         let done = wait_for(&runs, "after-upgrade", TIMEOUT, run_finished).await;
-        let row = get_row("featureruns", &ns, "after-upgrade");
+        let row = get_row("featureruns", &ns, "after-upgrade", false);
         assert_eq!(row["STATUS"], "Succeeded", "{row:?} {:?}", done.status);
         assert_eq!(row["PHASE"], "hybrid", "{row:?}");
         assert_eq!(
-            (row["PASSED"].as_str(), row["FAILED"].as_str()),
-            ("3", "0"),
-            "{row:?}"
+            done.status.and_then(|s| s.summary).and_then(|s| s.output),
+            Some(serde_json::json!({"sku": "AB-123", "level": 3}))
         );
 
         // helm uninstall removes the release's objects and leaves what the
@@ -559,7 +565,7 @@ spec:
             summary.tokens.unwrap_or(0) > 0,
             "the model was called: {summary:?}"
         );
-        let row = get_row("featureruns", &ns, "classify");
+        let row = get_row("featureruns", &ns, "classify", false);
         assert_eq!(
             (row["PHASE"].as_str(), row["STATUS"].as_str()),
             ("prototyping", "Succeeded")
@@ -568,4 +574,119 @@ spec:
         assert!(pod.starts_with("classify-"), "{pod}");
     })
     .await;
+}
+
+/// True when every field of `git` is in `live` with the same value (`live`
+/// may add fields: defaults, status, server metadata).
+fn subset_of(
+    git: &serde_json::Value,
+    live: &serde_json::Value,
+    path: &str,
+    diffs: &mut Vec<String>,
+) {
+    match (git, live) {
+        (serde_json::Value::Object(g), serde_json::Value::Object(l)) => {
+            for (k, v) in g {
+                match l.get(k) {
+                    Some(lv) => subset_of(v, lv, &format!("{path}.{k}"), diffs),
+                    None => diffs.push(format!("{path}.{k}: in git, not in the live object")),
+                }
+            }
+        }
+        _ if git == live => {}
+        _ => diffs.push(format!("{path}: git {git} != live {live}")),
+    }
+}
+
+/// Argo CD compares what is in git with the live object: a field the API server
+/// rewrites (a normalised quantity, a defaulted value that differs from what
+/// git says) would keep an Application OutOfSync forever. Every manifest in
+/// `features/manifests` goes through a server-side dry-run apply and must come
+/// back with each of its fields unchanged.
+#[tokio::test]
+async fn git_manifests_come_back_unchanged_from_a_server_side_apply() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = format!("eol-e2e-gitops-{}", rand::random::<u32>() % 100_000);
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let namespace: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).expect("namespace");
+    namespaces
+        .create(&PostParams::default(), &namespace)
+        .await
+        .expect("create the namespace");
+    let dir = repo_root().join("features/manifests");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("features/manifests")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 2,
+        "the Feature and FeatureRun manifests: {files:?}"
+    );
+    let mut problems = Vec::new();
+    for file in &files {
+        let path = file.to_string_lossy();
+        // The manifest as JSON, converted offline.
+        let git = must(
+            kubectl(
+                &["create", "--dry-run=client", "-o", "json", "-f", &path],
+                None,
+            ),
+            "kubectl create --dry-run=client",
+        );
+        let live = must(
+            kubectl(
+                &[
+                    "apply",
+                    "--server-side",
+                    "--dry-run=server",
+                    "--field-manager",
+                    "argocd-controller",
+                    "-n",
+                    &ns,
+                    "-o",
+                    "json",
+                    "-f",
+                    &path,
+                ],
+                None,
+            ),
+            "kubectl apply --server-side --dry-run=server",
+        );
+        let git: serde_json::Value = serde_json::from_str(&git).expect("JSON");
+        let live: serde_json::Value = serde_json::from_str(&live).expect("JSON");
+        let mut diffs = Vec::new();
+        subset_of(&git["spec"], &live["spec"], "spec", &mut diffs);
+        for key in ["labels", "annotations"] {
+            subset_of(
+                &git["metadata"][key],
+                &live["metadata"][key],
+                key,
+                &mut diffs,
+            );
+        }
+        if !diffs.is_empty() {
+            problems.push(format!("{path}:\n  {}", diffs.join("\n  ")));
+        }
+    }
+    let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn subset_of_reports_rewritten_and_missing_fields() {
+    let git = serde_json::json!({"resources": {"cpu": "1000m"}, "replicas": 2, "gone": true});
+    let live = serde_json::json!({"resources": {"cpu": "1"}, "replicas": 2, "extra": 1});
+    let mut diffs = Vec::new();
+    subset_of(&git, &live, "spec", &mut diffs);
+    assert_eq!(
+        diffs,
+        [
+            "spec.gone: in git, not in the live object",
+            "spec.resources.cpu: git \"1000m\" != live \"1\"",
+        ]
+    );
 }

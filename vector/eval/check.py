@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+"""Validate the semantic-cache evaluation sets next to this file.
+
+    python3 vector/eval/check.py
+
+Checks paraphrases.jsonl and structured.jsonl: every line parses, the schema and ids,
+kind/same consistency, a != b, no duplicate pairs (in either order), word counts of the
+free-text queries, and the per-kind minimum counts. Prints the counts and a wording-closeness
+summary per kind; exits 1 on any problem.
+"""
+
+import collections
+import difflib
+import json
+import pathlib
+import re
+import sys
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+DOMAINS = {
+    "support",
+    "inventory",
+    "blog",
+    "url_shortener",
+    "billing",
+    "shipping",
+    "account",
+    "scheduling",
+}
+# kind -> the only `same` value it may carry
+KINDS = {
+    "paraphrase": True,
+    "negation": False,
+    "swapped_entities": False,
+    "different_number": False,
+    "different_entity": False,
+    "topic_shift": False,
+}
+TEXT_MIN = {
+    "paraphrase": 150,
+    "negation": 50,
+    "swapped_entities": 40,
+    "different_number": 50,
+    "different_entity": 30,
+    "topic_shift": 40,
+}
+TEXT_MIN_TOTAL = 360
+STRUCT_MIN = {
+    "paraphrase": 40,
+    "negation": 8,
+    "swapped_entities": 8,
+    "different_number": 8,
+    "different_entity": 8,
+    "topic_shift": 8,
+}
+STRUCT_MIN_TOTAL = 120
+MIN_WORDS, MAX_WORDS = 5, 40
+
+problems = []
+
+
+def problem(msg):
+    problems.append(msg)
+
+
+def load(path, id_re, keys):
+    rows = []
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        problem(f"{path.name}: not UTF-8 ({e})")
+        return rows
+    if text and not text.endswith("\n"):
+        problem(f"{path.name}: last line has no trailing newline")
+    seen_ids = set()
+    for n, line in enumerate(text.split("\n")[:-1] if text.endswith("\n") else text.split("\n"), 1):
+        where = f"{path.name}:{n}"
+        if not line.strip():
+            problem(f"{where}: blank line")
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            problem(f"{where}: does not parse: {e}")
+            continue
+        if not isinstance(row, dict):
+            problem(f"{where}: not a JSON object")
+            continue
+        if set(row) != keys:
+            problem(f"{where}: keys {sorted(row)} != {sorted(keys)}")
+            continue
+        rid = row["id"]
+        if not isinstance(rid, str) or not re.fullmatch(id_re, rid):
+            problem(f"{where}: bad id {rid!r}")
+        elif rid in seen_ids:
+            problem(f"{where}: duplicate id {rid}")
+        seen_ids.add(rid)
+        kind = row["kind"]
+        if kind not in KINDS:
+            problem(f"{where}: unknown kind {kind!r}")
+        elif row["same"] is not KINDS[kind]:
+            problem(f"{where}: kind {kind} must have same={KINDS[kind]}, has {row['same']!r}")
+        if row["a"] == row["b"]:
+            problem(f"{where}: a == b")
+        row["_where"] = where
+        rows.append(row)
+    return rows
+
+
+def canon(value):
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def check_duplicates(rows, name):
+    seen = {}
+    for row in rows:
+        key = frozenset([canon(row["a"]), canon(row["b"])])
+        if key in seen:
+            problem(f"{row['_where']}: same pair as {seen[key]} ({name})")
+        else:
+            seen[key] = row["id"]
+
+
+def check_counts(rows, minimums, total, name):
+    counts = collections.Counter(r["kind"] for r in rows)
+    for kind, low in minimums.items():
+        if counts[kind] < low:
+            problem(f"{name}: {counts[kind]} pairs of kind {kind}, at least {low} required")
+    if len(rows) < total:
+        problem(f"{name}: {len(rows)} pairs, at least {total} required")
+    return counts
+
+
+def closeness(a, b):
+    """Word-level similarity in [0, 1] (difflib ratio on lowercase word sequences)."""
+    wa, wb = re.findall(r"\w+", a.lower()), re.findall(r"\w+", b.lower())
+    return difflib.SequenceMatcher(None, wa, wb).ratio()
+
+
+def flatten_text(value):
+    if isinstance(value, dict):
+        return " ".join(flatten_text(v) for v in value.values())
+    if isinstance(value, list):
+        return " ".join(flatten_text(v) for v in value)
+    return str(value)
+
+
+def main():
+    text = load(HERE / "paraphrases.jsonl", r"p\d{4}", {"id", "domain", "a", "b", "same", "kind"})
+    for row in text:
+        if row["domain"] not in DOMAINS:
+            problem(f"{row['_where']}: unknown domain {row['domain']!r}")
+        for side in ("a", "b"):
+            value = row[side]
+            if not isinstance(value, str) or value != value.strip() or not value:
+                problem(f"{row['_where']}: {side} must be a non-empty trimmed string")
+                continue
+            words = len(value.split())
+            if not MIN_WORDS <= words <= MAX_WORDS:
+                problem(f"{row['_where']}: {side} has {words} words ({MIN_WORDS}-{MAX_WORDS} allowed)")
+    check_duplicates(text, "paraphrases.jsonl")
+    text_counts = check_counts(text, TEXT_MIN, TEXT_MIN_TOTAL, "paraphrases.jsonl")
+
+    struct = load(
+        HERE / "structured.jsonl", r"s\d{4}", {"id", "operation", "a", "b", "same", "kind"}
+    )
+    shapes = {}
+    for row in struct:
+        op = row["operation"]
+        if not isinstance(op, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", op):
+            problem(f"{row['_where']}: bad operation {op!r}")
+            continue
+        a, b = row["a"], row["b"]
+        if not isinstance(a, dict) or not isinstance(b, dict) or not a or not b:
+            problem(f"{row['_where']}: a and b must be non-empty JSON objects")
+            continue
+        if set(a) != set(b):
+            problem(f"{row['_where']}: a and b have different fields {sorted(a)} / {sorted(b)}")
+        shape = shapes.setdefault(op, (set(a), row["id"]))
+        if set(a) != shape[0]:
+            problem(f"{row['_where']}: {op} fields {sorted(a)} differ from {shape[1]}'s {sorted(shape[0])}")
+        if row["kind"] == "paraphrase":
+            # a paraphrase rewords free text and keeps every exact (non-string) field
+            if not any(isinstance(a[k], str) and a[k] != b.get(k) for k in a):
+                problem(f"{row['_where']}: paraphrase without a reworded text field")
+            for k in a:
+                if not isinstance(a[k], str) and a[k] != b.get(k):
+                    problem(f"{row['_where']}: paraphrase changes the exact field {k!r}")
+    check_duplicates(struct, "structured.jsonl")
+    struct_counts = check_counts(struct, STRUCT_MIN, STRUCT_MIN_TOTAL, "structured.jsonl")
+
+    print(f"paraphrases.jsonl: {len(text)} pairs, same=true {sum(r['same'] for r in text)}")
+    for kind in KINDS:
+        sims = [closeness(r["a"], r["b"]) for r in text if r["kind"] == kind]
+        mean = sum(sims) / len(sims) if sims else 0.0
+        print(f"  {kind:17} {text_counts[kind]:4}   word overlap (difflib) mean {mean:.2f}")
+    domains = collections.Counter(r["domain"] for r in text)
+    print("  domains: " + ", ".join(f"{d} {domains[d]}" for d in sorted(domains)))
+    print(f"structured.jsonl: {len(struct)} pairs, same=true {sum(r['same'] for r in struct)}")
+    for kind in KINDS:
+        sims = [
+            closeness(flatten_text(r["a"]), flatten_text(r["b"]))
+            for r in struct
+            if r["kind"] == kind
+        ]
+        mean = sum(sims) / len(sims) if sims else 0.0
+        print(f"  {kind:17} {struct_counts[kind]:4}   word overlap (difflib) mean {mean:.2f}")
+    ops = collections.Counter(r["operation"] for r in struct)
+    print("  operations: " + ", ".join(f"{o} {ops[o]}" for o in sorted(ops)))
+
+    if problems:
+        for p in problems:
+            print("PROBLEM: " + p, file=sys.stderr)
+        print(f"{len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    print("OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -59,6 +59,9 @@ pub enum RunError {
     LostLease,
 }
 
+/// How long in-flight reconciles get after SIGTERM (the chart's pods have 30 s).
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Runs the operator until SIGTERM (or Ctrl-C).
 pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunError> {
     let mut registry = Registry::with_prefix("eol_operator");
@@ -130,17 +133,24 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
     if options.leader_election {
         let identity = std::env::var("POD_NAME")
             .unwrap_or_else(|_| format!("eol-operator-{}", std::process::id()));
-        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), "eol-operator")
+        let mut stop = stop_rx.clone();
+        // Creating the Lease retries while the API server is unreachable: a
+        // SIGTERM must still end the process then.
+        let building = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), "eol-operator")
             .with_namespace(&options.lease_namespace)
             .with_identity(identity.clone())
             .with_duration(15)
             .with_grace(5)
-            .build()
-            .await
-            .map_err(RunError::Lease)?;
-        let (mut leader, task) = manager.watch().await;
+            .build();
+        let manager = tokio::select! {
+            built = building => built.map_err(RunError::Lease)?,
+            _ = stop.changed() => return Ok(()),
+        };
+        let (mut leader, task) = tokio::select! {
+            watching = manager.watch() => watching,
+            _ = stop.changed() => return Ok(()),
+        };
         tracing::info!(%identity, "waiting for the leader Lease");
-        let mut stop = stop_rx.clone();
         loop {
             if *leader.borrow_and_update() {
                 break;
@@ -240,10 +250,19 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
 
     // The reflectors never end by themselves: the controllers ending (on
     // shutdown) ends the whole.
+    // A controller whose watches cannot reach the API server does not end on
+    // its shutdown trigger: after a grace period the process stops anyway.
+    let mut stop = stop_rx.clone();
+    let overdue = async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+        tracing::warn!(grace = ?SHUTDOWN_GRACE, "reconciles did not finish in time; stopping anyway");
+    };
     let controllers = async {
         tokio::select! {
             _ = futures::future::join(feature_controller, run_controller) => {}
             _ = futures::future::join(jobs_reflector, redis_reflector) => {}
+            _ = overdue => {}
         }
     };
     match leadership {

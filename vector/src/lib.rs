@@ -4,6 +4,10 @@
 //! HNSW/FLAT); and the caches of the runner: semantic (prototyped calls),
 //! embeddings (text hash -> vector) and results (deterministic calls).
 
+pub mod index;
+pub mod results;
+pub mod semantic;
+
 use futures::future::BoxFuture;
 
 /// Why texts could not be embedded.

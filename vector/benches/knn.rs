@@ -1,0 +1,3 @@
+//! KNN latency and recall on Redis (work in progress).
+
+fn main() {}

@@ -8,6 +8,9 @@ pub mod index;
 pub mod results;
 pub mod semantic;
 
+pub mod embed;
+pub mod embed_cache;
+
 use futures::future::BoxFuture;
 
 /// Why texts could not be embedded.

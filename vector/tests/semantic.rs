@@ -1,0 +1,464 @@
+//! The semantic cache against a real Redis with the search module
+//! (`eval "$(scripts/redis.sh start)"` sets REDIS_URL), with a deterministic
+//! bag-of-words embedder: close wording gives close vectors, as with a real
+//! model, which is exactly when the guard must tell meanings apart.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use eol_vector::semantic::{CallContext, Lookup, MissReason, SemanticCache, SemanticSettings};
+use eol_vector::{EmbedError, Embedder};
+use futures::future::BoxFuture;
+use redis::aio::ConnectionManager;
+use serde_json::{Value, json};
+
+const DIMS: usize = 64;
+
+/// Words hashed (FNV-1a) into 64 buckets, counted, L2-normalised.
+struct BagOfWords;
+
+fn bag_of_words(text: &str) -> Vec<f32> {
+    let mut v = vec![0.0f32; DIMS];
+    for word in text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        let h = word
+            .to_lowercase()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+        v[(h % DIMS as u64) as usize] += 1.0;
+    }
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+    v
+}
+
+impl Embedder for BagOfWords {
+    fn model_id(&self) -> &str {
+        "test-bag-of-words-64"
+    }
+    fn dimension(&self) -> usize {
+        DIMS
+    }
+    fn embed<'a>(
+        &'a self,
+        texts: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
+        Box::pin(async move { Ok(texts.iter().map(|t| bag_of_words(t)).collect()) })
+    }
+}
+
+async fn conn() -> ConnectionManager {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| {
+        panic!(
+            "REDIS_URL is not set: these tests need Redis with the search module; \
+             run `eval \"$(scripts/redis.sh start)\"` first"
+        )
+    });
+    let client = redis::Client::open(url.as_str()).expect("a valid REDIS_URL");
+    ConnectionManager::new(client).await.unwrap_or_else(|e| {
+        panic!("cannot connect to {url} ({e}); start it with scripts/redis.sh start")
+    })
+}
+
+fn unique(name: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "t-{name}-{}-{nanos}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A cache on its own index, dropped (with its entries) when the guard goes.
+struct TestCache {
+    cache: SemanticCache,
+}
+
+impl std::ops::Deref for TestCache {
+    type Target = SemanticCache;
+    fn deref(&self) -> &SemanticCache {
+        &self.cache
+    }
+}
+
+impl TestCache {
+    async fn drop_all(self) {
+        self.cache
+            .index()
+            .drop_index(true)
+            .await
+            .expect("index dropped");
+    }
+}
+
+async fn cache_with(threshold: f64, ttl: u64) -> TestCache {
+    let settings =
+        SemanticSettings::from_frontmatter(true, Some(threshold), Some(ttl)).expect("settings");
+    let cache = SemanticCache::with_index_name(
+        conn().await,
+        Arc::new(BagOfWords),
+        settings,
+        &unique("sem"),
+    )
+    .await
+    .expect("the cache opens");
+    TestCache { cache }
+}
+
+fn ctx(feature: &str) -> CallContext {
+    CallContext::new(feature, "triage", "prototyping", "gpt-4o-mini", "src-1")
+}
+
+fn text(s: &str) -> Value {
+    json!({"text": s})
+}
+
+fn cosine_distance(a: &Value, b: &Value) -> f32 {
+    let (x, y) = (
+        bag_of_words(&eol_vector::results::canonical_json(a)),
+        bag_of_words(&eol_vector::results::canonical_json(b)),
+    );
+    1.0 - x.iter().zip(&y).map(|(p, q)| p * q).sum::<f32>()
+}
+
+fn is_guard_miss(l: &Lookup) -> bool {
+    matches!(l, Lookup::Miss(MissReason::Guard { .. }))
+}
+
+#[tokio::test]
+async fn identical_input_hits() {
+    let cache = cache_with(0.1, 600).await;
+    let c = ctx("orders");
+    let input = json!({"text": "where is my parcel", "customer": "c-17", "urgent": true});
+    assert!(matches!(
+        cache.lookup(&c, &input).await.expect("lookup"),
+        Lookup::Miss(MissReason::Distance { nearest: None })
+    ));
+    cache
+        .store(&c, &input, &json!({"category": "shipping"}))
+        .await
+        .expect("stored");
+    // Same value, other key order: the same canonical input.
+    let same: Value =
+        serde_json::from_str(r#"{"urgent":true,"customer":"c-17","text":"where is my parcel"}"#)
+            .expect("json");
+    match cache.lookup(&c, &same).await.expect("lookup") {
+        Lookup::Hit {
+            answer, distance, ..
+        } => {
+            assert_eq!(answer, json!({"category": "shipping"}));
+            assert!(distance < 1e-4, "{distance}");
+        }
+        other => panic!("expected a hit, got {other:?}"),
+    }
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.hit, stats.miss_distance, stats.miss_guard),
+        (1, 1, 0)
+    );
+    cache.drop_all().await;
+}
+
+#[tokio::test]
+async fn a_close_paraphrase_within_the_threshold_hits() {
+    let cache = cache_with(0.1, 600).await;
+    let c = ctx("orders");
+    let (stored, asked) = (
+        text("the order did not arrive"),
+        text("the order did not arrive yet"),
+    );
+    let d = cosine_distance(&stored, &asked);
+    assert!(d > 0.0 && d <= 0.1, "the paraphrase is {d} away");
+    cache
+        .store(&c, &stored, &json!({"category": "missing"}))
+        .await
+        .expect("stored");
+    let hit = cache.lookup(&c, &asked).await.expect("lookup");
+    assert_eq!(
+        hit.answer(),
+        Some(&json!({"category": "missing"})),
+        "{hit:?}"
+    );
+    // Farther than the threshold: a distance miss.
+    let far = text("I would like to change the delivery address of the order please");
+    assert!(matches!(
+        cache.lookup(&c, &far).await.expect("lookup"),
+        Lookup::Miss(MissReason::Distance { nearest: Some(_) })
+    ));
+    cache.drop_all().await;
+}
+
+#[tokio::test]
+async fn negation_misses_by_the_guard() {
+    let cache = cache_with(0.1, 600).await;
+    let c = ctx("orders");
+    let (stored, asked) = (
+        text("the order did not arrive"),
+        text("the order did arrive"),
+    );
+    assert!(
+        cosine_distance(&stored, &asked) <= 0.1,
+        "close in embedding space"
+    );
+    cache
+        .store(&c, &stored, &json!({"category": "missing"}))
+        .await
+        .expect("stored");
+    let l = cache.lookup(&c, &asked).await.expect("lookup");
+    assert!(is_guard_miss(&l), "{l:?}");
+    assert_eq!(cache.stats().miss_guard, 1);
+    // `didn't` is the same negation as `did not`.
+    let l = cache
+        .lookup(&c, &text("the order didn't arrive"))
+        .await
+        .expect("lookup");
+    assert!(!is_guard_miss(&l), "{l:?}");
+    cache.drop_all().await;
+}
+
+#[tokio::test]
+async fn different_numbers_miss() {
+    // A wide threshold: only the guard keeps these apart.
+    let cache = cache_with(0.5, 600).await;
+    let c = ctx("shop");
+    let stored = json!({"item": "apple", "quantity": 3});
+    cache
+        .store(&c, &stored, &json!({"total": 6}))
+        .await
+        .expect("stored");
+    let l = cache
+        .lookup(&c, &json!({"item": "apple", "quantity": 30}))
+        .await
+        .expect("lookup");
+    match &l {
+        Lookup::Miss(MissReason::Guard { why }) => assert_eq!(why.path, "quantity"),
+        other => panic!("expected a guard miss, got {other:?}"),
+    }
+    let stored = text("please send 3 boxes to the warehouse");
+    cache
+        .store(&c, &stored, &json!({"ok": true}))
+        .await
+        .expect("stored");
+    let l = cache
+        .lookup(&c, &text("please send 30 boxes to the warehouse"))
+        .await
+        .expect("lookup");
+    assert!(is_guard_miss(&l), "{l:?}");
+    let l = cache
+        .lookup(&c, &text("please send three boxes to the warehouse"))
+        .await
+        .expect("lookup");
+    assert!(l.answer().is_some(), "three is 3: {l:?}");
+    cache.drop_all().await;
+}
+
+#[tokio::test]
+async fn swapped_entities_miss() {
+    let cache = cache_with(0.1, 600).await;
+    let c = ctx("ledger");
+    let (stored, asked) = (
+        text("Alice paid Bob 20 euros"),
+        text("Bob paid Alice 20 euros"),
+    );
+    assert!(
+        cosine_distance(&stored, &asked) < 1e-4,
+        "the same bag of words"
+    );
+    cache
+        .store(&c, &stored, &json!({"debtor": "Bob"}))
+        .await
+        .expect("stored");
+    let l = cache.lookup(&c, &asked).await.expect("lookup");
+    assert!(is_guard_miss(&l), "{l:?}");
+    assert!(
+        cache
+            .lookup(&c, &stored)
+            .await
+            .expect("lookup")
+            .answer()
+            .is_some()
+    );
+    cache.drop_all().await;
+}
+
+#[tokio::test]
+async fn other_feature_operation_phase_model_or_source_never_hit() {
+    let cache = cache_with(0.1, 600).await;
+    let c = ctx("orders");
+    let input = text("where is my parcel");
+    cache
+        .store(&c, &input, &json!({"category": "shipping"}))
+        .await
+        .expect("stored");
+    assert!(
+        cache
+            .lookup(&c, &input)
+            .await
+            .expect("lookup")
+            .answer()
+            .is_some()
+    );
+    let others = [
+        CallContext {
+            feature: "billing".into(),
+            ..c.clone()
+        },
+        CallContext {
+            operation: "summarise".into(),
+            ..c.clone()
+        },
+        CallContext {
+            phase: "hybrid".into(),
+            ..c.clone()
+        },
+        CallContext {
+            model: "gpt-4o".into(),
+            ..c.clone()
+        },
+        CallContext {
+            source_hash: "src-2".into(),
+            ..c.clone()
+        },
+    ];
+    for other in &others {
+        let l = cache.lookup(other, &input).await.expect("lookup");
+        assert!(
+            matches!(l, Lookup::Miss(MissReason::Distance { nearest: None })),
+            "{other:?}: {l:?}"
+        );
+    }
+    cache.drop_all().await;
+}
+
+#[tokio::test]
+async fn entries_expire_after_the_ttl() {
+    let cache = cache_with(0.1, 120).await;
+    let key = cache
+        .store(
+            &ctx("orders"),
+            &text("where is my parcel"),
+            &json!({"a": 1}),
+        )
+        .await
+        .expect("stored")
+        .expect("enabled");
+    let mut c = conn().await;
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&key)
+        .query_async(&mut c)
+        .await
+        .expect("TTL");
+    assert!((1..=120).contains(&ttl), "TTL {ttl}");
+    cache.drop_all().await;
+}
+
+#[tokio::test]
+async fn invalidate_feature_removes_its_entries_only() {
+    let cache = cache_with(0.1, 600).await;
+    let (a, b) = (ctx("orders"), ctx("billing"));
+    let q1 = text("where is my parcel");
+    let q2 = text("my parcel is damaged");
+    cache.store(&a, &q1, &json!(1)).await.expect("stored");
+    cache.store(&a, &q2, &json!(2)).await.expect("stored");
+    cache.store(&b, &q1, &json!(3)).await.expect("stored");
+    assert_eq!(
+        cache
+            .invalidate_feature("orders")
+            .await
+            .expect("invalidated"),
+        2
+    );
+    assert!(
+        cache
+            .lookup(&a, &q1)
+            .await
+            .expect("lookup")
+            .answer()
+            .is_none()
+    );
+    assert!(
+        cache
+            .lookup(&a, &q2)
+            .await
+            .expect("lookup")
+            .answer()
+            .is_none()
+    );
+    assert_eq!(
+        cache.lookup(&b, &q1).await.expect("lookup").answer(),
+        Some(&json!(3))
+    );
+    assert_eq!(
+        cache
+            .invalidate_feature("orders")
+            .await
+            .expect("invalidated"),
+        0
+    );
+    cache.drop_all().await;
+}
+
+#[tokio::test]
+async fn a_disabled_cache_neither_stores_nor_hits() {
+    let settings = SemanticSettings::from_frontmatter(false, None, None).expect("settings");
+    let cache = SemanticCache::with_index_name(
+        conn().await,
+        Arc::new(BagOfWords),
+        settings,
+        &unique("off"),
+    )
+    .await
+    .expect("opens");
+    let input = text("where is my parcel");
+    assert_eq!(
+        cache
+            .store(&ctx("orders"), &input, &json!(1))
+            .await
+            .expect("store"),
+        None
+    );
+    assert!(matches!(
+        cache.lookup(&ctx("orders"), &input).await.expect("lookup"),
+        Lookup::Miss(MissReason::Disabled)
+    ));
+    cache.index().drop_index(true).await.expect("dropped");
+}
+
+#[tokio::test]
+async fn reopening_the_cache_keeps_entries() {
+    let base = unique("reopen");
+    let settings = SemanticSettings::default();
+    let first =
+        SemanticCache::with_index_name(conn().await, Arc::new(BagOfWords), settings.clone(), &base)
+            .await
+            .expect("opens");
+    let input = text("where is my parcel");
+    first
+        .store(&ctx("orders"), &input, &json!(1))
+        .await
+        .expect("stored");
+    let second =
+        SemanticCache::with_index_name(conn().await, Arc::new(BagOfWords), settings, &base)
+            .await
+            .expect("opens again");
+    assert_eq!(
+        second
+            .lookup(&ctx("orders"), &input)
+            .await
+            .expect("lookup")
+            .answer(),
+        Some(&json!(1))
+    );
+    second.index().drop_index(true).await.expect("dropped");
+}

@@ -4,12 +4,11 @@
 //! HNSW/FLAT); and the caches of the runner: semantic (prototyped calls),
 //! embeddings (text hash -> vector) and results (deterministic calls).
 
+pub mod embed;
+pub mod embed_cache;
 pub mod index;
 pub mod results;
 pub mod semantic;
-
-pub mod embed;
-pub mod embed_cache;
 
 use futures::future::BoxFuture;
 

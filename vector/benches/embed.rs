@@ -51,7 +51,7 @@ fn corpus(n: usize, run: &str) -> Vec<String> {
     (0..n)
         .map(|i| {
             format!(
-                "{} {} {} {} yesterday afternoon, run {run}.",
+                "{} {} {} {} yesterday, run {run}.",
                 SUBJECTS[i % 8],
                 VERBS[(i / 8) % 8],
                 OBJECTS[(i / 64) % 8],

@@ -258,7 +258,7 @@ mod tests {
 
     #[test]
     fn per_token_answers_are_mean_pooled() {
-        let body = r#"{"data":[{"index":0,"embedding":[[1.0,0.0],[3.0,4.0]]},{"index":1,"embedding":[0.5,0.5]}]}"#;
+        let body = r#"{"data":[{"index":0,"embedding":[[1.0,0.0],[5.0,8.0]]},{"index":1,"embedding":[0.5,0.5]}]}"#;
         let r: Response = serde_json::from_str(body).expect("parse");
         let v = embedder(None).order_and_check(2, r.data).expect("valid");
         assert_eq!(v[0], vec![0.6, 0.8]);

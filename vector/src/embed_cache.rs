@@ -271,6 +271,12 @@ impl EmbeddingsCache {
         } else {
             self.inner.embed(&to_embed).await?
         };
+        if computed.len() != to_embed.len() {
+            return Err(EmbedError::Failed {
+                model: model_id.to_string(),
+                message: format!("{} vectors for {} texts", computed.len(), to_embed.len()),
+            });
+        }
 
         if let Some(conn) = connection.as_mut() {
             let mut pipe = redis::pipe();

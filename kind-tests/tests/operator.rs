@@ -66,6 +66,26 @@ async fn call(
         .await
 }
 
+/// The Service's first successful answer. Until kube-proxy has programmed a
+/// new Service, its address is not routed to the pods at all: connections
+/// are refused, or leave through the default route (where this machine's
+/// egress proxy answered 404). So: retry, for a while, anything but a 200.
+async fn first_answer(env: &TestEnv, op: &str, input: serde_json::Value) -> reqwest::Response {
+    let start = std::time::Instant::now();
+    loop {
+        let last = match call(env, "inventory", op, input.clone()).await {
+            Ok(resp) if resp.status() == 200 => return resp,
+            Ok(resp) => format!("HTTP {}", resp.status()),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the Service did not answer within 20 s: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 #[tokio::test]
 async fn the_crds_are_installed_with_their_columns() {
     in_namespace("crds", |env| async move {
@@ -158,23 +178,12 @@ async fn a_feature_becomes_ready_with_two_replicas_answering_through_its_service
             assert_eq!(condition(&status.conditions, c).unwrap().0, "True", "{c}");
         }
         // kube-proxy programs the new endpoints a moment after the pods are Ready.
-        let start = std::time::Instant::now();
-        let resp = loop {
-            match call(
-                &env,
-                "inventory",
-                "add_stock",
-                serde_json::json!({"sku": "AB-1", "quantity": 4}),
-            )
-            .await
-            {
-                Ok(resp) => break resp,
-                Err(e) if e.is_connect() && start.elapsed() < Duration::from_secs(15) => {
-                    tokio::time::sleep(Duration::from_millis(250)).await
-                }
-                Err(e) => panic!("the Service does not answer: {e}"),
-            }
-        };
+        let resp = first_answer(
+            &env,
+            "add_stock",
+            serde_json::json!({"sku": "AB-1", "quantity": 4}),
+        )
+        .await;
         assert_eq!(resp.status(), 200);
         let body: serde_json::Value = resp.json().await.unwrap();
         assert_eq!(body["level"], 4, "{body}");
@@ -209,6 +218,8 @@ async fn a_phase_switch_rolls_over_with_zero_failed_requests() {
         })
         .await;
         let before = env.api::<Deployment>().get("inventory").await.unwrap();
+        // The loop measures the switch, not kube-proxy catching up with the first pods.
+        first_answer(&env, "stock_level", serde_json::json!({"sku": "AB-1"})).await;
 
         // A bounded request loop runs through the whole switch.
         let stop = Arc::new(AtomicBool::new(false));
@@ -231,7 +242,9 @@ async fn a_phase_switch_rolls_over_with_zero_failed_requests() {
                     {
                         Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
                         other => {
-                            errors.push(format!("{other:?}"));
+                            // When, to line up with pod and endpoint events.
+                            let at = k8s_openapi::jiff::Timestamp::now();
+                            errors.push(format!("{at} {other:?}"));
                             failed.fetch_add(1, Ordering::Relaxed)
                         }
                     };

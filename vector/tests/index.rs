@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use eol_vector::index::{
-    Document, EnsureOutcome, Filter, IndexError, IndexSchema, SchemaChangePolicy, SchemaError,
-    VectorIndex, escape_tag,
+    Document, EnsureOutcome, Filter, IndexError, IndexSchema, KnnQuery, SchemaChangePolicy,
+    SchemaError, VectorIndex, escape_tag,
 };
 use eol_vector::{EmbedError, Embedder};
 use futures::future::BoxFuture;
@@ -320,6 +320,20 @@ async fn knn_with_tag_and_numeric_filters_returns_the_right_ids_in_order() {
         .expect("knn");
     let ids: Vec<&str> = both.iter().map(|h| h.id.as_str()).collect();
     assert_eq!(ids, ["d4", "d6"]);
+
+    // A per-query EF_RUNTIME gives the same answer on so small an index.
+    let wide = index
+        .search(&KnnQuery {
+            vector: &q,
+            k: 3,
+            filter: &Filter::all(),
+            return_fields: &[],
+            ef_runtime: Some(50),
+        })
+        .await
+        .expect("knn with EF_RUNTIME");
+    let ids: Vec<&str> = wide.iter().map(|h| h.id.as_str()).collect();
+    assert_eq!(ids, ["d0", "d1", "d2"]);
 
     let any = index
         .knn(

@@ -48,8 +48,13 @@ wait "$llm_install" || { cat "$LOG_DIR/llm-install.log" >&2; fail "the local mod
 # Also on the pods' gateway: the end-to-end test runs a prototyping FeatureRun in a pod.
 eval "$(EOL_LLM_HOST=0.0.0.0 scripts/llm.sh start)"
 # Nothing started here outlives the run, even when it stops early.
-trap 'scripts/llm.sh stop; kind-tests/cluster.sh down >/dev/null 2>&1 || true' EXIT
+trap 'scripts/llm.sh stop; scripts/redis.sh stop; kind-tests/cluster.sh down >/dev/null 2>&1 || true' EXIT
 echo "EOL_LLM_BASE_URL=$EOL_LLM_BASE_URL"
+# A Redis with the search and JSON modules for the vector-search tests (eol-vector).
+# Under its own name: other tests start their own or check what happens without REDIS_URL.
+EOL_TEST_REDIS_URL="$(scripts/redis.sh start | sed -n 's/^export REDIS_URL=//p')"
+export EOL_TEST_REDIS_URL
+echo "EOL_TEST_REDIS_URL=$EOL_TEST_REDIS_URL"
 
 # The operator's integration tests (kind-tests crate) run inside `cargo test`:
 # bring the cluster up and load the runner and Redis images first.

@@ -1,5 +1,5 @@
 //! Vector index schemas and the RediSearch index, against a real Redis with
-//! the search module (`eval "$(scripts/redis.sh start)"` sets REDIS_URL).
+//! the search module (`EOL_TEST_REDIS_URL`, set by scripts/test.sh, or `REDIS_URL` from `eval "$(scripts/redis.sh start)"`).
 
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -14,9 +14,9 @@ use futures::future::BoxFuture;
 use redis::aio::ConnectionManager;
 
 fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| {
+    std::env::var("EOL_TEST_REDIS_URL").or_else(|_| std::env::var("REDIS_URL")).unwrap_or_else(|_| {
         panic!(
-            "REDIS_URL is not set: these tests need Redis with the search module; \
+            "EOL_TEST_REDIS_URL (or REDIS_URL) is not set: these tests need Redis with the search module; \
              run `eval \"$(scripts/redis.sh start)\"` first"
         )
     })

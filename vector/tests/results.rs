@@ -1,5 +1,5 @@
 //! The result cache of deterministic calls, against a real Redis
-//! (`eval "$(scripts/redis.sh start)"` sets REDIS_URL).
+//! (`EOL_TEST_REDIS_URL`, set by scripts/test.sh, or `REDIS_URL` from `eval "$(scripts/redis.sh start)"`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -8,9 +8,9 @@ use redis::aio::ConnectionManager;
 use serde_json::json;
 
 async fn conn() -> ConnectionManager {
-    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| {
+    let url = std::env::var("EOL_TEST_REDIS_URL").or_else(|_| std::env::var("REDIS_URL")).unwrap_or_else(|_| {
         panic!(
-            "REDIS_URL is not set: these tests need Redis; run `eval \"$(scripts/redis.sh start)\"` first"
+            "EOL_TEST_REDIS_URL (or REDIS_URL) is not set: these tests need Redis; run `eval \"$(scripts/redis.sh start)\"` first"
         )
     });
     let client = redis::Client::open(url.as_str()).expect("a valid REDIS_URL");

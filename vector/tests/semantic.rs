@@ -1,5 +1,5 @@
 //! The semantic cache against a real Redis with the search module
-//! (`eval "$(scripts/redis.sh start)"` sets REDIS_URL), with a deterministic
+//! (`EOL_TEST_REDIS_URL`, set by scripts/test.sh, or `REDIS_URL` from `eval "$(scripts/redis.sh start)"`), with a deterministic
 //! bag-of-words embedder: close wording gives close vectors, as with a real
 //! model, which is exactly when the guard must tell meanings apart.
 
@@ -55,9 +55,9 @@ impl Embedder for BagOfWords {
 }
 
 async fn conn() -> ConnectionManager {
-    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| {
+    let url = std::env::var("EOL_TEST_REDIS_URL").or_else(|_| std::env::var("REDIS_URL")).unwrap_or_else(|_| {
         panic!(
-            "REDIS_URL is not set: these tests need Redis with the search module; \
+            "EOL_TEST_REDIS_URL (or REDIS_URL) is not set: these tests need Redis with the search module; \
              run `eval \"$(scripts/redis.sh start)\"` first"
         )
     });

@@ -1,0 +1,632 @@
+//! EOL's semantic cache against RedisVL's `SemanticCache`, side by side in one
+//! run, on the same Redis and the same embeddings (issue 7, "Evaluation").
+//!
+//! Data: `vector/eval/paraphrases.jsonl` (text pairs) and
+//! `vector/eval/structured.jsonl` (operation inputs); protocol in
+//! `vector/eval/README.md`. For every pair and threshold, with nothing else in
+//! either cache: store `a` (answer = the pair id), look up `b`, remove the
+//! entry. A hit on a `same=true` pair is a correct hit, on a `same=false` pair a
+//! wrong hit.
+//!
+//! - **Same embeddings.** Every prompt is embedded once, up front, with
+//!   [`MiniLm`] (all-MiniLM-L6-v2 on candle). EOL's cache gets an [`Embedder`]
+//!   that only looks the vectors up; RedisVL gets a `CustomVectorizer` that looks
+//!   them up in a JSON file written here (`vector/eval/redisvl/semantic_eval.py`).
+//!   The distances both report for the same hit are compared (printed).
+//! - **Same Redis.** A `redis-server` of the bench's own (the bundle of
+//!   `scripts/redis.sh install`, with RediSearch and RedisJSON) on a free port,
+//!   killed at the end; `EOL_EVAL_REDIS_URL` uses another one instead.
+//! - **Inputs.** EOL: text pairs as `{"query": text}` (operation `query`),
+//!   structured pairs as their input under their operation, through
+//!   [`SemanticCache::store`] / [`SemanticCache::lookup`] (embedding of the
+//!   canonical JSON, KNN, then the guard). RedisVL: structured inputs as their
+//!   canonical JSON prompt; text pairs as the raw text (`EOL_EVAL_TEXT_PROMPT=raw`,
+//!   the default) or both caches on the embedding of the canonical JSON
+//!   `{"query":"…"}` (`EOL_EVAL_TEXT_PROMPT=json`, what EOL embeds in production).
+//!   With `raw`, EOL's look-up embedder maps `{"query": text}` to the embedding of
+//!   the raw text, so the two caches still see identical vectors.
+//! - **Latency.** Per look-up call, interleaved pair by pair (which cache goes
+//!   first alternates). EOL: `Instant` around `SemanticCache::lookup` (the
+//!   look-up embedder is a hash-map read: no model inference inside). RedisVL:
+//!   `time.perf_counter_ns()` inside Python around `cache.check(vector=...)` with
+//!   the vector already looked up, so neither process start-up nor the pipe to
+//!   Python is counted. A warm-up pass runs first and is not counted.
+//!
+//! Knobs: `EOL_EVAL_THRESHOLDS` (`0.05,0.1,0.15,0.2,0.3`, cosine distance),
+//! `EOL_EVAL_PAIRS` (limit per file, for a quick run), `EOL_REDISVL_PYTHON`
+//! (default: `scripts/redisvl-env.sh python`), `EOL_EVAL_TEXT_PROMPT`.
+//!
+//! ```console
+//! scripts/embedding-model.sh install && scripts/redis.sh install && scripts/redisvl-env.sh install
+//! cargo bench -p eol-vector --bench semantic_eval
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use eol_vector::embed::local::MiniLm;
+use eol_vector::results::canonical_json;
+use eol_vector::semantic::{CallContext, Lookup, SemanticCache, SemanticSettings};
+use eol_vector::{EmbedError, Embedder};
+use futures::future::BoxFuture;
+use redis::aio::ConnectionManager;
+use serde_json::{Value, json};
+
+/// The text RedisVL's `CustomVectorizer` embeds once to learn the dimension.
+const PROBE: &str = "dimension test";
+/// Pairs per file in the warm-up pass.
+const WARM_UP: usize = 20;
+
+/// One labelled pair, ready for both caches.
+struct Pair {
+    id: String,
+    set: &'static str,
+    kind: String,
+    same: bool,
+    operation: String,
+    eol_a: Value,
+    eol_b: Value,
+    rvl_a: String,
+    rvl_b: String,
+}
+
+/// An [`Embedder`] that only returns the vectors computed up front.
+struct Precomputed {
+    model_id: String,
+    dims: usize,
+    vectors: HashMap<String, Vec<f32>>,
+}
+
+impl Embedder for Precomputed {
+    fn model_id(&self) -> &str {
+        &self.model_id
+    }
+    fn dimension(&self) -> usize {
+        self.dims
+    }
+    fn embed<'a>(
+        &'a self,
+        texts: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
+        Box::pin(async move {
+            texts
+                .iter()
+                .map(|t| {
+                    self.vectors
+                        .get(t)
+                        .cloned()
+                        .ok_or_else(|| EmbedError::Failed {
+                            model: self.model_id.clone(),
+                            message: format!("no precomputed vector for {t}"),
+                        })
+                })
+                .collect()
+        })
+    }
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn read_jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+fn load_pairs(raw_text: bool, limit: usize) -> Vec<Pair> {
+    let eval = repo().join("vector/eval");
+    let mut pairs = Vec::new();
+    for r in read_jsonl(&eval.join("paraphrases.jsonl"))
+        .into_iter()
+        .take(limit)
+    {
+        let (a, b) = (r["a"].as_str().expect("a"), r["b"].as_str().expect("b"));
+        let (eol_a, eol_b) = (json!({"query": a}), json!({"query": b}));
+        let (rvl_a, rvl_b) = if raw_text {
+            (a.to_owned(), b.to_owned())
+        } else {
+            (canonical_json(&eol_a), canonical_json(&eol_b))
+        };
+        pairs.push(Pair {
+            id: r["id"].as_str().expect("id").to_owned(),
+            set: "text",
+            kind: r["kind"].as_str().expect("kind").to_owned(),
+            same: r["same"].as_bool().expect("same"),
+            operation: "query".into(),
+            eol_a,
+            eol_b,
+            rvl_a,
+            rvl_b,
+        });
+    }
+    for r in read_jsonl(&eval.join("structured.jsonl"))
+        .into_iter()
+        .take(limit)
+    {
+        pairs.push(Pair {
+            id: r["id"].as_str().expect("id").to_owned(),
+            set: "structured",
+            kind: r["kind"].as_str().expect("kind").to_owned(),
+            same: r["same"].as_bool().expect("same"),
+            operation: r["operation"].as_str().expect("operation").to_owned(),
+            rvl_a: canonical_json(&r["a"]),
+            rvl_b: canonical_json(&r["b"]),
+            eol_a: r["a"].clone(),
+            eol_b: r["b"].clone(),
+        });
+    }
+    pairs
+}
+
+/// A `redis-server` with the search and JSON modules, killed on drop.
+struct OwnRedis(Child);
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn redis_server() -> (String, Option<OwnRedis>) {
+    if let Ok(url) = std::env::var("EOL_EVAL_REDIS_URL") {
+        return (url, None);
+    }
+    let out = Command::new("bash")
+        .arg(repo().join("scripts/redis.sh"))
+        .arg("path")
+        .output()
+        .expect("run scripts/redis.sh path");
+    let bundle = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let server = bundle.join("bin/redis-server");
+    assert!(
+        server.exists(),
+        "{} is missing: run scripts/redis.sh install",
+        server.display()
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let child = Command::new(&server)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(std::env::temp_dir())
+        .arg("--loadmodule")
+        .arg(bundle.join("lib/redisearch.so"))
+        .arg("--loadmodule")
+        .arg(bundle.join("lib/rejson.so"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start redis-server");
+    let own = OwnRedis(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (format!("redis://127.0.0.1:{port}"), Some(own))
+}
+
+/// The Python side: RedisVL's `SemanticCache` behind a line protocol.
+struct RedisVl {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl RedisVl {
+    fn start() -> Self {
+        let python = std::env::var("EOL_REDISVL_PYTHON").unwrap_or_else(|_| {
+            let out = Command::new("bash")
+                .arg(repo().join("scripts/redisvl-env.sh"))
+                .arg("python")
+                .output()
+                .expect("run scripts/redisvl-env.sh python");
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        });
+        assert!(
+            Path::new(&python).exists(),
+            "{python} is missing: run scripts/redisvl-env.sh install"
+        );
+        let mut child = Command::new(&python)
+            .arg(repo().join("vector/eval/redisvl/semantic_eval.py"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the RedisVL side");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        Self {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    fn call(&mut self, cmd: Value) -> Value {
+        writeln!(self.stdin, "{cmd}").expect("write to the RedisVL side");
+        self.stdin.flush().expect("flush");
+        let mut line = String::new();
+        self.stdout
+            .read_line(&mut line)
+            .expect("read from the RedisVL side");
+        let reply: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("RedisVL side: {e}: {line:?} (see its stderr above)"));
+        assert!(reply.get("error").is_none(), "RedisVL side: {reply}");
+        reply
+    }
+}
+
+impl Drop for RedisVl {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Outcomes of one cache at one threshold.
+#[derive(Default)]
+struct Tally {
+    /// (set, kind, same) -> (pairs, hits)
+    counts: BTreeMap<(String, String, bool), (u32, u32)>,
+    /// set -> look-up latencies
+    latency: BTreeMap<String, Vec<Duration>>,
+}
+
+impl Tally {
+    fn record(&mut self, p: &Pair, hit: bool, took: Duration) {
+        let e = self
+            .counts
+            .entry((p.set.to_owned(), p.kind.clone(), p.same))
+            .or_default();
+        e.0 += 1;
+        e.1 += u32::from(hit);
+        self.latency.entry(p.set.to_owned()).or_default().push(took);
+        self.latency.entry("all".into()).or_default().push(took);
+    }
+
+    /// (hit rate, wrong-hit rate) over `set` (`all` for both).
+    fn rates(&self, set: &str) -> (f64, f64) {
+        let (mut pos, mut pos_hit, mut diff, mut diff_hit) = (0, 0, 0, 0);
+        for ((s, _, same), (n, h)) in &self.counts {
+            if set != "all" && s != set {
+                continue;
+            }
+            if *same {
+                (pos, pos_hit) = (pos + n, pos_hit + h);
+            } else {
+                (diff, diff_hit) = (diff + n, diff_hit + h);
+            }
+        }
+        (ratio(pos_hit, pos), ratio(diff_hit, diff))
+    }
+
+    fn kind_rate(&self, kind: &str) -> f64 {
+        let (n, h) = self
+            .counts
+            .iter()
+            .filter(|((_, k, _), _)| k == kind)
+            .fold((0, 0), |(n, h), (_, (a, b))| (n + a, h + b));
+        ratio(h, n)
+    }
+
+    fn percentile(&self, set: &str, p: f64) -> Duration {
+        let mut v = self.latency.get(set).cloned().unwrap_or_default();
+        if v.is_empty() {
+            return Duration::ZERO;
+        }
+        v.sort();
+        v[((v.len() as f64 - 1.0) * p).round() as usize]
+    }
+}
+
+fn ratio(a: u32, b: u32) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        f64::from(a) / f64::from(b)
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64() * 1e3)
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", x * 100.0)
+}
+
+struct Runner {
+    eol: SemanticCache,
+    conn: ConnectionManager,
+    rvl: RedisVl,
+    threshold: f32,
+    /// Largest |EOL distance - RedisVL distance| over pairs where both hit.
+    max_distance_gap: f32,
+}
+
+impl Runner {
+    async fn eol_pair(&mut self, p: &Pair) -> (bool, Duration, Option<f32>) {
+        let ctx = CallContext::new("eval", &p.operation, "prototyping", "eval", "eval-src");
+        let key = self
+            .eol
+            .store(&ctx, &p.eol_a, &json!(p.id))
+            .await
+            .expect("EOL store")
+            .expect("cache enabled");
+        let start = Instant::now();
+        let got = self.eol.lookup(&ctx, &p.eol_b).await.expect("EOL lookup");
+        let took = start.elapsed();
+        let _: u64 = redis::cmd("DEL")
+            .arg(&key)
+            .query_async(&mut self.conn)
+            .await
+            .expect("DEL");
+        match got {
+            Lookup::Hit {
+                answer, distance, ..
+            } => {
+                assert_eq!(answer, json!(p.id), "EOL served another entry");
+                (true, took, Some(distance))
+            }
+            Lookup::Miss(_) => (false, took, None),
+        }
+    }
+
+    fn rvl_pair(&mut self, p: &Pair) -> (bool, Duration, Option<f32>) {
+        let stored = self
+            .rvl
+            .call(json!({"op": "store", "prompt": p.rvl_a, "answer": p.id}));
+        let got = self.rvl.call(
+            json!({"op": "check", "prompt": p.rvl_b, "threshold": f64::from(self.threshold)}),
+        );
+        self.rvl.call(json!({"op": "drop", "key": stored["key"]}));
+        let hit = got["hit"].as_bool().expect("hit");
+        if hit {
+            assert_eq!(got["answer"], json!(p.id), "RedisVL served another entry");
+        }
+        let took = Duration::from_nanos(got["ns"].as_u64().expect("ns"));
+        (hit, took, got["distance"].as_f64().map(|d| d as f32))
+    }
+
+    /// Both caches on every pair, alternating which goes first.
+    async fn run(&mut self, pairs: &[&Pair]) -> (Tally, Tally) {
+        let (mut eol, mut rvl) = (Tally::default(), Tally::default());
+        for (i, p) in pairs.iter().enumerate() {
+            let (e, r) = if i % 2 == 0 {
+                let e = self.eol_pair(p).await;
+                (e, self.rvl_pair(p))
+            } else {
+                let r = self.rvl_pair(p);
+                (self.eol_pair(p).await, r)
+            };
+            if let (Some(de), Some(dr)) = (e.2, r.2) {
+                self.max_distance_gap = self.max_distance_gap.max((de - dr).abs());
+            }
+            eol.record(p, e.0, e.1);
+            rvl.record(p, r.0, r.1);
+        }
+        (eol, rvl)
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let thresholds: Vec<f32> = env_or("EOL_EVAL_THRESHOLDS", "0.05,0.1,0.15,0.2,0.3")
+        .split(',')
+        .map(|t| t.trim().parse().expect("a threshold"))
+        .collect();
+    let limit: usize = env_or("EOL_EVAL_PAIRS", "100000")
+        .parse()
+        .expect("EOL_EVAL_PAIRS");
+    let text_prompt = env_or("EOL_EVAL_TEXT_PROMPT", "raw");
+    assert!(
+        ["raw", "json"].contains(&text_prompt.as_str()),
+        "EOL_EVAL_TEXT_PROMPT is raw or json"
+    );
+    let raw_text = text_prompt == "raw";
+    let pairs = load_pairs(raw_text, limit);
+
+    // Embed every prompt once. `eol_key` is what EOL's cache asks its embedder for
+    // (the canonical JSON of the input); the vector is that of RedisVL's prompt.
+    let model = MiniLm::from_env()
+        .unwrap_or_else(|e| panic!("{e}. Run scripts/embedding-model.sh install."));
+    let mut by_prompt: HashMap<String, Vec<f32>> = HashMap::new();
+    let mut eol_keys: Vec<(String, String)> = Vec::new();
+    for p in &pairs {
+        for (input, prompt) in [(&p.eol_a, &p.rvl_a), (&p.eol_b, &p.rvl_b)] {
+            by_prompt.entry(prompt.clone()).or_default();
+            eol_keys.push((canonical_json(input), prompt.clone()));
+        }
+    }
+    by_prompt.entry(PROBE.to_owned()).or_default();
+    let texts: Vec<String> = by_prompt.keys().cloned().collect();
+    let start = Instant::now();
+    for chunk in texts.chunks(32) {
+        for (t, v) in chunk
+            .iter()
+            .zip(model.embed_blocking(chunk).expect("embed"))
+        {
+            by_prompt.insert(t.clone(), v);
+        }
+    }
+    println!(
+        "{} pairs ({} text, {} structured); {} prompts embedded with {} in {:.1?} (text prompts: {text_prompt})",
+        pairs.len(),
+        pairs.iter().filter(|p| p.set == "text").count(),
+        pairs.iter().filter(|p| p.set == "structured").count(),
+        texts.len(),
+        model.model_id(),
+        start.elapsed()
+    );
+    let dims = model.dimension();
+    let embedder = Arc::new(Precomputed {
+        model_id: model.model_id().to_owned(),
+        dims,
+        vectors: eol_keys
+            .iter()
+            .map(|(k, prompt)| (k.clone(), by_prompt[prompt].clone()))
+            .collect(),
+    });
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let vectors_file = dir.path().join("vectors.json");
+    std::fs::write(
+        &vectors_file,
+        json!({"dims": dims, "vectors": by_prompt}).to_string(),
+    )
+    .expect("write the vectors");
+
+    let (url, _own) = redis_server();
+    let client = redis::Client::open(url.as_str()).expect("redis url");
+    let conn = ConnectionManager::new(client).await.expect("connect");
+    let mut rvl = RedisVl::start();
+    let name = format!("eval-{}", std::process::id());
+    let init = rvl.call(json!({
+        "op": "init", "redis_url": url, "vectors": vectors_file, "name": format!("rvl-{name}")
+    }));
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn.clone())
+        .await
+        .expect("INFO");
+    let version = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .unwrap_or("?");
+    let modules: Value = redis::cmd("MODULE")
+        .arg("LIST")
+        .query_async::<redis::Value>(&mut conn.clone())
+        .await
+        .map(|v| json!(format!("{v:?}")))
+        .expect("MODULE LIST");
+    let search = modules
+        .as_str()
+        .unwrap_or("")
+        .split("search")
+        .nth(1)
+        .and_then(|s| s.split("int(").nth(1))
+        .and_then(|s| s.split(')').next())
+        .unwrap_or("?")
+        .to_owned();
+    println!(
+        "Redis {version} (search module {search}) at {url}; RedisVL {}; {} CPUs",
+        init["redisvl"].as_str().unwrap_or("?"),
+        std::thread::available_parallelism().map_or(0, |p| p.get())
+    );
+
+    let all: Vec<&Pair> = pairs.iter().collect();
+    let warm: Vec<&Pair> = pairs
+        .iter()
+        .filter(|p| p.set == "text")
+        .take(WARM_UP)
+        .chain(pairs.iter().filter(|p| p.set == "structured").take(WARM_UP))
+        .collect();
+    let mut results = Vec::new();
+    let mut gap = 0.0f32;
+    for (i, &threshold) in thresholds.iter().enumerate() {
+        let settings = SemanticSettings::from_frontmatter(true, Some(f64::from(threshold)), None)
+            .expect("settings");
+        let eol = SemanticCache::with_index_name(conn.clone(), embedder.clone(), settings, &name)
+            .await
+            .expect("the EOL cache opens");
+        let mut runner = Runner {
+            eol,
+            conn: conn.clone(),
+            rvl,
+            threshold,
+            max_distance_gap: 0.0,
+        };
+        if i == 0 {
+            runner.run(&warm).await;
+        }
+        let (e, r) = runner.run(&all).await;
+        gap = gap.max(runner.max_distance_gap);
+        rvl = runner.rvl;
+        if i + 1 == thresholds.len() {
+            runner.eol.index().drop_index(true).await.expect("drop");
+        }
+        results.push((threshold, e, r));
+    }
+    rvl.call(json!({"op": "close"}));
+    println!("largest distance difference between EOL and RedisVL on pairs both served: {gap:.2e}");
+
+    println!(
+        "\n| threshold | set | cache | hit rate | wrong-hit rate | lookup p50 (ms) | lookup p99 (ms) |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for (t, e, r) in &results {
+        for set in ["all", "text", "structured"] {
+            for (cache, tally) in [("EOL", e), ("RedisVL", r)] {
+                let (hit, wrong) = tally.rates(set);
+                println!(
+                    "| {t} | {set} | {cache} | {} | {} | {} | {} |",
+                    pct(hit),
+                    pct(wrong),
+                    ms(tally.percentile(set, 0.5)),
+                    ms(tally.percentile(set, 0.99))
+                );
+            }
+        }
+    }
+
+    let kinds = [
+        "paraphrase",
+        "negation",
+        "swapped_entities",
+        "different_number",
+        "different_entity",
+        "topic_shift",
+    ];
+    println!(
+        "\nPer kind, both sets (paraphrase: hit rate; the others: wrong-hit rate), EOL / RedisVL:\n"
+    );
+    println!("| threshold | {} |", kinds.join(" | "));
+    println!("| --- |{}", " --- |".repeat(kinds.len()));
+    for (t, e, r) in &results {
+        let cells: Vec<String> = kinds
+            .iter()
+            .map(|k| format!("{} / {}", pct(e.kind_rate(k)), pct(r.kind_rate(k))))
+            .collect();
+        println!("| {t} | {} |", cells.join(" | "));
+    }
+
+    println!(
+        "\nTargets (all pairs): EOL p50 and p99 <= 0.5x RedisVL's; EOL wrong hits <= 1% with a hit rate >= RedisVL's:\n"
+    );
+    for (t, e, r) in &results {
+        let (p50, p99) = (
+            e.percentile("all", 0.5).as_secs_f64() / r.percentile("all", 0.5).as_secs_f64(),
+            e.percentile("all", 0.99).as_secs_f64() / r.percentile("all", 0.99).as_secs_f64(),
+        );
+        let ((eh, ew), (rh, _)) = (e.rates("all"), r.rates("all"));
+        println!(
+            "- {t}: latency EOL/RedisVL p50 {p50:.2}x, p99 {p99:.2}x ({}); wrong hits {} ({}), hit rate {} vs {} ({})",
+            if p50 <= 0.5 && p99 <= 0.5 {
+                "met"
+            } else {
+                "NOT met"
+            },
+            pct(ew),
+            if ew <= 0.01 { "met" } else { "NOT met" },
+            pct(eh),
+            pct(rh),
+            if eh >= rh { "met" } else { "NOT met" },
+        );
+    }
+}

@@ -50,7 +50,7 @@ use std::time::{Duration, Instant};
 
 use eol_vector::embed::local::MiniLm;
 use eol_vector::results::canonical_json;
-use eol_vector::semantic::{CallContext, Lookup, SemanticCache, SemanticSettings};
+use eol_vector::semantic::{CallContext, Lookup, MissReason, SemanticCache, SemanticSettings};
 use eol_vector::{EmbedError, Embedder};
 use futures::future::BoxFuture;
 use redis::aio::ConnectionManager;
@@ -359,6 +359,10 @@ struct Runner {
     threshold: f32,
     /// Largest |EOL distance - RedisVL distance| over pairs where both hit.
     max_distance_gap: f32,
+    /// EOL's guard refusals: (same, first word of the reason) -> count.
+    guard_misses: BTreeMap<(bool, String), u32>,
+    /// The first refused `same=true` pairs.
+    guard_examples: Vec<String>,
 }
 
 impl Runner {
@@ -385,7 +389,16 @@ impl Runner {
                 assert_eq!(answer, json!(p.id), "EOL served another entry");
                 (true, took, Some(distance))
             }
-            Lookup::Miss(_) => (false, took, None),
+            Lookup::Miss(why) => {
+                if let MissReason::Guard { why } = why {
+                    let field = why.reason.split(' ').next().unwrap_or("").to_owned();
+                    *self.guard_misses.entry((p.same, field)).or_default() += 1;
+                    if p.same && self.guard_examples.len() < 5 {
+                        self.guard_examples.push(format!("{}: {why}", p.id));
+                    }
+                }
+                (false, took, None)
+            }
         }
     }
 
@@ -551,11 +564,19 @@ async fn main() {
             rvl,
             threshold,
             max_distance_gap: 0.0,
+            guard_misses: BTreeMap::new(),
+            guard_examples: Vec::new(),
         };
         if i == 0 {
             runner.run(&warm).await;
+            runner.guard_misses.clear();
+            runner.guard_examples.clear();
         }
         let (e, r) = runner.run(&all).await;
+        println!(
+            "threshold {threshold}: EOL guard refusals (same, reason) {:?}; e.g. {:?}",
+            runner.guard_misses, runner.guard_examples
+        );
         gap = gap.max(runner.max_distance_gap);
         rvl = runner.rvl;
         if i + 1 == thresholds.len() {

@@ -4,6 +4,7 @@
 //! HNSW/FLAT); and the caches of the runner: semantic (prototyped calls),
 //! embeddings (text hash -> vector) and results (deterministic calls).
 
+pub mod context;
 pub mod embed;
 pub mod embed_cache;
 pub mod index;

@@ -23,7 +23,7 @@
 //!   left, and returns them in document order with a note of what was dropped.
 //!   The total never exceeds the budget.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -168,8 +168,10 @@ pub struct Chunk {
     pub text: String,
     /// Its tokens, as the chunker's counter counts them.
     pub tokens: usize,
-    /// sha256 (lower-case hex) of the document name, heading path and text:
-    /// the same text in the same place has the same hash.
+    /// sha256 (lower-case hex) of the document name, heading path and text
+    /// ([`chunk_hash`]): the same text in the same place has the same hash. The
+    /// n-th repeat (n >= 1) of a chunk in a document hashes `"<hash>#<n>"`, so
+    /// every chunk of a document has its own hash.
     pub hash: String,
 }
 
@@ -372,6 +374,7 @@ impl Chunker {
         };
         let sections = self.sections(&text);
         let mut chunks = Vec::new();
+        let mut seen = HashMap::new();
         for section in sections {
             let mut current: Option<(usize, usize, usize)> = None; // start, end, tokens
             for unit in section.units {
@@ -380,27 +383,52 @@ impl Chunker {
                         current = Some((start, unit.end, tokens + unit.tokens));
                     }
                     Some((start, end, _)) => {
-                        self.emit(doc, &section.path, &text[start..end], &mut chunks);
+                        self.emit(
+                            doc,
+                            &section.path,
+                            &text[start..end],
+                            &mut chunks,
+                            &mut seen,
+                        );
                         current = Some((unit.start, unit.end, unit.tokens));
                     }
                     None => current = Some((unit.start, unit.end, unit.tokens)),
                 }
             }
             if let Some((start, end, _)) = current {
-                self.emit(doc, &section.path, &text[start..end], &mut chunks);
+                self.emit(
+                    doc,
+                    &section.path,
+                    &text[start..end],
+                    &mut chunks,
+                    &mut seen,
+                );
             }
         }
         chunks
     }
 
-    fn emit(&self, doc: &str, path: &[String], text: &str, chunks: &mut Vec<Chunk>) {
+    fn emit(
+        &self,
+        doc: &str,
+        path: &[String],
+        text: &str,
+        chunks: &mut Vec<Chunk>,
+        seen: &mut HashMap<String, usize>,
+    ) {
+        let mut hash = chunk_hash(doc, path, text);
+        let repeats = seen.entry(hash.clone()).or_insert(0);
+        if *repeats > 0 {
+            hash = sha256_hex(&format!("{hash}#{repeats}"));
+        }
+        *repeats += 1;
         chunks.push(Chunk {
             doc: doc.to_owned(),
             heading_path: path.to_vec(),
             ordinal: chunks.len(),
             text: text.to_owned(),
             tokens: self.counter.count(text),
-            hash: chunk_hash(doc, path, text),
+            hash,
         });
     }
 
@@ -726,7 +754,7 @@ impl Selection {
 }
 
 /// The schema of the context index `name` for vectors of `dims` dimensions:
-/// tags `feature`, `doc`, `hash` (case-sensitive); numeric `doc_index`,
+/// tags `feature`, `doc`, `hash`, `embedder` (case-sensitive); numeric `doc_index`,
 /// `ordinal`, `tokens`; the HNSW cosine vector `embedding`. The `text` and
 /// `heading` (a JSON array) fields are stored but not indexed.
 pub fn context_schema(name: &str, dims: usize) -> IndexSchema {
@@ -749,7 +777,8 @@ pub fn context_schema(name: &str, dims: usize) -> IndexSchema {
         fields: vec![
             field("feature", FieldType::Tag, tag.clone()),
             field("doc", FieldType::Tag, tag.clone()),
-            field("hash", FieldType::Tag, tag),
+            field("hash", FieldType::Tag, tag.clone()),
+            field("embedder", FieldType::Tag, tag),
             field("doc_index", FieldType::Numeric, FieldAttrs::default()),
             field("ordinal", FieldType::Numeric, FieldAttrs::default()),
             field("tokens", FieldType::Numeric, FieldAttrs::default()),
@@ -779,6 +808,7 @@ pub struct ContextIndex {
     chunker: Chunker,
     compression: Compression,
     remainder_percent: usize,
+    model_tag: String,
 }
 
 impl std::fmt::Debug for ContextIndex {
@@ -815,10 +845,12 @@ impl ContextIndex {
         let index = VectorIndex::new(conn, schema)?.with_policy(SchemaChangePolicy::Recreate);
         index.check_embedder(embedder.as_ref())?;
         index.ensure().await?;
+        let model_tag = sha256_hex(embedder.model_id())[..12].to_owned();
         Ok(Self {
             index,
             embedder,
             chunker,
+            model_tag,
             compression: Compression::Truncate,
             remainder_percent: DEFAULT_REMAINDER_PERCENT,
         })
@@ -847,13 +879,25 @@ impl ContextIndex {
         &self.chunker
     }
 
-    /// The Redis set of the hashes of `feature`'s stored chunks.
+    /// The Redis set of the hashes of `feature`'s chunks stored with this
+    /// index's embedder (`<index>:hashes:<model id>:<feature>`).
     pub fn hashes_key(&self, feature: &str) -> String {
-        format!("{}:hashes:{feature}", self.index.name())
+        format!(
+            "{}:hashes:{}:{feature}",
+            self.index.name(),
+            self.embedder.model_id()
+        )
     }
 
-    fn id(feature: &str, hash: &str) -> String {
-        format!("{feature}:{hash}")
+    /// The Redis key of the chunk of `feature` with `hash`, embedded by this
+    /// index's embedder: `<prefix>:<feature>:<model tag>:<hash>`, the model tag
+    /// being the first 12 hex digits of the sha256 of the model id.
+    pub fn chunk_key(&self, feature: &str, hash: &str) -> String {
+        self.index.schema().key(&self.id(feature, hash))
+    }
+
+    fn id(&self, feature: &str, hash: &str) -> String {
+        format!("{feature}:{}:{hash}", &self.model_tag)
     }
 
     /// Makes the stored chunks of `feature` those of `docs` (in this order):
@@ -889,8 +933,7 @@ impl ContextIndex {
         if !listed.is_empty() {
             let mut pipe = redis::pipe();
             for (_, c) in &listed {
-                pipe.cmd("EXISTS")
-                    .arg(self.index.schema().key(&Self::id(feature, &c.hash)));
+                pipe.cmd("EXISTS").arg(self.chunk_key(feature, &c.hash));
             }
             let exists: Vec<bool> = pipe
                 .query_async(&mut conn)
@@ -911,8 +954,9 @@ impl ContextIndex {
                 .iter()
                 .zip(vectors)
                 .map(|((d, c), v)| {
-                    Document::new(Self::id(feature, &c.hash))
+                    Document::new(self.id(feature, &c.hash))
                         .text("feature", feature)
+                        .text("embedder", self.embedder.model_id())
                         .text("doc", c.doc.clone())
                         .text("hash", c.hash.clone())
                         .text(
@@ -941,7 +985,7 @@ impl ContextIndex {
             let mut pipe = redis::pipe();
             for (d, c) in &kept {
                 pipe.cmd("HSET")
-                    .arg(self.index.schema().key(&Self::id(feature, &c.hash)))
+                    .arg(self.chunk_key(feature, &c.hash))
                     .arg("doc_index")
                     .arg(*d)
                     .arg("ordinal")
@@ -964,7 +1008,7 @@ impl ContextIndex {
                 let mut srem = redis::cmd("SREM");
                 srem.arg(&set);
                 for h in batch {
-                    del.arg(self.index.schema().key(&Self::id(feature, h)));
+                    del.arg(self.chunk_key(feature, h));
                     srem.arg(h.as_str());
                 }
                 pipe.add_command(del).ignore();
@@ -1026,12 +1070,12 @@ impl ContextIndex {
             .knn(
                 &vector,
                 k,
-                &Filter::tag("feature", feature),
+                &Filter::tag("feature", feature).and_tag("embedder", self.embedder.model_id()),
                 &["doc", "doc_index", "heading", "ordinal", "text"],
             )
             .await?;
         let counter = self.chunker.counter();
-        let ranked: Vec<SelectedChunk> = hits
+        let mut ranked: Vec<SelectedChunk> = hits
             .into_iter()
             .map(|h| {
                 let field = |n: &str| h.fields.get(n).cloned().unwrap_or_default();
@@ -1047,6 +1091,12 @@ impl ContextIndex {
                 }
             })
             .collect();
+        // Equally distant chunks in document order: the same query gives the same context.
+        ranked.sort_by(|a, b| {
+            a.distance
+                .total_cmp(&b.distance)
+                .then((a.doc_index, a.ordinal).cmp(&(b.doc_index, b.ordinal)))
+        });
         let beyond = count.saturating_sub(ranked.len());
 
         // Everything that fits in full, most relevant first.
@@ -1061,17 +1111,22 @@ impl ContextIndex {
             }
             (chosen, used)
         };
+        let rest_of = |chosen: &[bool]| -> Vec<&SelectedChunk> {
+            ranked
+                .iter()
+                .zip(chosen)
+                .filter(|(_, c)| !**c)
+                .map(|(r, _)| r)
+                .collect()
+        };
         let (mut chosen, mut used) = take(budget_tokens);
-        if chosen.iter().any(|c| !c) {
+        let reserved = chosen.iter().any(|c| !c);
+        if reserved {
+            // Keep a reserve for the compressed remainder.
             let reserve = (budget_tokens * self.remainder_percent).div_ceil(100);
             (chosen, used) = take(budget_tokens - reserve.min(budget_tokens));
         }
-        let rest: Vec<&SelectedChunk> = ranked
-            .iter()
-            .zip(&chosen)
-            .filter(|(_, c)| !**c)
-            .map(|(r, _)| r)
-            .collect();
+        let mut rest = rest_of(&chosen);
         let left = budget_tokens - used;
         let mut failure = None;
         let remainder = if rest.is_empty() || left == 0 {
@@ -1089,6 +1144,11 @@ impl ContextIndex {
                 },
             }
         };
+        if remainder.is_none() && reserved {
+            // Nothing compressed fits: the reserve goes back to whole chunks.
+            (chosen, used) = take(budget_tokens);
+            rest = rest_of(&chosen);
+        }
         let covered: HashSet<&str> = remainder
             .as_ref()
             .map(|r| r.covers.iter().map(String::as_str).collect())

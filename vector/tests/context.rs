@@ -21,12 +21,25 @@ use redis::aio::ConnectionManager;
 const DIMS: usize = 64;
 
 /// A deterministic embedder (bag of hashed lower-case words) that counts the texts it embeds.
-#[derive(Default)]
 struct CountingBag {
+    id: &'static str,
     texts: AtomicUsize,
 }
 
+impl Default for CountingBag {
+    fn default() -> Self {
+        Self::named("test-counting-bag-64")
+    }
+}
+
 impl CountingBag {
+    fn named(id: &'static str) -> Self {
+        Self {
+            id,
+            texts: AtomicUsize::new(0),
+        }
+    }
+
     fn embedded(&self) -> usize {
         self.texts.load(Ordering::SeqCst)
     }
@@ -57,7 +70,7 @@ fn bag_of_words(text: &str) -> Vec<f32> {
 
 impl Embedder for CountingBag {
     fn model_id(&self) -> &str {
-        "test-counting-bag-64"
+        self.id
     }
     fn dimension(&self) -> usize {
         DIMS
@@ -432,7 +445,7 @@ async fn sync_re_embeds_only_what_changed() {
         .query_async(&mut c)
         .await
         .expect("SRANDMEMBER");
-    let key = ctx.index().schema().key(&format!("{feature}:{some}"));
+    let key = ctx.chunk_key(feature, &some);
     let _: () = redis::cmd("DEL")
         .arg(&key)
         .query_async(&mut c)
@@ -490,6 +503,60 @@ async fn sync_timing_for_many_chunks() {
     eprintln!("select among 1000 chunks: {:?}", start.elapsed());
     assert!(sel.total_tokens <= 300);
     cleanup(&ctx, &["many"]).await;
+}
+
+#[tokio::test]
+async fn repeated_chunks_are_all_kept_and_another_model_does_not_reuse_vectors() {
+    let chunker = Chunker::default().with_max_tokens(10);
+    let doc = "## Notes\n\nSee the refund policy for details.\n\nShipping takes two days.\n\nSee the refund policy for details.\n";
+    let chunks = chunker.chunk("d", doc);
+    assert_eq!(chunks.len(), 4, "{chunks:#?}");
+    let hashes: std::collections::HashSet<&str> = chunks.iter().map(|c| c.hash.as_str()).collect();
+    assert_eq!(hashes.len(), 4, "a repeated chunk has its own hash");
+    assert_eq!(
+        chunks[1].hash,
+        chunk_hash("d", &chunks[1].heading_path, &chunks[1].text)
+    );
+
+    let base = unique("ctx-models");
+    let a = Arc::new(CountingBag::named("bag-a"));
+    let b = Arc::new(CountingBag::named("bag-b"));
+    let ctx_a = ContextIndex::with_index_name(conn().await, a.clone(), chunker.clone(), &base)
+        .await
+        .expect("open");
+    let ctx_b = ContextIndex::with_index_name(conn().await, b.clone(), chunker, &base)
+        .await
+        .expect("open");
+    let d = [ContextDoc::new("d", doc)];
+    assert_eq!(ctx_a.sync("f", &d).await.expect("sync").added, 4);
+    let sel = ctx_b.select("f", "refund", 100).await.expect("select");
+    assert!(sel.chunks.is_empty(), "no vectors of another model");
+    assert_eq!(ctx_b.sync("f", &d).await.expect("sync").added, 4);
+    assert_eq!(
+        b.embedded(),
+        4,
+        "nothing stored: the query is not even embedded"
+    );
+    assert_eq!(
+        ctx_b
+            .select("f", "refund", 100)
+            .await
+            .expect("select")
+            .chunks
+            .len(),
+        4
+    );
+    assert_eq!(
+        ctx_a
+            .select("f", "refund", 100)
+            .await
+            .expect("select")
+            .chunks
+            .len(),
+        4
+    );
+    ctx_b.remove_feature("f").await.expect("remove");
+    cleanup(&ctx_a, &["f"]).await;
 }
 
 // ---------------------------------------------------------------- selection
@@ -668,6 +735,29 @@ async fn the_remainder_can_be_a_model_summary_within_the_budget() {
         if let Some(r) = &sel.remainder {
             assert!(r.text.ends_with('…'));
         }
+    }
+    // A summary that comes back empty leaves the reserve to whole chunks.
+    let empty = ContextIndex::with_index_name(conn().await, bag.clone(), Chunker::default(), &base)
+        .await
+        .expect("open")
+        .with_compression(summary("", false));
+    let no_reserve =
+        ContextIndex::with_index_name(conn().await, bag.clone(), Chunker::default(), &base)
+            .await
+            .expect("open")
+            .with_remainder_percent(0);
+    for budget in [20, 40, 60, 80] {
+        let sel = empty
+            .select("shop", "refund", budget)
+            .await
+            .expect("select");
+        assert!(sel.remainder.is_none());
+        let whole = no_reserve
+            .select("shop", "refund", budget)
+            .await
+            .expect("select");
+        assert_eq!(sel.chunks, whole.chunks, "budget {budget}");
+        assert_within(&sel, &EstimateCounter, budget);
     }
     // A failing summarizer falls back to first sentences, and the note says so.
     let failing = ContextIndex::with_index_name(conn().await, bag, Chunker::default(), &base)

@@ -387,6 +387,23 @@ pub async fn dump(client: &Client, namespace: &str, operator_log: &std::path::Pa
     }
 }
 
+/// True once a FeatureRun has ended (its `Succeeded` condition is no longer Unknown).
+pub fn run_finished(run: &FeatureRun) -> bool {
+    run.status
+        .as_ref()
+        .and_then(|s| condition(&s.conditions, "Succeeded"))
+        .is_some_and(|(status, _, _)| status != "Unknown")
+}
+
+/// True while a Feature's `Ready` condition is True.
+pub fn feature_ready(feature: &Feature) -> bool {
+    feature
+        .status
+        .as_ref()
+        .and_then(|s| condition(&s.conditions, "Ready"))
+        .is_some_and(|(status, _, _)| status == "True")
+}
+
 /// A condition's `(status, reason, message)`, when present.
 pub fn condition(
     conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],

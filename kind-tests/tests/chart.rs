@@ -13,7 +13,7 @@
 
 use eol_core::crd::{Feature, FeatureRun};
 use eol_kind_tests::cli::{helm, repo_root, run, text, tools};
-use eol_kind_tests::{client, condition, install_crds, wait_for};
+use eol_kind_tests::{client, condition, feature_ready, install_crds, run_finished, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
@@ -1036,21 +1036,6 @@ async fn image_hint(client: &Client, namespace: &str) -> String {
          `kind-tests/cluster.sh load-image project`\n",
         problems.join("; ")
     )
-}
-
-fn run_finished(run: &FeatureRun) -> bool {
-    run.status
-        .as_ref()
-        .and_then(|s| condition(&s.conditions, "Succeeded"))
-        .is_some_and(|(status, _, _)| status != "Unknown")
-}
-
-fn feature_ready(feature: &Feature) -> bool {
-    feature
-        .status
-        .as_ref()
-        .and_then(|s| condition(&s.conditions, "Ready"))
-        .is_some_and(|(status, _, _)| status == "True")
 }
 
 #[tokio::test]

@@ -13,7 +13,9 @@
 
 use eol_core::crd::{Feature, FeatureRun};
 use eol_kind_tests::cli::{helm, kubectl, repo_root, text};
-use eol_kind_tests::{client, condition, dump, install_crds, wait_for};
+use eol_kind_tests::{
+    client, condition, dump, feature_ready, install_crds, run_finished, wait_for,
+};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolumeClaim};
 use kube::api::{DeleteParams, ListParams, PostParams};
@@ -108,18 +110,12 @@ fn headers(kind: &str, ns: &str) -> Vec<String> {
         .collect()
 }
 
-fn run_finished(run: &FeatureRun) -> bool {
-    run.status
-        .as_ref()
-        .and_then(|s| condition(&s.conditions, "Succeeded"))
-        .is_some_and(|(status, _, _)| status != "Unknown")
-}
-
-fn feature_ready(feature: &Feature, replicas: i32) -> bool {
-    feature.status.as_ref().is_some_and(|s| {
-        s.ready_replicas == replicas
-            && condition(&s.conditions, "Ready").is_some_and(|c| c.0 == "True")
-    })
+fn ready_with(feature: &Feature, replicas: i32) -> bool {
+    feature_ready(feature)
+        && feature
+            .status
+            .as_ref()
+            .is_some_and(|s| s.ready_replicas == replicas)
 }
 
 /// The address pods reach the host on: the node's InternalIP (the local
@@ -279,7 +275,7 @@ async fn a_user_installs_applies_switches_upgrades_and_uninstalls() {
         );
 
         let features: Api<Feature> = Api::namespaced(client.clone(), &ns);
-        wait_for(&features, "inventory", TIMEOUT, |f| feature_ready(f, 2)).await;
+        wait_for(&features, "inventory", TIMEOUT, |f| ready_with(f, 2)).await;
         // DESIRED (spec.phase) is a wide column.
         assert_eq!(
             headers("features", &ns),
@@ -326,7 +322,7 @@ async fn a_user_installs_applies_switches_upgrades_and_uninstalls() {
         );
         assert!(rollout.contains("successfully rolled out"), "{rollout}");
         let switched = wait_for(&features, "inventory", TIMEOUT, |f| {
-            feature_ready(f, 2)
+            ready_with(f, 2)
                 && f.status.as_ref().is_some_and(|s| {
                     s.phase == Some(eol_core::crd::FeaturePhase::Hybrid)
                         && condition(&s.conditions, "PhaseSwitch")

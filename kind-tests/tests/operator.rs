@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use eol_core::crd::{Feature, FeatureRun};
-use eol_kind_tests::{TestEnv, condition, in_namespace, wait_for};
+use eol_kind_tests::{TestEnv, condition, feature_ready, in_namespace, run_finished, wait_for};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
@@ -33,20 +33,6 @@ fn feature_run(name: &str, spec: serde_json::Value) -> FeatureRun {
         "metadata": {"name": name}, "spec": spec
     }))
     .unwrap()
-}
-
-fn is_ready(f: &Feature) -> bool {
-    f.status
-        .as_ref()
-        .and_then(|s| condition(&s.conditions, "Ready"))
-        .is_some_and(|(status, _, _)| status == "True")
-}
-
-fn run_finished(r: &FeatureRun) -> bool {
-    r.status
-        .as_ref()
-        .and_then(|s| condition(&s.conditions, "Succeeded"))
-        .is_some_and(|(status, _, _)| status != "Unknown")
 }
 
 /// POSTs to the Feature's Service (its ClusterIP, reachable from the node).
@@ -162,7 +148,7 @@ async fn a_feature_becomes_ready_with_two_replicas_answering_through_its_service
         ))
         .await;
         let f = wait_for(&env.api::<Feature>(), "inventory", READY_TIMEOUT, |f| {
-            is_ready(f) && f.status.as_ref().is_some_and(|s| s.ready_replicas == 2)
+            feature_ready(f) && f.status.as_ref().is_some_and(|s| s.ready_replicas == 2)
         })
         .await;
         let status = f.status.unwrap();
@@ -214,7 +200,7 @@ async fn a_phase_switch_rolls_over_with_zero_failed_requests() {
         .await;
         let features = env.api::<Feature>();
         wait_for(&features, "inventory", READY_TIMEOUT, |f| {
-            is_ready(f) && f.status.as_ref().is_some_and(|s| s.ready_replicas == 2)
+            feature_ready(f) && f.status.as_ref().is_some_and(|s| s.ready_replicas == 2)
         })
         .await;
         let before = env.api::<Deployment>().get("inventory").await.unwrap();
@@ -310,7 +296,7 @@ async fn a_switch_whose_tests_fail_stalls_is_reported_and_rolls_back() {
         ))
         .await;
         let features = env.api::<Feature>();
-        let good = wait_for(&features, "inventory", READY_TIMEOUT, is_ready).await;
+        let good = wait_for(&features, "inventory", READY_TIMEOUT, feature_ready).await;
         let good_config = good.status.unwrap().config.unwrap();
         // An implementation that breaks a test: unknown SKUs report stock 1.
         let broken = SOURCE.replace("else 0}", "else 1}");
@@ -339,7 +325,7 @@ async fn a_switch_whose_tests_fail_stalls_is_reported_and_rolls_back() {
         assert!(status.failed_config.is_some());
         // The old pods served throughout, and the Deployment is back on the last good config.
         let back = wait_for(&features, "inventory", READY_TIMEOUT, |f| {
-            is_ready(f)
+            feature_ready(f)
                 && f.status
                     .as_ref()
                     .is_some_and(|s| s.config.as_deref() == Some(good_config.as_str()))
@@ -423,7 +409,7 @@ async fn an_invalid_source_is_reported_and_nothing_is_created() {
 async fn deleting_a_feature_removes_its_children() {
     in_namespace("delete", |env| async move {
         env.create(&feature("inventory", serde_json::json!({"source": {"inline": SOURCE}, "replicas": 1}))).await;
-        wait_for(&env.api::<Feature>(), "inventory", READY_TIMEOUT, is_ready).await;
+        wait_for(&env.api::<Feature>(), "inventory", READY_TIMEOUT, feature_ready).await;
         env.api::<Feature>().delete("inventory", &DeleteParams::foreground()).await.unwrap();
         let start = std::time::Instant::now();
         loop {

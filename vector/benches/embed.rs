@@ -6,11 +6,12 @@
 //! Needs `scripts/embedding-model.sh install` and a Redis: `$REDIS_URL`, else a server of
 //! the bench's own from `scripts/redis.sh install`. `EOL_BENCH_TEXTS` sets the corpus size (256).
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use eol_vector::Embedder;
 use eol_vector::embed::local::MiniLm;
 use eol_vector::embed_cache::{EmbeddingsCache, EmbeddingsCacheConfig};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,60 +62,17 @@ fn corpus(n: usize, run: &str) -> Vec<String> {
         .collect()
 }
 
-struct OwnRedis(Child);
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn redis() -> (String, Option<OwnRedis>) {
+fn redis() -> (String, Option<common::OwnRedis>) {
     if let Ok(url) = std::env::var("REDIS_URL") {
         return (url, None);
     }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/redis.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg("path")
-        .output()
-        .expect("run scripts/redis.sh path");
-    let server =
-        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("bin/redis-server");
-    assert!(
-        server.exists(),
-        "the bench needs Redis ({} is missing): run scripts/redis.sh install",
-        server.display()
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
-    let child = Command::new(&server)
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(std::env::temp_dir())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start redis-server");
-    let own = OwnRedis(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (format!("redis://127.0.0.1:{port}"), Some(own))
+    let own = common::own_redis(false, |server| {
+        format!(
+            "the bench needs Redis ({} is missing): run scripts/redis.sh install",
+            server.display()
+        )
+    });
+    (own.url.clone(), Some(own))
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -41,6 +41,9 @@
 //! cargo bench -p eol-vector --bench semantic_eval
 //! ```
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -171,56 +174,19 @@ fn load_pairs(raw_text: bool, limit: usize) -> Vec<Pair> {
     pairs
 }
 
-/// A `redis-server` with the search and JSON modules, killed on drop.
-struct OwnRedis(Child);
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn redis_server() -> (String, Option<OwnRedis>) {
+/// `EOL_EVAL_REDIS_URL`, else a `redis-server` of the bench's own with the
+/// search and JSON modules, killed on drop.
+fn redis_server() -> (String, Option<common::OwnRedis>) {
     if let Ok(url) = std::env::var("EOL_EVAL_REDIS_URL") {
         return (url, None);
     }
-    let out = Command::new("bash")
-        .arg(repo().join("scripts/redis.sh"))
-        .arg("path")
-        .output()
-        .expect("run scripts/redis.sh path");
-    let bundle = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    let server = bundle.join("bin/redis-server");
-    assert!(
-        server.exists(),
-        "{} is missing: run scripts/redis.sh install",
-        server.display()
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
-    let child = Command::new(&server)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(std::env::temp_dir())
-        .arg("--loadmodule")
-        .arg(bundle.join("lib/redisearch.so"))
-        .arg("--loadmodule")
-        .arg(bundle.join("lib/rejson.so"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start redis-server");
-    let own = OwnRedis(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (format!("redis://127.0.0.1:{port}"), Some(own))
+    let own = common::own_redis(true, |server| {
+        format!(
+            "{} is missing: run scripts/redis.sh install",
+            server.display()
+        )
+    });
+    (own.url.clone(), Some(own))
 }
 
 /// The Python side: RedisVL's `SemanticCache` behind a line protocol.

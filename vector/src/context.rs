@@ -32,7 +32,7 @@ use redis::aio::ConnectionManager;
 
 use crate::index::{
     Document, FieldAttrs, FieldSpec, FieldType, Filter, IndexError, IndexInfo, IndexSchema,
-    SchemaChangePolicy, SchemaError, VectorIndex,
+    SchemaError, VectorIndex,
 };
 use crate::results::sha256_hex;
 use crate::{EmbedError, Embedder};
@@ -839,12 +839,14 @@ impl ContextIndex {
         chunker: Chunker,
         base: &str,
     ) -> Result<Self, ContextError> {
-        let dims = embedder.dimension();
-        let schema = context_schema(&format!("{base}-{dims}"), dims);
         // Chunks can always be re-embedded from the documents: a schema change may drop the index.
-        let index = VectorIndex::new(conn, schema)?.with_policy(SchemaChangePolicy::Recreate);
-        index.check_embedder(embedder.as_ref())?;
-        index.ensure().await?;
+        let index = VectorIndex::open_recreatable::<ContextError>(
+            conn,
+            embedder.as_ref(),
+            base,
+            context_schema,
+        )
+        .await?;
         let model_tag = sha256_hex(embedder.model_id())[..12].to_owned();
         Ok(Self {
             index,

@@ -999,6 +999,26 @@ impl VectorIndex {
         self
     }
 
+    /// Opens the index `<base>-<dims>` (`dims` of `embedder`) with the schema
+    /// `schema(name, dims)` for the vectors of `embedder`, creating it, or
+    /// recreating it on a schema change: for an index of what can be rebuilt.
+    pub(crate) async fn open_recreatable<E>(
+        conn: ConnectionManager,
+        embedder: &dyn Embedder,
+        base: &str,
+        schema: impl FnOnce(&str, usize) -> IndexSchema,
+    ) -> Result<Self, E>
+    where
+        E: From<SchemaError> + From<IndexError>,
+    {
+        let dims = embedder.dimension();
+        let index = Self::new(conn, schema(&format!("{base}-{dims}"), dims))?
+            .with_policy(SchemaChangePolicy::Recreate);
+        index.check_embedder(embedder)?;
+        index.ensure().await?;
+        Ok(index)
+    }
+
     /// The schema.
     pub fn schema(&self) -> &IndexSchema {
         &self.schema

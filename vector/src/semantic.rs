@@ -50,7 +50,7 @@ use serde_json::Value;
 
 use crate::index::{
     Document, FieldAttrs, FieldSpec, FieldType, Filter, IndexError, IndexInfo, IndexSchema,
-    SchemaChangePolicy, SchemaError, VectorIndex,
+    SchemaError, VectorIndex,
 };
 use crate::results::{canonical_json, sha256_hex};
 use crate::{EmbedError, Embedder};
@@ -344,12 +344,14 @@ impl SemanticCache {
         settings: SemanticSettings,
         base: &str,
     ) -> Result<Self, SemanticError> {
-        let dims = embedder.dimension();
-        let schema = semantic_schema(&format!("{base}-{dims}"), dims);
         // Entries are only a cache: a schema change may drop the index.
-        let index = VectorIndex::new(conn, schema)?.with_policy(SchemaChangePolicy::Recreate);
-        index.check_embedder(embedder.as_ref())?;
-        index.ensure().await?;
+        let index = VectorIndex::open_recreatable::<SemanticError>(
+            conn,
+            embedder.as_ref(),
+            base,
+            semantic_schema,
+        )
+        .await?;
         Ok(Self {
             index,
             embedder,

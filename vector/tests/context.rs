@@ -4,8 +4,8 @@
 //! scripts/test.sh, or `REDIS_URL` from `eval "$(scripts/redis.sh start)"`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use eol_vector::context::{
     Chunker, Compression, ContextDoc, ContextIndex, EstimateCounter, SummarizeError, Summarizer,
@@ -14,11 +14,11 @@ use eol_vector::context::{
 use eol_vector::embed::local::{MiniLm, default_model_dir};
 use eol_vector::{EmbedError, Embedder};
 use futures::future::BoxFuture;
-use redis::aio::ConnectionManager;
+
+mod common;
+use common::{DIMS, conn, unique};
 
 // ---------------------------------------------------------------- helpers
-
-const DIMS: usize = 64;
 
 /// A deterministic embedder (bag of hashed lower-case words) that counts the texts it embeds.
 struct CountingBag {
@@ -45,24 +45,10 @@ impl CountingBag {
     }
 }
 
+/// [`common::bag_of_words`], on the first axis for a text without words.
 fn bag_of_words(text: &str) -> Vec<f32> {
-    let mut v = vec![0.0f32; DIMS];
-    for word in text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-    {
-        let h = word
-            .to_lowercase()
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-            });
-        v[(h % DIMS as u64) as usize] += 1.0;
-    }
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        v.iter_mut().for_each(|x| *x /= norm);
-    } else {
+    let mut v = common::bag_of_words(text);
+    if v.iter().all(|x| *x == 0.0) {
         v[0] = 1.0;
     }
     v
@@ -82,32 +68,6 @@ impl Embedder for CountingBag {
         self.texts.fetch_add(texts.len(), Ordering::SeqCst);
         Box::pin(async move { Ok(texts.iter().map(|t| bag_of_words(t)).collect()) })
     }
-}
-
-async fn conn() -> ConnectionManager {
-    let url = std::env::var("EOL_TEST_REDIS_URL").or_else(|_| std::env::var("REDIS_URL")).unwrap_or_else(|_| {
-        panic!(
-            "EOL_TEST_REDIS_URL (or REDIS_URL) is not set: these tests need Redis with the search module; \
-             run `eval \"$(scripts/redis.sh start)\"` first"
-        )
-    });
-    let client = redis::Client::open(url.as_str()).expect("a valid REDIS_URL");
-    ConnectionManager::new(client).await.unwrap_or_else(|e| {
-        panic!("cannot connect to {url} ({e}); start it with scripts/redis.sh start")
-    })
-}
-
-fn unique(name: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "t-{name}-{}-{nanos}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 async fn open(name: &str, embedder: Arc<dyn Embedder>, chunker: Chunker) -> ContextIndex {

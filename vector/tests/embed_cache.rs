@@ -7,83 +7,32 @@ use eol_vector::embed::local::MiniLm;
 use eol_vector::embed_cache::{CacheCounts, EmbeddingsCache, EmbeddingsCacheConfig, cache_key};
 use eol_vector::{EmbedError, Embedder};
 use futures::future::BoxFuture;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod common;
 
 /// The Redis a test runs against; a server of its own is stopped when this drops.
 struct TestRedis {
     url: String,
-    own: Option<Child>,
-}
-
-impl Drop for TestRedis {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.own {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    _own: Option<common::OwnRedis>,
 }
 
 fn redis() -> TestRedis {
     if let Ok(url) = std::env::var("REDIS_URL") {
-        return TestRedis { url, own: None };
+        return TestRedis { url, _own: None };
     }
-    let scripts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts");
-    let out = Command::new("bash")
-        .arg(scripts.join("redis.sh"))
-        .arg("path")
-        .output()
-        .expect("run scripts/redis.sh path");
-    let bundle = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    let server = bundle.join("bin/redis-server");
-    assert!(
-        server.exists(),
-        "these tests need the local Redis ({} is missing): run scripts/redis.sh install, or set REDIS_URL from `scripts/redis.sh start`",
-        server.display()
-    );
-    let port = free_port();
-    let child = Command::new(&server)
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(std::env::temp_dir())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("failed to start {}: {e}", server.display()));
-    let redis = TestRedis {
-        url: format!("redis://127.0.0.1:{port}"),
-        own: Some(child),
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{} did not listen on {port} within 10 s",
+    let own = common::own_redis(false, |server| {
+        format!(
+            "these tests need the local Redis ({} is missing): run scripts/redis.sh install, or set REDIS_URL from `scripts/redis.sh start`",
             server.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
+        )
+    });
+    TestRedis {
+        url: own.url.clone(),
+        _own: Some(own),
     }
-    redis
 }
 
 fn model() -> Arc<MiniLm> {
@@ -237,7 +186,7 @@ async fn a_batch_embeds_only_its_misses_and_each_repeated_text_once() {
 
 #[tokio::test]
 async fn a_redis_that_is_down_still_embeds() {
-    let down = format!("redis://127.0.0.1:{}", free_port());
+    let down = format!("redis://127.0.0.1:{}", common::free_port());
     let cache = cache(model(), &down, Duration::from_secs(60));
     let texts = fresh_texts(2);
     let v = cache.embed(&texts).await.expect("embeds without Redis");

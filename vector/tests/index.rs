@@ -1,9 +1,7 @@
 //! Vector index schemas and the RediSearch index, against a real Redis with
 //! the search module (`EOL_TEST_REDIS_URL`, set by scripts/test.sh, or `REDIS_URL` from `eval "$(scripts/redis.sh start)"`).
 
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use eol_vector::index::{
     Document, EnsureOutcome, Filter, IndexError, IndexSchema, KnnQuery, SchemaChangePolicy,
@@ -11,41 +9,9 @@ use eol_vector::index::{
 };
 use eol_vector::{EmbedError, Embedder};
 use futures::future::BoxFuture;
-use redis::aio::ConnectionManager;
 
-fn redis_url() -> String {
-    std::env::var("EOL_TEST_REDIS_URL").or_else(|_| std::env::var("REDIS_URL")).unwrap_or_else(|_| {
-        panic!(
-            "EOL_TEST_REDIS_URL (or REDIS_URL) is not set: these tests need Redis with the search module; \
-             run `eval \"$(scripts/redis.sh start)\"` first"
-        )
-    })
-}
-
-async fn connect(url: &str) -> ConnectionManager {
-    let client = redis::Client::open(url).expect("a valid REDIS_URL");
-    ConnectionManager::new(client).await.unwrap_or_else(|e| {
-        panic!("cannot connect to {url} ({e}); start it with scripts/redis.sh start")
-    })
-}
-
-async fn conn() -> ConnectionManager {
-    connect(&redis_url()).await
-}
-
-/// A name no other test (or earlier run) uses.
-fn unique(name: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "t-{name}-{}-{nanos}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
+mod common;
+use common::{conn, connect, unique};
 
 fn schema(name: &str, dims: usize, extra: &str) -> IndexSchema {
     IndexSchema::from_yaml(&format!(
@@ -450,66 +416,13 @@ async fn dimension_mismatch_names_both_numbers() {
 }
 
 /// A redis-server from the same bundle, without `--loadmodule`.
-struct PlainRedis {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for PlainRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn plain_redis() -> PlainRedis {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/redis.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg("path")
-        .output()
-        .expect("scripts/redis.sh path");
-    let bundle = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let server = std::path::Path::new(&bundle).join("bin/redis-server");
-    assert!(
-        server.exists(),
-        "{} is missing: install the local Redis with scripts/redis.sh install",
-        server.display()
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let child = Command::new(&server)
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server starts");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    PlainRedis {
-        child,
-        url: format!("redis://127.0.0.1:{port}"),
-        _dir: dir,
-    }
+fn plain_redis() -> common::OwnRedis {
+    common::own_redis(false, |server| {
+        format!(
+            "{} is missing: install the local Redis with scripts/redis.sh install",
+            server.display()
+        )
+    })
 }
 
 #[tokio::test]

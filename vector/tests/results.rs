@@ -4,19 +4,12 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use eol_vector::results::{ResultCache, ResultStats, result_key};
-use redis::aio::ConnectionManager;
+
+mod common;
 use serde_json::json;
 
-async fn conn() -> ConnectionManager {
-    let url = std::env::var("EOL_TEST_REDIS_URL").or_else(|_| std::env::var("REDIS_URL")).unwrap_or_else(|_| {
-        panic!(
-            "EOL_TEST_REDIS_URL (or REDIS_URL) is not set: these tests need Redis; run `eval \"$(scripts/redis.sh start)\"` first"
-        )
-    });
-    let client = redis::Client::open(url.as_str()).expect("a valid REDIS_URL");
-    ConnectionManager::new(client).await.unwrap_or_else(|e| {
-        panic!("cannot connect to {url} ({e}); start it with scripts/redis.sh start")
-    })
+async fn conn() -> redis::aio::ConnectionManager {
+    common::connect(&common::test_redis_url("Redis")).await
 }
 
 fn feature(name: &str) -> String {

@@ -4,40 +4,17 @@
 //! model, which is exactly when the guard must tell meanings apart.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use eol_vector::semantic::{CallContext, Lookup, MissReason, SemanticCache, SemanticSettings};
 use eol_vector::{EmbedError, Embedder};
 use futures::future::BoxFuture;
-use redis::aio::ConnectionManager;
-use serde_json::{Value, json};
 
-const DIMS: usize = 64;
+mod common;
+use common::{DIMS, bag_of_words, conn, unique};
+use serde_json::{Value, json};
 
 /// Words hashed (FNV-1a) into 64 buckets, counted, L2-normalised.
 struct BagOfWords;
-
-fn bag_of_words(text: &str) -> Vec<f32> {
-    let mut v = vec![0.0f32; DIMS];
-    for word in text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-    {
-        let h = word
-            .to_lowercase()
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-            });
-        v[(h % DIMS as u64) as usize] += 1.0;
-    }
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        v.iter_mut().for_each(|x| *x /= norm);
-    }
-    v
-}
 
 impl Embedder for BagOfWords {
     fn model_id(&self) -> &str {
@@ -52,32 +29,6 @@ impl Embedder for BagOfWords {
     ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
         Box::pin(async move { Ok(texts.iter().map(|t| bag_of_words(t)).collect()) })
     }
-}
-
-async fn conn() -> ConnectionManager {
-    let url = std::env::var("EOL_TEST_REDIS_URL").or_else(|_| std::env::var("REDIS_URL")).unwrap_or_else(|_| {
-        panic!(
-            "EOL_TEST_REDIS_URL (or REDIS_URL) is not set: these tests need Redis with the search module; \
-             run `eval \"$(scripts/redis.sh start)\"` first"
-        )
-    });
-    let client = redis::Client::open(url.as_str()).expect("a valid REDIS_URL");
-    ConnectionManager::new(client).await.unwrap_or_else(|e| {
-        panic!("cannot connect to {url} ({e}); start it with scripts/redis.sh start")
-    })
-}
-
-fn unique(name: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "t-{name}-{}-{nanos}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 /// A cache on its own index, dropped (with its entries) when the guard goes.

@@ -771,39 +771,3 @@ async fn with_the_real_model_a_refund_question_selects_the_refund_paragraph() {
     assert!(sel.chunks[0].text.contains("return your money"), "{sel:#?}");
     cleanup(&ctx, &["shop"]).await;
 }
-
-/// Timing of a sync with the real model (run with `--release -- --ignored --nocapture`).
-#[tokio::test]
-#[ignore = "a timing, not a check: run by hand"]
-async fn sync_timing_with_the_real_model() {
-    let model = MiniLm::from_env().unwrap_or_else(|e| {
-        panic!("this test needs the local embedding model: {e}. Run scripts/embedding-model.sh install.")
-    });
-    let ctx = open("ctx-minilm-many", Arc::new(model), Chunker::default()).await;
-    let mut doc = String::new();
-    for i in 0..200 {
-        doc.push_str(&format!(
-            "## Topic {i}\n\nParagraph {i} explains rule number {i} of the shop: orders, refunds, parcels and accounts follow it. \
-             It applies to every customer and every order placed after the first of January.\n\n"
-        ));
-    }
-    let d = [ContextDoc::new("big.md", doc)];
-    let start = Instant::now();
-    let r = ctx.sync("many", &d).await.expect("sync");
-    let first = start.elapsed();
-    let start = Instant::now();
-    ctx.sync("many", &d).await.expect("sync");
-    eprintln!(
-        "MiniLm sync of {} chunks: {first:?} (all new), {:?} (unchanged)",
-        r.added,
-        start.elapsed()
-    );
-    let start = Instant::now();
-    let sel = ctx
-        .select("many", "How do refunds work?", 1000)
-        .await
-        .expect("select");
-    eprintln!("MiniLm select among 200 chunks: {:?}", start.elapsed());
-    assert!(sel.total_tokens <= 1000);
-    cleanup(&ctx, &["many"]).await;
-}

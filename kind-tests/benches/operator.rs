@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 use eol_core::crd::{Feature, FeatureRun};
-use eol_kind_tests::{TestEnv, condition, in_namespace_with, wait_for};
+use eol_kind_tests::{TestEnv, feature_ready, in_namespace_with, run_finished, wait_for};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -97,12 +97,7 @@ async fn latency(env: TestEnv) {
         &env.api::<Feature>(),
         "inventory",
         Duration::from_secs(180),
-        |f| {
-            f.status
-                .as_ref()
-                .and_then(|s| condition(&s.conditions, "Ready"))
-                .is_some_and(|c| c.0 == "True")
-        },
+        feature_ready,
     )
     .await;
     // First sight of each Job's pod, by job name, from one watch.
@@ -157,12 +152,7 @@ async fn latency(env: TestEnv) {
         &env.api::<FeatureRun>(),
         "template",
         Duration::from_secs(120),
-        |r| {
-            r.status
-                .as_ref()
-                .and_then(|s| condition(&s.conditions, "Succeeded"))
-                .is_some_and(|c| c.0 != "Unknown")
-        },
+        run_finished,
     )
     .await;
     let mut template = job.spec.unwrap().template;
@@ -238,12 +228,7 @@ async fn latency(env: TestEnv) {
             &env.api::<FeatureRun>(),
             &fname,
             Duration::from_secs(120),
-            |r| {
-                r.status
-                    .as_ref()
-                    .and_then(|s| condition(&s.conditions, "Succeeded"))
-                    .is_some_and(|c| c.0 != "Unknown")
-            },
+            run_finished,
         )
         .await;
     }

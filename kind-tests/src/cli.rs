@@ -67,19 +67,11 @@ pub fn tools() -> &'static Tools {
     })
 }
 
-/// The kubeconfig of the test cluster.
-pub fn kubeconfig() -> String {
-    std::env::var("KUBECONFIG")
-        .ok()
-        .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| "/var/lib/eol-kind/admin.kubeconfig".to_owned())
-}
-
 /// Runs `program args`, feeding `stdin`.
 pub fn run(program: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(program)
         .args(args)
-        .env("KUBECONFIG", kubeconfig())
+        .env("KUBECONFIG", crate::kubeconfig())
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {

@@ -25,12 +25,17 @@ use tokio::sync::{Mutex, OnceCell};
 /// The admin kubeconfig the local cluster writes.
 const LOCAL_KUBECONFIG: &str = "/var/lib/eol-kind/admin.kubeconfig";
 
-/// A client for the test cluster; panics with what to do when there is none.
-pub async fn client() -> Client {
-    let path = std::env::var("KUBECONFIG")
+/// The kubeconfig of the test cluster: `KUBECONFIG` when set, else the local cluster's.
+pub fn kubeconfig() -> String {
+    std::env::var("KUBECONFIG")
         .ok()
         .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| LOCAL_KUBECONFIG.to_owned());
+        .unwrap_or_else(|| LOCAL_KUBECONFIG.to_owned())
+}
+
+/// A client for the test cluster; panics with what to do when there is none.
+pub async fn client() -> Client {
+    let path = kubeconfig();
     let kubeconfig = Kubeconfig::read_from(&path).unwrap_or_else(|e| {
         panic!("no cluster: cannot read kubeconfig {path} ({e}); bring one up with `kind-tests/cluster.sh up`")
     });
@@ -158,9 +163,7 @@ impl Operator {
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
-        if std::env::var_os("KUBECONFIG").is_none() {
-            cmd.env("KUBECONFIG", LOCAL_KUBECONFIG);
-        }
+        cmd.env("KUBECONFIG", kubeconfig());
         cmd.spawn().expect("failed to start eol-operator")
     }
 
@@ -257,28 +260,14 @@ where
     install_crds(&client).await;
     let suffix: u32 = rand::random::<u32>() % 100_000;
     let namespace = format!("eol-it-{test}-{suffix}");
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(serde_json::json!({
-                "metadata": {"name": namespace, "labels": {"eol.dev/test": test}}
-            }))
-            .expect("namespace"),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("failed to create namespace {namespace}: {e}"));
+    create_namespace(
+        &client,
+        &namespace,
+        serde_json::json!({"eol.dev/test": test}),
+    )
+    .await;
     let log = std::env::temp_dir().join(format!("{namespace}-operator.log"));
-    let extra_env: Vec<(String, String)> = operator_env
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    let operator = Operator {
-        child: Some(Operator::spawn(&namespace, log.clone(), &extra_env)),
-        namespace: namespace.clone(),
-        log: log.clone(),
-        extra_env,
-    };
+    let operator = Operator::start(&namespace, log.clone(), operator_env);
     let env = TestEnv {
         client: client.clone(),
         namespace: namespace.clone(),
@@ -289,19 +278,64 @@ where
     if outcome.is_err() {
         dump(&client, &namespace, &log).await;
     }
-    if std::env::var("EOL_KEEP_NAMESPACES").is_ok_and(|v| v == "1") {
+    if keep_namespaces() {
         eprintln!("kept namespace {namespace} (EOL_KEEP_NAMESPACES=1)");
     } else {
-        let _ = namespaces
-            .delete(&namespace, &DeleteParams::default())
-            .await;
+        delete_namespace(&client, &namespace).await;
     }
+    rethrow(outcome);
+}
+
+/// Creates the namespace `name` with `labels` (a JSON object); panics on failure.
+pub async fn create_namespace(client: &Client, name: &str, labels: serde_json::Value) {
+    let namespace: Namespace = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": labels}
+    }))
+    .expect("a namespace");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap_or_else(|e| panic!("failed to create namespace {name}: {e}"));
+}
+
+/// Deletes the namespace `name`, ignoring failure (cleanup).
+pub async fn delete_namespace(client: &Client, name: &str) {
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(name, &DeleteParams::default())
+        .await;
+}
+
+/// True when `EOL_KEEP_NAMESPACES=1`: a test's namespaces stay for a look.
+pub fn keep_namespaces() -> bool {
+    std::env::var("EOL_KEEP_NAMESPACES").is_ok_and(|v| v == "1")
+}
+
+/// Re-raises the panic of a test body run with `tokio::spawn`.
+pub fn rethrow(outcome: Result<(), tokio::task::JoinError>) {
     if let Err(e) = outcome {
         match e.try_into_panic() {
             Ok(panic) => std::panic::resume_unwind(panic),
             Err(e) => panic!("the test task failed: {e}"),
         }
     }
+}
+
+/// The status of a finished FeatureRun, asserting its `Succeeded` condition is
+/// True with reason Succeeded; `note` turns the condition's message into the
+/// assertion's message.
+pub fn assert_succeeded(
+    run: FeatureRun,
+    note: impl FnOnce(&str) -> String,
+) -> eol_core::crd::FeatureRunStatus {
+    let status = run.status.expect("status");
+    let (s, reason, message) = condition(&status.conditions, "Succeeded").expect("Succeeded");
+    assert_eq!(
+        (s.as_str(), reason.as_str()),
+        ("True", "Succeeded"),
+        "{}",
+        note(&message)
+    );
+    status
 }
 
 /// Prints what a person debugging a failure looks at first: nodes, the

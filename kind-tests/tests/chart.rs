@@ -13,15 +13,18 @@
 
 use eol_core::crd::{Feature, FeatureRun};
 use eol_kind_tests::cli::{helm, repo_root, run, text, tools};
-use eol_kind_tests::{client, condition, feature_ready, install_crds, run_finished, wait_for};
+use eol_kind_tests::{
+    assert_succeeded, client, create_namespace, delete_namespace, feature_ready, install_crds,
+    keep_namespaces, rethrow, run_finished, wait_for,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::api::rbac::v1::Role;
-use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
+use kube::api::{ListParams, LogParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -213,38 +216,27 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     let client = client().await;
-    let api: Api<Namespace> = Api::all(client.clone());
     let suffix = rand::random::<u32>() % 100_000;
     let names: Vec<String> = (0..count)
         .map(|i| format!("eol-chart-{test}-{i}-{suffix}"))
         .collect();
     for ns in &names {
-        let namespace: Namespace = serde_json::from_value(json!({
-            "metadata": {"name": ns, "labels": {
-                "eol.dev/test": "chart",
-                "pod-security.kubernetes.io/enforce": "restricted",
-                "pod-security.kubernetes.io/warn": "restricted",
-            }}
-        }))
-        .expect("a namespace");
-        api.create(&PostParams::default(), &namespace)
-            .await
-            .unwrap_or_else(|e| panic!("failed to create namespace {ns}: {e}"));
+        let labels = json!({
+            "eol.dev/test": "chart",
+            "pod-security.kubernetes.io/enforce": "restricted",
+            "pod-security.kubernetes.io/warn": "restricted",
+        });
+        create_namespace(&client, ns, labels).await;
     }
     let outcome = tokio::spawn(body(client.clone(), names.clone())).await;
-    if std::env::var("EOL_KEEP_NAMESPACES").is_ok_and(|v| v == "1") {
+    if keep_namespaces() {
         eprintln!("kept namespaces {names:?} (EOL_KEEP_NAMESPACES=1)");
     } else {
         for ns in &names {
-            let _ = api.delete(ns, &DeleteParams::default()).await;
+            delete_namespace(&client, ns).await;
         }
     }
-    if let Err(e) = outcome {
-        match e.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(e) => panic!("the test task failed: {e}"),
-        }
-    }
+    rethrow(outcome);
 }
 
 #[test]
@@ -1150,13 +1142,7 @@ async fn helm_install_runs_the_operator_and_uninstall_leaves_crds_and_redis_volu
                 image_hint(&client, &ns).await
             );
         };
-        let status = done.status.expect("status");
-        let (s, reason, message) = condition(&status.conditions, "Succeeded").expect("Succeeded");
-        assert_eq!(
-            (s.as_str(), reason.as_str()),
-            ("True", "Succeeded"),
-            "{message}\n{log}"
-        );
+        let status = assert_succeeded(done, |message| format!("{message}\n{log}"));
         assert_eq!(
             status.summary.and_then(|s| s.output),
             Some(json!({"sku": "HELM-1", "level": 2}))

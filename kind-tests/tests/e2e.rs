@@ -14,7 +14,8 @@
 use eol_core::crd::{Feature, FeatureRun};
 use eol_kind_tests::cli::{helm, kubectl, repo_root, text};
 use eol_kind_tests::{
-    client, condition, dump, feature_ready, install_crds, run_finished, wait_for,
+    assert_succeeded, client, condition, create_namespace, delete_namespace, dump, feature_ready,
+    install_crds, keep_namespaces, rethrow, run_finished, wait_for,
 };
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolumeClaim};
@@ -149,18 +150,11 @@ where
     let client = client().await;
     install_crds(&client).await;
     let ns = format!("eol-e2e-{test}-{}", rand::random::<u32>() % 100_000);
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let namespace: Namespace = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": ns, "labels": {
-            "eol.dev/test": "e2e",
-            "pod-security.kubernetes.io/enforce": "restricted",
-        }}
-    }))
-    .expect("a namespace");
-    namespaces
-        .create(&PostParams::default(), &namespace)
-        .await
-        .unwrap_or_else(|e| panic!("failed to create namespace {ns}: {e}"));
+    let labels = serde_json::json!({
+        "eol.dev/test": "e2e",
+        "pod-security.kubernetes.io/enforce": "restricted",
+    });
+    create_namespace(&client, &ns, labels).await;
     let chart = repo_path("charts/eol");
     let watch = format!("watchNamespace={ns}");
     let mut args = vec![
@@ -191,18 +185,13 @@ where
     if outcome.is_err() {
         dump(&client, &ns, std::path::Path::new("/nonexistent")).await;
     }
-    if std::env::var("EOL_KEEP_NAMESPACES").is_ok_and(|v| v == "1") {
+    if keep_namespaces() {
         eprintln!("kept namespace {ns} (EOL_KEEP_NAMESPACES=1)");
     } else {
         let _ = helm(&["uninstall", RELEASE, "--namespace", &ns]);
-        let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
+        delete_namespace(&client, &ns).await;
     }
-    if let Err(e) = outcome {
-        match e.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(e) => panic!("the test task failed: {e}"),
-        }
-    }
+    rethrow(outcome);
 }
 
 #[tokio::test]
@@ -245,13 +234,7 @@ async fn a_user_installs_applies_switches_upgrades_and_uninstalls() {
 
         let runs: Api<FeatureRun> = Api::namespaced(client.clone(), &ns);
         let done = wait_for(&runs, "restock-ab-123", TIMEOUT, run_finished).await;
-        let status = done.status.expect("status");
-        let (s, reason, message) = condition(&status.conditions, "Succeeded").expect("Succeeded");
-        assert_eq!(
-            (s.as_str(), reason.as_str()),
-            ("True", "Succeeded"),
-            "{message}"
-        );
+        let status = assert_succeeded(done, str::to_owned);
         assert_eq!(
             status.summary.and_then(|s| s.output),
             Some(serde_json::json!({"sku": "AB-123", "level": 3}))
@@ -541,13 +524,7 @@ spec:
         );
         let runs: Api<FeatureRun> = Api::namespaced(client.clone(), &ns);
         let done = wait_for(&runs, "classify", TIMEOUT, run_finished).await;
-        let status = done.status.expect("status");
-        let (s, reason, message) = condition(&status.conditions, "Succeeded").expect("Succeeded");
-        assert_eq!(
-            (s.as_str(), reason.as_str()),
-            ("True", "Succeeded"),
-            "the run on {model_url}: {message}"
-        );
+        let status = assert_succeeded(done, |message| format!("the run on {model_url}: {message}"));
         assert_eq!(status.phase, Some(eol_core::crd::FeaturePhase::Prototyping));
         let summary = status.summary.expect("a summary");
         // The runner checked the model's answer against the output schema.

@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used)]
 
 use eol_core::crd::{Feature, FeatureRun};
-use eol_kind_tests::{TestEnv, condition, feature_ready, in_namespace, run_finished, wait_for};
+use eol_kind_tests::{
+    TestEnv, assert_succeeded, condition, feature_ready, in_namespace, run_finished, wait_for,
+};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
@@ -112,9 +114,7 @@ async fn a_featurerun_of_an_implementation_feature_succeeds_with_its_summary() {
         env.create(&feature_run("tests", serde_json::json!({"featureRef": "inventory", "tests": true}))).await;
         let runs = env.api::<FeatureRun>();
         let done = wait_for(&runs, "restock", READY_TIMEOUT, run_finished).await;
-        let status = done.status.unwrap();
-        let (s, reason, message) = condition(&status.conditions, "Succeeded").unwrap();
-        assert_eq!((s.as_str(), reason.as_str()), ("True", "Succeeded"), "{message}");
+        let status = assert_succeeded(done, str::to_owned);
         let summary = status.summary.unwrap();
         assert_eq!(summary.output, Some(serde_json::json!({"sku": "AB-123", "level": 3})));
         assert!(summary.duration.is_some());

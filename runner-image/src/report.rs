@@ -107,7 +107,7 @@ pub fn format_duration(d: Duration) -> String {
 
 /// Model tokens of one call: prompt plus completion, as the report counts them.
 pub fn tokens(usage: &Usage) -> i64 {
-    i64::try_from(usage.prompt_tokens.saturating_add(usage.completion_tokens)).unwrap_or(i64::MAX)
+    saturating_i64(usage.total())
 }
 
 /// Tokens over every case that used a model, or `None` when none did.
@@ -116,7 +116,12 @@ pub fn case_tokens(results: &[CaseResult]) -> Option<i64> {
         .iter()
         .filter_map(|r| r.tokens)
         .reduce(u64::saturating_add)?;
-    Some(i64::try_from(total).unwrap_or(i64::MAX))
+    Some(saturating_i64(total))
+}
+
+/// A token count as the report's `i64` fields hold it.
+fn saturating_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// A count as the report's `i32` fields hold it.

@@ -105,11 +105,7 @@ pub async fn run_case(runtime: &Runtime, case: &TestCase, phase: Option<Phase>) 
         Err(e) => result.reason = Some(e.to_string()),
         Ok(exec) => {
             result.duration = exec.duration;
-            result.tokens = exec.trace.as_ref().map(|t| {
-                t.usage
-                    .prompt_tokens
-                    .saturating_add(t.usage.completion_tokens)
-            });
+            result.tokens = exec.trace.as_ref().map(|t| t.usage.total());
             match &case.expect {
                 Expectation::Values(expected) => {
                     let mismatches = expect::check(expected, &exec.output);

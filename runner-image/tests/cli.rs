@@ -326,6 +326,15 @@ fn read_report(path: &std::path::Path) -> eol_core::crd::RunReport {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
+/// Asserts the report's error kind and that its error mentions `needle`.
+fn assert_error(report: &eol_core::crd::RunReport, kind: &str, needle: &str) {
+    assert_eq!(report.error_kind.as_deref(), Some(kind));
+    assert!(
+        report.error.as_deref().is_some_and(|e| e.contains(needle)),
+        "{report:?}"
+    );
+}
+
 fn looks_like_duration(d: Option<&str>) -> bool {
     d.and_then(|d| d.strip_suffix('s'))
         .is_some_and(|n| n.parse::<f64>().is_ok_and(|n| n >= 0.0))
@@ -422,13 +431,10 @@ fn failures_before_execution_are_reported_with_their_kind() {
     let o = run(r#"{"sku": 3}"#);
     assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
     let report = read_report(&path);
-    assert_eq!(report.error_kind.as_deref(), Some("invalid_input"));
-    assert!(
-        report
-            .error
-            .as_deref()
-            .is_some_and(|e| e.contains("the input does not match the Input schema")),
-        "{report:?}"
+    assert_error(
+        &report,
+        "invalid_input",
+        "the input does not match the Input schema",
     );
     assert_eq!(report.summary.output, None);
     assert!(looks_like_duration(report.summary.duration.as_deref()));
@@ -437,14 +443,7 @@ fn failures_before_execution_are_reported_with_their_kind() {
     let o = run("{not json");
     assert_eq!(o.status.code(), Some(2));
     let report = read_report(&path);
-    assert_eq!(report.error_kind.as_deref(), Some("usage"));
-    assert!(
-        report
-            .error
-            .as_deref()
-            .is_some_and(|e| e.contains("--input is not valid JSON")),
-        "{report:?}"
-    );
+    assert_error(&report, "usage", "--input is not valid JSON");
 
     // The feature does not parse.
     let bad = dir.path().join("bad.eol");
@@ -477,14 +476,7 @@ fn failures_before_execution_are_reported_with_their_kind() {
     );
     assert_eq!(o.status.code(), Some(2));
     let report = read_report(&path);
-    assert_eq!(report.error_kind.as_deref(), Some("usage"));
-    assert!(
-        report
-            .error
-            .as_deref()
-            .is_some_and(|e| e.contains("sideways")),
-        "{report:?}"
-    );
+    assert_error(&report, "usage", "sideways");
 }
 
 #[test]

@@ -38,6 +38,13 @@ local function explain(c)
   return text
 end
 
+-- The health `status`, explained by the condition `c`.
+local function verdict(status, c)
+  hs.status = status
+  hs.message = explain(c)
+  return hs
+end
+
 local status = obj.status
 if type(status) ~= "table" then
   hs.status = "Progressing"
@@ -68,43 +75,31 @@ local conditions = status.conditions
 -- source): nothing rolls out until it is fixed, even if old pods still serve.
 local specValid = condition(conditions, "SpecValid")
 if specValid ~= nil and specValid.status == "False" then
-  hs.status = "Degraded"
-  hs.message = explain(specValid)
-  return hs
+  return verdict("Degraded", specValid)
 end
 
 -- The model's Secret is missing or no model is configured: nothing rolls out.
 local model = condition(conditions, "ModelConfigured")
 if model ~= nil and model.status == "False" then
-  hs.status = "Degraded"
-  hs.message = explain(model)
-  return hs
+  return verdict("Degraded", model)
 end
 
 -- Reasons Failed and RolledBack: the new pods failed their tests or did not
 -- become ready in time; the previous configuration keeps serving.
 local switch = condition(conditions, "PhaseSwitch")
 if switch ~= nil and switch.status == "False" then
-  hs.status = "Degraded"
-  hs.message = explain(switch)
-  return hs
+  return verdict("Degraded", switch)
 end
 if switch ~= nil and (switch.status == "Unknown" or switch.reason == "Progressing") then
-  hs.status = "Progressing"
-  hs.message = explain(switch)
-  return hs
+  return verdict("Progressing", switch)
 end
 
 local ready = condition(conditions, "Ready")
 if ready ~= nil and ready.status == "True" then
-  hs.status = "Healthy"
-  hs.message = explain(ready)
-  return hs
+  return verdict("Healthy", ready)
 end
 if ready ~= nil and ready.status == "False" then
-  hs.status = "Progressing"
-  hs.message = explain(ready)
-  return hs
+  return verdict("Progressing", ready)
 end
 
 hs.status = "Progressing"

@@ -10,6 +10,8 @@ mod feature;
 mod markdown;
 mod parse;
 mod phase;
+#[cfg(feature = "process")]
+pub mod process;
 mod schema;
 mod switch;
 mod testfile;

@@ -37,7 +37,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { options, config } => {
-            init_tracing();
+            eol_core::process::init_tracing("info");
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,
                 Err(e) => {
@@ -54,19 +54,5 @@ fn main() -> ExitCode {
                 }
             }
         }
-    }
-}
-
-/// Logs to stderr; `RUST_LOG` sets the level, `EOL_LOG_FORMAT=json` gives JSON lines.
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::env::var("EOL_LOG_FORMAT").is_ok_and(|f| f == "json") {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }

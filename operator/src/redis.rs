@@ -221,13 +221,15 @@ fn generate_password() -> String {
         .collect()
 }
 
-/// Makes sure the namespace's managed Redis exists and that `owner` is one of its owners.
+/// Makes sure the namespace's managed Redis exists and that `owner` is one of
+/// its owners; returns the StatefulSet as the API server has it (just read or
+/// written), so the caller can see its readiness without reading it again.
 pub async fn ensure(
     client: &Client,
     namespace: &str,
     owner: &OwnerReference,
     config: &OperatorConfig,
-) -> Result<()> {
+) -> Result<StatefulSet> {
     let object = format!("{namespace}/{NAME}");
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let secret = match secrets
@@ -314,7 +316,8 @@ pub fn selector() -> String {
         .join(",")
 }
 
-fn has_ready_pod(sts: &StatefulSet) -> bool {
+/// True when the StatefulSet reports a ready pod.
+pub fn has_ready_pod(sts: &StatefulSet) -> bool {
     sts.status
         .as_ref()
         .and_then(|s| s.ready_replicas)
@@ -342,12 +345,12 @@ pub async fn is_ready(ctx: &Context, namespace: &str) -> Result<bool> {
 }
 
 /// Adds `owner` to the object's owner references, unless it is there already.
-async fn add_owner<K>(api: &Api<K>, obj: K, owner: &OwnerReference, object: &str) -> Result<()>
+async fn add_owner<K>(api: &Api<K>, obj: K, owner: &OwnerReference, object: &str) -> Result<K>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     if obj.owner_references().iter().any(|r| r.uid == owner.uid) {
-        return Ok(());
+        return Ok(obj);
     }
     // A strategic merge patch merges owner references by uid, keeping the others'.
     let patch = serde_json::json!({ "metadata": { "ownerReferences": [owner] } });
@@ -363,8 +366,7 @@ where
     .map_err(Error::kube(
         "add a Feature as owner of the managed Redis",
         object,
-    ))?;
-    Ok(())
+    ))
 }
 
 #[cfg(test)]

@@ -252,7 +252,7 @@ pub fn main() -> ExitCode {
             e.exit()
         }
     };
-    init_tracing();
+    eol_core::process::init_tracing("warn");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -289,19 +289,6 @@ pub fn main() -> ExitCode {
             }
             ExitCode::from(f.code)
         }
-    }
-}
-
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::env::var("EOL_LOG_FORMAT").is_ok_and(|f| f == "json") {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }
 
@@ -984,7 +971,7 @@ async fn mcp(cli: &Cli, file: &Path) -> Result<ExitCode, Failure> {
     let dir = file
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    // stdout carries the protocol; logs go to stderr (see init_tracing).
+    // stdout carries the protocol; logs go to stderr (see eol_core::process::init_tracing).
     FeatureMcpServer::new(Arc::new(runtime), dir)
         .serve_stdio()
         .await
@@ -1035,17 +1022,6 @@ async fn serve(
 
 /// Resolves on SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
 async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = terminate => {},
-        _ = tokio::signal::ctrl_c() => {},
-    }
+    eol_core::process::shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight calls");
 }

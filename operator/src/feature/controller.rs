@@ -119,10 +119,10 @@ pub async fn reconcile(feature: Arc<Feature>, ctx: Arc<Context>) -> Result<Actio
         // Shared by the namespace's Features: none of them is its controller.
         shared.controller = None;
         shared.block_owner_deletion = None;
-        redis::ensure(&ctx.client, &ns, &shared, &ctx.config).await?;
+        let redis = redis::ensure(&ctx.client, &ns, &shared, &ctx.config).await?;
         // New pods run their tests at start, against Redis: starting them before
         // it answers would fail the tests for nothing. Pods already serving stay.
-        if !redis::is_ready(&ctx, &ns).await? {
+        if !redis::has_ready_pod(&redis) {
             conditions::set(
                 &mut status.conditions,
                 "PhaseSwitch",
@@ -323,31 +323,24 @@ pub async fn reconcile(feature: Arc<Feature>, ctx: Arc<Context>) -> Result<Actio
     // After a rollback the Deployment serves the last good config again: keep
     // the failure on record until the spec changes.
     if held_back {
-        let good = status.last_good_config.clone().unwrap_or_default();
-        if let Some(c) = conditions::get(&previous.conditions, "PhaseSwitch")
-            && c.reason == "RolledBack"
-        {
-            conditions::set(
-                &mut status.conditions,
-                "PhaseSwitch",
-                Status::False,
-                "RolledBack",
-                c.message.clone(),
-                generation,
-            );
-        } else {
-            conditions::set(
-                &mut status.conditions,
-                "PhaseSwitch",
-                Status::False,
-                "RolledBack",
+        let message = conditions::get(&previous.conditions, "PhaseSwitch")
+            .filter(|c| c.reason == "RolledBack")
+            .map(|c| c.message.clone())
+            .unwrap_or_else(|| {
                 format!(
-                    "config {} failed before; serving config {good}",
-                    prepared.config_hash
-                ),
-                generation,
-            );
-        }
+                    "config {} failed before; serving config {}",
+                    prepared.config_hash,
+                    status.last_good_config.as_deref().unwrap_or_default()
+                )
+            });
+        conditions::set(
+            &mut status.conditions,
+            "PhaseSwitch",
+            Status::False,
+            "RolledBack",
+            message,
+            generation,
+        );
     }
 
     let ready = deployment

@@ -134,19 +134,67 @@ pub struct ToolServer {
     pub env: BTreeMap<String, String>,
 }
 
-/// Semantic cache settings for prototyped operations.
+/// The `cache:` block: the semantic cache of prototyped calls, the embeddings
+/// cache and the result cache of implementation calls.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheSettings {
-    /// Whether answers are cached.
+    /// Whether prototyped answers are cached and reused (the semantic cache).
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// Largest embedding distance that still counts as the same question.
+    /// Largest embedding (cosine) distance that still counts as the same input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distance_threshold: Option<f64>,
-    /// Seconds a cached answer lives.
+    /// Seconds a cached answer, vector or result lives.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<u64>,
+    /// Input fields the semantic cache compares exactly even when they hold
+    /// free text (dotted paths such as `order.note`, or last keys such as `note`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exact: Vec<String>,
+    /// Whether computed embeddings are kept in Redis by text hash (default: yes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embeddings: Option<bool>,
+    /// Implementation-phase operations whose outputs are cached by the hash of
+    /// code and input: `true` for all, or a list of names. Only for
+    /// deterministic operations: one that reads or writes stored data must not
+    /// be listed. Default: none.
+    #[serde(default, skip_serializing_if = "ResultCaching::is_off")]
+    pub results: ResultCaching,
+}
+
+/// Which implementation-phase operations the result cache serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ResultCaching {
+    /// `true`: every operation; `false`: none.
+    All(bool),
+    /// These operations.
+    Operations(Vec<String>),
+}
+
+impl Default for ResultCaching {
+    fn default() -> Self {
+        Self::All(false)
+    }
+}
+
+impl ResultCaching {
+    /// Whether no operation is cached.
+    pub fn is_off(&self) -> bool {
+        match self {
+            Self::All(all) => !all,
+            Self::Operations(ops) => ops.is_empty(),
+        }
+    }
+
+    /// Whether `operation` is cached.
+    pub fn covers(&self, operation: &str) -> bool {
+        match self {
+            Self::All(all) => *all,
+            Self::Operations(ops) => ops.iter().any(|o| o == operation),
+        }
+    }
 }
 
 fn default_true() -> bool {

@@ -19,8 +19,8 @@ mod write;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Position};
 pub use feature::{
-    CacheSettings, Code, Feature, Frontmatter, ModelSettings, Operation, Reference, Schema,
-    SourceLocation, ToolServer,
+    CacheSettings, Code, Feature, Frontmatter, ModelSettings, Operation, Reference, ResultCaching,
+    Schema, SourceLocation, ToolServer,
 };
 pub use parse::parse_feature;
 pub use phase::{OperationPhase, Phase, UnknownPhase};

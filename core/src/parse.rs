@@ -3,7 +3,7 @@
 use crate::diagnostic::{Collector, Diagnostics, Position};
 use crate::feature::{
     CacheSettings, Code, Feature, Frontmatter, ModelSettings, Operation, OperationLayout,
-    Reference, Schema, SourceLocation, ToolServer, Verbatim,
+    Reference, ResultCaching, Schema, SourceLocation, ToolServer, Verbatim,
 };
 use crate::markdown::{self, Block};
 use crate::phase::{OperationPhase, Phase};
@@ -32,6 +32,21 @@ pub fn parse_feature(file: &str, src: &str) -> Result<Feature, Diagnostics> {
     let frontmatter = parse_frontmatter(split.frontmatter, split.frontmatter_line, &mut diags);
     let blocks = markdown::scan(split.body, split.body_line, &mut diags);
     let body = parse_body(&blocks, frontmatter.as_ref().map(|f| f.phase), &mut diags);
+    if let (Some(f), Some(b)) = (&frontmatter, &body)
+        && let Some(ResultCaching::Operations(names)) = f.cache.as_ref().map(|c| &c.results)
+    {
+        for name in names {
+            if !b.operations.iter().any(|op| &op.name == name) {
+                let line = key_line(split.frontmatter, split.frontmatter_line, "cache");
+                diags.error(
+                    Position::new(line, 1),
+                    format!(
+                        "cache.results names '{name}', which is not an operation of this feature"
+                    ),
+                );
+            }
+        }
+    }
     match (frontmatter, body) {
         (Some(frontmatter), Some(body)) if !diags.has_errors() => Ok(Feature {
             frontmatter,
@@ -285,7 +300,7 @@ fn parse_frontmatter(text: &str, first_line: usize, diags: &mut Collector) -> Op
     let cache = typed::<CacheSettings>(
         get("cache"),
         "cache",
-        "a mapping with enabled, distance_threshold, ttl",
+        "a mapping with enabled, distance_threshold, ttl, exact, embeddings, results",
         at,
         diags,
     );
@@ -303,6 +318,14 @@ fn parse_frontmatter(text: &str, first_line: usize, diags: &mut Collector) -> Op
         && !(0.0..=2.0).contains(&t)
     {
         diags.error(at("cache"), format!("cache.distance_threshold {t} is out of range: expected a cosine distance between 0 and 2"));
+    }
+    if let Some(c) = &cache
+        && c.ttl == Some(0)
+    {
+        diags.error(
+            at("cache"),
+            "cache.ttl is 0: give the lifetime of cache entries in seconds (at least 1)",
+        );
     }
     if let Some(m) = &model
         && let Some(t) = m.temperature

@@ -362,3 +362,58 @@ fn bad_test_suites_are_located() {
         "{err}"
     );
 }
+
+#[test]
+fn the_cache_block_configures_all_three_caches() {
+    let src = MINIMAL.replace(
+        "phase: implementation\n",
+        "phase: implementation\ncache:\n  distance_threshold: 0.08\n  ttl: 600\n  exact: [order.id, sku]\n  embeddings: false\n  results: [echo]\n",
+    );
+    let feature = parse_feature("f.eol", &src).unwrap();
+    let cache = feature.frontmatter.cache.as_ref().unwrap();
+    assert!(cache.enabled, "enabled defaults to true");
+    assert_eq!(cache.distance_threshold, Some(0.08));
+    assert_eq!(cache.ttl, Some(600));
+    assert_eq!(cache.exact, ["order.id", "sku"]);
+    assert_eq!(cache.embeddings, Some(false));
+    assert!(cache.results.covers("echo") && !cache.results.covers("other"));
+    // Written back and parsed again, the block is the same.
+    let again = parse_feature("f.eol", &write_feature(&feature)).unwrap();
+    assert_eq!(again.frontmatter.cache, feature.frontmatter.cache);
+
+    let all = MINIMAL.replace(
+        "phase: implementation\n",
+        "phase: implementation\ncache: {results: true}\n",
+    );
+    let feature = parse_feature("f.eol", &all).unwrap();
+    assert!(
+        feature
+            .frontmatter
+            .cache
+            .unwrap()
+            .results
+            .covers("anything")
+    );
+}
+
+#[test]
+fn bad_cache_settings_are_located_and_explained() {
+    let with = |block: &str| {
+        errors(&MINIMAL.replace(
+            "phase: implementation\n",
+            &format!("phase: implementation\ncache:\n{block}"),
+        ))
+    };
+    let errs = with("  results: [echo, ecko]\n");
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with("4:1: cache.results names 'ecko', which is not an operation"),
+        "{errs:?}"
+    );
+    let errs = with("  ttl: 0\n");
+    assert!(errs[0].starts_with("4:1: cache.ttl is 0"), "{errs:?}");
+    let errs = with("  distance_threshold: 3\n");
+    assert!(errs[0].contains("out of range"), "{errs:?}");
+    let errs = with("  exakt: [a]\n");
+    assert!(errs[0].contains("exakt"), "{errs:?}");
+}

@@ -11,7 +11,7 @@
 
 use eol_core::{
     CacheSettings, Feature, Frontmatter, ModelSettings, OperationPhase, Phase, Reference,
-    SourceLocation, ToolServer, parse_feature, parse_test_suite, with_feature_phase,
+    ResultCaching, SourceLocation, ToolServer, parse_feature, parse_test_suite, with_feature_phase,
     with_operation_code, with_operation_phase, write_feature,
 };
 use proptest::collection::{btree_map, btree_set, vec};
@@ -442,13 +442,22 @@ fn cache() -> impl Strategy<Value = CacheSettings> {
     (
         any::<bool>(),
         prop::option::of(unit_float()),
-        prop::option::of(prop_oneof![any::<u64>(), Just(u64::MAX)]),
+        prop::option::of(prop_oneof![1..=u64::MAX, Just(u64::MAX)]),
+        prop::collection::vec("[a-z]{1,6}(\\.[a-z]{1,6})?", 0..3),
+        prop::option::of(any::<bool>()),
+        any::<bool>(),
     )
-        .prop_map(|(enabled, distance_threshold, ttl)| CacheSettings {
-            enabled,
-            distance_threshold,
-            ttl,
-        })
+        .prop_map(
+            |(enabled, distance_threshold, ttl, exact, embeddings, results)| CacheSettings {
+                enabled,
+                distance_threshold,
+                ttl,
+                exact,
+                embeddings,
+                // Operation names are checked against the body; `true`/`false` always parse.
+                results: ResultCaching::All(results),
+            },
+        )
 }
 
 fn context_entry() -> BoxedStrategy<String> {
@@ -1013,6 +1022,17 @@ fn render_frontmatter(g: &GenFeature, rng: &mut Rng) -> Vec<String> {
                     }
                     if let Some(t) = c.ttl {
                         fields.push(format!("ttl: {t}"));
+                    }
+                    if !c.exact.is_empty() {
+                        fields.push(format!("exact: [{}]", c.exact.join(", ")));
+                    }
+                    if let Some(e) = c.embeddings {
+                        fields.push(format!("embeddings: {e}"));
+                    }
+                    if let ResultCaching::All(r) = c.results
+                        && (r || rng.one_in(2))
+                    {
+                        fields.push(format!("results: {r}"));
                     }
                     mapping(&mut out, "cache", fields, rng);
                 }

@@ -602,6 +602,19 @@ async fn load_runtime(
         .map_err(|d| Failure::invalid(&d))?
         .with_model(prototyper)
         .with_tools(tools);
+    // Embeddings serve only prototyped calls (semantic cache, vector context).
+    let runtime = if runtime.model().is_some() {
+        let embedder = match eol_runner::caches::embedder_from_env().await {
+            Ok(embedder) => embedder,
+            Err(error) => {
+                tracing::warn!(%error, "no embedding model: no semantic cache, context ranked by shared words");
+                None
+            }
+        };
+        runtime.with_caches(embedder)
+    } else {
+        runtime
+    };
     Ok((runtime, store))
 }
 
@@ -631,6 +644,7 @@ async fn run(
         "output": exec.output,
         "duration_ms": exec.duration.as_secs_f64() * 1e3,
         "trace": exec.trace,
+        "cache": exec.cache,
     });
     if cli.output == OutputFormat::Json {
         println!("{result}");

@@ -1,6 +1,7 @@
 //! Executing a feature's operations, each in its phase.
 
-use crate::prototype::{PrototypeError, PrototypeTrace, Prototyper, Tools};
+use crate::caches::{CacheHit, FeatureCaches};
+use crate::prototype::{PromptContext, PrototypeError, PrototypeTrace, Prototyper, Tools};
 use crate::sandbox::{CallFailure, FailureKind, WorkerPool};
 use crate::store::RedisStore;
 use eol_core::{CompiledSchema, Diagnostic, Diagnostics, Feature, OperationPhase, Phase, Position};
@@ -138,8 +139,10 @@ pub struct Execution {
     pub duration: Duration,
     /// What the code printed (implementation phase).
     pub stdout: String,
-    /// Tokens, attempts and context notes (prototyping phase).
+    /// Tokens, attempts and context notes (prototyping phase, when the model was called).
     pub trace: Option<PrototypeTrace>,
+    /// The cache that served the output, if one did.
+    pub cache: Option<CacheHit>,
 }
 
 struct CompiledOperation {
@@ -160,6 +163,8 @@ pub struct Runtime {
     docs: Vec<crate::prototype::ContextDoc>,
     /// Why some references could not be read (noted in each prototyped call's trace).
     unreadable: Vec<String>,
+    /// The semantic, embeddings and result caches and the vector context.
+    caches: Arc<FeatureCaches>,
 }
 
 impl Runtime {
@@ -197,7 +202,15 @@ impl Runtime {
         if !diags.is_empty() {
             return Err(Diagnostics(diags));
         }
+        let caches = Arc::new(FeatureCaches::new(
+            &feature,
+            &docs,
+            store.clone(),
+            None,
+            None,
+        ));
         Ok(Self {
+            caches,
             feature,
             file: file.to_owned(),
             compiled,
@@ -220,6 +233,25 @@ impl Runtime {
     pub fn with_tools(mut self, tools: Option<Arc<dyn Tools>>) -> Self {
         self.tools = tools;
         self
+    }
+
+    /// Caches and vector context embedding with `embedder` (none: only the
+    /// result cache), with summaries of left-over context by the model set by
+    /// [`Self::with_model`] (call that first).
+    pub fn with_caches(mut self, embedder: Option<Arc<dyn eol_vector::Embedder>>) -> Self {
+        self.caches = Arc::new(FeatureCaches::new(
+            &self.feature,
+            &self.docs,
+            self.store.clone(),
+            embedder,
+            self.prototyper.clone(),
+        ));
+        self
+    }
+
+    /// The feature's caches (for their status and metrics).
+    pub fn caches(&self) -> &Arc<FeatureCaches> {
+        &self.caches
     }
 
     /// The model prototyped operations run on, if one is configured.
@@ -264,7 +296,7 @@ impl Runtime {
         }
         let run_phase = phase.and_then(Phase::forced).unwrap_or(op.phase);
         let started = Instant::now();
-        let (output, stdout, trace) = match run_phase {
+        let (output, stdout, trace, cache) = match run_phase {
             OperationPhase::Prototyping => {
                 let Some(model) = &self.prototyper else {
                     let hint = if op.code.is_some() {
@@ -278,38 +310,52 @@ impl Runtime {
                         hint,
                     });
                 };
-                match model
-                    .execute_in_context(
-                        &self.feature,
-                        op,
-                        input,
-                        &schemas.output,
-                        self.tools.as_deref(),
-                        &self.docs,
-                    )
+                let model_name = &model.client().settings().model;
+                if let Some((answer, hit)) = self
+                    .caches
+                    .semantic_lookup(&op.name, model_name, input)
                     .await
                 {
-                    Ok((output, mut trace)) => {
-                        if !self.unreadable.is_empty() {
-                            let missing = format!(
-                                "context without unreadable references: {}",
-                                self.unreadable.join("; ")
-                            );
-                            trace.context_note = Some(match trace.context_note.take() {
-                                Some(note) => format!("{note}; {missing}"),
-                                None => missing,
-                            });
-                        }
-                        self.record_example(&op.name, input, &output).await;
-                        (output, String::new(), Some(trace))
-                    }
-                    Err(source) => {
-                        return Err(ExecError::Prototype {
-                            feature,
-                            operation: op.name.clone(),
-                            source,
+                    (answer, String::new(), None, Some(hit))
+                } else {
+                    let prototype_err = |source| ExecError::Prototype {
+                        feature: feature.clone(),
+                        operation: op.name.clone(),
+                        source,
+                    };
+                    let budget = model
+                        .context_budget(&self.feature, op, input)
+                        .map_err(prototype_err)?;
+                    let context = match self.caches.context(op, input, budget).await {
+                        Some(selected) => selected,
+                        None => PromptContext::Ranked(&self.docs),
+                    };
+                    let (output, mut trace) = model
+                        .execute_with(
+                            &self.feature,
+                            op,
+                            input,
+                            &schemas.output,
+                            self.tools.as_deref(),
+                            &context,
+                        )
+                        .await
+                        .map_err(prototype_err)?;
+                    if !self.unreadable.is_empty() {
+                        let missing = format!(
+                            "context without unreadable references: {}",
+                            self.unreadable.join("; ")
+                        );
+                        trace.context_note = Some(match trace.context_note.take() {
+                            Some(note) => format!("{note}; {missing}"),
+                            None => missing,
                         });
                     }
+                    self.record_example(&op.name, input, &output).await;
+                    self.caches
+                        .semantic_store(&op.name, model_name, input, &output)
+                        .await;
+                    (output, String::new(), Some(trace), None)
                 }
             }
             OperationPhase::Implementation => {
@@ -319,18 +365,26 @@ impl Runtime {
                         operation: op.name.clone(),
                     });
                 };
-                let bridge = self.store.bridge(&feature);
-                match self.pool.call(&code.source, &op.name, input, &bridge).await {
-                    Ok(outcome) => (outcome.value, outcome.stdout, None),
-                    Err(failure) => {
-                        let file_line =
-                            failure.line.map(|l| (self.file.clone(), code.file_line(l)));
-                        return Err(ExecError::Sandbox {
-                            feature,
-                            operation: op.name.clone(),
-                            failure,
-                            file_line,
-                        });
+                if let Some((output, hit)) = self
+                    .caches
+                    .result_lookup(&op.name, &code.source, input)
+                    .await
+                {
+                    (output, String::new(), None, Some(hit))
+                } else {
+                    let bridge = self.store.bridge(&feature);
+                    match self.pool.call(&code.source, &op.name, input, &bridge).await {
+                        Ok(outcome) => (outcome.value, outcome.stdout, None, None),
+                        Err(failure) => {
+                            let file_line =
+                                failure.line.map(|l| (self.file.clone(), code.file_line(l)));
+                            return Err(ExecError::Sandbox {
+                                feature,
+                                operation: op.name.clone(),
+                                failure,
+                                file_line,
+                            });
+                        }
                     }
                 }
             }
@@ -354,12 +408,22 @@ impl Runtime {
                 output: shown,
             });
         }
+        // Only valid outputs computed now are kept (a cached one is already there).
+        if cache.is_none()
+            && run_phase == OperationPhase::Implementation
+            && let Some(code) = &op.code
+        {
+            self.caches
+                .result_store(&op.name, &code.source, input, &output)
+                .await;
+        }
         Ok(Execution {
             output,
             phase: run_phase,
             duration: started.elapsed(),
             stdout,
             trace,
+            cache,
         })
     }
 }

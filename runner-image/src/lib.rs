@@ -10,6 +10,7 @@
 //! - [`testing`]: running `.test.eol` suites;
 //! - [`report`]: run reports for Kubernetes Jobs (termination message, full result in Redis).
 
+pub mod caches;
 pub mod context;
 pub mod engine;
 pub mod generate;

@@ -42,15 +42,15 @@ pub struct ErrorLabels {
     pub kind: String,
 }
 
-/// The metrics `eol serve` exposes under the `eol_` prefix.
+/// The metrics `eol serve` exposes under the `eol_` prefix (and
+/// `eol_cache_hits_total{type,hit}`, read from the caches at each scrape:
+/// [`crate::caches::CacheMetrics`]).
 #[derive(Clone)]
 pub struct ServeMetrics {
     /// `eol_execution_duration_seconds{operation,phase}`.
     pub execution_duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
     /// `eol_llm_tokens_total{operation,direction}`.
     pub llm_tokens: Family<TokenLabels, Counter>,
-    /// `eol_cache_hits_total{type,hit}` (series appear once caches are in use).
-    pub cache_hits: Family<CacheLabels, Counter>,
     /// `eol_errors_total{operation,kind}`.
     pub errors: Family<ErrorLabels, Counter>,
 }
@@ -61,7 +61,6 @@ impl ServeMetrics {
         let m = Self {
             execution_duration: Family::new_with_constructor(duration_histogram),
             llm_tokens: Family::default(),
-            cache_hits: Family::default(),
             errors: Family::default(),
         };
         registry.register(
@@ -70,11 +69,6 @@ impl ServeMetrics {
             m.execution_duration.clone(),
         );
         registry.register("llm_tokens", "Model tokens used", m.llm_tokens.clone());
-        registry.register(
-            "cache_hits",
-            "Cache lookups by type and outcome",
-            m.cache_hits.clone(),
-        );
         registry.register("errors", "Failed operation calls by kind", m.errors.clone());
         m
     }

@@ -145,6 +145,17 @@ impl Prototyper {
         input: &Value,
         docs: &[ContextDoc],
     ) -> Result<(Vec<Value>, Option<String>), PrototypeError> {
+        self.messages_with(feature, op, input, &PromptContext::Ranked(docs))
+    }
+
+    /// The spec, schemas and instructions (system) and the input (user) of a
+    /// call, and the tokens left in the window for context.
+    fn required(
+        &self,
+        feature: &Feature,
+        op: &Operation,
+        input: &Value,
+    ) -> Result<(String, String, usize), PrototypeError> {
         let required = format!(
             "You execute the operation `{name}` of the feature `{feature}`. Follow its specification exactly.\n\
              Answer with a single JSON value that matches the output schema, and nothing else.\n\n\
@@ -161,57 +172,42 @@ impl Prototyper {
         if needed > available {
             return Err(PrototypeError::ContextOverflow { needed, available });
         }
-        // Candidates: (source index, paragraph index, priority, text).
-        let query = words(&format!("{} {input}", op.spec));
-        let mut candidates: Vec<(usize, usize, (u8, usize), String)> = Vec::new();
-        let header = feature
-            .title
-            .as_deref()
-            .map(|t| format!("# {t}"))
-            .unwrap_or_default();
-        for (i, p) in paragraphs(&feature.prose).enumerate() {
-            candidates.push((0, i, (1, usize::MAX - i), p.to_owned()));
-        }
-        for (d, doc) in docs.iter().enumerate() {
-            for (i, p) in paragraphs(&doc.text).enumerate() {
-                let relevance = words(p).intersection(&query).count();
-                let text = if i == 0 {
-                    format!("From {}:\n{p}", doc.name)
-                } else {
-                    p.to_owned()
-                };
-                candidates.push((d + 1, i, (0, relevance), text));
+        Ok((required, user, available - needed))
+    }
+
+    /// Tokens left for context in a call of `op` on `input`, after the spec,
+    /// schemas, input and the context's own heading.
+    pub fn context_budget(
+        &self,
+        feature: &Feature,
+        op: &Operation,
+        input: &Value,
+    ) -> Result<usize, PrototypeError> {
+        let (_, _, left) = self.required(feature, op, input)?;
+        Ok(left.saturating_sub(estimate_tokens(&context_header(feature))))
+    }
+
+    /// Builds the messages for `op` on `input` with `context`.
+    pub fn messages_with(
+        &self,
+        feature: &Feature,
+        op: &Operation,
+        input: &Value,
+        context: &PromptContext<'_>,
+    ) -> Result<(Vec<Value>, Option<String>), PrototypeError> {
+        let (required, user, left) = self.required(feature, op, input)?;
+        let header = context_header(feature);
+        let (context, note) = match context {
+            PromptContext::Ranked(docs) => {
+                let left = left.saturating_sub(estimate_tokens(&header));
+                ranked_context(feature, op, input, docs, left)
             }
-        }
-        let total = candidates.len();
-        let mut order: Vec<usize> = (0..total).collect();
-        order.sort_by(|&a, &b| candidates[b].2.cmp(&candidates[a].2));
-        let mut left = available - needed - estimate_tokens(&header);
-        let mut kept = vec![false; total];
-        for i in order {
-            let cost = estimate_tokens(&candidates[i].3);
-            if cost <= left {
-                kept[i] = true;
-                left -= cost;
-            }
-        }
-        let dropped = kept.iter().filter(|k| !**k).count();
-        let context: Vec<&str> = candidates
-            .iter()
-            .zip(&kept)
-            .filter(|(_, k)| **k)
-            .map(|(c, _)| c.3.as_str())
-            .collect();
-        let note = (dropped > 0).then(|| {
-            format!("left out {dropped} of {total} context paragraphs to fit the context window")
-        });
+            PromptContext::Selected { text, note } => (text.clone(), note.clone()),
+        };
         let system = if context.is_empty() {
             required
         } else {
-            format!(
-                "{required}\n## Feature context\n{header}\n{}",
-                context.join("\n\n")
-            )
+            format!("{required}\n## Feature context\n{header}\n{context}")
         };
         Ok((
             vec![
@@ -259,8 +255,30 @@ impl Prototyper {
         tools: Option<&dyn Tools>,
         docs: &[ContextDoc],
     ) -> Result<(Value, PrototypeTrace), PrototypeError> {
+        self.execute_with(
+            feature,
+            op,
+            input,
+            output,
+            tools,
+            &PromptContext::Ranked(docs),
+        )
+        .await
+    }
+
+    /// Executes `op` on `input` with `context`, letting the model call `tools`
+    /// first; the answer is validated against `output`.
+    pub async fn execute_with(
+        &self,
+        feature: &Feature,
+        op: &Operation,
+        input: &Value,
+        output: &CompiledSchema,
+        tools: Option<&dyn Tools>,
+        context: &PromptContext<'_>,
+    ) -> Result<(Value, PrototypeTrace), PrototypeError> {
         let started = Instant::now();
-        let (mut messages, context_note) = self.messages_in_context(feature, op, input, docs)?;
+        let (mut messages, context_note) = self.messages_with(feature, op, input, context)?;
         let mut trace = PrototypeTrace {
             context_note,
             ..PrototypeTrace::default()
@@ -403,6 +421,81 @@ pub struct ContextDoc {
     pub name: String,
     /// Its text.
     pub text: String,
+}
+
+/// The context given to the model besides the operation's own spec.
+#[derive(Debug, Clone)]
+pub enum PromptContext<'a> {
+    /// The feature's prose and these documents, paragraphs ranked by the words
+    /// they share with the spec and input, as many as fit.
+    Ranked(&'a [ContextDoc]),
+    /// Context already chosen to fit (by the vector context manager).
+    Selected {
+        /// The text.
+        text: String,
+        /// What was left out or compressed, for the trace.
+        note: Option<String>,
+    },
+}
+
+/// The heading of the context section: the feature's title.
+fn context_header(feature: &Feature) -> String {
+    feature
+        .title
+        .as_deref()
+        .map(|t| format!("# {t}"))
+        .unwrap_or_default()
+}
+
+/// Paragraphs of the prose (first, in order) and of `docs` (most words shared
+/// with the spec and input first) that fit in `left` tokens, in source order;
+/// and a note of what was left out.
+fn ranked_context(
+    feature: &Feature,
+    op: &Operation,
+    input: &Value,
+    docs: &[ContextDoc],
+    mut left: usize,
+) -> (String, Option<String>) {
+    // Candidates: (priority, text).
+    let query = words(&format!("{} {input}", op.spec));
+    let mut candidates: Vec<((u8, usize), String)> = Vec::new();
+    for (i, p) in paragraphs(&feature.prose).enumerate() {
+        candidates.push(((1, usize::MAX - i), p.to_owned()));
+    }
+    for doc in docs {
+        for (i, p) in paragraphs(&doc.text).enumerate() {
+            let relevance = words(p).intersection(&query).count();
+            let text = if i == 0 {
+                format!("From {}:\n{p}", doc.name)
+            } else {
+                p.to_owned()
+            };
+            candidates.push(((0, relevance), text));
+        }
+    }
+    let total = candidates.len();
+    let mut order: Vec<usize> = (0..total).collect();
+    order.sort_by(|&a, &b| candidates[b].0.cmp(&candidates[a].0));
+    let mut kept = vec![false; total];
+    for i in order {
+        let cost = estimate_tokens(&candidates[i].1);
+        if cost <= left {
+            kept[i] = true;
+            left -= cost;
+        }
+    }
+    let dropped = kept.iter().filter(|k| !**k).count();
+    let context: Vec<&str> = candidates
+        .iter()
+        .zip(&kept)
+        .filter(|(_, k)| **k)
+        .map(|(c, _)| c.1.as_str())
+        .collect();
+    let note = (dropped > 0).then(|| {
+        format!("left out {dropped} of {total} context paragraphs to fit the context window")
+    });
+    (context.join("\n\n"), note)
 }
 
 fn paragraphs(text: &str) -> impl Iterator<Item = &str> {

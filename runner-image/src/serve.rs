@@ -37,6 +37,9 @@ struct AppState {
     readiness: Mutex<Readiness>,
 }
 
+/// The response header naming the cache that answered a call.
+pub const CACHE_HEADER: &str = "x-eol-cache";
+
 /// The router for `runtime`; readiness starts as `Testing`.
 fn router(state: Arc<AppState>) -> Router {
     Router::new()
@@ -57,6 +60,9 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let mut registry = Registry::with_prefix("eol");
     let metrics = ServeMetrics::register(&mut registry);
+    registry.register_collector(Box::new(crate::caches::CacheMetrics(
+        runtime.caches().clone(),
+    )));
     let state = Arc::new(AppState {
         runtime,
         metrics,
@@ -194,7 +200,14 @@ async fn call_operation(
                         .inc_by(n);
                 }
             }
-            (StatusCode::OK, Json(exec.output)).into_response()
+            let mut response = (StatusCode::OK, Json(exec.output)).into_response();
+            if let Some(hit) = &exec.cache {
+                // Which cache answered, for clients and tests (`semantic` or `result`).
+                response
+                    .headers_mut()
+                    .insert(CACHE_HEADER, axum::http::HeaderValue::from_static(hit.kind));
+            }
+            response
         }
         Err(e) => {
             let status = status_of(&e);

@@ -154,3 +154,43 @@ async fn failing_tests_keep_the_server_unready_and_sigterm_drains_in_flight_call
         .unwrap();
     assert!(exit.success(), "{exit:?}");
 }
+
+const WORDS: &str = "---\nname: words\nphase: implementation\ncache:\n  results: [count]\n---\n# Words\n\n## Operations\n\n### count\nCounts the words of a text.\n\nInput:\n```yaml\ntype: object\nproperties:\n  text: {type: string}\nrequired: [text]\n```\n\nOutput:\n```yaml\ntype: object\nproperties:\n  words: {type: integer}\nrequired: [words]\n```\n\n```python\ndef count(text):\n    return {\"words\": len(text.split())}\n```\n";
+
+#[tokio::test]
+async fn cached_results_are_marked_and_counted_in_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("words.eol"), WORDS).unwrap();
+    let server = start(dir.path(), "words.eol").await;
+    assert_eq!(wait_ready(&server).await, (200, "ready".to_owned()));
+    let client = reqwest::Client::new();
+    let mut served_by = Vec::new();
+    for _ in 0..2 {
+        let r = client
+            .post(format!("{}/v1/operations/count", server.url))
+            .body(r#"{"text": "one two three"}"#)
+            .send()
+            .await
+            .unwrap();
+        served_by.push(
+            r.headers()
+                .get("x-eol-cache")
+                .map(|v| v.to_str().unwrap().to_owned()),
+        );
+        assert_eq!(r.json::<Value>().await.unwrap(), json!({"words": 3}));
+    }
+    assert_eq!(served_by, [None, Some("result".to_owned())]);
+    let metrics = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "# TYPE eol_cache_hits counter",
+        r#"eol_cache_hits_total{type="result",hit="true"} 1"#,
+        r#"eol_cache_hits_total{type="result",hit="false"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line:?} missing:\n{metrics}");
+    }
+}

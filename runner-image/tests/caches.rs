@@ -1,0 +1,459 @@
+//! The caches and the vector context of a running feature (issue 7): the
+//! semantic cache of prototyped calls on the real local model and the real
+//! all-MiniLM-L6-v2, the result cache of implementation calls, the context the
+//! vector index picks for a call, and what happens when the index is dropped
+//! underneath or Redis goes away.
+#![allow(clippy::unwrap_used)] // Tests fail loudly on any unexpected error.
+
+mod common;
+
+use common::scripted_llm::{Scripted, ScriptedServer};
+use eol_core::parse_feature;
+use eol_runner::caches::CacheMetrics;
+use eol_runner::engine::Runtime;
+use eol_runner::llm::{ChatClient, LlmSettings, ResponseFormatMode};
+use eol_runner::prototype::Prototyper;
+use eol_runner::store::LocalRedis;
+use eol_vector::Embedder;
+use eol_vector::embed::local::MiniLm;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+const TRIAGE: &str = r#"---
+name: triage
+phase: prototyping
+cache:
+  distance_threshold: 0.1
+  ttl: 600
+---
+# Triage
+
+Tickets come from customers of a mobile app.
+
+## Operations
+
+### classify
+Pick one label for the ticket: bug for crashes and errors, billing for charges, question otherwise.
+
+Input:
+```yaml
+type: object
+properties:
+  text: {type: string}
+required: [text]
+```
+
+Output:
+```yaml
+type: object
+properties:
+  label: {type: string, enum: [bug, billing, question]}
+required: [label]
+```
+"#;
+
+/// The local all-MiniLM-L6-v2 (scripts/embedding-model.sh install; scripts/test.sh installs it).
+fn minilm() -> Arc<dyn Embedder> {
+    Arc::new(
+        MiniLm::from_env()
+            .unwrap_or_else(|e| panic!("these tests need the local embedding model: {e}")),
+    )
+}
+
+/// The real local model (llama.cpp + SmolLM2) that scripts/test.sh starts.
+fn local_model() -> Arc<Prototyper> {
+    let Some(settings) = LlmSettings::from_env(None).unwrap() else {
+        panic!(
+            "EOL_LLM_BASE_URL is not set: scripts/test.sh starts the local model (scripts/llm.sh start) for this test"
+        );
+    };
+    Arc::new(Prototyper::new(ChatClient::new(settings).unwrap()))
+}
+
+async fn runtime(
+    src: &str,
+    redis: &LocalRedis,
+    model: Arc<Prototyper>,
+    embedder: Option<Arc<dyn Embedder>>,
+) -> Runtime {
+    let feature = parse_feature("triage.eol", src).unwrap();
+    Runtime::load(
+        "triage.eol",
+        feature,
+        common::pool(1).await,
+        common::store(redis),
+    )
+    .await
+    .unwrap()
+    .with_model(Some(model))
+    .with_caches(embedder)
+}
+
+async fn connection(redis: &LocalRedis) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// How many semantic cache entries of `feature` the index holds.
+async fn semantic_entries(redis: &LocalRedis, feature: &str) -> usize {
+    let mut conn = connection(redis).await;
+    let reply: redis::Value = redis::cmd("FT.SEARCH")
+        .arg("eol-semantic-384")
+        .arg(format!("@feature:{{{feature}}}"))
+        .arg("NOCONTENT")
+        .arg("DIALECT")
+        .arg(2)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    match reply {
+        redis::Value::Array(items) => match items.first() {
+            Some(redis::Value::Int(n)) => *n as usize,
+            other => panic!("unexpected FT.SEARCH count: {other:?}"),
+        },
+        other => panic!("unexpected FT.SEARCH reply: {other:?}"),
+    }
+}
+
+/// `eol_cache_hits_total` as `eol serve` exposes it.
+fn exposition(runtime: &Runtime) -> String {
+    let mut registry = prometheus_client::registry::Registry::with_prefix("eol");
+    registry.register_collector(Box::new(CacheMetrics(runtime.caches().clone())));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    text
+}
+
+#[tokio::test]
+async fn prototyped_answers_are_reused_for_the_same_meaning_only() {
+    let redis = common::local_redis();
+    let model = local_model();
+    let embedder = minilm();
+    let rt = runtime(TRIAGE, &redis, model.clone(), Some(embedder.clone())).await;
+
+    let asked = json!({"text": "The app crashes every time I open the settings page."});
+    let first = rt.execute("classify", &asked, None).await.unwrap();
+    assert!(first.cache.is_none() && first.trace.is_some(), "{first:?}");
+
+    // The same question again, and worded a little differently: the stored answer, no model call.
+    for same in [
+        asked.clone(),
+        json!({"text": "The app crashes each time I open the settings page."}),
+    ] {
+        let again = rt.execute("classify", &same, None).await.unwrap();
+        let hit = again.cache.as_ref().unwrap_or_else(|| {
+            panic!("{same} should be answered from the semantic cache: {again:?}")
+        });
+        assert_eq!(hit.kind, "semantic");
+        assert!(hit.distance.unwrap() <= 0.1, "{hit:?}");
+        assert!(again.trace.is_none(), "the model was called: {again:?}");
+        assert_eq!(again.output, first.output);
+    }
+
+    // Close in embedding space, different in meaning: the model answers again.
+    let negated = json!({"text": "The app never crashes when I open the settings page."});
+    let near_miss = rt.execute("classify", &negated, None).await.unwrap();
+    assert!(
+        near_miss.cache.is_none() && near_miss.trace.is_some(),
+        "{near_miss:?}"
+    );
+
+    let counts = rt.caches().counts();
+    assert!(counts.contains(&("semantic", 2, 2)), "{counts:?}");
+    let text = exposition(&rt);
+    assert!(
+        text.contains("eol_cache_hits_total{type=\"semantic\",hit=\"true\"} 2")
+            && text.contains("eol_cache_hits_total{type=\"semantic\",hit=\"false\"} 2"),
+        "{text}"
+    );
+    // Every input was embedded once for the lookup and served from the embeddings cache when stored.
+    let embedding = counts.iter().find(|c| c.0 == "embedding").unwrap();
+    assert!(embedding.1 >= 2, "{counts:?}");
+    assert_eq!(semantic_entries(&redis, "triage").await, 2);
+
+    // The feature's source changes: old answers are deleted and never served.
+    let changed = TRIAGE.replace(
+        "Tickets come from customers of a mobile app.",
+        "Tickets come from customers of a mobile app. Crashes on start are bugs.",
+    );
+    let rt = runtime(&changed, &redis, model, Some(embedder)).await;
+    let after = rt.execute("classify", &asked, None).await.unwrap();
+    assert!(after.cache.is_none() && after.trace.is_some(), "{after:?}");
+    assert_eq!(semantic_entries(&redis, "triage").await, 1);
+}
+
+#[tokio::test]
+async fn an_index_dropped_underneath_a_running_runner_is_recreated() {
+    let redis = common::local_redis();
+    let rt = runtime(TRIAGE, &redis, local_model(), Some(minilm())).await;
+    let input = json!({"text": "I was charged twice for my subscription this month."});
+    let first = rt.execute("classify", &input, None).await.unwrap();
+    assert!(first.trace.is_some());
+    assert!(
+        rt.caches().status().vector_context,
+        "{:?}",
+        rt.caches().status()
+    );
+
+    // Someone drops both indexes (keeping the documents) while the runner runs.
+    let mut conn = connection(&redis).await;
+    for index in ["eol-semantic-384", "eol-context-384"] {
+        let _: () = redis::cmd("FT.DROPINDEX")
+            .arg(index)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    // The next lookup recreates the index, which finds the stored answer again.
+    let again = rt.execute("classify", &input, None).await.unwrap();
+    assert_eq!(
+        again.cache.as_ref().map(|c| c.kind),
+        Some("semantic"),
+        "{again:?}"
+    );
+    assert_eq!(again.output, first.output);
+    // A new input goes to the model with context from the recreated context index.
+    let other = json!({"text": "How do I change the language of the app?"});
+    let exec = rt.execute("classify", &other, None).await.unwrap();
+    assert!(exec.trace.is_some());
+    for index in ["eol-semantic-384", "eol-context-384"] {
+        let info: redis::Value = redis::cmd("FT.INFO")
+            .arg(index)
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{index} was not recreated: {e}"));
+        assert!(matches!(
+            info,
+            redis::Value::Array(_) | redis::Value::Map(_)
+        ));
+    }
+    let status = rt.caches().status();
+    assert!(status.semantic && status.vector_context, "{status:?}");
+}
+
+fn scripted_settings(url: &str, context_window: usize) -> LlmSettings {
+    LlmSettings {
+        base_url: url.to_owned(),
+        api_key: None,
+        model: "scripted".into(),
+        temperature: 0.0,
+        seed: Some(1),
+        max_tokens: 64,
+        timeout: Duration::from_secs(5),
+        max_retries: 0,
+        context_window,
+        response_format: ResponseFormatMode::JsonSchema,
+    }
+}
+
+/// What the prompt holds (a protocol check: the scripted server records the requests).
+#[tokio::test]
+async fn a_prototyped_call_gets_the_most_relevant_chunks_and_a_summary_of_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut guide = String::from("# Support guide\n\n");
+    for topic in [
+        "gardening tools and the best season for planting tulips",
+        "holiday travel plans, train tickets and hotel bookings",
+        "the weather forecast, rain showers and sunny afternoons",
+        "cooking pasta, tomato sauce and fresh basil",
+        "football results, league tables and transfer news",
+    ] {
+        guide.push_str(&format!(
+            "## About {topic}\n\n{}\n\n",
+            format!("These notes are about {topic}. ").repeat(12)
+        ));
+    }
+    guide.push_str("## Crashes\n\nA ticket about the app crashing or freezing on start is labelled bug and escalated to the mobile team within one hour.\n\n");
+    std::fs::write(dir.path().join("guide.md"), &guide).unwrap();
+    let src = TRIAGE
+        .replace("cache:\n  distance_threshold: 0.1\n  ttl: 600\n", "")
+        .replace(
+            "Tickets come from customers of a mobile app.",
+            "Tickets come from customers of a mobile app. See @guide.md.",
+        );
+    let file = dir.path().join("triage.eol");
+    std::fs::write(&file, &src).unwrap();
+    let feature = parse_feature("triage.eol", &src).unwrap();
+    let server = ScriptedServer::start(vec![
+        Scripted::answer("Other notes cover gardening, travel, weather, cooking and football."),
+        Scripted::answer("{\"label\": \"bug\"}"),
+    ])
+    .await;
+    let redis = common::local_redis();
+    let model = Arc::new(Prototyper::new(
+        ChatClient::new(scripted_settings(&server.url, 900)).unwrap(),
+    ));
+    let rt = Runtime::load(
+        file.to_str().unwrap(),
+        feature,
+        common::pool(1).await,
+        common::store(&redis),
+    )
+    .await
+    .unwrap()
+    .with_model(Some(model))
+    .with_caches(Some(minilm()));
+    let exec = rt
+        .execute(
+            "classify",
+            &json!({"text": "The app freezes on start and then crashes"}),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(exec.output, json!({"label": "bug"}));
+    assert_eq!(server.request_count(), 2, "a summary, then the call");
+    let summary_request = server.request(0)["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        summary_request.starts_with("Summarise"),
+        "{summary_request}"
+    );
+    let system = server.request(1)["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        system.contains("escalated to the mobile team within one hour"),
+        "the relevant chunk is missing:\n{system}"
+    );
+    assert!(
+        system.contains("Other notes cover gardening"),
+        "the summary of the rest is missing:\n{system}"
+    );
+    assert!(
+        !system.contains(&"These notes are about football results".repeat(2)),
+        "an irrelevant chunk went in whole:\n{system}"
+    );
+    let note = exec.trace.unwrap().context_note.unwrap();
+    assert!(note.contains("summarised"), "{note}");
+}
+
+const TEXT: &str = r#"---
+name: text
+phase: implementation
+cache:
+  enabled: false
+  results: [slugify]
+---
+# Text
+
+## Operations
+
+### slugify
+Lower-cases the title and joins its words with dashes.
+
+Input:
+```yaml
+type: object
+properties:
+  title: {type: string}
+required: [title]
+```
+
+Output:
+```yaml
+type: object
+properties:
+  slug: {type: string}
+required: [slug]
+```
+
+```python
+def slugify(title):
+    print("computed")
+    return {"slug": "-".join(title.lower().split())}
+```
+
+### shout
+Upper-cases the title.
+
+Input:
+```yaml
+type: object
+properties:
+  title: {type: string}
+required: [title]
+```
+
+Output:
+```yaml
+type: object
+properties:
+  loud: {type: string}
+required: [loud]
+```
+
+```python
+def shout(title):
+    return {"loud": title.upper()}
+```
+"#;
+
+#[tokio::test]
+async fn listed_implementation_calls_are_served_from_the_result_cache() {
+    let redis = common::local_redis();
+    let feature = parse_feature("text.eol", TEXT).unwrap();
+    let rt = Runtime::load(
+        "text.eol",
+        feature,
+        common::pool(1).await,
+        common::store(&redis),
+    )
+    .await
+    .unwrap();
+    let input = json!({"title": "Hello Big World"});
+    let first = rt.execute("slugify", &input, None).await.unwrap();
+    assert_eq!(first.output, json!({"slug": "hello-big-world"}));
+    assert!(first.cache.is_none() && first.stdout.contains("computed"));
+    let second = rt.execute("slugify", &input, None).await.unwrap();
+    assert_eq!(second.output, first.output);
+    assert_eq!(second.cache.as_ref().map(|c| c.kind), Some("result"));
+    assert!(second.stdout.is_empty(), "the code ran again: {second:?}");
+    // Another input is computed.
+    let other = rt
+        .execute("slugify", &json!({"title": "Hello World"}), None)
+        .await
+        .unwrap();
+    assert!(other.cache.is_none());
+    // An operation not listed in cache.results always runs.
+    for _ in 0..2 {
+        let loud = rt.execute("shout", &input, None).await.unwrap();
+        assert!(loud.cache.is_none());
+    }
+    assert_eq!(rt.caches().counts(), [("result", 1, 2)]);
+    assert!(
+        exposition(&rt).contains("eol_cache_hits_total{type=\"result\",hit=\"true\"} 1"),
+        "{}",
+        exposition(&rt)
+    );
+
+    // Changed code is a different key: its output is computed, not the old one served.
+    let changed = TEXT.replace(
+        "\"-\".join(title.lower().split())",
+        "\"_\".join(title.lower().split())",
+    );
+    let rt2 = Runtime::load(
+        "text.eol",
+        parse_feature("text.eol", &changed).unwrap(),
+        common::pool(1).await,
+        common::store(&redis),
+    )
+    .await
+    .unwrap();
+    let exec = rt2.execute("slugify", &input, None).await.unwrap();
+    assert_eq!(exec.output, json!({"slug": "hello_big_world"}));
+    assert!(exec.cache.is_none());
+
+    // Redis goes away: calls go on uncached and nothing is lost.
+    drop(redis);
+    let exec = rt.execute("slugify", &input, None).await.unwrap();
+    assert_eq!(exec.output, json!({"slug": "hello-big-world"}));
+    assert!(exec.cache.is_none() && exec.stdout.contains("computed"));
+}

@@ -436,7 +436,8 @@ impl FeatureCaches {
                 answer,
                 CacheHit {
                     kind: "semantic",
-                    distance: Some(distance),
+                    // Float rounding can put an identical input a hair below 0.
+                    distance: Some(distance.max(0.0)),
                 },
             )),
             Ok(Lookup::Miss(why)) => {

@@ -457,3 +457,85 @@ async fn listed_implementation_calls_are_served_from_the_result_cache() {
     assert_eq!(exec.output, json!({"slug": "hello-big-world"}));
     assert!(exec.cache.is_none() && exec.stdout.contains("computed"));
 }
+
+/// A Redis of the bundle without its modules, on a free port.
+struct PlainRedis {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for PlainRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn plain_redis() -> PlainRedis {
+    let server = LocalRedis::bundle_dir().join("bin/redis-server");
+    assert!(
+        server.exists(),
+        "{} is missing: run scripts/redis.sh install",
+        server.display()
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new(server)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("redis://127.0.0.1:{port}");
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while client
+        .get_connection_with_timeout(Duration::from_millis(200))
+        .is_err()
+    {
+        assert!(std::time::Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    PlainRedis { child, url }
+}
+
+#[tokio::test]
+async fn without_the_search_module_calls_go_on_uncached_and_say_why() {
+    let redis = plain_redis();
+    let server = ScriptedServer::start(vec![
+        Scripted::answer("{\"label\": \"question\"}"),
+        Scripted::answer("{\"label\": \"question\"}"),
+    ])
+    .await;
+    let model = Arc::new(Prototyper::new(
+        ChatClient::new(scripted_settings(&server.url, 2048)).unwrap(),
+    ));
+    let feature = parse_feature("triage.eol", TRIAGE).unwrap();
+    let store = Arc::new(eol_runner::store::RedisStore::new(Some(redis.url.clone())));
+    let rt = Runtime::load("triage.eol", feature, common::pool(1).await, store)
+        .await
+        .unwrap()
+        .with_model(Some(model))
+        .with_caches(Some(minilm()));
+    let input = json!({"text": "How do I change my password?"});
+    for _ in 0..2 {
+        let exec = rt.execute("classify", &input, None).await.unwrap();
+        assert_eq!(exec.output, json!({"label": "question"}));
+        assert!(exec.cache.is_none(), "{exec:?}");
+    }
+    assert_eq!(server.request_count(), 2, "both calls reached the model");
+    let status = rt.caches().status();
+    let why = status.vector_error.clone().unwrap_or_default();
+    assert!(
+        why.contains("no search module (RediSearch)") && !status.semantic,
+        "{status:?}"
+    );
+    // The context falls back to the prose ranked by shared words.
+    let system = server.request(1)["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(system.contains("customers of a mobile app"), "{system}");
+}

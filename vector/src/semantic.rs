@@ -4,41 +4,91 @@
 //! Each entry is a Redis HASH indexed by RediSearch (one index per embedding
 //! dimension, `eol-semantic-<dims>`): tags `feature`, `operation`, `phase`,
 //! `model`, `embedder` and `source_hash` (the hash of the feature's source: a
-//! changed feature never reuses old answers), the prompt text (the canonical
-//! JSON of the input) and its embedding, the answer (JSON) and the structured
-//! input (canonical JSON). Every entry expires after the TTL.
+//! changed feature never reuses old answers), a `scope` tag (a hash of those
+//! six values), the prompt text (the canonical JSON of the input) and its
+//! embedding, the answer (JSON) and the structured input (canonical JSON).
+//! Every entry expires after the TTL.
 //!
 //! # When a lookup hits
 //!
-//! [`SemanticCache::lookup`] embeds the input's canonical JSON and fetches
-//! the 3 nearest entries with the same tags. Candidates are taken nearest
-//! first while their cosine distance is at most the threshold; the first one
-//! whose stored input passes the **guard** against the new input is a hit.
-//! Embeddings alone confuse inputs that are close in wording but differ in
-//! meaning, so the guard compares the structured inputs field by field:
+//! [`SemanticCache::lookup`] embeds the input's canonical JSON and sends one
+//! `FT.SEARCH` (DIALECT 2): the 3 nearest entries whose `scope` tag is the
+//! call's, returning only their distance, input and answer. (One TAG filter,
+//! not six: RediSearch intersects one inverted index instead of six, which
+//! matters once many entries were written and deleted.) Candidates are taken
+//! nearest first while their cosine distance is at most the threshold; the
+//! first one whose stored input passes the **guard** against the new input is
+//! a hit. Embeddings alone confuse inputs that are close in wording but differ
+//! in meaning, so the guard compares the structured inputs:
 //!
 //! - both inputs have the same fields (recursively; arrays of equal length);
 //! - numbers, booleans and nulls are equal;
 //! - strings are equal when either of them has no whitespace (enums, ids,
 //!   codes, single words) or when the field is listed as exact in the
 //!   [`CallContext`] (by its dotted path such as `order.id`, or its last key);
-//! - other strings are free text and may differ in wording, but not in
-//!   - negation: the multiset of negation words must be the same (`not` and
-//!     `n't` and `cannot` count as `not`; `no`, `never`, `none`, `nobody`,
-//!     `nothing`, `nowhere`, `neither`, `nor`, `without`);
-//!   - numbers: the sequence of number tokens (anything with a digit, and
-//!     number words `zero`..`twenty`, tens, `hundred`, `thousand`, `million`,
-//!     `dozen`, read as digits) must be the same, in order;
-//!   - entities: the sequence of capitalised words (names, acronyms) must be
-//!     the same, in order, so "Alice paid Bob" never answers "Bob paid
-//!     Alice"; a capitalised word starting a sentence is skipped when it is a
-//!     common function word (`The`, `Please`, `What`, ...) or an imperative
-//!     verb (`Summarize`, `Draft`, ...); clitics (`'s`, `'re`, ...) are dropped.
+//! - other strings are free text and may differ in wording. They are read as
+//!   tokens: double-quoted spans whole; URLs, e-mails, domains, words with
+//!   digits (`KB-104`) and all-capital compounds (`LAMP-OAK`) as codes;
+//!   numbers normalised (`1,500`, `twelve`, `12th`, `a dozen`, `twice`,
+//!   `twenty-five`, `5kg` → `5` + `kg`; a number with a time unit is one
+//!   duration, so `two weeks` is `14 days`; `one`, `first` and `once` are left
+//!   as words: they are as often articles or pronouns); contractions split
+//!   (`can't` → `can not`), clitics dropped (`Alice's`), other hyphenated and
+//!   snake_case words split. Over **all free-text fields together** (a name
+//!   may move from a subject to a body), the texts must agree on
+//!   - **polarity**: as many explicit negations (`not`, `n't`, `no`, `never`,
+//!     `none`, `nobody`, `nothing`, `nowhere`, `neither`, `nor`, `without`,
+//!     `zero`) on both sides, except that an extra one may be balanced by a
+//!     word of negative meaning that only the other side has: an `un-` or
+//!     `non-` word, a `not-`/`non-` compound, `missing`, `lack`, `fail`,
+//!     `instead`, `absent`, `unless`, `stop` (`hasn't paid` / `unpaid`,
+//!     `can't attach` / `attaching fails`); negative words alone never refuse;
+//!   - **numbers**, as sets (a paraphrase may repeat or reorder them);
+//!   - **names**: every code, quoted string (or the same words unquoted) and
+//!     name needs a counterpart on the other side (same code; for a name the
+//!     same word in any case, or an inflection of it). A name is a word
+//!     capitalised in mid-sentence outside a title-cased line; a capital at
+//!     the start of a sentence makes a name only when the word is capitalised
+//!     in mid-sentence somewhere too (so "Record", "Transfer", "Someone" are
+//!     not names). Acronyms (`SKU`, `URL`) are weaker: one may be dropped or
+//!     spelled out (`PO` / `post office`), but acronyms unmatched on both
+//!     sides (`DHL` / `UPS`) are a different entity;
+//!   - **questions**: two questions asking for different things (`when`,
+//!     `where`, `who`, `why`, `how much`/`many`, `how long`, `how often`,
+//!     `how fast`, plain `how`) differ; `what`/`which` and imperatives match
+//!     any.
 //!
-//! The guard errs on the side of a miss: a paraphrase that reorders names or
-//! writes numbers differently is computed again rather than answered wrongly.
-//! Swapped roles of lower-case common nouns ("the cat chased the dog") are
-//! beyond it.
+//!   Then **per field**:
+//!   - **a near-identical text may not change a content word**: when the two
+//!     keep at least 70% of their tokens in order (2·LCS/(|a|+|b|)), or differ
+//!     by a single token, every token left over must be an article,
+//!     politeness or discourse word (`a`, `the`, `one`, `please`, `just`,
+//!     `yet`, `still`, ...) or have a left-over counterpart with the same stem
+//!     (a moved word, an inflection); `each`, `every` and `all` count as one
+//!     word. This is what catches near-misses with
+//!     lower-case words: "reserved" / "in stock", "wool" / "cotton socks",
+//!     "paid" / "unpaid", "Carol paid Bob" / "Alice paid Bob";
+//!   - **roles may not be exchanged**: a word's role is the nearest marker
+//!     (`from`, `to`, `into`, `by`, `for`, `with`, `at`, `on`, `of`, ...) at
+//!     most three tokens before it in its clause, shared by a run or a list of
+//!     names (`12 September`, `Priya and Omar`). Two names (or two words that
+//!     both carry a marker) that trade roles are refused ("from Leeds to
+//!     York" / "from York to Leeds", "merge 702 into 715" / "715 into 702",
+//!     "in which Aisha interviews Tom" / "Tom interviews Aisha"); so are two
+//!     names with the same role in one clause in the opposite order ("Alice
+//!     refunded Bob" / "Bob refunded Alice", "to Acme ... to Umbrella") when
+//!     the texts keep at least half their tokens in order. Items of a list
+//!     (`DHL or UPS`, `sam@... and kim@...`) may come in any order.
+//!
+//! The guard errs on the side of a miss: a real paraphrase that changes one
+//! word of a short request ("Cancel my plan" / "Stop my plan"), that adds a
+//! name or a number ("every weekday" / "Monday to Friday", "twice" /
+//! "a duplicate charge") or that negates where the other uses a verb of negative
+//! meaning it does not know (`hold` / `don't ship`) is computed again. What it
+//! cannot see: a different request in different words with the same names,
+//! numbers and polarity ("Add 25 units of X to stock" / "Reserve 25 units of
+//! X for an order"), and roles given by word order alone when the texts are
+//! reworded.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -295,6 +345,7 @@ pub fn semantic_schema(name: &str, dims: usize) -> IndexSchema {
         },
     };
     let mut fields: Vec<FieldSpec> = TAGS.iter().map(|t| tag(t)).collect();
+    fields.push(tag("scope"));
     fields.push(FieldSpec {
         name: "prompt".into(),
         kind: FieldType::Text,
@@ -379,13 +430,24 @@ impl SemanticCache {
         }
     }
 
-    fn filter(&self, ctx: &CallContext) -> Filter {
-        Filter::tag("feature", &ctx.feature)
-            .and_tag("operation", &ctx.operation)
-            .and_tag("phase", &ctx.phase)
-            .and_tag("model", &ctx.model)
-            .and_tag("embedder", self.embedder.model_id())
-            .and_tag("source_hash", &ctx.source_hash)
+    /// One tag for the six that make a candidate: a look-up filters on a
+    /// single inverted index instead of intersecting six.
+    fn scope(&self, ctx: &CallContext) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for part in [
+            ctx.feature.as_str(),
+            &ctx.operation,
+            &ctx.phase,
+            &ctx.model,
+            self.embedder.model_id(),
+            &ctx.source_hash,
+        ] {
+            // Length-prefixed, so that no two tuples hash the same bytes.
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        crate::index::hex(&h.finalize()[..16])
     }
 
     async fn embed(&self, text: String) -> Result<Vec<f32>, SemanticError> {
@@ -408,7 +470,12 @@ impl SemanticCache {
         let vector = self.embed(canonical_json(input)).await?;
         let hits = self
             .index
-            .knn(&vector, CANDIDATES, &self.filter(ctx), &["input", "answer"])
+            .knn(
+                &vector,
+                CANDIDATES,
+                &Filter::tag("scope", self.scope(ctx)),
+                &["input", "answer"],
+            )
             .await?;
         let mut refused: Option<GuardFailure> = None;
         for hit in &hits {
@@ -494,6 +561,7 @@ impl SemanticCache {
             .text("model", &ctx.model)
             .text("embedder", self.embedder.model_id())
             .text("source_hash", &ctx.source_hash)
+            .text("scope", self.scope(ctx))
             .text("prompt", prompt.clone())
             .text("input", prompt)
             .text("answer", answer.to_string())
@@ -570,9 +638,57 @@ impl std::fmt::Display for GuardFailure {
     }
 }
 
-/// Whether a stored input may answer a new one (see the module docs for the rule).
+/// Whether a stored input may answer a new one (see the module docs for the rules).
+/// Only free-text fields that differ are tokenised; identical inputs return at once.
 pub fn guard(stored: &Value, new: &Value, exact_fields: &[String]) -> Result<(), GuardFailure> {
-    compare(stored, new, "", exact_fields)
+    let mut texts = Vec::new();
+    compare(stored, new, "", exact_fields, &mut texts)?;
+    if texts.iter().all(|t| t.a == t.b) {
+        return Ok(());
+    }
+    // Each text tokenised once; a field equal on both sides once for both.
+    let sides: Vec<(Vec<Tok>, Vec<Tok>)> = texts
+        .iter()
+        .map(|t| {
+            let a = tokens(t.a);
+            let b = if t.a == t.b { a.clone() } else { tokens(t.b) };
+            (a, b)
+        })
+        .collect();
+    // The whole input (every free-text field, so that a name may move from
+    // the subject to the body): polarity, numbers, names, questions.
+    let mut differing = texts.iter().zip(&sides).filter(|(t, _)| t.a != t.b);
+    let path = match (differing.next(), differing.next()) {
+        (Some((t, _)), None) => t.path.clone(),
+        _ => String::new(),
+    };
+    let join = |stored: bool| {
+        let mut all: Vec<Tok> = Vec::new();
+        for (a, b) in &sides {
+            let base = all.last().map_or(0, |x| x.sentence + 1);
+            all.extend((if stored { a } else { b }).iter().cloned().map(|mut x| {
+                x.sentence += base;
+                x
+            }));
+        }
+        all
+    };
+    compare_marks(&join(true), &join(false)).or_else(|r| fail(&path, r))?;
+    // Per field: a near-identical rewording must not change a content word,
+    // nor exchange the roles of two names.
+    for (t, (a, b)) in texts.iter().zip(&sides).filter(|(t, _)| t.a != t.b) {
+        local_edit(a, b)
+            .and_then(|share| swapped_roles(a, b, share))
+            .or_else(|r| fail(&t.path, r))?;
+    }
+    Ok(())
+}
+
+/// A pair of free-text strings at the same path of both inputs.
+struct FreeText<'a> {
+    path: String,
+    a: &'a str,
+    b: &'a str,
 }
 
 fn fail(path: &str, reason: impl Into<String>) -> Result<(), GuardFailure> {
@@ -586,7 +702,13 @@ fn fail(path: &str, reason: impl Into<String>) -> Result<(), GuardFailure> {
     })
 }
 
-fn compare(a: &Value, b: &Value, path: &str, exact: &[String]) -> Result<(), GuardFailure> {
+fn compare<'a>(
+    a: &'a Value,
+    b: &'a Value,
+    path: &str,
+    exact: &[String],
+    texts: &mut Vec<FreeText<'a>>,
+) -> Result<(), GuardFailure> {
     match (a, b) {
         (Value::Object(x), Value::Object(y)) => {
             if let Some(k) = x
@@ -598,7 +720,7 @@ fn compare(a: &Value, b: &Value, path: &str, exact: &[String]) -> Result<(), Gua
             }
             for (k, va) in x {
                 if let Some(vb) = y.get(k) {
-                    compare(va, vb, &join(path, k), exact)?;
+                    compare(va, vb, &join(path, k), exact, texts)?;
                 }
             }
             Ok(())
@@ -608,20 +730,31 @@ fn compare(a: &Value, b: &Value, path: &str, exact: &[String]) -> Result<(), Gua
                 return fail(path, format!("{} items vs {}", x.len(), y.len()));
             }
             for (i, (va, vb)) in x.iter().zip(y).enumerate() {
-                compare(va, vb, &format!("{path}[{i}]"), exact)?;
+                compare(va, vb, &format!("{path}[{i}]"), exact, texts)?;
             }
             Ok(())
         }
         (Value::String(x), Value::String(y)) => {
-            if x == y {
-                return Ok(());
-            }
             let leaf = path.rsplit('.').next().unwrap_or(path);
             let listed = exact.iter().any(|e| e == path || e == leaf);
-            if listed || !x.contains(char::is_whitespace) || !y.contains(char::is_whitespace) {
-                return fail(path, "exact values differ");
+            let free =
+                !listed && x.contains(char::is_whitespace) && y.contains(char::is_whitespace);
+            if free {
+                texts.push(FreeText {
+                    path: if path.is_empty() {
+                        "$".into()
+                    } else {
+                        path.to_owned()
+                    },
+                    a: x,
+                    b: y,
+                });
+                Ok(())
+            } else if x == y {
+                Ok(())
+            } else {
+                fail(path, "exact values differ")
             }
-            compare_text(x, y).or_else(|reason| fail(path, reason))
         }
         (Value::Number(x), Value::Number(y)) => {
             if x == y || x.as_f64() == y.as_f64() {
@@ -643,351 +776,884 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
-/// The features of a free text the guard compares.
-#[derive(Debug, Default, PartialEq)]
-struct TextMarks {
-    negations: Vec<String>,
-    numbers: Vec<String>,
-    entities: Vec<String>,
+/// What a token of free text is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Word,
+    /// A number, normalised (`12th`, `twelve`, `a dozen` and `1,2` all read `12` / `1.2`).
+    Number,
+    /// An identifier: has digits and letters (`KB-104`), or is a URL, e-mail,
+    /// domain or an all-capitals compound (`LAMP-OAK`).
+    Code,
+    /// The content of a double-quoted span, verbatim.
+    Quoted,
+    /// A comma or dash between words.
+    Comma,
 }
 
-const NEGATIONS: [&str; 11] = [
-    "not", "no", "never", "none", "nobody", "nothing", "nowhere", "neither", "nor", "without",
-    "cannot",
-];
-
-/// Imperative verbs a request starts with: capitalised only by position.
-/// (Without them, "Summarize the post" and "Write a summary" were refused as
-/// different entities, the largest loss of hits against the evaluation set.)
-const IMPERATIVES: &[&str] = &[
-    "add",
-    "answer",
-    "approve",
-    "archive",
-    "ask",
-    "assign",
-    "book",
-    "calculate",
-    "cancel",
-    "change",
-    "check",
-    "classify",
-    "close",
-    "compare",
-    "compute",
-    "confirm",
-    "convert",
-    "create",
-    "delete",
-    "deny",
-    "describe",
-    "draft",
-    "edit",
-    "email",
-    "estimate",
-    "explain",
-    "find",
-    "flag",
-    "generate",
-    "get",
-    "give",
-    "help",
-    "hold",
-    "label",
-    "let",
-    "list",
-    "look",
-    "make",
-    "mark",
-    "merge",
-    "move",
-    "notify",
-    "open",
-    "pause",
-    "post",
-    "publish",
-    "put",
-    "rate",
-    "reject",
-    "remind",
-    "remove",
-    "rename",
-    "reopen",
-    "reply",
-    "request",
-    "reschedule",
-    "reserve",
-    "reset",
-    "respond",
-    "restock",
-    "resume",
-    "return",
-    "schedule",
-    "send",
-    "set",
-    "share",
-    "ship",
-    "shorten",
-    "show",
-    "sort",
-    "start",
-    "stop",
-    "suggest",
-    "summarise",
-    "summarize",
-    "tag",
-    "tell",
-    "track",
-    "translate",
-    "turn",
-    "update",
-    "verify",
-    "write",
-];
-
-/// Capitalised words that are no entity when they start a sentence.
-const SENTENCE_STARTERS: &[&str] = &[
-    "a",
-    "an",
-    "the",
-    "this",
-    "that",
-    "these",
-    "those",
-    "it",
-    "its",
-    "he",
-    "she",
-    "we",
-    "they",
-    "you",
-    "your",
-    "my",
-    "our",
-    "their",
-    "his",
-    "her",
-    "i",
-    "me",
-    "please",
-    "what",
-    "when",
-    "where",
-    "which",
-    "who",
-    "whom",
-    "whose",
-    "why",
-    "how",
-    "is",
-    "are",
-    "was",
-    "were",
-    "be",
-    "do",
-    "does",
-    "did",
-    "can",
-    "could",
-    "would",
-    "should",
-    "will",
-    "shall",
-    "may",
-    "might",
-    "must",
-    "has",
-    "have",
-    "had",
-    "there",
-    "here",
-    "if",
-    "in",
-    "on",
-    "at",
-    "for",
-    "to",
-    "from",
-    "by",
-    "with",
-    "of",
-    "and",
-    "but",
-    "or",
-    "so",
-    "then",
-    "yes",
-    "no",
-    "not",
-    "never",
-    "hi",
-    "hello",
-    "dear",
-    "thanks",
-    "thank",
-    "after",
-    "before",
-    "since",
-    "because",
-    "as",
-    "all",
-    "some",
-    "any",
-    "each",
-    "every",
-    "one",
-    "send",
-    "give",
-    "show",
-    "tell",
-    "find",
-    "get",
-    "make",
-    "list",
-    "explain",
-    "check",
-    "cancel",
-    "book",
-    "order",
-    "buy",
-    "add",
-    "remove",
-    "set",
-    "create",
-    "delete",
-    "update",
-    "help",
-    "let",
-    "yesterday",
-    "today",
-    "tomorrow",
-];
-
-fn number_word(w: &str) -> Option<&'static str> {
-    Some(match w {
-        "zero" => "0",
-        "one" => "1",
-        "two" => "2",
-        "three" => "3",
-        "four" => "4",
-        "five" => "5",
-        "six" => "6",
-        "seven" => "7",
-        "eight" => "8",
-        "nine" => "9",
-        "ten" => "10",
-        "eleven" => "11",
-        "twelve" => "12",
-        "thirteen" => "13",
-        "fourteen" => "14",
-        "fifteen" => "15",
-        "sixteen" => "16",
-        "seventeen" => "17",
-        "eighteen" => "18",
-        "nineteen" => "19",
-        "twenty" => "20",
-        "thirty" => "30",
-        "forty" => "40",
-        "fifty" => "50",
-        "sixty" => "60",
-        "seventy" => "70",
-        "eighty" => "80",
-        "ninety" => "90",
-        "hundred" => "100",
-        "thousand" => "1000",
-        "million" => "1000000",
-        "dozen" => "12",
-        _ => return None,
-    })
+/// The polarity a word carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Neg {
+    None,
+    /// `not`, `n't`, `no`, `never`, `without`, `zero`, ...
+    Explicit,
+    /// Negative by its form or meaning: `un-`/`non-` words, `missing`, `fails`, `instead`.
+    Implicit,
 }
 
-fn marks(text: &str) -> TextMarks {
-    let mut m = TextMarks::default();
-    let mut sentence_start = true;
-    let mut word = String::new();
-    let flush = |word: &mut String, sentence_start: &mut bool, m: &mut TextMarks| {
-        if word.is_empty() {
+#[derive(Debug, Clone)]
+struct Tok {
+    /// Lower case for words and codes, canonical for numbers, verbatim for quotes.
+    norm: String,
+    kind: Kind,
+    /// Written with a capital first letter.
+    cap: bool,
+    /// Written in capitals (`SKU`, `URLs`).
+    acronym: bool,
+    /// First word of its sentence.
+    initial: bool,
+    /// In a sentence where most words are capitalised (a title).
+    title: bool,
+    /// A number written in words (may combine with the next number word).
+    spelled: bool,
+    neg: Neg,
+    sentence: usize,
+}
+
+/// Free text as tokens: quoted spans whole; contractions split (`can't` →
+/// `can not`); clitics dropped; hyphenated and snake_case words split unless
+/// they hold digits or are all capitals; numbers normalised.
+fn tokens(text: &str) -> Vec<Tok> {
+    let text = text.replace(['\u{2019}', '\u{2018}'], "'");
+    let mut t = Tokenizer::default();
+    let mut rest = text.as_str();
+    while let Some(open) = rest.find(['"', '\u{201C}']) {
+        t.chunks(&rest[..open]);
+        let after = &rest[open + rest[open..].chars().next().map_or(1, char::len_utf8)..];
+        match after.find(['"', '\u{201D}']) {
+            Some(close) => {
+                t.quoted(after[..close].trim());
+                rest = &after[close + after[close..].chars().next().map_or(1, char::len_utf8)..];
+            }
+            None => rest = after,
+        }
+    }
+    t.chunks(rest);
+    t.finish()
+}
+
+#[derive(Default)]
+struct Tokenizer {
+    out: Vec<Tok>,
+    sentence: usize,
+    /// Whether the next word starts a sentence (inverted so that the default starts one).
+    mid_sentence: bool,
+}
+
+impl Tokenizer {
+    fn push(&mut self, norm: String, kind: Kind, original: &str) {
+        let letters: Vec<char> = original.chars().filter(|c| c.is_alphabetic()).collect();
+        let stem = original.strip_suffix('s').unwrap_or(original);
+        let acronym = kind == Kind::Word
+            && stem.chars().filter(|c| c.is_alphabetic()).count() >= 2
+            && stem.chars().all(|c| c.is_uppercase() || !c.is_alphabetic());
+        let norm = if acronym && original.ends_with('s') && !stem.ends_with('S') {
+            stem.to_lowercase()
+        } else {
+            norm
+        };
+        self.out.push(Tok {
+            norm,
+            kind,
+            cap: letters.first().is_some_and(|c| c.is_uppercase()),
+            acronym,
+            initial: !self.mid_sentence,
+            title: false,
+            spelled: false,
+            neg: Neg::None,
+            sentence: self.sentence,
+        });
+        self.mid_sentence = true;
+    }
+
+    fn end_sentence(&mut self) {
+        if self.mid_sentence {
+            self.sentence += 1;
+        }
+        self.mid_sentence = false;
+    }
+
+    fn comma(&mut self) {
+        if self.out.last().is_some_and(|t| t.kind != Kind::Comma) {
+            let mut c = self.out.last().cloned().expect("a token");
+            c.kind = Kind::Comma;
+            c.norm = ",".into();
+            c.neg = Neg::None;
+            c.acronym = false;
+            self.out.push(c);
+        }
+    }
+
+    fn quoted(&mut self, content: &str) {
+        if !content.is_empty() {
+            self.push(content.to_owned(), Kind::Quoted, "");
+        }
+    }
+
+    fn chunks(&mut self, text: &str) {
+        for chunk in text.split_whitespace() {
+            let core = chunk.trim_start_matches(|c: char| !c.is_alphanumeric());
+            let end = core
+                .char_indices()
+                .rev()
+                .find(|(_, c)| c.is_alphanumeric() || *c == '%')
+                .map_or(0, |(i, c)| i + c.len_utf8());
+            let (core, tail) = core.split_at(end);
+            let tail = if core.is_empty() { chunk } else { tail };
+            if !core.is_empty() {
+                self.chunk(core);
+            }
+            if tail.contains(['.', '!', '?', ';', ':']) {
+                self.end_sentence();
+            } else if tail.contains([',', '\u{2014}', '\u{2013}', '-', '(', ')']) {
+                self.comma();
+            }
+        }
+    }
+
+    fn chunk(&mut self, core: &str) {
+        let lower = core.to_lowercase();
+        let has_digit = core.chars().any(|c| c.is_ascii_digit());
+        let internal_dot = core
+            .char_indices()
+            .any(|(i, c)| c == '.' && i > 0 && core[i + 1..].starts_with(char::is_alphabetic));
+        if lower.contains("://")
+            || lower.starts_with("www.")
+            || (core.contains('@') && core.contains('.'))
+        {
+            // URLs are case-sensitive past the host; e-mails are not.
+            let norm = if core.contains('@') {
+                lower
+            } else {
+                core.to_owned()
+            };
+            return self.push(norm, Kind::Code, core);
+        }
+        if core.contains('/') && (internal_dot || has_digit) {
+            return self.push(core.to_owned(), Kind::Code, core);
+        }
+        if has_digit {
+            if let Some(n) = plain_number(core) {
+                return self.push(n, Kind::Number, core);
+            }
+            // `12th`, `500s`, `5kg`, `2FA`: the number, then the unit as a word.
+            let split = core
+                .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ','))
+                .unwrap_or(core.len());
+            let (digits, unit) = core.split_at(split);
+            if !digits.is_empty()
+                && unit.chars().all(char::is_alphabetic)
+                && let Some(n) = plain_number(digits)
+            {
+                self.push(n, Kind::Number, digits);
+                if !["st", "nd", "rd", "th", "s"].contains(&unit.to_lowercase().as_str()) {
+                    self.word(unit);
+                }
+                return;
+            }
+            return self.push(lower, Kind::Code, core);
+        }
+        if internal_dot {
+            return self.push(lower, Kind::Code, core);
+        }
+        if core.contains(['-', '_', '/']) {
+            let parts: Vec<&str> = core
+                .split(['-', '_', '/'])
+                .filter(|p| !p.is_empty())
+                .collect();
+            let letters = core.chars().filter(|c| c.is_alphabetic());
+            if parts.len() > 1 && core.contains('-') && letters.clone().all(char::is_uppercase) {
+                return self.push(lower, Kind::Code, core);
+            }
+            for (i, part) in parts.iter().enumerate() {
+                let p = part.to_lowercase();
+                if i == 0 && parts.len() > 1 && (p == "non" || p == "not") {
+                    // `non-root`, `not-found`: a negative compound, not a negated clause.
+                    self.push(p, Kind::Word, part);
+                    if let Some(t) = self.out.last_mut() {
+                        t.neg = Neg::Implicit;
+                    }
+                } else {
+                    self.word(part);
+                }
+            }
             return;
         }
-        let w = std::mem::take(word);
-        let w = w.trim_matches('\'').to_owned();
+        if let Some((base, clitic)) = lower.split_once('\'') {
+            let original = &core[..base.len()];
+            if clitic == "t" && base.ends_with('n') {
+                let stem = &base[..base.len() - 1];
+                let stem = match stem {
+                    "ca" => "can",
+                    "wo" => "will",
+                    "sha" => "shall",
+                    s => s,
+                };
+                self.word(&original[..stem.len().min(original.len())]);
+                if let Some(t) = self.out.last_mut() {
+                    t.norm = stem.to_owned();
+                }
+                return self.negation("not");
+            }
+            return self.word(original);
+        }
+        self.word(core);
+    }
+
+    fn negation(&mut self, norm: &str) {
+        self.push(norm.to_owned(), Kind::Word, norm);
+        if let Some(t) = self.out.last_mut() {
+            t.neg = Neg::Explicit;
+        }
+    }
+
+    fn word(&mut self, w: &str) {
         if w.is_empty() {
             return;
         }
         let lower = w.to_lowercase();
-        // "What's", "Alice's", "They're": the word without its clitic.
-        let stem = ["'s", "'re", "'ll", "'ve", "'d", "'m"]
-            .iter()
-            .find_map(|c| lower.strip_suffix(c))
-            .unwrap_or(&lower)
-            .to_owned();
-        if lower.ends_with("n't") || lower == "cannot" {
-            m.negations.push("not".into());
-        } else if NEGATIONS.contains(&lower.as_str()) {
-            m.negations.push(lower.clone());
+        if lower == "cannot" {
+            self.push("can".into(), Kind::Word, w);
+            return self.negation("not");
         }
-        if w.chars().any(|c| c.is_ascii_digit()) {
-            let num = w.replace(',', "");
-            m.numbers.push(match num.parse::<f64>() {
-                Ok(x) => format!("{x}"),
-                Err(_) => w.clone(),
-            });
-        } else if let Some(n) = number_word(&lower) {
-            m.numbers.push(n.into());
-        } else if w.chars().next().is_some_and(char::is_uppercase)
-            && !(*sentence_start
-                && (SENTENCE_STARTERS.contains(&stem.as_str())
-                    || IMPERATIVES.contains(&stem.as_str())))
-            && w != "I"
-        {
-            // The clitic is ASCII in both spellings: cut the same bytes off `w`.
-            let clitic = lower.len() - stem.len();
-            m.entities.push(w[..w.len() - clitic].to_owned());
+        if NEGATIONS.contains(&lower.as_str()) {
+            self.push(lower, Kind::Word, w);
+            if let Some(t) = self.out.last_mut() {
+                t.neg = Neg::Explicit;
+            }
+            return;
         }
-        *sentence_start = false;
+        if let Some(n) = number_word(&lower) {
+            if let Some(prev) = self.out.last_mut().filter(|t| t.spelled) {
+                let p: f64 = prev.norm.parse().unwrap_or(0.0);
+                let combined =
+                    if ["hundred", "thousand", "million", "dozen"].contains(&lower.as_str()) {
+                        Some(p * n)
+                    } else if (20.0..100.0).contains(&p) && p % 10.0 == 0.0 && n < 10.0 {
+                        Some(p + n)
+                    } else {
+                        None
+                    };
+                if let Some(c) = combined {
+                    prev.norm = format!("{c}");
+                    return;
+                }
+            }
+            self.push(format!("{n}"), Kind::Number, w);
+            if let Some(t) = self.out.last_mut() {
+                t.spelled = true;
+            }
+            return;
+        }
+        let implicit = implicit_negative(&lower);
+        self.push(lower, Kind::Word, w);
+        if implicit && let Some(t) = self.out.last_mut() {
+            t.neg = Neg::Implicit;
+        }
+    }
+
+    /// Reads a number and its time unit as one duration in seconds (or
+    /// months), so `two weeks` is `14 days`; marks title-cased sentences,
+    /// where capitals say nothing about names.
+    fn finish(mut self) -> Vec<Tok> {
+        let mut i = 0;
+        while i + 1 < self.out.len() {
+            if self.out[i].kind == Kind::Number
+                && self.out[i + 1].kind == Kind::Word
+                && let Some((factor, unit)) = duration_unit(&self.out[i + 1].norm)
+                && let Ok(x) = self.out[i].norm.parse::<f64>()
+            {
+                self.out[i].norm = format!("{}{unit}", x * factor);
+                self.out.remove(i + 1);
+            }
+            i += 1;
+        }
+        let mut start = 0;
+        while start < self.out.len() {
+            let s = self.out[start].sentence;
+            let end = self.out[start..]
+                .iter()
+                .position(|t| t.sentence != s)
+                .map_or(self.out.len(), |p| start + p);
+            let words: Vec<&Tok> = self.out[start..end]
+                .iter()
+                .filter(|t| t.kind == Kind::Word && !t.acronym)
+                .collect();
+            let caps = words.iter().filter(|t| t.cap).count();
+            if words.len() >= 3 && caps * 5 >= words.len() * 3 {
+                for t in &mut self.out[start..end] {
+                    t.title = true;
+                }
+            }
+            start = end;
+        }
+        self.out
+    }
+}
+
+/// A time unit as (factor, canonical unit): seconds, or months for months and years.
+fn duration_unit(w: &str) -> Option<(f64, &'static str)> {
+    Some(match w {
+        "second" | "seconds" | "sec" | "secs" | "s" => (1.0, "s"),
+        "minute" | "minutes" | "min" | "mins" => (60.0, "s"),
+        "hour" | "hours" | "hr" | "hrs" | "h" => (3600.0, "s"),
+        "day" | "days" => (86_400.0, "s"),
+        "week" | "weeks" => (604_800.0, "s"),
+        "month" | "months" => (1.0, "mo"),
+        "year" | "years" => (12.0, "mo"),
+        _ => return None,
+    })
+}
+
+/// `1,200`, `3.5`, `9:15`, `30%` as a canonical string; `None` when not a plain number.
+fn plain_number(s: &str) -> Option<String> {
+    let (body, pct) = match s.strip_suffix('%') {
+        Some(b) => (b, "%"),
+        None => (s, ""),
     };
-    for c in text.chars() {
-        let c = if c == '\u{2019}' { '\'' } else { c };
-        if c.is_alphanumeric()
-            || c == '\''
-            || ((c == '.' || c == ',') && word.chars().last().is_some_and(|l| l.is_ascii_digit()))
+    if body.is_empty()
+        || !body
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '.' | ',' | ':'))
+    {
+        return None;
+    }
+    if body.contains(':') {
+        // `9:05` and `09:05` alike; minutes and seconds keep two digits.
+        let parts: Option<Vec<String>> = body
+            .split(':')
+            .enumerate()
+            .map(|(i, p)| {
+                p.parse::<u64>().ok().map(|n| {
+                    if i == 0 {
+                        n.to_string()
+                    } else {
+                        format!("{n:02}")
+                    }
+                })
+            })
+            .collect();
+        return parts.map(|p| p.join(":") + pct);
+    }
+    // A comma before exactly three digits groups thousands; otherwise it is a decimal point.
+    let mut canon = String::new();
+    let groups: Vec<&str> = body.split(',').collect();
+    for (i, g) in groups.iter().enumerate() {
+        if i > 0 {
+            if g.len() == 3 && g.chars().all(|c| c.is_ascii_digit()) {
+            } else {
+                canon.push('.');
+            }
+        }
+        canon.push_str(g);
+    }
+    canon.parse::<f64>().ok().map(|x| format!("{x}{pct}"))
+}
+
+/// Explicit negations (`n't` and `cannot` are split into `not`; `zero` reads as `no`).
+const NEGATIONS: [&str; 11] = [
+    "not", "no", "never", "none", "nobody", "nothing", "nowhere", "neither", "nor", "without",
+    "zero",
+];
+
+/// Words negative by their form (`un-`, `non-`) or meaning; they balance an
+/// explicit negation on the other side (`unpaid` / `hasn't paid`, `missing` /
+/// `not there`, `instead of X` / `not X`).
+fn implicit_negative(w: &str) -> bool {
+    const NOT_PREFIXED: [&str; 9] = [
+        "under",
+        "unit",
+        "union",
+        "uniq",
+        "univers",
+        "unix",
+        "unif",
+        "until",
+        "unlimited",
+    ];
+    const NEGATIVE: [&str; 13] = [
+        "missing", "lack", "lacks", "lacking", "lacked", "fail", "fails", "failed", "failing",
+        "failure", "instead", "absent", "unless",
+    ];
+    let prefixed =
+        (w.len() >= 5 && w.starts_with("un") && !NOT_PREFIXED.iter().any(|p| w.starts_with(p)))
+            || (w.len() >= 6 && w.starts_with("non"));
+    prefixed || NEGATIVE.contains(&w) || ["stop", "stops", "stopped", "stopping"].contains(&w)
+}
+
+/// Cardinal and ordinal number words. `one`, `first` and `once` are left as
+/// words: `one` is as often a pronoun or article (`attach one`, `an hour` /
+/// `one hour`) as a count.
+fn number_word(w: &str) -> Option<f64> {
+    Some(match w {
+        "two" | "twice" | "both" => 2.0,
+        "three" | "third" | "thrice" => 3.0,
+        "four" | "fourth" => 4.0,
+        "five" | "fifth" => 5.0,
+        "six" | "sixth" => 6.0,
+        "seven" | "seventh" => 7.0,
+        "eight" | "eighth" => 8.0,
+        "nine" | "ninth" => 9.0,
+        "ten" | "tenth" => 10.0,
+        "eleven" | "eleventh" => 11.0,
+        "twelve" | "twelfth" | "dozen" => 12.0,
+        "thirteen" => 13.0,
+        "fourteen" => 14.0,
+        "fifteen" => 15.0,
+        "sixteen" => 16.0,
+        "seventeen" => 17.0,
+        "eighteen" => 18.0,
+        "nineteen" => 19.0,
+        "twenty" => 20.0,
+        "thirty" => 30.0,
+        "forty" => 40.0,
+        "fifty" => 50.0,
+        "sixty" => 60.0,
+        "seventy" => 70.0,
+        "eighty" => 80.0,
+        "ninety" => 90.0,
+        "hundred" => 100.0,
+        "thousand" => 1000.0,
+        "million" => 1_000_000.0,
+        _ => return None,
+    })
+}
+
+/// A crude stem: enough for `passwords`/`password`, `locked`/`lock`, `caching`/`cached`.
+fn stem(w: &str) -> &str {
+    for (suffix, min) in [("ies", 5), ("ing", 6), ("ed", 5), ("es", 5), ("s", 4)] {
+        if w.len() >= min
+            && let Some(s) = w.strip_suffix(suffix)
         {
-            word.push(c);
+            if suffix == "s" && s.ends_with('s') {
+                return w;
+            }
+            return s;
+        }
+    }
+    w
+}
+
+/// Words that may come and go in a light rewording: articles (`one` for
+/// `a`), politeness and discourse adverbs.
+const IGNORABLE: [&str; 14] = [
+    "a",
+    "an",
+    "one",
+    "the",
+    "please",
+    "kindly",
+    "just",
+    "also",
+    "really",
+    "actually",
+    "yet",
+    "still",
+    "already",
+    "currently",
+];
+
+/// Words that mark the role of what follows (`from X to Y`, `X into Y`).
+const ROLE_MARKERS: [&str; 22] = [
+    "from", "to", "into", "onto", "than", "by", "for", "with", "at", "on", "in", "of", "over",
+    "under", "between", "after", "before", "via", "toward", "towards", "as", "per",
+];
+
+/// Words that join the items of a list, whose order is free (`DHL or UPS`).
+const COORDINATORS: [&str; 6] = ["and", "or", "nor", "plus", "both", "either"];
+
+/// The near-miss rule: when one text keeps at least [`LOCAL_EDIT_SHARE`] of
+/// the other's tokens (in order), every token it drops or adds must be an
+/// article-like word or reappear elsewhere in the other text (a moved word, an
+/// inflection); a changed content word ("reserved" / "in stock", "wool" /
+/// "cotton", "paid" / "unpaid") is a different request.
+fn local_edit(a: &[Tok], b: &[Tok]) -> Result<f64, String> {
+    let ka: Vec<&str> = a
+        .iter()
+        .filter(|t| t.kind != Kind::Comma)
+        .map(|t| same_word(&t.norm))
+        .collect();
+    let kb: Vec<&str> = b
+        .iter()
+        .filter(|t| t.kind != Kind::Comma)
+        .map(|t| same_word(&t.norm))
+        .collect();
+    let (n, m) = (ka.len(), kb.len());
+    if n == 0 || m == 0 {
+        return Ok(0.0);
+    }
+    // Longest common subsequence, with the matched tokens of each side.
+    let mut dp = vec![0u16; (n + 1) * (m + 1)];
+    let at = |i: usize, j: usize| i * (m + 1) + j;
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            dp[at(i, j)] = if ka[i] == kb[j] {
+                dp[at(i + 1, j + 1)] + 1
+            } else {
+                dp[at(i + 1, j)].max(dp[at(i, j + 1)])
+            };
+        }
+    }
+    let common = usize::from(dp[at(0, 0)]);
+    let share = (2 * common) as f64 / ((n + m) as f64);
+    // A single word changed, added or dropped is a light edit however short the text.
+    let single = common >= 2 && n - common <= 1 && m - common <= 1;
+    if share < LOCAL_EDIT_SHARE && !single {
+        return Ok(share);
+    }
+    let (mut ma, mut mb) = (vec![false; n], vec![false; m]);
+    let (mut i, mut j) = (0, 0);
+    while i < n && j < m {
+        if ka[i] == kb[j] {
+            (ma[i], mb[j]) = (true, true);
+            (i, j) = (i + 1, j + 1);
+        } else if dp[at(i + 1, j)] >= dp[at(i, j + 1)] {
+            i += 1;
         } else {
-            flush(&mut word, &mut sentence_start, &mut m);
-            if matches!(c, '.' | '!' | '?' | '\n' | ':' | ';') {
-                sentence_start = true;
+            j += 1;
+        }
+    }
+    let left = |k: &[&str], matched: &[bool]| -> Vec<String> {
+        k.iter()
+            .zip(matched)
+            .filter(|(w, m)| !**m && !IGNORABLE.contains(*w))
+            .map(|(w, _)| (*w).to_owned())
+            .collect()
+    };
+    let (la, lb) = (left(&ka, &ma), left(&kb, &mb));
+    // A word left over on one side is fine when the other side has one left
+    // over with the same stem: a moved word or an inflection.
+    let changed = |mine: &[String], other: &[String]| -> Vec<String> {
+        mine.iter()
+            .filter(|w| !other.iter().any(|o| stem(o) == stem(w)))
+            .cloned()
+            .collect()
+    };
+    let (ca, cb) = (changed(&la, &lb), changed(&lb, &la));
+    if ca.is_empty() && cb.is_empty() {
+        return Ok(share);
+    }
+    Err(format!(
+        "wording: a near-identical text changes {ca:?} to {cb:?}"
+    ))
+}
+
+/// One spelling for function words that say the same: the universal
+/// quantifiers (`each`, `every`, `all`).
+fn same_word(w: &str) -> &str {
+    match w {
+        "each" | "all" => "every",
+        w => w,
+    }
+}
+
+/// Share of tokens two texts keep in order (2·LCS / (|a| + |b|)) from which
+/// the second is taken for a light edit of the first.
+const LOCAL_EDIT_SHARE: f64 = 0.7;
+
+/// Share of tokens kept in order from which two names in the opposite order
+/// (and no marker telling their roles apart) count as swapped; below it the
+/// text is reworded enough for the order of clauses to change.
+const FLIP_SHARE: f64 = 0.5;
+
+/// Whether `t` names something: a number, code, quote, or a capitalised word
+/// that is not merely first in its sentence or in a title.
+fn is_entity(t: &Tok) -> bool {
+    match t.kind {
+        Kind::Number | Kind::Code | Kind::Quoted => true,
+        Kind::Word => t.acronym || (t.cap && !t.initial && !t.title && t.norm != "i"),
+        Kind::Comma => false,
+    }
+}
+
+/// The word marking the role of the token at `i`: the nearest role marker
+/// at most three tokens before it in its clause; a run of adjacent names
+/// (`12 September`, `order 7730`) or a list of them (`Priya and Omar`)
+/// shares the role of its first token.
+fn role(toks: &[Tok], i: usize) -> Option<&str> {
+    let s = toks[i].sentence;
+    let mut start = i;
+    // Back over the run of names, and over the items of a list (`X, Y and Z`).
+    while start > 0 && toks[start - 1].sentence == s {
+        let prev = &toks[start - 1];
+        let joins = prev.kind == Kind::Comma
+            || (prev.kind == Kind::Word && COORDINATORS.contains(&prev.norm.as_str()));
+        if is_entity(prev) {
+            start -= 1;
+        } else if joins
+            && start >= 2
+            && toks[start - 2].sentence == s
+            && is_entity(&toks[start - 2])
+        {
+            start -= 2;
+        } else {
+            break;
+        }
+    }
+    for t in toks[..start].iter().rev().take(3) {
+        if t.sentence != s || t.kind == Kind::Comma || is_entity(t) {
+            return None;
+        }
+        if t.kind == Kind::Word && ROLE_MARKERS.contains(&t.norm.as_str()) {
+            return Some(t.norm.as_str());
+        }
+    }
+    None
+}
+
+fn compare_marks(a: &[Tok], b: &[Tok]) -> Result<(), String> {
+    // Polarity: as many explicit negations on both sides, except that an
+    // extra one may be balanced by a negative word only the other side has
+    // (`hasn't paid` / `unpaid`, `can't attach` / `attaching fails`).
+    let implicit = |x: &[Tok]| -> Vec<String> {
+        x.iter()
+            .filter(|t| t.neg == Neg::Implicit)
+            .map(|t| stem(&t.norm).to_owned())
+            .collect()
+    };
+    let (ia, ib) = (implicit(a), implicit(b));
+    let explicit = |x: &[Tok]| x.iter().filter(|t| t.neg == Neg::Explicit).count();
+    let only =
+        |mine: &[String], other: &[String]| mine.iter().filter(|w| !other.contains(w)).count();
+    let (ea, eb) = (explicit(a), explicit(b));
+    let balanced = if ea >= eb {
+        ea - eb <= only(&ib, &ia)
+    } else {
+        eb - ea <= only(&ia, &ib)
+    };
+    if !balanced {
+        let show = |x: &[Tok]| -> Vec<String> {
+            x.iter()
+                .filter(|t| t.neg != Neg::None)
+                .map(|t| t.norm.clone())
+                .collect()
+        };
+        return Err(format!("negation differs ({:?} vs {:?})", show(a), show(b)));
+    }
+
+    // Numbers, as sets (a paraphrase may repeat or reorder them).
+    let numbers = |x: &[Tok]| -> std::collections::BTreeSet<String> {
+        x.iter()
+            .filter(|t| t.kind == Kind::Number)
+            .map(|t| t.norm.clone())
+            .collect()
+    };
+    let (na, nb) = (numbers(a), numbers(b));
+    if na != nb {
+        return Err(format!("numbers differ ({na:?} vs {nb:?})"));
+    }
+
+    // Names, codes, quotes, acronyms.
+    let (ua, ub) = (unmatched_entities(a, b), unmatched_entities(b, a));
+    let strong = |u: &[&Tok]| u.iter().any(|t| !t.acronym);
+    if strong(&ua) || strong(&ub) || (!ua.is_empty() && !ub.is_empty()) {
+        let show = |u: &[&Tok]| -> Vec<String> { u.iter().map(|t| t.norm.clone()).collect() };
+        return Err(format!(
+            "entities differ ({:?} vs {:?})",
+            show(&ua),
+            show(&ub)
+        ));
+    }
+
+    questions(a, b)
+}
+
+/// The entities of `x` with no counterpart in `y`.
+fn unmatched_entities<'a>(x: &'a [Tok], y: &[Tok]) -> Vec<&'a Tok> {
+    // An initial capitalised word is a name when it is also capitalised mid-sentence somewhere.
+    let named = |w: &str| {
+        x.iter()
+            .chain(y)
+            .any(|t| t.norm == w && t.cap && !t.initial && !t.title && w != "i")
+    };
+    let entities: Vec<&Tok> = x
+        .iter()
+        .filter(|t| {
+            is_entity(t)
+                || (t.kind == Kind::Word && t.cap && t.initial && !t.title && named(&t.norm))
+        })
+        .filter(|t| t.kind != Kind::Number)
+        .collect();
+    if entities.is_empty() {
+        return entities;
+    }
+    let words_y: Vec<&str> = y
+        .iter()
+        .filter(|t| t.kind != Kind::Comma)
+        .map(|t| t.norm.as_str())
+        .collect();
+    let plain_y = format!(" {} ", words_y.join(" "));
+    let stems_y: Vec<&str> = words_y.iter().map(|w| stem(w)).collect();
+    entities
+        .into_iter()
+        .filter(|t| match t.kind {
+            Kind::Code => !y.iter().any(|u| u.kind == Kind::Code && u.norm == t.norm),
+            Kind::Quoted => {
+                let words: Vec<String> = tokens(&t.norm)
+                    .into_iter()
+                    .filter(|w| w.kind != Kind::Comma)
+                    .map(|w| w.norm)
+                    .collect();
+                !y.iter().any(|u| u.kind == Kind::Quoted && u.norm == t.norm)
+                    && !plain_y.contains(&format!(" {} ", words.join(" ")))
+            }
+            _ => {
+                let s = stem(&t.norm);
+                let spelled = t.acronym && {
+                    let letters: Vec<char> = t.norm.chars().collect();
+                    words_y
+                        .windows(letters.len())
+                        .any(|w| w.iter().zip(&letters).all(|(word, l)| word.starts_with(*l)))
+                };
+                !stems_y.contains(&s) && !spelled
+            }
+        })
+        .collect()
+}
+
+/// A word or name mentioned as often in both texts.
+struct Shared<'a> {
+    key: &'a str,
+    /// Its first mention in each text.
+    ia: usize,
+    ib: usize,
+    /// A name (not a lower-case word) in either text.
+    named: bool,
+    /// The marker of its role at its first mention in each text.
+    role_a: Option<&'a str>,
+    role_b: Option<&'a str>,
+}
+
+/// The comparison key of each token that may hold a role (`None` for the others).
+fn role_keys(x: &[Tok]) -> Vec<Option<&str>> {
+    x.iter()
+        .map(|t| {
+            if is_entity(t) {
+                Some(t.norm.as_str())
+            } else if t.kind == Kind::Word
+                && t.neg == Neg::None
+                && !IGNORABLE.contains(&t.norm.as_str())
+                && !ROLE_MARKERS.contains(&t.norm.as_str())
+                && !COORDINATORS.contains(&t.norm.as_str())
+            {
+                Some(stem(&t.norm))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// Two names that exchange roles: `from X to Y` / `from Y to X`, `X into Y`
+/// / `Y into X`, or, with the same marker or none, `X <verb> Y` / `Y <verb> X`
+/// in one clause. Items of a list (`X or Y`, `X, Y and Z`) may come in any
+/// order. Names are compared at their first mention and must be mentioned as
+/// often in both texts; lower-case words only count when a marker's role moves.
+fn swapped_roles(a: &[Tok], b: &[Tok], share: f64) -> Result<(), String> {
+    let (ka, kb) = (role_keys(a), role_keys(b));
+    let mut shared: Vec<Shared> = Vec::new();
+    for (i, k) in ka.iter().enumerate() {
+        let Some(k) = *k else { continue };
+        if shared.iter().any(|s| s.key == k) {
+            continue;
+        }
+        let Some(j) = kb.iter().position(|u| *u == Some(k)) else {
+            continue;
+        };
+        let mentions = |keys: &[Option<&str>]| keys.iter().filter(|u| **u == Some(k)).count();
+        if mentions(&ka) != mentions(&kb) {
+            continue;
+        }
+        let named = (0..a.len()).any(|m| ka[m] == Some(k) && is_entity(&a[m]))
+            || (0..b.len()).any(|m| kb[m] == Some(k) && is_entity(&b[m]));
+        shared.push(Shared {
+            key: k,
+            ia: i,
+            ib: j,
+            named,
+            role_a: role(a, i),
+            role_b: role(b, j),
+        });
+    }
+    let coordinated = |x: &[Tok], i: usize, j: usize| {
+        let (lo, hi) = (i.min(j), i.max(j));
+        x[lo + 1..hi].iter().all(|t| {
+            t.kind == Kind::Comma
+                || (t.kind == Kind::Word && COORDINATORS.contains(&t.norm.as_str()))
+                || is_entity(t)
+        })
+    };
+    for (p, x) in shared.iter().enumerate() {
+        for y in &shared[p + 1..] {
+            let (rax, ray, rbx, rby) = (x.role_a, y.role_a, x.role_b, y.role_b);
+            let exchanged = rax != ray && rax == rby && ray == rbx;
+            let marked = exchanged
+                && ((x.named && y.named && (rax.is_some() || ray.is_some()))
+                    || (rax.is_some() && ray.is_some()));
+            // Two names with one role in one clause of each text, in opposite orders.
+            let flipped = share >= FLIP_SHARE
+                && x.named
+                && y.named
+                && rax == ray
+                && rbx == rby
+                && rax == rbx
+                && a[x.ia].sentence == a[y.ia].sentence
+                && b[x.ib].sentence == b[y.ib].sentence
+                && (x.ia < y.ia) != (x.ib < y.ib)
+                && !coordinated(a, x.ia, y.ia)
+                && !coordinated(b, x.ib, y.ib);
+            if marked || flipped {
+                return Err(format!("roles swapped ({} and {})", x.key, y.key));
             }
         }
     }
-    // A trailing `.` or `,` kept after a digit ends the text, not the number.
-    while word.ends_with(['.', ',']) {
-        word.pop();
-    }
-    flush(&mut word, &mut sentence_start, &mut m);
-    m.negations.sort();
-    m
+    Ok(())
 }
 
-fn compare_text(a: &str, b: &str) -> Result<(), String> {
-    let (x, y) = (marks(a), marks(b));
-    if x.negations != y.negations {
-        return Err(format!(
-            "negation differs ({:?} vs {:?})",
-            x.negations, y.negations
-        ));
+/// The kind of question asked: `when`, `where`, `who`, `why`, `how much`,
+/// `how long`, `how often`, `how fast`, plain `how`. `what` and `which` ask
+/// for anything and are left out.
+fn question_kinds(x: &[Tok]) -> std::collections::BTreeSet<String> {
+    let mut kinds = std::collections::BTreeSet::new();
+    for (i, t) in x.iter().enumerate() {
+        let next = x.get(i + 1).map_or("", |n| n.norm.as_str());
+        match t.norm.as_str() {
+            "when" | "where" | "why" => {
+                kinds.insert(t.norm.clone());
+            }
+            "who" | "whom" | "whose" => {
+                kinds.insert("who".into());
+            }
+            "how" => {
+                kinds.insert(match next {
+                    "much" | "many" => "how much".into(),
+                    "long" => "how long".into(),
+                    "often" => "how often".into(),
+                    "fast" | "quickly" | "soon" => "how fast".into(),
+                    _ => "how".into(),
+                });
+            }
+            _ => {}
+        }
     }
-    if x.numbers != y.numbers {
-        return Err(format!(
-            "numbers differ ({:?} vs {:?})",
-            x.numbers, y.numbers
-        ));
-    }
-    if x.entities != y.entities {
-        return Err(format!(
-            "entities differ ({:?} vs {:?})",
-            x.entities, y.entities
-        ));
+    kinds
+}
+
+/// Two questions asking for different things (`when` / `how much`).
+fn questions(a: &[Tok], b: &[Tok]) -> Result<(), String> {
+    let (qa, qb) = (question_kinds(a), question_kinds(b));
+    if !qa.is_empty() && !qb.is_empty() && qa != qb {
+        return Err(format!("question differs ({qa:?} vs {qb:?})"));
     }
     Ok(())
 }
@@ -1001,41 +1667,346 @@ mod tests {
         guard(&a, &b, &[]).is_ok()
     }
 
+    fn t(s: &str) -> Value {
+        json!({"text": s})
+    }
+
+    /// The first word of the guard's reason, `None` when it accepts.
+    fn why(a: &str, b: &str) -> Option<String> {
+        guard(&t(a), &t(b), &[])
+            .err()
+            .map(|e| e.reason.split([' ', ':']).next().unwrap_or("").to_owned())
+    }
+
+    fn same(a: &str, b: &str) {
+        let e = guard(&t(a), &t(b), &[]);
+        assert!(e.is_ok(), "{a:?} / {b:?} refused: {e:?}");
+    }
+
     #[test]
-    fn guard_accepts_paraphrases_and_refuses_changed_meaning() {
-        let t = |s: &str| json!({"text": s});
-        assert!(ok(
-            t("the order did not arrive"),
-            t("the order didn't arrive yet")
-        ));
-        assert!(ok(
-            t("The parcel from Alice is late"),
-            t("the parcel from Alice is late")
-        ));
-        assert!(!ok(
-            t("the order did not arrive"),
-            t("the order did arrive")
-        ));
-        assert!(!ok(t("send 3 boxes please"), t("send 30 boxes please")));
-        assert!(!ok(t("send three boxes please"), t("send 4 boxes please")));
-        assert!(ok(t("send three boxes please"), t("please send 3 boxes")));
-        assert!(!ok(t("Alice paid Bob back"), t("Bob paid Alice back")));
-        assert!(!ok(t("Alice paid Bob back"), t("Alice paid Carol back")));
-        assert!(!ok(t("pay with card"), t("pay without card")));
-        // Position capitalises imperatives and question words, not names.
-        assert!(ok(
-            t("Summarize the post about Kubernetes"),
-            t("Write a summary of the post about Kubernetes")
-        ));
-        assert!(ok(
-            t("What's the status of Alice's order"),
-            t("what is the status of the order of Alice")
-        ));
-        assert!(!ok(
-            t("Refund Alice's order please"),
-            t("Refund Carol's order please")
-        ));
-        assert!(!ok(t("Carol paid Bob"), t("Alice paid Bob")));
+    fn a_near_identical_text_may_not_change_a_content_word() {
+        // One word replaced, added or dropped in otherwise identical wording.
+        assert_eq!(
+            why(
+                "Which invoices were emailed last week?",
+                "Which invoices were printed last week?"
+            ),
+            Some("wording".into())
+        );
+        assert_eq!(
+            why(
+                "Show the price of the oak desk",
+                "Show the price of the pine desk"
+            ),
+            Some("wording".into())
+        );
+        assert_eq!(
+            why(
+                "List the invoices that are paid",
+                "List the invoices that are unpaid"
+            ),
+            Some("wording".into())
+        );
+        assert_eq!(
+            why("Carol paid Bob", "Alice paid Bob"),
+            Some("wording".into())
+        );
+        assert_eq!(
+            why(
+                "Archive the report about the outage",
+                "Archive the report about the audit"
+            ),
+            Some("wording".into())
+        );
+        // Articles, politeness, discourse adverbs, inflections and moved words are not a change.
+        same("Please archive the old report", "archive old report");
+        same(
+            "The printer jams every time I print on both sides",
+            "The printer jams each time I print on both sides",
+        );
+        same("the order did not arrive", "the order didn't arrive yet");
+        same(
+            "Is the invoice for Acme ready",
+            "Are the invoices for Acme ready",
+        );
+        // A real rewording keeps less than 70% of the tokens and is left to the other rules.
+        same(
+            "Summarize the post about Kubernetes",
+            "Write a summary of the post about Kubernetes",
+        );
+    }
+
+    #[test]
+    fn the_runner_test_pairs_keep_their_verdicts() {
+        // The pairs of runner-image/tests/caches.rs (semantic cache on the real model).
+        let stored = "The app crashes every time I open the settings page.";
+        same(
+            stored,
+            "The app crashes each time I open the settings page.",
+        );
+        assert_eq!(
+            why(
+                stored,
+                "The app never crashes when I open the settings page."
+            ),
+            Some("negation".into())
+        );
+    }
+
+    #[test]
+    fn negation_polarity_allows_negative_words_on_the_other_side() {
+        assert_eq!(
+            why(
+                "the parcel has shipped to the depot",
+                "the parcel has not shipped to the depot"
+            ),
+            Some("negation".into())
+        );
+        assert_eq!(
+            why("pay with card", "pay without card"),
+            Some("negation".into())
+        );
+        // `n't`, `cannot`, `never` are negations like `not`.
+        same("we cannot refund it", "a refund is not something we can do");
+        same(
+            "she never logged in this month",
+            "she has not logged in this month at all",
+        );
+        // An extra `not` balanced by a negative word only the other side has.
+        same(
+            "Email everyone whose invoice is unpaid",
+            "Email everyone who hasn't paid the invoice",
+        );
+        same(
+            "The export to CSV fails for big reports",
+            "Big reports cannot be exported to CSV",
+        );
+        same(
+            "The parcel arrived with the receipt missing",
+            "The receipt was not in the parcel when it arrived",
+        );
+        same(
+            "Pay by bank transfer instead of by card",
+            "Do not pay by card; use a bank transfer",
+        );
+        // `zero` reads as `no`; `non-`/`not-` compounds are words, not negated clauses.
+        same(
+            "a release with zero downtime for users",
+            "users saw no downtime during the release",
+        );
+        // A negative word present on both sides balances nothing.
+        assert_eq!(
+            why(
+                "the unpaid invoices were sent",
+                "the unpaid invoices were not sent"
+            ),
+            Some("negation".into())
+        );
+    }
+
+    #[test]
+    fn numbers_are_compared_as_sets_in_any_spelling() {
+        assert_eq!(
+            why("send 3 boxes please", "send 30 boxes please"),
+            Some("numbers".into())
+        );
+        assert_eq!(
+            why("send three boxes please", "send 4 boxes please"),
+            Some("numbers".into())
+        );
+        same("send three boxes please", "please send 3 boxes");
+        same(
+            "Book it for the 3rd of May at 14:05",
+            "On May third at 14:05, book it",
+        );
+        same(
+            "Call the supplier at 09:05 tomorrow",
+            "Tomorrow at 9:05, call the supplier",
+        );
+        same("Order a dozen cables", "I need 12 cables ordered");
+        same(
+            "The fee went up by twenty-five euros",
+            "The fee is 25 euros higher now",
+        );
+        same(
+            "A limit of 1,500 requests per day",
+            "We allow 1500 requests each day as the limit",
+        );
+        same("A 5kg box to ship", "Ship a box of 5 kg");
+        same(
+            "The card was charged twice",
+            "There are two charges on the card",
+        );
+        // Durations in any unit.
+        same(
+            "The invoice is two weeks overdue",
+            "The invoice has been due for 14 days",
+        );
+        same("Retry after 2 hours", "Wait 120 minutes, then retry");
+        assert_eq!(
+            why("The trial lasts 2 weeks", "The trial lasts 2 months"),
+            Some("numbers".into())
+        );
+        // `one` and `first` are as often articles or pronouns as numbers.
+        same(
+            "Attach one file to the first ticket",
+            "Attach a file to the first ticket",
+        );
+        // Reordered and repeated numbers are the same numbers.
+        same(
+            "Plan 12 costs 40 euros, plan 7 costs 10",
+            "For 10 euros you get plan 7; plan 12 is 40 euros",
+        );
+    }
+
+    #[test]
+    fn names_codes_and_quotes_must_have_a_counterpart() {
+        assert_eq!(
+            why("Refund Alice's order please", "Refund Carol's order please"),
+            Some("entities".into())
+        );
+        assert_eq!(
+            why(
+                "Invite Priya to the design review on Tuesday",
+                "Add Nadia to Tuesday's design review"
+            ),
+            Some("entities".into())
+        );
+        assert_eq!(
+            why(
+                "Where is parcel ZX-88 right now?",
+                "Tell me where parcel ZX-98 is at the moment"
+            ),
+            Some("entities".into())
+        );
+        assert_eq!(
+            why(
+                "Ship it with DHL to the customer",
+                "Send it to the customer through UPS"
+            ),
+            Some("entities".into())
+        );
+        assert_eq!(
+            why(
+                "Open https://example.org/a in a tab",
+                "Load https://example.org/b in a new tab"
+            ),
+            Some("entities".into())
+        );
+        // A capital at the start of a sentence is no name ...
+        same(
+            "Reopen the ticket about the login bug",
+            "The login bug ticket needs to be opened again",
+        );
+        // ... a name is matched whatever its case or clitic ...
+        same(
+            "What's the status of Alice's order",
+            "what is the status of the order of Alice",
+        );
+        // ... an acronym may be dropped or spelled out ...
+        same(
+            "What's our ETA for the parcel",
+            "When do we estimate the time of arrival for the parcel",
+        );
+        same(
+            "How many units of SKU AB-12 are left?",
+            "Tell me the stock of AB-12",
+        );
+        // ... and a quoted string matches the same words unquoted.
+        same(
+            "Set the label \"spring sale\" on the post",
+            "Label the post with spring sale",
+        );
+        // E-mails and codes ignore case; snake_case reads as words.
+        same(
+            "Write to Kim@Example.com about it",
+            "Send kim@example.com a message about it",
+        );
+        same(
+            "Set the utm source to the newsletter",
+            "Use newsletter as utm_source",
+        );
+    }
+
+    #[test]
+    fn swapped_roles_are_refused() {
+        let swapped = Some("roles".into());
+        assert_eq!(
+            why(
+                "Move the team from Oslo to Bergen",
+                "Move the team from Bergen to Oslo"
+            ),
+            swapped
+        );
+        assert_eq!(
+            why(
+                "Merge ticket 41 into ticket 52",
+                "Merge ticket 52 into ticket 41"
+            ),
+            swapped
+        );
+        assert_eq!(
+            why(
+                "Priya thanked Omar for the review",
+                "Omar thanked Priya for the review"
+            ),
+            swapped
+        );
+        assert_eq!(
+            why(
+                "Point example.org/old at example.org/new",
+                "Point example.org/new at example.org/old"
+            ),
+            swapped
+        );
+        assert_eq!(
+            why(
+                "Invoice the hours to Initech and send a copy to Hooli",
+                "Invoice the hours to Hooli and send a copy to Initech"
+            ),
+            swapped
+        );
+        assert_eq!(
+            why(
+                "Move the boxes from the cellar to the attic",
+                "Move the boxes from the attic to the cellar"
+            ),
+            swapped
+        );
+        // Items of a list come in any order; a passive keeps the roles.
+        same(
+            "Book a call with Priya and Omar",
+            "Book a call with Omar and Priya",
+        );
+        same(
+            "Is Hooli or Initech cheaper for us?",
+            "Which is cheaper for us: Initech or Hooli?",
+        );
+        same("Omar was paid by Priya", "Priya paid Omar");
+    }
+
+    #[test]
+    fn different_questions_are_refused() {
+        assert_eq!(
+            why(
+                "When is the next invoice due?",
+                "How much is the next invoice?"
+            ),
+            Some("question".into())
+        );
+        assert_eq!(
+            why(
+                "How long does shipping to Norway take?",
+                "How much does shipping to Norway cost?"
+            ),
+            Some("question".into())
+        );
+        // `what` and `which` ask for anything; an imperative asks no question.
+        same(
+            "What time does the spring sale start on the website?",
+            "When will the website's spring sale begin?",
+        );
+        same("How many tickets are open?", "Count the open tickets");
     }
 
     #[test]
@@ -1048,8 +2019,8 @@ mod tests {
         assert!(!ok(json!({"a": [1, 2]}), json!({"a": [1]})));
         let exact = vec!["note".to_owned()];
         let (a, b) = (
-            json!({"note": "ring the bell"}),
-            json!({"note": "ring the doorbell"}),
+            json!({"note": "leave the parcel with the neighbour"}),
+            json!({"note": "the neighbour can take the parcel in"}),
         );
         assert!(guard(&a, &b, &[]).is_ok());
         let e = guard(&a, &b, &exact).unwrap_err();

@@ -9,7 +9,9 @@ use eol_vector::semantic::semantic_schema;
 use std::path::Path;
 
 fn shipped(name: &str) -> IndexSchema {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("schemas")
+        .join(name);
     IndexSchema::from_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 

@@ -244,6 +244,92 @@ async fn swapped_entities_miss() {
 }
 
 #[tokio::test]
+async fn a_changed_word_in_the_same_wording_misses_and_a_reordered_list_hits() {
+    // Wide threshold: only the guard keeps these apart.
+    let cache = cache_with(0.5, 600).await;
+    let c = ctx("calendar");
+    let stored = text("Move the standup with Priya and Omar to the large meeting room");
+    cache
+        .store(&c, &stored, &json!({"room": "large"}))
+        .await
+        .expect("stored");
+    // One content word changed in otherwise identical wording: another request.
+    let l = cache
+        .lookup(
+            &c,
+            &text("Move the standup with Priya and Omar to the small meeting room"),
+        )
+        .await
+        .expect("lookup");
+    match &l {
+        Lookup::Miss(MissReason::Guard { why }) => {
+            assert!(why.reason.starts_with("wording"), "{why}")
+        }
+        other => panic!("expected a guard miss, got {other:?}"),
+    }
+    // The people of a list in the other order, other wording: the same request.
+    let l = cache
+        .lookup(
+            &c,
+            &text("Put the standup of Omar and Priya in the large meeting room instead"),
+        )
+        .await
+        .expect("lookup");
+    assert_eq!(l.answer(), Some(&json!({"room": "large"})), "{l:?}");
+    cache.drop_all().await;
+}
+
+#[tokio::test]
+async fn exchanged_roles_around_a_marker_miss() {
+    let cache = cache_with(0.5, 600).await;
+    let c = ctx("moves");
+    let stored = text("transfer the stock of lamps from the Leeds depot to the York depot");
+    cache
+        .store(&c, &stored, &json!({"ok": true}))
+        .await
+        .expect("stored");
+    let l = cache
+        .lookup(
+            &c,
+            &text("transfer the stock of lamps from the York depot to the Leeds depot"),
+        )
+        .await
+        .expect("lookup");
+    match &l {
+        Lookup::Miss(MissReason::Guard { why }) => {
+            assert!(why.reason.starts_with("roles"), "{why}")
+        }
+        other => panic!("expected a guard miss, got {other:?}"),
+    }
+    cache.drop_all().await;
+}
+
+#[tokio::test]
+async fn a_negative_word_balances_a_not_on_the_other_side() {
+    // The bag-of-words embedding puts these two far apart: a threshold that
+    // leaves the decision to the guard.
+    let cache = cache_with(0.9, 600).await;
+    let c = ctx("billing");
+    cache
+        .store(
+            &c,
+            &text("remind the customers whose invoices are unpaid"),
+            &json!({"sent": true}),
+        )
+        .await
+        .expect("stored");
+    let l = cache
+        .lookup(
+            &c,
+            &text("send a reminder to customers who have not paid their invoices"),
+        )
+        .await
+        .expect("lookup");
+    assert_eq!(l.answer(), Some(&json!({"sent": true})), "{l:?}");
+    cache.drop_all().await;
+}
+
+#[tokio::test]
 async fn other_feature_operation_phase_model_or_source_never_hit() {
     let cache = cache_with(0.1, 600).await;
     let c = ctx("orders");

@@ -484,7 +484,14 @@ fn plain_redis() -> PlainRedis {
         .unwrap()
         .port();
     let child = std::process::Command::new(server)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -495,7 +502,10 @@ fn plain_redis() -> PlainRedis {
         .get_connection_with_timeout(Duration::from_millis(200))
         .is_err()
     {
-        assert!(std::time::Instant::now() < deadline, "redis-server did not start");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis-server did not start"
+        );
         std::thread::sleep(Duration::from_millis(25));
     }
     PlainRedis { child, url }

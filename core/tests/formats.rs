@@ -67,7 +67,7 @@ fn references_are_found_in_prose_but_not_in_addresses() {
     match &f.references[0] {
         eol_core::Reference::Path { path, location } => {
             assert_eq!(path, "docs/refund-policy.md");
-            assert_eq!(location.0.line, 14);
+            assert_eq!(location.0.line, 17);
         }
         other => panic!("unexpected {other:?}"),
     }

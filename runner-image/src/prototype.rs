@@ -240,28 +240,13 @@ impl Prototyper {
         output: &CompiledSchema,
         tools: Option<&dyn Tools>,
     ) -> Result<(Value, PrototypeTrace), PrototypeError> {
-        self.execute_in_context(feature, op, input, output, tools, &[])
-            .await
-    }
-
-    /// Executes `op` on `input` with referenced documents as extra context,
-    /// letting the model call `tools` first; the answer is validated against `output`.
-    pub async fn execute_in_context(
-        &self,
-        feature: &Feature,
-        op: &Operation,
-        input: &Value,
-        output: &CompiledSchema,
-        tools: Option<&dyn Tools>,
-        docs: &[ContextDoc],
-    ) -> Result<(Value, PrototypeTrace), PrototypeError> {
         self.execute_with(
             feature,
             op,
             input,
             output,
             tools,
-            &PromptContext::Ranked(docs),
+            &PromptContext::Ranked(&[]),
         )
         .await
     }

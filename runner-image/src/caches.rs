@@ -20,9 +20,7 @@ use crate::llm::ChatClient;
 use crate::prototype::{ContextDoc, PromptContext, Prototyper};
 use crate::store::RedisStore;
 use eol_core::{Feature, Operation};
-use eol_vector::context::{
-    Chunker, Compression, ContextDoc as IndexDoc, ContextIndex, SummarizeError, Summarizer,
-};
+use eol_vector::context::{Chunker, Compression, ContextIndex, SummarizeError, Summarizer};
 use eol_vector::embed::local::MiniLm;
 use eol_vector::embed::openai::{OpenAiConfig, OpenAiEmbedder};
 use eol_vector::embed_cache::{EmbeddingsCache, EmbeddingsCacheConfig};
@@ -185,7 +183,7 @@ pub struct FeatureCaches {
     store: Arc<RedisStore>,
     embedder: Option<Arc<dyn Embedder>>,
     /// Documents for the context index: the prose, then each reference.
-    docs: Vec<IndexDoc>,
+    docs: Vec<ContextDoc>,
     /// The hash of everything a prototyped answer depends on (prose, documents,
     /// specs and schemas), so a changed feature never reuses old answers.
     source_hash: String,
@@ -232,7 +230,7 @@ impl FeatureCaches {
         embedder: Option<Arc<dyn Embedder>>,
         model: Option<Arc<Prototyper>>,
     ) -> Self {
-        let mut index_docs = vec![IndexDoc::new(
+        let mut index_docs = vec![ContextDoc::new(
             "prose",
             format!(
                 "{}{}",
@@ -244,7 +242,7 @@ impl FeatureCaches {
                 feature.prose
             ),
         )];
-        index_docs.extend(docs.iter().map(|d| IndexDoc::new(&d.name, &d.text)));
+        index_docs.extend(docs.iter().cloned());
         Self {
             feature: feature.name().to_owned(),
             settings: feature.frontmatter.cache.clone(),
@@ -326,7 +324,7 @@ impl FeatureCaches {
             let cache = SemanticCache::new(conn.clone(), embedder.clone(), settings)
                 .await
                 .map_err(|e| e.to_string())?;
-            self.invalidate_if_changed(&cache).await?;
+            self.invalidate_if_changed(&cache, conn.clone()).await?;
             Some(cache)
         } else {
             None
@@ -349,12 +347,15 @@ impl FeatureCaches {
 
     /// Deletes the feature's semantic entries when its source changed since the
     /// last runner (they could never be reused: their source hash differs).
-    async fn invalidate_if_changed(&self, cache: &SemanticCache) -> Result<(), String> {
+    async fn invalidate_if_changed(
+        &self,
+        cache: &SemanticCache,
+        mut conn: redis::aio::ConnectionManager,
+    ) -> Result<(), String> {
         let key = format!(
             "{}cache:semantic-source",
             crate::store::key_prefix(&self.feature)
         );
-        let mut conn = self.store.connection().await.map_err(|e| e.to_string())?;
         let previous: Option<String> = redis::cmd("GETSET")
             .arg(&key)
             .arg(&self.source_hash)
@@ -416,6 +417,14 @@ impl FeatureCaches {
         CallContext::new(&self.feature, op, "prototyping", model, &self.source_hash).exact(exact)
     }
 
+    /// The started vector parts, when the `cache:` block turns the semantic cache on.
+    async fn semantic_parts(&self) -> Option<Arc<VectorParts>> {
+        if !self.semantic_on() {
+            return None;
+        }
+        self.vector_parts().await
+    }
+
     /// A stored answer of `op` for an input that means the same as `input`.
     pub async fn semantic_lookup(
         &self,
@@ -423,10 +432,7 @@ impl FeatureCaches {
         model: &str,
         input: &Value,
     ) -> Option<(Value, CacheHit)> {
-        if !self.semantic_on() {
-            return None;
-        }
-        let parts = self.vector_parts().await?;
+        let parts = self.semantic_parts().await?;
         let cache = parts.semantic.as_ref()?;
         let ctx = self.call_context(op, model);
         match cache.lookup(&ctx, input).await {
@@ -453,10 +459,7 @@ impl FeatureCaches {
 
     /// Keeps the model's `answer` of `op` on `input` for later lookups.
     pub async fn semantic_store(&self, op: &str, model: &str, input: &Value, answer: &Value) {
-        if !self.semantic_on() {
-            return;
-        }
-        let Some(parts) = self.vector_parts().await else {
+        let Some(parts) = self.semantic_parts().await else {
             return;
         };
         let Some(cache) = parts.semantic.as_ref() else {

@@ -399,14 +399,9 @@ fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 }
 
 /// A document resolved from a reference (`@path`, `@feature:name`, or the
-/// frontmatter's `context:` list), given to the model as context.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContextDoc {
-    /// What it was referenced as, e.g. `docs/refund-policy.md` or `feature:analytics`.
-    pub name: String,
-    /// Its text.
-    pub text: String,
-}
+/// frontmatter's `context:` list), given to the model as context: the same
+/// type the context index chunks.
+pub use eol_vector::context::ContextDoc;
 
 /// The context given to the model besides the operation's own spec.
 #[derive(Debug, Clone)]

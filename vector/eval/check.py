@@ -3,10 +3,13 @@
 
     python3 vector/eval/check.py
 
-Checks paraphrases.jsonl and structured.jsonl: every line parses, the schema and ids,
-kind/same consistency, a != b, no duplicate pairs (in either order), word counts of the
-free-text queries, and the per-kind minimum counts. Prints the counts and a wording-closeness
-summary per kind; exits 1 on any problem.
+Checks paraphrases.jsonl and structured.jsonl, and the held-out set written after the guard
+was tuned (heldout-paraphrases.jsonl, heldout-structured.jsonl): every line parses, the schema
+and ids, kind/same consistency, a != b, no duplicate pairs (in either order; a held-out pair
+must not repeat a pair of the tuning files either), word counts of the free-text queries, the
+fields per operation (a held-out operation must exist in structured.jsonl, with the same
+fields), and the per-kind minimum counts. Prints the counts and a wording-closeness summary per
+kind; exits 1 on any problem.
 """
 
 import collections
@@ -55,6 +58,20 @@ STRUCT_MIN = {
     "topic_shift": 8,
 }
 STRUCT_MIN_TOTAL = 120
+# held-out set (ids h…/g…), written after the guard was tuned
+HELDOUT_TEXT_MIN = {
+    "paraphrase": 90,
+    "negation": 24,
+    "swapped_entities": 24,
+    "different_number": 24,
+    "different_entity": 24,
+    "topic_shift": 24,
+}
+HELDOUT_TEXT_MIN_TOTAL = 220
+HELDOUT_STRUCT_MIN = {"paraphrase": 25}
+HELDOUT_STRUCT_MIN_TOTAL = 80
+TEXT_KEYS = {"id", "domain", "a", "b", "same", "kind"}
+STRUCT_KEYS = {"id", "operation", "a", "b", "same", "kind"}
 MIN_WORDS, MAX_WORDS = 5, 40
 
 problems = []
@@ -113,14 +130,27 @@ def canon(value):
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
+def pair_key(row):
+    return frozenset([canon(row["a"]), canon(row["b"])])
+
+
 def check_duplicates(rows, name):
     seen = {}
     for row in rows:
-        key = frozenset([canon(row["a"]), canon(row["b"])])
+        key = pair_key(row)
         if key in seen:
             problem(f"{row['_where']}: same pair as {seen[key]} ({name})")
         else:
             seen[key] = row["id"]
+
+
+def check_not_in(rows, others, name):
+    """A held-out pair must not repeat a pair of the tuning file `name` (either order)."""
+    seen = {pair_key(r): r["id"] for r in others}
+    for row in rows:
+        key = pair_key(row)
+        if key in seen:
+            problem(f"{row['_where']}: same pair as {seen[key]} ({name})")
 
 
 def check_counts(rows, minimums, total, name):
@@ -147,8 +177,8 @@ def flatten_text(value):
     return str(value)
 
 
-def main():
-    text = load(HERE / "paraphrases.jsonl", r"p\d{4}", {"id", "domain", "a", "b", "same", "kind"})
+def check_text(path, id_re):
+    text = load(path, id_re, TEXT_KEYS)
     for row in text:
         if row["domain"] not in DOMAINS:
             problem(f"{row['_where']}: unknown domain {row['domain']!r}")
@@ -160,18 +190,21 @@ def main():
             words = len(value.split())
             if not MIN_WORDS <= words <= MAX_WORDS:
                 problem(f"{row['_where']}: {side} has {words} words ({MIN_WORDS}-{MAX_WORDS} allowed)")
-    check_duplicates(text, "paraphrases.jsonl")
-    text_counts = check_counts(text, TEXT_MIN, TEXT_MIN_TOTAL, "paraphrases.jsonl")
+    check_duplicates(text, path.name)
+    return text
 
-    struct = load(
-        HERE / "structured.jsonl", r"s\d{4}", {"id", "operation", "a", "b", "same", "kind"}
-    )
-    shapes = {}
+
+def check_struct(path, id_re, shapes, known_ops=None):
+    """`shapes` maps an operation to (its fields, the id that set them), shared across files;
+    with `known_ops`, an operation must be one of those."""
+    struct = load(path, id_re, STRUCT_KEYS)
     for row in struct:
         op = row["operation"]
         if not isinstance(op, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", op):
             problem(f"{row['_where']}: bad operation {op!r}")
             continue
+        if known_ops is not None and op not in known_ops:
+            problem(f"{row['_where']}: operation {op!r} does not occur in structured.jsonl")
         a, b = row["a"], row["b"]
         if not isinstance(a, dict) or not isinstance(b, dict) or not a or not b:
             problem(f"{row['_where']}: a and b must be non-empty JSON objects")
@@ -188,17 +221,22 @@ def main():
             for k in a:
                 if not isinstance(a[k], str) and a[k] != b.get(k):
                     problem(f"{row['_where']}: paraphrase changes the exact field {k!r}")
-    check_duplicates(struct, "structured.jsonl")
-    struct_counts = check_counts(struct, STRUCT_MIN, STRUCT_MIN_TOTAL, "structured.jsonl")
+    check_duplicates(struct, path.name)
+    return struct
 
-    print(f"paraphrases.jsonl: {len(text)} pairs, same=true {sum(r['same'] for r in text)}")
+
+def report_text(name, text, counts):
+    print(f"{name}: {len(text)} pairs, same=true {sum(r['same'] for r in text)}")
     for kind in KINDS:
         sims = [closeness(r["a"], r["b"]) for r in text if r["kind"] == kind]
         mean = sum(sims) / len(sims) if sims else 0.0
-        print(f"  {kind:17} {text_counts[kind]:4}   word overlap (difflib) mean {mean:.2f}")
+        print(f"  {kind:17} {counts[kind]:4}   word overlap (difflib) mean {mean:.2f}")
     domains = collections.Counter(r["domain"] for r in text)
     print("  domains: " + ", ".join(f"{d} {domains[d]}" for d in sorted(domains)))
-    print(f"structured.jsonl: {len(struct)} pairs, same=true {sum(r['same'] for r in struct)}")
+
+
+def report_struct(name, struct, counts):
+    print(f"{name}: {len(struct)} pairs, same=true {sum(r['same'] for r in struct)}")
     for kind in KINDS:
         sims = [
             closeness(flatten_text(r["a"]), flatten_text(r["b"]))
@@ -206,9 +244,36 @@ def main():
             if r["kind"] == kind
         ]
         mean = sum(sims) / len(sims) if sims else 0.0
-        print(f"  {kind:17} {struct_counts[kind]:4}   word overlap (difflib) mean {mean:.2f}")
+        print(f"  {kind:17} {counts[kind]:4}   word overlap (difflib) mean {mean:.2f}")
     ops = collections.Counter(r["operation"] for r in struct)
     print("  operations: " + ", ".join(f"{o} {ops[o]}" for o in sorted(ops)))
+
+
+def main():
+    text = check_text(HERE / "paraphrases.jsonl", r"p\d{4}")
+    text_counts = check_counts(text, TEXT_MIN, TEXT_MIN_TOTAL, "paraphrases.jsonl")
+
+    shapes = {}
+    struct = check_struct(HERE / "structured.jsonl", r"s\d{4}", shapes)
+    struct_counts = check_counts(struct, STRUCT_MIN, STRUCT_MIN_TOTAL, "structured.jsonl")
+
+    # held-out set: same checks, own ids and minimums, no pair shared with the tuning files
+    h_text = check_text(HERE / "heldout-paraphrases.jsonl", r"h\d{4}")
+    check_not_in(h_text, text, "paraphrases.jsonl")
+    h_text_counts = check_counts(
+        h_text, HELDOUT_TEXT_MIN, HELDOUT_TEXT_MIN_TOTAL, "heldout-paraphrases.jsonl"
+    )
+    known_ops = {r["operation"] for r in struct}
+    h_struct = check_struct(HERE / "heldout-structured.jsonl", r"g\d{4}", shapes, known_ops)
+    check_not_in(h_struct, struct, "structured.jsonl")
+    h_struct_counts = check_counts(
+        h_struct, HELDOUT_STRUCT_MIN, HELDOUT_STRUCT_MIN_TOTAL, "heldout-structured.jsonl"
+    )
+
+    report_text("paraphrases.jsonl", text, text_counts)
+    report_struct("structured.jsonl", struct, struct_counts)
+    report_text("heldout-paraphrases.jsonl", h_text, h_text_counts)
+    report_struct("heldout-structured.jsonl", h_struct, h_struct_counts)
 
     if problems:
         for p in problems:

@@ -32,7 +32,11 @@
 //!   numbers normalised (`1,500`, `twelve`, `12th`, `a dozen`, `twice`,
 //!   `twenty-five`, `5kg` → `5` + `kg`; a number with a time unit is one
 //!   duration, so `two weeks` is `14 days`; `one`, `first` and `once` are left
-//!   as words: they are as often articles or pronouns); contractions split
+//!   as words: they are as often articles or pronouns, except `one` before a
+//!   unit of time, and `a`/`an` between a preposition and one, which count
+//!   one unit: `within a day` is `24 hours`, `one hour` is `60 minutes`,
+//!   while the rates `twice a week` and `5 euros a month` have no `1`);
+//!   contractions split
 //!   (`can't` → `can not`), clitics dropped (`Alice's`), other hyphenated and
 //!   snake_case words split. Over **all free-text fields together** (a name
 //!   may move from a subject to a body), the texts must agree on
@@ -43,20 +47,30 @@
 //!     `non-` word, a `not-`/`non-` compound, `missing`, `lack`, `fail`,
 //!     `instead`, `absent`, `unless`, `stop` (`hasn't paid` / `unpaid`,
 //!     `can't attach` / `attaching fails`); negative words alone never refuse;
-//!   - **numbers**, as sets (a paraphrase may repeat or reorder them);
+//!   - **numbers**, as sets (a paraphrase may repeat or reorder them); a
+//!     time of day with its half of the day (`7 pm`, `7:30am`, `19:30`) is
+//!     read on the 24-hour clock, and matches the same hour written without
+//!     it (`7 pm` / `19:00` / `at 7`) but not the other half (`7 am` /
+//!     `7 pm`);
 //!   - **names**: every code, quoted string (or the same words unquoted) and
 //!     name needs a counterpart on the other side (same code; for a name the
 //!     same word in any case, or an inflection of it). A name is a word
 //!     capitalised in mid-sentence outside a title-cased line; a capital at
 //!     the start of a sentence makes a name only when the word is capitalised
 //!     in mid-sentence somewhere too (so "Record", "Transfer", "Someone" are
-//!     not names). Acronyms (`SKU`, `URL`) are weaker: one may be dropped or
+//!     not names). A word in mixed case, with a capital after its first
+//!     letter (`iPad`, `eBay`, `YouTube`), is a name wherever it stands: no
+//!     rule of the language writes it so. Acronyms (`SKU`, `URL`) are weaker: one may be dropped or
 //!     spelled out (`PO` / `post office`), but acronyms unmatched on both
 //!     sides (`DHL` / `UPS`) are a different entity;
 //!   - **questions**: two questions asking for different things (`when`,
 //!     `where`, `who`, `why`, `how much`/`many`, `how long`, `how often`,
 //!     `how fast`, plain `how`) differ; `what`/`which` and imperatives match
-//!     any.
+//!     any. A question how to do something (plain `how` in a sentence that
+//!     ends with `?`) differs from a text that asks no question at all: that
+//!     is a request to do it or a report that it fails, not a request for
+//!     instructions ("How do I rename a folder?" / "Please let me rename
+//!     folders.", "The rename button does nothing.").
 //!
 //!   Then **per field**:
 //!   - **a near-identical text may not change a content word**: when the two
@@ -78,7 +92,15 @@
 //!     names with the same role in one clause in the opposite order ("Alice
 //!     refunded Bob" / "Bob refunded Alice", "to Acme ... to Umbrella") when
 //!     the texts keep at least half their tokens in order. Items of a list
-//!     (`DHL or UPS`, `sam@... and kim@...`) may come in any order.
+//!     (`DHL or UPS`, `sam@... and kim@...`) may come in any order. With the
+//!     same share kept in order, a marker found once in each text whose
+//!     object (the words and names up to four tokens after it, before a
+//!     comma or another marker) moves to other words, each
+//!     found in the other text too, has exchanged them, lower-case or not
+//!     ("put the lamp after the mirror" / "put the mirror after the lamp",
+//!     "bill it to marketing instead of sales" / "to sales instead of
+//!     marketing"); a list in the object is read whole, so its items may
+//!     come in any order.
 //!
 //! The guard errs on the side of a miss: a real paraphrase that changes one
 //! word of a short request ("Cancel my plan" / "Stop my plan"), that adds a
@@ -678,7 +700,8 @@ pub fn guard(stored: &Value, new: &Value, exact_fields: &[String]) -> Result<(),
     // nor exchange the roles of two names.
     for (t, (a, b)) in texts.iter().zip(&sides).filter(|(t, _)| t.a != t.b) {
         local_edit(a, b)
-            .and_then(|share| swapped_roles(a, b, share))
+            .and_then(|share| swapped_roles(a, b, share).map(|()| share))
+            .and_then(|share| moved_objects(a, b, share))
             .or_else(|r| fail(&t.path, r))?;
     }
     Ok(())
@@ -810,12 +833,19 @@ struct Tok {
     cap: bool,
     /// Written in capitals (`SKU`, `URLs`).
     acronym: bool,
+    /// Written in mixed case with a capital after the first letter (`iOS`,
+    /// `eBay`, `GitHub`): a brand or identifier wherever it stands.
+    mixed: bool,
     /// First word of its sentence.
     initial: bool,
     /// In a sentence where most words are capitalised (a title).
     title: bool,
     /// A number written in words (may combine with the next number word).
     spelled: bool,
+    /// A time of day whose half of the day is known (`3 pm` read `15:00`).
+    half_day: bool,
+    /// In a sentence that ends with a question mark.
+    asks: bool,
     neg: Neg,
     sentence: usize,
 }
@@ -857,6 +887,10 @@ impl Tokenizer {
         let acronym = kind == Kind::Word
             && stem.chars().filter(|c| c.is_alphabetic()).count() >= 2
             && stem.chars().all(|c| c.is_uppercase() || !c.is_alphabetic());
+        let mixed = kind == Kind::Word
+            && !acronym
+            && letters.iter().skip(1).any(|c| c.is_uppercase())
+            && letters.iter().any(|c| c.is_lowercase());
         let norm = if acronym && original.ends_with('s') && !stem.ends_with('S') {
             stem.to_lowercase()
         } else {
@@ -867,9 +901,12 @@ impl Tokenizer {
             kind,
             cap: letters.first().is_some_and(|c| c.is_uppercase()),
             acronym,
+            mixed,
             initial: !self.mid_sentence,
             title: false,
             spelled: false,
+            half_day: false,
+            asks: false,
             neg: Neg::None,
             sentence: self.sentence,
         });
@@ -890,6 +927,7 @@ impl Tokenizer {
             c.norm = ",".into();
             c.neg = Neg::None;
             c.acronym = false;
+            c.mixed = false;
             self.out.push(c);
         }
     }
@@ -912,6 +950,12 @@ impl Tokenizer {
             let tail = if core.is_empty() { chunk } else { tail };
             if !core.is_empty() {
                 self.chunk(core);
+            }
+            if tail.contains('?') {
+                let s = self.sentence;
+                for t in self.out.iter_mut().rev().take_while(|t| t.sentence == s) {
+                    t.asks = true;
+                }
             }
             if tail.contains(['.', '!', '?', ';', ':']) {
                 self.end_sentence();
@@ -948,7 +992,7 @@ impl Tokenizer {
             }
             // `12th`, `500s`, `5kg`, `2FA`: the number, then the unit as a word.
             let split = core
-                .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ','))
+                .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | ',' | ':')))
                 .unwrap_or(core.len());
             let (digits, unit) = core.split_at(split);
             if !digits.is_empty()
@@ -1066,8 +1110,47 @@ impl Tokenizer {
     /// months), so `two weeks` is `14 days`; marks title-cased sentences,
     /// where capitals say nothing about names.
     fn finish(mut self) -> Vec<Tok> {
+        // `one hour`, and `in a week`, `for an hour` after a preposition, are
+        // one unit of time (not a rate: `twice a week`, `5 euros a month`).
+        for i in 0..self.out.len().saturating_sub(1) {
+            let unit = &self.out[i + 1];
+            let singular = unit.kind == Kind::Word
+                && duration_unit(&unit.norm).is_some()
+                && duration_unit(&format!("{}s", unit.norm)).is_some();
+            let after_preposition = i > 0 && {
+                let p = &self.out[i - 1];
+                p.kind == Kind::Word
+                    && p.sentence == unit.sentence
+                    && (ROLE_MARKERS.contains(&p.norm.as_str()) || p.norm == "within")
+            };
+            let t = &self.out[i];
+            let one = t.kind == Kind::Word
+                && (t.norm == "one" || (after_preposition && (t.norm == "a" || t.norm == "an")));
+            if singular && one {
+                self.out[i].norm = "1".into();
+                self.out[i].kind = Kind::Number;
+            }
+        }
         let mut i = 0;
         while i + 1 < self.out.len() {
+            // `3 pm`, `3:30pm`, `11 a.m.` as a time of day on the 24-hour clock.
+            let pm = match self.out[i + 1].norm.as_str() {
+                "am" | "a.m" => Some(false),
+                "pm" | "p.m" => Some(true),
+                _ => None,
+            };
+            if self.out[i].kind == Kind::Number
+                && let Some(pm) = pm
+                && let Some((h, m)) = clock(&self.out[i].norm)
+                && (1..=12).contains(&h)
+            {
+                let h = h % 12 + if pm { 12 } else { 0 };
+                self.out[i].norm = format!("{h}:{m:02}");
+                self.out[i].half_day = true;
+                self.out.remove(i + 1);
+                i += 1;
+                continue;
+            }
             if self.out[i].kind == Kind::Number
                 && self.out[i + 1].kind == Kind::Word
                 && let Some((factor, unit)) = duration_unit(&self.out[i + 1].norm)
@@ -1099,6 +1182,28 @@ impl Tokenizer {
         }
         self.out
     }
+}
+
+/// A normalised number read as a time of day: `3` or `3:30` as (hour, minute).
+fn clock(norm: &str) -> Option<(u32, u32)> {
+    let (h, m) = norm.split_once(':').unwrap_or((norm, "0"));
+    let (h, m) = (h.parse::<u32>().ok()?, m.parse::<u32>().ok()?);
+    (h < 24 && m < 60).then_some((h, m))
+}
+
+/// Whether two numbers left unmatched are one time of day: a time whose half
+/// of the day is known (`3 pm`, `15:00`) and an hour written without it
+/// (`3`, `3:00`), twelve hours apart at most.
+fn same_time(x: &Tok, y: &Tok) -> bool {
+    let known = |t: &Tok| {
+        t.half_day
+            || (t.norm.contains(':') && clock(&t.norm).is_some_and(|(h, _)| h == 0 || h > 12))
+    };
+    let (Some((hx, mx)), Some((hy, my))) = (clock(&x.norm), clock(&y.norm)) else {
+        return false;
+    };
+    let open = |t: &Tok, h: u32| !known(t) && (1..=12).contains(&h);
+    mx == my && hx % 12 == hy % 12 && (open(x, hx) || open(y, hy))
 }
 
 /// A time unit as (factor, canonical unit): seconds, or months for months and years.
@@ -1371,7 +1476,7 @@ const FLIP_SHARE: f64 = 0.5;
 fn is_entity(t: &Tok) -> bool {
     match t.kind {
         Kind::Number | Kind::Code | Kind::Quoted => true,
-        Kind::Word => t.acronym || (t.cap && !t.initial && !t.title && t.norm != "i"),
+        Kind::Word => t.acronym || t.mixed || (t.cap && !t.initial && !t.title && t.norm != "i"),
         Kind::Comma => false,
     }
 }
@@ -1449,7 +1554,19 @@ fn compare_marks(a: &[Tok], b: &[Tok]) -> Result<(), String> {
             .collect()
     };
     let (na, nb) = (numbers(a), numbers(b));
-    if na != nb {
+    // A number only one side has may still be the other's time of day
+    // written with or without its half of the day (`3 pm` / `15:00` / `3`).
+    type Set = std::collections::BTreeSet<String>;
+    let unmatched = |x: &[Tok], nx: &Set, y: &[Tok], ny: &Set| {
+        x.iter().any(|t| {
+            t.kind == Kind::Number
+                && !ny.contains(&t.norm)
+                && !y
+                    .iter()
+                    .any(|u| u.kind == Kind::Number && !nx.contains(&u.norm) && same_time(t, u))
+        })
+    };
+    if na != nb && (unmatched(a, &na, b, &nb) || unmatched(b, &nb, a, &na)) {
         return Err(format!("numbers differ ({na:?} vs {nb:?})"));
     }
 
@@ -1620,6 +1737,79 @@ fn swapped_roles(a: &[Tok], b: &[Tok], share: f64) -> Result<(), String> {
     Ok(())
 }
 
+/// Tokens after a role marker that make its object (`before the design review`).
+const OBJECT_SPAN: usize = 4;
+
+/// The object of the marker at `i`: the keys of the content words and names
+/// up to [`OBJECT_SPAN`] tokens after it, before a comma, the end of the
+/// sentence or another marker. A list (`with Priya and Omar`, `to X, Y or
+/// Z`) is read whole, to the end of its clause: its items come in any order.
+fn marker_object<'a>(x: &[Tok], keys: &[Option<&'a str>], i: usize) -> Vec<&'a str> {
+    let end = x[i + 1..]
+        .iter()
+        .position(|t| {
+            t.sentence != x[i].sentence
+                || (t.kind == Kind::Word && ROLE_MARKERS.contains(&t.norm.as_str()))
+        })
+        .map_or(x.len(), |p| i + 1 + p);
+    let clause = &x[i + 1..end];
+    let list = clause
+        .iter()
+        .any(|t| t.kind == Kind::Word && COORDINATORS.contains(&t.norm.as_str()));
+    let span = if list {
+        clause.len()
+    } else {
+        clause
+            .iter()
+            .take(OBJECT_SPAN)
+            .position(|t| t.kind == Kind::Comma)
+            .unwrap_or(OBJECT_SPAN.min(clause.len()))
+    };
+    let mut object = Vec::new();
+    for k in keys[i + 1..i + 1 + span].iter().flatten() {
+        if !object.contains(k) {
+            object.push(*k);
+        }
+    }
+    object
+}
+
+/// A marker whose object moved to other words of the same text: `move X
+/// before Y` / `move Y before X`, `sort by price, then name` / `sort by name,
+/// then price`. The marker must come once in each text, its two objects must
+/// share no word and each must be found in the other text, and the texts
+/// must keep at least [`FLIP_SHARE`] of their tokens in order (a reordering,
+/// not a rewording). Lower-case words count as much as names here.
+fn moved_objects(a: &[Tok], b: &[Tok], share: f64) -> Result<(), String> {
+    if share < FLIP_SHARE {
+        return Ok(());
+    }
+    let (ka, kb) = (role_keys(a), role_keys(b));
+    let markers = |x: &[Tok], m: &str| {
+        x.iter()
+            .enumerate()
+            .filter(|(_, t)| t.kind == Kind::Word && t.norm == m)
+            .map(|(i, _)| i)
+            .collect::<Vec<_>>()
+    };
+    for m in ROLE_MARKERS {
+        let (pa, pb) = (markers(a, m), markers(b, m));
+        let ([ia], [ib]) = (pa.as_slice(), pb.as_slice()) else {
+            continue;
+        };
+        let (oa, ob) = (marker_object(a, &ka, *ia), marker_object(b, &kb, *ib));
+        let found = |o: &[&str], keys: &[Option<&str>]| {
+            !o.is_empty() && o.iter().all(|w| keys.contains(&Some(*w)))
+        };
+        if found(&oa, &kb) && found(&ob, &ka) && !oa.iter().any(|w| ob.contains(w)) {
+            return Err(format!(
+                "roles swapped (the object of `{m}` moves from {oa:?} to {ob:?})"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The kind of question asked: `when`, `where`, `who`, `why`, `how much`,
 /// `how long`, `how often`, `how fast`, plain `how`. `what` and `which` ask
 /// for anything and are left out.
@@ -1649,11 +1839,25 @@ fn question_kinds(x: &[Tok]) -> std::collections::BTreeSet<String> {
     kinds
 }
 
-/// Two questions asking for different things (`when` / `how much`).
+/// Two questions asking for different things (`when` / `how much`), or a
+/// question how to do something (`How do I ...?`, plain `how` in a sentence
+/// ending with `?`) against a text that asks nothing: a request to do it, or
+/// a report that it fails, is not a request for instructions.
 fn questions(a: &[Tok], b: &[Tok]) -> Result<(), String> {
     let (qa, qb) = (question_kinds(a), question_kinds(b));
     if !qa.is_empty() && !qb.is_empty() && qa != qb {
         return Err(format!("question differs ({qa:?} vs {qb:?})"));
+    }
+    let asks_how = |x: &[Tok]| {
+        x.iter().enumerate().any(|(i, t)| {
+            t.asks && t.norm == "how" && question_kinds(&x[i..(i + 2).min(x.len())]).contains("how")
+        })
+    };
+    let asks_nothing = |x: &[Tok], q: &std::collections::BTreeSet<String>| {
+        q.is_empty() && !x.iter().any(|t| t.asks)
+    };
+    if (asks_how(a) && asks_nothing(b, &qb)) || (asks_how(b) && asks_nothing(a, &qa)) {
+        return Err("question differs (how to do it vs no question)".into());
     }
     Ok(())
 }
@@ -1852,6 +2056,60 @@ mod tests {
             "Attach one file to the first ticket",
             "Attach a file to the first ticket",
         );
+        // `one` before a unit of time, and `a`/`an` after a preposition, count one unit ...
+        same(
+            "Reply within a day to every refund request",
+            "Every refund request gets an answer within 24 hours",
+        );
+        same(
+            "Push the launch back one week",
+            "Delay the launch by 7 days",
+        );
+        assert_eq!(
+            why(
+                "Archive posts older than a month",
+                "Archive posts older than 2 months"
+            ),
+            Some("numbers".into())
+        );
+        // ... but a rate (`a` after no preposition) has no `1`.
+        same(
+            "We post twice a week on the blog",
+            "Every week there are two new posts on our blog",
+        );
+        same(
+            "The basic plan costs 9 euros a month",
+            "For 9 euros per month you get the basic plan",
+        );
+        // A time of day with `am`/`pm` is read on the 24-hour clock; an hour
+        // without its half of the day matches either half.
+        same("Call the bank at 7 pm", "Call the bank at 19:00");
+        same("Call the bank at 7:30pm", "At 19:30, call the bank");
+        same(
+            "Call the bank at 7 a.m. sharp",
+            "Call the bank at 7 AM sharp",
+        );
+        same("Call the bank at 7 pm", "Ring the bank this evening at 7");
+        same(
+            "Call the bank at 7 pm",
+            "At 7:00 in the evening, ring the bank",
+        );
+        assert_eq!(
+            why("Call the bank at 7 am", "Call the bank at 7 pm"),
+            Some("numbers".into())
+        );
+        assert_eq!(
+            why("Call the bank at 7 am", "Call the bank at 19:00"),
+            Some("numbers".into())
+        );
+        assert_eq!(
+            why("Call the bank at 7 pm", "Call the bank at 8"),
+            Some("numbers".into())
+        );
+        assert_eq!(
+            why("Call the bank at 19:00", "Call the bank at 17:00"),
+            Some("numbers".into())
+        );
         // Reordered and repeated numbers are the same numbers.
         same(
             "Plan 12 costs 40 euros, plan 7 costs 10",
@@ -1986,6 +2244,72 @@ mod tests {
     }
 
     #[test]
+    fn mixed_case_words_are_names() {
+        // A capital after the first letter makes a name, even in lower case first.
+        assert_eq!(
+            why(
+                "Sell the old lamp on eBay this week",
+                "This week, sell the old lamp online"
+            ),
+            Some("entities".into())
+        );
+        assert_eq!(
+            why(
+                "The iPad app crashes while the macOS app works",
+                "The macOS app crashes while the iPad app works"
+            ),
+            Some("roles".into())
+        );
+        // ... even at the start of a sentence, and matched in any case.
+        assert_eq!(
+            why("GitHub rejects my token", "My token is rejected everywhere"),
+            Some("entities".into())
+        );
+        same("Is the iPad app slow today?", "is the ipad app slow today");
+        // Plurals of acronyms are acronyms, not mixed case.
+        same(
+            "Shorten these URLs for me",
+            "Make these links shorter for me",
+        );
+    }
+
+    #[test]
+    fn a_marker_whose_object_moves_to_other_words_is_refused() {
+        let swapped = Some("roles".into());
+        assert_eq!(
+            why(
+                "Put the lamp after the mirror in the hallway",
+                "Put the mirror after the lamp in the hallway"
+            ),
+            swapped
+        );
+        assert_eq!(
+            why(
+                "Bill the hours to marketing instead of sales",
+                "Bill the hours to sales instead of marketing"
+            ),
+            swapped
+        );
+        assert_eq!(
+            why(
+                "Schedule the product demo after the weekly standup",
+                "Schedule the weekly standup after the product demo"
+            ),
+            swapped
+        );
+        // The same object in another place, or a reworded text, is no exchange.
+        same(
+            "Put the lamp after the mirror",
+            "After the mirror, put the lamp",
+        );
+        // A list in the object is read whole.
+        same(
+            "Book a table for Priya and Omar at noon",
+            "At noon, book a table for Omar and Priya",
+        );
+    }
+
+    #[test]
     fn different_questions_are_refused() {
         assert_eq!(
             why(
@@ -2007,6 +2331,32 @@ mod tests {
             "When will the website's spring sale begin?",
         );
         same("How many tickets are open?", "Count the open tickets");
+        // A question how to do something is not a request to do it, nor a
+        // report that it fails.
+        assert_eq!(
+            why("How do I rename a folder?", "Please let me rename folders."),
+            Some("question".into())
+        );
+        assert_eq!(
+            why(
+                "How can I rename a folder?",
+                "The button to rename a folder throws an error."
+            ),
+            Some("question".into())
+        );
+        same(
+            "How do I rename a folder?",
+            "What are the steps to rename a folder?",
+        );
+        same(
+            "How do I rename a folder?",
+            "Explain how to rename a folder",
+        );
+        // `how` in a statement asks nothing.
+        same(
+            "How we cut our cloud bill in 2024",
+            "In 2024 our team reduced the cloud bill",
+        );
     }
 
     #[test]

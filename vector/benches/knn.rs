@@ -8,19 +8,42 @@
 //! (`10,20,40,...,2560`), `EOL_KNN_RECALL` the recall aimed at (0.98),
 //! `EOL_KNN_KEEP=1` keeps the loaded index for the next run,
 //! `EOL_KNN_ALGORITHM=flat` an exact index (checks the recall computation),
-//! `EOL_KNN_INTRINSIC=16` embedding-like vectors of that intrinsic dimension
-//! instead of uniform ones (the worst case of HNSW).
+//! `EOL_KNN_M` (16) and `EOL_KNN_EF_CONSTRUCTION` (200) the HNSW build parameters.
+//!
+//! `EOL_KNN_DATA` picks the vectors: `uniform` random unit vectors (the default,
+//! the worst case of HNSW); `embedding-like` (or just `EOL_KNN_INTRINSIC=16`)
+//! synthetic vectors of intrinsic dimension `EOL_KNN_INTRINSIC` (16);
+//! `minilm-text` real all-MiniLM-L6-v2 embeddings of distinct English lines:
+//! the doc comments (`///`, `//!`; not fenced code) of the crates under
+//! `$CARGO_HOME/registry/src`, then, when those are too few, the docstrings and
+//! comments of the system Python's stdlib; 5 to 60 words, deduplicated ignoring
+//! case (the model is uncased), sorted, shuffled with a fixed seed; the first
+//! `EOL_KNN_N` are indexed, the next `EOL_KNN_QUERIES` are the queries.
+//! Embedding them needs `scripts/embedding-model.sh install` and takes a while
+//! on a CPU; the vectors (and the lines) are cached in
+//! `$EOL_CACHE_DIR/knn/` (`~/.cache/eol/knn/`), keyed by a hash of the lines
+//! and the model.
 //!
 //! `cargo bench -p eol-vector --bench knn`; a quick run: `EOL_KNN_N=10000`.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use eol_vector::embed::local::{self, MiniLm};
 use eol_vector::index::{Document, EnsureOutcome, Filter, IndexSchema, KnnQuery, VectorIndex};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use sha2::{Digest, Sha256};
 
 const K: usize = 10;
+/// Words per corpus line, inclusive: shorter lines say little, longer ones are rare.
+const LINE_WORDS: std::ops::RangeInclusive<usize> = 5..=60;
+/// The seed of the corpus shuffle (which lines are indexed and which are queries).
+const CORPUS_SEED: u64 = 42;
+/// Texts handed to the embedder at once (it sorts them by length and runs batches of 32).
+const EMBED_CHUNK: usize = 512;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -109,6 +132,372 @@ fn recall(found: &[usize], truth: &[usize]) -> f64 {
     found.iter().filter(|i| truth.contains(i)).count() as f64 / truth.len() as f64
 }
 
+/// `max_doc_id` of index `name` (`FT.INFO`): more than the documents loaded
+/// means some were indexed twice, and the HNSW graph holds deleted nodes.
+async fn max_doc_id(conn: &mut ConnectionManager, name: &str) -> Option<u64> {
+    let info: redis::Value = redis::cmd("FT.INFO")
+        .arg(name)
+        .query_async(conn)
+        .await
+        .ok()?;
+    let text = |v: &redis::Value| match v {
+        redis::Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        redis::Value::SimpleString(s) => Some(s.clone()),
+        redis::Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    };
+    let pairs: Vec<(&redis::Value, &redis::Value)> = match &info {
+        redis::Value::Array(items) => items
+            .chunks(2)
+            .filter_map(|c| match c {
+                [k, v] => Some((k, v)),
+                _ => None,
+            })
+            .collect(),
+        redis::Value::Map(items) => items.iter().map(|(k, v)| (k, v)).collect(),
+        _ => return None,
+    };
+    pairs
+        .into_iter()
+        .find(|(k, _)| text(k).as_deref() == Some("max_doc_id"))
+        .and_then(|(_, v)| text(v)?.parse().ok())
+}
+
+/// Where the vectors come from (`EOL_KNN_DATA`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Data {
+    /// Random unit vectors, uniform on the sphere.
+    Uniform,
+    /// [`embedding_like`] vectors of this intrinsic dimension.
+    EmbeddingLike(usize),
+    /// all-MiniLM-L6-v2 embeddings of real text lines.
+    MiniLmText,
+}
+
+impl Data {
+    fn from_env() -> Self {
+        let intrinsic: usize = env_or("EOL_KNN_INTRINSIC", 0);
+        match std::env::var("EOL_KNN_DATA").ok().as_deref() {
+            None | Some("") if intrinsic > 0 => Self::EmbeddingLike(intrinsic),
+            None | Some("") | Some("uniform") => Self::Uniform,
+            Some("embedding-like") => {
+                Self::EmbeddingLike(if intrinsic > 0 { intrinsic } else { 16 })
+            }
+            Some("minilm-text") => Self::MiniLmText,
+            Some(other) => {
+                panic!("EOL_KNN_DATA={other} is not one of uniform, embedding-like, minilm-text")
+            }
+        }
+    }
+}
+
+/// The lines of the text corpus and where they came from.
+struct Corpus {
+    /// Distinct lines in their shuffled order.
+    lines: Vec<String>,
+    /// Distinct lines from Rust doc comments, from `rust_files` files.
+    rust_lines: usize,
+    rust_files: usize,
+    /// Lines added from the Python stdlib (0 when the Rust lines were enough).
+    python_lines: usize,
+    python_files: usize,
+}
+
+/// `text` with its whitespace collapsed, if it has an acceptable number of words.
+fn corpus_line(text: &str) -> Option<String> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    LINE_WORDS.contains(&words.len()).then(|| words.join(" "))
+}
+
+/// Adds `line` unless a line equal to it ignoring case is there already (the
+/// model is uncased: such lines would embed identically and tie in the truth).
+/// Of equal lines the smallest is kept, so the result does not depend on file order.
+fn add_line(lines: &mut BTreeMap<String, String>, text: &str) {
+    if let Some(line) = corpus_line(text) {
+        let key = line.to_lowercase();
+        match lines.get(&key) {
+            Some(kept) if *kept <= line => {}
+            _ => {
+                lines.insert(key, line);
+            }
+        }
+    }
+}
+
+/// The files under `dir` whose name ends with `extension`, without following
+/// symbolic links and skipping directories named in `skip`, in no particular order.
+fn files_under(dir: &Path, extension: &str, skip: &[&str], out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        let path = entry.path();
+        let name = entry.file_name();
+        if kind.is_dir() && !skip.iter().any(|s| name == *s) {
+            files_under(&path, extension, skip, out);
+        } else if kind.is_file() && name.to_string_lossy().ends_with(extension) {
+            out.push(path);
+        }
+    }
+}
+
+/// Adds the `///` and `//!` lines of the Rust files under `root`, outside fenced
+/// code blocks (examples are code, not English). Returns the files read.
+fn add_rust_doc_lines(root: &Path, lines: &mut BTreeMap<String, String>) -> usize {
+    let mut files = Vec::new();
+    files_under(root, ".rs", &[], &mut files);
+    files.sort();
+    for file in &files {
+        // Not UTF-8 (a test fixture, say): not text for this corpus.
+        let Ok(source) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        let mut in_code = false;
+        for raw in source.lines() {
+            let t = raw.trim_start();
+            let doc = if t.starts_with("////") {
+                None
+            } else {
+                t.strip_prefix("///").or_else(|| t.strip_prefix("//!"))
+            };
+            let Some(doc) = doc else {
+                // A fence left open ends with its comment block.
+                in_code = false;
+                continue;
+            };
+            let doc = doc.trim();
+            if doc.starts_with("```") {
+                in_code = !in_code;
+            } else if !in_code {
+                add_line(lines, doc);
+            }
+        }
+    }
+    files.len()
+}
+
+/// Adds the comment lines and the lines of triple-quoted strings that open a
+/// line (docstrings, mostly) of the Python files under `root`, skipping
+/// installed packages. Returns the files read.
+fn add_python_doc_lines(root: &Path, lines: &mut BTreeMap<String, String>) -> usize {
+    let mut files = Vec::new();
+    files_under(
+        root,
+        ".py",
+        &["site-packages", "dist-packages", "__pycache__"],
+        &mut files,
+    );
+    files.sort();
+    for file in &files {
+        let Ok(source) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        let mut open: Option<&str> = None;
+        for raw in source.lines() {
+            let t = raw.trim();
+            if let Some(quote) = open {
+                match t.find(quote) {
+                    Some(end) => {
+                        add_line(lines, &t[..end]);
+                        open = None;
+                    }
+                    None => add_line(lines, t),
+                }
+            } else if let Some(comment) = t.strip_prefix('#') {
+                add_line(lines, comment.trim_start_matches('#'));
+            } else {
+                let unprefixed = t.trim_start_matches(['r', 'R', 'u', 'U', 'b', 'B']);
+                for quote in ["\"\"\"", "'''"] {
+                    if let Some(rest) = unprefixed.strip_prefix(quote) {
+                        match rest.find(quote) {
+                            Some(end) => add_line(lines, &rest[..end]),
+                            None => {
+                                add_line(lines, rest);
+                                open = Some(quote);
+                            }
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    files.len()
+}
+
+/// The next value of a splitmix64 generator: the shuffle must not change when
+/// the `rand` crate changes its algorithms, or the cached vectors would be lost.
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn cargo_registry_src() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .expect("CARGO_HOME or HOME is set")
+        .join("registry")
+        .join("src")
+}
+
+fn python_stdlib() -> Option<PathBuf> {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['stdlib'])",
+        ])
+        .output()
+        .ok()?;
+    let path = String::from_utf8(out.stdout).ok()?;
+    (out.status.success() && !path.trim().is_empty()).then(|| PathBuf::from(path.trim()))
+}
+
+/// At least `needed` distinct lines (see the module doc), shuffled; fails with
+/// what was found when there are fewer.
+fn text_corpus(needed: usize) -> Corpus {
+    let registry = cargo_registry_src();
+    let mut lines = BTreeMap::new();
+    let rust_files = add_rust_doc_lines(&registry, &mut lines);
+    let rust_lines = lines.len();
+    let (mut python_lines, mut python_files, mut stdlib) = (0, 0, None);
+    if rust_lines < needed {
+        stdlib = python_stdlib();
+        if let Some(dir) = &stdlib {
+            python_files = add_python_doc_lines(dir, &mut lines);
+            python_lines = lines.len() - rust_lines;
+        }
+    }
+    if lines.len() < needed {
+        panic!(
+            "EOL_KNN_DATA=minilm-text needs {needed} distinct lines (EOL_KNN_N + EOL_KNN_QUERIES) \
+             but found {}: {rust_lines} from the doc comments of {rust_files} Rust files under {} \
+             (run `cargo fetch` or a build to fill it) and {python_lines} from {python_files} \
+             Python files under {}",
+            lines.len(),
+            registry.display(),
+            stdlib.map_or_else(
+                || "the Python stdlib (python3 not found)".to_owned(),
+                |p| p.display().to_string()
+            ),
+        );
+    }
+    let mut lines: Vec<String> = lines.into_values().collect();
+    let mut state = CORPUS_SEED;
+    for i in (1..lines.len()).rev() {
+        let j = (splitmix64(&mut state) % (i as u64 + 1)) as usize;
+        lines.swap(i, j);
+    }
+    Corpus {
+        lines,
+        rust_lines,
+        rust_files,
+        python_lines,
+        python_files,
+    }
+}
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("EOL_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("eol")))
+        .unwrap_or_else(|| PathBuf::from("/tmp/eol"))
+        .join("knn")
+}
+
+/// The all-MiniLM-L6-v2 vectors of `texts`, from the cache or computed (and
+/// cached), and the hash of the texts and the model that names them.
+fn minilm_vectors(texts: &[String]) -> (Vec<Vec<f32>>, String) {
+    let dims = local::DIMENSION;
+    let mut hash = Sha256::new();
+    hash.update(format!("{}\n{dims}\n", local::MODEL_ID));
+    for t in texts {
+        hash.update(t.as_bytes());
+        hash.update(b"\n");
+    }
+    let digest: String = hash.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let dir = cache_dir();
+    let stem = format!("{}-{}x{dims}-{digest}", local::MODEL_ID, texts.len());
+    let path = dir.join(format!("{stem}.f32"));
+    if let Ok(bytes) = std::fs::read(&path) {
+        if bytes.len() == texts.len() * dims * 4 {
+            println!("vectors read from {}", path.display());
+            let vectors = bytes
+                .chunks_exact(dims * 4)
+                .map(|row| {
+                    row.chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect()
+                })
+                .collect();
+            return (vectors, digest);
+        }
+        eprintln!("ignoring {}: wrong size", path.display());
+    }
+
+    let model = MiniLm::from_env().unwrap_or_else(|e| panic!("{e}"));
+    // Shortest first, across the whole corpus: less padding than per chunk.
+    let mut order: Vec<usize> = (0..texts.len()).collect();
+    order.sort_by_key(|&i| texts[i].len());
+    let mut out = vec![Vec::new(); texts.len()];
+    let start = Instant::now();
+    let mut done = 0;
+    let mut reported = 0;
+    for chunk in order.chunks(EMBED_CHUNK) {
+        let batch: Vec<String> = chunk.iter().map(|&i| texts[i].clone()).collect();
+        let vectors = model
+            .embed_blocking(&batch)
+            .unwrap_or_else(|e| panic!("embedding the corpus failed: {e}"));
+        for (&i, v) in chunk.iter().zip(vectors) {
+            out[i] = v;
+        }
+        done += chunk.len();
+        if done - reported >= 5_000 || done == texts.len() {
+            reported = done;
+            let secs = start.elapsed().as_secs_f64();
+            eprintln!(
+                "  embedded {done}/{} in {secs:.0} s ({:.1} texts/s; the longest texts come last)",
+                texts.len(),
+                done as f64 / secs
+            );
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "embedded {} texts in {secs:.1} s ({:.1} texts/s, {} CPUs)",
+        texts.len(),
+        texts.len() as f64 / secs,
+        std::thread::available_parallelism().map_or(0, |p| p.get())
+    );
+
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("failed to create {}: {e}", dir.display()));
+    let bytes: Vec<u8> = out
+        .iter()
+        .flat_map(|v| v.iter().flat_map(|x| x.to_le_bytes()))
+        .collect();
+    // Written aside then renamed: an interrupted run never leaves a short file.
+    let tmp = dir.join(format!("{stem}.f32.tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .unwrap_or_else(|e| panic!("failed to write {}: {e}", path.display()));
+    // The lines beside them, to see what was embedded.
+    let text_path = dir.join(format!("{stem}.txt"));
+    std::fs::write(&text_path, texts.join("\n") + "\n")
+        .unwrap_or_else(|e| panic!("failed to write {}: {e}", text_path.display()));
+    println!("vectors cached in {}", path.display());
+    (out, digest)
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| {
@@ -123,10 +512,69 @@ async fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    let intrinsic: usize = env_or("EOL_KNN_INTRINSIC", 0);
+    let data_source = Data::from_env();
+    let m: u32 = env_or("EOL_KNN_M", 16);
+    let ef_construction: u32 = env_or("EOL_KNN_EF_CONSTRUCTION", 200);
     let keep = std::env::var("EOL_KNN_KEEP").is_ok_and(|v| v == "1");
     // `flat` checks the recall computation itself (exact search: recall 1).
     let algorithm = std::env::var("EOL_KNN_ALGORITHM").unwrap_or_else(|_| "hnsw".into());
+
+    if data_source == Data::MiniLmText && dims != local::DIMENSION {
+        panic!(
+            "EOL_KNN_DATA=minilm-text has {} dimensions, not EOL_KNN_DIMS={dims}",
+            local::DIMENSION
+        );
+    }
+    // The label names the index, so that `EOL_KNN_KEEP` never reuses another data set's.
+    let (data, qs, label) = match data_source {
+        Data::Uniform => {
+            println!(
+                "generating {n} x {dims} unit vectors (seed 42) and {queries} queries (seed 7), \
+                 uniform on the sphere"
+            );
+            (
+                unit_vectors(n, dims, 42),
+                unit_vectors(queries, dims, 7),
+                "i0".to_owned(),
+            )
+        }
+        Data::EmbeddingLike(intrinsic) => {
+            println!(
+                "generating {n} x {dims} unit vectors (seed 42) and {queries} queries (seed 7), \
+                 embedding-like: intrinsic dimension {intrinsic}"
+            );
+            (
+                embedding_like(n, dims, intrinsic, 42),
+                embedding_like(queries, dims, intrinsic, 7),
+                format!("i{intrinsic}"),
+            )
+        }
+        Data::MiniLmText => {
+            let start = Instant::now();
+            let corpus = text_corpus(n + queries);
+            let found = corpus.rust_lines + corpus.python_lines;
+            println!(
+                "text corpus: {found} distinct lines of {LINE_WORDS:?} words in {:.1} s: \
+                 {} from Rust doc comments ({} files), {} from the Python stdlib ({} files); \
+                 the first {n} (shuffled, seed {CORPUS_SEED}) are indexed, the next {queries} are the queries",
+                start.elapsed().as_secs_f64(),
+                corpus.rust_lines,
+                corpus.rust_files,
+                corpus.python_lines,
+                corpus.python_files,
+            );
+            let texts = &corpus.lines[..n + queries];
+            let words: usize = texts.iter().map(|t| t.split_whitespace().count()).sum();
+            println!(
+                "  {:.1} words per line on average; e.g. {:?}",
+                words as f64 / texts.len() as f64,
+                &texts[n]
+            );
+            let (mut vectors, digest) = minilm_vectors(texts);
+            let qs = vectors.split_off(n);
+            (vectors, qs, format!("minilm{}", &digest[..8]))
+        }
+    };
 
     let client = redis::Client::open(url.as_str()).expect("a valid REDIS_URL");
     // HNSW insertion of a pipelined batch can take longer than the default 500 ms.
@@ -134,12 +582,12 @@ async fn main() {
     let mut conn = ConnectionManager::new_with_config(client, config)
         .await
         .unwrap_or_else(|e| panic!("cannot connect to REDIS_URL: {e}"));
-    let name = format!("eol-bench-knn-{algorithm}-{n}x{dims}-i{intrinsic}");
+    let name = format!("eol-bench-knn-{algorithm}-{n}x{dims}-{label}-m{m}-efc{ef_construction}");
     let efs = if algorithm == "hnsw" { efs } else { vec![0] };
     let hnsw = if algorithm == "hnsw" {
-        ", m: 16, ef_construction: 200, ef_runtime: 10"
+        format!(", m: {m}, ef_construction: {ef_construction}, ef_runtime: 10")
     } else {
-        ""
+        String::new()
     };
     let schema = IndexSchema::from_yaml(&format!(
         "index: {{name: {name}, prefix: {name}}}\nfields:\n  - name: vec\n    type: vector\n    \
@@ -148,23 +596,6 @@ async fn main() {
     .expect("the bench schema");
     let index = VectorIndex::new(conn.clone(), schema).expect("valid");
 
-    println!(
-        "generating {n} x {dims} unit vectors (seed 42) and {queries} queries (seed 7), {}",
-        if intrinsic > 0 {
-            format!("embedding-like: intrinsic dimension {intrinsic}")
-        } else {
-            "uniform on the sphere".to_owned()
-        }
-    );
-    let (data, qs) = if intrinsic > 0 {
-        (
-            embedding_like(n, dims, intrinsic, 42),
-            embedding_like(queries, dims, intrinsic, 7),
-        )
-    } else {
-        (unit_vectors(n, dims, 42), unit_vectors(queries, dims, 7))
-    };
-
     let loaded = index.ensure().await.expect("ensure") == EnsureOutcome::Unchanged
         && index.status().await.expect("status").num_docs == n as u64;
     if loaded {
@@ -172,6 +603,13 @@ async fn main() {
     } else {
         index.drop_index(true).await.expect("drop");
         index.ensure().await.expect("create");
+        // FT.CREATE scans the whole keyspace in the background (the indexes kept
+        // by `EOL_KNN_KEEP` too): keys loaded before that scan ends are indexed
+        // twice, and the HNSW graph keeps the replaced copies as deleted nodes.
+        index
+            .wait_indexed(Duration::from_secs(600))
+            .await
+            .expect("status");
         let start = Instant::now();
         for (b, chunk) in data.chunks(5_000).enumerate() {
             let docs: Vec<Document> = chunk
@@ -198,6 +636,16 @@ async fn main() {
             start.elapsed().as_secs_f64(),
             n as f64 / start.elapsed().as_secs_f64()
         );
+    }
+
+    match max_doc_id(&mut conn, &name).await {
+        Some(max) if max > n as u64 => println!(
+            "  WARNING: max_doc_id {max} for {n} documents: {} were indexed twice, the graph \
+             holds them as deleted nodes (drop the index and run again)",
+            max - n as u64
+        ),
+        Some(_) => {}
+        None => println!("  (FT.INFO gave no max_doc_id)"),
     }
 
     let start = Instant::now();

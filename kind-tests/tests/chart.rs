@@ -38,7 +38,8 @@ const RELEASE: &str = "eol";
 const FULLNAME: &str = "eol";
 
 /// Non-default values: one namespace watched, NetworkPolicy, ServiceMonitor,
-/// two replicas, an external Redis, model defaults with an API-key Secret.
+/// two replicas, an external Redis, model defaults with an API-key Secret, an
+/// embeddings API with its own API-key Secret.
 const CUSTOM_VALUES: &str = r#"
 replicaCount: 2
 redis:
@@ -50,6 +51,12 @@ model:
   apiKey:
     existingSecret: llm-credentials
     key: token
+embeddings:
+  baseUrl: http://embeddings.models.svc:8080/v1
+  model: nomic-embed-text
+  apiKey:
+    existingSecret: embed-credentials
+    key: embed-token
 serviceMonitor:
   enabled: true
   labels:
@@ -67,6 +74,10 @@ networkPolicy:
             app: vllm
     ports:
       - port: 8080
+  embeddings:
+    cidrs: ["10.30.0.0/16"]
+    ports:
+      - port: 8081
   externalRedis:
     cidrs: ["192.168.10.0/24"]
 logging:
@@ -309,6 +320,12 @@ fn values_schema_rejects_typos_wrong_types_and_literal_keys() {
         ("model.responseFormat=xml", "/model/responseFormat"),
         // The API key only ever comes from a Secret.
         ("model.apiKey.value=sk-123", "value"),
+        ("embeddings.apiKey.value=sk-123", "value"),
+        ("embeddings.baseUrl=embeddings.local", "/embeddings/baseUrl"),
+        (
+            "networkPolicy.embeddings.cidrs[0]=not-a-cidr",
+            "/networkPolicy/embeddings/cidrs/0",
+        ),
         (
             "networkPolicy.model.cidrs[0]=not-a-cidr",
             "/networkPolicy/model/cidrs/0",
@@ -411,6 +428,10 @@ async fn default_values_render_and_pass_a_server_side_dry_run() {
             "EOL_MODEL_BASE_URL",
             "EOL_MODEL_API_KEY_SECRET",
             "EOL_REDIS_STORAGE_CLASS",
+            // No embeddings API: the operator gives runner pods EOL_EMBEDDINGS=off.
+            "EOL_EMBEDDING_BASE_URL",
+            "EOL_EMBEDDING_MODEL",
+            "EOL_EMBEDDING_API_KEY_SECRET",
         ] {
             assert!(!env.contains_key(unset), "{unset} is not set by default");
         }
@@ -465,6 +486,15 @@ async fn custom_values_render_and_pass_a_server_side_dry_run() {
             ("EOL_MODEL_NAME", "qwen2.5"),
             ("EOL_MODEL_RESPONSE_FORMAT", "json_object"),
             ("EOL_MODEL_API_KEY_SECRET", "llm-credentials/token"),
+            (
+                "EOL_EMBEDDING_BASE_URL",
+                "http://embeddings.models.svc:8080/v1",
+            ),
+            ("EOL_EMBEDDING_MODEL", "nomic-embed-text"),
+            (
+                "EOL_EMBEDDING_API_KEY_SECRET",
+                "embed-credentials/embed-token",
+            ),
             ("EOL_LOG_FORMAT", "text"),
             ("RUST_LOG", "info,kube=debug"),
             ("HTTPS_PROXY", "http://proxy.internal:3128"),
@@ -492,7 +522,11 @@ async fn custom_values_render_and_pass_a_server_side_dry_run() {
             .iter()
             .map(|rule| rule["ports"].to_string())
             .collect();
-        assert_eq!(egress.len(), 3, "DNS, external Redis, model: {egress:#?}");
+        assert_eq!(
+            egress.len(),
+            4,
+            "DNS, external Redis, model, embeddings: {egress:#?}"
+        );
         assert!(ports[0].contains("53") && ports[0].contains("UDP") && ports[0].contains("TCP"));
         assert_eq!(egress[1]["to"][0]["ipBlock"]["cidr"], "192.168.10.0/24");
         assert_eq!(egress[1]["ports"][0]["port"], 6379);
@@ -502,6 +536,11 @@ async fn custom_values_render_and_pass_a_server_side_dry_run() {
             "vllm"
         );
         assert_eq!(egress[2]["ports"][0]["port"], 8080);
+        assert_eq!(egress[3]["to"][0]["ipBlock"]["cidr"], "10.30.0.0/16");
+        assert_eq!(
+            egress[3]["ports"],
+            json!([{"port": 8081, "protocol": "TCP"}])
+        );
 
         // The ServiceMonitor CRD is not installed on this cluster (and installing
         // the Prometheus Operator's CRD for one test would change a shared

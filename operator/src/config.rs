@@ -44,6 +44,18 @@ pub struct OperatorConfig {
     /// Structured-output form sent to the model first (`json_schema` or `json_object`).
     #[arg(long, env = "EOL_MODEL_RESPONSE_FORMAT")]
     pub model_response_format: Option<String>,
+    /// Base URL of the OpenAI-compatible `/v1/embeddings` API runner pods embed with
+    /// (semantic cache, vector context). Unset: runner pods run with embeddings off.
+    #[arg(long, env = "EOL_EMBEDDING_BASE_URL")]
+    pub embedding_base_url: Option<String>,
+    /// Embedding model name sent to that API (default: the runner's, `default`).
+    #[arg(long, env = "EOL_EMBEDDING_MODEL")]
+    pub embedding_model: Option<String>,
+    /// API-key Secret of the embeddings API, as `name/key`, looked up in each Feature's
+    /// namespace and mounted as a file. Optional in the pod: when it is missing, runner
+    /// pods start without embeddings and log why.
+    #[arg(long, env = "EOL_EMBEDDING_API_KEY_SECRET", value_parser = parse_key_ref)]
+    pub embedding_api_key_secret: Option<KeyRef>,
     /// Seconds new pods have to become Ready in a phase switch, unless the Feature says otherwise.
     #[arg(long, env = "EOL_PROGRESS_DEADLINE_SECONDS", default_value_t = 180)]
     pub progress_deadline_seconds: i32,
@@ -65,6 +77,9 @@ impl Default for OperatorConfig {
             model_name: None,
             model_api_key_secret: None,
             model_response_format: None,
+            embedding_base_url: None,
+            embedding_model: None,
+            embedding_api_key_secret: None,
             progress_deadline_seconds: 180,
             watch_namespace: None,
         }

@@ -1,5 +1,6 @@
 //! What every pod the operator creates shares: labels, security contexts,
-//! resources, and how runner pods get Redis and model settings (from Secrets).
+//! resources, and how runner pods get Redis, model and embeddings settings
+//! (keys from Secrets).
 
 use crate::config::OperatorConfig;
 use eol_core::crd::KeyRef;
@@ -23,6 +24,8 @@ pub const FEATURE_FILE: &str = "feature.eol";
 pub const TESTS_FILE: &str = "feature.test.eol";
 /// Where the model API key is mounted.
 const API_KEY_DIR: &str = "/var/run/secrets/eol/model";
+/// Where the embeddings API key is mounted.
+const EMBEDDING_KEY_DIR: &str = "/var/run/secrets/eol/embeddings";
 
 /// Labels shared by everything the operator creates for `instance`.
 pub fn labels(component: &str, instance: &str) -> BTreeMap<String, String> {
@@ -135,7 +138,7 @@ impl ModelSettings {
 
 /// Everything a runner container needs besides its command.
 pub struct RunnerPod<'a> {
-    /// Operator settings (image, pull policy).
+    /// Operator settings (image, pull policy, embeddings API).
     pub config: &'a OperatorConfig,
     /// The Secret key holding the Redis URL (password included).
     pub redis_url: KeyRef,
@@ -146,7 +149,7 @@ pub struct RunnerPod<'a> {
 }
 
 impl RunnerPod<'_> {
-    /// The runner container running `args`, with Redis and model settings.
+    /// The runner container running `args`, with Redis, model and embeddings settings.
     pub fn container(&self, args: Vec<String>) -> Container {
         let mut env = vec![
             env_from_secret("REDIS_URL", &self.redis_url),
@@ -188,6 +191,29 @@ impl RunnerPod<'_> {
                 read_only: Some(true),
                 ..VolumeMount::default()
             });
+        }
+        match &self.config.embedding_base_url {
+            Some(url) => {
+                env.push(self::env("EOL_EMBEDDING_BASE_URL", url));
+                if let Some(model) = &self.config.embedding_model {
+                    env.push(self::env("EOL_EMBEDDING_MODEL", model));
+                }
+                if self.config.embedding_api_key_secret.is_some() {
+                    env.push(self::env(
+                        "EOL_EMBEDDING_API_KEY_FILE",
+                        format!("{EMBEDDING_KEY_DIR}/api-key"),
+                    ));
+                    mounts.push(VolumeMount {
+                        name: "embedding-api-key".to_owned(),
+                        mount_path: EMBEDDING_KEY_DIR.to_owned(),
+                        read_only: Some(true),
+                        ..VolumeMount::default()
+                    });
+                }
+            }
+            // The image has no local embedding model: say "off" rather than
+            // fail to load one.
+            None => env.push(self::env("EOL_EMBEDDINGS", "off")),
         }
         Container {
             name: "runner".to_owned(),
@@ -237,6 +263,27 @@ impl RunnerPod<'_> {
                 ..Volume::default()
             });
         }
+        if let (Some(_), Some(key)) = (
+            &self.config.embedding_base_url,
+            &self.config.embedding_api_key_secret,
+        ) {
+            volumes.push(Volume {
+                name: "embedding-api-key".to_owned(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(key.name.clone()),
+                    items: Some(vec![KeyToPath {
+                        key: key.key.clone(),
+                        path: "api-key".to_owned(),
+                        ..KeyToPath::default()
+                    }]),
+                    default_mode: Some(0o440),
+                    // Embeddings are an optimisation: without the Secret the pod
+                    // starts anyway, and the runner logs that the key file is missing.
+                    optional: Some(true),
+                }),
+                ..Volume::default()
+            });
+        }
         volumes
     }
 }
@@ -257,6 +304,178 @@ pub fn short_name(name: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The runner container and volumes for `config`, with a model key Secret.
+    fn runner(config: &OperatorConfig) -> (Container, Vec<Volume>) {
+        let model = ModelSettings {
+            base_url: Some("http://llm/v1".to_owned()),
+            api_key: Some(KeyRef {
+                name: "llm".to_owned(),
+                key: "api-key".to_owned(),
+            }),
+            ..ModelSettings::default()
+        };
+        let pod = RunnerPod {
+            config,
+            redis_url: KeyRef {
+                name: "eol-redis".to_owned(),
+                key: "url".to_owned(),
+            },
+            model: &model,
+            source_config_map: "feature-abc",
+        };
+        (pod.container(vec!["serve".to_owned()]), pod.volumes())
+    }
+
+    /// Plain environment values by name (Secret references are not values).
+    fn env_values(container: &Container) -> BTreeMap<String, Option<String>> {
+        container
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.clone(), e.value.clone()))
+            .collect()
+    }
+
+    fn embeddings_config(key: Option<KeyRef>) -> OperatorConfig {
+        OperatorConfig {
+            embedding_base_url: Some("http://embed.models.svc:8080/v1".to_owned()),
+            embedding_model: Some("nomic-embed-text".to_owned()),
+            embedding_api_key_secret: key,
+            ..OperatorConfig::default()
+        }
+    }
+
+    #[test]
+    fn without_an_embeddings_api_runner_pods_have_embeddings_off() {
+        let (container, volumes) = runner(&OperatorConfig::default());
+        let env = env_values(&container);
+        assert_eq!(env["EOL_EMBEDDINGS"].as_deref(), Some("off"));
+        for unset in [
+            "EOL_EMBEDDING_BASE_URL",
+            "EOL_EMBEDDING_MODEL",
+            "EOL_EMBEDDING_API_KEY",
+            "EOL_EMBEDDING_API_KEY_FILE",
+        ] {
+            assert!(!env.contains_key(unset), "{unset}");
+        }
+        assert!(volumes.iter().all(|v| v.name != "embedding-api-key"));
+        // The model key is still a file.
+        assert_eq!(
+            env["EOL_LLM_API_KEY_FILE"].as_deref(),
+            Some("/var/run/secrets/eol/model/api-key")
+        );
+    }
+
+    #[test]
+    fn an_embeddings_api_is_passed_to_runner_pods_with_its_key_as_a_file() {
+        let key = KeyRef {
+            name: "embed-credentials".to_owned(),
+            key: "token".to_owned(),
+        };
+        let (container, volumes) = runner(&embeddings_config(Some(key)));
+        let env = env_values(&container);
+        assert_eq!(
+            env["EOL_EMBEDDING_BASE_URL"].as_deref(),
+            Some("http://embed.models.svc:8080/v1")
+        );
+        assert_eq!(
+            env["EOL_EMBEDDING_MODEL"].as_deref(),
+            Some("nomic-embed-text")
+        );
+        assert_eq!(
+            env["EOL_EMBEDDING_API_KEY_FILE"].as_deref(),
+            Some("/var/run/secrets/eol/embeddings/api-key")
+        );
+        assert!(!env.contains_key("EOL_EMBEDDINGS"));
+        // Never the key itself in the environment, not even as a Secret reference.
+        assert!(!env.contains_key("EOL_EMBEDDING_API_KEY"));
+        assert!(
+            container
+                .env
+                .iter()
+                .flatten()
+                .all(|e| e.value_from.is_none() || e.name == "REDIS_URL")
+        );
+
+        let mount = container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == "embedding-api-key")
+            .expect("the key is mounted");
+        assert_eq!(mount.mount_path, "/var/run/secrets/eol/embeddings");
+        assert_eq!(mount.read_only, Some(true));
+        let volume = volumes
+            .iter()
+            .find(|v| v.name == "embedding-api-key")
+            .expect("a volume for the key");
+        let secret = volume.secret.as_ref().expect("a Secret volume");
+        assert_eq!(secret.secret_name.as_deref(), Some("embed-credentials"));
+        let items = secret.items.as_ref().expect("one item");
+        assert_eq!(items.len(), 1);
+        assert_eq!(
+            (items[0].key.as_str(), items[0].path.as_str()),
+            ("token", "api-key")
+        );
+        assert_eq!(secret.default_mode, Some(0o440));
+        assert_eq!(
+            secret.optional,
+            Some(true),
+            "a missing key never blocks the pod"
+        );
+        // Both keys, in their own directories.
+        let mounts: Vec<&str> = container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.mount_path.as_str())
+            .collect();
+        assert!(mounts.contains(&"/var/run/secrets/eol/model"));
+        assert_eq!(volumes.iter().filter(|v| v.secret.is_some()).count(), 2);
+    }
+
+    #[test]
+    fn an_embeddings_api_without_a_key_or_model_sets_only_the_url() {
+        let config = OperatorConfig {
+            embedding_model: None,
+            ..embeddings_config(None)
+        };
+        let (container, volumes) = runner(&config);
+        let env = env_values(&container);
+        assert!(env.contains_key("EOL_EMBEDDING_BASE_URL"));
+        for unset in [
+            "EOL_EMBEDDINGS",
+            "EOL_EMBEDDING_MODEL",
+            "EOL_EMBEDDING_API_KEY_FILE",
+        ] {
+            assert!(!env.contains_key(unset), "{unset}");
+        }
+        assert!(volumes.iter().all(|v| v.name != "embedding-api-key"));
+    }
+
+    #[test]
+    fn an_embeddings_key_without_a_url_is_not_mounted() {
+        let config = OperatorConfig {
+            embedding_base_url: None,
+            ..embeddings_config(Some(KeyRef {
+                name: "embed-credentials".to_owned(),
+                key: "token".to_owned(),
+            }))
+        };
+        let (container, volumes) = runner(&config);
+        let env = env_values(&container);
+        assert_eq!(env["EOL_EMBEDDINGS"].as_deref(), Some("off"));
+        assert!(!env.contains_key("EOL_EMBEDDING_API_KEY_FILE"));
+        assert!(volumes.iter().all(|v| v.name != "embedding-api-key"));
+        assert!(
+            container
+                .volume_mounts
+                .iter()
+                .flatten()
+                .all(|m| m.name != "embedding-api-key")
+        );
+    }
 
     #[test]
     fn long_names_are_cut_deterministically() {

@@ -45,8 +45,35 @@ pub const EMBEDDINGS_ENV: &str = "EOL_EMBEDDINGS";
 pub const EMBEDDING_URL_ENV: &str = "EOL_EMBEDDING_BASE_URL";
 /// The model name sent to [`EMBEDDING_URL_ENV`].
 pub const EMBEDDING_MODEL_ENV: &str = "EOL_EMBEDDING_MODEL";
-/// The API key for [`EMBEDDING_URL_ENV`] (from a Secret in a pod).
+/// The API key for [`EMBEDDING_URL_ENV`].
 pub const EMBEDDING_KEY_ENV: &str = "EOL_EMBEDDING_API_KEY";
+/// A file holding the API key for [`EMBEDDING_URL_ENV`] (how runner pods get it:
+/// a mounted Secret, never an environment value). [`EMBEDDING_KEY_ENV`] wins when both are set.
+pub const EMBEDDING_KEY_FILE_ENV: &str = "EOL_EMBEDDING_API_KEY_FILE";
+
+/// The API key for `model` from `env` (a lookup, so tests need not touch the
+/// process environment): [`EMBEDDING_KEY_ENV`], else the trimmed contents of
+/// the file [`EMBEDDING_KEY_FILE_ENV`] names; an unreadable file is an error
+/// naming it.
+pub fn embedding_api_key(
+    env: &dyn Fn(&str) -> Option<String>,
+    model: &str,
+) -> Result<Option<String>, EmbedError> {
+    if let Some(key) = env(EMBEDDING_KEY_ENV) {
+        return Ok(Some(key));
+    }
+    let Some(path) = env(EMBEDDING_KEY_FILE_ENV) else {
+        return Ok(None);
+    };
+    std::fs::read_to_string(&path)
+        .map(|key| Some(key.trim().to_owned()))
+        .map_err(|e| EmbedError::Model {
+            model: model.to_owned(),
+            message: format!(
+                "failed to read the API key file {EMBEDDING_KEY_FILE_ENV}={path}: {e}"
+            ),
+        })
+}
 
 /// The embedder the environment asks for: an OpenAI-compatible API when
 /// [`EMBEDDING_URL_ENV`] is set, else the local all-MiniLM-L6-v2; `Ok(None)`
@@ -57,8 +84,9 @@ pub async fn embedder_from_env() -> Result<Option<Arc<dyn Embedder>>, EmbedError
     }
     if let Ok(url) = std::env::var(EMBEDDING_URL_ENV) {
         let model = std::env::var(EMBEDDING_MODEL_ENV).unwrap_or_else(|_| "default".into());
+        let api_key = embedding_api_key(&|name| std::env::var(name).ok(), &model)?;
         let mut config = OpenAiConfig::new(url, model);
-        config.api_key = std::env::var(EMBEDDING_KEY_ENV).ok();
+        config.api_key = api_key;
         let embedder = OpenAiEmbedder::new(config)?;
         // The index schema needs the dimension before the first real text.
         embedder.embed(&["dimension probe".to_owned()]).await?;
@@ -71,6 +99,38 @@ pub async fn embedder_from_env() -> Result<Option<Arc<dyn Embedder>>, EmbedError
             message: e.to_string(),
         })??;
     Ok(Some(Arc::new(model)))
+}
+
+/// Makes an embedder; `Ok(None)` means embeddings are turned off.
+pub type EmbedderFactory = Arc<
+    dyn Fn() -> BoxFuture<'static, Result<Option<Arc<dyn Embedder>>, EmbedError>> + Send + Sync,
+>;
+
+/// Where the caches get their embedder.
+#[derive(Clone, Default)]
+pub enum EmbedderSource {
+    /// No embeddings: no semantic cache, context ranked by shared words.
+    #[default]
+    Off,
+    /// This embedder.
+    Ready(Arc<dyn Embedder>),
+    /// Made on the first prototyped call that needs it and, when that fails
+    /// (an embeddings API not up yet, say), again after [`RETRY_AFTER`]: a pod
+    /// started before its embeddings server gets its caches once the server is up.
+    Retry(EmbedderFactory),
+}
+
+impl EmbedderSource {
+    /// [`embedder_from_env`], retried.
+    pub fn from_env() -> Self {
+        Self::Retry(Arc::new(|| Box::pin(embedder_from_env())))
+    }
+}
+
+impl From<Option<Arc<dyn Embedder>>> for EmbedderSource {
+    fn from(embedder: Option<Arc<dyn Embedder>>) -> Self {
+        embedder.map_or(Self::Off, Self::Ready)
+    }
 }
 
 /// How a call was served from a cache.
@@ -96,18 +156,18 @@ struct VectorParts {
 struct Lazy<T> {
     state: tokio::sync::Mutex<Option<Arc<T>>>,
     failed: Mutex<Option<(String, Instant)>>,
-}
-
-impl<T> Default for Lazy<T> {
-    fn default() -> Self {
-        Self {
-            state: tokio::sync::Mutex::new(None),
-            failed: Mutex::new(None),
-        }
-    }
+    retry_after: Duration,
 }
 
 impl<T> Lazy<T> {
+    fn new(retry_after: Duration) -> Self {
+        Self {
+            state: tokio::sync::Mutex::new(None),
+            failed: Mutex::new(None),
+            retry_after,
+        }
+    }
+
     /// The part, started with `start` if it is not yet and did not fail recently.
     async fn get<F, Fut>(&self, what: &str, feature: &str, start: F) -> Option<Arc<T>>
     where
@@ -120,7 +180,7 @@ impl<T> Lazy<T> {
         }
         if let Ok(failed) = self.failed.lock()
             && let Some((_, at)) = failed.as_ref()
-            && at.elapsed() < RETRY_AFTER
+            && at.elapsed() < self.retry_after
         {
             return None;
         }
@@ -137,7 +197,7 @@ impl<T> Lazy<T> {
                 tracing::warn!(
                     feature,
                     "{what} off for now (tried again in {}s): {why}",
-                    RETRY_AFTER.as_secs()
+                    self.retry_after.as_secs()
                 );
                 if let Ok(mut failed) = self.failed.lock() {
                     *failed = Some((why, Instant::now()));
@@ -181,7 +241,9 @@ pub struct FeatureCaches {
     feature: String,
     settings: Option<eol_core::CacheSettings>,
     store: Arc<RedisStore>,
-    embedder: Option<Arc<dyn Embedder>>,
+    embedder: EmbedderSource,
+    /// The embedder once made (kept when Redis, not the embedder, failed to start).
+    made: tokio::sync::OnceCell<Arc<dyn Embedder>>,
     /// Documents for the context index: the prose, then each reference.
     docs: Vec<ContextDoc>,
     /// The hash of everything a prototyped answer depends on (prose, documents,
@@ -220,14 +282,14 @@ pub fn source_hash(feature: &Feature, docs: &[ContextDoc]) -> String {
 }
 
 impl FeatureCaches {
-    /// The caches of `feature` on `store`, embedding with `embedder` (none:
+    /// The caches of `feature` on `store`, embedding with `embedder` (off:
     /// no semantic cache and no vector context). Nothing connects until a call
     /// needs it. With `model`, the context that does not fit is summarised by it.
     pub fn new(
         feature: &Feature,
         docs: &[ContextDoc],
         store: Arc<RedisStore>,
-        embedder: Option<Arc<dyn Embedder>>,
+        embedder: EmbedderSource,
         model: Option<Arc<Prototyper>>,
     ) -> Self {
         let mut index_docs = vec![ContextDoc::new(
@@ -248,12 +310,20 @@ impl FeatureCaches {
             settings: feature.frontmatter.cache.clone(),
             store,
             embedder,
+            made: tokio::sync::OnceCell::new(),
             docs: index_docs,
             source_hash: source_hash(feature, docs),
             summarizer: model,
-            vector: Lazy::default(),
-            results: Lazy::default(),
+            vector: Lazy::new(RETRY_AFTER),
+            results: Lazy::new(RETRY_AFTER),
         }
+    }
+
+    /// Parts that failed to start are tried again after `after` instead of [`RETRY_AFTER`].
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        self.vector.retry_after = after;
+        self.results.retry_after = after;
+        self
     }
 
     /// The hash prototyped answers are tagged with.
@@ -292,12 +362,38 @@ impl FeatureCaches {
     }
 
     async fn vector_parts(&self) -> Option<Arc<VectorParts>> {
-        let embedder = self.embedder.clone()?;
+        if matches!(self.embedder, EmbedderSource::Off) {
+            return None;
+        }
         self.vector
-            .get("vector context and semantic cache", &self.feature, || {
-                self.start_vector(embedder)
+            .get(
+                "vector context and semantic cache",
+                &self.feature,
+                || async {
+                    let embedder = self.embedder().await?;
+                    self.start_vector(embedder).await
+                },
+            )
+            .await
+    }
+
+    /// The embedder, made now if the source is a factory.
+    async fn embedder(&self) -> Result<Arc<dyn Embedder>, String> {
+        let factory = match &self.embedder {
+            EmbedderSource::Off => return Err("embeddings are off".into()),
+            EmbedderSource::Ready(embedder) => return Ok(embedder.clone()),
+            EmbedderSource::Retry(factory) => factory.clone(),
+        };
+        self.made
+            .get_or_try_init(|| async move {
+                match factory().await {
+                    Ok(Some(embedder)) => Ok(embedder),
+                    Ok(None) => Err(format!("embeddings are off ({EMBEDDINGS_ENV}=off)")),
+                    Err(e) => Err(format!("no embedding model: {e}")),
+                }
             })
             .await
+            .cloned()
     }
 
     async fn start_vector(&self, embedder: Arc<dyn Embedder>) -> Result<VectorParts, String> {
@@ -600,5 +696,56 @@ impl Collector for CacheMetrics {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(vars: &[(&str, String)]) -> impl Fn(&str) -> Option<String> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        move |name| vars.get(name).cloned()
+    }
+
+    #[test]
+    fn the_embedding_api_key_is_read_from_its_file_and_trimmed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("api-key");
+        std::fs::write(&file, "sk-embed\n").expect("write the key");
+        let path = file.display().to_string();
+        let key = embedding_api_key(&lookup(&[(EMBEDDING_KEY_FILE_ENV, path.clone())]), "m")
+            .expect("readable");
+        assert_eq!(key.as_deref(), Some("sk-embed"));
+        // The variable itself wins, as for the model key.
+        let key = embedding_api_key(
+            &lookup(&[
+                (EMBEDDING_KEY_ENV, "sk-env".to_owned()),
+                (EMBEDDING_KEY_FILE_ENV, path),
+            ]),
+            "m",
+        )
+        .expect("set");
+        assert_eq!(key.as_deref(), Some("sk-env"));
+        assert_eq!(embedding_api_key(&lookup(&[]), "m").expect("none"), None);
+    }
+
+    #[test]
+    fn an_unreadable_embedding_api_key_file_is_named_in_the_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let missing = dir.path().join("api-key").display().to_string();
+        let error = embedding_api_key(
+            &lookup(&[(EMBEDDING_KEY_FILE_ENV, missing.clone())]),
+            "text-embed",
+        )
+        .expect_err("missing file");
+        let message = error.to_string();
+        assert!(message.contains(&missing), "{message}");
+        assert!(message.contains(EMBEDDING_KEY_FILE_ENV), "{message}");
+        assert!(message.contains("text-embed"), "{message}");
     }
 }

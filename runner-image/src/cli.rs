@@ -604,11 +604,20 @@ async fn load_runtime(
         .with_tools(tools);
     // Embeddings serve only prototyped calls (semantic cache, vector context).
     let runtime = if runtime.model().is_some() {
-        let embedder = match eol_runner::caches::embedder_from_env().await {
-            Ok(embedder) => embedder,
+        use eol_runner::caches::{EMBEDDINGS_ENV, EmbedderSource, embedder_from_env};
+        // Made now, so a broken setting shows at start; when it fails, made
+        // again on a later prototyped call (the embeddings API may start later).
+        let embedder = match embedder_from_env().await {
+            Ok(None) => {
+                tracing::info!(
+                    "embeddings off ({EMBEDDINGS_ENV}=off): no semantic cache, context ranked by shared words"
+                );
+                EmbedderSource::Off
+            }
+            Ok(Some(embedder)) => EmbedderSource::Ready(embedder),
             Err(error) => {
-                tracing::warn!(%error, "no embedding model: no semantic cache, context ranked by shared words");
-                None
+                tracing::warn!(%error, "no embedding model yet: calls go on without semantic cache and vector context; tried again on a later prototyped call");
+                EmbedderSource::from_env()
             }
         };
         runtime.with_caches(embedder)

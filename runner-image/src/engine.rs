@@ -206,7 +206,7 @@ impl Runtime {
             &feature,
             &docs,
             store.clone(),
-            None,
+            crate::caches::EmbedderSource::Off,
             None,
         ));
         Ok(Self {
@@ -238,14 +238,26 @@ impl Runtime {
     /// Caches and vector context embedding with `embedder` (none: only the
     /// result cache), with summaries of left-over context by the model set by
     /// [`Self::with_model`] (call that first).
-    pub fn with_caches(mut self, embedder: Option<Arc<dyn eol_vector::Embedder>>) -> Self {
-        self.caches = Arc::new(FeatureCaches::new(
-            &self.feature,
-            &self.docs,
-            self.store.clone(),
-            embedder,
-            self.prototyper.clone(),
-        ));
+    pub fn with_caches(self, embedder: impl Into<crate::caches::EmbedderSource>) -> Self {
+        self.with_caches_retrying(embedder, crate::caches::RETRY_AFTER)
+    }
+
+    /// [`Self::with_caches`], trying a part that failed to start again after `after`.
+    pub fn with_caches_retrying(
+        mut self,
+        embedder: impl Into<crate::caches::EmbedderSource>,
+        after: std::time::Duration,
+    ) -> Self {
+        self.caches = Arc::new(
+            FeatureCaches::new(
+                &self.feature,
+                &self.docs,
+                self.store.clone(),
+                embedder.into(),
+                self.prototyper.clone(),
+            )
+            .with_retry_after(after),
+        );
         self
     }
 

@@ -9,15 +9,16 @@ mod common;
 
 use common::scripted_llm::{Scripted, ScriptedServer};
 use eol_core::parse_feature;
-use eol_runner::caches::CacheMetrics;
+use eol_runner::caches::{CacheMetrics, EmbedderFactory, EmbedderSource};
 use eol_runner::engine::Runtime;
 use eol_runner::llm::{ChatClient, LlmSettings, ResponseFormatMode};
 use eol_runner::prototype::Prototyper;
 use eol_runner::store::LocalRedis;
-use eol_vector::Embedder;
 use eol_vector::embed::local::MiniLm;
+use eol_vector::{EmbedError, Embedder};
 use serde_json::json;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 const TRIAGE: &str = r#"---
@@ -548,4 +549,88 @@ async fn without_the_search_module_calls_go_on_uncached_and_say_why() {
         .unwrap()
         .to_owned();
     assert!(system.contains("customers of a mobile app"), "{system}");
+}
+
+#[tokio::test]
+async fn an_embedder_that_fails_at_start_is_made_again_later() {
+    // An embeddings API that is not up yet when the runner starts (the first
+    // attempt fails), then is: the caches start on a later call.
+    let redis = common::local_redis();
+    let server = ScriptedServer::start(vec![
+        Scripted::answer("{\"label\": \"bug\"}"),
+        Scripted::answer("{\"label\": \"bug\"}"),
+    ])
+    .await;
+    let model = Arc::new(Prototyper::new(
+        ChatClient::new(scripted_settings(&server.url, 4096)).unwrap(),
+    ));
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let factory: EmbedderFactory = {
+        let attempts = attempts.clone();
+        Arc::new(move || {
+            let attempt = attempts.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                if attempt == 0 {
+                    Err(EmbedError::Failed {
+                        model: "embeddings-api".into(),
+                        message: "connection refused".into(),
+                    })
+                } else {
+                    Ok(Some(minilm()))
+                }
+            })
+        })
+    };
+    let feature = parse_feature("triage.eol", TRIAGE).unwrap();
+    let rt = Runtime::load(
+        "triage.eol",
+        feature,
+        common::pool(1).await,
+        common::store(&redis),
+    )
+    .await
+    .unwrap()
+    .with_model(Some(model))
+    .with_caches_retrying(EmbedderSource::Retry(factory), Duration::from_millis(300));
+    let input = json!({"text": "The app crashes as soon as I open it."});
+
+    let first = rt.execute("classify", &input, None).await.unwrap();
+    assert!(first.cache.is_none() && first.trace.is_some(), "{first:?}");
+    let status = rt.caches().status();
+    assert!(!status.semantic, "{status:?}");
+    assert!(
+        status
+            .vector_error
+            .as_deref()
+            .is_some_and(|e| e.contains("no embedding model") && e.contains("connection refused")),
+        "{status:?}"
+    );
+    assert_eq!(attempts.load(Ordering::SeqCst), 1);
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let second = rt.execute("classify", &input, None).await.unwrap();
+    assert!(second.trace.is_some(), "nothing was stored yet: {second:?}");
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        2,
+        "made again after the interval"
+    );
+    let status = rt.caches().status();
+    assert!(
+        status.semantic && status.vector_error.is_none(),
+        "{status:?}"
+    );
+
+    let third = rt.execute("classify", &input, None).await.unwrap();
+    assert_eq!(
+        third.cache.as_ref().map(|c| c.kind),
+        Some("semantic"),
+        "{third:?}"
+    );
+    assert_eq!(
+        server.request_count(),
+        2,
+        "the third call made no model call"
+    );
+    assert_eq!(attempts.load(Ordering::SeqCst), 2, "made once, then kept");
 }

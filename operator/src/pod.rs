@@ -248,43 +248,36 @@ impl RunnerPod<'_> {
             },
         ];
         if let Some(key) = &self.model.api_key {
-            volumes.push(Volume {
-                name: "model-api-key".to_owned(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(key.name.clone()),
-                    items: Some(vec![KeyToPath {
-                        key: key.key.clone(),
-                        path: "api-key".to_owned(),
-                        ..KeyToPath::default()
-                    }]),
-                    default_mode: Some(0o440),
-                    ..SecretVolumeSource::default()
-                }),
-                ..Volume::default()
-            });
+            volumes.push(api_key_volume("model-api-key", key, false));
         }
         if let (Some(_), Some(key)) = (
             &self.config.embedding_base_url,
             &self.config.embedding_api_key_secret,
         ) {
-            volumes.push(Volume {
-                name: "embedding-api-key".to_owned(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(key.name.clone()),
-                    items: Some(vec![KeyToPath {
-                        key: key.key.clone(),
-                        path: "api-key".to_owned(),
-                        ..KeyToPath::default()
-                    }]),
-                    default_mode: Some(0o440),
-                    // Embeddings are an optimisation: without the Secret the pod
-                    // starts anyway, and the runner logs that the key file is missing.
-                    optional: Some(true),
-                }),
-                ..Volume::default()
-            });
+            // Embeddings are an optimisation: without the Secret the pod
+            // starts anyway, and the runner logs that the key file is missing.
+            volumes.push(api_key_volume("embedding-api-key", key, true));
         }
         volumes
+    }
+}
+
+/// The volume `name` holding the Secret key `key` as the file `api-key`,
+/// readable by the pod's group only.
+fn api_key_volume(name: &str, key: &KeyRef, optional: bool) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(key.name.clone()),
+            items: Some(vec![KeyToPath {
+                key: key.key.clone(),
+                path: "api-key".to_owned(),
+                ..KeyToPath::default()
+            }]),
+            default_mode: Some(0o440),
+            optional: optional.then_some(true),
+        }),
+        ..Volume::default()
     }
 }
 

@@ -14,7 +14,20 @@ struct Server {
 }
 
 impl Drop for Server {
+    /// SIGTERM first, so `eol serve` shuts down and stops the local Redis it
+    /// started (a SIGKILL would leave that redis-server running); SIGKILL after 5 s.
     fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: kill(2) on the pid of our own child, which has not been reaped.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.start_kill();
     }
 }

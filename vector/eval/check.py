@@ -3,13 +3,14 @@
 
     python3 vector/eval/check.py
 
-Checks paraphrases.jsonl and structured.jsonl, and the held-out set written after the guard
-was tuned (heldout-paraphrases.jsonl, heldout-structured.jsonl): every line parses, the schema
-and ids, kind/same consistency, a != b, no duplicate pairs (in either order; a held-out pair
-must not repeat a pair of the tuning files either), word counts of the free-text queries, the
-fields per operation (a held-out operation must exist in structured.jsonl, with the same
-fields), and the per-kind minimum counts. Prints the counts and a wording-closeness summary per
-kind; exits 1 on any problem.
+Checks paraphrases.jsonl and structured.jsonl, the held-out set written after the guard
+was tuned (heldout-paraphrases.jsonl, heldout-structured.jsonl) and the fresh set written after
+the second tuning (fresh-paraphrases.jsonl, fresh-structured.jsonl): every line parses, the
+schema and ids, kind/same consistency, a != b, no duplicate pairs (in either order; a held-out
+pair must not repeat a pair of the tuning files, and a fresh pair must not repeat a pair of any
+other file), word counts of the free-text queries, the fields per operation (a held-out or fresh
+operation must exist in structured.jsonl, with the same fields), and the per-kind minimum
+counts. Prints the counts and a wording-closeness summary per kind; exits 1 on any problem.
 """
 
 import collections
@@ -70,6 +71,11 @@ HELDOUT_TEXT_MIN = {
 HELDOUT_TEXT_MIN_TOTAL = 220
 HELDOUT_STRUCT_MIN = {"paraphrase": 25}
 HELDOUT_STRUCT_MIN_TOTAL = 80
+# fresh set (ids f…/e…), written after the second tuning: same minimums as the held-out set
+FRESH_TEXT_MIN = dict(HELDOUT_TEXT_MIN)
+FRESH_TEXT_MIN_TOTAL = HELDOUT_TEXT_MIN_TOTAL
+FRESH_STRUCT_MIN = dict(HELDOUT_STRUCT_MIN)
+FRESH_STRUCT_MIN_TOTAL = HELDOUT_STRUCT_MIN_TOTAL
 TEXT_KEYS = {"id", "domain", "a", "b", "same", "kind"}
 STRUCT_KEYS = {"id", "operation", "a", "b", "same", "kind"}
 MIN_WORDS, MAX_WORDS = 5, 40
@@ -145,7 +151,7 @@ def check_duplicates(rows, name):
 
 
 def check_not_in(rows, others, name):
-    """A held-out pair must not repeat a pair of the tuning file `name` (either order)."""
+    """A pair of `rows` must not repeat a pair of the other file `name` (either order)."""
     seen = {pair_key(r): r["id"] for r in others}
     for row in rows:
         key = pair_key(row)
@@ -270,10 +276,31 @@ def main():
         h_struct, HELDOUT_STRUCT_MIN, HELDOUT_STRUCT_MIN_TOTAL, "heldout-structured.jsonl"
     )
 
+    # fresh set: same checks, own ids and minimums, no pair shared with any other file
+    f_text = check_text(HERE / "fresh-paraphrases.jsonl", r"f\d{4}")
+    f_struct = check_struct(HERE / "fresh-structured.jsonl", r"e\d{4}", shapes, known_ops)
+    for fresh in (f_text, f_struct):
+        for others, name in (
+            (text, "paraphrases.jsonl"),
+            (struct, "structured.jsonl"),
+            (h_text, "heldout-paraphrases.jsonl"),
+            (h_struct, "heldout-structured.jsonl"),
+        ):
+            check_not_in(fresh, others, name)
+    check_not_in(f_struct, f_text, "fresh-paraphrases.jsonl")
+    f_text_counts = check_counts(
+        f_text, FRESH_TEXT_MIN, FRESH_TEXT_MIN_TOTAL, "fresh-paraphrases.jsonl"
+    )
+    f_struct_counts = check_counts(
+        f_struct, FRESH_STRUCT_MIN, FRESH_STRUCT_MIN_TOTAL, "fresh-structured.jsonl"
+    )
+
     report_text("paraphrases.jsonl", text, text_counts)
     report_struct("structured.jsonl", struct, struct_counts)
     report_text("heldout-paraphrases.jsonl", h_text, h_text_counts)
     report_struct("heldout-structured.jsonl", h_struct, h_struct_counts)
+    report_text("fresh-paraphrases.jsonl", f_text, f_text_counts)
+    report_struct("fresh-structured.jsonl", f_struct, f_struct_counts)
 
     if problems:
         for p in problems:

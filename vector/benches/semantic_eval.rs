@@ -32,14 +32,16 @@
 //!   the vector already looked up, so neither process start-up nor the pipe to
 //!   Python is counted. A warm-up pass runs first and is not counted.
 //!
-//! - **Tuning and held-out pairs.** Every figure is also given for the pairs
-//!   the guard's rules were tuned on (`paraphrases.jsonl`, `structured.jsonl`:
-//!   `tuning`) and for a set written afterwards by someone who had seen neither
-//!   the guard nor any result (`heldout-*.jsonl`: `heldout`).
+//! - **Tuning, held-out and fresh pairs.** Every figure is also given per
+//!   split: `tuning` (`paraphrases.jsonl`, `structured.jsonl`, the first
+//!   tuning), `heldout` (`heldout-*.jsonl`, written blind to the guard, held out
+//!   in the first round, tuned on in the second) and `fresh` (`fresh-*.jsonl`,
+//!   written blind to the guard, the results and the other held-out files,
+//!   never tuned on).
 //!
 //! Knobs: `EOL_EVAL_THRESHOLDS` (`0.05,0.1,0.15,0.2,0.3`, cosine distance),
 //! `EOL_EVAL_PAIRS` (limit per file, for a quick run), `EOL_EVAL_SETS`
-//! (`tuning`, `heldout` or `all`, the default), `EOL_REDISVL_PYTHON`
+//! (a comma-separated list of `tuning`, `heldout`, `fresh`; default all three), `EOL_REDISVL_PYTHON`
 //! (default: `scripts/redisvl-env.sh python`), `EOL_EVAL_TEXT_PROMPT`, and
 //! for diagnosis:
 //!
@@ -161,7 +163,8 @@ fn load_pairs(raw_text: bool, limit: usize, splits: &[&'static str]) -> Vec<Pair
     for &split in splits {
         let (text_file, structured_file) = match split {
             "tuning" => ("paraphrases.jsonl", "structured.jsonl"),
-            _ => ("heldout-paraphrases.jsonl", "heldout-structured.jsonl"),
+            "heldout" => ("heldout-paraphrases.jsonl", "heldout-structured.jsonl"),
+            _ => ("fresh-paraphrases.jsonl", "fresh-structured.jsonl"),
         };
         for r in read_jsonl(&eval.join(text_file)).into_iter().take(limit) {
             let (a, b) = (r["a"].as_str().expect("a"), r["b"].as_str().expect("b"));
@@ -667,12 +670,15 @@ async fn evaluate() {
         "EOL_EVAL_TEXT_PROMPT is raw or json"
     );
     let raw_text = text_prompt == "raw";
-    let splits: Vec<&'static str> = match env_or("EOL_EVAL_SETS", "all").as_str() {
-        "tuning" => vec!["tuning"],
-        "heldout" => vec!["heldout"],
-        "all" => vec!["tuning", "heldout"],
-        other => panic!("EOL_EVAL_SETS is tuning, heldout or all, not {other}"),
-    };
+    let splits: Vec<&'static str> = env_or("EOL_EVAL_SETS", "tuning,heldout,fresh")
+        .split(',')
+        .map(|s| match s.trim() {
+            "tuning" => "tuning",
+            "heldout" => "heldout",
+            "fresh" => "fresh",
+            other => panic!("EOL_EVAL_SETS lists tuning, heldout and fresh, not {other}"),
+        })
+        .collect();
     let mut pairs = load_pairs(raw_text, limit, &splits);
     if std::env::var_os("EOL_EVAL_GUARD_ONLY").is_some() {
         return guard_only(&pairs);
@@ -849,7 +855,7 @@ async fn evaluate() {
     );
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     for (t, e, r) in &results {
-        for set in ["all", "text", "structured", "tuning", "heldout"] {
+        for set in ["all", "text", "structured", "tuning", "heldout", "fresh"] {
             if !e.latency.contains_key(set) {
                 continue; // a split not loaded (EOL_EVAL_SETS)
             }
@@ -874,7 +880,7 @@ async fn evaluate() {
         "different_entity",
         "topic_shift",
     ];
-    let groups: Vec<&str> = ["all", "tuning", "heldout"]
+    let groups: Vec<&str> = ["all", "tuning", "heldout", "fresh"]
         .into_iter()
         .filter(|g| {
             results

@@ -30,8 +30,12 @@
 //!   tokens: double-quoted spans whole; URLs, e-mails, domains, words with
 //!   digits (`KB-104`) and all-capital compounds (`LAMP-OAK`) as codes;
 //!   numbers normalised (`1,500`, `twelve`, `12th`, `a dozen`, `twice`,
-//!   `twenty-five`, `5kg` → `5` + `kg`; a number with a time unit is one
-//!   duration, so `two weeks` is `14 days`; `one`, `first` and `once` are left
+//!   `double`, `twenty-five`, `5kg` → `5` + `kg`, `8-hour` → `8` + `hour`,
+//!   `30 percent` → `30%`, `order 88's` → `88`, a ratio `16:9` → `16` and
+//!   `9` (a time of day writes its minutes with two digits), an ISO date
+//!   `2024-03-05` → `5 March 2024`; a number with a time unit is one
+//!   duration, so `two weeks` is `14 days` and `half an hour`, `a quarter
+//!   of an hour` are `30` and `15 minutes`; `one`, `first` and `once` are left
 //!   as words: they are as often articles or pronouns, except `one` before a
 //!   unit of time, and `a`/`an` between a preposition and one, which count
 //!   one unit: `within a day` is `24 hours`, `one hour` is `60 minutes`,
@@ -48,6 +52,9 @@
 //!     `instead`, `absent`, `unless`, `stop` (`hasn't paid` / `unpaid`,
 //!     `can't attach` / `attaching fails`); negative words alone never refuse;
 //!   - **numbers**, as sets (a paraphrase may repeat or reorder them); a
+//!     `1` left unmatched may be the other side's word `one`, `once` or
+//!     `first`, and one unit of time the other's unit with no number (`one
+//!     week` / `a week later`, `24 hours` / `a day`); a
 //!     time of day with its half of the day (`7 pm`, `7:30am`, `19:30`) is
 //!     read on the 24-hour clock, and matches the same hour written without
 //!     it (`7 pm` / `19:00` / `at 7`) but not the other half (`7 am` /
@@ -60,14 +67,21 @@
 //!     in mid-sentence somewhere too (so "Record", "Transfer", "Someone" are
 //!     not names). A word in mixed case, with a capital after its first
 //!     letter (`iPad`, `eBay`, `YouTube`), is a name wherever it stands: no
-//!     rule of the language writes it so. Acronyms (`SKU`, `URL`) are weaker: one may be dropped or
+//!     rule of the language writes it so. A place matches its adjective:
+//!     two names sharing a stem of at least four letters, after which one
+//!     ends in an adjective suffix (`-n`, `-an`, `-ian`, `-ean`, `-ese`,
+//!     `-ish`, `-i`) or nothing and the other in at most two letters
+//!     (`Italy` / `Italian`, `Canada` / `Canadian`, `China` / `Chinese`).
+//!     Acronyms (`SKU`, `URL`) are weaker: one may be dropped or
 //!     spelled out (`PO` / `post office`), but acronyms unmatched on both
 //!     sides (`DHL` / `UPS`) are a different entity;
 //!   - **questions**: two questions asking for different things (`when`,
 //!     `where`, `who`, `why`, `how much`/`many`, `how long`, `how often`,
 //!     `how fast`, plain `how`) differ; `what`/`which` and imperatives match
-//!     any. A question how to do something (plain `how` in a sentence that
-//!     ends with `?`) differs from a text that asks no question at all: that
+//!     any. A question how to do something (plain `how` followed by `to`,
+//!     or by a verb and a person, `how do I`, `how can we`, in a sentence
+//!     that ends with `?`; "how do X and Y compare?" asks about X and Y)
+//!     differs from a text that asks no question at all: that
 //!     is a request to do it or a report that it fails, not a request for
 //!     instructions ("How do I rename a folder?" / "Please let me rename
 //!     folders.", "The rename button does nothing.").
@@ -100,7 +114,13 @@
 //!     ("put the lamp after the mirror" / "put the mirror after the lamp",
 //!     "bill it to marketing instead of sales" / "to sales instead of
 //!     marketing"); a list in the object is read whole, so its items may
-//!     come in any order.
+//!     come in any order. When the texts keep at least 70% of their tokens
+//!     in order, two content words found once in each that trade places,
+//!     each standing where the other stood (the word just before, or just
+//!     after, is exchanged and differs), are refused too: "raising prices
+//!     cut churn and grew sales" / "raising prices cut sales and grew
+//!     churn"; not when the exchanged neighbour is `and`, `or` or a comma
+//!     (a list in another order).
 //!
 //! The guard errs on the side of a miss: a real paraphrase that changes one
 //! word of a short request ("Cancel my plan" / "Stop my plan"), that adds a
@@ -701,7 +721,8 @@ pub fn guard(stored: &Value, new: &Value, exact_fields: &[String]) -> Result<(),
     for (t, (a, b)) in texts.iter().zip(&sides).filter(|(t, _)| t.a != t.b) {
         local_edit(a, b)
             .and_then(|share| swapped_roles(a, b, share).map(|()| share))
-            .and_then(|share| moved_objects(a, b, share))
+            .and_then(|share| moved_objects(a, b, share).map(|()| share))
+            .and_then(|share| exchanged_contexts(a, b, share))
             .or_else(|r| fail(&t.path, r))?;
     }
     Ok(())
@@ -987,14 +1008,49 @@ impl Tokenizer {
             return self.push(core.to_owned(), Kind::Code, core);
         }
         if has_digit {
+            // A possessive on a number (`ticket 4583's`) is the number.
+            let core = core
+                .strip_suffix("'s")
+                .or_else(|| core.strip_suffix('\''))
+                .unwrap_or(core);
+            let lower = core.to_lowercase();
+            if let Some((y, m, d)) = iso_date(core) {
+                // `2025-08-21` as `21 August 2025`.
+                self.push(format!("{d}"), Kind::Number, "21");
+                self.push(MONTHS[m - 1].into(), Kind::Word, MONTHS[m - 1]);
+                return self.push(format!("{y}"), Kind::Number, "2025");
+            }
+            if let Some(parts) = ratio(core) {
+                // `1:1`, `16:9`: a ratio, not a time of day (minutes have two digits).
+                for p in parts {
+                    self.push(p, Kind::Number, core);
+                }
+                return;
+            }
             if let Some(n) = plain_number(core) {
                 return self.push(n, Kind::Number, core);
             }
-            // `12th`, `500s`, `5kg`, `2FA`: the number, then the unit as a word.
+            // `12th`, `500s`, `5kg`, `2FA`: the number, then the unit as a word;
+            // `40-minute`, `3-day`: the number, then the words.
             let split = core
                 .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | ',' | ':')))
                 .unwrap_or(core.len());
             let (digits, unit) = core.split_at(split);
+            let hyphened = unit.strip_prefix('-').filter(|u| {
+                !u.is_empty()
+                    && u.chars().all(|c| c.is_alphabetic() || c == '-')
+                    && u.chars().any(char::is_lowercase)
+            });
+            if !digits.is_empty()
+                && let Some(words) = hyphened
+                && let Some(n) = plain_number(digits)
+            {
+                self.push(n, Kind::Number, digits);
+                for w in words.split('-').filter(|w| !w.is_empty()) {
+                    self.word(w);
+                }
+                return;
+            }
             if !digits.is_empty()
                 && unit.chars().all(char::is_alphabetic)
                 && let Some(n) = plain_number(digits)
@@ -1110,6 +1166,34 @@ impl Tokenizer {
     /// months), so `two weeks` is `14 days`; marks title-cased sentences,
     /// where capitals say nothing about names.
     fn finish(mut self) -> Vec<Tok> {
+        // `half an hour`, `a quarter of an hour`: a fraction of one unit of time.
+        let mut i = 0;
+        while i < self.out.len() {
+            let fraction = match self.out[i].norm.as_str() {
+                "half" => Some(0.5),
+                "quarter" => Some(0.25),
+                _ => None,
+            };
+            let at = |j: usize| self.out.get(j).map_or("", |t: &Tok| t.norm.as_str());
+            let mut j = i + 1;
+            if at(j) == "of" {
+                j += 1;
+            }
+            if at(j) == "a" || at(j) == "an" {
+                j += 1;
+            }
+            let singular =
+                |w: &str| duration_unit(w).is_some() && duration_unit(&format!("{w}s")).is_some();
+            if let Some(f) = fraction
+                && self.out[i].kind == Kind::Word
+                && singular(at(j))
+            {
+                self.out[i].norm = format!("{f}");
+                self.out[i].kind = Kind::Number;
+                self.out.drain(i + 1..j);
+            }
+            i += 1;
+        }
         // `one hour`, and `in a week`, `for an hour` after a preposition, are
         // one unit of time (not a rate: `twice a week`, `5 euros a month`).
         for i in 0..self.out.len().saturating_sub(1) {
@@ -1148,6 +1232,22 @@ impl Tokenizer {
                 self.out[i].norm = format!("{h}:{m:02}");
                 self.out[i].half_day = true;
                 self.out.remove(i + 1);
+                i += 1;
+                continue;
+            }
+            // `12 percent`, `12 per cent` as `12%`.
+            let cent = self.out.get(i + 2).is_some_and(|t| t.norm == "cent");
+            let percent = match self.out[i + 1].norm.as_str() {
+                "percent" => Some(1),
+                "per" if cent => Some(2),
+                _ => None,
+            };
+            if self.out[i].kind == Kind::Number
+                && !self.out[i].norm.ends_with('%')
+                && let Some(n) = percent
+            {
+                self.out[i].norm.push('%');
+                self.out.drain(i + 1..i + 1 + n);
                 i += 1;
                 continue;
             }
@@ -1191,6 +1291,47 @@ fn clock(norm: &str) -> Option<(u32, u32)> {
     (h < 24 && m < 60).then_some((h, m))
 }
 
+/// Month names, for dates written `2025-08-21`.
+const MONTHS: [&str; 12] = [
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+];
+
+/// An ISO date `YYYY-MM-DD` as (year, month, day).
+fn iso_date(s: &str) -> Option<(u32, usize, u32)> {
+    let parts: Vec<&str> = s.split('-').collect();
+    let [y, m, d] = parts.as_slice() else {
+        return None;
+    };
+    let digits = |p: &str, n: usize| p.len() == n && p.chars().all(|c| c.is_ascii_digit());
+    if !(digits(y, 4) && digits(m, 2) && digits(d, 2)) {
+        return None;
+    }
+    let (y, m, d) = (y.parse().ok()?, m.parse::<usize>().ok()?, d.parse().ok()?);
+    ((1..=12).contains(&m) && (1..=31).contains(&d)).then_some((y, m, d))
+}
+
+/// A ratio `1:1`, `16:9` as its numbers: digits and colons where a part after
+/// the first has a single digit (a time of day writes minutes with two).
+fn ratio(s: &str) -> Option<Vec<String>> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let numeric = parts
+        .iter()
+        .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+    (parts.len() >= 2 && numeric && parts[1..].iter().any(|p| p.len() == 1))
+        .then(|| parts.iter().filter_map(|p| plain_number(p)).collect())
+}
+
 /// Whether two numbers left unmatched are one time of day: a time whose half
 /// of the day is known (`3 pm`, `15:00`) and an hour written without it
 /// (`3`, `3:00`), twelve hours apart at most.
@@ -1204,6 +1345,16 @@ fn same_time(x: &Tok, y: &Tok) -> bool {
     };
     let open = |t: &Tok, h: u32| !known(t) && (1..=12).contains(&h);
     mx == my && hx % 12 == hy % 12 && (open(x, hx) || open(y, hy))
+}
+
+/// Whether the number `t` is one of what the word `w` says: `1` and `one`,
+/// `once`, `first`; `3600s` and `hour`.
+fn counts_one(t: &Tok, w: &str) -> bool {
+    if t.norm == "1" {
+        return ["one", "once", "first"].contains(&w);
+    }
+    duration_unit(&format!("{w}s")).is_some()
+        && duration_unit(w).is_some_and(|(factor, unit)| t.norm == format!("{factor}{unit}"))
 }
 
 /// A time unit as (factor, canonical unit): seconds, or months for months and years.
@@ -1301,8 +1452,8 @@ fn implicit_negative(w: &str) -> bool {
 /// `one hour`) as a count.
 fn number_word(w: &str) -> Option<f64> {
     Some(match w {
-        "two" | "twice" | "both" => 2.0,
-        "three" | "third" | "thrice" => 3.0,
+        "two" | "twice" | "both" | "double" => 2.0,
+        "three" | "third" | "thrice" | "triple" => 3.0,
         "four" | "fourth" => 4.0,
         "five" | "fifth" => 5.0,
         "six" | "sixth" => 6.0,
@@ -1557,6 +1708,8 @@ fn compare_marks(a: &[Tok], b: &[Tok]) -> Result<(), String> {
     // A number only one side has may still be the other's time of day
     // written with or without its half of the day (`3 pm` / `15:00` / `3`).
     type Set = std::collections::BTreeSet<String>;
+    // A `1` may be the other's `one`, `once` or `first` (left as words), and
+    // one unit of time the other's unit with no number (`one year` / `a year`).
     let unmatched = |x: &[Tok], nx: &Set, y: &[Tok], ny: &Set| {
         x.iter().any(|t| {
             t.kind == Kind::Number
@@ -1564,6 +1717,9 @@ fn compare_marks(a: &[Tok], b: &[Tok]) -> Result<(), String> {
                 && !y
                     .iter()
                     .any(|u| u.kind == Kind::Number && !nx.contains(&u.norm) && same_time(t, u))
+                && !y
+                    .iter()
+                    .any(|u| u.kind == Kind::Word && counts_one(t, &u.norm))
         })
     };
     if na != nb && (unmatched(a, &na, b, &nb) || unmatched(b, &nb, a, &na)) {
@@ -1632,10 +1788,34 @@ fn unmatched_entities<'a>(x: &'a [Tok], y: &[Tok]) -> Vec<&'a Tok> {
                         .windows(letters.len())
                         .any(|w| w.iter().zip(&letters).all(|(word, l)| word.starts_with(*l)))
                 };
-                !stems_y.contains(&s) && !spelled
+                let adjective = t.kind == Kind::Word
+                    && y.iter()
+                        .any(|u| u.kind == Kind::Word && u.cap && demonym(&t.norm, &u.norm));
+                !stems_y.contains(&s) && !spelled && !adjective
             }
         })
         .collect()
+}
+
+/// Whether two names are a place and its adjective (`Italy` / `Italian`,
+/// `Canada` / `Canadian`, `Europe` / `European`, `China` / `Chinese`): they
+/// share a stem of at least four letters, after which one ends in an
+/// adjective suffix (`-n`, `-an`, `-ian`, `-ean`, `-ese`, `-ish`, `-i`) or
+/// nothing and the other in at most two letters.
+fn demonym(x: &str, y: &str) -> bool {
+    const SUFFIXES: [&str; 8] = ["", "n", "an", "ian", "ean", "ese", "ish", "i"];
+    let common = x
+        .chars()
+        .zip(y.chars())
+        .take_while(|(p, q)| p == q)
+        .map(|(p, _)| p.len_utf8())
+        .sum::<usize>();
+    if x == y || common < 4 || !x.is_char_boundary(common) || !y.is_char_boundary(common) {
+        return false;
+    }
+    let (rx, ry) = (&x[common..], &y[common..]);
+    let ending = |r: &str| r.chars().count() <= 2;
+    (SUFFIXES.contains(&rx) && ending(ry)) || (SUFFIXES.contains(&ry) && ending(rx))
 }
 
 /// A word or name mentioned as often in both texts.
@@ -1810,6 +1990,69 @@ fn moved_objects(a: &[Tok], b: &[Tok], share: f64) -> Result<(), String> {
     Ok(())
 }
 
+/// Two words that trade places in a near-identical text (at least
+/// [`LOCAL_EDIT_SHARE`] of the tokens kept in order): each is found once in
+/// both texts and stands, in one, where the other stood in the other (the
+/// word before it, or after it, is exchanged and differs between the two):
+/// "raising prices cut churn and grew sales" / "raising prices cut sales
+/// and grew churn". Items of a list (after `and`, `or` or a comma on both
+/// sides, or joined only by such words) may come in any order.
+fn exchanged_contexts(a: &[Tok], b: &[Tok], share: f64) -> Result<(), String> {
+    if share < LOCAL_EDIT_SHARE {
+        return Ok(());
+    }
+    let (ka, kb) = (role_keys(a), role_keys(b));
+    let near = |x: &[Tok], i: usize, after: bool| -> Option<String> {
+        let j = if after { i + 1 } else { i.checked_sub(1)? };
+        let t = x.get(j).filter(|t| t.sentence == x[i].sentence)?;
+        Some(t.norm.clone())
+    };
+    let joins = |w: &Option<String>| {
+        w.as_deref()
+            .is_some_and(|w| w == "," || COORDINATORS.contains(&w))
+    };
+    let coordinated = |x: &[Tok], i: usize, j: usize| {
+        let (lo, hi) = (i.min(j), i.max(j));
+        x[lo + 1..hi].iter().all(|t| {
+            t.kind == Kind::Comma
+                || (t.kind == Kind::Word && COORDINATORS.contains(&t.norm.as_str()))
+        })
+    };
+    let once = |keys: &[Option<&str>], k: &str| keys.iter().filter(|u| **u == Some(k)).count() == 1;
+    let mut words: Vec<(usize, usize)> = Vec::new();
+    for (i, k) in ka.iter().enumerate() {
+        let Some(k) = *k else { continue };
+        if once(&ka, k) && once(&kb, k) {
+            let j = kb.iter().position(|u| *u == Some(k)).expect("found once");
+            words.push((i, j));
+        }
+    }
+    for (p, &(xa, xb)) in words.iter().enumerate() {
+        for &(ya, yb) in &words[p + 1..] {
+            if (xa < ya) == (xb < yb) || coordinated(a, xa, ya) || coordinated(b, xb, yb) {
+                continue;
+            }
+            for after in [false, true] {
+                let (cxa, cya) = (near(a, xa, after), near(a, ya, after));
+                let (cxb, cyb) = (near(b, xb, after), near(b, yb, after));
+                if cxa.is_some()
+                    && cya.is_some()
+                    && cxa != cya
+                    && cxa == cyb
+                    && cya == cxb
+                    && ![&cxa, &cya].iter().any(|c| joins(c))
+                {
+                    return Err(format!(
+                        "roles swapped ({} and {} trade places)",
+                        a[xa].norm, a[ya].norm
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The kind of question asked: `when`, `where`, `who`, `why`, `how much`,
 /// `how long`, `how often`, `how fast`, plain `how`. `what` and `which` ask
 /// for anything and are left out.
@@ -1848,9 +2091,17 @@ fn questions(a: &[Tok], b: &[Tok]) -> Result<(), String> {
     if !qa.is_empty() && !qb.is_empty() && qa != qb {
         return Err(format!("question differs ({qa:?} vs {qb:?})"));
     }
+    // Instructions are asked for with `how to` or a person as the subject
+    // (`how do I`, `how can we`); `how do X and Y compare?` asks about X and Y.
+    fn at(x: &[Tok], i: usize) -> &str {
+        x.get(i).map_or("", |t| t.norm.as_str())
+    }
     let asks_how = |x: &[Tok]| {
         x.iter().enumerate().any(|(i, t)| {
-            t.asks && t.norm == "how" && question_kinds(&x[i..(i + 2).min(x.len())]).contains("how")
+            t.asks
+                && t.norm == "how"
+                && question_kinds(&x[i..(i + 2).min(x.len())]).contains("how")
+                && (at(x, i + 1) == "to" || ["i", "we", "you", "one"].contains(&at(x, i + 2)))
         })
     };
     let asks_nothing = |x: &[Tok], q: &std::collections::BTreeSet<String>| {
@@ -2356,6 +2607,165 @@ mod tests {
         same(
             "How we cut our cloud bill in 2024",
             "In 2024 our team reduced the cloud bill",
+        );
+    }
+
+    #[test]
+    fn numbers_written_differently_are_read_alike() {
+        // A number joined to a word by a hyphen, and written with its unit.
+        same(
+            "We cut the 8-hour import to a few minutes",
+            "The import that took eight hours now takes a few minutes",
+        );
+        assert_eq!(
+            why("Schedule a 20-minute review", "Schedule a 25 minute review"),
+            Some("numbers".into())
+        );
+        // `percent` and `per cent` are `%`.
+        same(
+            "Give Initech 15% off the next invoice",
+            "Initech should see fifteen percent taken off its upcoming invoice",
+        );
+        same(
+            "Give Initech 15% off the next invoice",
+            "Initech should see 15 per cent taken off its upcoming invoice",
+        );
+        assert_eq!(
+            why("Give Initech 15% off", "Initech gets 15 euros off"),
+            Some("numbers".into())
+        );
+        // A possessive on a number is the number.
+        same(
+            "Email the owner of order 88 about the delay",
+            "Order 88's owner should hear about the delay by email",
+        );
+        // An ISO date is a day, a month and a year.
+        same(
+            "Notes from the 2024-03-05 planning call",
+            "What we agreed on the planning call of 5 March 2024",
+        );
+        assert_eq!(
+            why(
+                "Notes from the 2024-03-05 planning call",
+                "What we agreed on the planning call of 5 April 2024"
+            ),
+            Some("entities".into())
+        );
+        // A ratio is two numbers, not a time of day; `1` may be written `one`.
+        same(
+            "Crop the banner to 16:9",
+            "Resize that banner so its width and height are 16 by 9",
+        );
+        same(
+            "Book a 1:1 with Dana about the roadmap",
+            "Roadmap questions from Dana: a one-on-one meeting",
+        );
+        assert_eq!(
+            why("Crop the banner to 16:9", "Crop the banner to 4:3"),
+            Some("numbers".into())
+        );
+        // `half an hour`, `a quarter of an hour`, `double`.
+        same(
+            "Block 30 minutes for the demo",
+            "Reserve half an hour in the calendar for the demo",
+        );
+        same(
+            "Remind me 15 minutes before the demo",
+            "Send me a reminder a quarter of an hour ahead of the demo",
+        );
+        assert_eq!(
+            why(
+                "Remind me 15 minutes before the demo",
+                "Send me a reminder half an hour ahead of the demo"
+            ),
+            Some("numbers".into())
+        );
+        same(
+            "Why was the card charged twice for the course?",
+            "The card shows a double charge for the course, why?",
+        );
+        // One unit of time matches the unit with no number.
+        same(
+            "A week of free trial for every new team",
+            "Every new team gets a free trial of one week",
+        );
+        same(
+            "Send the survey 24 hours after checkout",
+            "A day after checkout, send the survey",
+        );
+        assert_eq!(
+            why(
+                "Send the survey 48 hours after checkout",
+                "A day after checkout, send the survey"
+            ),
+            Some("numbers".into())
+        );
+    }
+
+    #[test]
+    fn a_place_matches_its_adjective() {
+        same(
+            "List the suppliers based in Mexico",
+            "Which of our suppliers are Mexican?",
+        );
+        same("Which orders ship to Canada?", "Show the Canadian orders");
+        same(
+            "Prices for customers in Italy",
+            "Prices for Italian customers",
+        );
+        assert_eq!(
+            why(
+                "Prices for customers in Austria",
+                "Prices for Australian customers"
+            ),
+            Some("entities".into())
+        );
+        assert_eq!(
+            why(
+                "Prices for customers in Spain",
+                "Prices for Italian customers"
+            ),
+            Some("entities".into())
+        );
+    }
+
+    #[test]
+    fn words_that_trade_places_are_refused() {
+        assert_eq!(
+            why(
+                "Raising prices cut churn by 2% and grew sales by 5%.",
+                "Raising prices cut sales by 2% and grew churn by 5%."
+            ),
+            Some("roles".into())
+        );
+        // A list in another order is the same list.
+        same(
+            "Order pens, paper and staples for the office",
+            "Order paper, pens and staples for the office",
+        );
+        // A moved word keeps its place among the others.
+        same(
+            "Tomorrow, cancel the standup",
+            "Cancel the standup tomorrow",
+        );
+    }
+
+    #[test]
+    fn only_a_person_asks_how_to_do_something() {
+        same(
+            "Compare the prices of the oak and the pine desk",
+            "How do the oak desk and the pine desk compare in price?",
+        );
+        assert_eq!(
+            why(
+                "Compare the prices of the oak and the pine desk",
+                "How do I compare the prices of the oak and the pine desk?"
+            ),
+            Some("question".into())
+        );
+        assert_eq!(
+            why("How to export a report?", "Export the report"),
+            Some("question".into())
         );
     }
 

@@ -1016,9 +1016,9 @@ impl Tokenizer {
             let lower = core.to_lowercase();
             if let Some((y, m, d)) = iso_date(core) {
                 // `2025-08-21` as `21 August 2025`.
-                self.push(format!("{d}"), Kind::Number, "21");
+                self.push(format!("{d}"), Kind::Number, core);
                 self.push(MONTHS[m - 1].into(), Kind::Word, MONTHS[m - 1]);
-                return self.push(format!("{y}"), Kind::Number, "2025");
+                return self.push(format!("{y}"), Kind::Number, core);
             }
             if let Some(parts) = ratio(core) {
                 // `1:1`, `16:9`: a ratio, not a time of day (minutes have two digits).

@@ -72,23 +72,24 @@ fn local_model() -> Arc<Prototyper> {
     Arc::new(Prototyper::new(ChatClient::new(settings).unwrap()))
 }
 
+/// `src`, read from `file`, loaded on `redis` with one sandbox worker.
+async fn load(file: &str, src: &str, redis: &LocalRedis) -> Runtime {
+    let feature = parse_feature(file, src).unwrap();
+    Runtime::load(file, feature, common::pool(1).await, common::store(redis))
+        .await
+        .unwrap()
+}
+
 async fn runtime(
     src: &str,
     redis: &LocalRedis,
     model: Arc<Prototyper>,
     embedder: Option<Arc<dyn Embedder>>,
 ) -> Runtime {
-    let feature = parse_feature("triage.eol", src).unwrap();
-    Runtime::load(
-        "triage.eol",
-        feature,
-        common::pool(1).await,
-        common::store(redis),
-    )
-    .await
-    .unwrap()
-    .with_model(Some(model))
-    .with_caches(embedder)
+    load("triage.eol", src, redis)
+        .await
+        .with_model(Some(model))
+        .with_caches(embedder)
 }
 
 async fn connection(redis: &LocalRedis) -> redis::aio::MultiplexedConnection {
@@ -278,7 +279,6 @@ async fn a_prototyped_call_gets_the_most_relevant_chunks_and_a_summary_of_the_re
         );
     let file = dir.path().join("triage.eol");
     std::fs::write(&file, &src).unwrap();
-    let feature = parse_feature("triage.eol", &src).unwrap();
     let server = ScriptedServer::start(vec![
         Scripted::answer("Other notes cover gardening, travel, weather, cooking and football."),
         Scripted::answer("{\"label\": \"bug\"}"),
@@ -288,16 +288,10 @@ async fn a_prototyped_call_gets_the_most_relevant_chunks_and_a_summary_of_the_re
     let model = Arc::new(Prototyper::new(
         ChatClient::new(scripted_settings(&server.url, 900)).unwrap(),
     ));
-    let rt = Runtime::load(
-        file.to_str().unwrap(),
-        feature,
-        common::pool(1).await,
-        common::store(&redis),
-    )
-    .await
-    .unwrap()
-    .with_model(Some(model))
-    .with_caches(Some(minilm()));
+    let rt = load(file.to_str().unwrap(), &src, &redis)
+        .await
+        .with_model(Some(model))
+        .with_caches(Some(minilm()));
     let exec = rt
         .execute(
             "classify",
@@ -400,15 +394,7 @@ def shout(title):
 #[tokio::test]
 async fn listed_implementation_calls_are_served_from_the_result_cache() {
     let redis = common::local_redis();
-    let feature = parse_feature("text.eol", TEXT).unwrap();
-    let rt = Runtime::load(
-        "text.eol",
-        feature,
-        common::pool(1).await,
-        common::store(&redis),
-    )
-    .await
-    .unwrap();
+    let rt = load("text.eol", TEXT, &redis).await;
     let input = json!({"title": "Hello Big World"});
     let first = rt.execute("slugify", &input, None).await.unwrap();
     assert_eq!(first.output, json!({"slug": "hello-big-world"}));
@@ -440,14 +426,7 @@ async fn listed_implementation_calls_are_served_from_the_result_cache() {
         "\"-\".join(title.lower().split())",
         "\"_\".join(title.lower().split())",
     );
-    let rt2 = Runtime::load(
-        "text.eol",
-        parse_feature("text.eol", &changed).unwrap(),
-        common::pool(1).await,
-        common::store(&redis),
-    )
-    .await
-    .unwrap();
+    let rt2 = load("text.eol", &changed, &redis).await;
     let exec = rt2.execute("slugify", &input, None).await.unwrap();
     assert_eq!(exec.output, json!({"slug": "hello_big_world"}));
     assert!(exec.cache.is_none());
@@ -581,17 +560,10 @@ async fn an_embedder_that_fails_at_start_is_made_again_later() {
             })
         })
     };
-    let feature = parse_feature("triage.eol", TRIAGE).unwrap();
-    let rt = Runtime::load(
-        "triage.eol",
-        feature,
-        common::pool(1).await,
-        common::store(&redis),
-    )
-    .await
-    .unwrap()
-    .with_model(Some(model))
-    .with_caches_retrying(EmbedderSource::Retry(factory), Duration::from_millis(300));
+    let rt = load("triage.eol", TRIAGE, &redis)
+        .await
+        .with_model(Some(model))
+        .with_caches_retrying(EmbedderSource::Retry(factory), Duration::from_millis(300));
     let input = json!({"text": "The app crashes as soon as I open it."});
 
     let first = rt.execute("classify", &input, None).await.unwrap();

@@ -63,11 +63,21 @@ impl LocalRedis {
     /// Starts the cached Redis with the search and JSON modules on a free loopback port.
     pub fn start() -> Result<Self, StoreError> {
         let bundle = Self::bundle_dir();
-        let server = bundle.join("bin/redis-server");
-        let modules = [
+        Self::spawn(&[
             bundle.join("lib/redisearch.so"),
             bundle.join("lib/rejson.so"),
-        ];
+        ])
+    }
+
+    /// Starts the cached Redis without any module: a plain Redis, as some
+    /// users have, on which the runner must go on without its vector caches.
+    pub fn start_without_modules() -> Result<Self, StoreError> {
+        Self::spawn(&[])
+    }
+
+    fn spawn(modules: &[PathBuf]) -> Result<Self, StoreError> {
+        let bundle = Self::bundle_dir();
+        let server = bundle.join("bin/redis-server");
         if !server.exists() || modules.iter().any(|m| !m.exists()) {
             return Err(StoreError::NotInstalled(bundle.display().to_string()));
         }
@@ -91,7 +101,7 @@ impl LocalRedis {
         .arg(dir.path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-        for m in &modules {
+        for m in modules {
             cmd.arg("--loadmodule").arg(m);
         }
         let child = cmd

@@ -11,7 +11,7 @@ use common::scripted_llm::{Scripted, ScriptedServer};
 use eol_core::parse_feature;
 use eol_runner::caches::{CacheMetrics, EmbedderFactory, EmbedderSource};
 use eol_runner::engine::Runtime;
-use eol_runner::llm::{ChatClient, LlmSettings, ResponseFormatMode};
+use eol_runner::llm::{ChatClient, LlmSettings};
 use eol_runner::prototype::Prototyper;
 use eol_runner::store::LocalRedis;
 use eol_vector::embed::local::MiniLm;
@@ -239,16 +239,8 @@ async fn an_index_dropped_underneath_a_running_runner_is_recreated() {
 
 fn scripted_settings(url: &str, context_window: usize) -> LlmSettings {
     LlmSettings {
-        base_url: url.to_owned(),
-        api_key: None,
-        model: "scripted".into(),
-        temperature: 0.0,
-        seed: Some(1),
-        max_tokens: 64,
-        timeout: Duration::from_secs(5),
-        max_retries: 0,
         context_window,
-        response_format: ResponseFormatMode::JsonSchema,
+        ..common::scripted_llm::scripted_settings(url)
     }
 }
 
@@ -438,62 +430,11 @@ async fn listed_implementation_calls_are_served_from_the_result_cache() {
     assert!(exec.cache.is_none() && exec.stdout.contains("computed"));
 }
 
-/// A Redis of the bundle without its modules, on a free port.
-struct PlainRedis {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Drop for PlainRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn plain_redis() -> PlainRedis {
-    let server = LocalRedis::bundle_dir().join("bin/redis-server");
-    assert!(
-        server.exists(),
-        "{} is missing: run scripts/redis.sh install",
-        server.display()
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = std::process::Command::new(server)
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("redis://127.0.0.1:{port}");
-    let client = redis::Client::open(url.as_str()).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while client
-        .get_connection_with_timeout(Duration::from_millis(200))
-        .is_err()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "redis-server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    PlainRedis { child, url }
-}
-
 #[tokio::test]
 async fn without_the_search_module_calls_go_on_uncached_and_say_why() {
-    let redis = plain_redis();
+    let redis = LocalRedis::start_without_modules().unwrap_or_else(|e| {
+        panic!("this test needs the local Redis: {e}. Run scripts/redis.sh install.")
+    });
     let server = ScriptedServer::start(vec![
         Scripted::answer("{\"label\": \"question\"}"),
         Scripted::answer("{\"label\": \"question\"}"),

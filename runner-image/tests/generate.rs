@@ -11,23 +11,14 @@ use eol_runner::generate::{self, Progress};
 use eol_runner::llm::{ChatClient, LlmSettings};
 use eol_runner::prototype::Prototyper;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 const FEATURE: &str = "---\nname: doubler\nphase: prototyping   # comment kept\n---\n# Doubler\n\n## Operations\n\n### double\nReturns twice the number.\n\nInput:\n```yaml\ntype: object\nproperties:\n  n: {type: integer}\nrequired: [n]\n```\n\nOutput:\n```yaml\ntype: object\nproperties:\n  value: {type: integer}\nrequired: [value]\n```\n";
 const TESTS: &str = "---\nfeature: doubler\n---\n\n## doubles\nOperation: double\nInput:\n```yaml\nn: 21\n```\nExpect:\n```yaml\nvalue: 42\n```\n";
 
 fn settings(url: &str) -> LlmSettings {
     LlmSettings {
-        base_url: url.to_owned(),
-        api_key: None,
-        model: "scripted".into(),
-        temperature: 0.0,
-        seed: Some(1),
         max_tokens: 256,
-        timeout: Duration::from_secs(5),
-        max_retries: 0,
-        context_window: 4096,
-        response_format: eol_runner::llm::ResponseFormatMode::JsonSchema,
+        ..common::scripted_llm::scripted_settings(url)
     }
 }
 

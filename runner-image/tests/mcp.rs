@@ -460,7 +460,7 @@ async fn the_redis_server_answers_bad_calls_with_is_error_results() {
 async fn the_prototyping_tool_loop_uses_the_toolbox() {
     use common::scripted_llm::{Scripted, ScriptedServer};
     use eol_core::CompiledSchema;
-    use eol_runner::llm::{ChatClient, LlmSettings, ResponseFormatMode};
+    use eol_runner::llm::{ChatClient, LlmSettings};
     use eol_runner::prototype::Prototyper;
 
     let redis = common::local_redis();
@@ -476,16 +476,9 @@ async fn the_prototyping_tool_loop_uses_the_toolbox() {
     .await;
     let model = Prototyper::new(
         ChatClient::new(LlmSettings {
-            base_url: llm.url.clone(),
             api_key: Some("sk-test".into()),
-            model: "scripted".into(),
-            temperature: 0.0,
-            seed: Some(1),
-            max_tokens: 64,
-            timeout: Duration::from_secs(5),
-            max_retries: 0,
             context_window: 8192,
-            response_format: ResponseFormatMode::JsonSchema,
+            ..common::scripted_llm::scripted_settings(&llm.url)
         })
         .unwrap(),
     );

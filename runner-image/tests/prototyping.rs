@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::scripted_llm::{Scripted, ScriptedServer};
+use common::scripted_llm::{Scripted, ScriptedServer, scripted_settings};
 use eol_core::{CompiledSchema, parse_feature};
 use eol_runner::engine::Runtime;
 use eol_runner::llm::{ChatClient, LlmSettings, ResponseFormatMode};
@@ -47,16 +47,11 @@ required: [label]
 
 fn settings(url: &str) -> LlmSettings {
     LlmSettings {
-        base_url: url.to_owned(),
         api_key: Some("sk-test".into()),
-        model: "scripted".into(),
-        temperature: 0.0,
-        seed: Some(1),
-        max_tokens: 64,
         timeout: Duration::from_millis(800),
         max_retries: 2,
         context_window: 2048,
-        response_format: ResponseFormatMode::JsonSchema,
+        ..scripted_settings(url)
     }
 }
 

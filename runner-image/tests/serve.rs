@@ -63,6 +63,16 @@ async fn start(dir: &std::path::Path, file: &str) -> Server {
     server
 }
 
+/// The server's `/metrics` text.
+async fn metrics(server: &Server) -> String {
+    reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 async fn wait_ready(server: &Server) -> (u16, String) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -110,12 +120,7 @@ async fn operations_are_served_once_the_tests_pass_and_counted_in_metrics() {
         (400, json!("invalid_json"))
     );
 
-    let metrics = reqwest::get(format!("{}/metrics", server.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&server).await;
     assert!(metrics.contains(r#"eol_execution_duration_seconds_count{operation="add_stock",phase="implementation"} 1"#), "{metrics}");
     assert!(
         metrics.contains(r#"eol_errors_total{operation="add_stock",kind="invalid_input"} 1"#),
@@ -193,12 +198,7 @@ async fn cached_results_are_marked_and_counted_in_metrics() {
         assert_eq!(r.json::<Value>().await.unwrap(), json!({"words": 3}));
     }
     assert_eq!(served_by, [None, Some("result".to_owned())]);
-    let metrics = reqwest::get(format!("{}/metrics", server.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&server).await;
     for line in [
         "# TYPE eol_cache_hits counter",
         r#"eol_cache_hits_total{type="result",hit="true"} 1"#,

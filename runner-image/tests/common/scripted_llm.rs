@@ -1,6 +1,7 @@
 //! A scripted OpenAI-compatible server for protocol edge cases: each request gets
 //! the next scripted response. Real-model behaviour is tested against llama.cpp.
 
+use eol_runner::llm::{LlmSettings, ResponseFormatMode};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -167,5 +168,23 @@ async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
             return None;
         }
         buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Settings for a client of the scripted server at `url`: no key, temperature 0,
+/// seed 1, 64 tokens, a 5 s timeout, no retries, a 4096-token window, JSON
+/// schema output. Tests change what they need with `..scripted_settings(url)`.
+pub fn scripted_settings(url: &str) -> LlmSettings {
+    LlmSettings {
+        base_url: url.to_owned(),
+        api_key: None,
+        model: "scripted".into(),
+        temperature: 0.0,
+        seed: Some(1),
+        max_tokens: 64,
+        timeout: Duration::from_secs(5),
+        max_retries: 0,
+        context_window: 4096,
+        response_format: ResponseFormatMode::JsonSchema,
     }
 }

@@ -25,7 +25,7 @@ use eol_vector::embed::local::MiniLm;
 use eol_vector::embed::openai::{OpenAiConfig, OpenAiEmbedder};
 use eol_vector::embed_cache::{EmbeddingsCache, EmbeddingsCacheConfig};
 use eol_vector::results::{ResultCache, canonical_json, sha256_hex};
-use eol_vector::semantic::{CallContext, Lookup, SemanticCache, SemanticSettings};
+use eol_vector::semantic::{CallContext, Lookup, PreparedInput, SemanticCache, SemanticSettings};
 use eol_vector::{EmbedError, Embedder};
 use futures::future::BoxFuture;
 use prometheus_client::collector::Collector;
@@ -131,6 +131,16 @@ impl From<Option<Arc<dyn Embedder>>> for EmbedderSource {
     fn from(embedder: Option<Arc<dyn Embedder>>) -> Self {
         embedder.map_or(Self::Off, Self::Ready)
     }
+}
+
+/// What [`FeatureCaches::semantic_lookup`] found.
+#[derive(Debug)]
+pub enum SemanticLookup {
+    /// A stored answer to reuse.
+    Hit(Value, CacheHit),
+    /// Nothing to reuse; the input as embedded for the lookup, to store the
+    /// model's answer under (`None` when the cache is off or could not embed it).
+    Miss(Option<PreparedInput>),
 }
 
 /// How a call was served from a cache.
@@ -521,40 +531,58 @@ impl FeatureCaches {
         self.vector_parts().await
     }
 
-    /// A stored answer of `op` for an input that means the same as `input`.
-    pub async fn semantic_lookup(
-        &self,
-        op: &str,
-        model: &str,
-        input: &Value,
-    ) -> Option<(Value, CacheHit)> {
-        let parts = self.semantic_parts().await?;
-        let cache = parts.semantic.as_ref()?;
+    /// A stored answer of `op` for an input that means the same as `input`; on a
+    /// miss, the input embedded for [`semantic_store`](Self::semantic_store).
+    pub async fn semantic_lookup(&self, op: &str, model: &str, input: &Value) -> SemanticLookup {
+        let Some(parts) = self.semantic_parts().await else {
+            return SemanticLookup::Miss(None);
+        };
+        let Some(cache) = parts.semantic.as_ref() else {
+            return SemanticLookup::Miss(None);
+        };
         let ctx = self.call_context(op, model);
-        match cache.lookup(&ctx, input).await {
+        let prepared = match cache.prepare(input).await {
+            Ok(prepared) => prepared,
+            Err(error) => {
+                tracing::warn!(feature = %self.feature, operation = op, %error, "semantic cache lookup failed; calling the model");
+                return SemanticLookup::Miss(None);
+            }
+        };
+        match cache.lookup_prepared(&ctx, &prepared).await {
             Ok(Lookup::Hit {
                 answer, distance, ..
-            }) => Some((
+            }) => SemanticLookup::Hit(
                 answer,
                 CacheHit {
                     kind: "semantic",
                     // Float rounding can put an identical input a hair below 0.
                     distance: Some(distance.max(0.0)),
                 },
-            )),
+            ),
             Ok(Lookup::Miss(why)) => {
                 tracing::debug!(feature = %self.feature, operation = op, ?why, "semantic cache miss");
-                None
+                SemanticLookup::Miss(Some(prepared))
             }
             Err(error) => {
                 tracing::warn!(feature = %self.feature, operation = op, %error, "semantic cache lookup failed; calling the model");
-                None
+                SemanticLookup::Miss(Some(prepared))
             }
         }
     }
 
-    /// Keeps the model's `answer` of `op` on `input` for later lookups.
-    pub async fn semantic_store(&self, op: &str, model: &str, input: &Value, answer: &Value) {
+    /// Keeps the model's `answer` of `op` for later lookups; `prepared` is the input
+    /// [`semantic_lookup`](Self::semantic_lookup) embedded (nothing is kept without it:
+    /// the cache is off, or the input could not be embedded).
+    pub async fn semantic_store(
+        &self,
+        op: &str,
+        model: &str,
+        prepared: Option<&PreparedInput>,
+        answer: &Value,
+    ) {
+        let Some(prepared) = prepared else {
+            return;
+        };
         let Some(parts) = self.semantic_parts().await else {
             return;
         };
@@ -562,7 +590,7 @@ impl FeatureCaches {
             return;
         };
         let ctx = self.call_context(op, model);
-        if let Err(error) = cache.store(&ctx, input, answer).await {
+        if let Err(error) = cache.store_prepared(&ctx, prepared, answer).await {
             tracing::warn!(feature = %self.feature, operation = op, %error, "failed to keep the answer in the semantic cache");
         }
     }

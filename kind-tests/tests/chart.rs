@@ -52,6 +52,7 @@ model:
     existingSecret: llm-credentials
     key: token
 embeddings:
+  local: false
   baseUrl: http://embeddings.models.svc:8080/v1
   model: nomic-embed-text
   apiKey:
@@ -322,6 +323,7 @@ fn values_schema_rejects_typos_wrong_types_and_literal_keys() {
         ("model.apiKey.value=sk-123", "value"),
         ("embeddings.apiKey.value=sk-123", "value"),
         ("embeddings.baseUrl=embeddings.local", "/embeddings/baseUrl"),
+        ("embeddings.local=maybe", "/embeddings/local"),
         (
             "networkPolicy.embeddings.cidrs[0]=not-a-cidr",
             "/networkPolicy/embeddings/cidrs/0",
@@ -428,7 +430,8 @@ async fn default_values_render_and_pass_a_server_side_dry_run() {
             "EOL_MODEL_BASE_URL",
             "EOL_MODEL_API_KEY_SECRET",
             "EOL_REDIS_STORAGE_CLASS",
-            // No embeddings API: the operator gives runner pods EOL_EMBEDDINGS=off.
+            // No embeddings API: runner pods embed with the image's local model.
+            "EOL_LOCAL_EMBEDDINGS",
             "EOL_EMBEDDING_BASE_URL",
             "EOL_EMBEDDING_MODEL",
             "EOL_EMBEDDING_API_KEY_SECRET",
@@ -491,6 +494,7 @@ async fn custom_values_render_and_pass_a_server_side_dry_run() {
                 "http://embeddings.models.svc:8080/v1",
             ),
             ("EOL_EMBEDDING_MODEL", "nomic-embed-text"),
+            ("EOL_LOCAL_EMBEDDINGS", "false"),
             (
                 "EOL_EMBEDDING_API_KEY_SECRET",
                 "embed-credentials/embed-token",

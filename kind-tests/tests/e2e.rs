@@ -2,7 +2,8 @@
 //! the manifests kept in `features/`, read `kubectl get features` and
 //! `kubectl get featureruns`, switch a phase with `kubectl patch` and watch the
 //! rollout, `helm upgrade` with changed values, `helm uninstall`; and a
-//! prototyping-phase FeatureRun whose runner pod calls the local model.
+//! prototyping-phase FeatureRun whose runner pod calls the local model (and
+//! embeds with the image's own embedding model).
 //!
 //! Each test installs its own release into its own namespace (watching only
 //! that namespace, so nothing cluster-scoped is created besides the shared
@@ -545,6 +546,13 @@ spec:
         );
         let pod = status.pod_name.expect("a pod");
         assert!(pod.starts_with("classify-"), "{pod}");
+        // No embeddings API is configured: the pod embedded the feature's prose with
+        // the all-MiniLM-L6-v2 its image ships, for the call's vector context.
+        let logs = must(kubectl(&["logs", "-n", &ns, &pod], None), "kubectl logs");
+        assert!(
+            logs.contains("context indexed") && !logs.contains("no embedding model"),
+            "the runner's log:\n{logs}"
+        );
     })
     .await;
 }

@@ -45,7 +45,8 @@ pub struct OperatorConfig {
     #[arg(long, env = "EOL_MODEL_RESPONSE_FORMAT")]
     pub model_response_format: Option<String>,
     /// Base URL of the OpenAI-compatible `/v1/embeddings` API runner pods embed with
-    /// (semantic cache, vector context). Unset: runner pods run with embeddings off.
+    /// (semantic cache, vector context). Unset: they embed with the runner image's
+    /// local all-MiniLM-L6-v2, or not at all without `--local-embeddings`.
     #[arg(long, env = "EOL_EMBEDDING_BASE_URL")]
     pub embedding_base_url: Option<String>,
     /// Embedding model name sent to that API (default: the runner's, `default`).
@@ -56,6 +57,10 @@ pub struct OperatorConfig {
     /// pods start without embeddings and log why.
     #[arg(long, env = "EOL_EMBEDDING_API_KEY_SECRET", value_parser = parse_key_ref)]
     pub embedding_api_key_secret: Option<KeyRef>,
+    /// Whether runner pods without an embeddings API embed with the local model the
+    /// runner image ships (`false`: embeddings off, e.g. for a custom image without it).
+    #[arg(long, env = "EOL_LOCAL_EMBEDDINGS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub local_embeddings: bool,
     /// Seconds new pods have to become Ready in a phase switch, unless the Feature says otherwise.
     #[arg(long, env = "EOL_PROGRESS_DEADLINE_SECONDS", default_value_t = 180)]
     pub progress_deadline_seconds: i32,
@@ -80,6 +85,7 @@ impl Default for OperatorConfig {
             embedding_base_url: None,
             embedding_model: None,
             embedding_api_key_secret: None,
+            local_embeddings: true,
             progress_deadline_seconds: 180,
             watch_namespace: None,
         }
@@ -93,5 +99,29 @@ fn parse_key_ref(s: &str) -> Result<KeyRef, String> {
             key: key.to_owned(),
         }),
         _ => Err(format!("expected SECRET/KEY, got '{s}'")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: OperatorConfig,
+    }
+
+    #[test]
+    fn local_embeddings_are_on_unless_turned_off() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("eol-operator").chain(args.iter().copied()))
+                .map(|c| c.config.local_embeddings)
+        };
+        assert!(parse(&[]).unwrap());
+        assert!(!parse(&["--local-embeddings", "false"]).unwrap());
+        assert!(parse(&["--local-embeddings=true"]).unwrap());
+        assert!(parse(&["--local-embeddings", "maybe"]).is_err());
     }
 }

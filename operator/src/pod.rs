@@ -211,8 +211,8 @@ impl RunnerPod<'_> {
                     });
                 }
             }
-            // The image has no local embedding model: say "off" rather than
-            // fail to load one.
+            // The runner image's own model (EOL_EMBEDDING_MODEL_DIR is set in the image).
+            None if self.config.local_embeddings => {}
             None => env.push(self::env("EOL_EMBEDDINGS", "off")),
         }
         Container {
@@ -340,8 +340,28 @@ mod tests {
     }
 
     #[test]
-    fn without_an_embeddings_api_runner_pods_have_embeddings_off() {
+    fn without_an_embeddings_api_runner_pods_embed_with_the_image_model() {
         let (container, volumes) = runner(&OperatorConfig::default());
+        let env = env_values(&container);
+        for unset in [
+            "EOL_EMBEDDINGS",
+            "EOL_EMBEDDING_BASE_URL",
+            "EOL_EMBEDDING_MODEL",
+            "EOL_EMBEDDING_API_KEY",
+            "EOL_EMBEDDING_API_KEY_FILE",
+        ] {
+            assert!(!env.contains_key(unset), "{unset}");
+        }
+        assert!(volumes.iter().all(|v| v.name != "embedding-api-key"));
+    }
+
+    #[test]
+    fn without_local_embeddings_or_an_api_runner_pods_have_embeddings_off() {
+        let config = OperatorConfig {
+            local_embeddings: false,
+            ..OperatorConfig::default()
+        };
+        let (container, volumes) = runner(&config);
         let env = env_values(&container);
         assert_eq!(env["EOL_EMBEDDINGS"].as_deref(), Some("off"));
         for unset in [
@@ -458,7 +478,7 @@ mod tests {
         };
         let (container, volumes) = runner(&config);
         let env = env_values(&container);
-        assert_eq!(env["EOL_EMBEDDINGS"].as_deref(), Some("off"));
+        assert!(!env.contains_key("EOL_EMBEDDINGS"), "the local model");
         assert!(!env.contains_key("EOL_EMBEDDING_API_KEY_FILE"));
         assert!(volumes.iter().all(|v| v.name != "embedding-api-key"));
         assert!(

@@ -9,6 +9,10 @@
 //! `EOL_KNN_KEEP=1` keeps the loaded index for the next run,
 //! `EOL_KNN_ALGORITHM=flat` an exact index (checks the recall computation),
 //! `EOL_KNN_M` (16) and `EOL_KNN_EF_CONSTRUCTION` (200) the HNSW build parameters.
+//! `EOL_KNN_ALGORITHM=vectorset` runs the same measurement on Redis 8's native
+//! vector sets (`VADD`/`VSIM`, also HNSW) instead of RediSearch, with
+//! `EOL_KNN_QUANT` (`noquant`, `q8` or `bin`; `noquant` by default) and the same
+//! M / EF knobs (`EF` of `VADD` and of `VSIM`).
 //!
 //! `EOL_KNN_DATA` picks the vectors: `uniform` random unit vectors (the default,
 //! the worst case of HNSW); `embedding-like` (or just `EOL_KNN_INTRINSIC=16`)
@@ -113,7 +117,37 @@ fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-async fn knn_ids(index: &VectorIndex, q: &[f32], ef: u32) -> Vec<usize> {
+/// What the queries run against: a RediSearch index, or a Redis 8 vector set.
+enum Backend {
+    Search(VectorIndex),
+    /// The vector set's key and a connection to query it on.
+    VectorSet(String, ConnectionManager),
+}
+
+/// A vector as `VADD`/`VSIM` take it with `FP32`: little-endian f32 bytes.
+fn fp32_blob(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+async fn knn_ids(backend: &Backend, q: &[f32], ef: u32) -> Vec<usize> {
+    let index = match backend {
+        Backend::Search(index) => index,
+        Backend::VectorSet(key, conn) => {
+            let mut conn = conn.clone();
+            let ids: Vec<String> = redis::cmd("VSIM")
+                .arg(key)
+                .arg("FP32")
+                .arg(fp32_blob(q))
+                .arg("COUNT")
+                .arg(K)
+                .arg("EF")
+                .arg(ef)
+                .query_async(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("VSIM failed: {e}"));
+            return ids.iter().filter_map(|id| id.parse().ok()).collect();
+        }
+    };
     let filter = Filter::all();
     let hits = index
         .search(&KnnQuery {
@@ -498,6 +532,142 @@ fn minilm_vectors(texts: &[String]) -> (Vec<Vec<f32>>, String) {
     (out, digest)
 }
 
+/// Creates RediSearch index `name` (`hnsw` or `flat`) and loads `data` into it,
+/// unless it already holds them (kept by `EOL_KNN_KEEP`).
+async fn load_search_index(
+    conn: &mut ConnectionManager,
+    name: &str,
+    algorithm: &str,
+    data: &[Vec<f32>],
+    m: u32,
+    ef_construction: u32,
+) -> VectorIndex {
+    let (n, dims) = (data.len(), data[0].len());
+    let hnsw = if algorithm == "hnsw" {
+        format!(", m: {m}, ef_construction: {ef_construction}, ef_runtime: 10")
+    } else {
+        String::new()
+    };
+    let schema = IndexSchema::from_yaml(&format!(
+        "index: {{name: {name}, prefix: {name}}}\nfields:\n  - name: vec\n    type: vector\n    \
+         attrs: {{algorithm: {algorithm}, dims: {dims}, distance_metric: cosine, datatype: float32{hnsw}}}\n"
+    ))
+    .expect("the bench schema");
+    let index = VectorIndex::new(conn.clone(), schema).expect("valid");
+
+    let loaded = index.ensure().await.expect("ensure") == EnsureOutcome::Unchanged
+        && index.status().await.expect("status").num_docs == n as u64;
+    if loaded {
+        println!("index {name} already holds {n} vectors: not loading again");
+    } else {
+        index.drop_index(true).await.expect("drop");
+        index.ensure().await.expect("create");
+        // FT.CREATE scans the whole keyspace in the background (the indexes kept
+        // by `EOL_KNN_KEEP` too): keys loaded before that scan ends are indexed
+        // twice, and the HNSW graph keeps the replaced copies as deleted nodes.
+        index
+            .wait_indexed(Duration::from_secs(600))
+            .await
+            .expect("status");
+        let start = Instant::now();
+        for (b, chunk) in data.chunks(5_000).enumerate() {
+            let docs: Vec<Document> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, v)| Document::new((b * 5_000 + i).to_string()).vector("vec", v.clone()))
+                .collect();
+            index.load(&docs).await.expect("load");
+            if (b + 1) % 4 == 0 {
+                println!(
+                    "  loaded {} in {:.0} s",
+                    (b + 1) * 5_000,
+                    start.elapsed().as_secs_f64()
+                );
+            }
+        }
+        let status = index
+            .wait_indexed(Duration::from_secs(3600))
+            .await
+            .expect("status");
+        println!(
+            "loaded and indexed {} vectors ({algorithm}{hnsw}) in {:.1} s ({:.0} vectors/s)",
+            status.num_docs,
+            start.elapsed().as_secs_f64(),
+            n as f64 / start.elapsed().as_secs_f64()
+        );
+    }
+
+    match max_doc_id(conn, name).await {
+        Some(max) if max > n as u64 => println!(
+            "  WARNING: max_doc_id {max} for {n} documents: {} were indexed twice, the graph \
+             holds them as deleted nodes (drop the index and run again)",
+            max - n as u64
+        ),
+        Some(_) => {}
+        None => println!("  (FT.INFO gave no max_doc_id)"),
+    }
+    index
+}
+
+/// Loads `data` into the Redis 8 vector set `key` with `VADD` (ids are the
+/// positions), unless it already holds them and `keep` is set.
+async fn load_vector_set(
+    conn: &mut ConnectionManager,
+    key: &str,
+    data: &[Vec<f32>],
+    m: u32,
+    ef_construction: u32,
+    keep: bool,
+) -> Backend {
+    let quant = std::env::var("EOL_KNN_QUANT").unwrap_or_else(|_| "noquant".into());
+    let key = format!("{key}-{quant}");
+    let held: u64 = redis::cmd("VCARD")
+        .arg(&key)
+        .query_async(conn)
+        .await
+        .unwrap_or(0);
+    if keep && held == data.len() as u64 {
+        println!("vector set {key} already holds {held} vectors: not loading again");
+        return Backend::VectorSet(key, conn.clone());
+    }
+    let _: i64 = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(conn)
+        .await
+        .expect("DEL");
+    let start = Instant::now();
+    for (b, chunk) in data.chunks(1_000).enumerate() {
+        let mut pipe = redis::pipe();
+        for (i, v) in chunk.iter().enumerate() {
+            pipe.cmd("VADD")
+                .arg(&key)
+                .arg("FP32")
+                .arg(fp32_blob(v))
+                .arg(b * 1_000 + i)
+                .arg(quant.to_uppercase())
+                .arg("EF")
+                .arg(ef_construction)
+                .arg("M")
+                .arg(m)
+                .ignore();
+        }
+        let () = pipe.query_async(conn).await.expect("VADD");
+        if (b + 1) % 20 == 0 {
+            println!(
+                "  loaded {} in {:.0} s",
+                (b + 1) * 1_000,
+                start.elapsed().as_secs_f64()
+            );
+        }
+    }
+    println!(
+        "loaded {} vectors into vector set {key} ({quant}, M {m}, EF {ef_construction}) in {:.1} s",
+        data.len(),
+        start.elapsed().as_secs_f64()
+    );
+    Backend::VectorSet(key, conn.clone())
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| {
@@ -583,70 +753,18 @@ async fn main() {
         .await
         .unwrap_or_else(|e| panic!("cannot connect to REDIS_URL: {e}"));
     let name = format!("eol-bench-knn-{algorithm}-{n}x{dims}-{label}-m{m}-efc{ef_construction}");
-    let efs = if algorithm == "hnsw" { efs } else { vec![0] };
-    let hnsw = if algorithm == "hnsw" {
-        format!(", m: {m}, ef_construction: {ef_construction}, ef_runtime: 10")
+    let backend = if algorithm == "vectorset" {
+        load_vector_set(&mut conn, &name, &data, m, ef_construction, keep).await
     } else {
-        String::new()
+        Backend::Search(
+            load_search_index(&mut conn, &name, &algorithm, &data, m, ef_construction).await,
+        )
     };
-    let schema = IndexSchema::from_yaml(&format!(
-        "index: {{name: {name}, prefix: {name}}}\nfields:\n  - name: vec\n    type: vector\n    \
-         attrs: {{algorithm: {algorithm}, dims: {dims}, distance_metric: cosine, datatype: float32{hnsw}}}\n"
-    ))
-    .expect("the bench schema");
-    let index = VectorIndex::new(conn.clone(), schema).expect("valid");
-
-    let loaded = index.ensure().await.expect("ensure") == EnsureOutcome::Unchanged
-        && index.status().await.expect("status").num_docs == n as u64;
-    if loaded {
-        println!("index {name} already holds {n} vectors: not loading again");
-    } else {
-        index.drop_index(true).await.expect("drop");
-        index.ensure().await.expect("create");
-        // FT.CREATE scans the whole keyspace in the background (the indexes kept
-        // by `EOL_KNN_KEEP` too): keys loaded before that scan ends are indexed
-        // twice, and the HNSW graph keeps the replaced copies as deleted nodes.
-        index
-            .wait_indexed(Duration::from_secs(600))
-            .await
-            .expect("status");
-        let start = Instant::now();
-        for (b, chunk) in data.chunks(5_000).enumerate() {
-            let docs: Vec<Document> = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, v)| Document::new((b * 5_000 + i).to_string()).vector("vec", v.clone()))
-                .collect();
-            index.load(&docs).await.expect("load");
-            if (b + 1) % 4 == 0 {
-                println!(
-                    "  loaded {} in {:.0} s",
-                    (b + 1) * 5_000,
-                    start.elapsed().as_secs_f64()
-                );
-            }
-        }
-        let status = index
-            .wait_indexed(Duration::from_secs(3600))
-            .await
-            .expect("status");
-        println!(
-            "loaded and indexed {} vectors ({algorithm}{hnsw}) in {:.1} s ({:.0} vectors/s)",
-            status.num_docs,
-            start.elapsed().as_secs_f64(),
-            n as f64 / start.elapsed().as_secs_f64()
-        );
-    }
-
-    match max_doc_id(&mut conn, &name).await {
-        Some(max) if max > n as u64 => println!(
-            "  WARNING: max_doc_id {max} for {n} documents: {} were indexed twice, the graph \
-             holds them as deleted nodes (drop the index and run again)",
-            max - n as u64
-        ),
-        Some(_) => {}
-        None => println!("  (FT.INFO gave no max_doc_id)"),
-    }
+    let efs = if algorithm == "flat" { vec![0] } else { efs };
+    let hnsw = match algorithm.as_str() {
+        "flat" => String::new(),
+        _ => format!(", m: {m}, ef_construction: {ef_construction}"),
+    };
 
     let start = Instant::now();
     let truth: Vec<Vec<usize>> = std::thread::scope(|s| {
@@ -679,7 +797,7 @@ async fn main() {
         let mut r = 0.0;
         let t = Instant::now();
         for (q, t) in qs.iter().zip(&truth).take(tune) {
-            r += recall(&knn_ids(&index, q, ef).await, t);
+            r += recall(&knn_ids(&backend, q, ef).await, t);
         }
         let r = r / tune as f64;
         println!(
@@ -694,7 +812,7 @@ async fn main() {
 
     // Warm up, then measure PING and KNN interleaved.
     for q in qs.iter().take(50) {
-        knn_ids(&index, q, chosen).await;
+        knn_ids(&backend, q, chosen).await;
     }
     let mut ping = Vec::with_capacity(queries);
     let mut knn = Vec::with_capacity(queries);
@@ -707,7 +825,7 @@ async fn main() {
             .expect("PING");
         ping.push(s.elapsed());
         let s = Instant::now();
-        let ids = knn_ids(&index, q, chosen).await;
+        let ids = knn_ids(&backend, q, chosen).await;
         knn.push(s.elapsed());
         total_recall += recall(&ids, t);
     }
@@ -739,6 +857,15 @@ async fn main() {
     );
 
     if !keep {
-        index.drop_index(true).await.expect("drop");
+        match &backend {
+            Backend::Search(index) => index.drop_index(true).await.expect("drop"),
+            Backend::VectorSet(key, conn) => {
+                let _: i64 = redis::cmd("DEL")
+                    .arg(key)
+                    .query_async(&mut conn.clone())
+                    .await
+                    .expect("DEL");
+            }
+        }
     }
 }

@@ -546,11 +546,12 @@ spec:
         );
         let pod = status.pod_name.expect("a pod");
         assert!(pod.starts_with("classify-"), "{pod}");
-        // No embeddings API is configured: the pod embedded the feature's prose with
-        // the all-MiniLM-L6-v2 its image ships, for the call's vector context.
+        // No embeddings API is configured: with a model, `eol run` loads the
+        // all-MiniLM-L6-v2 its image ships at start, and logs a warning (its level)
+        // when it cannot ("no embedding model yet", as from an image without it).
         let logs = must(kubectl(&["logs", "-n", &ns, &pod], None), "kubectl logs");
         assert!(
-            logs.contains("context indexed") && !logs.contains("no embedding model"),
+            logs.contains("\"label\"") && !logs.contains("no embedding model"),
             "the runner's log:\n{logs}"
         );
     })

@@ -339,12 +339,14 @@ mod tests {
         }
     }
 
-    #[test]
-    fn without_an_embeddings_api_runner_pods_embed_with_the_image_model() {
-        let (container, volumes) = runner(&OperatorConfig::default());
+    /// The runner pod of `config`, which has no embeddings API: its environment
+    /// (checked to hold nothing of one) and whether it has `EOL_EMBEDDINGS=off`.
+    fn runner_without_embeddings_api(
+        config: &OperatorConfig,
+    ) -> (BTreeMap<String, Option<String>>, bool) {
+        let (container, volumes) = runner(config);
         let env = env_values(&container);
         for unset in [
-            "EOL_EMBEDDINGS",
             "EOL_EMBEDDING_BASE_URL",
             "EOL_EMBEDDING_MODEL",
             "EOL_EMBEDDING_API_KEY",
@@ -353,6 +355,16 @@ mod tests {
             assert!(!env.contains_key(unset), "{unset}");
         }
         assert!(volumes.iter().all(|v| v.name != "embedding-api-key"));
+        let off = env
+            .get("EOL_EMBEDDINGS")
+            .is_some_and(|v| v.as_deref() == Some("off"));
+        (env, off)
+    }
+
+    #[test]
+    fn without_an_embeddings_api_runner_pods_embed_with_the_image_model() {
+        let (env, off) = runner_without_embeddings_api(&OperatorConfig::default());
+        assert!(!off && !env.contains_key("EOL_EMBEDDINGS"), "{env:?}");
     }
 
     #[test]
@@ -361,18 +373,8 @@ mod tests {
             local_embeddings: false,
             ..OperatorConfig::default()
         };
-        let (container, volumes) = runner(&config);
-        let env = env_values(&container);
-        assert_eq!(env["EOL_EMBEDDINGS"].as_deref(), Some("off"));
-        for unset in [
-            "EOL_EMBEDDING_BASE_URL",
-            "EOL_EMBEDDING_MODEL",
-            "EOL_EMBEDDING_API_KEY",
-            "EOL_EMBEDDING_API_KEY_FILE",
-        ] {
-            assert!(!env.contains_key(unset), "{unset}");
-        }
-        assert!(volumes.iter().all(|v| v.name != "embedding-api-key"));
+        let (env, off) = runner_without_embeddings_api(&config);
+        assert!(off, "{env:?}");
         // The model key is still a file.
         assert_eq!(
             env["EOL_LLM_API_KEY_FILE"].as_deref(),

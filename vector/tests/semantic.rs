@@ -14,8 +14,10 @@ mod common;
 use common::{DIMS, bag_of_words, conn, unique};
 use serde_json::{Value, json};
 
-/// Words hashed (FNV-1a) into 64 buckets, counted, L2-normalised.
-struct BagOfWords;
+/// Words hashed (FNV-1a) into 64 buckets, counted, L2-normalised; counts the
+/// texts it embeds.
+#[derive(Default)]
+struct BagOfWords(AtomicUsize);
 
 impl Embedder for BagOfWords {
     fn model_id(&self) -> &str {
@@ -28,27 +30,8 @@ impl Embedder for BagOfWords {
         &'a self,
         texts: &'a [String],
     ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
-        Box::pin(async move { Ok(texts.iter().map(|t| bag_of_words(t)).collect()) })
-    }
-}
-
-/// [`BagOfWords`], counting the texts it embeds.
-#[derive(Default)]
-struct Counting(AtomicUsize);
-
-impl Embedder for Counting {
-    fn model_id(&self) -> &str {
-        BagOfWords.model_id()
-    }
-    fn dimension(&self) -> usize {
-        DIMS
-    }
-    fn embed<'a>(
-        &'a self,
-        texts: &'a [String],
-    ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
         self.0.fetch_add(texts.len(), Ordering::SeqCst);
-        BagOfWords.embed(texts)
+        Box::pin(async move { Ok(texts.iter().map(|t| bag_of_words(t)).collect()) })
     }
 }
 
@@ -75,7 +58,7 @@ impl TestCache {
 }
 
 async fn cache_with(threshold: f64, ttl: u64) -> TestCache {
-    cache_embedding_with(Arc::new(BagOfWords), threshold, ttl).await
+    cache_embedding_with(Arc::new(BagOfWords::default()), threshold, ttl).await
 }
 
 async fn cache_embedding_with(embedder: Arc<dyn Embedder>, threshold: f64, ttl: u64) -> TestCache {
@@ -422,7 +405,7 @@ async fn entries_expire_after_the_ttl() {
 
 #[tokio::test]
 async fn a_miss_then_its_store_embed_the_input_once() {
-    let counting = Arc::new(Counting::default());
+    let counting = Arc::new(BagOfWords::default());
     let cache = cache_embedding_with(counting.clone(), 0.1, 600).await;
     let c = ctx("orders");
     let asked = text("where is my parcel");
@@ -503,7 +486,7 @@ async fn a_disabled_cache_neither_stores_nor_hits() {
     let settings = SemanticSettings::from_frontmatter(false, None, None).expect("settings");
     let cache = SemanticCache::with_index_name(
         conn().await,
-        Arc::new(BagOfWords),
+        Arc::new(BagOfWords::default()),
         settings,
         &unique("off"),
     )
@@ -528,19 +511,27 @@ async fn a_disabled_cache_neither_stores_nor_hits() {
 async fn reopening_the_cache_keeps_entries() {
     let base = unique("reopen");
     let settings = SemanticSettings::default();
-    let first =
-        SemanticCache::with_index_name(conn().await, Arc::new(BagOfWords), settings.clone(), &base)
-            .await
-            .expect("opens");
+    let first = SemanticCache::with_index_name(
+        conn().await,
+        Arc::new(BagOfWords::default()),
+        settings.clone(),
+        &base,
+    )
+    .await
+    .expect("opens");
     let input = text("where is my parcel");
     first
         .store(&ctx("orders"), &input, &json!(1))
         .await
         .expect("stored");
-    let second =
-        SemanticCache::with_index_name(conn().await, Arc::new(BagOfWords), settings, &base)
-            .await
-            .expect("opens again");
+    let second = SemanticCache::with_index_name(
+        conn().await,
+        Arc::new(BagOfWords::default()),
+        settings,
+        &base,
+    )
+    .await
+    .expect("opens again");
     assert_eq!(
         second
             .lookup(&ctx("orders"), &input)

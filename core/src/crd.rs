@@ -44,6 +44,9 @@ pub struct FeatureSpec {
     /// The feature's tests (the `.test.eol` text). New pods serve traffic only once these pass in the serving phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tests: Option<String>,
+    /// Documents the feature references (`@docs/policy.md` in its prose, or its frontmatter `context:` list), keyed by the path it references them with; runner pods find them beside the feature file, for the model's context. Each must be referenced. Source, tests and documents share one ConfigMap, so together they must stay under 1 MiB.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub documents: BTreeMap<String, String>,
     /// The phase to serve in. Changing it is a phase switch: a rolling update gated by the tests. Default: the phase in the source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<FeaturePhase>,

@@ -495,10 +495,15 @@ async fn a_prototyping_featurerun_calls_the_local_model_from_its_pod() {
         let source =
             std::fs::read_to_string(repo_root().join("features/examples/support-triage.eol"))
                 .expect("the example");
+        // The document its prose references (`@docs/refund-policy.md`) goes along.
+        let policy =
+            std::fs::read_to_string(repo_root().join("features/examples/docs/refund-policy.md"))
+                .expect("the referenced document");
         let feature: Feature = serde_json::from_value(serde_json::json!({
             "apiVersion": "eol.dev/v1alpha1", "kind": "Feature",
             "metadata": {"name": "support-triage"},
-            "spec": {"source": {"inline": source}, "phase": "prototyping", "replicas": 0}
+            "spec": {"source": {"inline": source}, "phase": "prototyping", "replicas": 0,
+                     "documents": {"docs/refund-policy.md": policy}}
         }))
         .expect("a Feature");
         let features: Api<Feature> = Api::namespaced(client.clone(), &ns);
@@ -549,9 +554,12 @@ spec:
         // No embeddings API is configured: with a model, `eol run` loads the
         // all-MiniLM-L6-v2 its image ships at start, and logs a warning (its level)
         // when it cannot ("no embedding model yet", as from an image without it).
+        // The referenced document was beside the feature file: no "cannot be read".
         let logs = must(kubectl(&["logs", "-n", &ns, &pod], None), "kubectl logs");
         assert!(
-            logs.contains("\"label\"") && !logs.contains("no embedding model"),
+            logs.contains("\"label\"")
+                && !logs.contains("no embedding model")
+                && !logs.contains("cannot be read"),
             "the runner's log:\n{logs}"
         );
     })

@@ -5,9 +5,10 @@
 use crate::config::OperatorConfig;
 use eol_core::crd::KeyRef;
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath,
-    PodSecurityContext, ResourceRequirements, SeccompProfile, SecretKeySelector,
-    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Capabilities, ConfigMapProjection, ConfigMapVolumeSource, Container, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, KeyToPath, PodSecurityContext, ProjectedVolumeSource,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
+    Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use std::collections::BTreeMap;
@@ -136,6 +137,29 @@ impl ModelSettings {
     }
 }
 
+/// The ConfigMap key of the `i`-th document of a feature (in path order):
+/// document paths may hold `/`, which keys cannot.
+fn document_key(i: usize) -> String {
+    format!("document-{i}")
+}
+
+/// A runner's source ConfigMap data: the feature, its tests, and its documents
+/// (under [`document_key`]s; [`RunnerPod::volumes`] puts them at their paths).
+pub fn source_data(
+    source: &str,
+    tests: Option<&str>,
+    documents: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut data = BTreeMap::from([(FEATURE_FILE.to_owned(), source.to_owned())]);
+    if let Some(tests) = tests {
+        data.insert(TESTS_FILE.to_owned(), tests.to_owned());
+    }
+    for (i, text) in documents.values().enumerate() {
+        data.insert(document_key(i), text.clone());
+    }
+    data
+}
+
 /// Everything a runner container needs besides its command.
 pub struct RunnerPod<'a> {
     /// Operator settings (image, pull policy, embeddings API).
@@ -144,8 +168,10 @@ pub struct RunnerPod<'a> {
     pub redis_url: KeyRef,
     /// Model settings.
     pub model: &'a ModelSettings,
-    /// The ConfigMap holding the feature (and tests).
+    /// The ConfigMap holding the feature (and tests), from [`source_data`].
     pub source_config_map: &'a str,
+    /// The feature's documents, by path (their texts are in the ConfigMap).
+    pub documents: &'a BTreeMap<String, String>,
 }
 
 impl RunnerPod<'_> {
@@ -229,15 +255,46 @@ impl RunnerPod<'_> {
 
     /// The volumes [`Self::container`] mounts.
     pub fn volumes(&self) -> Vec<Volume> {
-        let mut volumes = vec![
+        let source = if self.documents.is_empty() {
             Volume {
                 name: "source".to_owned(),
-                config_map: Some(k8s_openapi::api::core::v1::ConfigMapVolumeSource {
+                config_map: Some(ConfigMapVolumeSource {
                     name: self.source_config_map.to_owned(),
                     ..Default::default()
                 }),
                 ..Volume::default()
-            },
+            }
+        } else {
+            // Every key as a file, and each document again at its path.
+            let from_source = |items| VolumeProjection {
+                config_map: Some(ConfigMapProjection {
+                    name: self.source_config_map.to_owned(),
+                    items,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let documents = self
+                .documents
+                .keys()
+                .enumerate()
+                .map(|(i, path)| KeyToPath {
+                    key: document_key(i),
+                    path: path.clone(),
+                    mode: None,
+                })
+                .collect();
+            Volume {
+                name: "source".to_owned(),
+                projected: Some(ProjectedVolumeSource {
+                    sources: Some(vec![from_source(None), from_source(Some(documents))]),
+                    ..Default::default()
+                }),
+                ..Volume::default()
+            }
+        };
+        let mut volumes = vec![
+            source,
             Volume {
                 name: "tmp".to_owned(),
                 empty_dir: Some(EmptyDirVolumeSource {
@@ -316,6 +373,7 @@ mod tests {
             },
             model: &model,
             source_config_map: "feature-abc",
+            documents: &BTreeMap::new(),
         };
         (pod.container(vec!["serve".to_owned()]), pod.volumes())
     }

@@ -59,10 +59,11 @@ fn meta(feature: &Feature, name: String, labels: BTreeMap<String, String>) -> Ob
 pub fn config_map(feature: &Feature, prepared: &Prepared) -> ConfigMap {
     let mut labels = pod::labels(COMPONENT, &feature.name_any());
     labels.insert(CONFIG_HASH.to_owned(), prepared.config_hash.clone());
-    let mut data = BTreeMap::from([(FEATURE_FILE.to_owned(), prepared.source.clone())]);
-    if let Some(tests) = &prepared.tests {
-        data.insert(TESTS_FILE.to_owned(), tests.clone());
-    }
+    let data = pod::source_data(
+        &prepared.source,
+        prepared.tests.as_deref(),
+        &prepared.documents,
+    );
     let mut metadata = meta(
         feature,
         config_map_name(feature, &prepared.config_hash),
@@ -94,6 +95,7 @@ pub fn pod_template(
         redis_url,
         model,
         source_config_map: &cm,
+        documents: &prepared.documents,
     };
     let mut args = vec![
         "serve".to_owned(),

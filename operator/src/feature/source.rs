@@ -22,14 +22,16 @@ pub struct Prepared {
     pub operation_phases: BTreeMap<String, String>,
     /// Whether any operation is executed by the model.
     pub needs_model: bool,
-    /// Hash of everything the pods load: source, tests, model settings (10 hex digits).
+    /// The documents the feature references, by path (`spec.documents`).
+    pub documents: BTreeMap<String, String>,
+    /// Hash of everything the pods load: source, tests, documents, model settings (10 hex digits).
     pub config_hash: String,
 }
 
 /// Why a source cannot be served: a condition reason and a located message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpecProblem {
-    /// `SourceNotFound`, `ParseError`, `TestsInvalid` or `PhaseUnavailable`.
+    /// `SourceNotFound`, `ParseError`, `TestsInvalid`, `DocumentsInvalid` or `PhaseUnavailable`.
     pub reason: &'static str,
     /// What is wrong, and where.
     pub message: String,
@@ -100,6 +102,7 @@ pub fn prepare(
                 message: d.to_string(),
             })?;
     }
+    check_documents(&object, &parsed, &feature.spec.documents)?;
     let operation_phases: BTreeMap<String, String> = parsed
         .operations
         .iter()
@@ -115,23 +118,80 @@ pub fn prepare(
         .as_ref()
         .map(|k| format!("{}/{}", k.name, k.key))
         .unwrap_or_default();
-    let config_hash = hash::of_parts(&[
-        &source,
+    let mut parts = vec![
+        source.as_str(),
         tests.as_deref().unwrap_or(""),
         model.base_url.as_deref().unwrap_or(""),
         model.name.as_deref().unwrap_or(""),
         &api_key,
         model.response_format.as_deref().unwrap_or(""),
-    ])[..10]
-        .to_owned();
+    ];
+    // Appended only when there are documents: features without any keep their hash.
+    for (path, text) in &feature.spec.documents {
+        parts.extend([path.as_str(), text.as_str()]);
+    }
+    let config_hash = hash::of_parts(&parts)[..10].to_owned();
     Ok(Prepared {
         source,
         tests,
         phase: crd_phase(parsed.frontmatter.phase),
         operation_phases,
         needs_model,
+        documents: feature.spec.documents.clone(),
         config_hash,
     })
+}
+
+/// Each of `documents` must be a plain relative path (the pod places it under
+/// the feature's directory) that `parsed` references.
+fn check_documents(
+    object: &str,
+    parsed: &eol_core::Feature,
+    documents: &BTreeMap<String, String>,
+) -> Result<(), SpecProblem> {
+    let referenced: Vec<&str> = parsed
+        .references
+        .iter()
+        .filter_map(|r| match r {
+            eol_core::Reference::Path { path, .. } => Some(path.as_str()),
+            eol_core::Reference::Feature { .. } => None,
+        })
+        .chain(
+            parsed
+                .frontmatter
+                .context
+                .iter()
+                .map(String::as_str)
+                .filter(|c| !c.starts_with("feature:")),
+        )
+        .collect();
+    for path in documents.keys() {
+        let problem = |why: String| SpecProblem {
+            reason: "DocumentsInvalid",
+            message: format!("{object} spec.documents[{path:?}]: {why}"),
+        };
+        let plain = !path.is_empty()
+            && !path.starts_with('/')
+            && path
+                .split('/')
+                .all(|part| !part.is_empty() && part != "." && part != "..");
+        if !plain {
+            return Err(problem(
+                "not a plain relative path (no leading /, no empty, . or .. parts)".to_owned(),
+            ));
+        }
+        if !referenced.contains(&path.as_str()) {
+            return Err(problem(if referenced.is_empty() {
+                "the feature references no documents".to_owned()
+            } else {
+                format!(
+                    "not referenced by the feature, which references {}",
+                    referenced.join(", ")
+                )
+            }));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -189,6 +249,55 @@ mod tests {
             a,
             prepare(&plain, SOURCE, &ModelSettings::default()).expect("valid")
         );
+    }
+
+    const TRIAGE: &str = include_str!("../../../features/examples/support-triage.eol");
+
+    #[test]
+    fn referenced_documents_are_kept_and_change_the_hash() {
+        let plain = feature(serde_json::json!({"source": {"inline": TRIAGE}}));
+        let a = prepare(&plain, TRIAGE, &ModelSettings::default()).expect("valid");
+        assert!(a.documents.is_empty());
+        let with = feature(serde_json::json!({
+            "source": {"inline": TRIAGE},
+            "documents": {"docs/refund-policy.md": "Refunds within 30 days."}
+        }));
+        let b = prepare(&with, TRIAGE, &ModelSettings::default()).expect("valid");
+        assert_eq!(
+            b.documents["docs/refund-policy.md"],
+            "Refunds within 30 days."
+        );
+        assert_ne!(
+            a.config_hash, b.config_hash,
+            "a document change rolls the pods"
+        );
+    }
+
+    #[test]
+    fn documents_the_feature_does_not_reference_or_that_leave_its_directory_are_refused() {
+        for (path, why) in [
+            (
+                "docs/other.md",
+                "not referenced by the feature, which references docs/refund-policy.md",
+            ),
+            ("../etc/passwd", "not a plain relative path"),
+            ("/etc/passwd", "not a plain relative path"),
+            ("docs//refund-policy.md", "not a plain relative path"),
+        ] {
+            let f = feature(serde_json::json!({
+                "source": {"inline": TRIAGE},
+                "documents": {path: "text"}
+            }));
+            let problem = prepare(&f, TRIAGE, &ModelSettings::default()).expect_err(path);
+            assert_eq!(problem.reason, "DocumentsInvalid");
+            assert!(
+                problem.message.starts_with(&format!(
+                    "Feature shop/inventory spec.documents[{path:?}]: {why}"
+                )),
+                "{}",
+                problem.message
+            );
+        }
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub struct RunPlan<'a> {
     pub source: &'a str,
     /// The `.test.eol` text, for test runs.
     pub tests: Option<&'a str>,
+    /// The documents the feature references, by path.
+    pub documents: &'a BTreeMap<String, String>,
     /// What to run.
     pub work: Work,
     /// The phase to run in (`--phase`), or the feature's own.
@@ -71,10 +73,7 @@ fn meta(run: &FeatureRun) -> ObjectMeta {
 
 /// The run's files.
 pub fn config_map(run: &FeatureRun, plan: &RunPlan<'_>) -> ConfigMap {
-    let mut data = BTreeMap::from([(FEATURE_FILE.to_owned(), plan.source.to_owned())]);
-    if let Some(tests) = plan.tests {
-        data.insert(TESTS_FILE.to_owned(), tests.to_owned());
-    }
+    let data = pod::source_data(plan.source, plan.tests, plan.documents);
     ConfigMap {
         metadata: meta(run),
         data: Some(data),
@@ -97,6 +96,7 @@ pub fn job(run: &FeatureRun, plan: &RunPlan<'_>, config: &OperatorConfig) -> Job
         redis_url: plan.redis_url.clone(),
         model: plan.model,
         source_config_map: &name,
+        documents: plan.documents,
     };
     let feature_file = format!("{SOURCE_DIR}/{FEATURE_FILE}");
     let mut args = match &plan.work {
@@ -180,9 +180,14 @@ mod tests {
             "input": {"sku": "A-1", "quantity": 2}, "retries": 2, "timeoutSeconds": 60}),
         );
         let model = ModelSettings::default();
+        let documents = BTreeMap::from([
+            ("docs/b.md".to_owned(), "B".to_owned()),
+            ("a.md".to_owned(), "A".to_owned()),
+        ]);
         let plan = RunPlan {
             source: "---\n",
             tests: None,
+            documents: &documents,
             work: Work::Operation {
                 name: "add_stock".into(),
                 input: serde_json::json!({"sku": "A-1", "quantity": 2}),
@@ -238,5 +243,38 @@ mod tests {
         assert_eq!(j["metadata"]["labels"][FEATURE_LABEL], "inventory");
         let cm = config_map(&r, &plan);
         assert_eq!(cm.metadata.name.as_deref(), Some("restock-1"));
+        // Documents are keys of the ConfigMap, placed at their paths beside the feature file.
+        let data = cm.data.expect("data");
+        assert_eq!(
+            data.keys().collect::<Vec<_>>(),
+            ["document-0", "document-1", "feature.eol"]
+        );
+        assert_eq!(
+            (data["document-0"].as_str(), data["document-1"].as_str()),
+            ("A", "B")
+        );
+        let source = pod["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .find(|v| v["name"] == "source")
+            .expect("the source volume");
+        let sources = &source["projected"]["sources"];
+        assert_eq!(sources[0]["configMap"]["name"], "restock-1");
+        assert!(sources[0]["configMap"]["items"].is_null(), "every key");
+        assert_eq!(
+            sources[1]["configMap"]["items"],
+            serde_json::json!([
+                {"key": "document-0", "path": "a.md"},
+                {"key": "document-1", "path": "docs/b.md"}
+            ])
+        );
+        let mount = c["volumeMounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .find(|m| m["name"] == "source")
+            .expect("mounted");
+        assert_eq!(mount["mountPath"], "/etc/eol");
     }
 }

@@ -265,6 +265,7 @@ async fn plan_and_create(
     let plan = RunPlan {
         source: &prepared.source,
         tests: prepared.tests.as_deref(),
+        documents: &prepared.documents,
         work,
         phase: run.spec.phase.map(source::core_phase),
         run_phase: phase,

@@ -20,7 +20,9 @@ use crate::llm::ChatClient;
 use crate::prototype::{ContextDoc, PromptContext, Prototyper};
 use crate::store::RedisStore;
 use eol_core::{Feature, Operation};
-use eol_vector::context::{Chunker, Compression, ContextIndex, SummarizeError, Summarizer};
+use eol_vector::context::{
+    Chunker, Compression, ContextIndex, DEFAULT_VERSION_IDLE, SummarizeError, Summarizer,
+};
 use eol_vector::embed::local::MiniLm;
 use eol_vector::embed::openai::{OpenAiConfig, OpenAiEmbedder};
 use eol_vector::embed_cache::{EmbeddingsCache, EmbeddingsCacheConfig};
@@ -158,8 +160,9 @@ struct VectorParts {
     semantic: Option<SemanticCache>,
     context: Option<ContextIndex>,
     embeddings: Option<Arc<EmbeddingsCache>>,
-    /// Whether the context index holds the current documents.
-    synced: tokio::sync::OnceCell<()>,
+    /// The version of the feature's context this runner synced (its scope and
+    /// chunk count), once it has.
+    synced: tokio::sync::Mutex<Option<(String, usize)>>,
 }
 
 /// A part started once, or the reason it is off and when to try again.
@@ -447,7 +450,7 @@ impl FeatureCaches {
             semantic,
             context: Some(context),
             embeddings,
-            synced: tokio::sync::OnceCell::new(),
+            synced: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -489,29 +492,53 @@ impl FeatureCaches {
     ) -> Option<PromptContext<'static>> {
         let parts = self.vector_parts().await?;
         let index = parts.context.as_ref()?;
-        let synced = parts
-            .synced
-            .get_or_try_init(|| async {
-                let report = index.sync(&self.feature, &self.docs).await?;
-                tracing::info!(feature = %self.feature, added = report.added, kept = report.kept, removed = report.removed, "context indexed");
-                Ok::<(), eol_vector::context::ContextError>(())
-            })
-            .await;
-        if let Err(error) = synced {
-            tracing::warn!(feature = %self.feature, %error, "context indexing failed; ranking context by shared words");
-            return None;
-        }
         let query = format!("{}\n{}", op.spec, canonical_json(input));
-        match index.select(&self.feature, &query, budget).await {
-            Ok(selection) => Some(PromptContext::Selected {
-                text: selection.render(),
-                note: selection.note,
-            }),
-            Err(error) => {
-                tracing::warn!(feature = %self.feature, %error, "context selection failed; ranking context by shared words");
-                None
+        let mut again = false;
+        loop {
+            let (scope, chunks) = match self.synced_version(&parts, index, again).await {
+                Ok(synced) => synced,
+                Err(error) => {
+                    tracing::warn!(feature = %self.feature, %error, "context indexing failed; ranking context by shared words");
+                    return None;
+                }
+            };
+            match index.select(&scope, &query, budget).await {
+                // The version was collected while this runner was idle: sync it again, once.
+                Ok(selection) if selection.indexed == 0 && chunks > 0 && !again => again = true,
+                Ok(selection) => {
+                    return Some(PromptContext::Selected {
+                        text: selection.render(),
+                        note: selection.note,
+                    });
+                }
+                Err(error) => {
+                    tracing::warn!(feature = %self.feature, %error, "context selection failed; ranking context by shared words");
+                    return None;
+                }
             }
         }
+    }
+
+    /// The scope and chunk count of this runner's version of the context,
+    /// synced on first use or when `again`.
+    async fn synced_version(
+        &self,
+        parts: &VectorParts,
+        index: &ContextIndex,
+        again: bool,
+    ) -> Result<(String, usize), eol_vector::context::ContextError> {
+        let mut synced = parts.synced.lock().await;
+        if let Some(done) = synced.as_ref().filter(|_| !again) {
+            return Ok(done.clone());
+        }
+        let done = index
+            .sync_version(&self.feature, &self.docs, DEFAULT_VERSION_IDLE)
+            .await?;
+        let report = done.report;
+        tracing::info!(feature = %self.feature, scope = %done.scope, added = report.added, kept = report.kept, removed = report.removed, collected = done.collected, "context indexed");
+        let value = (done.scope, report.added + report.kept);
+        *synced = Some(value.clone());
+        Ok(value)
     }
 
     fn call_context(&self, op: &str, model: &str) -> CallContext {

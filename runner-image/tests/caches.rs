@@ -14,6 +14,7 @@ use eol_runner::engine::Runtime;
 use eol_runner::llm::{ChatClient, LlmSettings};
 use eol_runner::prototype::Prototyper;
 use eol_runner::store::LocalRedis;
+use eol_vector::context::{Chunker, ContextDoc, ContextIndex};
 use eol_vector::embed::local::MiniLm;
 use eol_vector::{EmbedError, Embedder};
 use serde_json::json;
@@ -237,6 +238,75 @@ async fn an_index_dropped_underneath_a_running_runner_is_recreated() {
     }
     let status = rt.caches().status();
     assert!(status.semantic && status.vector_context, "{status:?}");
+}
+
+/// The members of the versions set of the `triage` feature's context.
+async fn context_versions(redis: &LocalRedis, index: &ContextIndex) -> Vec<String> {
+    redis::cmd("ZRANGE")
+        .arg(index.versions_key("triage"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut connection(redis).await)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_runner_whose_context_version_was_collected_syncs_it_again() {
+    let redis = common::local_redis();
+    let embedder = minilm();
+    let rt = runtime(TRIAGE, &redis, local_model(), Some(embedder.clone())).await;
+    let first = json!({"text": "The app crashes when I rotate the phone."});
+    assert!(
+        rt.execute("classify", &first, None)
+            .await
+            .unwrap()
+            .trace
+            .is_some()
+    );
+
+    // Another version of the feature's documents (a rollout) finds this one idle.
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let conn = redis::aio::ConnectionManager::new(client).await.unwrap();
+    let index = ContextIndex::new(conn, embedder, Chunker::default())
+        .await
+        .unwrap();
+    let ours = context_versions(&redis, &index).await;
+    assert_eq!(ours.len(), 1, "{ours:?}");
+    let other = [ContextDoc::new(
+        "prose",
+        "# Triage\n\nTickets come from a web shop.",
+    )];
+    let collected = index
+        .sync_version("triage", &other, Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(collected.collected > 0, "{collected:?}");
+    assert_eq!(
+        context_versions(&redis, &index).await,
+        std::slice::from_ref(&collected.scope)
+    );
+
+    // The runner's next call finds its version empty and indexes it again.
+    let second = json!({"text": "I was billed for a plan I cancelled."});
+    assert!(
+        rt.execute("classify", &second, None)
+            .await
+            .unwrap()
+            .trace
+            .is_some()
+    );
+    let versions = context_versions(&redis, &index).await;
+    assert!(
+        versions.contains(&ours[0]) && versions.len() == 2,
+        "{versions:?}"
+    );
+    let chunks: usize = redis::cmd("SCARD")
+        .arg(index.hashes_key(&ours[0]))
+        .query_async(&mut connection(&redis).await)
+        .await
+        .unwrap();
+    assert!(chunks > 0);
 }
 
 fn scripted_settings(url: &str, context_window: usize) -> LlmSettings {

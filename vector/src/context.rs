@@ -17,6 +17,10 @@
 //!   (HASH documents tagged `feature`, `doc`, `hash`; the embedder's
 //!   dimension), embedding only chunks whose hash is new and deleting chunks
 //!   that disappeared; the feature's chunk hashes are kept in a Redis set.
+//!   [`ContextIndex::sync_version`] does it under a version of the feature
+//!   named by its chunks, so that runners with different documents (both sides
+//!   of a rollout) keep apart, and deletes versions no runner selected from
+//!   for an hour.
 //! - [`ContextIndex::select`] picks chunks by relevance to a query (KNN within
 //!   the feature) while they fit the budget, compresses the remainder
 //!   ([`Compression`]: first sentences, or a model summary) into what is
@@ -48,6 +52,11 @@ pub const MAX_CANDIDATES: usize = 2000;
 pub const SUMMARY_INPUT_TOKENS: usize = 4000;
 /// A chunk and the position of its document in the synced list.
 type Placed = (usize, Chunk);
+/// Separates a feature from its version in a scope (feature names have no `@`).
+const VERSION_MARK: char = '@';
+/// How long a version of a feature's context may go without a selection
+/// before another version's [`ContextIndex::sync_version`] deletes it.
+pub const DEFAULT_VERSION_IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
 /// Texts per call to the embedder during [`ContextIndex::sync`].
 const EMBED_BATCH: usize = 64;
 /// The mark that ends a shortened text.
@@ -611,6 +620,13 @@ pub enum ContextError {
     Tokenizer(String),
 }
 
+/// Seconds since the Unix epoch (the score of a version's last use).
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 fn redis_err(action: &str) -> impl FnOnce(redis::RedisError) -> ContextError + '_ {
     move |source| ContextError::Redis {
         action: action.to_owned(),
@@ -686,6 +702,17 @@ pub struct SyncReport {
     pub removed: usize,
 }
 
+/// What [`ContextIndex::sync_version`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionSync {
+    /// The version's scope, to select from.
+    pub scope: String,
+    /// The sync of the version's chunks.
+    pub report: SyncReport,
+    /// Chunks of idle versions (and unversioned ones) deleted.
+    pub collected: usize,
+}
+
 /// A chunk as stored and selected.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SelectedChunk {
@@ -740,6 +767,9 @@ pub struct Selection {
     pub budget: usize,
     /// What was left out and why (for the call trace); `None` when all of it is in full.
     pub note: Option<String>,
+    /// Chunks stored under the feature (or version) selected from; 0 when nothing
+    /// was synced under it, or it was collected (see [`ContextIndex::sync_version`]).
+    pub indexed: usize,
 }
 
 impl Selection {
@@ -1034,6 +1064,78 @@ impl ContextIndex {
         self.sync(feature, &[]).await.map(|r| r.removed)
     }
 
+    /// The Redis sorted set of the versions of `feature`'s context, scored by
+    /// when a runner last selected from them (`<index>:versions:<model id>:<feature>`).
+    pub fn versions_key(&self, feature: &str) -> String {
+        format!(
+            "{}:versions:{}:{feature}",
+            self.index.name(),
+            self.embedder.model_id()
+        )
+    }
+
+    /// The name one version of `feature`'s context is kept under:
+    /// `<feature>@<hash of its chunks>`.
+    pub fn version_scope(&self, feature: &str, docs: &[ContextDoc]) -> String {
+        let mut hashes: Vec<String> = docs
+            .iter()
+            .flat_map(|d| self.chunker.chunk(&d.name, &d.text))
+            .map(|c| c.hash)
+            .collect();
+        hashes.sort();
+        hashes.dedup();
+        let version = &sha256_hex(&hashes.join(","))[..12];
+        format!("{feature}{VERSION_MARK}{version}")
+    }
+
+    /// Syncs `docs` under their own version of `feature` ([`Self::version_scope`];
+    /// select from the scope returned), so that runners with other documents (both
+    /// sides of a rollout, or of a rollback) never delete or see each other's
+    /// chunks. Marks the version in use, and deletes the versions no runner has
+    /// selected from for `idle` (and chunks stored unversioned, as before
+    /// versions), which a runner still using one restores by syncing again.
+    pub async fn sync_version(
+        &self,
+        feature: &str,
+        docs: &[ContextDoc],
+        idle: std::time::Duration,
+    ) -> Result<VersionSync, ContextError> {
+        let scope = self.version_scope(feature, docs);
+        let report = self.sync(&scope, docs).await?;
+        let key = self.versions_key(feature);
+        let mut conn = self.index.connection();
+        let now = unix_now();
+        let _: () = redis::cmd("ZADD")
+            .arg(&key)
+            .arg(now)
+            .arg(&scope)
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err("mark the context version in use"))?;
+        let idle_versions: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(&key)
+            .arg("-inf")
+            .arg(now - idle.as_secs_f64())
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err("list the idle context versions"))?;
+        let mut collected = self.remove_feature(feature).await?;
+        for old in idle_versions.iter().filter(|v| **v != scope) {
+            collected += self.remove_feature(old).await?;
+            let _: () = redis::cmd("ZREM")
+                .arg(&key)
+                .arg(old)
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_err("forget an idle context version"))?;
+        }
+        Ok(VersionSync {
+            scope,
+            report,
+            collected,
+        })
+    }
+
     /// The context for a call: the chunks of `feature` most relevant to
     /// `query` that fit in `budget_tokens`, the rest compressed into what is
     /// left, in document order. `total_tokens <= budget_tokens` always.
@@ -1044,8 +1146,17 @@ impl ContextIndex {
         budget_tokens: usize,
     ) -> Result<Selection, ContextError> {
         let mut conn = self.index.connection();
-        let count: usize = redis::cmd("SCARD")
-            .arg(self.hashes_key(feature))
+        let mut pipe = redis::pipe();
+        pipe.cmd("SCARD").arg(self.hashes_key(feature));
+        // A version in use is marked so in the same round trip (see `sync_version`).
+        if let Some((base, _)) = feature.split_once(VERSION_MARK) {
+            pipe.cmd("ZADD")
+                .arg(self.versions_key(base))
+                .arg(unix_now())
+                .arg(feature)
+                .ignore();
+        }
+        let (count,): (usize,) = pipe
             .query_async(&mut conn)
             .await
             .map_err(redis_err("count the feature's chunks"))?;
@@ -1056,6 +1167,7 @@ impl ContextIndex {
             total_tokens: 0,
             budget: budget_tokens,
             note: None,
+            indexed: count,
         };
         if count == 0 {
             return Ok(selection);

@@ -771,3 +771,88 @@ async fn with_the_real_model_a_refund_question_selects_the_refund_paragraph() {
     assert!(sel.chunks[0].text.contains("return your money"), "{sel:#?}");
     cleanup(&ctx, &["shop"]).await;
 }
+
+#[tokio::test]
+async fn versions_keep_their_own_chunks_and_idle_ones_are_collected() {
+    let ctx = open(
+        "ctx-versions",
+        Arc::new(CountingBag::default()),
+        Chunker::default(),
+    )
+    .await;
+    let feature = unique("orders");
+    let (old, new) = (
+        docs("Refunds are possible within 30 days of delivery."),
+        docs("Refunds are possible within 14 days of delivery, never for sale items."),
+    );
+    // Chunks written by a runner from before versions: collected by the first versioned sync.
+    ctx.sync(&feature, &old).await.expect("unversioned sync");
+    let hour = std::time::Duration::from_secs(3600);
+
+    // Both sides of a rollout: each version syncs its own chunks.
+    let v1 = ctx.sync_version(&feature, &old, hour).await.expect("v1");
+    assert!(v1.collected > 0, "the unversioned chunks: {v1:?}");
+    let v2 = ctx.sync_version(&feature, &new, hour).await.expect("v2");
+    assert_ne!(v1.scope, v2.scope);
+    assert_eq!(ctx.version_scope(&feature, &old), v1.scope, "stable");
+    assert_eq!(v2.collected, 0, "v1 is not idle");
+    let texts = |s: &eol_vector::context::Selection| s.render();
+    let from_v1 = ctx
+        .select(&v1.scope, "refund", 10_000)
+        .await
+        .expect("select");
+    let from_v2 = ctx
+        .select(&v2.scope, "refund", 10_000)
+        .await
+        .expect("select");
+    assert!(from_v1.indexed > 0 && from_v2.indexed > 0);
+    assert!(
+        texts(&from_v1).contains("30 days") && !texts(&from_v1).contains("14 days"),
+        "{}",
+        texts(&from_v1)
+    );
+    assert!(
+        texts(&from_v2).contains("14 days") && !texts(&from_v2).contains("30 days"),
+        "{}",
+        texts(&from_v2)
+    );
+
+    // v1's runners are gone: a sync of v2 that finds v1 idle deletes its chunks.
+    let again = ctx
+        .sync_version(&feature, &new, std::time::Duration::ZERO)
+        .await
+        .expect("v2 again");
+    assert_eq!(again.scope, v2.scope);
+    assert_eq!(again.collected, from_v1.indexed);
+    assert_eq!(again.report.added, 0, "v2's own chunks are kept");
+    let gone = ctx
+        .select(&v1.scope, "refund", 10_000)
+        .await
+        .expect("select");
+    assert_eq!((gone.indexed, gone.chunks.len()), (0, 0));
+    assert!(
+        ctx.select(&v2.scope, "refund", 10_000)
+            .await
+            .expect("select")
+            .indexed
+            > 0
+    );
+
+    // A runner of v1 still alive syncs again and has its chunks back.
+    let back = ctx
+        .sync_version(&feature, &old, hour)
+        .await
+        .expect("v1 back");
+    assert_eq!(
+        (back.scope.as_str(), back.collected),
+        (v1.scope.as_str(), 0)
+    );
+    assert!(back.report.added > 0);
+    cleanup(&ctx, &[&feature, &v1.scope, &v2.scope]).await;
+    let mut c = ctx.index().connection();
+    let _: () = redis::cmd("DEL")
+        .arg(ctx.versions_key(&feature))
+        .query_async(&mut c)
+        .await
+        .expect("DEL");
+}

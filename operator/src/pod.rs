@@ -172,6 +172,21 @@ pub struct RunnerPod<'a> {
     pub source_config_map: &'a str,
     /// The feature's documents, by path (their texts are in the ConfigMap).
     pub documents: &'a BTreeMap<String, String>,
+    /// The Feature's `spec.resources`; [`runner_resources`] when unset.
+    pub resources: Option<&'a ResourceRequirements>,
+}
+
+/// Runner pod resources unless the Feature sets them: requests that let the
+/// scheduler place pods (the embedding model and the sandbox's Python workers
+/// take about 250 MB), and no limits, which depend on the feature's load.
+pub fn runner_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity("100m".to_owned())),
+            ("memory".to_owned(), Quantity("256Mi".to_owned())),
+        ])),
+        ..ResourceRequirements::default()
+    }
 }
 
 impl RunnerPod<'_> {
@@ -248,6 +263,7 @@ impl RunnerPod<'_> {
             args: Some(args),
             env: Some(env),
             volume_mounts: Some(mounts),
+            resources: Some(self.resources.cloned().unwrap_or_else(runner_resources)),
             security_context: Some(container_security()),
             ..Container::default()
         }
@@ -357,6 +373,14 @@ mod tests {
 
     /// The runner container and volumes for `config`, with a model key Secret.
     fn runner(config: &OperatorConfig) -> (Container, Vec<Volume>) {
+        runner_with(config, None)
+    }
+
+    /// [`runner`] with the Feature's `resources`.
+    fn runner_with(
+        config: &OperatorConfig,
+        resources: Option<&ResourceRequirements>,
+    ) -> (Container, Vec<Volume>) {
         let model = ModelSettings {
             base_url: Some("http://llm/v1".to_owned()),
             api_key: Some(KeyRef {
@@ -374,8 +398,25 @@ mod tests {
             model: &model,
             source_config_map: "feature-abc",
             documents: &BTreeMap::new(),
+            resources,
         };
         (pod.container(vec!["serve".to_owned()]), pod.volumes())
+    }
+
+    #[test]
+    fn runner_pods_request_resources_unless_the_feature_sets_them() {
+        let (container, _) = runner(&OperatorConfig::default());
+        let given = container.resources.expect("resources");
+        let requests = given.requests.expect("requests");
+        assert_eq!(
+            (requests["cpu"].0.as_str(), requests["memory"].0.as_str()),
+            ("100m", "256Mi")
+        );
+        assert!(given.limits.is_none(), "no default limits");
+
+        let own = resources(("1", "1Gi"), ("2", "2Gi"));
+        let (container, _) = runner_with(&OperatorConfig::default(), Some(&own));
+        assert_eq!(container.resources, Some(own));
     }
 
     /// Plain environment values by name (Secret references are not values).

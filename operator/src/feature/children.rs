@@ -96,6 +96,7 @@ pub fn pod_template(
         model,
         source_config_map: &cm,
         documents: &prepared.documents,
+        resources: prepared.resources.as_ref(),
     };
     let mut args = vec![
         "serve".to_owned(),

@@ -6,6 +6,7 @@ use crate::hash;
 use crate::pod::ModelSettings;
 use eol_core::crd::{Feature, FeaturePhase};
 use eol_core::{OperationPhase, Phase};
+use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::ResourceExt;
 use std::collections::BTreeMap;
 
@@ -24,6 +25,8 @@ pub struct Prepared {
     pub needs_model: bool,
     /// The documents the feature references, by path (`spec.documents`).
     pub documents: BTreeMap<String, String>,
+    /// Runner pod resources (`spec.resources`), when set.
+    pub resources: Option<ResourceRequirements>,
     /// Hash of everything the pods load: source, tests, documents, model settings (10 hex digits).
     pub config_hash: String,
 }
@@ -126,9 +129,17 @@ pub fn prepare(
         &api_key,
         model.response_format.as_deref().unwrap_or(""),
     ];
-    // Appended only when there are documents: features without any keep their hash.
+    // Appended only when set: features without documents or resources keep their hash.
     for (path, text) in &feature.spec.documents {
         parts.extend([path.as_str(), text.as_str()]);
+    }
+    let resources = feature
+        .spec
+        .resources
+        .as_ref()
+        .map(|r| serde_json::to_string(r).unwrap_or_default());
+    if let Some(resources) = &resources {
+        parts.extend(["resources", resources.as_str()]);
     }
     let config_hash = hash::of_parts(&parts)[..10].to_owned();
     Ok(Prepared {
@@ -138,6 +149,7 @@ pub fn prepare(
         operation_phases,
         needs_model,
         documents: feature.spec.documents.clone(),
+        resources: feature.spec.resources.clone(),
         config_hash,
     })
 }
@@ -270,6 +282,28 @@ mod tests {
         assert_ne!(
             a.config_hash, b.config_hash,
             "a document change rolls the pods"
+        );
+    }
+
+    #[test]
+    fn resources_are_kept_and_change_the_hash() {
+        let plain = feature(serde_json::json!({"source": {"inline": SOURCE}}));
+        let a = prepare(&plain, SOURCE, &ModelSettings::default()).expect("valid");
+        assert!(a.resources.is_none());
+        let sized = feature(serde_json::json!({
+            "source": {"inline": SOURCE},
+            "resources": {"limits": {"memory": "1Gi"}}
+        }));
+        let b = prepare(&sized, SOURCE, &ModelSettings::default()).expect("valid");
+        let limits = b
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref())
+            .expect("limits");
+        assert_eq!(limits["memory"].0, "1Gi");
+        assert_ne!(
+            a.config_hash, b.config_hash,
+            "a resources change rolls the pods"
         );
     }
 

@@ -47,6 +47,8 @@ pub struct RunPlan<'a> {
     pub tests: Option<&'a str>,
     /// The documents the feature references, by path.
     pub documents: &'a BTreeMap<String, String>,
+    /// The Feature's runner pod resources, when set.
+    pub resources: Option<&'a k8s_openapi::api::core::v1::ResourceRequirements>,
     /// What to run.
     pub work: Work,
     /// The phase to run in (`--phase`), or the feature's own.
@@ -97,6 +99,7 @@ pub fn job(run: &FeatureRun, plan: &RunPlan<'_>, config: &OperatorConfig) -> Job
         model: plan.model,
         source_config_map: &name,
         documents: plan.documents,
+        resources: plan.resources,
     };
     let feature_file = format!("{SOURCE_DIR}/{FEATURE_FILE}");
     let mut args = match &plan.work {
@@ -188,6 +191,7 @@ mod tests {
             source: "---\n",
             tests: None,
             documents: &documents,
+            resources: None,
             work: Work::Operation {
                 name: "add_stock".into(),
                 input: serde_json::json!({"sku": "A-1", "quantity": 2}),

@@ -266,6 +266,7 @@ async fn plan_and_create(
         source: &prepared.source,
         tests: prepared.tests.as_deref(),
         documents: &prepared.documents,
+        resources: prepared.resources.as_ref(),
         work,
         phase: run.spec.phase.map(source::core_phase),
         run_phase: phase,

@@ -47,7 +47,7 @@ pub struct FeatureSpec {
     /// Documents the feature references (`@docs/policy.md` in its prose, or its frontmatter `context:` list), keyed by the path it references them with; runner pods find them beside the feature file, for the model's context. Each must be referenced. Source, tests and documents share one ConfigMap, so together they must stay under 1 MiB.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub documents: BTreeMap<String, String>,
-    /// CPU and memory of each runner pod, serving or running a FeatureRun. Default: requests of 100m CPU and 256Mi memory, no limits.
+    /// CPU and memory of each runner pod, serving or running a FeatureRun. Default: the operator's (`--runner-resources`; requests of 100m CPU and 256Mi memory, no limits, unless changed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
     /// The phase to serve in. Changing it is a phase switch: a rolling update gated by the tests. Default: the phase in the source.

@@ -42,6 +42,10 @@ const FULLNAME: &str = "eol";
 /// embeddings API with its own API-key Secret.
 const CUSTOM_VALUES: &str = r#"
 replicaCount: 2
+runner:
+  resources:
+    requests: {cpu: 250m, memory: 512Mi}
+    limits: {memory: 2Gi}
 redis:
   existingSecret: redis-url
 model:
@@ -324,6 +328,7 @@ fn values_schema_rejects_typos_wrong_types_and_literal_keys() {
         ("embeddings.apiKey.value=sk-123", "value"),
         ("embeddings.baseUrl=embeddings.local", "/embeddings/baseUrl"),
         ("embeddings.local=maybe", "/embeddings/local"),
+        ("runner.resources.request.cpu=1", "request"),
         (
             "networkPolicy.embeddings.cidrs[0]=not-a-cidr",
             "/networkPolicy/embeddings/cidrs/0",
@@ -415,6 +420,10 @@ async fn default_values_render_and_pass_a_server_side_dry_run() {
             ("EOL_LOG_FORMAT", "json"),
             ("EOL_CONCURRENCY", "8"),
             ("EOL_RUNNER_IMAGE", "ghcr.io/eol-dev/eol-runner:0.1.0"),
+            (
+                "EOL_RUNNER_RESOURCES",
+                r#"{"requests":{"cpu":"100m","memory":"256Mi"}}"#,
+            ),
             ("EOL_REDIS_IMAGE", "ghcr.io/eol-dev/redis-stack:8.2.3"),
             ("EOL_REDIS_STORAGE", "1Gi"),
             ("EOL_IMAGE_PULL_POLICY", "IfNotPresent"),
@@ -495,6 +504,10 @@ async fn custom_values_render_and_pass_a_server_side_dry_run() {
             ),
             ("EOL_EMBEDDING_MODEL", "nomic-embed-text"),
             ("EOL_LOCAL_EMBEDDINGS", "false"),
+            (
+                "EOL_RUNNER_RESOURCES",
+                r#"{"limits":{"memory":"2Gi"},"requests":{"cpu":"250m","memory":"512Mi"}}"#,
+            ),
             (
                 "EOL_EMBEDDING_API_KEY_SECRET",
                 "embed-credentials/embed-token",

@@ -2,6 +2,7 @@
 //! Set by flags or environment variables (the Helm chart sets the latter).
 
 use eol_core::crd::KeyRef;
+use k8s_openapi::api::core::v1::ResourceRequirements;
 
 /// The image tag every EOL image of this build carries.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -57,6 +58,10 @@ pub struct OperatorConfig {
     /// pods start without embeddings and log why.
     #[arg(long, env = "EOL_EMBEDDING_API_KEY_SECRET", value_parser = parse_key_ref)]
     pub embedding_api_key_secret: Option<KeyRef>,
+    /// Resources of runner pods whose Feature sets none (`spec.resources`), as JSON
+    /// (a container's `resources`). Default: requests of 100m CPU and 256Mi memory.
+    #[arg(long, env = "EOL_RUNNER_RESOURCES", value_parser = parse_resources, default_value = DEFAULT_RUNNER_RESOURCES)]
+    pub runner_resources: ResourceRequirements,
     /// Whether runner pods without an embeddings API embed with the local model the
     /// runner image ships (`false`: embeddings off, e.g. for a custom image without it).
     #[arg(long, env = "EOL_LOCAL_EMBEDDINGS", default_value_t = true, action = clap::ArgAction::Set)]
@@ -85,11 +90,24 @@ impl Default for OperatorConfig {
             embedding_base_url: None,
             embedding_model: None,
             embedding_api_key_secret: None,
+            runner_resources: parse_resources(DEFAULT_RUNNER_RESOURCES)
+                .expect("the default runner resources parse"),
             local_embeddings: true,
             progress_deadline_seconds: 180,
             watch_namespace: None,
         }
     }
+}
+
+/// Runner pod resources unless set: requests that let the scheduler place pods
+/// (the embedding model and the sandbox's Python workers take about 250 MB), and
+/// no limits, which depend on the feature's load.
+pub const DEFAULT_RUNNER_RESOURCES: &str = r#"{"requests":{"cpu":"100m","memory":"256Mi"}}"#;
+
+fn parse_resources(s: &str) -> Result<ResourceRequirements, String> {
+    serde_json::from_str(s).map_err(|e| {
+        format!("expected a container's resources as JSON, e.g. {DEFAULT_RUNNER_RESOURCES}: {e}")
+    })
 }
 
 fn parse_key_ref(s: &str) -> Result<KeyRef, String> {
@@ -123,5 +141,25 @@ mod tests {
         assert!(!parse(&["--local-embeddings", "false"]).unwrap());
         assert!(parse(&["--local-embeddings=true"]).unwrap());
         assert!(parse(&["--local-embeddings", "maybe"]).is_err());
+    }
+
+    #[test]
+    fn runner_resources_are_json_with_a_default() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("eol-operator").chain(args.iter().copied()))
+                .map(|c| c.config.runner_resources)
+        };
+        let default = parse(&[]).unwrap();
+        assert_eq!(default, OperatorConfig::default().runner_resources);
+        let requests = default.requests.expect("requests");
+        assert_eq!(
+            (requests["cpu"].0.as_str(), requests["memory"].0.as_str()),
+            ("100m", "256Mi")
+        );
+        assert!(default.limits.is_none());
+        let set = parse(&["--runner-resources", r#"{"limits":{"memory":"1Gi"}}"#]).unwrap();
+        assert_eq!(set.limits.expect("limits")["memory"].0, "1Gi");
+        let err = parse(&["--runner-resources", "cpu=1"]).expect_err("not JSON");
+        assert!(err.to_string().contains("as JSON"), "{err}");
     }
 }

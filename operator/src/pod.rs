@@ -172,21 +172,8 @@ pub struct RunnerPod<'a> {
     pub source_config_map: &'a str,
     /// The feature's documents, by path (their texts are in the ConfigMap).
     pub documents: &'a BTreeMap<String, String>,
-    /// The Feature's `spec.resources`; [`runner_resources`] when unset.
+    /// The Feature's `spec.resources`; the operator's `--runner-resources` when unset.
     pub resources: Option<&'a ResourceRequirements>,
-}
-
-/// Runner pod resources unless the Feature sets them: requests that let the
-/// scheduler place pods (the embedding model and the sandbox's Python workers
-/// take about 250 MB), and no limits, which depend on the feature's load.
-pub fn runner_resources() -> ResourceRequirements {
-    ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            ("cpu".to_owned(), Quantity("100m".to_owned())),
-            ("memory".to_owned(), Quantity("256Mi".to_owned())),
-        ])),
-        ..ResourceRequirements::default()
-    }
 }
 
 impl RunnerPod<'_> {
@@ -263,7 +250,11 @@ impl RunnerPod<'_> {
             args: Some(args),
             env: Some(env),
             volume_mounts: Some(mounts),
-            resources: Some(self.resources.cloned().unwrap_or_else(runner_resources)),
+            resources: Some(
+                self.resources
+                    .unwrap_or(&self.config.runner_resources)
+                    .clone(),
+            ),
             security_context: Some(container_security()),
             ..Container::default()
         }
@@ -404,18 +395,17 @@ mod tests {
     }
 
     #[test]
-    fn runner_pods_request_resources_unless_the_feature_sets_them() {
-        let (container, _) = runner(&OperatorConfig::default());
-        let given = container.resources.expect("resources");
-        let requests = given.requests.expect("requests");
-        assert_eq!(
-            (requests["cpu"].0.as_str(), requests["memory"].0.as_str()),
-            ("100m", "256Mi")
+    fn runner_pods_take_the_feature_resources_else_the_operator_default() {
+        let config = OperatorConfig::default();
+        let (container, _) = runner(&config);
+        assert_eq!(container.resources.as_ref(), Some(&config.runner_resources));
+        assert!(
+            config.runner_resources.requests.is_some(),
+            "pods always request something"
         );
-        assert!(given.limits.is_none(), "no default limits");
 
         let own = resources(("1", "1Gi"), ("2", "2Gi"));
-        let (container, _) = runner_with(&OperatorConfig::default(), Some(&own));
+        let (container, _) = runner_with(&config, Some(&own));
         assert_eq!(container.resources, Some(own));
     }
 

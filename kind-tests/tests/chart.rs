@@ -43,6 +43,7 @@ const FULLNAME: &str = "eol";
 const CUSTOM_VALUES: &str = r#"
 replicaCount: 2
 runner:
+  logLevel: info,eol_vector=debug
   resources:
     requests: {cpu: 250m, memory: 512Mi}
     limits: {memory: 2Gi}
@@ -441,6 +442,8 @@ async fn default_values_render_and_pass_a_server_side_dry_run() {
             "EOL_REDIS_STORAGE_CLASS",
             // No embeddings API: runner pods embed with the image's local model.
             "EOL_LOCAL_EMBEDDINGS",
+            // Runner pods log at their own level.
+            "EOL_RUNNER_LOG",
             "EOL_EMBEDDING_BASE_URL",
             "EOL_EMBEDDING_MODEL",
             "EOL_EMBEDDING_API_KEY_SECRET",
@@ -504,6 +507,7 @@ async fn custom_values_render_and_pass_a_server_side_dry_run() {
             ),
             ("EOL_EMBEDDING_MODEL", "nomic-embed-text"),
             ("EOL_LOCAL_EMBEDDINGS", "false"),
+            ("EOL_RUNNER_LOG", "info,eol_vector=debug"),
             (
                 "EOL_RUNNER_RESOURCES",
                 r#"{"limits":{"memory":"2Gi"},"requests":{"cpu":"250m","memory":"512Mi"}}"#,

@@ -490,6 +490,7 @@ async fn a_prototyping_featurerun_calls_the_local_model_from_its_pod() {
         format!("model.baseUrl={model_url}"),
         "model.name=smollm2".to_owned(),
         "model.responseFormat=json_object".to_owned(),
+        "runner.logLevel=info".to_owned(),
     ];
     with_release("model", values, |client, ns| async move {
         let source =
@@ -551,11 +552,19 @@ spec:
         );
         let pod = status.pod_name.expect("a pod");
         assert!(pod.starts_with("classify-"), "{pod}");
-        // No embeddings API is configured: with a model, `eol run` loads the
-        // all-MiniLM-L6-v2 its image ships at start, and logs a warning (its level)
-        // when it cannot ("no embedding model yet", as from an image without it).
-        // The referenced document was beside the feature file: no "cannot be read".
+        // No embeddings API is configured: the pod embedded the feature's prose and
+        // the referenced document (beside the feature file, so never "cannot be
+        // read") with the all-MiniLM-L6-v2 its image ships, for the call's vector
+        // context; `runner.logLevel=info` shows it.
         let logs = must(kubectl(&["logs", "-n", &ns, &pod], None), "kubectl logs");
+        let indexed = logs
+            .lines()
+            .find(|l| l.contains("context indexed"))
+            .unwrap_or_else(|| panic!("no \"context indexed\" in the runner's log:\n{logs}"));
+        assert!(
+            indexed.contains("support-triage@") && !indexed.contains("added=0"),
+            "{indexed}"
+        );
         assert!(
             logs.contains("\"label\"")
                 && !logs.contains("no embedding model")

@@ -62,6 +62,9 @@ pub struct OperatorConfig {
     /// (a container's `resources`). Default: requests of 100m CPU and 256Mi memory.
     #[arg(long, env = "EOL_RUNNER_RESOURCES", value_parser = parse_resources, default_value = DEFAULT_RUNNER_RESOURCES)]
     pub runner_resources: ResourceRequirements,
+    /// `RUST_LOG` filter of runner pods (e.g. `info`). Unset: the runner's own, `warn`.
+    #[arg(long, env = "EOL_RUNNER_LOG")]
+    pub runner_log: Option<String>,
     /// Whether runner pods without an embeddings API embed with the local model the
     /// runner image ships (`false`: embeddings off, e.g. for a custom image without it).
     #[arg(long, env = "EOL_LOCAL_EMBEDDINGS", default_value_t = true, action = clap::ArgAction::Set)]
@@ -92,6 +95,7 @@ impl Default for OperatorConfig {
             embedding_api_key_secret: None,
             runner_resources: parse_resources(DEFAULT_RUNNER_RESOURCES)
                 .expect("the default runner resources parse"),
+            runner_log: None,
             local_embeddings: true,
             progress_deadline_seconds: 180,
             watch_namespace: None,

@@ -185,6 +185,9 @@ impl RunnerPod<'_> {
             env("HOME", "/tmp"),
             env("TMPDIR", "/tmp"),
         ];
+        if let Some(filter) = &self.config.runner_log {
+            env.push(self::env("RUST_LOG", filter));
+        }
         if let Some(url) = &self.model.base_url {
             env.push(self::env("EOL_LLM_BASE_URL", url));
         }
@@ -392,6 +395,21 @@ mod tests {
             resources,
         };
         (pod.container(vec!["serve".to_owned()]), pod.volumes())
+    }
+
+    #[test]
+    fn runner_pods_log_at_the_operator_runner_log_filter_when_set() {
+        let (container, _) = runner(&OperatorConfig::default());
+        assert!(!env_values(&container).contains_key("RUST_LOG"));
+        let config = OperatorConfig {
+            runner_log: Some("info,eol_vector=debug".to_owned()),
+            ..OperatorConfig::default()
+        };
+        let (container, _) = runner(&config);
+        assert_eq!(
+            env_values(&container)["RUST_LOG"].as_deref(),
+            Some("info,eol_vector=debug")
+        );
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub struct FeatureSpec {
     /// The feature's tests (the `.test.eol` text). New pods serve traffic only once these pass in the serving phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tests: Option<String>,
-    /// Documents the feature references (`@docs/policy.md` in its prose, or its frontmatter `context:` list), keyed by the path it references them with; runner pods find them beside the feature file, for the model's context. Each must be referenced. Source, tests and documents share one ConfigMap, so together they must stay under 1 MiB.
+    /// Documents the feature references (`@docs/policy.md` in its prose, or its frontmatter `context:` list), keyed by the path it references them with, and other features it references (`@feature:orders`) as `orders.eol`; runner pods find them beside the feature file, for the model's context. Each must be referenced. Source, tests and documents share one ConfigMap, so together they must stay under 1 MiB.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub documents: BTreeMap<String, String>,
     /// CPU and memory of each runner pod, serving or running a FeatureRun. Default: the operator's (`--runner-resources`; requests of 100m CPU and 256Mi memory, no limits, unless changed).

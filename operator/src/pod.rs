@@ -143,6 +143,16 @@ fn document_key(i: usize) -> String {
     format!("document-{i}")
 }
 
+/// Whether `path`, relative to [`SOURCE_DIR`], is a file of the source ConfigMap
+/// itself (the feature, its tests, a [`document_key`]), which no document may take.
+pub fn is_reserved_source_path(path: &str) -> bool {
+    path == FEATURE_FILE
+        || path == TESTS_FILE
+        || path
+            .strip_prefix("document-")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// A runner's source ConfigMap data: the feature, its tests, and its documents
 /// (under [`document_key`]s; [`RunnerPod::volumes`] puts them at their paths).
 pub fn source_data(

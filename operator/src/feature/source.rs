@@ -155,27 +155,26 @@ pub fn prepare(
 }
 
 /// Each of `documents` must be a plain relative path (the pod places it under
-/// the feature's directory) that `parsed` references.
+/// the feature's directory) that `parsed` references: a file (`@docs/x.md`), or
+/// `NAME.eol` for another feature (`@feature:NAME`, read beside this one); and
+/// not a name the pod's own files take.
 fn check_documents(
     object: &str,
     parsed: &eol_core::Feature,
     documents: &BTreeMap<String, String>,
 ) -> Result<(), SpecProblem> {
-    let referenced: Vec<&str> = parsed
+    let as_path = |reference: &str| match reference.strip_prefix("feature:") {
+        Some(name) => format!("{name}.eol"),
+        None => reference.to_owned(),
+    };
+    let referenced: Vec<String> = parsed
         .references
         .iter()
-        .filter_map(|r| match r {
-            eol_core::Reference::Path { path, .. } => Some(path.as_str()),
-            eol_core::Reference::Feature { .. } => None,
+        .map(|r| match r {
+            eol_core::Reference::Path { path, .. } => path.clone(),
+            eol_core::Reference::Feature { name, .. } => format!("{name}.eol"),
         })
-        .chain(
-            parsed
-                .frontmatter
-                .context
-                .iter()
-                .map(String::as_str)
-                .filter(|c| !c.starts_with("feature:")),
-        )
+        .chain(parsed.frontmatter.context.iter().map(|c| as_path(c)))
         .collect();
     for path in documents.keys() {
         let problem = |why: String| SpecProblem {
@@ -192,7 +191,32 @@ fn check_documents(
                 "not a plain relative path (no leading /, no empty, . or .. parts)".to_owned(),
             ));
         }
-        if !referenced.contains(&path.as_str()) {
+        if crate::pod::is_reserved_source_path(path) {
+            return Err(problem(
+                "the name of one of the pod's own files (feature.eol, feature.test.eol, document-N)"
+                    .to_owned(),
+            ));
+        }
+        // Another feature, read as one by the runner: it must parse.
+        let feature_reference = path.strip_suffix(".eol").is_some_and(|name| {
+            parsed
+                .references
+                .iter()
+                .any(|r| matches!(r, eol_core::Reference::Feature { name: n, .. } if n == name))
+                || parsed
+                    .frontmatter
+                    .context
+                    .iter()
+                    .any(|c| c.strip_prefix("feature:") == Some(name))
+        });
+        if feature_reference {
+            let file = format!("{object} spec.documents[{path:?}]");
+            eol_core::parse_feature(&file, &documents[path]).map_err(|d| SpecProblem {
+                reason: "DocumentsInvalid",
+                message: d.to_string(),
+            })?;
+        }
+        if !referenced.contains(path) {
             return Err(problem(if referenced.is_empty() {
                 "the feature references no documents".to_owned()
             } else {
@@ -308,6 +332,35 @@ mod tests {
     }
 
     #[test]
+    fn another_feature_referenced_by_name_is_a_document_named_after_it() {
+        let source = TRIAGE.replace(
+            "Never promise refunds;",
+            "Stock is described in @feature:inventory. Never promise refunds;",
+        );
+        let f = feature(serde_json::json!({
+            "source": {"inline": source},
+            "documents": {"inventory.eol": SOURCE}
+        }));
+        let p = prepare(&f, &source, &ModelSettings::default()).expect("valid");
+        assert!(p.documents.contains_key("inventory.eol"));
+
+        // The runner reads it as a feature: it must be one.
+        let broken = feature(serde_json::json!({
+            "source": {"inline": source},
+            "documents": {"inventory.eol": "---\nname: inventory\nphase: nope\n---\n"}
+        }));
+        let problem = prepare(&broken, &source, &ModelSettings::default()).expect_err("invalid");
+        assert_eq!(problem.reason, "DocumentsInvalid");
+        assert!(
+            problem
+                .message
+                .starts_with("Feature shop/inventory spec.documents[\"inventory.eol\"]:3:"),
+            "{}",
+            problem.message
+        );
+    }
+
+    #[test]
     fn documents_the_feature_does_not_reference_or_that_leave_its_directory_are_refused() {
         for (path, why) in [
             (
@@ -317,6 +370,8 @@ mod tests {
             ("../etc/passwd", "not a plain relative path"),
             ("/etc/passwd", "not a plain relative path"),
             ("docs//refund-policy.md", "not a plain relative path"),
+            ("feature.eol", "the name of one of the pod's own files"),
+            ("document-3", "the name of one of the pod's own files"),
         ] {
             let f = feature(serde_json::json!({
                 "source": {"inline": TRIAGE},

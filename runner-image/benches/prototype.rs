@@ -43,16 +43,8 @@ fn main() {
         // 1. Engine overhead against a raw request, interleaved.
         let server = ScriptedServer::start(vec![Scripted::answer("{\"label\": \"bug\"}"); 2 * n + 20]).await;
         let settings = LlmSettings {
-            base_url: server.url.clone(),
-            api_key: None,
-            model: "scripted".into(),
-            temperature: 0.0,
-            seed: Some(1),
-            max_tokens: 64,
-            timeout: Duration::from_secs(5),
-            max_retries: 0,
-            context_window: 4096,
             response_format: ResponseFormatMode::JsonObjectWithSchema,
+            ..scripted_llm::scripted_settings(&server.url)
         };
         let prototyper = Prototyper::new(ChatClient::new(settings).expect("client"));
         let (messages, _) = prototyper.messages(&feature, &op, &input).expect("prompt");

@@ -620,6 +620,14 @@ pub enum ContextError {
     Tokenizer(String),
 }
 
+/// `<feature>@<hash of the chunks' hashes>`: the scope of one version of its context.
+fn scope_of(feature: &str, chunks: &[Placed]) -> String {
+    let mut hashes: Vec<&str> = chunks.iter().map(|(_, c)| c.hash.as_str()).collect();
+    hashes.sort_unstable();
+    let version = &sha256_hex(&hashes.join(","))[..12];
+    format!("{feature}{VERSION_MARK}{version}")
+}
+
 /// Seconds since the Unix epoch (the score of a version's last use).
 fn unix_now() -> f64 {
     std::time::SystemTime::now()
@@ -940,6 +948,11 @@ impl ContextIndex {
         feature: &str,
         docs: &[ContextDoc],
     ) -> Result<SyncReport, ContextError> {
+        self.sync_placed(feature, self.placed(docs)).await
+    }
+
+    /// The distinct chunks of `docs`, each with its document's position.
+    fn placed(&self, docs: &[ContextDoc]) -> Vec<Placed> {
         let mut chunks: Vec<Placed> = Vec::new();
         let mut seen = HashSet::new();
         for (d, doc) in docs.iter().enumerate() {
@@ -949,6 +962,15 @@ impl ContextIndex {
                 }
             }
         }
+        chunks
+    }
+
+    /// [`Self::sync`] of chunks already made.
+    async fn sync_placed(
+        &self,
+        feature: &str,
+        chunks: Vec<Placed>,
+    ) -> Result<SyncReport, ContextError> {
         let mut conn = self.index.connection();
         let set = self.hashes_key(feature);
         let stored: HashSet<String> = redis::cmd("SMEMBERS")
@@ -1077,15 +1099,7 @@ impl ContextIndex {
     /// The name one version of `feature`'s context is kept under:
     /// `<feature>@<hash of its chunks>`.
     pub fn version_scope(&self, feature: &str, docs: &[ContextDoc]) -> String {
-        let mut hashes: Vec<String> = docs
-            .iter()
-            .flat_map(|d| self.chunker.chunk(&d.name, &d.text))
-            .map(|c| c.hash)
-            .collect();
-        hashes.sort();
-        hashes.dedup();
-        let version = &sha256_hex(&hashes.join(","))[..12];
-        format!("{feature}{VERSION_MARK}{version}")
+        scope_of(feature, &self.placed(docs))
     }
 
     /// Syncs `docs` under their own version of `feature` ([`Self::version_scope`];
@@ -1100,8 +1114,9 @@ impl ContextIndex {
         docs: &[ContextDoc],
         idle: std::time::Duration,
     ) -> Result<VersionSync, ContextError> {
-        let scope = self.version_scope(feature, docs);
-        let report = self.sync(&scope, docs).await?;
+        let chunks = self.placed(docs);
+        let scope = scope_of(feature, &chunks);
+        let report = self.sync_placed(&scope, chunks).await?;
         let key = self.versions_key(feature);
         let mut conn = self.index.connection();
         let now = unix_now();

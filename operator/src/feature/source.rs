@@ -163,16 +163,17 @@ fn check_documents(
     parsed: &eol_core::Feature,
     documents: &BTreeMap<String, String>,
 ) -> Result<(), SpecProblem> {
+    // Each referenced path, and whether it is another feature (read as one).
     let as_path = |reference: &str| match reference.strip_prefix("feature:") {
-        Some(name) => format!("{name}.eol"),
-        None => reference.to_owned(),
+        Some(name) => (format!("{name}.eol"), true),
+        None => (reference.to_owned(), false),
     };
-    let referenced: Vec<String> = parsed
+    let referenced: Vec<(String, bool)> = parsed
         .references
         .iter()
         .map(|r| match r {
-            eol_core::Reference::Path { path, .. } => path.clone(),
-            eol_core::Reference::Feature { name, .. } => format!("{name}.eol"),
+            eol_core::Reference::Path { path, .. } => (path.clone(), false),
+            eol_core::Reference::Feature { name, .. } => (format!("{name}.eol"), true),
         })
         .chain(parsed.frontmatter.context.iter().map(|c| as_path(c)))
         .collect();
@@ -197,34 +198,24 @@ fn check_documents(
                     .to_owned(),
             ));
         }
+        let Some(&(_, is_feature)) = referenced.iter().find(|(p, _)| p == path) else {
+            let paths: Vec<&str> = referenced.iter().map(|(p, _)| p.as_str()).collect();
+            return Err(problem(if paths.is_empty() {
+                "the feature references no documents".to_owned()
+            } else {
+                format!(
+                    "not referenced by the feature, which references {}",
+                    paths.join(", ")
+                )
+            }));
+        };
         // Another feature, read as one by the runner: it must parse.
-        let feature_reference = path.strip_suffix(".eol").is_some_and(|name| {
-            parsed
-                .references
-                .iter()
-                .any(|r| matches!(r, eol_core::Reference::Feature { name: n, .. } if n == name))
-                || parsed
-                    .frontmatter
-                    .context
-                    .iter()
-                    .any(|c| c.strip_prefix("feature:") == Some(name))
-        });
-        if feature_reference {
+        if is_feature {
             let file = format!("{object} spec.documents[{path:?}]");
             eol_core::parse_feature(&file, &documents[path]).map_err(|d| SpecProblem {
                 reason: "DocumentsInvalid",
                 message: d.to_string(),
             })?;
-        }
-        if !referenced.contains(path) {
-            return Err(problem(if referenced.is_empty() {
-                "the feature references no documents".to_owned()
-            } else {
-                format!(
-                    "not referenced by the feature, which references {}",
-                    referenced.join(", ")
-                )
-            }));
         }
     }
     Ok(())

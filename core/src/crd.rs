@@ -3,22 +3,11 @@
 //!
 //! Every field's `///` doc becomes its `kubectl explain` text.
 
+use crate::Phase;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-
-/// The phase a Feature runs in, as the CRDs spell it.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum FeaturePhase {
-    /// Every operation is executed by the model.
-    Prototyping,
-    /// Every operation runs its Python implementation.
-    Implementation,
-    /// Each operation runs in the phase its `Phase:` line gives.
-    Hybrid,
-}
 
 /// A feature: an `.eol` source served by a Deployment of `eol serve` pods.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -31,8 +20,8 @@ pub enum FeaturePhase {
     shortname = "feat",
     category = "eol",
     cel,
-    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase","description":"The phase the feature serves in"}"#,
-    printcolumn = r#"{"name":"Desired","type":"string","jsonPath":".spec.phase","priority":1,"description":"The desired phase"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase","description":"The phase the feature serves in (or rolls out to, before any pod served)"}"#,
+    printcolumn = r#"{"name":"Desired","type":"string","jsonPath":".status.desiredPhase","priority":1,"description":"The desired phase: spec.phase, else the source's"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.readyReplicas","description":"Ready replicas"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -52,7 +41,7 @@ pub struct FeatureSpec {
     pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
     /// The phase to serve in. Changing it is a phase switch: a rolling update gated by the tests. Default: the phase in the source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<FeaturePhase>,
+    pub phase: Option<Phase>,
     /// Pods serving the feature.
     #[serde(default = "default_replicas")]
     #[x_kube(validation = kube::core::Rule::new("self >= 0 && self <= 100").message("replicas must be between 0 and 100"))]
@@ -126,9 +115,12 @@ pub struct FeatureStatus {
     /// The generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// The phase the ready pods serve in.
+    /// The phase the feature serves in: that of the last configuration whose pods all became Ready, or, before any did, the phase its first rollout brings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<FeaturePhase>,
+    pub phase: Option<Phase>,
+    /// The desired phase: `spec.phase`, or the phase written in the source when that is unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_phase: Option<Phase>,
     /// The phase of each operation, by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub operation_phases: BTreeMap<String, String>,
@@ -187,7 +179,7 @@ pub struct FeatureRunSpec {
     pub tests: Option<bool>,
     /// The phase to run in. Default: the Feature's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<FeaturePhase>,
+    pub phase: Option<Phase>,
     /// Seconds the run may take before it ends TimedOut (the Job's activeDeadlineSeconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = kube::core::Rule::new("self > 0").message("timeoutSeconds must be positive"))]
@@ -213,7 +205,7 @@ pub struct FeatureRunStatus {
     pub observed_generation: Option<i64>,
     /// The phase the run used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<FeaturePhase>,
+    pub phase: Option<Phase>,
     /// `Succeeded`: Unknown while running (reasons Pending, Running), True (Succeeded), or False
     /// (Failed, TimedOut, Cancelled, SpecInvalid, FeatureNotFound).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -12,6 +12,8 @@ mod parse;
 mod phase;
 #[cfg(feature = "process")]
 pub mod process;
+pub mod runner_contract;
+pub mod sandbox_check;
 mod schema;
 mod switch;
 mod testfile;

@@ -4,8 +4,10 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
-/// The phase a whole feature is in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// A feature's phase: `prototyping` (the model executes every operation),
+/// `implementation` (every operation runs its Python), or `hybrid` (each
+/// operation in the phase its `Phase:` line gives).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     /// Every operation is executed by an LLM following its prose.

@@ -115,7 +115,7 @@ REDIS_IMAGE="${REDIS_IMAGE:-ghcr.io/eol-dev/redis-stack:8.2.3}"
 # images/redis/Dockerfile are the same recipes for machines with Docker: keep
 # them in step.)
 RUNNER_RECIPE=2
-OPERATOR_RECIPE=2
+OPERATOR_RECIPE=3
 REDIS_RECIPE=1
 # The uid/gid the images run as (distroless' "nonroot").
 IMAGE_UID=65532
@@ -252,8 +252,9 @@ build_runner_image() { # prints the archive path
   echo "$tar"
 }
 
-# The operator: `eol-operator` on the Debian base with ca-certificates (no
-# Python); uid 65532, ENTRYPOINT eol-operator, CMD run (a Deployment may give
+# The operator: `eol-operator` on the Debian base with ca-certificates and
+# Python 3 (python3-minimal and the stdlib, as in the runner: the static check
+# of Features' Python parses it with the same interpreter); uid 65532, ENTRYPOINT eol-operator, CMD run (a Deployment may give
 # its own args). kube verifies the API server against the service account's CA
 # and /readyz of runner pods is plain HTTP, but built together with eol-runner
 # (one feature resolution) its reqwest client has rustls, which loads the
@@ -267,7 +268,7 @@ build_operator_image() { # prints the archive path
   local tmp c m; tmp=$(mktemp -d)
   objcopy --strip-debug "$bin" "$tmp/eol-operator"
   c=$(buildah from --quiet "$BASE_IMAGE")
-  _apt_install "$c" "$OPERATOR_IMAGE" ca-certificates
+  _apt_install "$c" "$OPERATOR_IMAGE" python3-minimal libpython3.11-stdlib ca-certificates
   m=$(buildah mount "$c")
   _slim_rootfs "$m"
   _add_user "$m" eol /

@@ -308,7 +308,7 @@ async fn a_user_installs_applies_switches_upgrades_and_uninstalls() {
         let switched = wait_for(&features, "inventory", TIMEOUT, |f| {
             ready_with(f, 2)
                 && f.status.as_ref().is_some_and(|s| {
-                    s.phase == Some(eol_core::crd::FeaturePhase::Hybrid)
+                    s.phase == Some(eol_core::Phase::Hybrid)
                         && condition(&s.conditions, "PhaseSwitch")
                             .is_some_and(|c| c.1 == "Complete")
                 })
@@ -532,7 +532,7 @@ spec:
         let runs: Api<FeatureRun> = Api::namespaced(client.clone(), &ns);
         let done = wait_for(&runs, "classify", TIMEOUT, run_finished).await;
         let status = assert_succeeded(done, |message| format!("the run on {model_url}: {message}"));
-        assert_eq!(status.phase, Some(eol_core::crd::FeaturePhase::Prototyping));
+        assert_eq!(status.phase, Some(eol_core::Phase::Prototyping));
         let summary = status.summary.expect("a summary");
         // The runner checked the model's answer against the output schema.
         let label = summary

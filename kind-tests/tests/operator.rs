@@ -119,7 +119,7 @@ async fn a_featurerun_of_an_implementation_feature_succeeds_with_its_summary() {
         assert_eq!(summary.output, Some(serde_json::json!({"sku": "AB-123", "level": 3})));
         assert!(summary.duration.is_some());
         assert_eq!(summary.result_key.as_deref(), Some("eol:inventory:runs:restock"));
-        assert_eq!(status.phase, Some(eol_core::crd::FeaturePhase::Implementation));
+        assert_eq!(status.phase, Some(eol_core::Phase::Implementation));
         assert!(status.start_time.is_some() && status.completion_time.is_some());
         assert!(status.pod_name.unwrap().starts_with("restock-"));
 
@@ -152,10 +152,7 @@ async fn a_feature_becomes_ready_with_two_replicas_answering_through_its_service
         })
         .await;
         let status = f.status.unwrap();
-        assert_eq!(
-            status.phase,
-            Some(eol_core::crd::FeaturePhase::Implementation)
-        );
+        assert_eq!(status.phase, Some(eol_core::Phase::Implementation));
         assert_eq!(
             status.operation_phases.get("reserve").map(String::as_str),
             Some("implementation")
@@ -250,11 +247,9 @@ async fn a_phase_switch_rolls_over_with_zero_failed_requests() {
             .unwrap();
         let f = wait_for(&features, "inventory", READY_TIMEOUT, |f| {
             let s = f.status.as_ref();
-            s.is_some_and(|s| {
-                s.phase == Some(eol_core::crd::FeaturePhase::Hybrid) && s.ready_replicas == 2
-            }) && s
-                .and_then(|s| condition(&s.conditions, "PhaseSwitch"))
-                .is_some_and(|c| c.1 == "Complete")
+            s.is_some_and(|s| s.phase == Some(eol_core::Phase::Hybrid) && s.ready_replicas == 2)
+                && s.and_then(|s| condition(&s.conditions, "PhaseSwitch"))
+                    .is_some_and(|c| c.1 == "Complete")
         })
         .await;
         tokio::time::sleep(Duration::from_secs(4)).await;

@@ -69,6 +69,10 @@ pub struct OperatorConfig {
     /// runner image ships (`false`: embeddings off, e.g. for a custom image without it).
     #[arg(long, env = "EOL_LOCAL_EMBEDDINGS", default_value_t = true, action = clap::ArgAction::Set)]
     pub local_embeddings: bool,
+    /// The Python 3 the static check of Features' code runs on (the same check as
+    /// `eol check` and the runner's sandbox; it parses the code, never runs it).
+    #[arg(long, env = "EOL_PYTHON", default_value = "python3")]
+    pub python: std::path::PathBuf,
     /// Seconds new pods have to become Ready in a phase switch, unless the Feature says otherwise.
     #[arg(long, env = "EOL_PROGRESS_DEADLINE_SECONDS", default_value_t = 180)]
     pub progress_deadline_seconds: i32,
@@ -97,6 +101,7 @@ impl Default for OperatorConfig {
                 .expect("the default runner resources parse"),
             runner_log: None,
             local_embeddings: true,
+            python: "python3".into(),
             progress_deadline_seconds: 180,
             watch_namespace: None,
         }

@@ -2,6 +2,8 @@
 
 use crate::config::OperatorConfig;
 use crate::metrics::Metrics;
+use crate::source::code::CodeCheck;
+use crate::status::StatusWriter;
 use eol_core::crd::Feature;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
@@ -68,6 +70,10 @@ pub struct Context {
     pub http: reqwest::Client,
     /// Watch caches of the hot path.
     pub caches: Caches,
+    /// Writes both controllers' statuses, and remembers them against stale caches.
+    pub status: StatusWriter,
+    /// The sandbox's static check of Features' Python.
+    pub code_check: CodeCheck,
 }
 
 impl Context {
@@ -79,6 +85,8 @@ impl Context {
         };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
+            status: StatusWriter::default(),
+            code_check: CodeCheck::new(config.python.clone()),
             client,
             config,
             metrics,

@@ -3,7 +3,10 @@
 //! - [`feature`]: a Feature becomes a ConfigMap, a Deployment of `eol serve`
 //!   pods and a Service; phase switches roll out only once the tests pass.
 //! - [`run`]: a FeatureRun becomes one Job; its runner reports a summary.
-//! - [`redis`]: the managed Redis Stack of each namespace with Features.
+//! - [`redis`]: the managed Redis Stack of each namespace with Features;
+//! - [`source`]: a Feature's source, fetched, validated and hashed (both controllers);
+//! - [`pod`]: the runner pods, built whole in one place;
+//! - [`status`]: the one status writer of both controllers.
 
 pub mod conditions;
 pub mod config;
@@ -18,6 +21,8 @@ pub mod pod;
 pub mod redis;
 pub mod run;
 pub mod runtime;
+pub mod source;
+pub mod status;
 
 use eol_core::crd::{Feature, FeatureRun};
 use kube::CustomResourceExt;

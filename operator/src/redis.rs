@@ -309,11 +309,7 @@ where
 
 /// The label selector of managed Redis StatefulSets (what the cache watches).
 pub fn selector() -> String {
-    pod::labels(NAME, NAME)
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
+    pod::selector_string(&pod::labels(NAME, NAME))
 }
 
 /// True when the StatefulSet reports a ready pod.

@@ -3,17 +3,15 @@
 //! during a rollout and a rollback has something to return to), the Deployment
 //! running `eol serve`, and the Service in front of it.
 
-use super::source::Prepared;
 use crate::config::OperatorConfig;
-use crate::pod::{self, FEATURE_FILE, ModelSettings, RunnerPod, SOURCE_DIR, TESTS_FILE};
+use crate::pod::{self, ModelSettings, RunnerPod};
+use crate::source::Prepared;
 use eol_core::crd::{Feature, KeyRef};
+use eol_core::runner_contract::RunnerCommand;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
-use k8s_openapi::api::core::v1::{
-    ConfigMap, ContainerPort, HTTPGetAction, Lifecycle, LifecycleHandler, PodSpec, PodTemplateSpec,
-    Probe, Service, ServicePort, ServiceSpec, SleepAction,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec, Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
@@ -25,8 +23,6 @@ pub const COMPONENT: &str = "eol-feature";
 pub const CONFIG_HASH: &str = "eol.dev/config-hash";
 /// Annotation of a configuration's ConfigMap: the phase it serves in.
 pub const PHASE_ANNOTATION: &str = "eol.dev/phase";
-/// The port `eol serve` listens on.
-pub const HTTP_PORT: i32 = 8080;
 
 /// The labels selecting a Feature's pods (stable across configurations).
 pub fn selector(feature: &Feature) -> BTreeMap<String, String> {
@@ -71,7 +67,7 @@ pub fn config_map(feature: &Feature, prepared: &Prepared) -> ConfigMap {
     );
     metadata.annotations = Some(BTreeMap::from([(
         PHASE_ANNOTATION.to_owned(),
-        format!("{}", super::source::core_phase(prepared.phase)),
+        prepared.phase.to_string(),
     )]));
     ConfigMap {
         metadata,
@@ -92,53 +88,16 @@ pub fn pod_template(
     let cm = config_map_name(feature, &prepared.config_hash);
     let runner = RunnerPod {
         config,
+        command: RunnerCommand::Serve {
+            tests: prepared.tests.is_some(),
+        },
+        run_id: None,
         redis_url,
         model,
         source_config_map: &cm,
         documents: &prepared.documents,
         resources: prepared.resources.as_ref(),
     };
-    let mut args = vec![
-        "serve".to_owned(),
-        format!("{SOURCE_DIR}/{FEATURE_FILE}"),
-        "--listen".to_owned(),
-        format!("0.0.0.0:{HTTP_PORT}"),
-    ];
-    match prepared.tests {
-        Some(_) => args.extend(["--tests".to_owned(), format!("{SOURCE_DIR}/{TESTS_FILE}")]),
-        None => args.push("--no-test-gate".to_owned()),
-    }
-    let mut container = runner.container(args);
-    container.ports = Some(vec![ContainerPort {
-        name: Some("http".to_owned()),
-        container_port: HTTP_PORT,
-        ..ContainerPort::default()
-    }]);
-    let http_probe = |path: &str, period: i32, failures: i32| Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.to_owned()),
-            port: IntOrString::String("http".to_owned()),
-            ..HTTPGetAction::default()
-        }),
-        period_seconds: Some(period),
-        failure_threshold: Some(failures),
-        timeout_seconds: Some(2),
-        ..Probe::default()
-    };
-    container.readiness_probe = Some(http_probe("/readyz", 2, 1));
-    container.liveness_probe = Some(http_probe("/healthz", 10, 3));
-    // Endpoints are removed asynchronously: keep serving a while after the pod
-    // is marked terminating, so no request lands on a closed port mid-rollout.
-    // kube-proxy took up to 5 s to program a change on a busy test node (its
-    // network_programming_duration); 3 s lost requests there.
-    container.lifecycle = Some(Lifecycle {
-        pre_stop: Some(LifecycleHandler {
-            sleep: Some(SleepAction { seconds: 10 }),
-            ..LifecycleHandler::default()
-        }),
-        ..Lifecycle::default()
-    });
-    container.resources = Some(pod::resources(("100m", "128Mi"), ("1", "1Gi")));
     let mut labels = selector(feature);
     labels.insert(CONFIG_HASH.to_owned(), prepared.config_hash.clone());
     labels.insert(
@@ -154,15 +113,7 @@ pub fn pod_template(
             )])),
             ..ObjectMeta::default()
         }),
-        spec: Some(PodSpec {
-            containers: vec![container],
-            volumes: Some(runner.volumes()),
-            security_context: Some(pod::pod_security()),
-            automount_service_account_token: Some(false),
-            enable_service_links: Some(false),
-            termination_grace_period_seconds: Some(30),
-            ..PodSpec::default()
-        }),
+        spec: Some(runner.pod_spec()),
     }
 }
 
@@ -218,9 +169,9 @@ pub fn service(feature: &Feature) -> Service {
         spec: Some(ServiceSpec {
             selector: Some(selector(feature)),
             ports: Some(vec![ServicePort {
-                name: Some("http".to_owned()),
+                name: Some(pod::runner::HTTP_PORT_NAME.to_owned()),
                 port: 80,
-                target_port: Some(IntOrString::String("http".to_owned())),
+                target_port: Some(IntOrString::String(pod::runner::HTTP_PORT_NAME.to_owned())),
                 ..ServicePort::default()
             }]),
             ..ServiceSpec::default()
@@ -232,7 +183,8 @@ pub fn service(feature: &Feature) -> Service {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::feature::source::prepare;
+    use crate::source::prepare;
+    use eol_core::runner_contract::TESTS_FILE;
 
     const SOURCE: &str = include_str!("../../../features/examples/inventory.eol");
     const TESTS: &str = include_str!("../../../features/examples/inventory.test.eol");

@@ -1,16 +1,18 @@
-//! The Feature reconciler: fetch the source -> validate -> check the model
-//! Secret -> ensure Redis -> apply ConfigMap, Deployment, Service -> read the
-//! rollout -> (roll back) -> write status.
+//! The Feature reconciler, a pipeline: load the source (fetch, prepare, check
+//! the code) -> check the model's Secret -> ensure the namespace's Redis ->
+//! apply the ConfigMap, Deployment and Service -> observe the rollout ->
+//! [`decide`] -> roll back, prune, write the status and events.
 
 use super::children::{self, CONFIG_HASH};
+use super::decide::{self, Decision, Observed, Requeue};
 use super::rollout::{self, Rollout};
-use super::source::{self, Prepared, SpecProblem};
-use crate::conditions::{self, Status};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::pod::{FIELD_MANAGER, ModelSettings};
+use crate::pod::{self, FIELD_MANAGER, ModelSettings};
 use crate::redis;
+use crate::source::{self, Loaded, Prepared};
 use eol_core::crd::{Feature, FeatureStatus};
+use eol_core::runner_contract::{HTTP_PORT, READY_PATH};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodTemplateSpec, Secret, Service};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
@@ -30,422 +32,158 @@ pub async fn reconcile(feature: Arc<Feature>, ctx: Arc<Context>) -> Result<Actio
     let ns = feature
         .namespace()
         .ok_or_else(|| Error::MissingMetadata(feature.name_any(), "namespace"))?;
-    let name = feature.name_any();
-    let object = format!("Feature {ns}/{name}");
-    let generation = feature.metadata.generation;
-    let previous = feature.status.clone().unwrap_or_default();
-    let mut status = previous.clone();
-    status.observed_generation = generation;
-
-    // Validate first: a source that does not parse creates nothing (the pods
-    // already serving keep serving) and waits for the next change.
-    let text = match fetch_source(&ctx, &feature, &ns).await? {
-        Ok(text) => text,
-        Err(problem) => {
-            let retry = problem.reason == "SourceNotFound";
-            spec_invalid(&ctx, &feature, &previous, status, problem).await?;
-            // A missing ConfigMap may appear: look again. A parse error waits for an edit.
-            return Ok(if retry {
-                Action::requeue(Duration::from_secs(15))
-            } else {
-                Action::await_change()
-            });
-        }
-    };
-    let model = ModelSettings::resolve(feature.spec.model.as_ref(), &ctx.config);
-    let prepared = match source::prepare(&feature, &text, &model) {
-        Ok(p) => p,
-        Err(problem) => {
-            spec_invalid(&ctx, &feature, &previous, status, problem).await?;
-            return Ok(Action::await_change());
-        }
-    };
-    conditions::set(
-        &mut status.conditions,
-        "SpecValid",
-        Status::True,
-        "Valid",
-        format!(
-            "the source parses; phase {}",
-            source::core_phase(prepared.phase)
-        ),
-        generation,
-    );
-
-    // The model: without its Secret the pods could not start, so nothing rolls
-    // out (old pods keep serving) and the Secret is looked for again shortly.
-    if let Some((reason, message)) = model_problem(&ctx, &ns, &prepared, &model).await? {
-        conditions::set(
-            &mut status.conditions,
-            "ModelConfigured",
-            Status::False,
-            reason,
-            &message,
-            generation,
-        );
-        if !conditions::is(&previous.conditions, "ModelConfigured", Status::False) {
-            ctx.event(&feature.object_ref(&()), true, reason, "Configure", message)
-                .await;
-        }
-        write_status(&ctx, &feature, &status).await?;
-        return Ok(Action::requeue(Duration::from_secs(10)));
-    }
-    conditions::set(
-        &mut status.conditions,
-        "ModelConfigured",
-        Status::True,
-        if prepared.needs_model {
-            "Configured"
-        } else {
-            "NotRequired"
-        },
-        if prepared.needs_model {
-            format!(
-                "model {} at {}",
-                model.name.as_deref().unwrap_or("(default)"),
-                model.base_url.as_deref().unwrap_or("(default)")
-            )
-        } else {
-            "no operation runs on the model".to_owned()
-        },
-        generation,
-    );
-
-    let owner = feature
-        .controller_owner_ref(&())
-        .ok_or_else(|| Error::MissingMetadata(object.clone(), "uid"))?;
-    if ctx.config.external_redis_secret.is_none() {
-        let mut shared = owner.clone();
-        // Shared by the namespace's Features: none of them is its controller.
-        shared.controller = None;
-        shared.block_owner_deletion = None;
-        let redis = redis::ensure(&ctx.client, &ns, &shared, &ctx.config).await?;
-        // New pods run their tests at start, against Redis: starting them before
-        // it answers would fail the tests for nothing. Pods already serving stay.
-        if !redis::has_ready_pod(&redis) {
-            conditions::set(
-                &mut status.conditions,
-                "PhaseSwitch",
-                Status::Unknown,
-                "Progressing",
-                format!(
-                    "waiting for the namespace's Redis ({ns}/{}) to be ready",
-                    redis::NAME
-                ),
-                generation,
-            );
-            if status != previous {
-                write_status(&ctx, &feature, &status).await?;
-            }
-            return Ok(Action::requeue(Duration::from_secs(2)));
-        }
-    }
-
-    let apply = PatchParams::apply(FIELD_MANAGER).force();
-    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
-    let cm = children::config_map(&feature, &prepared);
-    config_maps
-        .patch(&cm.name_any(), &apply, &Patch::Apply(&cm))
-        .await
-        .map_err(Error::kube("apply the source ConfigMap", &object))?;
-
-    // A configuration whose switch failed and was rolled back is not retried
-    // until the spec changes.
-    let held_back = status.failed_config.as_deref() == Some(prepared.config_hash.as_str())
-        && status
-            .last_good_config
-            .as_ref()
-            .is_some_and(|good| *good != prepared.config_hash);
-    let redis_url = redis::url_secret(&ctx.config);
-    let desired_template =
-        children::pod_template(&feature, &prepared, &model, redis_url, &ctx.config);
-    let template = match (&status.last_good_config, held_back) {
-        (Some(good), true) => template_of(&ctx, &feature, &ns, good)
-            .await?
-            .unwrap_or_else(|| desired_template.clone()),
-        _ => desired_template.clone(),
-    };
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut deployment = deployments
-        .patch(
-            &name,
-            &apply,
-            &Patch::Apply(children::deployment(
-                &feature,
-                template.clone(),
-                &ctx.config,
-            )),
-        )
-        .await
-        .map_err(Error::kube("apply the Deployment", &object))?;
-    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
-    services
-        .patch(&name, &apply, &Patch::Apply(children::service(&feature)))
-        .await
-        .map_err(Error::kube("apply the Service", &object))?;
-
-    let target = template_hash(&template).unwrap_or_else(|| prepared.config_hash.clone());
-    let phase_name = source::core_phase(prepared.phase).to_string();
-    let mut requeue = Duration::from_secs(300);
-    match rollout::state(&deployment) {
-        Rollout::Complete => {
-            status.last_good_config = Some(target.clone());
-            if target == prepared.config_hash {
-                status.phase = Some(prepared.phase);
-                status.operation_phases = prepared.operation_phases.clone();
-                status.failed_config = None;
-                conditions::set(
-                    &mut status.conditions,
-                    "PhaseSwitch",
-                    Status::True,
-                    "Complete",
-                    format!("every replica serves phase {phase_name} (config {target})"),
-                    generation,
-                );
-                if conditions::get(&previous.conditions, "PhaseSwitch")
-                    .is_some_and(|c| c.reason != "Complete")
-                {
-                    ctx.event(
-                        &feature.object_ref(&()),
-                        false,
-                        "PhaseSwitchComplete",
-                        "Rollout",
-                        format!("serving phase {phase_name} (config {target})"),
-                    )
-                    .await;
-                }
-            }
-        }
-        Rollout::Progressing {
-            updated_ready,
-            wanted,
-        } => {
-            requeue = Duration::from_secs(5);
-            conditions::set(
-                &mut status.conditions,
-                "PhaseSwitch",
-                Status::Unknown,
-                "Progressing",
-                format!(
-                    "rolling out phase {phase_name} (config {target}): {updated_ready}/{wanted} new pods ready; the previous pods keep serving"
-                ),
-                generation,
-            );
-            if conditions::get(&previous.conditions, "PhaseSwitch")
-                .is_none_or(|c| c.reason != "Progressing")
-            {
-                ctx.event(
-                    &feature.object_ref(&()),
-                    false,
-                    "PhaseSwitchStarted",
-                    "Rollout",
-                    format!("rolling out phase {phase_name} (config {target})"),
-                )
-                .await;
-            }
-        }
-        Rollout::Failed { message } => {
-            let why = why_not_ready(&ctx, &feature, &ns, &target)
-                .await
-                .unwrap_or(message);
-            let rollback_to = status
-                .last_good_config
-                .clone()
-                .filter(|good| *good != target);
-            let auto = feature
-                .spec
-                .rollout
-                .as_ref()
-                .is_some_and(|r| r.auto_rollback);
-            match (auto, rollback_to) {
-                (true, Some(good)) => {
-                    if let Some(old) = template_of(&ctx, &feature, &ns, &good).await? {
-                        deployment = deployments
-                            .patch(
-                                &name,
-                                &apply,
-                                &Patch::Apply(children::deployment(&feature, old, &ctx.config)),
-                            )
-                            .await
-                            .map_err(Error::kube("roll the Deployment back", &object))?;
-                    }
-                    status.failed_config = Some(target.clone());
-                    let served = status
-                        .phase
-                        .map(|p| source::core_phase(p).to_string())
-                        .unwrap_or_else(|| "the previous one".to_owned());
-                    let message = format!(
-                        "the switch to phase {phase_name} (config {target}) failed: {why}; rolled back to phase {served} (config {good})"
-                    );
-                    conditions::set(
-                        &mut status.conditions,
-                        "PhaseSwitch",
-                        Status::False,
-                        "RolledBack",
-                        &message,
-                        generation,
-                    );
-                    ctx.event(
-                        &feature.object_ref(&()),
-                        true,
-                        "RolledBack",
-                        "Rollback",
-                        message,
-                    )
-                    .await;
-                }
-                _ => {
-                    let message = format!(
-                        "the switch to phase {phase_name} (config {target}) failed: {why}; the previous pods keep serving"
-                    );
-                    if !conditions::is(&previous.conditions, "PhaseSwitch", Status::False) {
-                        ctx.event(
-                            &feature.object_ref(&()),
-                            true,
-                            "PhaseSwitchFailed",
-                            "Rollout",
-                            message.clone(),
-                        )
-                        .await;
-                    }
-                    conditions::set(
-                        &mut status.conditions,
-                        "PhaseSwitch",
-                        Status::False,
-                        "Failed",
-                        message,
-                        generation,
-                    );
-                }
-            }
-        }
-    }
-    // After a rollback the Deployment serves the last good config again: keep
-    // the failure on record until the spec changes.
-    if held_back {
-        let message = conditions::get(&previous.conditions, "PhaseSwitch")
-            .filter(|c| c.reason == "RolledBack")
-            .map(|c| c.message.clone())
-            .unwrap_or_else(|| {
-                format!(
-                    "config {} failed before; serving config {}",
-                    prepared.config_hash,
-                    status.last_good_config.as_deref().unwrap_or_default()
-                )
-            });
-        conditions::set(
-            &mut status.conditions,
-            "PhaseSwitch",
-            Status::False,
-            "RolledBack",
-            message,
-            generation,
-        );
-    }
-
-    let ready = deployment
-        .status
-        .as_ref()
-        .and_then(|s| s.ready_replicas)
-        .unwrap_or(0);
-    status.ready_replicas = ready;
-    status.config = template_hash(&template);
-    let wanted = feature.spec.replicas;
-    let (ready_status, reason, message) = if wanted == 0 {
-        (Status::True, "ScaledToZero", "replicas is 0".to_owned())
-    } else if ready >= wanted {
-        (
-            Status::True,
-            "Ready",
-            format!("{ready}/{wanted} pods ready"),
-        )
-    } else {
-        (
-            Status::False,
-            "NotReady",
-            format!("{ready}/{wanted} pods ready"),
-        )
-    };
-    conditions::set(
-        &mut status.conditions,
-        "Ready",
-        ready_status,
-        reason,
-        message,
-        generation,
-    );
-    prune_config_maps(&ctx, &feature, &ns, &status, &prepared).await?;
-    if status != previous {
-        write_status(&ctx, &feature, &status).await?;
-    }
-    Ok(Action::requeue(requeue))
+    // What this operator last wrote, even when the watch cache has not seen it yet.
+    let previous = ctx.status.current(feature.as_ref());
+    let (decision, roll_back) = decide(&ctx, &feature, &ns, &previous).await?;
+    finish(&ctx, &feature, &ns, &previous, decision, roll_back).await
 }
 
-/// The `.eol` text: inline, or from the referenced ConfigMap key.
-pub(crate) async fn fetch_source(
+/// Gathers the facts, applies the children and decides; with the pod template
+/// to roll back to, when the decision is to roll back.
+async fn decide(
     ctx: &Context,
     feature: &Feature,
     ns: &str,
-) -> Result<Result<String, SpecProblem>> {
-    let source = &feature.spec.source;
-    if let Some(text) = &source.inline {
-        return Ok(Ok(text.clone()));
-    }
-    let Some(r) = &source.config_map_key_ref else {
-        return Ok(Err(SpecProblem {
-            reason: "SourceNotFound",
-            message: "spec.source has neither inline nor configMapKeyRef".to_owned(),
-        }));
+    previous: &FeatureStatus,
+) -> Result<(Decision, Option<PodTemplateSpec>)> {
+    // Validate first: a source that does not pass creates nothing (the pods
+    // already serving keep serving).
+    let model = ModelSettings::resolve(feature.spec.model.as_ref(), &ctx.config);
+    let Loaded {
+        prepared,
+        unchecked,
+    } = match source::load(ctx, feature, &model).await? {
+        Ok(loaded) => loaded,
+        Err(problem) => {
+            tracing::info!(reason = problem.reason, message = %problem.message, "spec invalid");
+            return Ok((decide::spec_invalid(feature, previous, problem), None));
+        }
     };
-    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-    let cm = cms.get_opt(&r.name).await.map_err(Error::kube(
-        "read the source ConfigMap",
-        format!("{ns}/{}", r.name),
-    ))?;
-    Ok(
-        match cm.and_then(|cm| cm.data.and_then(|mut d| d.remove(&r.key))) {
-            Some(text) => Ok(text),
-            None => Err(SpecProblem {
-                reason: "SourceNotFound",
-                message: format!(
-                    "spec.source.configMapKeyRef: ConfigMap {ns}/{} has no key '{}' (or does not exist)",
-                    r.name, r.key
-                ),
-            }),
-        },
-    )
+    let decision = decide::spec_valid(feature, previous, &prepared, unchecked.as_deref());
+    let configured = format!(
+        "model {} at {}",
+        model.name.as_deref().unwrap_or("(default)"),
+        model.base_url.as_deref().unwrap_or("(default)")
+    );
+    let problem = model_problem(ctx, ns, &prepared, &model).await?;
+    let blocked = problem.is_some();
+    let decision = decide::model(decision, previous, &prepared, &configured, problem);
+    if blocked {
+        return Ok((decision, None));
+    }
+
+    if ctx.config.external_redis_secret.is_none() {
+        let mut shared = owner(feature)?;
+        // Shared by the namespace's Features: none of them is its controller.
+        shared.controller = None;
+        shared.block_owner_deletion = None;
+        let redis = redis::ensure(&ctx.client, ns, &shared, &ctx.config).await?;
+        if !redis::has_ready_pod(&redis) {
+            let redis = format!("{ns}/{}", redis::NAME);
+            return Ok((decide::waiting_for_redis(decision, &redis), None));
+        }
+    }
+
+    let children = Children::new(ctx, feature, ns);
+    children
+        .apply_config_map(&children::config_map(feature, &prepared))
+        .await?;
+    let desired = children::pod_template(
+        feature,
+        &prepared,
+        &model,
+        redis::url_secret(&ctx.config),
+        &ctx.config,
+    );
+    let mut sets = None;
+    let template = match &previous.last_good_config {
+        Some(good) if decide::held_back(previous, &prepared) => {
+            template_of(children.replica_sets(&mut sets).await?, good).unwrap_or(desired)
+        }
+        _ => desired,
+    };
+    let target = template_hash(&template).unwrap_or_else(|| prepared.config_hash.clone());
+    let deployment = children.apply_deployment(template).await?;
+    children.apply_service().await?;
+
+    let mut state = rollout::state(&deployment);
+    let mut pods_say = None;
+    match &mut state {
+        Rollout::Progressing { new_ready, .. } => {
+            *new_ready = rollout::new_ready(children.replica_sets(&mut sets).await?, &target);
+        }
+        Rollout::Failed { .. } => pods_say = why_not_ready(ctx, feature, ns, &target).await,
+        Rollout::Complete => {}
+    }
+    let observed = Observed {
+        target,
+        rollout: state,
+        pods_say,
+        ready_replicas: deployment
+            .status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0),
+    };
+    let decision = decide::rollout(decision, feature, previous, &prepared, observed);
+    let roll_back = match &decision.roll_back_to {
+        Some(good) => template_of(children.replica_sets(&mut sets).await?, good),
+        None => None,
+    };
+    children.prune(&decision.status, &prepared).await?;
+    Ok((decision, roll_back))
 }
 
-/// Reports an invalid spec: SpecValid=False with the located message, an event once.
-async fn spec_invalid(
+/// Writes the status when it changed, rolls back, publishes the events, and
+/// says when to look again. The status goes first: should the rollback fail,
+/// the next reconcile finds the configuration held back and rolls back then.
+async fn finish(
     ctx: &Context,
     feature: &Feature,
+    ns: &str,
     previous: &FeatureStatus,
-    mut status: FeatureStatus,
-    problem: SpecProblem,
-) -> Result<()> {
-    tracing::info!(reason = problem.reason, message = %problem.message, "spec invalid");
-    let unchanged = conditions::get(&previous.conditions, "SpecValid")
-        .is_some_and(|c| c.status == "False" && c.message == problem.message);
-    conditions::set(
-        &mut status.conditions,
-        "SpecValid",
-        Status::False,
-        problem.reason,
-        &problem.message,
-        feature.metadata.generation,
-    );
-    if !unchanged {
+    decision: Decision,
+    roll_back: Option<PodTemplateSpec>,
+) -> Result<Action> {
+    if decision.status != *previous {
+        ctx.status
+            .write(&ctx.client, feature, &decision.status)
+            .await?;
+    }
+    if let Some(template) = roll_back {
+        Children::new(ctx, feature, ns).roll_back(template).await?;
+    }
+    let reference = feature.object_ref(&());
+    for event in decision.events {
         ctx.event(
-            &feature.object_ref(&()),
-            true,
-            problem.reason,
-            "Validate",
-            problem.message,
+            &reference,
+            event.warning,
+            event.reason,
+            event.action,
+            event.note,
         )
         .await;
     }
-    write_status(ctx, feature, &status).await
+    Ok(match decision.requeue {
+        Requeue::OnChange => Action::await_change(),
+        Requeue::After(after) => Action::requeue(after),
+    })
+}
+
+/// The Feature as controller owner of what it creates.
+fn owner(
+    feature: &Feature,
+) -> Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
+    feature.controller_owner_ref(&()).ok_or_else(|| {
+        Error::MissingMetadata(
+            format!(
+                "Feature {}/{}",
+                feature.namespace().unwrap_or_default(),
+                feature.name_any()
+            ),
+            "uid",
+        )
+    })
 }
 
 /// Why the model cannot be used, when an operation needs it.
@@ -460,7 +198,7 @@ async fn model_problem(
     }
     if model.base_url.is_none() {
         return Ok(Some((
-            "NotConfigured",
+            decide::reason::NOT_CONFIGURED,
             "prototyped operations need a model: set spec.model.baseUrl or the operator's default"
                 .to_owned(),
         )));
@@ -479,13 +217,142 @@ async fn model_problem(
     });
     Ok((!has_key).then(|| {
         (
-            "SecretNotFound",
+            decide::reason::SECRET_NOT_FOUND,
             format!(
                 "the model API key Secret {ns}/{} has no key '{}' (or does not exist); nothing rolls out until it does",
                 key.name, key.key
             ),
         )
     }))
+}
+
+/// The Feature's children in the API: applied with one field manager, and
+/// their ReplicaSets read at most once per reconcile.
+struct Children<'a> {
+    ctx: &'a Context,
+    feature: &'a Feature,
+    ns: &'a str,
+    object: String,
+}
+
+impl<'a> Children<'a> {
+    fn new(ctx: &'a Context, feature: &'a Feature, ns: &'a str) -> Self {
+        Self {
+            ctx,
+            feature,
+            ns,
+            object: format!("Feature {ns}/{}", feature.name_any()),
+        }
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.ctx.client.clone(), self.ns)
+    }
+
+    async fn apply_config_map(&self, cm: &ConfigMap) -> Result<()> {
+        self.api::<ConfigMap>()
+            .patch(&cm.name_any(), &apply(), &Patch::Apply(cm))
+            .await
+            .map_err(Error::kube("apply the source ConfigMap", &self.object))?;
+        Ok(())
+    }
+
+    async fn apply_deployment(&self, template: PodTemplateSpec) -> Result<Deployment> {
+        let deployment = children::deployment(self.feature, template, &self.ctx.config);
+        self.api::<Deployment>()
+            .patch(
+                &self.feature.name_any(),
+                &apply(),
+                &Patch::Apply(deployment),
+            )
+            .await
+            .map_err(Error::kube("apply the Deployment", &self.object))
+    }
+
+    async fn roll_back(&self, template: PodTemplateSpec) -> Result<()> {
+        let deployment = children::deployment(self.feature, template, &self.ctx.config);
+        self.api::<Deployment>()
+            .patch(
+                &self.feature.name_any(),
+                &apply(),
+                &Patch::Apply(deployment),
+            )
+            .await
+            .map_err(Error::kube("roll the Deployment back", &self.object))?;
+        Ok(())
+    }
+
+    async fn apply_service(&self) -> Result<()> {
+        self.api::<Service>()
+            .patch(
+                &self.feature.name_any(),
+                &apply(),
+                &Patch::Apply(children::service(self.feature)),
+            )
+            .await
+            .map_err(Error::kube("apply the Service", &self.object))?;
+        Ok(())
+    }
+
+    /// The Deployment's ReplicaSets, listed on first use.
+    async fn replica_sets<'s>(
+        &self,
+        listed: &'s mut Option<Vec<ReplicaSet>>,
+    ) -> Result<&'s [ReplicaSet]> {
+        if listed.is_none() {
+            let list = self
+                .api::<ReplicaSet>()
+                .list(
+                    &ListParams::default()
+                        .labels(&pod::selector_string(&children::selector(self.feature))),
+                )
+                .await
+                .map_err(Error::kube("list the ReplicaSets", &self.object))?;
+            *listed = Some(list.items);
+        }
+        Ok(listed.as_deref().unwrap_or_default())
+    }
+
+    /// Deletes the ConfigMaps of configurations no longer needed: all but the
+    /// desired, the current and the last good one.
+    async fn prune(&self, status: &FeatureStatus, prepared: &Prepared) -> Result<()> {
+        let keep = [
+            Some(prepared.config_hash.as_str()),
+            status.config.as_deref(),
+            status.last_good_config.as_deref(),
+        ];
+        let cms = self.api::<ConfigMap>();
+        let list = cms
+            .list(
+                &ListParams::default()
+                    .labels(&pod::selector_string(&children::selector(self.feature))),
+            )
+            .await
+            .map_err(Error::kube("list the source ConfigMaps", &self.object))?;
+        for cm in list.items {
+            let hash = cm.labels().get(CONFIG_HASH).cloned();
+            let owned = cm
+                .owner_references()
+                .iter()
+                .any(|r| Some(&r.uid) == self.feature.metadata.uid.as_ref());
+            if owned && !keep.contains(&hash.as_deref()) {
+                cms.delete(&cm.name_any(), &DeleteParams::default())
+                    .await
+                    .map_err(Error::kube(
+                        "delete an old source ConfigMap",
+                        format!("{}/{}", self.ns, cm.name_any()),
+                    ))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn apply() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
 }
 
 /// The config hash a pod template runs.
@@ -501,47 +368,26 @@ fn template_hash(template: &PodTemplateSpec) -> Option<String> {
 
 /// The pod template that ran config `hash`, from the Deployment's ReplicaSets
 /// (how `kubectl rollout undo` finds it).
-async fn template_of(
-    ctx: &Context,
-    feature: &Feature,
-    ns: &str,
-    hash: &str,
-) -> Result<Option<PodTemplateSpec>> {
-    let sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), ns);
-    let list = sets
-        .list(&ListParams::default().labels(&selector_string(feature)))
-        .await
-        .map_err(Error::kube(
-            "list the ReplicaSets",
-            format!("{ns}/{}", feature.name_any()),
-        ))?;
-    Ok(list
-        .items
-        .into_iter()
-        .filter_map(|rs| rs.spec.map(|s| s.template))
-        .flatten()
+fn template_of(sets: &[ReplicaSet], hash: &str) -> Option<PodTemplateSpec> {
+    sets.iter()
+        .filter_map(|rs| rs.spec.as_ref()?.template.clone())
         .find(|t| template_hash(t).as_deref() == Some(hash))
         .map(|mut t| {
             if let Some(labels) = t.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
                 labels.remove("pod-template-hash");
             }
             t
-        }))
-}
-
-fn selector_string(feature: &Feature) -> String {
-    children::selector(feature)
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
+        })
 }
 
 /// What the new pods say about why they are not ready (their `/readyz` names
 /// the failing tests), or how their containers are stuck.
 async fn why_not_ready(ctx: &Context, feature: &Feature, ns: &str, hash: &str) -> Option<String> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let selector = format!("{},{CONFIG_HASH}={hash}", selector_string(feature));
+    let selector = format!(
+        "{},{CONFIG_HASH}={hash}",
+        pod::selector_string(&children::selector(feature))
+    );
     let list = pods
         .list(&ListParams::default().labels(&selector))
         .await
@@ -565,7 +411,7 @@ async fn why_not_ready(ctx: &Context, feature: &Feature, ns: &str, hash: &str) -
             continue;
         }
         let Some(ip) = status.pod_ip else { continue };
-        let url = format!("http://{ip}:{}/readyz", children::HTTP_PORT);
+        let url = format!("http://{ip}:{HTTP_PORT}{READY_PATH}");
         if let Ok(resp) = ctx.http.get(&url).send().await
             && !resp.status().is_success()
             && let Ok(body) = resp.text().await
@@ -578,71 +424,6 @@ async fn why_not_ready(ctx: &Context, feature: &Feature, ns: &str, hash: &str) -
     (!reasons.is_empty()).then(|| reasons.join("; "))
 }
 
-/// Deletes ConfigMaps of configurations no longer needed.
-async fn prune_config_maps(
-    ctx: &Context,
-    feature: &Feature,
-    ns: &str,
-    status: &FeatureStatus,
-    prepared: &Prepared,
-) -> Result<()> {
-    let keep = [
-        Some(prepared.config_hash.as_str()),
-        status.config.as_deref(),
-        status.last_good_config.as_deref(),
-    ];
-    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-    let list = cms
-        .list(&ListParams::default().labels(&format!(
-            "app.kubernetes.io/name={},app.kubernetes.io/instance={}",
-            children::COMPONENT,
-            feature.name_any()
-        )))
-        .await
-        .map_err(Error::kube(
-            "list the source ConfigMaps",
-            format!("{ns}/{}", feature.name_any()),
-        ))?;
-    for cm in list.items {
-        let hash = cm.labels().get(CONFIG_HASH).cloned();
-        let owned = cm
-            .owner_references()
-            .iter()
-            .any(|r| Some(&r.uid) == feature.metadata.uid.as_ref());
-        if owned && !keep.contains(&hash.as_deref()) {
-            cms.delete(&cm.name_any(), &DeleteParams::default())
-                .await
-                .map_err(Error::kube(
-                    "delete an old source ConfigMap",
-                    format!("{ns}/{}", cm.name_any()),
-                ))?;
-        }
-    }
-    Ok(())
-}
-
-/// Writes `status` with a Server-Side Apply of the status subresource.
-async fn write_status(ctx: &Context, feature: &Feature, status: &FeatureStatus) -> Result<()> {
-    let ns = feature.namespace().unwrap_or_default();
-    let api: Api<Feature> = Api::namespaced(ctx.client.clone(), &ns);
-    let patch = serde_json::json!({
-        "apiVersion": "eol.dev/v1alpha1",
-        "kind": "Feature",
-        "status": status,
-    });
-    api.patch_status(
-        &feature.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(patch),
-    )
-    .await
-    .map_err(Error::kube(
-        "write the status",
-        format!("Feature {ns}/{}", feature.name_any()),
-    ))?;
-    Ok(())
-}
-
 /// On a failed reconcile: count it, log it, and retry with a pause.
 pub fn error_policy(feature: Arc<Feature>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.error(CONTROLLER, error.kind());
@@ -652,29 +433,442 @@ pub fn error_policy(feature: Arc<Feature>, error: &Error, ctx: Arc<Context>) -> 
 
 #[cfg(test)]
 mod tests {
+    //! Scenarios against a mocked API server: each lists, in order, the
+    //! requests one reconcile makes, and fails on any other.
     use super::*;
     use crate::config::OperatorConfig;
     use crate::fixtures::{Expect, condition, context, not_found};
+    use crate::source::prepare;
+    use serde_json::{Value, json};
 
     const SOURCE: &str = include_str!("../../../features/examples/inventory.eol");
     const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/shop/events";
     const STATUS: &str = "/apis/eol.dev/v1alpha1/namespaces/shop/features/inventory/status";
+    const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/shop/deployments/inventory";
+    const SERVICE: &str = "/api/v1/namespaces/shop/services/inventory";
+    const CONFIG_MAPS: &str = "/api/v1/namespaces/shop/configmaps";
+    const REPLICA_SETS: &str = "/apis/apps/v1/namespaces/shop/replicasets";
+    const PODS: &str = "/api/v1/namespaces/shop/pods";
 
     /// What the API server answers a status patch with: the object.
-    fn stored() -> serde_json::Value {
-        serde_json::json!({"apiVersion": "eol.dev/v1alpha1", "kind": "Feature",
+    fn stored() -> Value {
+        json!({"apiVersion": "eol.dev/v1alpha1", "kind": "Feature",
             "metadata": {"name": "inventory", "namespace": "shop"}, "spec": {"source": {"inline": ""}}})
     }
 
-    fn feature(spec: serde_json::Value) -> Arc<Feature> {
+    fn feature_with(spec: Value, status: Value) -> Arc<Feature> {
         Arc::new(
-            serde_json::from_value(serde_json::json!({
+            serde_json::from_value(json!({
                 "apiVersion": "eol.dev/v1alpha1", "kind": "Feature",
                 "metadata": {"name": "inventory", "namespace": "shop", "uid": "u1", "generation": 2},
-                "spec": spec
+                "spec": spec, "status": status
             }))
             .expect("a Feature"),
         )
+    }
+
+    fn feature(spec: Value) -> Arc<Feature> {
+        feature_with(spec, json!({}))
+    }
+
+    /// An operator with an external Redis: no managed Redis requests.
+    fn external_redis() -> OperatorConfig {
+        OperatorConfig {
+            external_redis_secret: Some("redis-url".into()),
+            ..OperatorConfig::default()
+        }
+    }
+
+    /// The configuration hash the operator computes for `feature`.
+    fn hash_of(feature: &Feature) -> String {
+        prepare(feature, SOURCE, &ModelSettings::default())
+            .expect("valid")
+            .config_hash
+    }
+
+    /// A Deployment as the API server returns it from an apply: the applied
+    /// template's hash, and `status`.
+    fn deployment_reply(hash: &str, status: Value) -> (u16, Value) {
+        (
+            200,
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "inventory", "namespace": "shop", "generation": 3},
+                "spec": {"replicas": 1, "selector": {},
+                         "template": {"metadata": {"annotations": {CONFIG_HASH: hash}}}},
+                "status": status}),
+        )
+    }
+
+    /// A rollout that has just started: one new pod, not ready.
+    fn progressing() -> Value {
+        json!({"observedGeneration": 3, "replicas": 2, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1})
+    }
+
+    fn complete() -> Value {
+        json!({"observedGeneration": 3, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1})
+    }
+
+    fn deadline_exceeded() -> Value {
+        json!({"observedGeneration": 3, "replicas": 2, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1,
+            "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+                            "message": "ReplicaSet \"inventory-2\" has timed out progressing."}]})
+    }
+
+    /// A ReplicaSet of configuration `hash` with `ready` pods.
+    fn replica_set(hash: &str, ready: i32) -> Value {
+        json!({"metadata": {"name": format!("inventory-{hash}")},
+            "spec": {"selector": {}, "template": {
+                "metadata": {"labels": {"pod-template-hash": "x", CONFIG_HASH: hash},
+                             "annotations": {CONFIG_HASH: hash}},
+                "spec": {"containers": [{"name": "runner", "image": "old"}]}}},
+            "status": {"replicas": 1, "readyReplicas": ready}})
+    }
+
+    fn list(kind: &str, items: Vec<Value>) -> (u16, Value) {
+        (
+            200,
+            json!({"apiVersion": "v1", "kind": kind, "metadata": {}, "items": items}),
+        )
+    }
+
+    fn echo() -> (u16, Value) {
+        (200, json!({"metadata": {"name": "x"}}))
+    }
+
+    /// The requests that apply the children of configuration `hash`, the
+    /// Deployment answering with `deployment_status`.
+    fn applies(hash: &str, deployment_status: Value) -> Vec<Expect> {
+        let cm = format!("{CONFIG_MAPS}/inventory-{hash}");
+        let owned = hash.to_owned();
+        vec![
+            Expect::new("PATCH", cm, echo()).checking(move |cm| {
+                assert_eq!(cm["metadata"]["labels"][CONFIG_HASH], owned.as_str());
+                assert_eq!(cm["immutable"], true);
+                assert!(cm["data"]["feature.eol"].is_string());
+            }),
+            Expect::new(
+                "PATCH",
+                DEPLOYMENT,
+                deployment_reply(hash, deployment_status),
+            ),
+            Expect::new("PATCH", SERVICE, echo())
+                .checking(|svc| assert_eq!(svc["spec"]["ports"][0]["port"], 80)),
+        ]
+    }
+
+    fn events_reason(expected: &'static str) -> Expect {
+        Expect::new("POST", EVENTS, (201, json!({})))
+            .checking(move |e| assert_eq!(e["reason"], expected, "{e}"))
+    }
+
+    async fn reconciled(f: Arc<Feature>, ctx: Arc<Context>) -> Action {
+        reconcile(f, ctx).await.expect("reconciled")
+    }
+
+    #[tokio::test]
+    async fn a_new_feature_creates_its_config_map_deployment_and_service() {
+        let (ctx, server) = context(external_redis());
+        let f = feature(json!({"source": {"inline": SOURCE}}));
+        let hash = hash_of(&f);
+        let mut expected = applies(&hash, json!({}));
+        expected[1] = Expect::new("PATCH", DEPLOYMENT, deployment_reply(&hash, json!({})))
+            .checking(|d| {
+                assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"], 0);
+                let c = &d["spec"]["template"]["spec"]["containers"][0];
+                assert_eq!(c["args"][0], "serve");
+                assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+            });
+        let target = hash.clone();
+        expected.extend([
+            Expect::new("GET", REPLICA_SETS, list("ReplicaSetList", vec![])),
+            Expect::new("GET", CONFIG_MAPS, list("ConfigMapList", vec![])),
+            Expect::new("PATCH", STATUS, (200, stored())).checking(move |patch| {
+                let switch = condition(&patch, "PhaseSwitch");
+                assert_eq!(switch["reason"], "Progressing");
+                let message = switch["message"].as_str().expect("message");
+                assert!(
+                    message.contains(&format!(
+                        "(config {target}): 0/1 new pods ready; no pods served before"
+                    )),
+                    "{message}"
+                );
+                // Before any pod served, the columns show where the feature is going.
+                assert_eq!(patch["status"]["phase"], "implementation");
+                assert_eq!(patch["status"]["desiredPhase"], "implementation");
+                assert_eq!(condition(&patch, "SpecValid")["status"], "True");
+                assert_eq!(condition(&patch, "Ready")["reason"], "NotReady");
+            }),
+            events_reason("PhaseSwitchStarted"),
+        ]);
+        let verify = server.run(expected);
+        let action = reconciled(f, ctx).await;
+        assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+        verify.await.expect("the API calls were as expected");
+    }
+
+    #[tokio::test]
+    async fn a_phase_change_rolls_and_names_its_target() {
+        let (ctx, server) = context(external_redis());
+        let plain = feature(json!({"source": {"inline": SOURCE}}));
+        let old = hash_of(&plain);
+        let f = feature_with(
+            json!({"source": {"inline": SOURCE}, "phase": "prototyping", "model": {"baseUrl": "http://llm/v1"}}),
+            json!({"phase": "implementation", "config": old, "lastGoodConfig": old, "readyReplicas": 1,
+                "conditions": [{"type": "PhaseSwitch", "status": "True", "reason": "Complete",
+                    "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}),
+        );
+        let model = ModelSettings {
+            base_url: Some("http://llm/v1".into()),
+            ..ModelSettings::default()
+        };
+        let new = prepare(&f, SOURCE, &model).expect("valid").config_hash;
+        assert_ne!(old, new);
+        let mut expected = applies(&new, progressing());
+        let (target, previous) = (new.clone(), old.clone());
+        expected.extend([
+            Expect::new(
+                "GET",
+                REPLICA_SETS,
+                list("ReplicaSetList", vec![replica_set(&old, 1), replica_set(&new, 0)]),
+            ),
+            Expect::new("GET", CONFIG_MAPS, list("ConfigMapList", vec![])),
+            Expect::new("PATCH", STATUS, (200, stored())).checking(move |patch| {
+                let message = condition(&patch, "PhaseSwitch")["message"]
+                    .as_str()
+                    .expect("message")
+                    .to_owned();
+                // The old pod is ready, the new one is not: 0 new pods ready.
+                assert!(
+                    message.contains(&format!("phase prototyping (config {target}): 0/1 new pods ready; the previous pods (config {previous}) keep serving")),
+                    "{message}"
+                );
+                // Still serving the old phase until the switch completes.
+                assert_eq!(patch["status"]["phase"], "implementation");
+                assert_eq!(patch["status"]["desiredPhase"], "prototyping");
+            }),
+        ]);
+        let named = new.clone();
+        expected.push(
+            Expect::new("POST", EVENTS, (201, json!({}))).checking(move |e| {
+                assert_eq!(e["reason"], "PhaseSwitchStarted");
+                assert!(e["note"].as_str().expect("note").contains(&named), "{e}");
+            }),
+        );
+        let verify = server.run(expected);
+        reconciled(f, ctx).await;
+        verify.await.expect("the API calls were as expected");
+    }
+
+    #[tokio::test]
+    async fn a_rollout_past_its_deadline_is_reported_failed() {
+        let (ctx, server) = context(external_redis());
+        let f = feature(json!({"source": {"inline": SOURCE}}));
+        let hash = hash_of(&f);
+        let mut expected = applies(&hash, deadline_exceeded());
+        expected.extend([
+            // The new pods are asked why they are not ready (none has an IP here).
+            Expect::new("GET", PODS, list("PodList", vec![])),
+            Expect::new("GET", CONFIG_MAPS, list("ConfigMapList", vec![])),
+            Expect::new("PATCH", STATUS, (200, stored())).checking(|patch| {
+                let c = condition(&patch, "PhaseSwitch");
+                assert_eq!(
+                    (c["status"].as_str(), c["reason"].as_str()),
+                    (Some("False"), Some("Failed"))
+                );
+                let message = c["message"].as_str().expect("message");
+                assert!(message.contains("has timed out progressing"), "{message}");
+                assert!(message.ends_with("no pods serve the feature"), "{message}");
+            }),
+            events_reason("PhaseSwitchFailed"),
+        ]);
+        let verify = server.run(expected);
+        reconciled(f, ctx).await;
+        verify.await.expect("the API calls were as expected");
+    }
+
+    #[tokio::test]
+    async fn auto_rollback_restores_the_last_served_configuration_and_holds_the_failed_one_back() {
+        let (ctx, server) = context(external_redis());
+        let plain = feature(json!({"source": {"inline": SOURCE}}));
+        let good = hash_of(&plain);
+        let spec = json!({"source": {"inline": SOURCE}, "phase": "prototyping",
+            "model": {"baseUrl": "http://llm/v1"}, "rollout": {"autoRollback": true}});
+        // The watch cache's Feature: it never sees the status written below.
+        let cached = json!({"phase": "implementation", "config": good, "lastGoodConfig": good,
+            "readyReplicas": 1, "conditions": [{"type": "PhaseSwitch", "status": "Unknown",
+            "reason": "Progressing", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]});
+        let f = feature_with(spec, cached);
+        let model = ModelSettings {
+            base_url: Some("http://llm/v1".into()),
+            ..ModelSettings::default()
+        };
+        let failed = prepare(&f, SOURCE, &model).expect("valid").config_hash;
+        let sets = || {
+            list(
+                "ReplicaSetList",
+                vec![replica_set(&good, 1), replica_set(&failed, 0)],
+            )
+        };
+        let mut expected = applies(&failed, deadline_exceeded());
+        let (g, x) = (good.clone(), failed.clone());
+        expected.extend([
+            Expect::new("GET", PODS, list("PodList", vec![])),
+            Expect::new("GET", REPLICA_SETS, sets()),
+            Expect::new("GET", CONFIG_MAPS, list("ConfigMapList", vec![])),
+            // The status first: a failed rollback is finished by the next reconcile.
+            Expect::new("PATCH", STATUS, (200, stored())).checking(move |patch| {
+                let c = condition(&patch, "PhaseSwitch");
+                assert_eq!(c["reason"], "RolledBack");
+                assert_eq!(patch["status"]["failedConfig"], x.as_str());
+                assert_eq!(
+                    patch["status"]["config"],
+                    g.as_str(),
+                    "the Deployment runs it again"
+                );
+                let message = c["message"].as_str().expect("message");
+                assert!(
+                    message.contains(&format!("rolled back to phase implementation (config {g})")),
+                    "{message}"
+                );
+            }),
+            Expect::new("PATCH", DEPLOYMENT, deployment_reply(&good, progressing())).checking({
+                let good = good.clone();
+                move |d| {
+                    let t = &d["spec"]["template"];
+                    assert_eq!(t["metadata"]["annotations"][CONFIG_HASH], good.as_str());
+                    assert!(t["metadata"]["labels"]["pod-template-hash"].is_null());
+                }
+            }),
+            events_reason("RolledBack"),
+        ]);
+        // The next reconcile, woken by the Deployment, gets the same stale
+        // Feature: it must keep the last good configuration (not roll the
+        // failed one out again and restart its deadline), and raise no event.
+        let cm = format!("{CONFIG_MAPS}/inventory-{failed}");
+        let kept = good.clone();
+        expected.extend([
+            Expect::new("PATCH", cm, echo()),
+            Expect::new("GET", REPLICA_SETS, sets()),
+            Expect::new("PATCH", DEPLOYMENT, deployment_reply(&good, progressing())).checking(
+                move |d| {
+                    let hash = &d["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH];
+                    assert_eq!(
+                        hash,
+                        kept.as_str(),
+                        "the failed configuration stays held back"
+                    );
+                },
+            ),
+            Expect::new("PATCH", SERVICE, echo()),
+            Expect::new("GET", CONFIG_MAPS, list("ConfigMapList", vec![])),
+        ]);
+        let verify = server.run(expected);
+        reconciled(f.clone(), ctx.clone()).await;
+        let action = reconciled(f, ctx).await;
+        assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+        verify.await.expect("the API calls were as expected");
+    }
+
+    #[tokio::test]
+    async fn config_maps_of_configurations_no_longer_needed_are_pruned() {
+        let (ctx, server) = context(external_redis());
+        let f = feature_with(
+            json!({"source": {"inline": SOURCE}}),
+            json!({"phase": "implementation", "config": "aaaaaaaaaa", "lastGoodConfig": "aaaaaaaaaa"}),
+        );
+        let hash = hash_of(&f);
+        let cm = |h: &str, uid: &str| {
+            json!({"metadata": {"name": format!("inventory-{h}"), "labels": {CONFIG_HASH: h},
+                "ownerReferences": [{"apiVersion": "eol.dev/v1alpha1", "kind": "Feature", "name": "inventory", "uid": uid}]}})
+        };
+        let mut expected = applies(&hash, complete());
+        expected.extend([
+            Expect::new(
+                "GET",
+                CONFIG_MAPS,
+                list(
+                    "ConfigMapList",
+                    vec![
+                        cm(&hash, "u1"),
+                        cm("aaaaaaaaaa", "u1"),
+                        cm("bbbbbbbbbb", "u1"),
+                        cm("cccccccccc", "other"),
+                    ],
+                ),
+            ),
+            // The new configuration completed: the old ones are no longer
+            // needed. Another Feature's ConfigMap stays.
+            Expect::new(
+                "DELETE",
+                format!("{CONFIG_MAPS}/inventory-aaaaaaaaaa"),
+                echo(),
+            ),
+            Expect::new(
+                "DELETE",
+                format!("{CONFIG_MAPS}/inventory-bbbbbbbbbb"),
+                echo(),
+            ),
+            Expect::new("PATCH", STATUS, (200, stored())).checking(|patch| {
+                assert_eq!(condition(&patch, "PhaseSwitch")["reason"], "Complete");
+                assert_eq!(condition(&patch, "Ready")["status"], "True");
+            }),
+            events_reason("PhaseSwitchComplete"),
+        ]);
+        let verify = server.run(expected);
+        reconciled(f, ctx).await;
+        verify.await.expect("the API calls were as expected");
+    }
+
+    #[tokio::test]
+    async fn a_missing_model_secret_holds_the_rollout_until_it_appears() {
+        let config = OperatorConfig {
+            model_base_url: Some("http://llm/v1".into()),
+            ..external_redis()
+        };
+        let (ctx, server) = context(config);
+        let spec = json!({
+            "source": {"inline": SOURCE}, "phase": "prototyping",
+            "model": {"apiKeySecretRef": {"name": "llm", "key": "api-key"}}
+        });
+        let f = feature(spec.clone());
+        let secret = "/api/v1/namespaces/shop/secrets/llm";
+        let mut expected = vec![
+            Expect::new("GET", secret, not_found("secrets \"llm\"")),
+            Expect::new("PATCH", STATUS, (200, stored())).checking(|patch| {
+                let c = condition(&patch, "ModelConfigured");
+                assert_eq!(c["status"], "False");
+                assert_eq!(c["reason"], "SecretNotFound");
+                assert!(c["message"].as_str().expect("message").contains("shop/llm"));
+                assert_eq!(condition(&patch, "SpecValid")["status"], "True");
+            }),
+            events_reason("SecretNotFound"),
+        ];
+        // Looked for again: now it exists, and the rollout goes ahead.
+        let model = ModelSettings::resolve(f.spec.model.as_ref(), &ctx.config);
+        let hash = prepare(&f, SOURCE, &model).expect("valid").config_hash;
+        expected.push(Expect::new(
+            "GET",
+            secret,
+            (200, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "llm"}, "data": {"api-key": "a2V5"}})),
+        ));
+        expected.extend(applies(&hash, json!({})));
+        expected.extend([
+            Expect::new("GET", REPLICA_SETS, list("ReplicaSetList", vec![])),
+            Expect::new("GET", CONFIG_MAPS, list("ConfigMapList", vec![])),
+            Expect::new("PATCH", STATUS, (200, stored())).checking(|patch| {
+                let c = condition(&patch, "ModelConfigured");
+                assert_eq!(
+                    (c["status"].as_str(), c["reason"].as_str()),
+                    (Some("True"), Some("Configured"))
+                );
+            }),
+            events_reason("PhaseSwitchStarted"),
+        ]);
+        let verify = server.run(expected);
+        let action = reconciled(f.clone(), ctx.clone()).await;
+        assert_eq!(action, Action::requeue(Duration::from_secs(10)));
+        reconciled(f, ctx).await;
+        verify.await.expect("the API calls were as expected");
     }
 
     #[tokio::test]
@@ -682,10 +876,6 @@ mod tests {
         let (ctx, server) = context(OperatorConfig::default());
         let broken = "---\nname: inventory\nphase: nope\n---\n# x\n";
         let verify = server.run(vec![
-            Expect::new("POST", EVENTS, (201, serde_json::json!({}))).checking(|e| {
-                assert_eq!(e["reason"], "ParseError");
-                assert_eq!(e["type"], "Warning");
-            }),
             Expect::new("PATCH", STATUS, (200, stored())).checking(|patch| {
                 let c = condition(&patch, "SpecValid");
                 assert_eq!(c["status"], "False");
@@ -697,13 +887,12 @@ mod tests {
                 );
                 assert_eq!(patch["status"]["observedGeneration"], 2);
             }),
+            Expect::new("POST", EVENTS, (201, json!({}))).checking(|e| {
+                assert_eq!(e["reason"], "ParseError");
+                assert_eq!(e["type"], "Warning");
+            }),
         ]);
-        let action = reconcile(
-            feature(serde_json::json!({"source": {"inline": broken}})),
-            ctx,
-        )
-        .await
-        .expect("reconciled");
+        let action = reconciled(feature(json!({"source": {"inline": broken}})), ctx).await;
         assert_eq!(
             action,
             Action::await_change(),
@@ -713,39 +902,34 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_missing_model_secret_holds_the_rollout_and_is_retried() {
-        let config = OperatorConfig {
-            model_base_url: Some("http://llm/v1".into()),
-            ..OperatorConfig::default()
-        };
-        let (ctx, server) = context(config);
+    async fn python_that_fails_the_sandbox_check_is_refused_with_its_location() {
+        let (ctx, server) = context(OperatorConfig::default());
+        // A forbidden import and a syntax error, in the first two operations' code.
+        let bad = SOURCE
+            .replacen(
+                "def add_stock(sku, quantity):",
+                "import os\n\ndef add_stock(sku, quantity):",
+                1,
+            )
+            .replacen("def stock_level(sku):", "def stock_level(sku)", 1);
         let verify = server.run(vec![
-            Expect::new(
-                "GET",
-                "/api/v1/namespaces/shop/secrets/llm",
-                not_found("secrets \"llm\""),
-            ),
-            Expect::new("POST", EVENTS, (201, serde_json::json!({})))
-                .checking(|e| assert_eq!(e["reason"], "SecretNotFound")),
             Expect::new("PATCH", STATUS, (200, stored())).checking(|patch| {
-                let c = condition(&patch, "ModelConfigured");
-                assert_eq!(c["status"], "False");
-                assert_eq!(c["reason"], "SecretNotFound");
-                assert!(c["message"].as_str().expect("message").contains("shop/llm"));
-                assert_eq!(condition(&patch, "SpecValid")["status"], "True");
+                let c = condition(&patch, "SpecValid");
+                assert_eq!((c["status"].as_str(), c["reason"].as_str()), (Some("False"), Some("CodeInvalid")));
+                let message = c["message"].as_str().expect("message");
+                let lines: Vec<&str> = message.lines().collect();
+                assert_eq!(lines.len(), 2, "{message}");
+                assert!(
+                    lines[0].starts_with("Feature shop/inventory spec.source.inline:38:8: operation 'add_stock': import of 'os' is not allowed"),
+                    "{message}"
+                );
+                assert!(lines[1].contains(": operation 'stock_level': syntax error"), "{message}");
             }),
+            events_reason("CodeInvalid"),
         ]);
-        let action = reconcile(
-            feature(serde_json::json!({
-                "source": {"inline": SOURCE}, "phase": "prototyping",
-                "model": {"apiKeySecretRef": {"name": "llm", "key": "api-key"}}
-            })),
-            ctx,
-        )
-        .await
-        .expect("reconciled");
-        assert_eq!(action, Action::requeue(Duration::from_secs(10)));
-        verify.await.expect("the API calls were as expected");
+        let action = reconciled(feature(json!({"source": {"inline": bad}})), ctx).await;
+        assert_eq!(action, Action::await_change());
+        verify.await.expect("nothing is created");
     }
 
     #[tokio::test]
@@ -757,19 +941,16 @@ mod tests {
                 "/api/v1/namespaces/shop/configmaps/src",
                 not_found("configmaps \"src\""),
             ),
-            Expect::new("POST", EVENTS, (201, serde_json::json!({}))),
             Expect::new("PATCH", STATUS, (200, stored())).checking(|patch| {
                 assert_eq!(condition(&patch, "SpecValid")["reason"], "SourceNotFound")
             }),
+            events_reason("SourceNotFound"),
         ]);
-        let action = reconcile(
-            feature(
-                serde_json::json!({"source": {"configMapKeyRef": {"name": "src", "key": "f.eol"}}}),
-            ),
+        let action = reconciled(
+            feature(json!({"source": {"configMapKeyRef": {"name": "src", "key": "f.eol"}}})),
             ctx,
         )
-        .await
-        .expect("reconciled");
+        .await;
         assert_eq!(action, Action::requeue(Duration::from_secs(15)));
         verify.await.expect("the API calls were as expected");
     }

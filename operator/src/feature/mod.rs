@@ -1,7 +1,12 @@
 //! The Feature controller: a Deployment of `eol serve` pods per Feature, with
 //! phase switches rolled out only once the tests pass in the new phase.
+//!
+//! - [`controller`]: the reconcile pipeline (glue, and the calls to the API);
+//! - [`children`]: the ConfigMap, Deployment and Service, built as pure functions;
+//! - [`rollout`]: where a rollout stands, read from the Deployment;
+//! - [`decide`]: the next status, events, rollback and requeue, decided purely.
 
 pub mod children;
 pub mod controller;
+pub mod decide;
 pub mod rollout;
-pub mod source;

@@ -1,8 +1,9 @@
-//! Where a Feature's rollout stands, read from its Deployment (pure). The
-//! Deployment controller does the timing: a rollout that does not finish within
-//! `progressDeadlineSeconds` gets `ProgressDeadlineExceeded`.
+//! Where a Feature's rollout stands, read from its Deployment and ReplicaSets
+//! (pure). The Deployment controller does the timing: a rollout that does not
+//! finish within `progressDeadlineSeconds` gets `ProgressDeadlineExceeded`.
 
-use k8s_openapi::api::apps::v1::Deployment;
+use super::children::CONFIG_HASH;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 
 /// The state of a rollout.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,8 +12,8 @@ pub enum Rollout {
     Complete,
     /// New pods are starting or running their tests.
     Progressing {
-        /// Replicas on the current template that are ready.
-        updated_ready: i32,
+        /// Ready pods of the current template ([`new_ready`]; 0 until filled in).
+        new_ready: i32,
         /// Replicas wanted.
         wanted: i32,
     },
@@ -32,7 +33,7 @@ pub fn state(deployment: &Deployment) -> Rollout {
         .unwrap_or(1);
     let Some(status) = &deployment.status else {
         return Rollout::Progressing {
-            updated_ready: 0,
+            new_ready: 0,
             wanted,
         };
     };
@@ -40,7 +41,7 @@ pub fn state(deployment: &Deployment) -> Rollout {
         status.observed_generation.unwrap_or(0) >= deployment.metadata.generation.unwrap_or(0);
     if !observed {
         return Rollout::Progressing {
-            updated_ready: 0,
+            new_ready: 0,
             wanted,
         };
     }
@@ -58,13 +59,28 @@ pub fn state(deployment: &Deployment) -> Rollout {
     if updated == wanted && total == wanted && available >= wanted {
         Rollout::Complete
     } else {
+        // The Deployment's ready count includes the old pods still serving;
+        // the new ones' comes from their ReplicaSet.
         Rollout::Progressing {
-            // Ready pods on the new template cannot be read from the status
-            // directly; all ready beyond the old ones' count is the best bound.
-            updated_ready: updated.min(status.ready_replicas.unwrap_or(0)),
+            new_ready: 0,
             wanted,
         }
     }
+}
+
+/// Ready pods of the ReplicaSet running configuration `hash`.
+pub fn new_ready(replica_sets: &[ReplicaSet], hash: &str) -> i32 {
+    replica_sets
+        .iter()
+        .filter(|rs| {
+            rs.spec
+                .as_ref()
+                .and_then(|s| s.template.as_ref()?.metadata.as_ref()?.annotations.as_ref())
+                .and_then(|a| a.get(CONFIG_HASH))
+                .is_some_and(|h| h == hash)
+        })
+        .filter_map(|rs| rs.status.as_ref()?.ready_replicas)
+        .sum()
 }
 
 #[cfg(test)]
@@ -102,6 +118,23 @@ mod tests {
             )),
             Rollout::Progressing { .. }
         ));
+    }
+
+    #[test]
+    fn new_pods_ready_are_counted_on_the_new_replica_set_only() {
+        let set = |hash: &str, ready: i32| -> ReplicaSet {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("f-{hash}")},
+                "spec": {"selector": {}, "template": {"metadata": {"annotations": {CONFIG_HASH: hash}}}},
+                "status": {"replicas": 2, "readyReplicas": ready}
+            }))
+            .expect("a ReplicaSet")
+        };
+        // Two old pods ready and none of the new: the Deployment says 2 ready.
+        let sets = [set("old", 2), set("new", 0)];
+        assert_eq!(new_ready(&sets, "new"), 0);
+        assert_eq!(new_ready(&[set("old", 1), set("new", 1)], "new"), 1);
+        assert_eq!(new_ready(&sets, "other"), 0);
     }
 
     #[test]

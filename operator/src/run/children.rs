@@ -3,10 +3,12 @@
 //! single runner pod reports through its termination message.
 
 use crate::config::OperatorConfig;
-use crate::pod::{self, FEATURE_FILE, ModelSettings, RunnerPod, SOURCE_DIR, TESTS_FILE};
+use crate::pod::{self, ModelSettings, RunnerPod};
+use eol_core::Phase;
 use eol_core::crd::{FeatureRun, KeyRef};
+use eol_core::runner_contract::RunnerCommand;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use std::collections::BTreeMap;
@@ -52,9 +54,9 @@ pub struct RunPlan<'a> {
     /// What to run.
     pub work: Work,
     /// The phase to run in (`--phase`), or the feature's own.
-    pub phase: Option<eol_core::Phase>,
+    pub phase: Option<Phase>,
     /// The phase the run runs in, either way (reported in status).
-    pub run_phase: eol_core::Phase,
+    pub run_phase: Phase,
     /// Model settings.
     pub model: &'a ModelSettings,
     /// Where the Redis URL is.
@@ -85,58 +87,39 @@ pub fn config_map(run: &FeatureRun, plan: &RunPlan<'_>) -> ConfigMap {
 }
 
 /// The phase a Job of [`job`] runs in, from its annotation.
-pub fn job_phase(job: &Job) -> Option<eol_core::crd::FeaturePhase> {
-    let value = job.annotations().get(PHASE_ANNOTATION)?;
-    serde_json::from_value(serde_json::Value::String(value.clone())).ok()
+pub fn job_phase(job: &Job) -> Option<Phase> {
+    job.annotations().get(PHASE_ANNOTATION)?.parse().ok()
 }
 
 /// The run's Job: one pod, never restarted in place; retries are new pods.
 pub fn job(run: &FeatureRun, plan: &RunPlan<'_>, config: &OperatorConfig) -> Job {
     let name = job_name(run);
+    let run_id = run.name_any();
+    let command = match &plan.work {
+        Work::Operation { name, input } => RunnerCommand::Run {
+            operation: name.clone(),
+            input: input.clone(),
+            phase: plan.phase,
+        },
+        Work::Tests => RunnerCommand::Test { phase: plan.phase },
+    };
     let runner = RunnerPod {
         config,
+        command,
+        run_id: Some(&run_id),
         redis_url: plan.redis_url.clone(),
         model: plan.model,
         source_config_map: &name,
         documents: plan.documents,
         resources: plan.resources,
     };
-    let feature_file = format!("{SOURCE_DIR}/{FEATURE_FILE}");
-    let mut args = match &plan.work {
-        Work::Operation { name, input } => vec![
-            "run".to_owned(),
-            feature_file,
-            "--operation".to_owned(),
-            name.clone(),
-            "--input".to_owned(),
-            input.to_string(),
-        ],
-        Work::Tests => vec![
-            "test".to_owned(),
-            format!("{SOURCE_DIR}/{TESTS_FILE}"),
-            "--feature".to_owned(),
-            feature_file,
-        ],
-    };
-    if let Some(phase) = plan.phase {
-        args.extend(["--phase".to_owned(), phase.to_string()]);
-    }
-    let mut container = runner.container(args);
-    let env = container.env.get_or_insert_with(Vec::new);
-    // The summary goes to the termination message, the full result to Redis.
-    env.push(pod::env("EOL_REPORT_FILE", "/dev/termination-log"));
-    env.push(pod::env("EOL_RUN_ID", run.name_any()));
-    container.termination_message_policy = Some("File".to_owned());
-    container.resources = Some(pod::resources(("100m", "128Mi"), ("1", "1Gi")));
     let metadata = meta(run);
-    let phase = crate::feature::source::crd_phase(plan.run_phase);
-    let annotations = serde_json::to_value(phase)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .map(|p| BTreeMap::from([(PHASE_ANNOTATION.to_owned(), p)]));
     Job {
         metadata: ObjectMeta {
-            annotations,
+            annotations: Some(BTreeMap::from([(
+                PHASE_ANNOTATION.to_owned(),
+                plan.run_phase.to_string(),
+            )])),
             ..metadata.clone()
         },
         spec: Some(JobSpec {
@@ -147,15 +130,7 @@ pub fn job(run: &FeatureRun, plan: &RunPlan<'_>, config: &OperatorConfig) -> Job
                     labels: metadata.labels,
                     ..ObjectMeta::default()
                 }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    volumes: Some(runner.volumes()),
-                    restart_policy: Some("Never".to_owned()),
-                    security_context: Some(pod::pod_security()),
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
-                    ..PodSpec::default()
-                }),
+                spec: Some(runner.pod_spec()),
             },
             ..JobSpec::default()
         }),
@@ -196,8 +171,8 @@ mod tests {
                 name: "add_stock".into(),
                 input: serde_json::json!({"sku": "A-1", "quantity": 2}),
             },
-            phase: Some(eol_core::Phase::Implementation),
-            run_phase: eol_core::Phase::Implementation,
+            phase: Some(Phase::Implementation),
+            run_phase: Phase::Implementation,
             model: &model,
             redis_url: KeyRef {
                 name: "eol-redis".into(),
@@ -212,7 +187,7 @@ mod tests {
         );
         assert_eq!(
             job_phase(&job(&r, &plan, &OperatorConfig::default())),
-            Some(eol_core::crd::FeaturePhase::Implementation)
+            Some(Phase::Implementation)
         );
         assert_eq!(j["spec"]["backoffLimit"], 2);
         assert_eq!(j["spec"]["activeDeadlineSeconds"], 60);

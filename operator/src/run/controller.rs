@@ -7,16 +7,15 @@ use super::status::{self, Observation, reason};
 use crate::conditions::{self, Status};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::feature::controller::fetch_source;
-use crate::feature::source;
 use crate::pod::{FIELD_MANAGER, ModelSettings};
 use crate::redis;
+use crate::source::{self, Loaded};
 use eol_core::crd::{Feature, FeatureRun, FeatureRunStatus};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::api::{DeleteParams, ListParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 use std::sync::Arc;
@@ -35,13 +34,14 @@ pub async fn reconcile(run: Arc<FeatureRun>, ctx: Arc<Context>) -> Result<Action
     let ns = run
         .namespace()
         .ok_or_else(|| Error::MissingMetadata(run.name_any(), "namespace"))?;
-    let previous = run.status.clone().unwrap_or_default();
+    // What this operator last wrote, even when the watch cache has not seen it yet.
+    let previous = ctx.status.current(run.as_ref());
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     let job_name = children::job_name(&run);
     let object = format!("FeatureRun {ns}/{}", run.name_any());
 
-    if let Some(done) = finished(&previous) {
-        return after_finish(&run, &jobs, &job_name, done, &object).await;
+    if finished(&previous) {
+        return after_finish(&run, &previous, &jobs, &job_name, &object).await;
     }
     let mut status = previous.clone();
     status.observed_generation = run.metadata.generation;
@@ -97,16 +97,16 @@ pub async fn reconcile(run: Arc<FeatureRun>, ctx: Arc<Context>) -> Result<Action
     let terminal = seen.status != Status::Unknown;
     apply_observation(&mut status, seen, run.metadata.generation);
     if status != previous {
-        write_status(&ctx, &run, &status).await?;
+        ctx.status.write(&ctx.client, run.as_ref(), &status).await?;
         if terminal {
-            let ok = conditions::is(&status.conditions, "Succeeded", Status::True);
-            let message = conditions::get(&status.conditions, "Succeeded")
+            let ok = conditions::is(&status.conditions, status::SUCCEEDED, Status::True);
+            let message = conditions::get(&status.conditions, status::SUCCEEDED)
                 .map(|c| c.message.clone())
                 .unwrap_or_default();
             ctx.event(
                 &run.object_ref(&()),
                 !ok,
-                if ok { "Succeeded" } else { "Failed" },
+                if ok { status::SUCCEEDED } else { "Failed" },
                 "Run",
                 message,
             )
@@ -121,14 +121,9 @@ pub async fn reconcile(run: Arc<FeatureRun>, ctx: Arc<Context>) -> Result<Action
     })
 }
 
-/// The `Succeeded` condition, when it is final.
-fn finished(status: &FeatureRunStatus) -> Option<bool> {
-    let c = conditions::get(&status.conditions, "Succeeded")?;
-    match c.status.as_str() {
-        "True" => Some(true),
-        "False" => Some(false),
-        _ => None,
-    }
+/// Whether the `Succeeded` condition is final.
+fn finished(status: &FeatureRunStatus) -> bool {
+    conditions::get(&status.conditions, status::SUCCEEDED).is_some_and(|c| c.status != "Unknown")
 }
 
 /// A finished run: delete its Job once `ttlSecondsAfterFinished` has passed.
@@ -136,12 +131,11 @@ fn finished(status: &FeatureRunStatus) -> Option<bool> {
 /// always read before the pod goes away.
 async fn after_finish(
     run: &FeatureRun,
+    status: &FeatureRunStatus,
     jobs: &Api<Job>,
     job_name: &str,
-    _succeeded: bool,
     object: &str,
 ) -> Result<Action> {
-    let status = run.status.clone().unwrap_or_default();
     let Some(ttl) = run.spec.ttl_seconds_after_finished else {
         return Ok(Action::await_change());
     };
@@ -207,32 +201,28 @@ async fn plan_and_create(
         if age < FEATURE_GRACE.as_secs() as i64 {
             conditions::set(
                 &mut status.conditions,
-                "Succeeded",
+                status::SUCCEEDED,
                 Status::Unknown,
                 reason::PENDING,
                 format!("{message} (yet): waiting for it"),
                 run.metadata.generation,
             );
-            write_status(ctx, run, status).await?;
+            ctx.status.write(&ctx.client, run, status).await?;
             return Ok(Err(Action::requeue(Duration::from_secs(3))));
         }
         conclude(ctx, run, status.clone(), reason::FEATURE_NOT_FOUND, message).await?;
         return Ok(Err(Action::await_change()));
     };
 
-    let invalid = |message: String| (reason::SPEC_INVALID, message);
     let model = ModelSettings::resolve(feature.spec.model.as_ref(), &ctx.config);
     let checked: Result<(source::Prepared, Work), (&'static str, String)> =
-        match fetch_source(ctx, &feature, ns).await? {
-            Err(problem) => Err(invalid(format!(
-                "Feature {ns}/{}: {}",
-                feature.name_any(),
-                problem.message
-            ))),
-            Ok(text) => match source::prepare(&feature, &text, &model) {
-                Err(problem) => Err(invalid(problem.message)),
-                Ok(prepared) => work_of(run, &feature, &prepared).map(|w| (prepared, w)),
-            },
+        match source::load(ctx, &feature, &model).await? {
+            Err(problem) if problem.reason == source::reason::SOURCE_NOT_FOUND => Err((
+                reason::SPEC_INVALID,
+                format!("Feature {ns}/{}: {}", feature.name_any(), problem.message),
+            )),
+            Err(problem) => Err((reason::SPEC_INVALID, problem.message)),
+            Ok(Loaded { prepared, .. }) => work_of(run, &feature, &prepared).map(|w| (prepared, w)),
         };
     let (prepared, work) = match checked {
         Ok(ok) => ok,
@@ -243,32 +233,29 @@ async fn plan_and_create(
     };
     // Runner pods started before the managed Redis is ready would fail at once.
     if ctx.config.external_redis_secret.is_none() && !redis::is_ready(ctx, ns).await? {
+        let before = status.conditions.clone();
         conditions::set(
             &mut status.conditions,
-            "Succeeded",
+            status::SUCCEEDED,
             Status::Unknown,
             reason::PENDING,
             format!("waiting for the namespace's Redis ({ns}/{})", redis::NAME),
             run.metadata.generation,
         );
-        if status.conditions != run.status.clone().unwrap_or_default().conditions {
-            write_status(ctx, run, status).await?;
+        if status.conditions != before {
+            ctx.status.write(&ctx.client, run, status).await?;
         }
         return Ok(Err(Action::requeue(Duration::from_secs(2))));
     }
-    let phase = run
-        .spec
-        .phase
-        .map(source::core_phase)
-        .unwrap_or(source::core_phase(prepared.phase));
-    status.phase = Some(source::crd_phase(phase));
+    let phase = run.spec.phase.unwrap_or(prepared.phase);
+    status.phase = Some(phase);
     let plan = RunPlan {
         source: &prepared.source,
         tests: prepared.tests.as_deref(),
         documents: &prepared.documents,
         resources: prepared.resources.as_ref(),
         work,
-        phase: run.spec.phase.map(source::core_phase),
+        phase: run.spec.phase,
         run_phase: phase,
         model: &model,
         redis_url: redis::url_secret(&ctx.config),
@@ -381,7 +368,7 @@ async fn latest_pod(ctx: &Context, ns: &str, job: &Job) -> Result<Option<Pod>> {
 fn apply_observation(status: &mut FeatureRunStatus, seen: Observation, generation: Option<i64>) {
     conditions::set(
         &mut status.conditions,
-        "Succeeded",
+        status::SUCCEEDED,
         seen.status,
         seen.reason,
         seen.message,
@@ -407,39 +394,17 @@ async fn conclude(
 ) -> Result<Action> {
     conditions::set(
         &mut status.conditions,
-        "Succeeded",
+        status::SUCCEEDED,
         Status::False,
         reason,
         &message,
         run.metadata.generation,
     );
     status.completion_time = Some(Time(Timestamp::now()));
-    write_status(ctx, run, &status).await?;
+    ctx.status.write(&ctx.client, run, &status).await?;
     ctx.event(&run.object_ref(&()), true, reason, "Run", message)
         .await;
     Ok(ttl_action(run, &status))
-}
-
-/// Writes `status` with a Server-Side Apply of the status subresource.
-async fn write_status(ctx: &Context, run: &FeatureRun, status: &FeatureRunStatus) -> Result<()> {
-    let ns = run.namespace().unwrap_or_default();
-    let api: Api<FeatureRun> = Api::namespaced(ctx.client.clone(), &ns);
-    let patch = serde_json::json!({
-        "apiVersion": "eol.dev/v1alpha1",
-        "kind": "FeatureRun",
-        "status": status,
-    });
-    api.patch_status(
-        &run.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(patch),
-    )
-    .await
-    .map_err(Error::kube(
-        "write the status",
-        format!("FeatureRun {ns}/{}", run.name_any()),
-    ))?;
-    Ok(())
 }
 
 /// On a failed reconcile: count it, log it, and retry with a pause.
@@ -488,7 +453,7 @@ mod tests {
                 not_found("ghost"),
             ),
             Expect::new("PATCH", STATUS, (200, stored())).checking(|patch| {
-                let c = condition(&patch, "Succeeded");
+                let c = condition(&patch, status::SUCCEEDED);
                 assert_eq!(c["status"], "False");
                 assert_eq!(c["reason"], "FeatureNotFound");
                 assert!(patch["status"]["completionTime"].is_string());
@@ -524,14 +489,14 @@ mod tests {
             )
             .checking(|body| assert_eq!(body["propagationPolicy"], "Background")),
             Expect::new("PATCH", STATUS, (200, stored())).checking(|patch| {
-                assert_eq!(condition(&patch, "Succeeded")["reason"], "Cancelled");
+                assert_eq!(condition(&patch, status::SUCCEEDED)["reason"], "Cancelled");
             }),
             Expect::new("POST", EVENTS, (201, serde_json::json!({}))),
         ]);
         reconcile(
             run(
                 serde_json::json!({"featureRef": "f", "tests": true, "cancel": true}),
-                serde_json::json!({"conditions": [{"type": "Succeeded", "status": "Unknown", "reason": "Running",
+                serde_json::json!({"conditions": [{"type": status::SUCCEEDED, "status": "Unknown", "reason": "Running",
                     "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}),
             ),
             ctx,
@@ -547,7 +512,7 @@ mod tests {
         let verify = server.run(vec![
             Expect::new("DELETE", JOB, not_found("jobs \"r1\"")),
             Expect::new("PATCH", STATUS, (200, stored())).checking(|patch| {
-                assert_eq!(condition(&patch, "Succeeded")["reason"], "Cancelled");
+                assert_eq!(condition(&patch, status::SUCCEEDED)["reason"], "Cancelled");
             }),
             Expect::new("POST", EVENTS, (201, serde_json::json!({}))),
         ]);
@@ -575,7 +540,7 @@ mod tests {
             run(
                 serde_json::json!({"featureRef": "f", "tests": true, "ttlSecondsAfterFinished": 5}),
                 serde_json::json!({"completionTime": "2026-01-01T00:00:10Z",
-                    "conditions": [{"type": "Succeeded", "status": "True", "reason": "Succeeded",
+                    "conditions": [{"type": status::SUCCEEDED, "status": "True", "reason": status::SUCCEEDED,
                     "message": "", "lastTransitionTime": "2026-01-01T00:00:10Z"}]}),
             ),
             ctx,

@@ -7,6 +7,9 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+/// The FeatureRun's one condition type (Tekton's): Unknown while the run runs, then True or False.
+pub const SUCCEEDED: &str = "Succeeded";
+
 /// The fixed reasons of the `Succeeded` condition.
 pub mod reason {
     /// The Job exists; its pod is not running yet.

@@ -19,46 +19,18 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
-/// The worker program, embedded so the binary is self-contained.
-const WORKER_SCRIPT: &str = include_str!("worker.py");
+/// The worker program, embedded so the binary is self-contained: the static
+/// check it shares with the operator, then the worker itself.
+fn worker_script() -> String {
+    format!(
+        "{}\n{}",
+        eol_core::sandbox_check::SCRIPT,
+        include_str!("worker.py")
+    )
+}
 
 /// Modules user code may import (the worker enforces the same list at run time).
-pub const DEFAULT_ALLOWED_MODULES: &[&str] = &[
-    "json",
-    "math",
-    "re",
-    "hashlib",
-    "datetime",
-    "time",
-    "random",
-    "string",
-    "collections",
-    "itertools",
-    "functools",
-    "statistics",
-    "decimal",
-    "fractions",
-    "base64",
-    "textwrap",
-    "unicodedata",
-    "operator",
-    "heapq",
-    "bisect",
-    "copy",
-    "typing",
-    "enum",
-    "uuid",
-    "html",
-    "difflib",
-    "zlib",
-    "binascii",
-    "calendar",
-    "ipaddress",
-    "struct",
-    "hmac",
-    "secrets",
-    "urllib.parse",
-];
+pub use eol_core::sandbox_check::ALLOWED_MODULES as DEFAULT_ALLOWED_MODULES;
 
 /// Runs the Redis commands sandboxed code asks for.
 pub trait RedisBridge: Send + Sync {

@@ -4,7 +4,7 @@ use super::limits::Confinement;
 use super::protocol::CodeError;
 use super::worker::Worker;
 use super::{
-    DEFAULT_ALLOWED_MODULES, Interpreter, RedisBridge, SandboxError, SandboxLimits, WORKER_SCRIPT,
+    DEFAULT_ALLOWED_MODULES, Interpreter, RedisBridge, SandboxError, SandboxLimits, worker_script,
 };
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -353,7 +353,7 @@ fn write_script(dir: &std::path::Path) -> Result<(), SandboxError> {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join("worker.py");
     // Readable by the unprivileged worker user, writable by no one but us.
-    std::fs::write(&path, WORKER_SCRIPT)
+    std::fs::write(&path, worker_script())
         .and_then(|()| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)))
         .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)))
         .map_err(|e| SandboxError::Spawn(format!("failed to write the worker script: {e}")))

@@ -1,10 +1,11 @@
 //! Validating a Feature's source before anything is created: parse the `.eol`
-//! text, apply the desired phase, parse the tests, and hash the result. Pure:
-//! the source text is fetched by the controller.
+//! text, apply the desired phase, parse the tests, check the documents, and
+//! hash the result. Pure: the text is fetched by [`super::fetch`], the Python
+//! is checked by [`super::code`].
 
 use crate::hash;
 use crate::pod::ModelSettings;
-use eol_core::crd::{Feature, FeaturePhase};
+use eol_core::crd::Feature;
 use eol_core::{OperationPhase, Phase};
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::ResourceExt;
@@ -18,7 +19,7 @@ pub struct Prepared {
     /// The `.test.eol` text, if the Feature has tests.
     pub tests: Option<String>,
     /// The phase the feature will serve in.
-    pub phase: FeaturePhase,
+    pub phase: Phase,
     /// Each operation's phase.
     pub operation_phases: BTreeMap<String, String>,
     /// Whether any operation is executed by the model.
@@ -29,33 +30,48 @@ pub struct Prepared {
     pub resources: Option<ResourceRequirements>,
     /// Hash of everything the pods load: source, tests, documents, model settings (10 hex digits).
     pub config_hash: String,
+    /// How diagnostics name the source (`Feature ns/name spec.source.inline`, or its ConfigMap key).
+    pub file: String,
+    /// The operations' Python, for the static check.
+    pub code: Vec<OperationCode>,
+}
+
+/// One operation's Python, as the static check takes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperationCode {
+    /// The operation (the function the code must define).
+    pub operation: String,
+    /// The code.
+    pub source: String,
+    /// The parameters its function must take.
+    pub params: Vec<String>,
+    /// The code's first line in the source, to locate problems there.
+    pub first_line: usize,
+}
+
+/// The reasons of `SpecValid=False` (and of a FeatureRun's `SpecInvalid` message).
+pub mod reason {
+    /// `spec.source` names a ConfigMap key that does not exist (looked for again).
+    pub const SOURCE_NOT_FOUND: &str = "SourceNotFound";
+    /// The `.eol` text does not parse.
+    pub const PARSE_ERROR: &str = "ParseError";
+    /// `spec.phase` cannot be applied (e.g. implementation without code).
+    pub const PHASE_UNAVAILABLE: &str = "PhaseUnavailable";
+    /// `spec.tests` does not parse or names unknown operations.
+    pub const TESTS_INVALID: &str = "TestsInvalid";
+    /// A `spec.documents` entry is not a referenced plain relative path, or a referenced feature does not parse.
+    pub const DOCUMENTS_INVALID: &str = "DocumentsInvalid";
+    /// An operation's Python fails the sandbox's static check (syntax, imports, private names).
+    pub const CODE_INVALID: &str = "CodeInvalid";
 }
 
 /// Why a source cannot be served: a condition reason and a located message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpecProblem {
-    /// `SourceNotFound`, `ParseError`, `TestsInvalid`, `DocumentsInvalid` or `PhaseUnavailable`.
+    /// One of [`reason`].
     pub reason: &'static str,
     /// What is wrong, and where.
     pub message: String,
-}
-
-/// Converts between the CRD's phase and the format's.
-pub fn core_phase(p: FeaturePhase) -> Phase {
-    match p {
-        FeaturePhase::Prototyping => Phase::Prototyping,
-        FeaturePhase::Implementation => Phase::Implementation,
-        FeaturePhase::Hybrid => Phase::Hybrid,
-    }
-}
-
-/// Converts between the format's phase and the CRD's.
-pub fn crd_phase(p: Phase) -> FeaturePhase {
-    match p {
-        Phase::Prototyping => FeaturePhase::Prototyping,
-        Phase::Implementation => FeaturePhase::Implementation,
-        Phase::Hybrid => FeaturePhase::Hybrid,
-    }
 }
 
 /// Validates `text` (the Feature's source) and prepares it for serving.
@@ -73,35 +89,35 @@ pub fn prepare(
         Some(r) => format!("{object} (ConfigMap {} key {})", r.name, r.key),
         None => format!("{object} spec.source.inline"),
     };
-    let parsed = eol_core::parse_feature(&file, text).map_err(|d| SpecProblem {
-        reason: "ParseError",
+    let original = eol_core::parse_feature(&file, text).map_err(|d| SpecProblem {
+        reason: reason::PARSE_ERROR,
         message: d.to_string(),
     })?;
     let (source, parsed) = match feature.spec.phase {
-        Some(want) if core_phase(want) != parsed.frontmatter.phase => {
+        Some(want) if want != original.frontmatter.phase => {
             let switched =
-                eol_core::switch_feature(&parsed, core_phase(want)).map_err(|why| SpecProblem {
-                    reason: "PhaseUnavailable",
-                    message: format!("{object}: spec.phase {}: {why}", core_phase(want)),
+                eol_core::switch_feature(&original, want).map_err(|why| SpecProblem {
+                    reason: reason::PHASE_UNAVAILABLE,
+                    message: format!("{object}: spec.phase {}: {why}", want),
                 })?;
             let reparsed = eol_core::parse_feature(&file, &switched).map_err(|d| SpecProblem {
-                reason: "PhaseUnavailable",
-                message: format!("{object}: the source in phase {}: {d}", core_phase(want)),
+                reason: reason::PHASE_UNAVAILABLE,
+                message: format!("{object}: the source in phase {}: {d}", want),
             })?;
             (switched, reparsed)
         }
-        _ => (text.to_owned(), parsed),
+        _ => (text.to_owned(), original.clone()),
     };
     if let Some(tests) = &feature.spec.tests {
         let tests_file = format!("{object} spec.tests");
         let suite = eol_core::parse_test_suite(&tests_file, tests).map_err(|d| SpecProblem {
-            reason: "TestsInvalid",
+            reason: reason::TESTS_INVALID,
             message: d.to_string(),
         })?;
         suite
             .check_against(&tests_file, &parsed)
             .map_err(|d| SpecProblem {
-                reason: "TestsInvalid",
+                reason: reason::TESTS_INVALID,
                 message: d.to_string(),
             })?;
     }
@@ -142,15 +158,30 @@ pub fn prepare(
         parts.extend(["resources", resources.as_str()]);
     }
     let config_hash = hash::of_parts(&parts)[..10].to_owned();
+    // Located in the text as written (a phase switch rewrites only the frontmatter).
+    let code = original
+        .operations
+        .iter()
+        .filter_map(|op| {
+            op.code.as_ref().map(|c| OperationCode {
+                operation: op.name.clone(),
+                source: c.source.clone(),
+                params: op.parameters(),
+                first_line: c.first_line.0.line,
+            })
+        })
+        .collect();
     Ok(Prepared {
         source,
         tests,
-        phase: crd_phase(parsed.frontmatter.phase),
+        phase: parsed.frontmatter.phase,
         operation_phases,
         needs_model,
         documents: feature.spec.documents.clone(),
         resources: feature.spec.resources.clone(),
         config_hash,
+        file,
+        code,
     })
 }
 
@@ -163,23 +194,10 @@ fn check_documents(
     parsed: &eol_core::Feature,
     documents: &BTreeMap<String, String>,
 ) -> Result<(), SpecProblem> {
-    // Each referenced path, and whether it is another feature (read as one).
-    let as_path = |reference: &str| match reference.strip_prefix("feature:") {
-        Some(name) => (format!("{name}.eol"), true),
-        None => (reference.to_owned(), false),
-    };
-    let referenced: Vec<(String, bool)> = parsed
-        .references
-        .iter()
-        .map(|r| match r {
-            eol_core::Reference::Path { path, .. } => (path.clone(), false),
-            eol_core::Reference::Feature { name, .. } => (format!("{name}.eol"), true),
-        })
-        .chain(parsed.frontmatter.context.iter().map(|c| as_path(c)))
-        .collect();
+    let referenced = eol_core::runner_contract::referenced_documents(parsed);
     for path in documents.keys() {
         let problem = |why: String| SpecProblem {
-            reason: "DocumentsInvalid",
+            reason: reason::DOCUMENTS_INVALID,
             message: format!("{object} spec.documents[{path:?}]: {why}"),
         };
         let plain = !path.is_empty()
@@ -198,8 +216,8 @@ fn check_documents(
                     .to_owned(),
             ));
         }
-        let Some(&(_, is_feature)) = referenced.iter().find(|(p, _)| p == path) else {
-            let paths: Vec<&str> = referenced.iter().map(|(p, _)| p.as_str()).collect();
+        let Some(reference) = referenced.iter().find(|r| &r.path == path) else {
+            let paths: Vec<&str> = referenced.iter().map(|r| r.path.as_str()).collect();
             return Err(problem(if paths.is_empty() {
                 "the feature references no documents".to_owned()
             } else {
@@ -210,10 +228,10 @@ fn check_documents(
             }));
         };
         // Another feature, read as one by the runner: it must parse.
-        if is_feature {
+        if reference.feature.is_some() {
             let file = format!("{object} spec.documents[{path:?}]");
             eol_core::parse_feature(&file, &documents[path]).map_err(|d| SpecProblem {
-                reason: "DocumentsInvalid",
+                reason: reason::DOCUMENTS_INVALID,
                 message: d.to_string(),
             })?;
         }
@@ -260,12 +278,12 @@ mod tests {
     fn the_desired_phase_is_written_into_the_source_and_changes_the_hash() {
         let plain = feature(serde_json::json!({"source": {"inline": SOURCE}}));
         let a = prepare(&plain, SOURCE, &ModelSettings::default()).expect("valid");
-        assert_eq!(a.phase, FeaturePhase::Implementation);
+        assert_eq!(a.phase, Phase::Implementation);
         assert!(!a.needs_model);
         let proto =
             feature(serde_json::json!({"source": {"inline": SOURCE}, "phase": "prototyping"}));
         let b = prepare(&proto, SOURCE, &ModelSettings::default()).expect("valid");
-        assert_eq!(b.phase, FeaturePhase::Prototyping);
+        assert_eq!(b.phase, Phase::Prototyping);
         assert!(b.needs_model);
         assert!(b.source.contains("phase: prototyping"));
         assert!(b.operation_phases.values().all(|p| p == "prototyping"));

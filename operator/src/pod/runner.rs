@@ -1,113 +1,36 @@
-//! What every pod the operator creates shares: labels, security contexts,
-//! resources, and how runner pods get Redis, model and embeddings settings
-//! (keys from Secrets).
+//! The runner pods of Features (`eol serve`) and FeatureRuns (`eol run`,
+//! `eol test`), built whole in one place: the container with its command,
+//! environment, mounts, resources, probes and report settings, its volumes, and
+//! the pod spec around it. The builders of Deployments and Jobs only wrap it.
 
+use super::{container_security, env, env_from_secret, pod_security};
 use crate::config::OperatorConfig;
 use eol_core::crd::KeyRef;
+use eol_core::runner_contract::{
+    self as contract, EMBEDDING_KEY_DIR, FEATURE_FILE, HEALTH_PATH, HTTP_PORT, KEY_FILE,
+    MODEL_KEY_DIR, READY_PATH, RunnerCommand, SOURCE_DIR, TERMINATION_LOG, TESTS_FILE, TMP_DIR,
+    env as vars,
+};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapProjection, ConfigMapVolumeSource, Container, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, KeyToPath, PodSecurityContext, ProjectedVolumeSource,
-    ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
-    Volume, VolumeMount, VolumeProjection,
+    ConfigMapProjection, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, PodSpec, Probe, ProjectedVolumeSource,
+    ResourceRequirements, SecretVolumeSource, SleepAction, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 
-/// The field manager of every Server-Side Apply the operator makes.
-pub const FIELD_MANAGER: &str = "eol-operator";
-/// The user runner and Redis pods run as (the images' `eol` user).
-pub const RUN_AS: i64 = 65532;
-/// Where runner pods find the feature's files.
-pub const SOURCE_DIR: &str = "/etc/eol";
-/// The feature file inside [`SOURCE_DIR`].
-pub const FEATURE_FILE: &str = "feature.eol";
-/// The tests file inside [`SOURCE_DIR`].
-pub const TESTS_FILE: &str = "feature.test.eol";
-/// Where the model API key is mounted.
-const API_KEY_DIR: &str = "/var/run/secrets/eol/model";
-/// Where the embeddings API key is mounted.
-const EMBEDDING_KEY_DIR: &str = "/var/run/secrets/eol/embeddings";
-
-/// Labels shared by everything the operator creates for `instance`.
-pub fn labels(component: &str, instance: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("app.kubernetes.io/name".to_owned(), component.to_owned()),
-        ("app.kubernetes.io/instance".to_owned(), instance.to_owned()),
-        (
-            "app.kubernetes.io/managed-by".to_owned(),
-            FIELD_MANAGER.to_owned(),
-        ),
-    ])
-}
-
-/// Non-root, RuntimeDefault seccomp, group-owned volumes.
-pub fn pod_security() -> PodSecurityContext {
-    PodSecurityContext {
-        run_as_non_root: Some(true),
-        run_as_user: Some(RUN_AS),
-        run_as_group: Some(RUN_AS),
-        fs_group: Some(RUN_AS),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".to_owned(),
-            ..SeccompProfile::default()
-        }),
-        ..PodSecurityContext::default()
-    }
-}
-
-/// Read-only root, no privilege escalation, no capabilities.
-pub fn container_security() -> SecurityContext {
-    SecurityContext {
-        allow_privilege_escalation: Some(false),
-        read_only_root_filesystem: Some(true),
-        run_as_non_root: Some(true),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".to_owned()]),
-            ..Capabilities::default()
-        }),
-        ..SecurityContext::default()
-    }
-}
-
-/// Requests and limits as `(cpu, memory)` pairs.
-pub fn resources(requests: (&str, &str), limits: (&str, &str)) -> ResourceRequirements {
-    let pair = |(cpu, memory): (&str, &str)| {
-        BTreeMap::from([
-            ("cpu".to_owned(), Quantity(cpu.to_owned())),
-            ("memory".to_owned(), Quantity(memory.to_owned())),
-        ])
-    };
-    ResourceRequirements {
-        requests: Some(pair(requests)),
-        limits: Some(pair(limits)),
-        ..ResourceRequirements::default()
-    }
-}
-
-/// An environment variable with a plain value.
-pub fn env(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar {
-        name: name.to_owned(),
-        value: Some(value.into()),
-        ..EnvVar::default()
-    }
-}
-
-/// An environment variable read from a Secret key.
-pub fn env_from_secret(name: &str, secret: &KeyRef) -> EnvVar {
-    EnvVar {
-        name: name.to_owned(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret.name.clone(),
-                key: secret.key.clone(),
-                optional: Some(false),
-            }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
-    }
-}
+/// The name of the container in every runner pod.
+pub const CONTAINER: &str = "runner";
+/// The name of the serving container's port.
+pub const HTTP_PORT_NAME: &str = "http";
+/// Seconds a serving pod keeps answering after it is told to stop.
+///
+/// Endpoints are removed asynchronously: keep serving a while after the pod is
+/// marked terminating, so no request lands on a closed port mid-rollout.
+/// kube-proxy took up to 5 s to program a change on a busy test node (its
+/// network_programming_duration); 3 s lost requests there.
+const PRE_STOP_SLEEP_SECONDS: i64 = 10;
 
 /// The model a Feature's prototyped operations use: its own settings over the operator's defaults.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -170,10 +93,14 @@ pub fn source_data(
     data
 }
 
-/// Everything a runner container needs besides its command.
+/// Everything a runner pod is made of. [`RunnerPod::pod_spec`] is the whole pod.
 pub struct RunnerPod<'a> {
-    /// Operator settings (image, pull policy, embeddings API).
+    /// Operator settings (image, pull policy, embeddings API, default resources, log filter).
     pub config: &'a OperatorConfig,
+    /// What the pod runs.
+    pub command: RunnerCommand,
+    /// The run's id, for `eol run` and `eol test` (`EOL_RUN_ID`: where the full result is kept).
+    pub run_id: Option<&'a str>,
     /// The Secret key holding the Redis URL (password included).
     pub redis_url: KeyRef,
     /// Model settings.
@@ -187,25 +114,43 @@ pub struct RunnerPod<'a> {
 }
 
 impl RunnerPod<'_> {
-    /// The runner container running `args`, with Redis, model and embeddings settings.
-    pub fn container(&self, args: Vec<String>) -> Container {
+    /// The whole pod: the runner container, its volumes, and a confined pod.
+    pub fn pod_spec(&self) -> PodSpec {
+        let serving = matches!(self.command, RunnerCommand::Serve { .. });
+        PodSpec {
+            containers: vec![self.container()],
+            volumes: Some(self.volumes()),
+            security_context: Some(pod_security()),
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            // Serving pods are restarted in place; a run's retries are new pods.
+            restart_policy: (!serving).then(|| "Never".to_owned()),
+            termination_grace_period_seconds: serving.then_some(30),
+            ..PodSpec::default()
+        }
+    }
+
+    /// The runner container: its command with Redis, model and embeddings
+    /// settings, and what its kind of work needs (probes and a port to serve; a
+    /// termination message to report a run).
+    pub fn container(&self) -> Container {
         let mut env = vec![
-            env_from_secret("REDIS_URL", &self.redis_url),
+            env_from_secret(vars::REDIS_URL, &self.redis_url),
             // The root filesystem is read-only: caches and the sandbox's temp dirs live in /tmp.
-            env("HOME", "/tmp"),
-            env("TMPDIR", "/tmp"),
+            env(vars::HOME, TMP_DIR),
+            env(vars::TMPDIR, TMP_DIR),
         ];
         if let Some(filter) = &self.config.runner_log {
-            env.push(self::env("RUST_LOG", filter));
+            env.push(self::env(vars::LOG_FILTER, filter));
         }
         if let Some(url) = &self.model.base_url {
-            env.push(self::env("EOL_LLM_BASE_URL", url));
+            env.push(self::env(vars::LLM_BASE_URL, url));
         }
         if let Some(name) = &self.model.name {
-            env.push(self::env("EOL_LLM_MODEL", name));
+            env.push(self::env(vars::LLM_MODEL, name));
         }
         if let Some(form) = &self.model.response_format {
-            env.push(self::env("EOL_LLM_RESPONSE_FORMAT", form));
+            env.push(self::env(vars::LLM_RESPONSE_FORMAT, form));
         }
         let mut mounts = vec![
             VolumeMount {
@@ -216,33 +161,33 @@ impl RunnerPod<'_> {
             },
             VolumeMount {
                 name: "tmp".to_owned(),
-                mount_path: "/tmp".to_owned(),
+                mount_path: TMP_DIR.to_owned(),
                 ..VolumeMount::default()
             },
         ];
         if self.model.api_key.is_some() {
             // A file, not an environment value: it never shows in `kubectl describe` or /proc/*/environ.
             env.push(self::env(
-                "EOL_LLM_API_KEY_FILE",
-                format!("{API_KEY_DIR}/api-key"),
+                vars::LLM_API_KEY_FILE,
+                contract::key_path(MODEL_KEY_DIR),
             ));
             mounts.push(VolumeMount {
                 name: "model-api-key".to_owned(),
-                mount_path: API_KEY_DIR.to_owned(),
+                mount_path: MODEL_KEY_DIR.to_owned(),
                 read_only: Some(true),
                 ..VolumeMount::default()
             });
         }
         match &self.config.embedding_base_url {
             Some(url) => {
-                env.push(self::env("EOL_EMBEDDING_BASE_URL", url));
+                env.push(self::env(vars::EMBEDDING_BASE_URL, url));
                 if let Some(model) = &self.config.embedding_model {
-                    env.push(self::env("EOL_EMBEDDING_MODEL", model));
+                    env.push(self::env(vars::EMBEDDING_MODEL, model));
                 }
                 if self.config.embedding_api_key_secret.is_some() {
                     env.push(self::env(
-                        "EOL_EMBEDDING_API_KEY_FILE",
-                        format!("{EMBEDDING_KEY_DIR}/api-key"),
+                        vars::EMBEDDING_API_KEY_FILE,
+                        contract::key_path(EMBEDDING_KEY_DIR),
                     ));
                     mounts.push(VolumeMount {
                         name: "embedding-api-key".to_owned(),
@@ -254,14 +199,13 @@ impl RunnerPod<'_> {
             }
             // The runner image's own model (EOL_EMBEDDING_MODEL_DIR is set in the image).
             None if self.config.local_embeddings => {}
-            None => env.push(self::env("EOL_EMBEDDINGS", "off")),
+            None => env.push(self::env(vars::EMBEDDINGS, vars::EMBEDDINGS_OFF)),
         }
-        Container {
-            name: "runner".to_owned(),
+        let mut container = Container {
+            name: CONTAINER.to_owned(),
             image: Some(self.config.runner_image.clone()),
             image_pull_policy: Some(self.config.image_pull_policy.clone()),
-            args: Some(args),
-            env: Some(env),
+            args: Some(self.command.args()),
             volume_mounts: Some(mounts),
             resources: Some(
                 self.resources
@@ -270,7 +214,20 @@ impl RunnerPod<'_> {
             ),
             security_context: Some(container_security()),
             ..Container::default()
+        };
+        match self.command {
+            RunnerCommand::Serve { .. } => serving(&mut container),
+            RunnerCommand::Run { .. } | RunnerCommand::Test { .. } => {
+                // The summary goes to the termination message, the full result to Redis.
+                env.push(self::env(vars::REPORT_FILE, TERMINATION_LOG));
+                if let Some(id) = self.run_id {
+                    env.push(self::env(vars::RUN_ID, id));
+                }
+                container.termination_message_policy = Some("File".to_owned());
+            }
         }
+        container.env = Some(env);
+        container
     }
 
     /// The volumes [`Self::container`] mounts.
@@ -339,7 +296,39 @@ impl RunnerPod<'_> {
     }
 }
 
-/// The volume `name` holding the Secret key `key` as the file `api-key`,
+/// What `eol serve` adds to the container: its port, a readiness probe on the
+/// test gate, a liveness probe, and a pause before stopping.
+fn serving(container: &mut Container) {
+    container.ports = Some(vec![ContainerPort {
+        name: Some(HTTP_PORT_NAME.to_owned()),
+        container_port: i32::from(HTTP_PORT),
+        ..ContainerPort::default()
+    }]);
+    let http_probe = |path: &str, period: i32, failures: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::String(HTTP_PORT_NAME.to_owned()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(2),
+        ..Probe::default()
+    };
+    container.readiness_probe = Some(http_probe(READY_PATH, 2, 1));
+    container.liveness_probe = Some(http_probe(HEALTH_PATH, 10, 3));
+    container.lifecycle = Some(Lifecycle {
+        pre_stop: Some(LifecycleHandler {
+            sleep: Some(SleepAction {
+                seconds: PRE_STOP_SLEEP_SECONDS,
+            }),
+            ..LifecycleHandler::default()
+        }),
+        ..Lifecycle::default()
+    });
+}
+
+/// The volume `name` holding the Secret key `key` as the file [`KEY_FILE`],
 /// readable by the pod's group only.
 fn api_key_volume(name: &str, key: &KeyRef, optional: bool) -> Volume {
     Volume {
@@ -348,7 +337,7 @@ fn api_key_volume(name: &str, key: &KeyRef, optional: bool) -> Volume {
             secret_name: Some(key.name.clone()),
             items: Some(vec![KeyToPath {
                 key: key.key.clone(),
-                path: "api-key".to_owned(),
+                path: KEY_FILE.to_owned(),
                 ..KeyToPath::default()
             }]),
             default_mode: Some(0o440),
@@ -358,22 +347,10 @@ fn api_key_volume(name: &str, key: &KeyRef, optional: bool) -> Volume {
     }
 }
 
-/// Kubernetes names of pods and Jobs: at most 63 characters, so long names are
-/// cut and suffixed with a hash of the whole name (deterministic, so a restarted
-/// operator finds the same object).
-pub fn short_name(name: &str, max: usize) -> String {
-    if name.len() <= max {
-        return name.to_owned();
-    }
-    let hash = crate::hash::hex(name.as_bytes());
-    let keep = max.saturating_sub(11);
-    let head: String = name.chars().take(keep).collect();
-    format!("{}-{}", head.trim_end_matches('-'), &hash[..10])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pod::resources;
 
     /// The runner container and volumes for `config`, with a model key Secret.
     fn runner(config: &OperatorConfig) -> (Container, Vec<Volume>) {
@@ -403,8 +380,10 @@ mod tests {
             source_config_map: "feature-abc",
             documents: &BTreeMap::new(),
             resources,
+            command: RunnerCommand::Serve { tests: false },
+            run_id: None,
         };
-        (pod.container(vec!["serve".to_owned()]), pod.volumes())
+        (pod.container(), pod.volumes())
     }
 
     #[test]
@@ -607,15 +586,5 @@ mod tests {
                 .flatten()
                 .all(|m| m.name != "embedding-api-key")
         );
-    }
-
-    #[test]
-    fn long_names_are_cut_deterministically() {
-        let long = "a".repeat(80);
-        let a = short_name(&long, 63);
-        assert_eq!(a.len(), 63);
-        assert_eq!(a, short_name(&long, 63));
-        assert_ne!(a, short_name(&format!("{long}b"), 63));
-        assert_eq!(short_name("run-1", 63), "run-1");
     }
 }

@@ -1,0 +1,258 @@
+//! The agreement between the operator and the runner pods it starts: the
+//! environment variables it sets and the runner reads, where the feature's files
+//! and keys are mounted, the runner's commands and port, and how a referenced
+//! document is named beside the feature file. Both sides use these items, so a
+//! name changed here changes on both sides at once (when the same value was
+//! written in three places, two of them silently overrode the third).
+
+use crate::{Feature, Phase, Position, Reference};
+
+/// Environment variables the operator sets in runner pods (and users set locally).
+pub mod env {
+    /// The Redis URL (password included), from a Secret.
+    pub const REDIS_URL: &str = "REDIS_URL";
+    /// The log filter (`tracing_subscriber::EnvFilter` syntax).
+    pub const LOG_FILTER: &str = "RUST_LOG";
+    /// The home directory: the root filesystem is read-only, caches live in `/tmp`.
+    pub const HOME: &str = "HOME";
+    /// Where temporary files go (the sandbox's working directories).
+    pub const TMPDIR: &str = "TMPDIR";
+    /// Base URL of the OpenAI-compatible API prototyped operations run on.
+    pub const LLM_BASE_URL: &str = "EOL_LLM_BASE_URL";
+    /// The model name sent to that API.
+    pub const LLM_MODEL: &str = "EOL_LLM_MODEL";
+    /// The structured-output form tried first (`json_schema`, `json_object`, `prompt`).
+    pub const LLM_RESPONSE_FORMAT: &str = "EOL_LLM_RESPONSE_FORMAT";
+    /// The API key itself (local use; pods get [`LLM_API_KEY_FILE`]).
+    pub const LLM_API_KEY: &str = "EOL_LLM_API_KEY";
+    /// A file holding the API key (a mounted Secret in pods).
+    pub const LLM_API_KEY_FILE: &str = "EOL_LLM_API_KEY_FILE";
+    /// `off` turns embeddings (semantic cache, vector context) off.
+    pub const EMBEDDINGS: &str = "EOL_EMBEDDINGS";
+    /// The value of [`EMBEDDINGS`] that turns them off.
+    pub const EMBEDDINGS_OFF: &str = "off";
+    /// Base URL of an OpenAI-compatible `/v1/embeddings` API.
+    pub const EMBEDDING_BASE_URL: &str = "EOL_EMBEDDING_BASE_URL";
+    /// The embedding model name sent to that API.
+    pub const EMBEDDING_MODEL: &str = "EOL_EMBEDDING_MODEL";
+    /// The embeddings API key itself (local use).
+    pub const EMBEDDING_API_KEY: &str = "EOL_EMBEDDING_API_KEY";
+    /// A file holding the embeddings API key (a mounted Secret in pods).
+    pub const EMBEDDING_API_KEY_FILE: &str = "EOL_EMBEDDING_API_KEY_FILE";
+    /// The directory of the local all-MiniLM-L6-v2 model (set in the runner image).
+    pub const EMBEDDING_MODEL_DIR: &str = "EOL_EMBEDDING_MODEL_DIR";
+    /// Where `eol run` and `eol test` write their run report when they end.
+    pub const REPORT_FILE: &str = "EOL_REPORT_FILE";
+    /// The run's id: its full result is kept in Redis under it.
+    pub const RUN_ID: &str = "EOL_RUN_ID";
+}
+
+/// Where the feature's files are in a runner pod.
+pub const SOURCE_DIR: &str = "/etc/eol";
+/// The feature file, inside [`SOURCE_DIR`].
+pub const FEATURE_FILE: &str = "feature.eol";
+/// The tests file, inside [`SOURCE_DIR`].
+pub const TESTS_FILE: &str = "feature.test.eol";
+/// The writable scratch directory of a runner pod (an `emptyDir`; the root is read-only).
+pub const TMP_DIR: &str = "/tmp";
+/// The directory the model API-key Secret is mounted in.
+pub const MODEL_KEY_DIR: &str = "/var/run/secrets/eol/model";
+/// The directory the embeddings API-key Secret is mounted in.
+pub const EMBEDDING_KEY_DIR: &str = "/var/run/secrets/eol/embeddings";
+/// The file name of a mounted API key, inside its directory.
+pub const KEY_FILE: &str = "api-key";
+/// Where a Job's runner writes its report for the kubelet to hand to the operator.
+pub const TERMINATION_LOG: &str = "/dev/termination-log";
+
+/// The port `eol serve` listens on in a pod.
+pub const HTTP_PORT: u16 = 8080;
+/// Answers 200 once the feature's tests passed in the serving phase.
+pub const READY_PATH: &str = "/readyz";
+/// Answers 200 while the process serves.
+pub const HEALTH_PATH: &str = "/healthz";
+
+/// A file of [`SOURCE_DIR`] as an absolute path.
+pub fn source_path(file: &str) -> String {
+    format!("{SOURCE_DIR}/{file}")
+}
+
+/// The path of a mounted API key in `dir` ([`MODEL_KEY_DIR`] or [`EMBEDDING_KEY_DIR`]).
+pub fn key_path(dir: &str) -> String {
+    format!("{dir}/{KEY_FILE}")
+}
+
+/// The file another feature is read from, beside the referencing one:
+/// `@feature:orders` reads `orders.eol`.
+pub fn feature_document(name: &str) -> String {
+    format!("{name}.eol")
+}
+
+/// A document a feature references: a file, or another feature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentReference {
+    /// The reference as the prompt names it: the path, or `feature:NAME`.
+    pub name: String,
+    /// The path relative to the feature file ([`feature_document`] for a feature).
+    pub path: String,
+    /// The referenced feature's name, when it is one (read and parsed as a feature).
+    pub feature: Option<String>,
+    /// Where it was written (frontmatter entries: the frontmatter's first line).
+    pub position: Position,
+}
+
+/// Every document `feature` references, in order, each once: `@path` and
+/// `@feature:NAME` in its prose, then its frontmatter's `context:` list.
+pub fn referenced_documents(feature: &Feature) -> Vec<DocumentReference> {
+    let from_prose = feature.references.iter().map(|r| match r {
+        Reference::Path { path, location } => (path.clone(), location.0),
+        Reference::Feature { name, location } => (format!("feature:{name}"), location.0),
+    });
+    // Frontmatter entries have no recorded position; the frontmatter starts at line 2.
+    let from_frontmatter = feature
+        .frontmatter
+        .context
+        .iter()
+        .map(|c| (c.clone(), Position::new(2, 1)));
+    let mut out: Vec<DocumentReference> = Vec::new();
+    for (name, position) in from_prose.chain(from_frontmatter) {
+        if out.iter().any(|d| d.name == name) {
+            continue;
+        }
+        let (path, other) = match name.strip_prefix("feature:") {
+            Some(other) => (feature_document(other), Some(other.to_owned())),
+            None => (name.clone(), None),
+        };
+        out.push(DocumentReference {
+            name,
+            path,
+            feature: other,
+            position,
+        });
+    }
+    out
+}
+
+/// What a runner pod runs: the arguments of the `eol` command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunnerCommand {
+    /// `eol serve`: the feature's HTTP API on [`HTTP_PORT`], ready once its tests pass.
+    Serve {
+        /// Gate readiness on the tests in [`TESTS_FILE`] (else `--no-test-gate`).
+        tests: bool,
+    },
+    /// `eol run`: one operation, then exit with a report.
+    Run {
+        /// The operation.
+        operation: String,
+        /// Its input (a JSON object).
+        input: serde_json::Value,
+        /// The phase to run in, else the feature's own.
+        phase: Option<Phase>,
+    },
+    /// `eol test`: the tests in [`TESTS_FILE`], then exit with a report.
+    Test {
+        /// The phase to run in, else the feature's own.
+        phase: Option<Phase>,
+    },
+}
+
+impl RunnerCommand {
+    /// The container's arguments (the image's entrypoint is `eol`), reading the
+    /// feature from [`SOURCE_DIR`].
+    pub fn args(&self) -> Vec<String> {
+        let feature = source_path(FEATURE_FILE);
+        let tests = source_path(TESTS_FILE);
+        let (mut args, phase) = match self {
+            RunnerCommand::Serve { tests: gated } => {
+                let mut args = vec![
+                    "serve".to_owned(),
+                    feature,
+                    "--listen".to_owned(),
+                    format!("0.0.0.0:{HTTP_PORT}"),
+                ];
+                if *gated {
+                    args.extend(["--tests".to_owned(), tests]);
+                } else {
+                    args.push("--no-test-gate".to_owned());
+                }
+                (args, None)
+            }
+            RunnerCommand::Run {
+                operation,
+                input,
+                phase,
+            } => (
+                vec![
+                    "run".to_owned(),
+                    feature,
+                    "--operation".to_owned(),
+                    operation.clone(),
+                    "--input".to_owned(),
+                    input.to_string(),
+                ],
+                *phase,
+            ),
+            RunnerCommand::Test { phase } => (
+                vec!["test".to_owned(), tests, "--feature".to_owned(), feature],
+                *phase,
+            ),
+        };
+        if let Some(phase) = phase {
+            args.extend(["--phase".to_owned(), phase.to_string()]);
+        }
+        args
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_become_paths_beside_the_feature_once_each() {
+        let text = "---\nname: triage\nphase: prototyping\ncontext:\n  - docs/policy.md\n  - feature:orders\n---\n# T\n\nSee @docs/policy.md and @feature:orders.\n\n## Operations\n\n### classify\nClassify.\n\nInput:\n```yaml\ntype: object\n```\n\nOutput:\n```yaml\ntype: object\n```\n";
+        let feature = crate::parse_feature("t.eol", text).expect("parses");
+        let refs = referenced_documents(&feature);
+        let paths: Vec<(&str, &str, Option<&str>)> = refs
+            .iter()
+            .map(|r| (r.name.as_str(), r.path.as_str(), r.feature.as_deref()))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                ("docs/policy.md", "docs/policy.md", None),
+                ("feature:orders", "orders.eol", Some("orders")),
+            ]
+        );
+        assert_eq!(refs[0].position.line, 10, "the prose reference's line");
+    }
+
+    #[test]
+    fn commands_read_the_mounted_files() {
+        assert_eq!(
+            RunnerCommand::Serve { tests: true }.args(),
+            [
+                "serve",
+                "/etc/eol/feature.eol",
+                "--listen",
+                "0.0.0.0:8080",
+                "--tests",
+                "/etc/eol/feature.test.eol"
+            ]
+        );
+        assert_eq!(
+            RunnerCommand::Test {
+                phase: Some(Phase::Implementation)
+            }
+            .args(),
+            [
+                "test",
+                "/etc/eol/feature.test.eol",
+                "--feature",
+                "/etc/eol/feature.eol",
+                "--phase",
+                "implementation"
+            ]
+        );
+    }
+}

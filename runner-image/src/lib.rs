@@ -2,6 +2,8 @@
 //!
 //! - [`sandbox`]: the warm pool of confined Python workers (implementation phase);
 //! - [`store`]: Redis, local or configured, and the per-feature bridge to it;
+//! - [`bootstrap`]: a feature's runtime started from the process's settings
+//!   (sandbox pool, model and tools, Redis, the caches' embedder);
 //! - [`engine`]: running operations in their phase, with schema checks; each
 //!   call is a prototyped or implemented call object (`call`), which owns its
 //!   caches;
@@ -14,6 +16,7 @@
 //! - [`testing`]: running `.test.eol` suites;
 //! - [`report`]: run reports for Kubernetes Jobs (termination message, full result in Redis).
 
+pub mod bootstrap;
 pub mod caches;
 mod call;
 pub mod context;

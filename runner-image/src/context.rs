@@ -1,5 +1,6 @@
 //! Resolving a feature's references into context documents for the model:
-//! `@path` and `@feature:name` in prose, and the frontmatter's `context:` list.
+//! `@path` and `@feature:name` in prose, and the frontmatter's `context:` list;
+//! and the [`References`] a running feature keeps of them.
 
 use crate::prototype::ContextDoc;
 use eol_core::{Diagnostic, Diagnostics, Feature, Position, Reference};
@@ -48,6 +49,41 @@ pub fn resolve(file: &str, feature: &Feature) -> (Vec<ContextDoc>, Vec<Diagnosti
         }
     }
     (docs, errors)
+}
+
+/// A running feature's references: the documents read at load, and why the
+/// others could not be read (a running feature goes on without them).
+#[derive(Debug, Clone, Default)]
+pub struct References {
+    /// The documents read, in the order they are referenced.
+    pub docs: Vec<ContextDoc>,
+    /// Why each unreadable reference could not be read.
+    pub unreadable: Vec<String>,
+}
+
+impl References {
+    /// Reads `feature`'s references, relative to `file` (see [`resolve`]);
+    /// each one that cannot be read is logged.
+    pub fn load(file: &str, feature: &Feature) -> Self {
+        let (docs, unreadable) = resolve(file, feature);
+        for d in &unreadable {
+            tracing::warn!(feature = %feature.name(), "{d}");
+        }
+        Self {
+            docs,
+            unreadable: unreadable.into_iter().map(|d| d.message).collect(),
+        }
+    }
+
+    /// What a prototyped call's trace notes when references could not be read.
+    pub fn unreadable_note(&self) -> Option<String> {
+        (!self.unreadable.is_empty()).then(|| {
+            format!(
+                "context without unreadable references: {}",
+                self.unreadable.join("; ")
+            )
+        })
+    }
 }
 
 /// Like [`resolve`], but any unreadable reference is an error.

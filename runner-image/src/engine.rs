@@ -1,7 +1,13 @@
-//! Executing a feature's operations, each in its phase.
+//! A loaded feature ([`Runtime`]) and its operation calls: the input is
+//! checked, the phase picked, and the call handed to its phase's call object
+//! (`call`); also why a call fails ([`ExecError`]) and the load-time
+//! check of the feature's code.
 
-use crate::caches::{CacheHit, FeatureCaches, SemanticLookup};
-use crate::prototype::{PromptContext, PrototypeError, PrototypeTrace, Prototyper, Tools};
+use crate::caches::{CacheHit, EmbedderSource, FeatureCaches};
+use crate::call::{CallTarget, ImplementedCall, OperationSchemas, PrototypedCall};
+use crate::context::References;
+use crate::examples::{ExamplesError, RecordedExamples};
+use crate::prototype::{PrototypeError, PrototypeTrace, Prototyper, Tools};
 use crate::sandbox::{CallFailure, FailureKind, WorkerPool};
 use crate::store::RedisStore;
 use eol_core::{CompiledSchema, Diagnostic, Diagnostics, Feature, OperationPhase, Phase, Position};
@@ -92,8 +98,8 @@ pub enum ExecError {
         feature: String,
         /// The operation.
         operation: String,
-        /// What happened in the sandbox.
-        failure: CallFailure,
+        /// What happened in the sandbox (boxed: it is the largest part of the error).
+        failure: Box<CallFailure>,
         /// The `.eol` line the failure points at, when known.
         file_line: Option<(String, usize)>,
     },
@@ -145,24 +151,17 @@ pub struct Execution {
     pub cache: Option<CacheHit>,
 }
 
-struct CompiledOperation {
-    input: CompiledSchema,
-    output: CompiledSchema,
-}
-
 /// A loaded feature, ready to run operations.
 pub struct Runtime {
     feature: Feature,
     file: String,
-    compiled: HashMap<String, CompiledOperation>,
+    compiled: HashMap<String, OperationSchemas>,
     pool: WorkerPool,
     store: Arc<RedisStore>,
     prototyper: Option<Arc<Prototyper>>,
     tools: Option<Arc<dyn Tools>>,
-    /// Referenced documents, read once at load.
-    docs: Vec<crate::prototype::ContextDoc>,
-    /// Why some references could not be read (noted in each prototyped call's trace).
-    unreadable: Vec<String>,
+    /// Referenced documents, read once at load, and why some could not be.
+    references: References,
     /// The semantic, embeddings and result caches and the vector context.
     caches: Arc<FeatureCaches>,
 }
@@ -177,11 +176,7 @@ impl Runtime {
         store: Arc<RedisStore>,
     ) -> Result<Self, Diagnostics> {
         check_code(file, &feature, &pool).await?;
-        let (docs, unreadable) = crate::context::resolve(file, &feature);
-        for d in &unreadable {
-            tracing::warn!(feature = %feature.name(), "{d}");
-        }
-        let unreadable: Vec<String> = unreadable.into_iter().map(|d| d.message).collect();
+        let references = References::load(file, &feature);
         let mut compiled = HashMap::new();
         let mut diags = Vec::new();
         for op in &feature.operations {
@@ -190,7 +185,7 @@ impl Runtime {
                 CompiledSchema::new(&op.output.value),
             ) {
                 (Ok(input), Ok(output)) => {
-                    compiled.insert(op.name.clone(), CompiledOperation { input, output });
+                    compiled.insert(op.name.clone(), OperationSchemas { input, output });
                 }
                 (Err(e), _) | (_, Err(e)) => diags.push(Diagnostic {
                     file: file.to_owned(),
@@ -204,9 +199,9 @@ impl Runtime {
         }
         let caches = Arc::new(FeatureCaches::new(
             &feature,
-            &docs,
+            &references.docs,
             store.clone(),
-            crate::caches::EmbedderSource::Off,
+            EmbedderSource::Off,
             None,
         ));
         Ok(Self {
@@ -218,8 +213,7 @@ impl Runtime {
             store,
             prototyper: None,
             tools: None,
-            docs,
-            unreadable,
+            references,
         })
     }
 
@@ -238,20 +232,20 @@ impl Runtime {
     /// Caches and vector context embedding with `embedder` (none: only the
     /// result cache), with summaries of left-over context by the model set by
     /// [`Self::with_model`] (call that first).
-    pub fn with_caches(self, embedder: impl Into<crate::caches::EmbedderSource>) -> Self {
+    pub fn with_caches(self, embedder: impl Into<EmbedderSource>) -> Self {
         self.with_caches_retrying(embedder, crate::caches::RETRY_AFTER)
     }
 
     /// [`Self::with_caches`], trying a part that failed to start again after `after`.
     pub fn with_caches_retrying(
         mut self,
-        embedder: impl Into<crate::caches::EmbedderSource>,
-        after: std::time::Duration,
+        embedder: impl Into<EmbedderSource>,
+        after: Duration,
     ) -> Self {
         self.caches = Arc::new(
             FeatureCaches::new(
                 &self.feature,
-                &self.docs,
+                &self.references.docs,
                 self.store.clone(),
                 embedder.into(),
                 self.prototyper.clone(),
@@ -276,6 +270,30 @@ impl Runtime {
         &self.feature
     }
 
+    /// The sandbox pool (shared with code generation, which tests candidates in it).
+    pub fn pool(&self) -> &WorkerPool {
+        &self.pool
+    }
+
+    /// The Redis store.
+    pub fn store(&self) -> &Arc<RedisStore> {
+        &self.store
+    }
+
+    /// Where prototyped calls of this feature record their examples.
+    fn recorded_examples(&self) -> RecordedExamples<'_> {
+        RecordedExamples::new(&self.store, self.feature.name())
+    }
+
+    /// The recorded examples of `operation`, newest first (at most `limit`).
+    pub async fn examples(
+        &self,
+        operation: &str,
+        limit: isize,
+    ) -> Result<Vec<Value>, ExamplesError> {
+        self.recorded_examples().recent(operation, limit).await
+    }
+
     /// The phase `operation` runs in when the run asks for `phase` (None: the feature's own).
     pub fn effective_phase(&self, operation: &str, phase: Option<Phase>) -> Option<OperationPhase> {
         let op = self.feature.operation(operation)?;
@@ -289,222 +307,64 @@ impl Runtime {
         input: &Value,
         phase: Option<Phase>,
     ) -> Result<Execution, ExecError> {
-        let feature = self.feature.name().to_owned();
-        let Some(op) = self.feature.operation(operation) else {
-            return Err(ExecError::UnknownOperation {
-                feature,
-                operation: operation.to_owned(),
-                known: self.feature.operation_names().join(", "),
-            });
-        };
-        let schemas = &self.compiled[&op.name];
-        let violations = schemas.input.violations(input);
-        if !violations.is_empty() {
-            return Err(ExecError::InvalidInput {
-                feature,
-                operation: op.name.clone(),
-                violations: violations.join("; "),
-            });
-        }
-        let run_phase = phase.and_then(Phase::forced).unwrap_or(op.phase);
+        let target = self.target(operation, input)?;
+        target.check_input()?;
+        let run_phase = phase.and_then(Phase::forced).unwrap_or(target.op.phase);
         let started = Instant::now();
-        let (output, stdout, trace, cache) = match run_phase {
+        let outcome = match run_phase {
             OperationPhase::Prototyping => {
-                let Some(model) = &self.prototyper else {
-                    let hint = if op.code.is_some() {
-                        " — or run it with --phase implementation, since it has code".to_owned()
-                    } else {
-                        String::new()
-                    };
-                    return Err(ExecError::NoModel {
-                        feature,
-                        operation: op.name.clone(),
-                        hint,
-                    });
-                };
-                let model_name = &model.client().settings().model;
-                let looked_up = self
-                    .caches
-                    .semantic_lookup(&op.name, model_name, input)
-                    .await;
-                match looked_up {
-                    SemanticLookup::Hit(answer, hit) => (answer, String::new(), None, Some(hit)),
-                    SemanticLookup::Miss(prepared) => {
-                        let prototype_err = |source| ExecError::Prototype {
-                            feature: feature.clone(),
-                            operation: op.name.clone(),
-                            source,
-                        };
-                        let budget = model
-                            .context_budget(&self.feature, op, input)
-                            .map_err(prototype_err)?;
-                        let context = match self.caches.context(op, input, budget).await {
-                            Some(selected) => selected,
-                            None => PromptContext::Ranked(&self.docs),
-                        };
-                        let (output, mut trace) = model
-                            .execute_with(
-                                &self.feature,
-                                op,
-                                input,
-                                &schemas.output,
-                                self.tools.as_deref(),
-                                &context,
-                            )
-                            .await
-                            .map_err(prototype_err)?;
-                        if !self.unreadable.is_empty() {
-                            let missing = format!(
-                                "context without unreadable references: {}",
-                                self.unreadable.join("; ")
-                            );
-                            trace.context_note = Some(match trace.context_note.take() {
-                                Some(note) => format!("{note}; {missing}"),
-                                None => missing,
-                            });
-                        }
-                        self.record_example(&op.name, input, &output).await;
-                        self.caches
-                            .semantic_store(&op.name, model_name, prepared.as_ref(), &output)
-                            .await;
-                        (output, String::new(), Some(trace), None)
-                    }
+                PrototypedCall {
+                    target,
+                    model: self.prototyper.as_deref(),
+                    tools: self.tools.as_deref(),
+                    caches: &self.caches,
+                    references: &self.references,
+                    examples: self.recorded_examples(),
                 }
+                .run()
+                .await?
             }
             OperationPhase::Implementation => {
-                let Some(code) = &op.code else {
-                    return Err(ExecError::NoCode {
-                        feature,
-                        operation: op.name.clone(),
-                    });
-                };
-                if let Some((output, hit)) = self
-                    .caches
-                    .result_lookup(&op.name, &code.source, input)
-                    .await
-                {
-                    (output, String::new(), None, Some(hit))
-                } else {
-                    let bridge = self.store.bridge(&feature);
-                    match self.pool.call(&code.source, &op.name, input, &bridge).await {
-                        Ok(outcome) => (outcome.value, outcome.stdout, None, None),
-                        Err(failure) => {
-                            let file_line =
-                                failure.line.map(|l| (self.file.clone(), code.file_line(l)));
-                            return Err(ExecError::Sandbox {
-                                feature,
-                                operation: op.name.clone(),
-                                failure,
-                                file_line,
-                            });
-                        }
-                    }
+                ImplementedCall {
+                    target,
+                    file: &self.file,
+                    pool: &self.pool,
+                    store: &self.store,
+                    caches: &self.caches,
                 }
+                .run()
+                .await?
             }
         };
-        let violations = schemas.output.violations(&output);
-        if !violations.is_empty() {
-            let mut shown = output.to_string();
-            if shown.len() > 200 {
-                shown.truncate(
-                    shown
-                        .char_indices()
-                        .nth(200)
-                        .map_or(shown.len(), |(i, _)| i),
-                );
-                shown.push('…');
-            }
-            return Err(ExecError::InvalidOutput {
-                feature,
-                operation: op.name.clone(),
-                violations: violations.join("; "),
-                output: shown,
-            });
-        }
-        // Only valid outputs computed now are kept (a cached one is already there).
-        if cache.is_none()
-            && run_phase == OperationPhase::Implementation
-            && let Some(code) = &op.code
-        {
-            self.caches
-                .result_store(&op.name, &code.source, input, &output)
-                .await;
-        }
         Ok(Execution {
-            output,
+            output: outcome.output,
             phase: run_phase,
             duration: started.elapsed(),
-            stdout,
-            trace,
-            cache,
+            stdout: outcome.stdout,
+            trace: outcome.trace,
+            cache: outcome.cache,
         })
     }
-}
 
-/// How many recorded examples are kept per operation.
-pub const EXAMPLES_KEPT: isize = 100;
-
-/// The Redis key (before the feature prefix) holding an operation's recorded examples.
-pub fn examples_key(operation: &str) -> String {
-    format!("examples:{operation}")
-}
-
-impl Runtime {
-    /// The full Redis key of `operation`'s recorded examples.
-    fn examples_redis_key(&self, operation: &str) -> String {
-        format!(
-            "{}{}",
-            crate::store::key_prefix(self.feature.name()),
-            examples_key(operation)
-        )
-    }
-
-    /// Keeps a prototyped call's input and validated output in Redis (newest
-    /// first, bounded), as examples for code generation and phase comparison.
-    /// Recording never fails the call: a Redis problem is logged.
-    async fn record_example(&self, operation: &str, input: &Value, output: &Value) {
-        let key = self.examples_redis_key(operation);
-        let entry = serde_json::json!({ "input": input, "output": output }).to_string();
-        let result = async {
-            let mut conn = self.store.connection().await.map_err(|e| e.to_string())?;
-            redis::pipe()
-                .lpush(&key, entry)
-                .ltrim(&key, 0, EXAMPLES_KEPT - 1)
-                .query_async::<()>(&mut conn)
-                .await
-                .map_err(|e| e.to_string())
-        }
-        .await;
-        if let Err(error) = result {
-            tracing::warn!(%error, feature = %self.feature.name(), operation, "failed to record a prototyped call as an example");
-        }
-    }
-
-    /// The recorded examples of `operation`, newest first (at most `limit`).
-    pub async fn examples(&self, operation: &str, limit: isize) -> Result<Vec<Value>, String> {
-        let key = self.examples_redis_key(operation);
-        let mut conn = self.store.connection().await.map_err(|e| e.to_string())?;
-        let raw: Vec<String> = redis::cmd("LRANGE")
-            .arg(&key)
-            .arg(0)
-            .arg(limit - 1)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| format!("failed to read examples of '{operation}': {e}"))?;
-        Ok(raw
-            .iter()
-            .filter_map(|r| serde_json::from_str(r).ok())
-            .collect())
-    }
-
-    /// The sandbox pool (shared with code generation, which tests candidates in it).
-    pub fn pool(&self) -> &WorkerPool {
-        &self.pool
-    }
-
-    /// The Redis store.
-    pub fn store(&self) -> &Arc<RedisStore> {
-        &self.store
+    /// `operation` on `input`, if the feature has it.
+    fn target<'a>(
+        &'a self,
+        operation: &str,
+        input: &'a Value,
+    ) -> Result<CallTarget<'a>, ExecError> {
+        let unknown = || ExecError::UnknownOperation {
+            feature: self.feature.name().to_owned(),
+            operation: operation.to_owned(),
+            known: self.feature.operation_names().join(", "),
+        };
+        let op = self.feature.operation(operation).ok_or_else(unknown)?;
+        let schemas = self.compiled.get(&op.name).ok_or_else(unknown)?;
+        Ok(CallTarget {
+            feature: &self.feature,
+            op,
+            schemas,
+            input,
+        })
     }
 }
 

@@ -2,17 +2,26 @@
 //!
 //! - [`sandbox`]: the warm pool of confined Python workers (implementation phase);
 //! - [`store`]: Redis, local or configured, and the per-feature bridge to it;
-//! - [`engine`]: running operations in their phase, with schema checks;
+//! - [`bootstrap`]: a feature's runtime started from the process's settings
+//!   (sandbox pool, model and tools, Redis, the caches' embedder);
+//! - [`engine`]: running operations in their phase, with schema checks; each
+//!   call is a prototyped or implemented call object (`call`), which owns its
+//!   caches;
 //! - [`llm`], [`prototype`], [`context`]: the model client, the prototyping engine, references as context;
+//! - [`caches`]: the semantic, embeddings and result caches and the vector context;
+//! - [`examples`]: prototyped calls recorded as examples in Redis;
 //! - [`generate`]: model-written code, kept only when it passes the tests;
 //! - [`mcp`]: MCP tools for the LLM (built-in Redis, the feature's servers) and
 //!   a feature served as an MCP server;
 //! - [`testing`]: running `.test.eol` suites;
 //! - [`report`]: run reports for Kubernetes Jobs (termination message, full result in Redis).
 
+pub mod bootstrap;
 pub mod caches;
+mod call;
 pub mod context;
 pub mod engine;
+pub mod examples;
 pub mod generate;
 pub mod llm;
 pub mod mcp;

@@ -6,7 +6,7 @@
 //! Output schema: asked for through the server's structured-output form where it
 //! has one, and otherwise validated and retried with the errors fed back.
 
-use crate::llm::{ChatClient, LlmError, Usage};
+use crate::llm::{ChatClient, ChatReply, LlmError, Usage};
 use eol_core::{CompiledSchema, Feature, Operation};
 use serde_json::{Value, json};
 use std::future::Future;
@@ -52,6 +52,15 @@ pub struct PrototypeTrace {
     pub latency: Duration,
     /// Context left out to fit the window, if any.
     pub context_note: Option<String>,
+}
+
+impl PrototypeTrace {
+    /// Adds a reply's tokens and HTTP retries.
+    fn count(&mut self, reply: &ChatReply) {
+        self.usage.prompt_tokens += reply.usage.prompt_tokens;
+        self.usage.completion_tokens += reply.usage.completion_tokens;
+        self.http_retries += reply.retries;
+    }
 }
 
 /// Why a prototyped call failed.
@@ -131,21 +140,7 @@ impl Prototyper {
         op: &Operation,
         input: &Value,
     ) -> Result<(Vec<Value>, Option<String>), PrototypeError> {
-        self.messages_in_context(feature, op, input, &[])
-    }
-
-    /// Builds the messages for `op` on `input`. The spec, schemas and input
-    /// always go in; then context paragraphs while they fit the window: the
-    /// feature's prose first, then referenced documents, most relevant first
-    /// (words shared with the spec and input). What is left out is noted.
-    pub fn messages_in_context(
-        &self,
-        feature: &Feature,
-        op: &Operation,
-        input: &Value,
-        docs: &[ContextDoc],
-    ) -> Result<(Vec<Value>, Option<String>), PrototypeError> {
-        self.messages_with(feature, op, input, &PromptContext::Ranked(docs))
+        self.messages_with(feature, op, input, &PromptContext::Ranked(&[]))
     }
 
     /// The spec, schemas and instructions (system) and the input (user) of a
@@ -187,7 +182,11 @@ impl Prototyper {
         Ok(left.saturating_sub(estimate_tokens(&context_header(feature))))
     }
 
-    /// Builds the messages for `op` on `input` with `context`.
+    /// Builds the messages for `op` on `input`. The spec, schemas and input
+    /// always go in; then `context`: already chosen to fit, or paragraphs while
+    /// they fit the window, the feature's prose first, then referenced documents,
+    /// most relevant first (words shared with the spec and input). What is left
+    /// out is noted.
     pub fn messages_with(
         &self,
         feature: &Feature,
@@ -218,7 +217,8 @@ impl Prototyper {
         ))
     }
 
-    /// Executes `op` on `input` with no tools; the answer is validated against `output`.
+    /// Executes `op` on `input` with the feature's prose as context and no
+    /// tools; the answer is validated against `output`.
     pub async fn execute(
         &self,
         feature: &Feature,
@@ -226,26 +226,12 @@ impl Prototyper {
         input: &Value,
         output: &CompiledSchema,
     ) -> Result<(Value, PrototypeTrace), PrototypeError> {
-        self.execute_with_tools(feature, op, input, output, None)
-            .await
-    }
-
-    /// Executes `op` on `input`, letting the model call `tools` first (a bounded
-    /// number of rounds); the answer is validated against `output`.
-    pub async fn execute_with_tools(
-        &self,
-        feature: &Feature,
-        op: &Operation,
-        input: &Value,
-        output: &CompiledSchema,
-        tools: Option<&dyn Tools>,
-    ) -> Result<(Value, PrototypeTrace), PrototypeError> {
         self.execute_with(
             feature,
             op,
             input,
             output,
-            tools,
+            None,
             &PromptContext::Ranked(&[]),
         )
         .await
@@ -286,9 +272,7 @@ impl Prototyper {
                 .client
                 .chat(&messages, &[], Some(&op.output.value))
                 .await?;
-            trace.usage.prompt_tokens += reply.usage.prompt_tokens;
-            trace.usage.completion_tokens += reply.usage.completion_tokens;
-            trace.http_retries += reply.retries;
+            trace.count(&reply);
             let text = reply.content.unwrap_or_default();
             let problem = match validated(&text, output) {
                 Ok(value) => {
@@ -298,8 +282,7 @@ impl Prototyper {
                 Err(problem) => problem,
             };
             tracing::info!(operation = %op.name, attempt = trace.attempts, %problem, "invalid model answer; asking again");
-            messages.push(json!({"role": "assistant", "content": text}));
-            messages.push(json!({"role": "user", "content": format!("{problem}\nAnswer again with only a JSON value matching the output schema.")}));
+            ask_again(&mut messages, text, &problem);
             detail = problem;
         }
         Err(PrototypeError::InvalidAnswer {
@@ -320,17 +303,14 @@ impl Prototyper {
     ) -> Result<Option<Value>, PrototypeError> {
         for _ in 0..MAX_TOOL_ROUNDS {
             let reply = self.client.chat(messages, definitions, None).await?;
-            trace.usage.prompt_tokens += reply.usage.prompt_tokens;
-            trace.usage.completion_tokens += reply.usage.completion_tokens;
-            trace.http_retries += reply.retries;
+            trace.count(&reply);
             if reply.tool_calls.is_empty() {
                 let text = reply.content.unwrap_or_default();
                 trace.attempts += 1;
                 return match validated(&text, output) {
                     Ok(value) => Ok(Some(value)),
                     Err(problem) => {
-                        messages.push(json!({"role": "assistant", "content": text}));
-                        messages.push(json!({"role": "user", "content": format!("{problem}\nAnswer again with only a JSON value matching the output schema.")}));
+                        ask_again(messages, text, &problem);
                         Ok(None)
                     }
                 };
@@ -500,6 +480,12 @@ static VERDICT: std::sync::LazyLock<(Value, CompiledSchema)> = std::sync::LazyLo
     let compiled = CompiledSchema::new(&schema).expect("the verdict schema is a valid JSON Schema");
     (schema, compiled)
 });
+
+/// Feeds an invalid `answer` back with its `problem`, asking for another.
+fn ask_again(messages: &mut Vec<Value>, answer: String, problem: &str) {
+    messages.push(json!({"role": "assistant", "content": answer}));
+    messages.push(json!({"role": "user", "content": format!("{problem}\nAnswer again with only a JSON value matching the output schema.")}));
+}
 
 /// The answer as JSON that fits `output`, or what is wrong with it.
 fn validated(text: &str, output: &CompiledSchema) -> Result<Value, String> {

@@ -461,7 +461,7 @@ async fn the_prototyping_tool_loop_uses_the_toolbox() {
     use common::scripted_llm::{Scripted, ScriptedServer};
     use eol_core::CompiledSchema;
     use eol_runner::llm::{ChatClient, LlmSettings};
-    use eol_runner::prototype::Prototyper;
+    use eol_runner::prototype::{PromptContext, Prototyper};
 
     let redis = common::local_redis();
     let store = common::store(&redis);
@@ -485,7 +485,14 @@ async fn the_prototyping_tool_loop_uses_the_toolbox() {
     let op = &feature.operations[0];
     let output = CompiledSchema::new(&op.output.value).unwrap();
     let (value, trace) = model
-        .execute_with_tools(&feature, op, &json!({"cart": "7"}), &output, Some(&toolbox))
+        .execute_with(
+            &feature,
+            op,
+            &json!({"cart": "7"}),
+            &output,
+            Some(&toolbox),
+            &PromptContext::Ranked(&[]),
+        )
         .await
         .unwrap();
     assert_eq!(value, json!({"total": 12.5}));

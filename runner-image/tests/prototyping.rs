@@ -8,7 +8,7 @@ use common::scripted_llm::{Scripted, ScriptedServer, scripted_settings};
 use eol_core::{CompiledSchema, parse_feature};
 use eol_runner::engine::Runtime;
 use eol_runner::llm::{ChatClient, LlmSettings, ResponseFormatMode};
-use eol_runner::prototype::{MAX_TOOL_ROUNDS, PrototypeError, Prototyper, Tools};
+use eol_runner::prototype::{MAX_TOOL_ROUNDS, PromptContext, PrototypeError, Prototyper, Tools};
 use serde_json::json;
 use std::future::Future;
 use std::pin::Pin;
@@ -318,12 +318,13 @@ async fn tool_results_and_tool_errors_are_fed_back_to_the_model() {
     let p = Prototyper::new(ChatClient::new(settings(&server.url)).unwrap());
     let f = fixture();
     let (value, trace) = p
-        .execute_with_tools(
+        .execute_with(
             &f.feature,
             &f.feature.operations[0],
             &json!({"text": "x"}),
             &f.output,
             Some(&OneTool),
+            &PromptContext::Ranked(&[]),
         )
         .await
         .unwrap();
@@ -358,12 +359,13 @@ async fn endless_tool_calls_are_cut_off_and_an_answer_is_demanded() {
     let p = Prototyper::new(ChatClient::new(settings(&server.url)).unwrap());
     let f = fixture();
     let (value, trace) = p
-        .execute_with_tools(
+        .execute_with(
             &f.feature,
             &f.feature.operations[0],
             &json!({"text": "x"}),
             &f.output,
             Some(&OneTool),
+            &PromptContext::Ranked(&[]),
         )
         .await
         .unwrap();
@@ -536,11 +538,11 @@ async fn the_most_relevant_context_is_kept_when_not_all_fits() {
         ),
     }];
     let (messages, note) = p
-        .messages_in_context(
+        .messages_with(
             &f.feature,
             &f.feature.operations[0],
             &json!({"text": "the application crashes"}),
-            &docs,
+            &PromptContext::Ranked(&docs),
         )
         .unwrap();
     let system = messages[0]["content"].as_str().unwrap();

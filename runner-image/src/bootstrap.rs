@@ -1,0 +1,216 @@
+//! Starting a feature's [`Runtime`] from the process's settings: the sandbox
+//! pool, the model the environment configures and its MCP tools, the Redis
+//! store, and the embedder of the caches. What every `eol` command that runs
+//! operations does first.
+
+use crate::caches::{EMBEDDINGS_ENV, EmbedderSource, embedder_from_env};
+use crate::engine::Runtime;
+use crate::llm::{ChatClient, ConfigError, LlmError, LlmSettings};
+use crate::mcp::{Toolbox, ToolboxError};
+use crate::prototype::{Prototyper, Tools};
+use crate::sandbox::{Interpreter, SandboxError, SandboxLimits, WorkerPool};
+use crate::store::RedisStore;
+use eol_core::{Diagnostics, Feature};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The shortest wall-clock limit a call may have, in seconds.
+const MIN_CALL_TIMEOUT: f64 = 0.1;
+
+/// Why a runtime could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    /// A model setting in the environment (or the frontmatter) cannot be used.
+    #[error("failed to read the model settings for feature '{feature}': {source}")]
+    ModelSettings {
+        /// The feature.
+        feature: String,
+        /// The setting at fault.
+        #[source]
+        source: ConfigError,
+    },
+    /// The model client could not be made from its settings.
+    #[error("failed to create the model client for feature '{feature}': {source}")]
+    ModelClient {
+        /// The feature.
+        feature: String,
+        /// The client's error.
+        #[source]
+        source: LlmError,
+    },
+    /// No usable Python interpreter.
+    #[error("failed to find the Python interpreter for the sandbox: {source}")]
+    Python {
+        /// Why none was usable.
+        #[source]
+        source: SandboxError,
+    },
+    /// The sandbox workers did not start.
+    #[error("failed to start {workers} sandbox workers on {python}: {source}")]
+    Sandbox {
+        /// How many workers were asked for.
+        workers: usize,
+        /// The interpreter they run on.
+        python: String,
+        /// Why they did not start.
+        #[source]
+        source: SandboxError,
+    },
+    /// An MCP server of the feature did not start or connect.
+    #[error("failed to connect the MCP tools for feature '{feature}': {source}")]
+    Tools {
+        /// The feature.
+        feature: String,
+        /// The toolbox's error, naming the server.
+        #[source]
+        source: ToolboxError,
+    },
+    /// The feature's schemas do not compile or its code does not pass the checks.
+    #[error("failed to load feature '{feature}' from {file}:\n{diagnostics}")]
+    Invalid {
+        /// The feature.
+        feature: String,
+        /// The `.eol` file.
+        file: String,
+        /// Every problem, located in the file.
+        diagnostics: Diagnostics,
+    },
+}
+
+/// Settings of the Python sandbox.
+#[derive(Debug, Clone)]
+pub struct SandboxSettings {
+    /// Python interpreter for the workers (`None`: python3 on PATH).
+    pub python: Option<PathBuf>,
+    /// Number of warm workers (`None`: the number of CPUs).
+    pub workers: Option<usize>,
+    /// Wall-clock limit of one call, in seconds (at least 0.1).
+    pub call_timeout: f64,
+    /// CPU-time limit of one call, in seconds.
+    pub cpu_seconds: f64,
+    /// Memory limit of each worker, in MiB.
+    pub memory_mb: u64,
+}
+
+impl SandboxSettings {
+    /// The limits each call runs under.
+    pub fn limits(&self) -> SandboxLimits {
+        let wall = self.call_timeout.max(MIN_CALL_TIMEOUT);
+        SandboxLimits {
+            memory_bytes: self.memory_mb.saturating_mul(1024 * 1024),
+            cpu_seconds: self.cpu_seconds,
+            // A limit too large for a Duration is no limit.
+            wall_timeout: Duration::try_from_secs_f64(wall).unwrap_or(Duration::MAX),
+            ..SandboxLimits::default()
+        }
+    }
+
+    /// How many workers to start.
+    pub fn worker_count(&self) -> usize {
+        self.workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+    }
+}
+
+/// Where a runtime's parts come from.
+#[derive(Debug, Clone)]
+pub struct RuntimeSettings {
+    /// Redis to use (`None`: a local one, started on first use and stopped with the process).
+    pub redis_url: Option<String>,
+    /// The sandbox.
+    pub sandbox: SandboxSettings,
+}
+
+/// Starts the warm sandbox pool `settings` describe.
+pub async fn start_pool(settings: &SandboxSettings) -> Result<WorkerPool, BootstrapError> {
+    let interpreter = Interpreter::discover(settings.python.as_deref())
+        .map_err(|source| BootstrapError::Python { source })?;
+    let python = interpreter.path.display().to_string();
+    let workers = settings.worker_count();
+    WorkerPool::start(interpreter, settings.limits(), workers)
+        .await
+        .map_err(|source| BootstrapError::Sandbox {
+            workers,
+            python,
+            source,
+        })
+}
+
+/// Loads `feature` (read from `file`) with everything it runs on: the model the
+/// environment configures (none: prototyped operations report so), its MCP
+/// tools, the sandbox pool, the Redis store and, with a model, the caches.
+pub async fn load_runtime(
+    settings: &RuntimeSettings,
+    file: &Path,
+    feature: Feature,
+) -> Result<Runtime, BootstrapError> {
+    let name = feature.name().to_owned();
+    let model = model_from_env(&feature)?;
+    let pool = start_pool(&settings.sandbox).await?;
+    let store = Arc::new(RedisStore::new(settings.redis_url.clone()));
+    // Tools matter only to the model: without one, no MCP server is started.
+    let tools: Option<Arc<dyn Tools>> = match &model {
+        Some(_) => Some(Arc::new(
+            Toolbox::connect(&feature, store.clone())
+                .await
+                .map_err(|source| BootstrapError::Tools {
+                    feature: name.clone(),
+                    source,
+                })?,
+        )),
+        None => None,
+    };
+    let file = file.display().to_string();
+    let runtime = Runtime::load(&file, feature, pool, store)
+        .await
+        .map_err(|diagnostics| BootstrapError::Invalid {
+            feature: name,
+            file,
+            diagnostics,
+        })?
+        .with_model(model)
+        .with_tools(tools);
+    // Embeddings serve only prototyped calls (semantic cache, vector context).
+    Ok(match runtime.model() {
+        Some(_) => runtime.with_caches(embedder_at_start().await),
+        None => runtime,
+    })
+}
+
+/// The model the environment (and the feature's frontmatter) configures, if any.
+fn model_from_env(feature: &Feature) -> Result<Option<Arc<Prototyper>>, BootstrapError> {
+    let settings = LlmSettings::from_env(feature.frontmatter.model.as_ref()).map_err(|source| {
+        BootstrapError::ModelSettings {
+            feature: feature.name().to_owned(),
+            source,
+        }
+    })?;
+    let Some(settings) = settings else {
+        return Ok(None);
+    };
+    let client = ChatClient::new(settings).map_err(|source| BootstrapError::ModelClient {
+        feature: feature.name().to_owned(),
+        source,
+    })?;
+    Ok(Some(Arc::new(Prototyper::new(client))))
+}
+
+/// The embedder of the caches, made now so that a broken setting shows at
+/// start; when that fails, made again on a later prototyped call (the
+/// embeddings API may start later).
+async fn embedder_at_start() -> EmbedderSource {
+    match embedder_from_env().await {
+        Ok(None) => {
+            tracing::info!(
+                "embeddings off ({EMBEDDINGS_ENV}=off): no semantic cache, context ranked by shared words"
+            );
+            EmbedderSource::Off
+        }
+        Ok(Some(embedder)) => EmbedderSource::Ready(embedder),
+        Err(error) => {
+            tracing::warn!(%error, "no embedding model yet: calls go on without semantic cache and vector context; tried again on a later prototyped call");
+            EmbedderSource::from_env()
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! The prototyped path of one call, end to end: semantic-cache lookup, the
+//! context budget, context selection, the model's answer, output validation,
+//! then the recorded example and the semantic-cache entry it leaves behind.
+
+use super::{CallOutput, CallTarget};
+use crate::caches::{FeatureCaches, SemanticLookup};
+use crate::context::References;
+use crate::engine::ExecError;
+use crate::examples::RecordedExamples;
+use crate::prototype::{PromptContext, PrototypeTrace, Prototyper, Tools};
+use serde_json::Value;
+
+/// One call of an operation in the prototyping phase.
+pub(crate) struct PrototypedCall<'a> {
+    /// What is called, on which input.
+    pub(crate) target: CallTarget<'a>,
+    /// The model; without one the call fails with [`ExecError::NoModel`].
+    pub(crate) model: Option<&'a Prototyper>,
+    /// Tools the model may call first.
+    pub(crate) tools: Option<&'a dyn Tools>,
+    /// The semantic cache and the vector context.
+    pub(crate) caches: &'a FeatureCaches,
+    /// The feature's references: the context when the vector index gives none.
+    pub(crate) references: &'a References,
+    /// Where the answer is recorded as an example.
+    pub(crate) examples: RecordedExamples<'a>,
+}
+
+impl PrototypedCall<'_> {
+    /// A cached answer for an input that means the same, else the model's
+    /// validated answer, recorded and cached.
+    pub(crate) async fn run(self) -> Result<CallOutput, ExecError> {
+        let model = self.model()?;
+        let (op, input) = (self.target.op, self.target.input);
+        let model_name = &model.client().settings().model;
+        let prepared = match self
+            .caches
+            .semantic_lookup(&op.name, model_name, input)
+            .await
+        {
+            SemanticLookup::Hit(answer, hit) => {
+                return Ok(CallOutput::cached(self.target.checked(answer)?, hit));
+            }
+            SemanticLookup::Miss(prepared) => prepared,
+        };
+        let (answer, trace) = self.ask(model).await?;
+        let output = self.target.checked(answer)?;
+        self.examples.record(&op.name, input, &output).await;
+        self.caches
+            .semantic_store(&op.name, model_name, prepared.as_ref(), &output)
+            .await;
+        Ok(CallOutput {
+            output,
+            stdout: String::new(),
+            trace: Some(trace),
+            cache: None,
+        })
+    }
+
+    /// The model, or why the call cannot run without one.
+    fn model(&self) -> Result<&Prototyper, ExecError> {
+        self.model.ok_or_else(|| {
+            let hint = if self.target.op.code.is_some() {
+                " — or run it with --phase implementation, since it has code".to_owned()
+            } else {
+                String::new()
+            };
+            ExecError::NoModel {
+                feature: self.target.feature_name(),
+                operation: self.target.op.name.clone(),
+                hint,
+            }
+        })
+    }
+
+    /// The model's answer with the context that fits what the spec and input
+    /// leave of the window: chosen by the vector index, else ranked by shared words.
+    async fn ask(&self, model: &Prototyper) -> Result<(Value, PrototypeTrace), ExecError> {
+        let CallTarget {
+            feature,
+            op,
+            schemas,
+            input,
+        } = self.target;
+        let failed = |source| self.target.prototype_error(source);
+        let budget = model.context_budget(feature, op, input).map_err(failed)?;
+        let context = match self.caches.context(op, input, budget).await {
+            Some(selected) => selected,
+            None => PromptContext::Ranked(&self.references.docs),
+        };
+        let (answer, mut trace) = model
+            .execute_with(feature, op, input, &schemas.output, self.tools, &context)
+            .await
+            .map_err(failed)?;
+        if let Some(missing) = self.references.unreadable_note() {
+            trace.context_note = Some(match trace.context_note.take() {
+                Some(note) => format!("{note}; {missing}"),
+                None => missing,
+            });
+        }
+        Ok((answer, trace))
+    }
+}

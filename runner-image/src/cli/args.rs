@@ -1,0 +1,213 @@
+//! The command line's arguments: global options, the sandbox's settings and
+//! one subcommand per `eol` command.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use eol_core::Phase;
+use eol_runner::bootstrap::{RuntimeSettings, SandboxSettings};
+use eol_runner::report;
+use std::path::PathBuf;
+
+/// The environment variable naming the report file; read directly when the
+/// command line itself cannot be parsed.
+pub(super) const REPORT_FILE_ENV: &str = "EOL_REPORT_FILE";
+
+/// Run LLM features described in .eol files.
+///
+/// A feature is a Markdown file with YAML frontmatter whose operations are
+/// specified in prose, with input/output JSON Schemas and, optionally, Python
+/// implementations. Prototyped operations run on an LLM; implemented ones run
+/// their Python in a sandbox. Tests live in NAME.test.eol next to NAME.eol.
+#[derive(Parser, Debug)]
+#[command(name = "eol", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    after_help = "Examples:\n  eol check features/examples/*.eol\n  eol run features/examples/blog-publisher.eol --operation slugify --input '{\"title\": \"Hello, World\"}'\n  eol test features/examples/inventory.test.eol --coverage\n  eol switch features/examples/blog-publisher.eol --operation suggest_tags --to implementation"
+)]
+pub(super) struct Cli {
+    #[command(subcommand)]
+    pub(super) command: Command,
+    /// How results are printed.
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub(super) output: OutputFormat,
+    /// Redis to use; without it, a local Redis is started from the cache and stopped afterwards.
+    #[arg(long, global = true, env = "REDIS_URL", hide_env_values = true)]
+    pub(super) redis_url: Option<String>,
+    /// When `run` or `test` ends, however it ends, write a JSON report of at most 4096 bytes here
+    /// (a Kubernetes termination-message file such as /dev/termination-log).
+    #[arg(long, global = true, env = REPORT_FILE_ENV, value_name = "PATH")]
+    pub(super) report_file: Option<PathBuf>,
+    /// Keep the full result of `run` or `test` in Redis (REDIS_URL) at eol:<feature>:runs:<ID> for
+    /// 7 days; the report names the key.
+    #[arg(long, global = true, env = "EOL_RUN_ID", value_name = "ID", value_parser = parse_run_id)]
+    pub(super) run_id: Option<String>,
+    #[command(flatten)]
+    pub(super) sandbox: SandboxArgs,
+}
+
+/// Settings of the Python sandbox.
+#[derive(Args, Debug)]
+pub(super) struct SandboxArgs {
+    /// Python interpreter for the sandbox workers (default: python3 on PATH).
+    #[arg(long, global = true, env = "EOL_PYTHON")]
+    pub(super) python: Option<PathBuf>,
+    /// Number of warm sandbox workers (default: number of CPUs).
+    #[arg(long, global = true, env = "EOL_WORKERS")]
+    pub(super) workers: Option<usize>,
+    /// Wall-clock limit of one call, in seconds; an overrunning worker is killed.
+    #[arg(long, global = true, env = "EOL_CALL_TIMEOUT", default_value_t = 10.0)]
+    pub(super) call_timeout: f64,
+    /// CPU-time limit of one call, in seconds.
+    #[arg(long, global = true, env = "EOL_CPU_SECONDS", default_value_t = 5.0)]
+    pub(super) cpu_seconds: f64,
+    /// Memory limit of each worker, in MiB.
+    #[arg(long, global = true, env = "EOL_MEMORY_MB", default_value_t = 512)]
+    pub(super) memory_mb: u64,
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum Command {
+    /// Validate .eol and .test.eol files (format, schemas, and the Python code's safety).
+    Check {
+        /// Files to check.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Run one operation of a feature and print its output.
+    Run {
+        /// The feature file (NAME.eol).
+        file: PathBuf,
+        /// The operation to run.
+        #[arg(long)]
+        operation: String,
+        /// The input: JSON text, or @path to a JSON file.
+        #[arg(long, default_value = "{}")]
+        input: String,
+        /// Run every operation in this phase instead of its own.
+        #[arg(long, value_enum)]
+        phase: Option<PhaseArg>,
+    },
+    /// Run a feature's tests (NAME.test.eol) and report each case.
+    Test {
+        /// The test file (NAME.test.eol).
+        file: PathBuf,
+        /// Run every operation in this phase instead of its own.
+        #[arg(long, value_enum)]
+        phase: Option<PhaseArg>,
+        /// Also list which operations have tests and which have code.
+        #[arg(long)]
+        coverage: bool,
+        /// The feature file, when it is not NAME.eol next to the tests.
+        #[arg(long)]
+        feature: Option<PathBuf>,
+    },
+    /// Switch a feature, or one operation, to another phase (rewrites the file).
+    Switch {
+        /// The feature file (NAME.eol).
+        file: PathBuf,
+        /// The phase to switch to.
+        #[arg(long, value_enum)]
+        to: PhaseArg,
+        /// Switch only this operation (the feature becomes hybrid).
+        #[arg(long)]
+        operation: Option<String>,
+        /// Print the new file instead of writing it.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Have the model write Python for prototyped operations; code is kept only if it passes the tests.
+    Generate {
+        /// The feature file (NAME.eol); its tests are NAME.test.eol next to it.
+        file: PathBuf,
+        /// Only this operation (default: every prototyped operation).
+        #[arg(long)]
+        operation: Option<String>,
+        /// Write the code into the feature file.
+        #[arg(long, conflicts_with = "output_dir")]
+        in_place: bool,
+        /// Write the updated feature into this directory instead.
+        #[arg(long = "output-dir", value_name = "DIR")]
+        output_dir: Option<PathBuf>,
+        /// Attempts per operation, with the failures fed back each time.
+        #[arg(long, default_value_t = eol_runner::generate::DEFAULT_ATTEMPTS)]
+        attempts: u32,
+    },
+    /// Serve a feature over HTTP: POST /v1/operations/{op}, /healthz, /readyz, /metrics.
+    Serve {
+        /// The feature file (NAME.eol).
+        file: PathBuf,
+        /// The tests that gate readiness (default: NAME.test.eol next to the feature, if present).
+        #[arg(long)]
+        tests: Option<PathBuf>,
+        /// Address to listen on.
+        #[arg(long, env = "EOL_LISTEN", default_value = "0.0.0.0:8080")]
+        listen: String,
+        /// Become ready without running the tests first.
+        #[arg(long)]
+        no_test_gate: bool,
+    },
+    /// Serve a feature over MCP on stdin/stdout: its operations as tools, its prose and references as resources.
+    Mcp {
+        /// The feature file (NAME.eol).
+        file: PathBuf,
+    },
+    /// Print a shell completion script (e.g. `eol completions bash > /etc/bash_completion.d/eol`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub(super) enum OutputFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON document, for programs.
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(super) enum PhaseArg {
+    Prototyping,
+    Implementation,
+    Hybrid,
+}
+
+impl From<PhaseArg> for Phase {
+    fn from(p: PhaseArg) -> Self {
+        match p {
+            PhaseArg::Prototyping => Phase::Prototyping,
+            PhaseArg::Implementation => Phase::Implementation,
+            PhaseArg::Hybrid => Phase::Hybrid,
+        }
+    }
+}
+
+fn parse_run_id(id: &str) -> Result<String, String> {
+    if report::valid_run_id(id) {
+        Ok(id.to_owned())
+    } else {
+        Err("a run id is 1 to 128 letters, digits, '.', '_' or '-'".into())
+    }
+}
+
+impl Cli {
+    /// What the library needs to start a feature's runtime.
+    pub(super) fn runtime_settings(&self) -> RuntimeSettings {
+        RuntimeSettings {
+            redis_url: self.redis_url.clone(),
+            sandbox: self.sandbox.settings(),
+        }
+    }
+}
+
+impl SandboxArgs {
+    /// The sandbox's settings, as the library takes them.
+    pub(super) fn settings(&self) -> SandboxSettings {
+        SandboxSettings {
+            python: self.python.clone(),
+            workers: self.workers,
+            call_timeout: self.call_timeout,
+            cpu_seconds: self.cpu_seconds,
+            memory_mb: self.memory_mb,
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! `eol run`: one operation on one input, its output printed.
+
+use super::Failure;
+use super::args::{Cli, OutputFormat};
+use super::files::read_feature;
+use super::run_report::keep_result;
+use eol_core::Phase;
+use eol_core::crd::RunReport;
+use eol_runner::bootstrap::load_runtime;
+use eol_runner::report;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::ExitCode;
+
+/// The input: JSON text, or `@path` to a JSON file.
+fn parse_input(input: &str) -> Result<Value, Failure> {
+    let (text, origin) = match input.strip_prefix('@') {
+        Some(path) => (
+            std::fs::read_to_string(path)
+                .map_err(|e| Failure::usage(format!("failed to read input file {path}: {e}")))?,
+            path.to_owned(),
+        ),
+        None => (input.to_owned(), "--input".to_owned()),
+    };
+    serde_json::from_str(&text)
+        .map_err(|e| Failure::usage(format!("{origin} is not valid JSON: {e}")))
+}
+
+/// Runs the operation and prints its output; the report gets the output, tokens and result key.
+pub(super) async fn run(
+    cli: &Cli,
+    file: &Path,
+    operation: &str,
+    input: &str,
+    phase: Option<Phase>,
+    report: &mut RunReport,
+) -> Result<ExitCode, Failure> {
+    let input = parse_input(input)?;
+    let feature = read_feature(file)?;
+    let runtime = load_runtime(&cli.runtime_settings(), file, feature).await?;
+    let exec = runtime
+        .execute(operation, &input, phase)
+        .await
+        .map_err(|e| Failure::new(e.kind(), e.to_string()))?;
+    let result = json!({
+        "feature": runtime.feature().name(),
+        "operation": operation,
+        "phase": exec.phase,
+        "output": exec.output,
+        "duration_ms": exec.duration.as_secs_f64() * 1e3,
+        "trace": exec.trace,
+        "cache": exec.cache,
+    });
+    if cli.output == OutputFormat::Json {
+        println!("{result}");
+    } else {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&exec.output).unwrap_or_default()
+        );
+    }
+    report.summary.tokens = exec.trace.as_ref().map(|t| report::tokens(&t.usage));
+    report.summary.result_key =
+        keep_result(cli, runtime.store(), runtime.feature().name(), &result).await;
+    report.summary.output = Some(exec.output);
+    Ok(ExitCode::SUCCESS)
+}

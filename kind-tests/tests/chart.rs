@@ -285,6 +285,56 @@ fn chart_lints_strict_with_default_and_custom_values() {
     }
 }
 
+/// The NOTES `helm install` prints, rendered offline with `extra` values.
+fn notes(extra: &[&str]) -> String {
+    let chart = chart_dir();
+    let mut args = vec![
+        "install",
+        RELEASE,
+        chart.to_str().expect("utf-8 path"),
+        "--namespace",
+        "eol-system",
+        "--dry-run=client",
+    ];
+    args.extend_from_slice(extra);
+    let out = helm(&args);
+    assert!(
+        out.status.success(),
+        "helm {} failed: {}",
+        args.join(" "),
+        text(&out.stderr)
+    );
+    let stdout = text(&out.stdout);
+    stdout
+        .split_once("NOTES:")
+        .map(|(_, notes)| notes.to_owned())
+        .unwrap_or_else(|| panic!("no NOTES in:\n{stdout}"))
+}
+
+/// The NOTES line about embeddings.
+fn embeddings_line(notes: &str) -> String {
+    notes
+        .lines()
+        .find(|l| l.starts_with("Embeddings:"))
+        .unwrap_or_else(|| panic!("no Embeddings line in:\n{notes}"))
+        .to_owned()
+}
+
+#[test]
+fn the_notes_say_how_runner_pods_embed() {
+    // By default pods embed with the image's model: the NOTES said "off".
+    let default = embeddings_line(&notes(&[]));
+    assert!(default.contains("local all-MiniLM-L6-v2"), "{default}");
+    assert!(!default.contains("off"), "{default}");
+    let off = embeddings_line(&notes(&["--set", "embeddings.local=false"]));
+    assert!(off.contains("off in runner pods"), "{off}");
+    let api = embeddings_line(&notes(&[
+        "--set",
+        "embeddings.baseUrl=http://embed.models.svc:8080/v1",
+    ]));
+    assert!(api.contains("http://embed.models.svc:8080/v1"), "{api}");
+}
+
 #[test]
 fn chart_crds_are_the_generated_crds() {
     let generated = repo_root().join("crds");

@@ -3,7 +3,8 @@
 //! and the [`References`] a running feature keeps of them.
 
 use crate::prototype::ContextDoc;
-use eol_core::{Diagnostic, Diagnostics, Feature, Position, Reference};
+use eol_core::runner_contract::referenced_documents;
+use eol_core::{Diagnostic, Diagnostics, Feature};
 use std::path::Path;
 
 /// Reads every referenced document, relative to the feature file's directory.
@@ -12,38 +13,29 @@ use std::path::Path;
 /// without them and says so in each prototyped call's trace.
 pub fn resolve(file: &str, feature: &Feature) -> (Vec<ContextDoc>, Vec<Diagnostic>) {
     let base = Path::new(file).parent().unwrap_or(Path::new("."));
-    let mut wanted: Vec<(String, Position)> = feature
-        .references
-        .iter()
-        .map(|r| match r {
-            Reference::Path { path, location } => (path.clone(), location.0),
-            Reference::Feature { name, location } => (format!("feature:{name}"), location.0),
-        })
-        .collect();
-    // Frontmatter entries have no recorded position; the frontmatter starts at line 2.
-    wanted.extend(
-        feature
-            .frontmatter
-            .context
-            .iter()
-            .map(|c| (c.clone(), Position::new(2, 1))),
-    );
     let mut docs: Vec<ContextDoc> = Vec::new();
     let mut errors = Vec::new();
-    for (name, position) in wanted {
-        if docs.iter().any(|d| d.name == name) {
-            continue;
-        }
-        let loaded = match name.strip_prefix("feature:") {
-            Some(other) => read_feature(base, other),
-            None => std::fs::read_to_string(base.join(&name))
-                .map_err(|e| format!("reference '{name}' cannot be read from {} ({e}): paths are relative to the feature file", base.join(&name).display())),
+    // The same paths the operator projects the Feature's documents at.
+    for reference in referenced_documents(feature) {
+        let path = base.join(&reference.path);
+        let loaded = match &reference.feature {
+            Some(other) => read_feature(&path, other),
+            None => std::fs::read_to_string(&path).map_err(|e| {
+                format!(
+                    "reference '{}' cannot be read from {} ({e}): paths are relative to the feature file",
+                    reference.name,
+                    path.display()
+                )
+            }),
         };
         match loaded {
-            Ok(text) => docs.push(ContextDoc { name, text }),
+            Ok(text) => docs.push(ContextDoc {
+                name: reference.name,
+                text,
+            }),
             Err(message) => errors.push(Diagnostic {
                 file: file.to_owned(),
-                position,
+                position: reference.position,
                 message,
             }),
         }
@@ -96,10 +88,9 @@ pub fn resolve_all(file: &str, feature: &Feature) -> Result<Vec<ContextDoc>, Dia
     }
 }
 
-/// Another feature's prose and operation specs, from `<name>.eol` beside this one.
-fn read_feature(base: &Path, name: &str) -> Result<String, String> {
-    let path = base.join(format!("{name}.eol"));
-    let src = std::fs::read_to_string(&path)
+/// Another feature's prose and operation specs, from `path` (`<name>.eol` beside this one).
+fn read_feature(path: &Path, name: &str) -> Result<String, String> {
+    let src = std::fs::read_to_string(path)
         .map_err(|e| format!("reference 'feature:{name}' cannot be read from {} ({e}): features are found beside this one as NAME.eol", path.display()))?;
     let other = eol_core::parse_feature(&path.display().to_string(), &src)
         .map_err(|d| format!("referenced feature '{name}' is not valid:\n{d}"))?;

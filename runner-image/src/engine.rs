@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The setting that configures the model prototyped operations run on.
-pub const MODEL_SETTING: &str = "EOL_LLM_BASE_URL";
+pub const MODEL_SETTING: &str = eol_core::runner_contract::env::LLM_BASE_URL;
 
 /// Why an operation call failed. Every kind has a stable label ([`ExecError::kind`]).
 #[derive(Debug, thiserror::Error)]

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use eol_core::TestSuite;
+use eol_core::runner_contract::{HEALTH_PATH, READY_PATH};
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use std::future::Future;
@@ -44,8 +45,8 @@ pub const CACHE_HEADER: &str = "x-eol-cache";
 fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/operations/{operation}", post(call_operation))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
+        .route(HEALTH_PATH, get(|| async { "ok" }))
+        .route(READY_PATH, get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
 }

@@ -2,6 +2,7 @@
 //! OpenAI-compatible embeddings API, or none; and where the caches get it
 //! ([`EmbedderSource`]), made at once or on the first call that needs it.
 
+use eol_core::runner_contract::env as vars;
 use eol_vector::embed::local::MiniLm;
 use eol_vector::embed::openai::{OpenAiConfig, OpenAiEmbedder};
 use eol_vector::{EmbedError, Embedder};
@@ -9,16 +10,16 @@ use futures::future::BoxFuture;
 use std::sync::Arc;
 
 /// `off` turns embeddings (and so the semantic cache and vector context) off.
-pub const EMBEDDINGS_ENV: &str = "EOL_EMBEDDINGS";
+pub const EMBEDDINGS_ENV: &str = vars::EMBEDDINGS;
 /// An OpenAI-compatible API for embeddings instead of the local model.
-pub const EMBEDDING_URL_ENV: &str = "EOL_EMBEDDING_BASE_URL";
+pub const EMBEDDING_URL_ENV: &str = vars::EMBEDDING_BASE_URL;
 /// The model name sent to [`EMBEDDING_URL_ENV`].
-pub const EMBEDDING_MODEL_ENV: &str = "EOL_EMBEDDING_MODEL";
+pub const EMBEDDING_MODEL_ENV: &str = vars::EMBEDDING_MODEL;
 /// The API key for [`EMBEDDING_URL_ENV`].
-pub const EMBEDDING_KEY_ENV: &str = "EOL_EMBEDDING_API_KEY";
+pub const EMBEDDING_KEY_ENV: &str = vars::EMBEDDING_API_KEY;
 /// A file holding the API key for [`EMBEDDING_URL_ENV`] (how runner pods get it:
 /// a mounted Secret, never an environment value). [`EMBEDDING_KEY_ENV`] wins when both are set.
-pub const EMBEDDING_KEY_FILE_ENV: &str = "EOL_EMBEDDING_API_KEY_FILE";
+pub const EMBEDDING_KEY_FILE_ENV: &str = vars::EMBEDDING_API_KEY_FILE;
 
 /// The API key for `model` from `env` (a lookup, so tests need not touch the
 /// process environment): [`EMBEDDING_KEY_ENV`], else the trimmed contents of
@@ -48,7 +49,7 @@ pub fn embedding_api_key(
 /// [`EMBEDDING_URL_ENV`] is set, else the local all-MiniLM-L6-v2; `Ok(None)`
 /// when [`EMBEDDINGS_ENV`] is `off`.
 pub async fn embedder_from_env() -> Result<Option<Arc<dyn Embedder>>, EmbedError> {
-    if std::env::var(EMBEDDINGS_ENV).is_ok_and(|v| v == "off") {
+    if std::env::var(EMBEDDINGS_ENV).is_ok_and(|v| v == vars::EMBEDDINGS_OFF) {
         return Ok(None);
     }
     if let Ok(url) = std::env::var(EMBEDDING_URL_ENV) {

@@ -3,13 +3,14 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use eol_core::Phase;
+use eol_core::runner_contract::env as vars;
 use eol_runner::bootstrap::{RuntimeSettings, SandboxSettings};
 use eol_runner::report;
 use std::path::PathBuf;
 
 /// The environment variable naming the report file; read directly when the
 /// command line itself cannot be parsed.
-pub(super) const REPORT_FILE_ENV: &str = "EOL_REPORT_FILE";
+pub(super) const REPORT_FILE_ENV: &str = vars::REPORT_FILE;
 
 /// Run LLM features described in .eol files.
 ///
@@ -29,7 +30,7 @@ pub(super) struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
     pub(super) output: OutputFormat,
     /// Redis to use; without it, a local Redis is started from the cache and stopped afterwards.
-    #[arg(long, global = true, env = "REDIS_URL", hide_env_values = true)]
+    #[arg(long, global = true, env = vars::REDIS_URL, hide_env_values = true)]
     pub(super) redis_url: Option<String>,
     /// When `run` or `test` ends, however it ends, write a JSON report of at most 4096 bytes here
     /// (a Kubernetes termination-message file such as /dev/termination-log).
@@ -37,7 +38,7 @@ pub(super) struct Cli {
     pub(super) report_file: Option<PathBuf>,
     /// Keep the full result of `run` or `test` in Redis (REDIS_URL) at eol:<feature>:runs:<ID> for
     /// 7 days; the report names the key.
-    #[arg(long, global = true, env = "EOL_RUN_ID", value_name = "ID", value_parser = parse_run_id)]
+    #[arg(long, global = true, env = vars::RUN_ID, value_name = "ID", value_parser = parse_run_id)]
     pub(super) run_id: Option<String>,
     #[command(flatten)]
     pub(super) sandbox: SandboxArgs,
@@ -208,6 +209,79 @@ impl SandboxArgs {
             call_timeout: self.call_timeout,
             cpu_seconds: self.cpu_seconds,
             memory_mb: self.memory_mb,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eol_core::runner_contract::{FEATURE_FILE, RunnerCommand, TESTS_FILE, source_path};
+
+    /// The operator starts pods with `RunnerCommand::args`: this is the parser
+    /// those arguments meet in the pod.
+    fn parsed(command: &RunnerCommand) -> Cli {
+        let argv = std::iter::once("eol".to_owned()).chain(command.args());
+        Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{command:?}: {e}"))
+    }
+
+    #[test]
+    fn the_operators_commands_parse_as_the_runner_reads_them() {
+        let feature = PathBuf::from(source_path(FEATURE_FILE));
+        let tests = PathBuf::from(source_path(TESTS_FILE));
+        match parsed(&RunnerCommand::Serve { tests: true }).command {
+            Command::Serve {
+                file,
+                tests: Some(t),
+                listen,
+                ..
+            } => {
+                assert_eq!((file, t), (feature.clone(), tests.clone()));
+                let port = listen.rsplit(':').next().and_then(|p| p.parse().ok());
+                assert_eq!(
+                    port,
+                    Some(eol_core::runner_contract::HTTP_PORT),
+                    "the port the pod's probes and Service use"
+                );
+            }
+            other => panic!("not serve with tests: {other:?}"),
+        }
+        match parsed(&RunnerCommand::Serve { tests: false }).command {
+            Command::Serve {
+                no_test_gate: true, ..
+            } => {}
+            other => panic!("not serve without the gate: {other:?}"),
+        }
+        let run = RunnerCommand::Run {
+            operation: "add_stock".into(),
+            input: serde_json::json!({"sku": "A-1", "quantity": 2}),
+            phase: Some(Phase::Implementation),
+        };
+        match parsed(&run).command {
+            Command::Run {
+                file,
+                operation,
+                input,
+                phase,
+            } => {
+                assert_eq!(file, feature);
+                assert_eq!(operation, "add_stock");
+                assert_eq!(
+                    serde_json::from_str::<serde_json::Value>(&input).expect("JSON input"),
+                    serde_json::json!({"sku": "A-1", "quantity": 2})
+                );
+                assert_eq!(phase.map(Phase::from), Some(Phase::Implementation));
+            }
+            other => panic!("not run: {other:?}"),
+        }
+        match parsed(&RunnerCommand::Test { phase: None }).command {
+            Command::Test {
+                file,
+                feature: f,
+                phase: None,
+                ..
+            } => assert_eq!((file, f), (tests, Some(feature))),
+            other => panic!("not test: {other:?}"),
         }
     }
 }

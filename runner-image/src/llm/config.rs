@@ -8,6 +8,7 @@
 //! its own model server.
 
 use eol_core::ModelSettings;
+use eol_core::runner_contract::env as vars;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -93,16 +94,16 @@ impl LlmSettings {
         env: &dyn Fn(&str) -> Option<String>,
         feature: Option<&ModelSettings>,
     ) -> Result<Option<Self>, ConfigError> {
-        let Some(base_url) = env("EOL_LLM_BASE_URL").filter(|u| !u.trim().is_empty()) else {
+        let Some(base_url) = env(vars::LLM_BASE_URL).filter(|u| !u.trim().is_empty()) else {
             return Ok(None);
         };
-        let api_key = match (env("EOL_LLM_API_KEY"), env("EOL_LLM_API_KEY_FILE")) {
+        let api_key = match (env(vars::LLM_API_KEY), env(vars::LLM_API_KEY_FILE)) {
             (Some(k), _) => Some(k),
             (None, Some(path)) => Some(
                 std::fs::read_to_string(PathBuf::from(&path))
                     .map(|k| k.trim().to_owned())
                     .map_err(|e| ConfigError {
-                        name: "EOL_LLM_API_KEY_FILE",
+                        name: vars::LLM_API_KEY_FILE,
                         value: path,
                         reason: e.to_string(),
                     })?,
@@ -113,7 +114,7 @@ impl LlmSettings {
         let settings = Self {
             base_url: base_url.trim_end_matches('/').to_owned(),
             api_key,
-            model: env("EOL_LLM_MODEL")
+            model: env(vars::LLM_MODEL)
                 .or(feature.name)
                 .unwrap_or_else(|| "default".to_owned()),
             temperature: parsed("EOL_LLM_TEMPERATURE", env("EOL_LLM_TEMPERATURE"))?
@@ -131,7 +132,7 @@ impl LlmSettings {
             max_retries: parsed("EOL_LLM_MAX_RETRIES", env("EOL_LLM_MAX_RETRIES"))?.unwrap_or(3),
             context_window: parsed("EOL_LLM_CONTEXT_WINDOW", env("EOL_LLM_CONTEXT_WINDOW"))?
                 .unwrap_or(2048),
-            response_format: parsed("EOL_LLM_RESPONSE_FORMAT", env("EOL_LLM_RESPONSE_FORMAT"))?
+            response_format: parsed(vars::LLM_RESPONSE_FORMAT, env(vars::LLM_RESPONSE_FORMAT))?
                 .unwrap_or(super::ResponseFormatMode::JsonSchema),
         };
         if !(0.0..=2.0).contains(&settings.temperature) {

@@ -34,11 +34,11 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use redis::aio::ConnectionManager;
 
+use crate::digest::sha256_hex;
 use crate::index::{
     Document, FieldAttrs, FieldSpec, FieldType, Filter, IndexError, IndexInfo, IndexSchema,
     SchemaError, VectorIndex,
 };
-use crate::results::sha256_hex;
 use crate::{EmbedError, Embedder};
 
 /// The largest chunk, in tokens, unless [`Chunker::with_max_tokens`] says otherwise.

@@ -18,7 +18,6 @@
 //! (`doc:x`); vectors are stored as little-endian `f32` bytes.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
@@ -26,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::Embedder;
+use crate::digest::{canonical_json, hex};
 
 /// The alias of the KNN distance in queries; no schema field may use it.
 pub const DISTANCE_FIELD: &str = "__vector_distance";
@@ -578,9 +578,7 @@ impl IndexSchema {
     /// next to the index to notice changes.
     pub fn hash(&self) -> String {
         let json = serde_json::to_value(self).unwrap_or_default();
-        hex(&Sha256::digest(
-            crate::results::canonical_json(&json).as_bytes(),
-        ))
+        hex(&Sha256::digest(canonical_json(&json).as_bytes()))
     }
 
     /// The arguments of `FT.CREATE` after the index name.
@@ -655,16 +653,6 @@ impl IndexSchema {
         }
         args
     }
-}
-
-/// Lower-case hex of bytes.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
 
 /// A vector as the little-endian `f32` bytes RediSearch reads.

@@ -140,11 +140,11 @@ use redis::aio::ConnectionManager;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::digest::{canonical_json, sha256_hex};
 use crate::index::{
     Document, FieldAttrs, FieldSpec, FieldType, Filter, IndexError, IndexInfo, IndexSchema,
     SchemaError, VectorIndex,
 };
-use crate::results::{canonical_json, sha256_hex};
 use crate::{EmbedError, Embedder};
 
 /// The distance threshold when the `cache:` block gives none (cosine distance).
@@ -505,7 +505,7 @@ impl SemanticCache {
             h.update((part.len() as u64).to_le_bytes());
             h.update(part.as_bytes());
         }
-        crate::index::hex(&h.finalize()[..16])
+        crate::digest::hex(&h.finalize()[..16])
     }
 
     async fn embed(&self, text: String) -> Result<Vec<f32>, SemanticError> {

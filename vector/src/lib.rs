@@ -5,6 +5,7 @@
 //! embeddings (text hash -> vector) and results (deterministic calls).
 
 pub mod context;
+mod digest;
 pub mod embed;
 pub mod embed_cache;
 pub mod index;

@@ -8,52 +8,8 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
-use crate::index::hex;
-
-/// The JSON text of `value` with object keys sorted at every level and no
-/// whitespace: equal values give equal text whatever their key order.
-pub fn canonical_json(value: &Value) -> String {
-    let mut out = String::new();
-    write_canonical(value, &mut out);
-    out
-}
-
-fn write_canonical(value: &Value, out: &mut String) {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            out.push('{');
-            for (i, (k, v)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                write_canonical(v, out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(v, out);
-            }
-            out.push(']');
-        }
-        scalar => out.push_str(&scalar.to_string()),
-    }
-}
-
-/// The hex sha256 of a text.
-pub fn sha256_hex(text: &str) -> String {
-    hex(&Sha256::digest(text.as_bytes()))
-}
+pub use crate::digest::{canonical_json, sha256_hex};
 
 /// The key of the cached output of `code` run on `input` in `feature`.
 pub fn result_key(feature: &str, code: &str, input: &Value) -> String {
@@ -192,17 +148,6 @@ impl ResultCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn canonical_json_sorts_keys_at_every_level() {
-        let a: Value = serde_json::json!({"b": 1, "a": {"z": [true, null], "y": "x"}});
-        let b: Value = serde_json::from_str(r#"{"a":{"y":"x","z":[true,null]},"b":1}"#).unwrap();
-        assert_eq!(
-            canonical_json(&a),
-            r#"{"a":{"y":"x","z":[true,null]},"b":1}"#
-        );
-        assert_eq!(canonical_json(&a), canonical_json(&b));
-    }
 
     #[test]
     fn result_key_depends_on_code_and_input() {

@@ -39,8 +39,6 @@ pub mod env {
     pub const EMBEDDING_API_KEY: &str = "EOL_EMBEDDING_API_KEY";
     /// A file holding the embeddings API key (a mounted Secret in pods).
     pub const EMBEDDING_API_KEY_FILE: &str = "EOL_EMBEDDING_API_KEY_FILE";
-    /// The directory of the local all-MiniLM-L6-v2 model (set in the runner image).
-    pub const EMBEDDING_MODEL_DIR: &str = "EOL_EMBEDDING_MODEL_DIR";
     /// Where `eol run` and `eol test` write their run report when they end.
     pub const REPORT_FILE: &str = "EOL_REPORT_FILE";
     /// The run's id: its full result is kept in Redis under it.

@@ -11,7 +11,7 @@
 #   cluster.sh build              build and cache binaries (helm included) and base images only
 #   cluster.sh memory             resident memory of the cluster's processes
 #   cluster.sh images             build only the busybox and Debian base images (in buildah storage)
-#   cluster.sh project-images     build the runner, operator and Redis images (cached), load them if a cluster is up; prints `export EOL_RUNNER_IMAGE=...` etc.
+#   cluster.sh project-images     build the runner, operator and Redis images (cached), load them and the tests' busybox image if a cluster is up; prints `export EOL_RUNNER_IMAGE=...` etc.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$HERE/lib/common.sh"
@@ -58,10 +58,13 @@ case "$cmd:$(mode)" in
   project-images:*)
     # Built, then loaded when a cluster is up; the export lines go last, to stdout.
     env=$(project_images); eval "$env"
+    # The cluster tests' in-cluster client (sh, wget): named in common.sh, so loaded with the rest.
+    apt_ensure buildah busybox-static; build_busybox_image >&2
+    busybox="$IMAGE_CACHE/busybox.tar"
     if [[ "$(mode)" == kind ]] && kind_exists; then
-      kind_load_image "$EOL_RUNNER_IMAGE_ARCHIVE" "$EOL_OPERATOR_IMAGE_ARCHIVE" "$EOL_REDIS_IMAGE_ARCHIVE" >&2
+      kind_load_image "$EOL_RUNNER_IMAGE_ARCHIVE" "$EOL_OPERATOR_IMAGE_ARCHIVE" "$EOL_REDIS_IMAGE_ARCHIVE" "$busybox" >&2
     elif [[ "$(mode)" == local ]] && proc_alive containerd; then
-      load_image_local "$EOL_RUNNER_IMAGE_ARCHIVE" "$EOL_OPERATOR_IMAGE_ARCHIVE" "$EOL_REDIS_IMAGE_ARCHIVE"
+      load_image_local "$EOL_RUNNER_IMAGE_ARCHIVE" "$EOL_OPERATOR_IMAGE_ARCHIVE" "$EOL_REDIS_IMAGE_ARCHIVE" "$busybox"
     else
       log "no cluster up: images built, not loaded"
     fi

@@ -1,6 +1,7 @@
 //! Running the command-line tools a user runs (helm, kubectl) against the test
 //! cluster, with the versions the cluster scripts pin.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -105,4 +106,80 @@ pub fn text(bytes: &[u8]) -> String {
 /// Runs kubectl.
 pub fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
     run(&tools().kubectl, args, stdin)
+}
+
+/// The command's stdout; panics with its stderr when it failed.
+pub fn must(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        out.status,
+        text(&out.stderr),
+        text(&out.stdout)
+    );
+    text(&out.stdout)
+}
+
+/// `kubectl get` as a table: one map per row, keyed by column header. Columns
+/// are cut at the header's offsets, so an empty cell stays empty.
+pub fn table(output: &str) -> Vec<BTreeMap<String, String>> {
+    let mut lines = output.lines();
+    let header = lines.next().unwrap_or_default();
+    let mut starts: Vec<usize> = Vec::new();
+    let bytes = header.as_bytes();
+    for i in 0..bytes.len() {
+        if bytes[i] != b' ' && (i == 0 || bytes[i - 1] == b' ') {
+            starts.push(i);
+        }
+    }
+    let names: Vec<String> = starts
+        .iter()
+        .enumerate()
+        .map(|(k, &s)| {
+            let end = starts.get(k + 1).copied().unwrap_or(header.len());
+            header[s..end].trim().to_owned()
+        })
+        .collect();
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            names
+                .iter()
+                .enumerate()
+                .map(|(k, name)| {
+                    let s = starts[k].min(line.len());
+                    let e = starts
+                        .get(k + 1)
+                        .copied()
+                        .unwrap_or(line.len())
+                        .min(line.len());
+                    (name.clone(), line[s..e].trim().to_owned())
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The row named `name` of `kubectl get KIND -n NS [-o wide]`.
+pub fn get_row(kind: &str, ns: &str, name: &str, wide: bool) -> BTreeMap<String, String> {
+    let mut args = vec!["get", kind, "-n", ns];
+    if wide {
+        args.extend(["-o", "wide"]);
+    }
+    let out = must(kubectl(&args, None), "kubectl get");
+    table(&out)
+        .into_iter()
+        .find(|r| r.get("NAME").map(String::as_str) == Some(name))
+        .unwrap_or_else(|| panic!("no row {name} in `kubectl get {kind}`:\n{out}"))
+}
+
+/// The column headers of `kubectl get KIND -n NS`.
+pub fn headers(kind: &str, ns: &str) -> Vec<String> {
+    let out = must(kubectl(&["get", kind, "-n", ns], None), "kubectl get");
+    out.lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
 }

@@ -7,6 +7,7 @@
 //! loaded (`kind-tests/cluster.sh project-images`); `scripts/test.sh` does both.
 
 pub mod cli;
+pub mod fixtures;
 
 use eol_core::crd::{Feature, FeatureRun};
 use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};

@@ -13,7 +13,7 @@
 //! reach it through their gateway).
 
 use eol_core::crd::{Feature, FeatureRun};
-use eol_kind_tests::cli::{helm, kubectl, repo_root, text};
+use eol_kind_tests::cli::{get_row, headers, helm, kubectl, must, repo_root, table, text};
 use eol_kind_tests::{
     assert_succeeded, client, condition, create_namespace, delete_namespace, dump, feature_ready,
     install_crds, keep_namespaces, rethrow, run_finished, wait_for,
@@ -24,7 +24,6 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::process::Output;
 use std::time::Duration;
 
 /// The release name in every test namespace (releases are namespaced).
@@ -32,84 +31,9 @@ const RELEASE: &str = "eol";
 /// Long enough for a cold runner pod and the managed Redis on a busy node.
 const TIMEOUT: Duration = Duration::from_secs(240);
 
-/// The command's stdout; panics with its stderr when it failed.
-fn must(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        out.status,
-        text(&out.stderr),
-        text(&out.stdout)
-    );
-    text(&out.stdout)
-}
-
 /// A path in the repository, as a string argument.
 fn repo_path(rel: &str) -> String {
     repo_root().join(rel).to_string_lossy().into_owned()
-}
-
-/// `kubectl get` as a table: one map per row, keyed by column header. Columns
-/// are cut at the header's offsets, so an empty cell stays empty.
-fn table(output: &str) -> Vec<BTreeMap<String, String>> {
-    let mut lines = output.lines();
-    let header = lines.next().unwrap_or_default();
-    let mut starts: Vec<usize> = Vec::new();
-    let bytes = header.as_bytes();
-    for i in 0..bytes.len() {
-        if bytes[i] != b' ' && (i == 0 || bytes[i - 1] == b' ') {
-            starts.push(i);
-        }
-    }
-    let names: Vec<String> = starts
-        .iter()
-        .enumerate()
-        .map(|(k, &s)| {
-            let end = starts.get(k + 1).copied().unwrap_or(header.len());
-            header[s..end].trim().to_owned()
-        })
-        .collect();
-    lines
-        .filter(|l| !l.trim().is_empty())
-        .map(|line| {
-            names
-                .iter()
-                .enumerate()
-                .map(|(k, name)| {
-                    let s = starts[k].min(line.len());
-                    let e = starts
-                        .get(k + 1)
-                        .copied()
-                        .unwrap_or(line.len())
-                        .min(line.len());
-                    (name.clone(), line[s..e].trim().to_owned())
-                })
-                .collect()
-        })
-        .collect()
-}
-
-/// The row named `name` of `kubectl get KIND -n NS [-o wide]`.
-fn get_row(kind: &str, ns: &str, name: &str, wide: bool) -> BTreeMap<String, String> {
-    let mut args = vec!["get", kind, "-n", ns];
-    if wide {
-        args.extend(["-o", "wide"]);
-    }
-    let out = must(kubectl(&args, None), "kubectl get");
-    table(&out)
-        .into_iter()
-        .find(|r| r.get("NAME").map(String::as_str) == Some(name))
-        .unwrap_or_else(|| panic!("no row {name} in `kubectl get {kind}`:\n{out}"))
-}
-
-fn headers(kind: &str, ns: &str) -> Vec<String> {
-    let out = must(kubectl(&["get", kind, "-n", ns], None), "kubectl get");
-    out.lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect()
 }
 
 fn ready_with(feature: &Feature, replicas: i32) -> bool {

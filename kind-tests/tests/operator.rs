@@ -4,75 +4,21 @@
 #![allow(clippy::unwrap_used)]
 
 use eol_core::crd::{Feature, FeatureRun};
+use eol_kind_tests::fixtures::{
+    INVENTORY, INVENTORY_TESTS, call, feature, feature_run, first_answer,
+};
 use eol_kind_tests::{
     TestEnv, assert_succeeded, condition, feature_ready, in_namespace, run_finished, wait_for,
 };
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams};
 use kube::{Api, ResourceExt};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-const SOURCE: &str = include_str!("../../features/examples/inventory.eol");
-const TESTS: &str = include_str!("../../features/examples/inventory.test.eol");
 /// Pods pull no image and start in seconds here, but the tests gate readiness.
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
-
-fn feature(name: &str, spec: serde_json::Value) -> Feature {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "eol.dev/v1alpha1", "kind": "Feature",
-        "metadata": {"name": name}, "spec": spec
-    }))
-    .unwrap()
-}
-
-fn feature_run(name: &str, spec: serde_json::Value) -> FeatureRun {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "eol.dev/v1alpha1", "kind": "FeatureRun",
-        "metadata": {"name": name}, "spec": spec
-    }))
-    .unwrap()
-}
-
-/// POSTs to the Feature's Service (its ClusterIP, reachable from the node).
-async fn call(
-    env: &TestEnv,
-    service: &str,
-    op: &str,
-    input: serde_json::Value,
-) -> reqwest::Result<reqwest::Response> {
-    let svc = env.api::<Service>().get(service).await.unwrap();
-    let ip = svc.spec.unwrap().cluster_ip.unwrap();
-    reqwest::Client::new()
-        .post(format!("http://{ip}/v1/operations/{op}"))
-        .timeout(Duration::from_secs(10))
-        .json(&input)
-        .send()
-        .await
-}
-
-/// The Service's first successful answer. Until kube-proxy has programmed a
-/// new Service, its address is not routed to the pods at all: connections
-/// are refused, or leave through the default route (where this machine's
-/// egress proxy answered 404). So: retry, for a while, anything but a 200.
-async fn first_answer(env: &TestEnv, op: &str, input: serde_json::Value) -> reqwest::Response {
-    let start = std::time::Instant::now();
-    loop {
-        let last = match call(env, "inventory", op, input.clone()).await {
-            Ok(resp) if resp.status() == 200 => return resp,
-            Ok(resp) => format!("HTTP {}", resp.status()),
-            Err(e) => e.to_string(),
-        };
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the Service did not answer within 20 s: {last}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
 
 #[tokio::test]
 async fn the_crds_are_installed_with_their_columns() {
@@ -106,7 +52,7 @@ async fn the_crds_are_installed_with_their_columns() {
 #[tokio::test]
 async fn a_featurerun_of_an_implementation_feature_succeeds_with_its_summary() {
     in_namespace("run", |env| async move {
-        env.create(&feature("inventory", serde_json::json!({"source": {"inline": SOURCE}, "tests": TESTS, "replicas": 0}))).await;
+        env.create(&feature("inventory", serde_json::json!({"source": {"inline": INVENTORY}, "tests": INVENTORY_TESTS, "replicas": 0}))).await;
         env.create(&feature_run("restock", serde_json::json!({
             "featureRef": "inventory", "operation": "add_stock", "input": {"sku": "AB-123", "quantity": 3}
         })))
@@ -144,7 +90,7 @@ async fn a_feature_becomes_ready_with_two_replicas_answering_through_its_service
     in_namespace("ready", |env| async move {
         env.create(&feature(
             "inventory",
-            serde_json::json!({"source": {"inline": SOURCE}, "tests": TESTS, "replicas": 2}),
+            serde_json::json!({"source": {"inline": INVENTORY}, "tests": INVENTORY_TESTS, "replicas": 2}),
         ))
         .await;
         let f = wait_for(&env.api::<Feature>(), "inventory", READY_TIMEOUT, |f| {
@@ -163,6 +109,7 @@ async fn a_feature_becomes_ready_with_two_replicas_answering_through_its_service
         // kube-proxy programs the new endpoints a moment after the pods are Ready.
         let resp = first_answer(
             &env,
+            "inventory",
             "add_stock",
             serde_json::json!({"sku": "AB-1", "quantity": 4}),
         )
@@ -188,166 +135,9 @@ async fn a_feature_becomes_ready_with_two_replicas_answering_through_its_service
 }
 
 #[tokio::test]
-async fn a_phase_switch_rolls_over_with_zero_failed_requests() {
-    in_namespace("switch", |env| async move {
-        env.create(&feature(
-            "inventory",
-            serde_json::json!({"source": {"inline": SOURCE}, "tests": TESTS, "replicas": 2}),
-        ))
-        .await;
-        let features = env.api::<Feature>();
-        wait_for(&features, "inventory", READY_TIMEOUT, |f| {
-            feature_ready(f) && f.status.as_ref().is_some_and(|s| s.ready_replicas == 2)
-        })
-        .await;
-        let before = env.api::<Deployment>().get("inventory").await.unwrap();
-        // The loop measures the switch, not kube-proxy catching up with the first pods.
-        first_answer(&env, "stock_level", serde_json::json!({"sku": "AB-1"})).await;
-
-        // A bounded request loop runs through the whole switch.
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let looping = {
-            let (env, stop, ok, failed) = (env.clone(), stop.clone(), ok.clone(), failed.clone());
-            tokio::spawn(async move {
-                let mut errors = Vec::new();
-                for _ in 0..5000 {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    match call(
-                        &env,
-                        "inventory",
-                        "stock_level",
-                        serde_json::json!({"sku": "AB-1"}),
-                    )
-                    .await
-                    {
-                        Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
-                        other => {
-                            // When, to line up with pod and endpoint events.
-                            let at = k8s_openapi::jiff::Timestamp::now();
-                            errors.push(format!("{at} {other:?}"));
-                            failed.fetch_add(1, Ordering::Relaxed)
-                        }
-                    };
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                errors
-            })
-        };
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        features
-            .patch(
-                "inventory",
-                &PatchParams::default(),
-                &Patch::Merge(serde_json::json!({"spec": {"phase": "hybrid"}})),
-            )
-            .await
-            .unwrap();
-        let f = wait_for(&features, "inventory", READY_TIMEOUT, |f| {
-            let s = f.status.as_ref();
-            s.is_some_and(|s| s.phase == Some(eol_core::Phase::Hybrid) && s.ready_replicas == 2)
-                && s.and_then(|s| condition(&s.conditions, "PhaseSwitch"))
-                    .is_some_and(|c| c.1 == "Complete")
-        })
-        .await;
-        tokio::time::sleep(Duration::from_secs(4)).await;
-        stop.store(true, Ordering::Relaxed);
-        let errors = looping.await.unwrap();
-        let after = env.api::<Deployment>().get("inventory").await.unwrap();
-        let hash = |d: &Deployment| {
-            d.spec
-                .as_ref()
-                .unwrap()
-                .template
-                .metadata
-                .as_ref()
-                .unwrap()
-                .annotations
-                .as_ref()
-                .unwrap()["eol.dev/config-hash"]
-                .clone()
-        };
-        assert_ne!(hash(&before), hash(&after), "the switch rolled the pods");
-        assert_eq!(f.status.unwrap().config, Some(hash(&after)));
-        let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
-        eprintln!("requests through the switch: {ok} ok, {failed} failed");
-        assert!(ok > 50, "the loop ran through the switch ({ok} requests)");
-        assert_eq!(failed, 0, "failed requests: {errors:?}");
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn a_switch_whose_tests_fail_stalls_is_reported_and_rolls_back() {
-    in_namespace("rollback", |env| async move {
-        env.create(&feature(
-            "inventory",
-            serde_json::json!({
-                "source": {"inline": SOURCE}, "tests": TESTS, "replicas": 1,
-                "rollout": {"autoRollback": true, "progressDeadlineSeconds": 30}
-            }),
-        ))
-        .await;
-        let features = env.api::<Feature>();
-        let good = wait_for(&features, "inventory", READY_TIMEOUT, feature_ready).await;
-        let good_config = good.status.unwrap().config.unwrap();
-        // An implementation that breaks a test: unknown SKUs report stock 1.
-        let broken = SOURCE.replace("else 0}", "else 1}");
-        assert_ne!(broken, SOURCE);
-        features
-            .patch(
-                "inventory",
-                &PatchParams::default(),
-                &Patch::Merge(serde_json::json!({"spec": {"source": {"inline": broken}}})),
-            )
-            .await
-            .unwrap();
-        let f = wait_for(&features, "inventory", Duration::from_secs(150), |f| {
-            f.status
-                .as_ref()
-                .and_then(|s| condition(&s.conditions, "PhaseSwitch"))
-                .is_some_and(|c| c.1 == "RolledBack")
-        })
-        .await;
-        let status = f.status.unwrap();
-        let (_, _, message) = condition(&status.conditions, "PhaseSwitch").unwrap();
-        assert!(
-            message.contains("an unknown SKU has no stock"),
-            "the failing test is named: {message}"
-        );
-        assert!(status.failed_config.is_some());
-        // The old pods served throughout, and the Deployment is back on the last good config.
-        let back = wait_for(&features, "inventory", READY_TIMEOUT, |f| {
-            feature_ready(f)
-                && f.status
-                    .as_ref()
-                    .is_some_and(|s| s.config.as_deref() == Some(good_config.as_str()))
-        })
-        .await;
-        assert_eq!(
-            back.status.unwrap().last_good_config,
-            Some(good_config.clone())
-        );
-        let resp = call(
-            &env,
-            "inventory",
-            "stock_level",
-            serde_json::json!({"sku": "NEW-1"}),
-        )
-        .await
-        .unwrap();
-        let body: serde_json::Value = resp.json().await.unwrap();
-        assert_eq!(body["level"], 0, "the good implementation answers: {body}");
-    })
-    .await;
-}
-
-#[tokio::test]
 async fn an_invalid_source_is_reported_and_nothing_is_created() {
     in_namespace("invalid", |env| async move {
-        let broken = SOURCE.replace("phase: implementation", "phase: sometimes");
+        let broken = INVENTORY.replace("phase: implementation", "phase: sometimes");
         env.create(&feature(
             "inventory",
             serde_json::json!({"source": {"inline": broken}}),
@@ -400,10 +190,142 @@ async fn an_invalid_source_is_reported_and_nothing_is_created() {
     .await;
 }
 
+/// Nothing but `kind`s the operator made in the test's namespace.
+async fn nothing_created(env: &TestEnv) {
+    assert!(
+        env.api::<Deployment>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        env.api::<Service>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let cms = env
+        .api::<ConfigMap>()
+        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=eol-operator"))
+        .await
+        .unwrap();
+    assert!(
+        cms.items.is_empty(),
+        "{:?}",
+        cms.items.iter().map(|c| c.name_any()).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn python_the_sandbox_refuses_makes_the_spec_invalid_and_creates_nothing() {
+    in_namespace("badcode", |env| async move {
+        // A forbidden import in add_stock, a syntax error in stock_level: both
+        // passed the operator before and crash-looped the pods with an empty
+        // termination message.
+        let bad = INVENTORY
+            .replacen(
+                "def add_stock(sku, quantity):",
+                "import os\n\ndef add_stock(sku, quantity):",
+                1,
+            )
+            .replacen("def stock_level(sku):", "def stock_level(sku)", 1);
+        env.create(&feature(
+            "inventory",
+            serde_json::json!({"source": {"inline": bad}, "tests": INVENTORY_TESTS}),
+        ))
+        .await;
+        let f = wait_for(
+            &env.api::<Feature>(),
+            "inventory",
+            Duration::from_secs(60),
+            |f| {
+                f.status
+                    .as_ref()
+                    .and_then(|s| condition(&s.conditions, "SpecValid"))
+                    .is_some()
+            },
+        )
+        .await;
+        let (status, reason, message) =
+            condition(&f.status.unwrap().conditions, "SpecValid").unwrap();
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("False", "CodeInvalid"),
+            "{message}"
+        );
+        // The same located errors `eol check` gives, in the Feature's terms.
+        let lines: Vec<&str> = message.lines().collect();
+        assert_eq!(lines.len(), 2, "{message}");
+        assert!(
+            lines[0].starts_with("Feature eol-it-badcode-")
+                && lines[0].contains(
+                    " spec.source.inline:38:8: operation 'add_stock': import of 'os' is not allowed"
+                ),
+            "{message}"
+        );
+        assert!(
+            lines[1].contains(":67:") && lines[1].contains("operation 'stock_level': syntax error"),
+            "{message}"
+        );
+        let events = eol_kind_tests::fixtures::events_about(&env, "Feature", "inventory").await;
+        assert!(events.iter().any(|(r, _)| r == "CodeInvalid"), "{events:?}");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        nothing_created(&env).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn runner_pods_carry_the_feature_resources_else_the_operator_default() {
+    in_namespace("resources", |env| async move {
+        let own = serde_json::json!({"requests": {"cpu": "50m", "memory": "300Mi"}, "limits": {"memory": "900Mi"}});
+        env.create(&feature("sized", serde_json::json!({"source": {"inline": INVENTORY}, "resources": own, "replicas": 1})))
+            .await;
+        env.create(&feature("plain", serde_json::json!({"source": {"inline": INVENTORY.replace("name: inventory", "name: plain")}, "replicas": 1})))
+            .await;
+        env.create(&feature_run("sized-run", serde_json::json!({"featureRef": "sized", "operation": "stock_level", "input": {"sku": "AB-1"}})))
+            .await;
+        let runs = env.api::<FeatureRun>();
+        let done = wait_for(&runs, "sized-run", READY_TIMEOUT, run_finished).await;
+        let run_pod = assert_succeeded(done, str::to_owned).pod_name.unwrap();
+        for name in ["sized", "plain"] {
+            wait_for(&env.api::<Feature>(), name, READY_TIMEOUT, feature_ready).await;
+        }
+        // What the kubelet runs: the pods as the API server has them.
+        let pods = env.api::<k8s_openapi::api::core::v1::Pod>();
+        let resources_of = |pod: k8s_openapi::api::core::v1::Pod| {
+            serde_json::to_value(pod.spec.unwrap().containers[0].resources.clone()).unwrap()
+        };
+        let serving = |feature: &'static str| {
+            let pods = pods.clone();
+            async move {
+                let list = pods
+                    .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={feature}")))
+                    .await
+                    .unwrap();
+                assert_eq!(list.items.len(), 1, "one pod of {feature}");
+                list.items.into_iter().next().unwrap()
+            }
+        };
+        assert_eq!(resources_of(serving("sized").await), own, "the Feature's spec.resources");
+        assert_eq!(resources_of(pods.get(&run_pod).await.unwrap()), own, "its FeatureRun's pod too");
+        // The operator's default (--runner-resources): requests only.
+        assert_eq!(
+            resources_of(serving("plain").await),
+            serde_json::json!({"requests": {"cpu": "100m", "memory": "256Mi"}})
+        );
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn deleting_a_feature_removes_its_children() {
     in_namespace("delete", |env| async move {
-        env.create(&feature("inventory", serde_json::json!({"source": {"inline": SOURCE}, "replicas": 1}))).await;
+        env.create(&feature("inventory", serde_json::json!({"source": {"inline": INVENTORY}, "replicas": 1}))).await;
         wait_for(&env.api::<Feature>(), "inventory", READY_TIMEOUT, feature_ready).await;
         env.api::<Feature>().delete("inventory", &DeleteParams::foreground()).await.unwrap();
         let start = std::time::Instant::now();
@@ -428,7 +350,7 @@ async fn deleting_a_feature_removes_its_children() {
 #[tokio::test]
 async fn killing_the_operator_mid_burst_leaves_exactly_one_job_per_run() {
     in_namespace("burst", |env| async move {
-        env.create(&feature("inventory", serde_json::json!({"source": {"inline": SOURCE}, "replicas": 0}))).await;
+        env.create(&feature("inventory", serde_json::json!({"source": {"inline": INVENTORY}, "replicas": 0}))).await;
         let runs = env.api::<FeatureRun>();
         for i in 0..50 {
             env.create(&feature_run(&format!("burst-{i:02}"), serde_json::json!({
@@ -519,7 +441,7 @@ async fn a_second_replica_waits_for_the_lease_and_takes_over() {
         .await;
         env.create(&feature(
             "inventory",
-            serde_json::json!({"source": {"inline": SOURCE}, "replicas": 0}),
+            serde_json::json!({"source": {"inline": INVENTORY}, "replicas": 0}),
         ))
         .await;
         env.create(&feature_run(
@@ -576,7 +498,7 @@ async fn a_missing_model_secret_is_reported_and_recovers_when_it_appears() {
         // Prototyping needs the model: its API key is in a Secret that does not exist yet.
         env.create(&feature(
             "inventory",
-            serde_json::json!({"source": {"inline": SOURCE}, "phase": "prototyping", "replicas": 0,
+            serde_json::json!({"source": {"inline": INVENTORY}, "phase": "prototyping", "replicas": 0,
                 "model": {"baseUrl": "http://llm.invalid/v1", "name": "m",
                           "apiKeySecretRef": {"name": "llm", "key": "api-key"}}}),
         ))

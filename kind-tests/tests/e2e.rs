@@ -395,27 +395,63 @@ spec:
     .await;
 }
 
+/// The `--set` values of the README's "A model on this machine" commands,
+/// expanded by the shell as the user's would be: `NODE_IP` and
+/// `EOL_LLM_BASE_URL` as the commands before them set them.
+fn readme_model_values(base_url: &str, node_ip: &str) -> Vec<String> {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("the README");
+    let section = readme
+        .split_once("**A model on this machine.**")
+        .map(|(_, rest)| rest)
+        .expect("the README says how pods reach a model on this machine");
+    let block = section
+        .split_once("```sh\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(block, _)| block)
+        .expect("with commands");
+    assert!(
+        block.contains("EOL_LLM_HOST=0.0.0.0 scripts/llm.sh start"),
+        "the model listens beyond loopback: {block}"
+    );
+    let command = block.replace("\\\n", " ");
+    let helm_line = command
+        .lines()
+        .find(|l| l.trim_start().starts_with("helm install"))
+        .expect("a helm install command");
+    let words: Vec<&str> = helm_line.split_whitespace().collect();
+    let values: Vec<String> = words
+        .windows(2)
+        .filter(|w| w[0] == "--set")
+        .map(|w| {
+            let out = std::process::Command::new("bash")
+                .args(["-c", &format!("printf %s {}", w[1])])
+                .env("NODE_IP", node_ip)
+                .env("EOL_LLM_BASE_URL", base_url)
+                .output()
+                .expect("bash");
+            text(&out.stdout)
+        })
+        .collect();
+    for key in ["model.baseUrl=", "model.name=", "model.responseFormat="] {
+        assert!(
+            values.iter().any(|v| v.starts_with(key)),
+            "{key} in {values:?}"
+        );
+    }
+    values
+}
+
 #[tokio::test]
 async fn a_prototyping_featurerun_calls_the_local_model_from_its_pod() {
     let url = std::env::var("EOL_LLM_BASE_URL").expect(
         "EOL_LLM_BASE_URL is not set: scripts/test.sh starts the local model \
          (EOL_LLM_HOST=0.0.0.0 scripts/llm.sh start) for this test",
     );
-    let port = url
-        .trim_end_matches('/')
-        .trim_end_matches("/v1")
-        .rsplit(':')
-        .next()
-        .expect("a port in EOL_LLM_BASE_URL")
-        .to_owned();
     let client = client().await;
-    let model_url = format!("http://{}:{port}/v1", host_from_pods(&client).await);
-    let values = vec![
-        format!("model.baseUrl={model_url}"),
-        "model.name=smollm2".to_owned(),
-        "model.responseFormat=json_object".to_owned(),
-        "runner.logLevel=info".to_owned(),
-    ];
+    // The model settings are the README's, as a user copies them.
+    let mut values = readme_model_values(&url, &host_from_pods(&client).await);
+    let model_url = values[0].clone();
+    values.push("runner.logLevel=info".to_owned());
     with_release("model", values, |client, ns| async move {
         let source =
             std::fs::read_to_string(repo_root().join("features/examples/support-triage.eol"))

@@ -150,3 +150,58 @@ pub async fn switch_conditions_until(
 pub fn busybox_image() -> String {
     std::env::var("BUSYBOX_IMAGE").unwrap_or_else(|_| "localhost/eol/busybox:1.35".to_owned())
 }
+
+/// A connection to the namespace's managed Redis, through its Service's
+/// ClusterIP (the node routes to it) and the password in its Secret.
+pub async fn namespace_redis(env: &TestEnv) -> redis::aio::MultiplexedConnection {
+    let secret = env
+        .api::<k8s_openapi::api::core::v1::Secret>()
+        .get("eol-redis")
+        .await
+        .unwrap_or_else(|e| panic!("no eol-redis Secret: {e}"));
+    let password = secret
+        .data
+        .and_then(|d| d.get("password").cloned())
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        .expect("the Redis password");
+    let ip = env
+        .api::<Service>()
+        .get("eol-redis")
+        .await
+        .ok()
+        .and_then(|s| s.spec?.cluster_ip)
+        .expect("the eol-redis Service's ClusterIP");
+    let client = redis::Client::open(format!("redis://:{password}@{ip}:6379"))
+        .unwrap_or_else(|e| panic!("a Redis URL: {e}"));
+    client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("failed to connect to the namespace's Redis at {ip}: {e}"))
+}
+
+/// The keys matching `pattern`, sorted.
+pub async fn redis_keys(
+    conn: &mut redis::aio::MultiplexedConnection,
+    pattern: &str,
+) -> Vec<String> {
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await
+            .unwrap_or_else(|e| panic!("SCAN {pattern} failed: {e}"));
+        keys.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    keys.sort();
+    keys
+}

@@ -1,14 +1,19 @@
 //! Runner pods as in-cluster clients and the namespace's Redis see them: a
-//! pod calls a Feature by its Service name. Each test runs in its own
-//! namespace with its own operator.
+//! pod calls a Feature by its Service name; readiness tests run in a keyspace
+//! of their own; serving pods ride out a restart of the Redis pod. Each test
+//! runs in its own namespace with its own operator.
 #![allow(clippy::unwrap_used)]
 
 use eol_core::crd::Feature;
-use eol_kind_tests::fixtures::{INVENTORY, INVENTORY_TESTS, busybox_image, feature};
+use eol_kind_tests::fixtures::{
+    INVENTORY, INVENTORY_TESTS, busybox_image, call, feature, first_answer, namespace_redis,
+    redis_keys,
+};
 use eol_kind_tests::{feature_ready, in_namespace, wait_for};
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::LogParams;
-use std::time::Duration;
+use kube::api::{DeleteParams, LogParams};
+use std::time::{Duration, Instant};
 
 /// Pods pull no image and start in seconds here, but the tests gate readiness.
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
@@ -49,6 +54,144 @@ async fn a_pod_in_the_cluster_calls_a_feature_by_its_service_name() {
         assert_eq!(phase, "Succeeded", "the client pod's log: {log}");
         let body: serde_json::Value = serde_json::from_str(log.trim()).unwrap_or_else(|e| panic!("{e}: {log}"));
         assert_eq!(body, serde_json::json!({"sku": "AB-1", "level": 2}));
+    })
+    .await;
+}
+
+/// A test that changes data and expects an exact value: it passes only in a
+/// keyspace nobody else writes to.
+const EXACT_TESTS: &str = r#"---
+feature: inventory
+---
+
+## adding stock to a new SKU gives exactly that
+Operation: add_stock
+Input:
+```yaml
+sku: TEST-EXACT-1
+quantity: 1
+```
+Expect:
+```yaml
+sku: TEST-EXACT-1
+level: 1
+```
+"#;
+
+#[tokio::test]
+async fn readiness_tests_run_in_a_keyspace_of_their_own() {
+    in_namespace("keyspace", |env| async move {
+        // Three replicas each run the test at start: in one shared keyspace the
+        // second saw level 2 ("expected 1, got 2") and never became ready.
+        env.create(&feature(
+            "inventory",
+            serde_json::json!({"source": {"inline": INVENTORY}, "tests": EXACT_TESTS, "replicas": 3}),
+        ))
+        .await;
+        wait_for(&env.api::<Feature>(), "inventory", READY_TIMEOUT, |f| {
+            feature_ready(f) && f.status.as_ref().is_some_and(|s| s.ready_replicas == 3)
+        })
+        .await;
+        // The test's writes are not the feature's data...
+        let resp = first_answer(&env, "inventory", "stock_level", serde_json::json!({"sku": "TEST-EXACT-1"})).await;
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["level"], 0, "a test's stock leaked into the real keyspace: {body}");
+        // ...and nothing of them is left once the tests ran.
+        let mut redis = namespace_redis(&env).await;
+        let keys = redis_keys(&mut redis, "eol:inventory:*").await;
+        assert!(
+            keys.iter().all(|k| !k.contains("TEST-EXACT-1") && !k.contains(":test:")),
+            "test keys left behind: {keys:?}"
+        );
+        // A restarted pod tests again, from a clean keyspace, and becomes ready.
+        let pods = env.api::<Pod>();
+        let some_pod = pods
+            .list(&kube::api::ListParams::default().labels("app.kubernetes.io/instance=inventory"))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .next()
+            .unwrap();
+        pods.delete(&some_pod.metadata.name.unwrap(), &DeleteParams::default()).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        wait_for(&env.api::<Feature>(), "inventory", READY_TIMEOUT, |f| {
+            f.status.as_ref().is_some_and(|s| s.ready_replicas == 3)
+        })
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn serving_pods_ride_out_a_restart_of_the_redis_pod() {
+    in_namespace("redisrestart", |env| async move {
+        env.create(&feature(
+            "inventory",
+            serde_json::json!({"source": {"inline": INVENTORY}, "tests": INVENTORY_TESTS, "replicas": 2}),
+        ))
+        .await;
+        wait_for(&env.api::<Feature>(), "inventory", READY_TIMEOUT, |f| {
+            feature_ready(f) && f.status.as_ref().is_some_and(|s| s.ready_replicas == 2)
+        })
+        .await;
+        first_answer(&env, "inventory", "stock_level", serde_json::json!({"sku": "RR-1"})).await;
+
+        // Requests through the restart: every second one adds one unit (INCRBY,
+        // not idempotent), the others read the level (GET).
+        let mut added = 0_i64;
+        let mut failures: Vec<String> = Vec::new();
+        let mut sent = 0;
+        let start = Instant::now();
+        let mut deleted_at = None;
+        let mut back_at: Option<Instant> = None;
+        let sets = env.api::<StatefulSet>();
+        while start.elapsed() < Duration::from_secs(150) {
+            let (op, input) = if sent % 2 == 0 {
+                ("add_stock", serde_json::json!({"sku": "RR-1", "quantity": 1}))
+            } else {
+                ("stock_level", serde_json::json!({"sku": "RR-1"}))
+            };
+            sent += 1;
+            match call(&env, "inventory", op, input).await {
+                Ok(r) if r.status() == 200 => {
+                    if op == "add_stock" {
+                        added += 1;
+                    }
+                }
+                Ok(r) => {
+                    let status = r.status();
+                    failures.push(format!("{op}: HTTP {status}: {}", r.text().await.unwrap_or_default()));
+                }
+                Err(e) => failures.push(format!("{op}: {e}")),
+            }
+            if deleted_at.is_none() && sent == 20 {
+                env.api::<Pod>().delete("eol-redis-0", &DeleteParams::default()).await.unwrap();
+                deleted_at = Some(Instant::now());
+            }
+            if let Some(deleted) = deleted_at
+                && back_at.is_none()
+                && deleted.elapsed() > Duration::from_secs(3)
+                && sets.get("eol-redis").await.unwrap().status.and_then(|s| s.ready_replicas).unwrap_or(0) == 1
+            {
+                back_at = Some(Instant::now());
+            }
+            // Go on for a while after Redis is back: the first call on each pod failed.
+            if back_at.is_some_and(|b| b.elapsed() > Duration::from_secs(10)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let back = back_at.expect("the Redis pod came back");
+        eprintln!(
+            "{sent} requests; Redis back {:.1}s after its pod was deleted",
+            (back - deleted_at.unwrap()).as_secs_f64()
+        );
+        assert_eq!(failures, Vec::<String>::new(), "failed requests");
+        // Nothing lost (AOF on the volume) and nothing doubled (no retried INCRBY applied twice).
+        let resp = call(&env, "inventory", "stock_level", serde_json::json!({"sku": "RR-1"})).await.unwrap();
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["level"], added, "{body}");
     })
     .await;
 }

@@ -3,10 +3,14 @@
 //!
 //! - [`controller`]: the reconcile pipeline (glue, and the calls to the API);
 //! - [`children`]: the ConfigMap, Deployment and Service, built as pure functions;
+//! - [`apply`]: those children applied, rolled back and pruned in the API;
 //! - [`rollout`]: where a rollout stands, read from the Deployment;
 //! - [`decide`]: the next status, events, rollback and requeue, decided purely.
 
+pub mod apply;
 pub mod children;
 pub mod controller;
 pub mod decide;
 pub mod rollout;
+#[cfg(test)]
+mod scenarios;

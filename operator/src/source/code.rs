@@ -174,3 +174,60 @@ fn key(code: &super::OperationCode) -> [u8; 32] {
     }
     h.finalize().into()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::OperationCode;
+
+    fn prepared(code: &str) -> Prepared {
+        Prepared {
+            source: String::new(),
+            tests: None,
+            phase: eol_core::Phase::Implementation,
+            operation_phases: Default::default(),
+            needs_model: false,
+            documents: Default::default(),
+            resources: None,
+            config_hash: "0123456789".into(),
+            file: "Feature shop/f spec.source.inline".into(),
+            code: vec![OperationCode {
+                operation: "level".into(),
+                source: code.into(),
+                params: vec!["sku".into()],
+                first_line: 20,
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn problems_are_located_in_the_source_and_remembered() {
+        let check = CodeCheck::new("python3");
+        let bad = prepared("def level(sku):\n    return eval(sku)\n");
+        let Verdict::Failed(problem) = check.check(&bad).await else {
+            panic!("eval passed the check");
+        };
+        assert_eq!(problem.reason, reason::CODE_INVALID);
+        assert!(
+            problem.message.starts_with(
+                "Feature shop/f spec.source.inline:21:12: operation 'level': use of 'eval' is not allowed"
+            ),
+            "{}",
+            problem.message
+        );
+        assert_eq!(check.remembered.lock().expect("lock").len(), 1);
+        // Known code is not checked again: a missing interpreter is never asked.
+        let check = CodeCheck {
+            python: "/nonexistent/python3".into(),
+            remembered: Mutex::new(std::mem::take(&mut *check.remembered.lock().expect("lock"))),
+        };
+        assert!(matches!(check.check(&bad).await, Verdict::Failed(_)));
+        assert_eq!(
+            check.check(&prepared("def level(sku):\n    return 0\n")).await,
+            Verdict::Unchecked(
+                "failed to start /nonexistent/python3 for the static check of the Python code: No such file or directory (os error 2)"
+                    .into()
+            )
+        );
+    }
+}

@@ -1,0 +1,168 @@
+//! The Feature's children in the API: the ConfigMap, Deployment and Service
+//! applied with the operator's one field manager, a rollback, the ReplicaSets
+//! (read at most once per reconcile), and the pruning of old ConfigMaps.
+
+use super::children::{self, CONFIG_HASH};
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::pod::{self, FIELD_MANAGER};
+use crate::source::Prepared;
+use eol_core::crd::{Feature, FeatureStatus};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec, Service};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Api, Resource, ResourceExt};
+
+/// The Feature's children in the API: applied with one field manager, and
+/// their ReplicaSets read at most once per reconcile.
+pub(super) struct Children<'a> {
+    ctx: &'a Context,
+    feature: &'a Feature,
+    ns: &'a str,
+    object: String,
+}
+
+impl<'a> Children<'a> {
+    pub(super) fn new(ctx: &'a Context, feature: &'a Feature, ns: &'a str) -> Self {
+        Self {
+            ctx,
+            feature,
+            ns,
+            object: format!("Feature {ns}/{}", feature.name_any()),
+        }
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.ctx.client.clone(), self.ns)
+    }
+
+    pub(super) async fn apply_config_map(&self, cm: &ConfigMap) -> Result<()> {
+        self.api::<ConfigMap>()
+            .patch(&cm.name_any(), &apply(), &Patch::Apply(cm))
+            .await
+            .map_err(Error::kube("apply the source ConfigMap", &self.object))?;
+        Ok(())
+    }
+
+    pub(super) async fn apply_deployment(&self, template: PodTemplateSpec) -> Result<Deployment> {
+        let deployment = children::deployment(self.feature, template, &self.ctx.config);
+        self.api::<Deployment>()
+            .patch(
+                &self.feature.name_any(),
+                &apply(),
+                &Patch::Apply(deployment),
+            )
+            .await
+            .map_err(Error::kube("apply the Deployment", &self.object))
+    }
+
+    pub(super) async fn roll_back(&self, template: PodTemplateSpec) -> Result<()> {
+        let deployment = children::deployment(self.feature, template, &self.ctx.config);
+        self.api::<Deployment>()
+            .patch(
+                &self.feature.name_any(),
+                &apply(),
+                &Patch::Apply(deployment),
+            )
+            .await
+            .map_err(Error::kube("roll the Deployment back", &self.object))?;
+        Ok(())
+    }
+
+    pub(super) async fn apply_service(&self) -> Result<()> {
+        self.api::<Service>()
+            .patch(
+                &self.feature.name_any(),
+                &apply(),
+                &Patch::Apply(children::service(self.feature)),
+            )
+            .await
+            .map_err(Error::kube("apply the Service", &self.object))?;
+        Ok(())
+    }
+
+    /// The Deployment's ReplicaSets, listed on first use.
+    pub(super) async fn replica_sets<'s>(
+        &self,
+        listed: &'s mut Option<Vec<ReplicaSet>>,
+    ) -> Result<&'s [ReplicaSet]> {
+        if listed.is_none() {
+            let list = self
+                .api::<ReplicaSet>()
+                .list(
+                    &ListParams::default()
+                        .labels(&pod::selector_string(&children::selector(self.feature))),
+                )
+                .await
+                .map_err(Error::kube("list the ReplicaSets", &self.object))?;
+            *listed = Some(list.items);
+        }
+        Ok(listed.as_deref().unwrap_or_default())
+    }
+
+    /// Deletes the ConfigMaps of configurations no longer needed: all but the
+    /// desired, the current and the last good one.
+    pub(super) async fn prune(&self, status: &FeatureStatus, prepared: &Prepared) -> Result<()> {
+        let keep = [
+            Some(prepared.config_hash.as_str()),
+            status.config.as_deref(),
+            status.last_good_config.as_deref(),
+        ];
+        let cms = self.api::<ConfigMap>();
+        let list = cms
+            .list(
+                &ListParams::default()
+                    .labels(&pod::selector_string(&children::selector(self.feature))),
+            )
+            .await
+            .map_err(Error::kube("list the source ConfigMaps", &self.object))?;
+        for cm in list.items {
+            let hash = cm.labels().get(CONFIG_HASH).cloned();
+            let owned = cm
+                .owner_references()
+                .iter()
+                .any(|r| Some(&r.uid) == self.feature.metadata.uid.as_ref());
+            if owned && !keep.contains(&hash.as_deref()) {
+                cms.delete(&cm.name_any(), &DeleteParams::default())
+                    .await
+                    .map_err(Error::kube(
+                        "delete an old source ConfigMap",
+                        format!("{}/{}", self.ns, cm.name_any()),
+                    ))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn apply() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+/// The config hash a pod template runs.
+pub(super) fn template_hash(template: &PodTemplateSpec) -> Option<String> {
+    template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(CONFIG_HASH)
+        .cloned()
+}
+
+/// The pod template that ran config `hash`, from the Deployment's ReplicaSets
+/// (how `kubectl rollout undo` finds it).
+pub(super) fn template_of(sets: &[ReplicaSet], hash: &str) -> Option<PodTemplateSpec> {
+    sets.iter()
+        .filter_map(|rs| rs.spec.as_ref()?.template.clone())
+        .find(|t| template_hash(t).as_deref() == Some(hash))
+        .map(|mut t| {
+            if let Some(labels) = t.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
+                labels.remove("pod-template-hash");
+            }
+            t
+        })
+}

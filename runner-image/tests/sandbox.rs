@@ -556,6 +556,13 @@ def refusals():
     except redis.DataError as exc:
         out["none"] = str(exc)
     return out
+
+
+def search():
+    redis.hset("doc:1", mapping={"title": "Redis streams explained"})
+    redis.hset("doc:2", mapping={"title": "Sorted sets"})
+    found = redis.ft("articles").search("@title:streams")
+    return {"total": found.total, "docs": [[d.id, d.title] for d in found.docs]}
 "#;
 
 fn families_feature() -> String {
@@ -565,7 +572,7 @@ fn families_feature() -> String {
             .unwrap()
             .keys()
             .cloned()
-            .chain(["refusals".to_owned()])
+            .chain(["refusals".to_owned(), "search".to_owned()])
             .collect();
     for op in ops {
         text.push_str(&format!(
@@ -616,6 +623,31 @@ async fn code_written_against_redis_py_runs_unchanged_for_every_family() {
             "{family}: {keys:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn search_results_come_back_as_redis_py_documents() {
+    let (_redis, store, runtime) = families_runtime().await;
+    // Indexes are made outside the sandbox (FT.CREATE is not in the table), under the prefix.
+    let mut conn = store.connection().await.unwrap();
+    let () = redis::cmd("FT.CREATE")
+        .arg("eol:families:articles")
+        .arg("ON")
+        .arg("HASH")
+        .arg("PREFIX")
+        .arg(1)
+        .arg("eol:families:doc:")
+        .arg("SCHEMA")
+        .arg("title")
+        .arg("TEXT")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let out = runtime.execute("search", &json!({}), None).await.unwrap();
+    assert_eq!(
+        out.output,
+        json!({"total": 1, "docs": [["doc:1", "Redis streams explained"]]})
+    );
 }
 
 #[tokio::test]

@@ -135,12 +135,6 @@ impl Link {
                 }
                 Err(e) => return Err(e),
             };
-            if conn.closed() {
-                // Redis closed it (or its driver ended) since it was last used:
-                // nothing is sent on it.
-                self.forget(conn.id).await;
-                continue;
-            }
             let mut c = conn.conn.clone();
             let result = match request {
                 Request::One(cmd) => cmd.query_async::<Value>(&mut c).await,
@@ -171,7 +165,8 @@ impl Link {
         }
     }
 
-    /// The open connection, or a new one when there is none or it died.
+    /// The open connection, or a new one when there is none or Redis closed it
+    /// (then nothing is sent on the old one).
     async fn open(&self) -> RedisResult<Conn> {
         let mut slot = self.current.lock().await;
         if let Some(conn) = slot.as_ref()

@@ -258,20 +258,7 @@ async fn redis_tools_round_trip_under_the_feature_prefix() {
     );
 
     // Search: the index name is prefixed too, and result keys are shown without the prefix.
-    let created: String = redis::cmd("FT.CREATE")
-        .arg("eol:shop:docs")
-        .arg("ON")
-        .arg("HASH")
-        .arg("PREFIX")
-        .arg(1)
-        .arg("eol:shop:article:")
-        .arg("SCHEMA")
-        .arg("title")
-        .arg("TEXT")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(created, "OK");
+    common::create_title_index(&store, "eol:shop:docs", "eol:shop:article:").await;
     toolbox
         .call(
             "redis__hset",
@@ -336,11 +323,7 @@ async fn redis_tools_round_trip_under_the_feature_prefix() {
     assert_eq!(len, 1);
 
     // Nothing escaped the prefix.
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let keys = common::all_keys(&store).await;
     assert!(keys.iter().all(|k| k.starts_with("eol:shop:")), "{keys:?}");
     toolbox.close().await;
 }
@@ -542,12 +525,7 @@ async fn the_command_tool_covers_every_family_of_the_table() {
         "nothing ran"
     );
 
-    let mut conn = store.connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let keys = common::all_keys(&store).await;
     assert!(keys.iter().all(|k| k.starts_with("eol:shop:")), "{keys:?}");
     toolbox.close().await;
 }

@@ -415,12 +415,7 @@ async fn redis_is_reached_through_the_host_under_the_feature_prefix() {
         .unwrap();
     assert_eq!(out.output, json!({"value": 7}));
     // The key lives under the feature's prefix, and nowhere else.
-    let mut conn = store.connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let keys = common::all_keys(&store).await;
     assert_eq!(keys, ["eol:counter:counter:a"]);
     let seen = runtime
         .execute("keys_seen", &json!({"name": "a"}), None)
@@ -613,11 +608,7 @@ async fn code_written_against_redis_py_runs_unchanged_for_every_family() {
             assert_eq!(out.output[name], *text, "{family}: {name}");
         }
         // Everything the family wrote is under the feature's prefix.
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg("*")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let keys = common::all_keys(&store).await;
         assert!(
             keys.iter().all(|k| k.starts_with("eol:families:")),
             "{family}: {keys:?}"
@@ -629,20 +620,7 @@ async fn code_written_against_redis_py_runs_unchanged_for_every_family() {
 async fn search_results_come_back_as_redis_py_documents() {
     let (_redis, store, runtime) = families_runtime().await;
     // Indexes are made outside the sandbox (FT.CREATE is not in the table), under the prefix.
-    let mut conn = store.connection().await.unwrap();
-    let () = redis::cmd("FT.CREATE")
-        .arg("eol:families:articles")
-        .arg("ON")
-        .arg("HASH")
-        .arg("PREFIX")
-        .arg(1)
-        .arg("eol:families:doc:")
-        .arg("SCHEMA")
-        .arg("title")
-        .arg("TEXT")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    common::create_title_index(&store, "eol:families:articles", "eol:families:doc:").await;
     let out = runtime.execute("search", &json!({}), None).await.unwrap();
     assert_eq!(
         out.output,

@@ -7,7 +7,8 @@ talks to it in JSON lines over stdin/stdout:
     host -> worker   {"type":"ping"} | {"type":"check",...} | {"type":"call",...}
                      {"type":"redis_reply",...}   (only while a call waits on Redis)
     worker -> host   {"type":"ready",...} once, then "pong", "checked", "result",
-                     and {"type":"redis",...} while a call runs.
+                     and {"type":"redis",...} or {"type":"redis_pipeline",...}
+                     while a call runs.
 
 This file adds the Python-level sandbox on top of the kernel limits: a static
 AST check, restricted builtins, sanitised per-call views of allowed modules,

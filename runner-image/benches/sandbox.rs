@@ -5,7 +5,7 @@
 //! Run with `cargo bench -p eol-runner --bench sandbox`. Target: a warm call costs
 //! at most 0.05x an interpreter start.
 
-use eol_runner::sandbox::{Interpreter, RedisBridge, SandboxLimits, WorkerPool};
+use eol_runner::sandbox::{BridgeError, Interpreter, RedisBridge, SandboxLimits, WorkerPool};
 use serde_json::{Value, json};
 use std::future::Future;
 use std::pin::Pin;
@@ -16,8 +16,8 @@ impl RedisBridge for NoRedis {
     fn execute(
         &self,
         _: Vec<Value>,
-    ) -> Pin<Box<dyn Future<Output = Result<Value, String>> + Send + '_>> {
-        Box::pin(async { Err("no Redis in the benchmark".to_owned()) })
+    ) -> Pin<Box<dyn Future<Output = Result<Value, BridgeError>> + Send + '_>> {
+        Box::pin(async { Err(BridgeError::refused("no Redis in the benchmark")) })
     }
 }
 

@@ -1,8 +1,21 @@
 //! Redis: the connection the host shares, the local server it starts when none
 //! is configured, and the bridge that runs sandboxed code's commands under the
 //! feature's key prefix.
+//!
+//! Sandboxed code and the MCP Redis tools run their commands through
+//! [`RedisStore::run`] and [`RedisStore::run_pipeline`]: checked and prefixed by
+//! the one command table ([`commands`]), sent on a connection that survives a
+//! Redis restart ([`link`]).
 
-use crate::sandbox::RedisBridge;
+pub mod commands;
+mod link;
+
+pub use commands::{Scope, to_json};
+pub use link::RECONNECT_WINDOW;
+
+use crate::sandbox::{BridgeError, BridgeErrorKind, RedisBridge};
+use commands::Prepared;
+use link::{Link, Request};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde_json::Value;
 use std::future::Future;
@@ -51,7 +64,11 @@ pub struct LocalRedis {
     child: std::process::Child,
     /// Its URL.
     pub url: String,
-    _dir: tempfile::TempDir,
+    port: u16,
+    modules: Vec<PathBuf>,
+    /// Append-only file, synced on every write (data survives a restart).
+    persistent: bool,
+    dir: tempfile::TempDir,
 }
 
 impl LocalRedis {
@@ -62,23 +79,33 @@ impl LocalRedis {
 
     /// Starts the cached Redis with the search and JSON modules on a free loopback port.
     pub fn start() -> Result<Self, StoreError> {
-        let bundle = Self::bundle_dir();
-        Self::spawn(&[
-            bundle.join("lib/redisearch.so"),
-            bundle.join("lib/rejson.so"),
-        ])
+        Self::spawn(&Self::modules(), false)
+    }
+
+    /// Starts the cached Redis with its modules, writing every change to an
+    /// append-only file before answering: what it acknowledged survives
+    /// [`restart`](Self::restart).
+    pub fn start_persistent() -> Result<Self, StoreError> {
+        Self::spawn(&Self::modules(), true)
     }
 
     /// Starts the cached Redis without any module: a plain Redis, as some
     /// users have, on which the runner must go on without its vector caches.
     pub fn start_without_modules() -> Result<Self, StoreError> {
-        Self::spawn(&[])
+        Self::spawn(&[], false)
     }
 
-    fn spawn(modules: &[PathBuf]) -> Result<Self, StoreError> {
+    fn modules() -> [PathBuf; 2] {
         let bundle = Self::bundle_dir();
-        let server = bundle.join("bin/redis-server");
-        if !server.exists() || modules.iter().any(|m| !m.exists()) {
+        [
+            bundle.join("lib/redisearch.so"),
+            bundle.join("lib/rejson.so"),
+        ]
+    }
+
+    fn spawn(modules: &[PathBuf], persistent: bool) -> Result<Self, StoreError> {
+        let bundle = Self::bundle_dir();
+        if !bundle.join("bin/redis-server").exists() || modules.iter().any(|m| !m.exists()) {
             return Err(StoreError::NotInstalled(bundle.display().to_string()));
         }
         let dir = tempfile::Builder::new()
@@ -86,6 +113,27 @@ impl LocalRedis {
             .tempdir()
             .map_err(|e| StoreError::LocalStart(e.to_string()))?;
         let port = free_port().map_err(|e| StoreError::LocalStart(format!("no free port: {e}")))?;
+        let child = Self::server(port, modules, persistent, dir.path())?;
+        let mut local = LocalRedis {
+            child,
+            url: format!("redis://127.0.0.1:{port}"),
+            port,
+            modules: modules.to_vec(),
+            persistent,
+            dir,
+        };
+        local.wait_ready(Duration::from_secs(10))?;
+        Ok(local)
+    }
+
+    /// Starts redis-server on `port` with `modules`, its files in `dir`.
+    fn server(
+        port: u16,
+        modules: &[PathBuf],
+        persistent: bool,
+        dir: &std::path::Path,
+    ) -> Result<std::process::Child, StoreError> {
+        let server = Self::bundle_dir().join("bin/redis-server");
         let mut cmd = std::process::Command::new(&server);
         cmd.args([
             "--port",
@@ -94,26 +142,32 @@ impl LocalRedis {
             "127.0.0.1",
             "--save",
             "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+        ]);
+        if persistent {
+            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            cmd.args(["--appendonly", "no"]);
+        }
+        cmd.arg("--dir")
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
         for m in modules {
             cmd.arg("--loadmodule").arg(m);
         }
-        let child = cmd
-            .spawn()
-            .map_err(|e| StoreError::LocalStart(format!("{}: {e}", server.display())))?;
-        let mut local = LocalRedis {
-            child,
-            url: format!("redis://127.0.0.1:{port}"),
-            _dir: dir,
-        };
-        local.wait_ready(Duration::from_secs(10))?;
-        Ok(local)
+        cmd.spawn()
+            .map_err(|e| StoreError::LocalStart(format!("{}: {e}", server.display())))
+    }
+
+    /// Kills the server (as a crash or a pod deletion does) and starts a new
+    /// one on the same port, waiting `down` in between. Its data is kept only
+    /// when it was started [persistent](Self::start_persistent).
+    pub fn restart(&mut self, down: Duration) -> Result<(), StoreError> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(down);
+        self.child = Self::server(self.port, &self.modules, self.persistent, self.dir.path())?;
+        self.wait_ready(Duration::from_secs(10))
     }
 
     fn wait_ready(&mut self, limit: Duration) -> Result<(), StoreError> {
@@ -164,7 +218,10 @@ fn free_port() -> std::io::Result<u16> {
 /// (the embedded default), which stops when the store is dropped.
 pub struct RedisStore {
     url: Option<String>,
+    /// The URL in use: `url`, or the local server's once started.
+    resolved: OnceCell<String>,
     conn: OnceCell<ConnectionManager>,
+    link: OnceCell<Link>,
     local: std::sync::Mutex<Option<LocalRedis>>,
 }
 
@@ -189,16 +246,18 @@ impl RedisStore {
     pub fn new(url: Option<String>) -> Self {
         Self {
             url,
+            resolved: OnceCell::new(),
             conn: OnceCell::new(),
+            link: OnceCell::new(),
             local: std::sync::Mutex::new(None),
         }
     }
 
-    /// The connection, opened (and the local server started) on first use.
-    pub async fn connection(&self) -> Result<ConnectionManager, StoreError> {
-        self.conn
+    /// The URL to use, starting the local server on first use when none is configured.
+    async fn url(&self) -> Result<&str, StoreError> {
+        self.resolved
             .get_or_try_init(|| async {
-                let url = match &self.url {
+                Ok(match &self.url {
                     Some(u) => u.clone(),
                     None => {
                         let local = tokio::task::spawn_blocking(LocalRedis::start)
@@ -211,15 +270,30 @@ impl RedisStore {
                         }
                         url
                     }
+                })
+            })
+            .await
+            .map(String::as_str)
+    }
+
+    /// The connection, opened (and the local server started) on first use.
+    pub async fn connection(&self) -> Result<ConnectionManager, StoreError> {
+        self.conn
+            .get_or_try_init(|| async {
+                let url = self.url().await?;
+                let connect_err = |source| StoreError::Connect {
+                    url: redact(url),
+                    source,
                 };
-                let connect_err = |source| StoreError::Connect { url: redact(&url), source };
-                let client = redis::Client::open(url.as_str()).map_err(connect_err)?;
+                let client = redis::Client::open(url).map_err(connect_err)?;
                 // Bounded timeouts: a Redis that goes away fails calls quickly instead of hanging them.
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(Duration::from_secs(1)))
                     .set_response_timeout(Some(Duration::from_secs(2)))
                     .set_number_of_retries(2);
-                ConnectionManager::new_with_config(client, config).await.map_err(connect_err)
+                ConnectionManager::new_with_config(client, config)
+                    .await
+                    .map_err(connect_err)
             })
             .await
             .cloned()
@@ -229,8 +303,143 @@ impl RedisStore {
     pub fn bridge(&self, feature: &str) -> FeatureRedis<'_> {
         FeatureRedis {
             store: self,
-            prefix: key_prefix(feature),
+            scope: Scope::new(key_prefix(feature)),
         }
+    }
+
+    /// The link commands of features go through (see [`link`]).
+    async fn link(&self) -> Result<&Link, BridgeError> {
+        self.link
+            .get_or_try_init(|| async {
+                let url = self.url().await.map_err(|e| BridgeError {
+                    kind: BridgeErrorKind::Unavailable,
+                    message: e.to_string(),
+                })?;
+                let client = redis::Client::open(url).map_err(|source| BridgeError {
+                    kind: BridgeErrorKind::Connection,
+                    message: StoreError::Connect {
+                        url: redact(url),
+                        source,
+                    }
+                    .to_string(),
+                })?;
+                Ok(Link::new(client))
+            })
+            .await
+    }
+
+    /// How many times the link of feature commands reconnected (after the first connection).
+    pub fn reconnects(&self) -> u64 {
+        self.link.get().map_or(0, Link::reconnects)
+    }
+
+    /// Runs one command of a feature in `scope`, checked against the command
+    /// table; the reply is shaped as the table says.
+    pub async fn run(&self, scope: &Scope, command: Vec<Value>) -> Result<Value, BridgeError> {
+        let prepared = scope.prepare(command).map_err(BridgeError::refused)?;
+        let cmd = prepared.cmd();
+        let reply = self
+            .link()
+            .await?
+            .send(Request::One(&cmd), prepared.retry_safe)
+            .await
+            .map_err(|e| failure(prepared.spec.name, &e))?;
+        Ok(prepared.reply(reply))
+    }
+
+    /// Runs `commands` of a feature in one round trip, as a MULTI/EXEC
+    /// transaction when `transaction`. Every command is checked first: one
+    /// refused command fails the whole pipeline before anything runs. The
+    /// result holds each command's reply or error.
+    pub async fn run_pipeline(
+        &self,
+        scope: &Scope,
+        commands: Vec<Vec<Value>>,
+        transaction: bool,
+    ) -> Result<Vec<Result<Value, BridgeError>>, BridgeError> {
+        let prepared = commands
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                scope.prepare(c).map_err(|e| {
+                    BridgeError::refused(format!("command #{} of the pipeline: {e}", i + 1))
+                })
+            })
+            .collect::<Result<Vec<Prepared>, _>>()?;
+        if prepared.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        if transaction {
+            pipe.atomic();
+        }
+        pipe.ignore_errors();
+        for p in &prepared {
+            pipe.add_command(p.cmd());
+        }
+        let retry_safe = prepared.iter().all(|p| p.retry_safe);
+        let what = if transaction {
+            "transaction"
+        } else {
+            "pipeline"
+        };
+        let reply = self
+            .link()
+            .await?
+            .send(Request::Many(&pipe), retry_safe)
+            .await
+            .map_err(|e| failure(what, &e))?;
+        let items = match reply {
+            redis::Value::Array(items) => items,
+            other => {
+                return Err(BridgeError {
+                    kind: BridgeErrorKind::Server,
+                    message: format!("Redis answered the {what} with {other:?}"),
+                });
+            }
+        };
+        Ok(prepared
+            .iter()
+            .zip(items)
+            .map(|(p, item)| match item {
+                redis::Value::ServerError(e) => Err(BridgeError {
+                    kind: BridgeErrorKind::Server,
+                    message: server_text(e.code(), e.details()),
+                }),
+                item => Ok(p.reply(item)),
+            })
+            .collect())
+    }
+}
+
+/// A failed command as a bridge error: Redis' own error text (as redis-py
+/// shows it), or for other failures a message naming the command.
+fn failure(what: &str, e: &redis::RedisError) -> BridgeError {
+    if let Some(code) = e.code() {
+        return BridgeError {
+            kind: BridgeErrorKind::Server,
+            message: server_text(code, e.detail()),
+        };
+    }
+    let kind = if e.is_timeout() {
+        BridgeErrorKind::Timeout
+    } else if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
+        BridgeErrorKind::Connection
+    } else {
+        BridgeErrorKind::Server
+    };
+    BridgeError {
+        kind,
+        message: format!("Redis {what} failed: {e}"),
+    }
+}
+
+/// A Redis error line as redis-py shows it: without the generic `ERR` code.
+fn server_text(code: &str, detail: Option<&str>) -> String {
+    match (code, detail) {
+        ("ERR", Some(detail)) => detail.to_owned(),
+        (code, Some(detail)) => format!("{code} {detail}"),
+        (code, None) => code.to_owned(),
     }
 }
 
@@ -239,104 +448,27 @@ pub fn key_prefix(feature: &str) -> String {
     format!("eol:{feature}:")
 }
 
-/// Where the keys are in each command sandboxed code may run.
-#[derive(Clone, Copy)]
-enum Keys {
-    First,
-    All,
-}
-
-fn command_keys(name: &str) -> Option<Keys> {
-    Some(match name {
-        "DEL" | "EXISTS" | "UNLINK" => Keys::All,
-        "GET" | "SET" | "INCR" | "INCRBY" | "DECR" | "DECRBY" | "EXPIRE" | "TTL" | "HGET"
-        | "HSET" | "HGETALL" | "HDEL" | "HINCRBY" | "LPUSH" | "RPUSH" | "LRANGE" | "LLEN"
-        | "SADD" | "SREM" | "SMEMBERS" | "SISMEMBER" | "ZADD" | "ZRANGE" | "ZSCORE"
-        | "JSON.GET" | "JSON.SET" | "JSON.DEL" => Keys::First,
-        _ => return None,
-    })
-}
-
 /// Runs sandboxed code's Redis commands for one feature, prefixing every key.
 pub struct FeatureRedis<'a> {
     store: &'a RedisStore,
-    prefix: String,
-}
-
-impl FeatureRedis<'_> {
-    async fn run(&self, command: Vec<Value>) -> Result<Value, String> {
-        let mut parts = command.into_iter();
-        let name = match parts.next() {
-            Some(Value::String(s)) => s.to_ascii_uppercase(),
-            _ => return Err("a Redis command must start with its name".into()),
-        };
-        let keys = command_keys(&name)
-            .ok_or_else(|| format!("Redis command '{name}' is not allowed in sandboxed code"))?;
-        let mut cmd = redis::cmd(&name);
-        for (i, arg) in parts.enumerate() {
-            let text = match arg {
-                Value::String(s) => s,
-                Value::Number(n) => n.to_string(),
-                Value::Bool(b) => u8::from(b).to_string(),
-                other => {
-                    return Err(format!(
-                        "argument {} of {name} must be a string or number, got {other}",
-                        i + 1
-                    ));
-                }
-            };
-            let is_key = matches!((keys, i), (Keys::All, _) | (Keys::First, 0));
-            if is_key {
-                cmd.arg(format!("{}{text}", self.prefix));
-            } else {
-                cmd.arg(text);
-            }
-        }
-        let mut conn = self.store.connection().await.map_err(|e| e.to_string())?;
-        let reply: redis::Value = cmd
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| format!("Redis {name} failed: {e}"))?;
-        Ok(to_json(reply))
-    }
+    scope: Scope,
 }
 
 impl RedisBridge for FeatureRedis<'_> {
     fn execute(
         &self,
         command: Vec<Value>,
-    ) -> Pin<Box<dyn Future<Output = Result<Value, String>> + Send + '_>> {
-        Box::pin(self.run(command))
+    ) -> Pin<Box<dyn Future<Output = Result<Value, BridgeError>> + Send + '_>> {
+        Box::pin(self.store.run(&self.scope, command))
     }
-}
 
-/// A Redis reply as JSON: bulk strings as (lossy UTF-8) text, maps as objects.
-pub(crate) fn to_json(v: redis::Value) -> Value {
-    match v {
-        redis::Value::Nil => Value::Null,
-        redis::Value::Int(i) => Value::from(i),
-        redis::Value::BulkString(b) => Value::String(String::from_utf8_lossy(&b).into_owned()),
-        redis::Value::SimpleString(s) => Value::String(s),
-        redis::Value::Okay => Value::String("OK".into()),
-        redis::Value::Double(d) => {
-            serde_json::Number::from_f64(d).map_or(Value::Null, Value::Number)
-        }
-        redis::Value::Boolean(b) => Value::Bool(b),
-        redis::Value::Array(items) | redis::Value::Set(items) => {
-            Value::Array(items.into_iter().map(to_json).collect())
-        }
-        redis::Value::Map(pairs) => {
-            let mut obj = serde_json::Map::new();
-            for (k, v) in pairs {
-                let key = match to_json(k) {
-                    Value::String(s) => s,
-                    other => other.to_string(),
-                };
-                obj.insert(key, to_json(v));
-            }
-            Value::Object(obj)
-        }
-        redis::Value::VerbatimString { text, .. } => Value::String(text),
-        other => Value::String(format!("{other:?}")),
+    fn pipeline(
+        &self,
+        commands: Vec<Vec<Value>>,
+        transaction: bool,
+    ) -> Pin<
+        Box<dyn Future<Output = Result<Vec<Result<Value, BridgeError>>, BridgeError>> + Send + '_>,
+    > {
+        Box::pin(self.store.run_pipeline(&self.scope, commands, transaction))
     }
 }

@@ -5,8 +5,15 @@
 //! `eol:<feature>:` ([`key_prefix`]), so one feature can never read or write
 //! another's data. Index names (FT.SEARCH) and stream names (XADD) are prefixed
 //! the same way, and keys in search results are shown without the prefix.
+//!
+//! Every tool runs through the one command table ([`crate::store::commands`]),
+//! as sandboxed code does: a few named tools for the commonest commands (easy
+//! for small models), `command` for any command of the table, and `pipeline`
+//! for several in one round trip, optionally as a MULTI/EXEC transaction.
 
-use crate::store::{RedisStore, key_prefix, to_json};
+use crate::sandbox::{BridgeError, BridgeErrorKind};
+use crate::store::commands::{self, Family};
+use crate::store::{RedisStore, Scope, key_prefix};
 use rmcp::handler::server::common::{schema_for_empty_input, schema_for_input};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
@@ -163,6 +170,84 @@ struct XaddArgs {
     fields: BTreeMap<String, String>,
 }
 
+/// One argument of a Redis command: text, a number or a boolean (sent as 1 or 0).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+#[schemars(crate = "rmcp::schemars")]
+enum Arg {
+    Text(String),
+    Number(serde_json::Number),
+    Flag(bool),
+}
+
+impl Arg {
+    fn into_value(self) -> Value {
+        match self {
+            Arg::Text(s) => Value::String(s),
+            Arg::Number(n) => Value::Number(n),
+            Arg::Flag(b) => Value::Bool(b),
+        }
+    }
+}
+
+/// Arguments of `command`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(crate = "rmcp::schemars")]
+struct CommandArgs {
+    /// The command, e.g. `ZINCRBY` (or a whole line, `ZINCRBY scores 5 alice`, without `args`).
+    #[schemars(length(min = 1))]
+    command: String,
+    /// Its arguments, e.g. `["scores", 5, "alice"]`.
+    #[serde(default)]
+    args: Option<Vec<Arg>>,
+}
+
+/// One command of a pipeline: `["INCR", "visits"]` or `"INCR visits"`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+#[schemars(crate = "rmcp::schemars")]
+enum PipelineCommand {
+    Parts(Vec<Arg>),
+    Line(String),
+}
+
+/// Arguments of `pipeline`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(crate = "rmcp::schemars")]
+struct PipelineArgs {
+    /// The commands in order, e.g. `[["INCR", "visits"], "EXPIRE visits 60"]`.
+    #[schemars(length(min = 1))]
+    commands: Vec<PipelineCommand>,
+    /// Run them as one MULTI/EXEC transaction.
+    #[serde(default)]
+    transaction: bool,
+}
+
+/// A command line split on whitespace.
+fn split_line(line: &str) -> Vec<Value> {
+    line.split_whitespace()
+        .map(|w| Value::String(w.to_owned()))
+        .collect()
+}
+
+/// What `command` offers: the families of the table (the whole list would
+/// cost a small model's context; a refused command's error lists them).
+const COMMAND_DESCRIPTION: &str = "Run one Redis command on this feature's keys, as in redis-cli: {\"command\": \"ZINCRBY\", \"args\": [\"scores\", 5, \"alice\"]}. Strings (GET, SET ... EX, MGET, INCR), hashes, lists, sets, sorted sets (ZADD, ZREVRANGE ... WITHSCORES), streams (XADD, XRANGE), JSON (JSON.SET, JSON.GET), SCAN, FT.SEARCH. Returns the reply as JSON.";
+
+/// The table's commands by family, for a refused command's error.
+fn command_list() -> String {
+    Family::ALL
+        .iter()
+        .map(|&family| {
+            let names: Vec<&str> = commands::family_commands(family).collect();
+            format!("{}: {}", family.label(), names.join(" "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// The tools, in the order they are listed.
 fn tool_definitions() -> Vec<Tool> {
     let read_only = || ToolAnnotations::new().read_only(true);
@@ -226,6 +311,12 @@ fn tool_definitions() -> Vec<Tool> {
             "Append an entry to a stream. Returns the entry's id.",
             input::<XaddArgs>(),
         ),
+        Tool::new("command", COMMAND_DESCRIPTION, input::<CommandArgs>()),
+        Tool::new(
+            "pipeline",
+            "Run several Redis commands in one round trip, optionally as a transaction. Returns the replies in order (a failed one as {\"error\": ...}).",
+            input::<PipelineArgs>(),
+        ),
     ]
 }
 
@@ -244,7 +335,7 @@ fn input<T: JsonSchema + 'static>() -> Arc<JsonObject> {
 pub struct RedisToolServer {
     store: Arc<RedisStore>,
     feature: String,
-    prefix: String,
+    scope: Scope,
     tools: Arc<Vec<Tool>>,
 }
 
@@ -263,7 +354,7 @@ impl RedisToolServer {
         Self {
             store,
             feature: feature.to_owned(),
-            prefix: key_prefix(feature),
+            scope: Scope::new(key_prefix(feature)),
             tools: Arc::new(tool_definitions()),
         }
     }
@@ -275,25 +366,22 @@ impl RedisToolServer {
 
     /// Runs tool `name` on `arguments`: the JSON result, or the message of a tool error.
     pub async fn run(&self, name: &str, arguments: JsonObject) -> Result<Value, String> {
+        let key = |k: String| Value::String(k);
         match name {
             "get" => {
                 let a: KeyArgs = parse(name, arguments)?;
-                let key = self.key(name, &a.key)?;
-                let v: Option<String> = self.query(name, redis::cmd("GET").arg(&key)).await?;
-                Ok(v.map_or(Value::Null, Value::String))
+                self.exec(name, vec![json!("GET"), key(a.key)]).await
             }
             "set" => {
                 let a: SetArgs = parse(name, arguments)?;
-                let key = self.key(name, &a.key)?;
-                let mut cmd = redis::cmd("SET");
-                cmd.arg(&key).arg(&a.value);
+                let mut cmd = vec![json!("SET"), key(a.key), Value::String(a.value)];
                 if let Some(ex) = a.ex {
                     if ex == 0 {
                         return Err(invalid(name, "`ex` must be at least 1 second"));
                     }
-                    cmd.arg("EX").arg(ex);
+                    cmd.extend([json!("EX"), json!(ex)]);
                 }
-                let () = self.query(name, &cmd).await?;
+                self.exec(name, cmd).await?;
                 Ok(json!("OK"))
             }
             "del" => {
@@ -301,91 +389,71 @@ impl RedisToolServer {
                 if a.keys.is_empty() {
                     return Err(invalid(name, "`keys` must name at least one key"));
                 }
-                let mut cmd = redis::cmd("DEL");
-                for k in &a.keys {
-                    cmd.arg(self.key(name, k)?);
-                }
-                let n: i64 = self.query(name, &cmd).await?;
-                Ok(json!(n))
+                let mut cmd = vec![json!("DEL")];
+                cmd.extend(a.keys.into_iter().map(key));
+                self.exec(name, cmd).await
             }
             "incr" => {
                 let a: IncrArgs = parse(name, arguments)?;
-                let key = self.key(name, &a.key)?;
-                let n: i64 = self
-                    .query(name, redis::cmd("INCRBY").arg(&key).arg(a.by))
-                    .await?;
-                Ok(json!(n))
+                self.exec(name, vec![json!("INCRBY"), key(a.key), json!(a.by)])
+                    .await
             }
             "expire" => {
                 let a: ExpireArgs = parse(name, arguments)?;
-                let key = self.key(name, &a.key)?;
                 if a.seconds == 0 {
                     return Err(invalid(name, "`seconds` must be at least 1"));
                 }
-                let n: i64 = self
-                    .query(name, redis::cmd("EXPIRE").arg(&key).arg(a.seconds))
-                    .await?;
-                Ok(json!(n == 1))
+                self.exec(name, vec![json!("EXPIRE"), key(a.key), json!(a.seconds)])
+                    .await
             }
             "hset" => {
                 let a: HsetArgs = parse(name, arguments)?;
-                let key = self.key(name, &a.key)?;
                 if a.fields.is_empty() {
                     return Err(invalid(name, "`fields` must hold at least one field"));
                 }
-                let mut cmd = redis::cmd("HSET");
-                cmd.arg(&key);
-                for (f, v) in &a.fields {
-                    cmd.arg(f).arg(v);
+                let mut cmd = vec![json!("HSET"), key(a.key)];
+                for (f, v) in a.fields {
+                    cmd.extend([Value::String(f), Value::String(v)]);
                 }
-                let n: i64 = self.query(name, &cmd).await?;
-                Ok(json!(n))
+                self.exec(name, cmd).await
             }
             "hgetall" => {
                 let a: KeyArgs = parse(name, arguments)?;
-                let key = self.key(name, &a.key)?;
-                let map: BTreeMap<String, String> =
-                    self.query(name, redis::cmd("HGETALL").arg(&key)).await?;
-                Ok(json!(map))
+                self.exec(name, vec![json!("HGETALL"), key(a.key)]).await
             }
             "json_get" => {
                 let a: JsonGetArgs = parse(name, arguments)?;
-                let key = self.key(name, &a.key)?;
                 let path = a.path.unwrap_or_else(|| "$".to_owned());
-                let text: Option<String> = self
-                    .query(name, redis::cmd("JSON.GET").arg(&key).arg(&path))
-                    .await?;
-                match text {
-                    None => Ok(Value::Null),
-                    Some(t) => serde_json::from_str(&t).map_err(|e| {
-                        format!("redis tool '{name}': Redis returned JSON that does not parse: {e}")
-                    }),
-                }
+                self.exec(
+                    name,
+                    vec![json!("JSON.GET"), key(a.key), Value::String(path)],
+                )
+                .await
             }
             "json_set" => {
                 let a: JsonSetArgs = parse(name, arguments)?;
-                let key = self.key(name, &a.key)?;
                 let path = a.path.unwrap_or_else(|| "$".to_owned());
-                let reply: Option<String> = self
-                    .query(
+                let reply = self
+                    .exec(
                         name,
-                        redis::cmd("JSON.SET")
-                            .arg(&key)
-                            .arg(&path)
-                            .arg(a.value.to_string()),
+                        vec![
+                            json!("JSON.SET"),
+                            key(a.key.clone()),
+                            Value::String(path.clone()),
+                            Value::String(a.value.to_string()),
+                        ],
                     )
                     .await?;
-                match reply {
-                    Some(_) => Ok(json!("OK")),
-                    None => Err(format!(
+                if reply.is_null() {
+                    return Err(format!(
                         "redis tool '{name}': nothing was set at path '{path}' of key '{}' (a new key must be set at the root, '$')",
                         a.key
-                    )),
+                    ));
                 }
+                Ok(json!("OK"))
             }
             "ft_search" => {
                 let a: FtSearchArgs = parse(name, arguments)?;
-                let index = self.key(name, &a.index)?;
                 let limit = a.limit.unwrap_or(DEFAULT_SEARCH_LIMIT);
                 if !(1..=MAX_SEARCH_LIMIT).contains(&limit) {
                     return Err(invalid(
@@ -393,32 +461,63 @@ impl RedisToolServer {
                         &format!("`limit` must be between 1 and {MAX_SEARCH_LIMIT}, got {limit}"),
                     ));
                 }
-                let reply: redis::Value = self
-                    .query(
-                        name,
-                        redis::cmd("FT.SEARCH")
-                            .arg(&index)
-                            .arg(&a.query)
-                            .arg("LIMIT")
-                            .arg(0)
-                            .arg(limit),
-                    )
-                    .await?;
-                Ok(self.search_results(reply))
+                let cmd = vec![
+                    json!("FT.SEARCH"),
+                    key(a.index),
+                    Value::String(a.query),
+                    json!("LIMIT"),
+                    json!(0),
+                    json!(limit),
+                ];
+                self.exec(name, cmd).await
             }
             "xadd" => {
                 let a: XaddArgs = parse(name, arguments)?;
-                let stream = self.key(name, &a.stream)?;
                 if a.fields.is_empty() {
                     return Err(invalid(name, "`fields` must hold at least one field"));
                 }
-                let mut cmd = redis::cmd("XADD");
-                cmd.arg(&stream).arg("*");
-                for (f, v) in &a.fields {
-                    cmd.arg(f).arg(v);
+                let mut cmd = vec![json!("XADD"), key(a.stream), json!("*")];
+                for (f, v) in a.fields {
+                    cmd.extend([Value::String(f), Value::String(v)]);
                 }
-                let id: String = self.query(name, &cmd).await?;
-                Ok(json!(id))
+                self.exec(name, cmd).await
+            }
+            "command" => {
+                let a: CommandArgs = parse(name, arguments)?;
+                let cmd = match a.args {
+                    Some(args) => std::iter::once(Value::String(a.command))
+                        .chain(args.into_iter().map(Arg::into_value))
+                        .collect(),
+                    None => split_line(&a.command),
+                };
+                self.exec(name, cmd).await
+            }
+            "pipeline" => {
+                let a: PipelineArgs = parse(name, arguments)?;
+                if a.commands.is_empty() {
+                    return Err(invalid(name, "`commands` must hold at least one command"));
+                }
+                let cmds = a
+                    .commands
+                    .into_iter()
+                    .map(|c| match c {
+                        PipelineCommand::Parts(parts) => {
+                            parts.into_iter().map(Arg::into_value).collect()
+                        }
+                        PipelineCommand::Line(line) => split_line(&line),
+                    })
+                    .collect();
+                let replies = self
+                    .store
+                    .run_pipeline(&self.scope, cmds, a.transaction)
+                    .await
+                    .map_err(|e| tool_failure(name, &e))?;
+                Ok(Value::Array(
+                    replies
+                        .into_iter()
+                        .map(|r| r.unwrap_or_else(|e| json!({"error": e.message})))
+                        .collect(),
+                ))
             }
             other => Err(format!(
                 "the Redis tool server has no tool '{other}' (it has: {})",
@@ -431,88 +530,12 @@ impl RedisToolServer {
         self.tools.iter().map(|t| t.name.as_ref()).collect()
     }
 
-    /// `name` under the feature's prefix.
-    fn key(&self, tool: &str, name: &str) -> Result<String, String> {
-        if name.is_empty() {
-            return Err(invalid(
-                tool,
-                "key, index and stream names must not be empty",
-            ));
-        }
-        Ok(format!("{}{name}", self.prefix))
-    }
-
-    async fn query<T: redis::FromRedisValue>(
-        &self,
-        tool: &str,
-        cmd: &redis::Cmd,
-    ) -> Result<T, String> {
-        let mut conn = self
-            .store
-            .connection()
+    /// Runs one command through the command table.
+    async fn exec(&self, tool: &str, command: Vec<Value>) -> Result<Value, String> {
+        self.store
+            .run(&self.scope, command)
             .await
-            .map_err(|e| format!("redis tool '{tool}': {e}"))?;
-        cmd.query_async(&mut conn)
-            .await
-            .map_err(|e| format!("redis tool '{tool}' failed: {e}"))
-    }
-
-    /// An FT.SEARCH reply as `{"total", "results": [{"key", "fields"}]}`, keys without the prefix.
-    fn search_results(&self, reply: redis::Value) -> Value {
-        let strip = |k: Value| match k {
-            Value::String(s) => Value::String(
-                s.strip_prefix(&self.prefix)
-                    .map_or_else(|| s.clone(), str::to_owned),
-            ),
-            other => other,
-        };
-        match reply {
-            // RESP2: [total, key, [field, value, ...], key, [...], ...]
-            redis::Value::Array(items) if matches!(items.first(), Some(redis::Value::Int(_))) => {
-                let mut items = items.into_iter();
-                let total = items.next().map(to_json).unwrap_or(Value::Null);
-                let mut results = Vec::new();
-                while let Some(key) = items.next() {
-                    let fields = match items.next().map(to_json) {
-                        Some(Value::Array(flat)) => {
-                            let mut obj = serde_json::Map::new();
-                            for pair in flat.chunks(2) {
-                                if let [Value::String(f), v] = pair {
-                                    obj.insert(f.clone(), v.clone());
-                                }
-                            }
-                            Value::Object(obj)
-                        }
-                        other => other.unwrap_or(Value::Null),
-                    };
-                    results.push(json!({"key": strip(to_json(key)), "fields": fields}));
-                }
-                json!({"total": total, "results": results})
-            }
-            // RESP3: {"total_results", "results": [{"id", "extra_attributes"}]}
-            other => {
-                let mut value = to_json(other);
-                let total = value.get("total_results").cloned().unwrap_or(Value::Null);
-                match value.get_mut("results").map(Value::take) {
-                    Some(Value::Array(rs)) => {
-                        let results: Vec<Value> = rs
-                            .into_iter()
-                            .map(|mut r| {
-                                let key =
-                                    strip(r.get_mut("id").map(Value::take).unwrap_or_default());
-                                let fields = r
-                                    .get_mut("extra_attributes")
-                                    .map(Value::take)
-                                    .unwrap_or_else(|| json!({}));
-                                json!({"key": key, "fields": fields})
-                            })
-                            .collect();
-                        json!({"total": total, "results": results})
-                    }
-                    _ => value,
-                }
-            }
-        }
+            .map_err(|e| tool_failure(tool, &e))
     }
 
     /// A `tools/call` result: JSON text, or a tool error carrying the message.
@@ -524,6 +547,20 @@ impl RedisToolServer {
                 CallToolResult::error(vec![ContentBlock::text(message)])
             }
         }
+    }
+}
+
+/// A tool error for a command that was refused or failed; a command missing
+/// from the table gets the list of those there are.
+fn tool_failure(tool: &str, e: &BridgeError) -> String {
+    match e.kind {
+        BridgeErrorKind::Refused if e.message.contains(commands::NOT_IN_TABLE) => format!(
+            "redis tool '{tool}' refused: {} (commands: {})",
+            e.message,
+            command_list()
+        ),
+        BridgeErrorKind::Refused => format!("redis tool '{tool}' refused: {}", e.message),
+        _ => format!("redis tool '{tool}' failed: {}", e.message),
     }
 }
 

@@ -34,13 +34,86 @@ pub use eol_core::sandbox_check::ALLOWED_MODULES as DEFAULT_ALLOWED_MODULES;
 
 /// Runs the Redis commands sandboxed code asks for.
 pub trait RedisBridge: Send + Sync {
-    /// Executes one command (name first) and returns its reply as JSON, or a
-    /// message saying why it was refused or failed.
+    /// Executes one command (name first) and returns its reply as JSON, or
+    /// why it was refused or failed.
     fn execute(
         &self,
         command: Vec<serde_json::Value>,
-    ) -> Pin<Box<dyn Future<Output = Result<serde_json::Value, String>> + Send + '_>>;
+    ) -> Pin<Box<dyn Future<Output = Result<serde_json::Value, BridgeError>> + Send + '_>>;
+
+    /// Executes `commands` in one round trip (a MULTI/EXEC transaction when
+    /// `transaction`): each command's reply or error, or why none ran.
+    fn pipeline(
+        &self,
+        commands: Vec<Vec<serde_json::Value>>,
+        transaction: bool,
+    ) -> Pin<Box<dyn Future<Output = PipelineResult> + Send + '_>> {
+        let _ = (commands, transaction);
+        Box::pin(async {
+            Err(BridgeError::refused(
+                "Redis pipelines are not available here",
+            ))
+        })
+    }
 }
+
+/// The replies of a pipeline, one per command, or why none ran.
+pub type PipelineResult = Result<Vec<Result<serde_json::Value, BridgeError>>, BridgeError>;
+
+/// Why a Redis command from sandboxed code got no reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeError {
+    /// What kind of failure (it picks the Python exception class).
+    pub kind: BridgeErrorKind,
+    /// What to tell the code.
+    pub message: String,
+}
+
+/// The kinds of [`BridgeError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BridgeErrorKind {
+    /// The command is not allowed (not in the table, or a key outside the feature's).
+    Refused,
+    /// Redis answered with an error (WRONGTYPE, a syntax error, ...).
+    Server,
+    /// No Redis is configured or installed (the runner's setup, not the network).
+    Unavailable,
+    /// Redis could not be reached, or the connection broke.
+    Connection,
+    /// Redis did not answer in time.
+    Timeout,
+}
+
+impl BridgeErrorKind {
+    /// Its name in the worker protocol.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BridgeErrorKind::Refused => "refused",
+            BridgeErrorKind::Server => "server",
+            BridgeErrorKind::Unavailable => "unavailable",
+            BridgeErrorKind::Connection => "connection",
+            BridgeErrorKind::Timeout => "timeout",
+        }
+    }
+}
+
+impl BridgeError {
+    /// A refusal saying `message`.
+    pub fn refused(message: impl std::fmt::Display) -> Self {
+        Self {
+            kind: BridgeErrorKind::Refused,
+            message: message.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for BridgeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for BridgeError {}
 
 /// What can go wrong with the sandbox itself (not with the code it runs).
 #[derive(Debug, thiserror::Error)]

@@ -2,7 +2,7 @@
 //!
 //! Host to worker: `ping`, `check`, `call`, and `redis_reply` while a call runs.
 //! Worker to host: `ready` once, then `pong`, `checked`, `redis` (a Redis command
-//! the code wants run) and `result`.
+//! the code wants run), `redis_pipeline` (several, in one round trip) and `result`.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -27,13 +27,17 @@ pub(crate) enum Request<'a> {
         args: &'a Value,
         cpu_seconds: f64,
     },
-    /// The answer to a `redis` message.
+    /// The answer to a `redis` or `redis_pipeline` message (for a pipeline,
+    /// `value` holds one `{"ok", "value"}` or `{"ok", "error", "kind"}` per command).
     RedisReply {
         ok: bool,
         #[serde(skip_serializing_if = "Option::is_none")]
         value: Option<Value>,
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        /// The error's kind: refused, server, connection or timeout.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        kind: Option<&'static str>,
     },
 }
 
@@ -49,6 +53,12 @@ pub(crate) enum Reply {
     Checked { errors: Vec<CodeError> },
     /// A Redis command the running code asks for.
     Redis { command: Vec<Value> },
+    /// Redis commands to run in one round trip (a transaction when `transaction`).
+    RedisPipeline {
+        commands: Vec<Vec<Value>>,
+        #[serde(default)]
+        transaction: bool,
+    },
     /// The outcome of a `call`.
     Result(CallResult),
 }

@@ -2,7 +2,7 @@
 
 use super::limits::{Confinement, confine};
 use super::protocol::{CallResult, CodeError, Reply, Request};
-use super::{RedisBridge, SandboxError};
+use super::{BridgeError, RedisBridge, SandboxError};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Stdio;
@@ -196,16 +196,28 @@ impl Worker {
                 }
                 Reply::Redis { command } => {
                     let reply = match redis.execute(command).await {
-                        Ok(value) => Request::RedisReply {
-                            ok: true,
-                            value: Some(value),
-                            error: None,
-                        },
-                        Err(error) => Request::RedisReply {
-                            ok: false,
-                            value: None,
-                            error: Some(error),
-                        },
+                        Ok(value) => redis_value(value),
+                        Err(error) => redis_error(error),
+                    };
+                    self.send(&reply).await?;
+                }
+                Reply::RedisPipeline {
+                    commands,
+                    transaction,
+                } => {
+                    let reply = match redis.pipeline(commands, transaction).await {
+                        Ok(items) => redis_value(Value::Array(
+                            items
+                                .into_iter()
+                                .map(|item| match item {
+                                    Ok(value) => serde_json::json!({"ok": true, "value": value}),
+                                    Err(e) => serde_json::json!({
+                                        "ok": false, "error": e.message, "kind": e.kind.as_str()
+                                    }),
+                                })
+                                .collect(),
+                        )),
+                        Err(error) => redis_error(error),
                     };
                     self.send(&reply).await?;
                 }
@@ -226,5 +238,23 @@ impl Worker {
     /// Kills the process now (used when a call overruns its wall-clock limit).
     pub(crate) async fn kill(mut self) {
         let _ = self.child.kill().await;
+    }
+}
+
+fn redis_value(value: Value) -> Request<'static> {
+    Request::RedisReply {
+        ok: true,
+        value: Some(value),
+        error: None,
+        kind: None,
+    }
+}
+
+fn redis_error(error: BridgeError) -> Request<'static> {
+    Request::RedisReply {
+        ok: false,
+        value: None,
+        error: Some(error.message),
+        kind: Some(error.kind.as_str()),
     }
 }

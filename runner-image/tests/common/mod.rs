@@ -1,5 +1,6 @@
 //! Shared set-up for the runner's integration tests: real Python, real Redis.
 #![allow(dead_code)] // Each test binary uses a different part.
+#![allow(clippy::unwrap_used)] // Test set-up fails loudly.
 
 pub mod scripted_llm;
 
@@ -42,4 +43,28 @@ pub fn store(redis: &LocalRedis) -> Arc<RedisStore> {
 /// The example features directory.
 pub fn examples() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../features/examples")
+}
+
+/// Every key in `store`'s Redis (KEYS: fine on a test's own small Redis).
+pub async fn all_keys(store: &RedisStore) -> Vec<String> {
+    let mut conn = store.connection().await.unwrap();
+    redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// Creates search index `index` over the hashes under `prefix`, with one text field `title`.
+pub async fn create_title_index(store: &RedisStore, index: &str, prefix: &str) {
+    let mut conn = store.connection().await.unwrap();
+    let mut cmd = redis::cmd("FT.CREATE");
+    cmd.arg(index);
+    for word in [
+        "ON", "HASH", "PREFIX", "1", prefix, "SCHEMA", "title", "TEXT",
+    ] {
+        cmd.arg(word);
+    }
+    let created: String = cmd.query_async(&mut conn).await.unwrap();
+    assert_eq!(created, "OK");
 }

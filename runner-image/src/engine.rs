@@ -9,7 +9,7 @@ use crate::context::References;
 use crate::examples::{ExamplesError, RecordedExamples};
 use crate::prototype::{PrototypeError, PrototypeTrace, Prototyper, Tools};
 use crate::sandbox::{CallFailure, FailureKind, WorkerPool};
-use crate::store::RedisStore;
+use crate::store::{RedisStore, Scope, key_prefix};
 use eol_core::{CompiledSchema, Diagnostic, Diagnostics, Feature, OperationPhase, Phase, Position};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -307,6 +307,19 @@ impl Runtime {
         input: &Value,
         phase: Option<Phase>,
     ) -> Result<Execution, ExecError> {
+        let scope = Scope::new(key_prefix(self.feature.name()));
+        self.execute_in(&scope, operation, input, phase).await
+    }
+
+    /// [`Self::execute`] with the operation's code and the model's Redis tools
+    /// confined to `scope` (a test run's keyspace) instead of the feature's keys.
+    pub async fn execute_in(
+        &self,
+        scope: &Scope,
+        operation: &str,
+        input: &Value,
+        phase: Option<Phase>,
+    ) -> Result<Execution, ExecError> {
         let target = self.target(operation, input)?;
         target.check_input()?;
         let run_phase = phase.and_then(Phase::forced).unwrap_or(target.op.phase);
@@ -317,6 +330,7 @@ impl Runtime {
                     target,
                     model: self.prototyper.as_deref(),
                     tools: self.tools.as_deref(),
+                    scope,
                     caches: &self.caches,
                     references: &self.references,
                     examples: self.recorded_examples(),
@@ -330,6 +344,7 @@ impl Runtime {
                     file: &self.file,
                     pool: &self.pool,
                     store: &self.store,
+                    scope,
                     caches: &self.caches,
                 }
                 .run()

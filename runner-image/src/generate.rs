@@ -194,8 +194,11 @@ async fn try_candidate(
     .with_model(Some(model.clone()));
     let mut failures = Vec::new();
     let mut passed = 0;
+    // The candidate's tests and replays write to a keyspace of their own.
+    let keyspace = testing::TestKeyspace::new(checked.feature().name());
     for case in cases {
-        let result = testing::run_case(&checked, case, Some(Phase::Implementation)).await;
+        let result =
+            testing::run_case(&checked, &keyspace, case, Some(Phase::Implementation)).await;
         match result.verdict {
             Verdict::Passed => passed += 1,
             Verdict::Skipped => {}
@@ -210,12 +213,18 @@ async fn try_candidate(
     for example in examples {
         let input = example.get("input").cloned().unwrap_or(Value::Null);
         if let Err(e) = checked
-            .execute(&op.name, &input, Some(Phase::Implementation))
+            .execute_in(
+                keyspace.scope(),
+                &op.name,
+                &input,
+                Some(Phase::Implementation),
+            )
             .await
         {
             failures.push(format!("recorded example {input}: {e}"));
         }
     }
+    keyspace.clear(checked.store()).await;
     if failures.is_empty() {
         Ok((candidate, passed))
     } else {

@@ -7,6 +7,7 @@
 //! has one, and otherwise validated and retried with the errors fed back.
 
 use crate::llm::{ChatClient, ChatReply, LlmError, Usage};
+use crate::store::Scope;
 use eol_core::{CompiledSchema, Feature, Operation};
 use serde_json::{Value, json};
 use std::future::Future;
@@ -28,6 +29,40 @@ pub trait Tools: Send + Sync {
         name: &'a str,
         arguments: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>>;
+
+    /// [`Self::call`] with the built-in Redis tools confined to `scope` (a
+    /// test run's keyspace). Tools that touch no feature keys ignore it.
+    fn call_in<'a>(
+        &'a self,
+        scope: &'a Scope,
+        name: &'a str,
+        arguments: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>> {
+        let _ = scope;
+        self.call(name, arguments)
+    }
+}
+
+/// `tools` whose calls go to the keys of `scope`.
+pub struct InKeyspace<'a> {
+    /// The tools.
+    pub tools: &'a dyn Tools,
+    /// Where their Redis keys are.
+    pub scope: &'a Scope,
+}
+
+impl Tools for InKeyspace<'_> {
+    fn definitions(&self) -> Vec<Value> {
+        self.tools.definitions()
+    }
+
+    fn call<'a>(
+        &'a self,
+        name: &'a str,
+        arguments: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>> {
+        self.tools.call_in(self.scope, name, arguments)
+    }
 }
 
 /// How many answers are asked for before an invalid one is an error.

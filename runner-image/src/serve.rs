@@ -93,8 +93,10 @@ pub async fn serve(
 
 async fn test_gate(runtime: &Runtime, suite: &TestSuite) -> Readiness {
     let mut failures = Vec::new();
+    // Replicas test at the same time, each in a keyspace of its own.
+    let keyspace = testing::TestKeyspace::new(runtime.feature().name());
     for case in &suite.cases {
-        let result = testing::run_case(runtime, case, None).await;
+        let result = testing::run_case(runtime, &keyspace, case, None).await;
         if result.verdict == Verdict::Failed {
             failures.push(format!(
                 "'{}': {}",
@@ -103,6 +105,7 @@ async fn test_gate(runtime: &Runtime, suite: &TestSuite) -> Readiness {
             ));
         }
     }
+    keyspace.clear(runtime.store()).await;
     if failures.is_empty() {
         Readiness::Ready
     } else {

@@ -47,6 +47,15 @@ pub enum StoreError {
         #[source]
         source: redis::RedisError,
     },
+    /// A command of the runner's own failed.
+    #[error("failed to {what}: {source}")]
+    Command {
+        /// What the runner was doing.
+        what: String,
+        /// The client's error.
+        #[source]
+        source: redis::RedisError,
+    },
 }
 
 /// Where the project caches downloads and builds: `$EOL_CACHE_DIR`, else `$HOME/.cache/eol`.
@@ -301,9 +310,47 @@ impl RedisStore {
 
     /// The bridge sandboxed code of feature `feature` uses, confined to its key prefix.
     pub fn bridge(&self, feature: &str) -> FeatureRedis<'_> {
-        FeatureRedis {
-            store: self,
-            scope: Scope::new(key_prefix(feature)),
+        self.bridge_in(Scope::new(key_prefix(feature)))
+    }
+
+    /// The bridge confined to `scope` (a feature's keys, or a test run's).
+    pub fn bridge_in(&self, scope: Scope) -> FeatureRedis<'_> {
+        FeatureRedis { store: self, scope }
+    }
+
+    /// Deletes every key of `scope` (a test run's keyspace, once the run
+    /// ended); returns how many there were.
+    pub async fn clear(&self, scope: &Scope) -> Result<usize, StoreError> {
+        let mut conn = self.connection().await?;
+        let failed = |source| StoreError::Command {
+            what: format!("delete the keys under {}", scope.prefix()),
+            source,
+        };
+        let pattern = format!("{}*", scope.prefix());
+        let mut cursor: u64 = 0;
+        let mut deleted = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(failed)?;
+            if !keys.is_empty() {
+                let n: usize = redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(failed)?;
+                deleted += n;
+            }
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
         }
     }
 

@@ -1,9 +1,54 @@
-//! Running a `.test.eol` suite against a loaded feature.
+//! Running a `.test.eol` suite against a loaded feature, in a keyspace of its
+//! own: a test that writes data must not see another run's writes (replicas
+//! test at the same time) nor leave keys beside the feature's real ones.
 
 use crate::engine::{MODEL_SETTING, Runtime};
+use crate::store::{RedisStore, Scope, key_prefix};
 use eol_core::{Expectation, OperationPhase, Phase, TestCase, TestSuite, expect};
 use serde::Serialize;
 use std::time::Duration;
+
+/// The keyspace of one run of a feature's tests: `eol:<feature>:test:<id>:`,
+/// unique to the run, where the operations' code and the model's Redis tools
+/// read and write; [`TestKeyspace::clear`] empties it when the run ends.
+#[derive(Debug, Clone)]
+pub struct TestKeyspace {
+    scope: Scope,
+}
+
+impl TestKeyspace {
+    /// A fresh keyspace for a run of `feature`'s tests.
+    pub fn new(feature: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        // The process and the instant: unique among replicas and runs.
+        let id = format!("{:x}-{:x}", std::process::id(), nanos);
+        Self {
+            scope: Scope::new(format!("{}test:{id}:", key_prefix(feature))),
+        }
+    }
+
+    /// Where the run's keys are.
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    /// Deletes the run's keys. A failure only costs a warning: the keys stay
+    /// under a prefix no feature call ever reads.
+    pub async fn clear(&self, store: &RedisStore) {
+        match store.clear(&self.scope).await {
+            Ok(n) => tracing::debug!(
+                prefix = self.scope.prefix(),
+                keys = n,
+                "test keyspace cleared"
+            ),
+            Err(error) => {
+                tracing::warn!(prefix = self.scope.prefix(), %error, "the test keyspace could not be cleared")
+            }
+        }
+    }
+}
 
 /// How one case ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -79,8 +124,13 @@ impl std::fmt::Display for Summary {
     }
 }
 
-/// Runs one case.
-pub async fn run_case(runtime: &Runtime, case: &TestCase, phase: Option<Phase>) -> CaseResult {
+/// Runs one case in `keyspace`.
+pub async fn run_case(
+    runtime: &Runtime,
+    keyspace: &TestKeyspace,
+    case: &TestCase,
+    phase: Option<Phase>,
+) -> CaseResult {
     let op_phase = runtime
         .effective_phase(&case.operation, phase)
         .unwrap_or(OperationPhase::Prototyping);
@@ -101,7 +151,10 @@ pub async fn run_case(runtime: &Runtime, case: &TestCase, phase: Option<Phase>) 
         result.reason = Some(format!("runs in the {only} phase only"));
         return result;
     }
-    match runtime.execute(&case.operation, &case.input, phase).await {
+    match runtime
+        .execute_in(keyspace.scope(), &case.operation, &case.input, phase)
+        .await
+    {
         Err(e) => result.reason = Some(e.to_string()),
         Ok(exec) => {
             result.duration = exec.duration;

@@ -589,3 +589,55 @@ fn a_result_that_cannot_be_stored_does_not_fail_the_run() {
     );
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn tests_that_write_data_run_in_a_keyspace_of_their_own_and_leave_nothing() {
+    let redis = common::local_redis();
+    let dir = tempfile::tempdir().unwrap();
+    // An exact expectation after a write: passes only on data no other run touched.
+    let tests = r#"---
+feature: inventory
+---
+
+## adding stock to a new SKU gives exactly that
+Operation: add_stock
+Input:
+```yaml
+sku: EXACT-1
+quantity: 1
+```
+Expect:
+```yaml
+level: 1
+```
+"#;
+    let file = dir.path().join("exact.test.eol");
+    std::fs::write(&file, tests).unwrap();
+    let feature = common::examples().join("inventory.eol");
+    for run in 1..=2 {
+        let o = eol_env(
+            &[
+                "test",
+                file.to_str().unwrap(),
+                "--feature",
+                feature.to_str().unwrap(),
+            ],
+            &[("REDIS_URL", &redis.url)],
+        );
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "run {run}: {out}{err}");
+        assert!(out.contains("1 passed, 0 failed"), "run {run}: {out}");
+    }
+    let mut conn = redis::Client::open(redis.url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("eol:inventory:*")
+        .query(&mut conn)
+        .unwrap();
+    assert!(
+        keys.iter().all(|k| !k.contains("EXACT-1")),
+        "test keys left behind or written to the feature's keyspace: {keys:?}"
+    );
+}

@@ -1281,3 +1281,43 @@ async fn eol_mcp_serves_a_feature_over_stdio() {
     assert!(err.contains("does not match the Input schema"), "{err}");
     toolbox.close().await;
 }
+
+#[tokio::test]
+async fn redis_tools_called_in_a_test_keyspace_stay_in_it() {
+    let redis = common::local_redis();
+    let store = common::store(&redis);
+    let feature = parse_feature("shop.eol", SHOP).unwrap();
+    let toolbox = Toolbox::connect(&feature, store.clone()).await.unwrap();
+    let keyspace = eol_runner::testing::TestKeyspace::new("shop");
+    let tools = eol_runner::prototype::InKeyspace {
+        tools: &toolbox,
+        scope: keyspace.scope(),
+    };
+    tools
+        .call("redis__set", r#"{"key": "cart:7", "value": "in a test"}"#)
+        .await
+        .unwrap();
+    let got = tools
+        .call("redis__get", r#"{"key": "cart:7"}"#)
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&got).unwrap(),
+        json!("in a test")
+    );
+    // Not the feature's key; the test keyspace's, until it is cleared.
+    assert_eq!(raw_get(&store, "eol:shop:cart:7").await, None);
+    let key = format!("{}cart:7", keyspace.scope().prefix());
+    assert_eq!(raw_get(&store, &key).await.as_deref(), Some("in a test"));
+    assert_eq!(
+        toolbox
+            .call("redis__get", r#"{"key": "cart:7"}"#)
+            .await
+            .unwrap(),
+        "null",
+        "the feature's own calls do not see it"
+    );
+    keyspace.clear(&store).await;
+    assert_eq!(raw_get(&store, &key).await, None);
+    toolbox.close().await;
+}

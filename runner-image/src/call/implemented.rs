@@ -5,7 +5,7 @@ use super::{CallOutput, CallTarget};
 use crate::caches::FeatureCaches;
 use crate::engine::ExecError;
 use crate::sandbox::WorkerPool;
-use crate::store::RedisStore;
+use crate::store::{RedisStore, Scope};
 
 /// One call of an operation in the implementation phase.
 pub(crate) struct ImplementedCall<'a> {
@@ -15,8 +15,10 @@ pub(crate) struct ImplementedCall<'a> {
     pub(crate) file: &'a str,
     /// The sandbox workers.
     pub(crate) pool: &'a WorkerPool,
-    /// The Redis the code's commands go to, under the feature's prefix.
+    /// The Redis the code's commands go to.
     pub(crate) store: &'a RedisStore,
+    /// The keys they may touch: the feature's, or a test run's.
+    pub(crate) scope: &'a Scope,
     /// The result cache.
     pub(crate) caches: &'a FeatureCaches,
 }
@@ -25,9 +27,7 @@ impl ImplementedCall<'_> {
     /// A cached result of the same code on the same input, else the code's
     /// validated output, cached when the operation's results are.
     pub(crate) async fn run(self) -> Result<CallOutput, ExecError> {
-        let CallTarget {
-            feature, op, input, ..
-        } = self.target;
+        let CallTarget { op, input, .. } = self.target;
         let Some(code) = &op.code else {
             return Err(ExecError::NoCode {
                 feature: self.target.feature_name(),
@@ -41,7 +41,7 @@ impl ImplementedCall<'_> {
         {
             return Ok(CallOutput::cached(self.target.checked(output)?, hit));
         }
-        let bridge = self.store.bridge(feature.name());
+        let bridge = self.store.bridge_in(self.scope.clone());
         let outcome = self
             .pool
             .call(&code.source, &op.name, input, &bridge)

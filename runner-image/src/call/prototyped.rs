@@ -7,7 +7,8 @@ use crate::caches::{FeatureCaches, SemanticLookup};
 use crate::context::References;
 use crate::engine::ExecError;
 use crate::examples::RecordedExamples;
-use crate::prototype::{PromptContext, PrototypeTrace, Prototyper, Tools};
+use crate::prototype::{InKeyspace, PromptContext, PrototypeTrace, Prototyper, Tools};
+use crate::store::Scope;
 use serde_json::Value;
 
 /// One call of an operation in the prototyping phase.
@@ -18,6 +19,8 @@ pub(crate) struct PrototypedCall<'a> {
     pub(crate) model: Option<&'a Prototyper>,
     /// Tools the model may call first.
     pub(crate) tools: Option<&'a dyn Tools>,
+    /// The keys the model's Redis tools may touch: the feature's, or a test run's.
+    pub(crate) scope: &'a Scope,
     /// The semantic cache and the vector context.
     pub(crate) caches: &'a FeatureCaches,
     /// The feature's references: the context when the vector index gives none.
@@ -88,8 +91,19 @@ impl PrototypedCall<'_> {
             Some(selected) => selected,
             None => PromptContext::Ranked(&self.references.docs),
         };
+        let tools = self.tools.map(|tools| InKeyspace {
+            tools,
+            scope: self.scope,
+        });
         let (answer, mut trace) = model
-            .execute_with(feature, op, input, &schemas.output, self.tools, &context)
+            .execute_with(
+                feature,
+                op,
+                input,
+                &schemas.output,
+                tools.as_ref().map(|t| t as &dyn Tools),
+                &context,
+            )
             .await
             .map_err(failed)?;
         if let Some(missing) = self.references.unreadable_note() {

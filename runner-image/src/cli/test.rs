@@ -44,11 +44,12 @@ pub(super) async fn test(
         bar
     });
     let mut results: Vec<CaseResult> = Vec::with_capacity(suite.cases.len());
+    let keyspace = testing::TestKeyspace::new(runtime.feature().name());
     for case in &suite.cases {
         if let Some(bar) = &bar {
             bar.set_message(case.title.clone());
         }
-        let result = testing::run_case(&runtime, case, phase).await;
+        let result = testing::run_case(&runtime, &keyspace, case, phase).await;
         if text {
             let line = case_line(&result);
             match &bar {
@@ -64,6 +65,7 @@ pub(super) async fn test(
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    keyspace.clear(runtime.store()).await;
     let summary = Summary::of(&results);
     let coverage = with_coverage.then(|| testing::coverage(&runtime, &suite));
     if text {

@@ -359,6 +359,14 @@ impl RedisToolServer {
         }
     }
 
+    /// The same server with its keys in `scope` (a test run's keyspace).
+    pub fn in_scope(&self, scope: Scope) -> Self {
+        Self {
+            scope,
+            ..self.clone()
+        }
+    }
+
     /// The tools it offers.
     pub fn tools(&self) -> &[Tool] {
         &self.tools

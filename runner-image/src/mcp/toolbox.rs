@@ -8,7 +8,7 @@
 
 use crate::mcp::redis_tools::RedisToolServer;
 use crate::prototype::Tools;
-use crate::store::RedisStore;
+use crate::store::{RedisStore, Scope};
 use eol_core::{Feature, ToolServer};
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, ContentBlock,
@@ -231,6 +231,8 @@ struct ExposedTool {
 /// also stops the servers, less gracefully).
 pub struct Toolbox {
     feature: String,
+    /// The built-in Redis tool server itself, for calls in another keyspace.
+    builtin: Option<RedisToolServer>,
     servers: Vec<Connection>,
     tools: Vec<ExposedTool>,
     by_name: HashMap<String, usize>,
@@ -271,6 +273,7 @@ impl Toolbox {
     pub async fn connect(feature: &Feature, store: Arc<RedisStore>) -> Result<Self, ToolboxError> {
         let mut toolbox = Toolbox {
             feature: feature.name().to_owned(),
+            builtin: None,
             servers: Vec::new(),
             tools: Vec::new(),
             by_name: HashMap::new(),
@@ -297,6 +300,7 @@ impl Toolbox {
             seen.push(server.name.clone());
         }
         let builtin = RedisToolServer::new(store, feature.name());
+        self.builtin = Some(builtin.clone());
         let (client_io, server_io) = tokio::io::duplex(64 * 1024);
         let task = tokio::spawn(async move {
             match builtin.serve(server_io).await {
@@ -602,6 +606,34 @@ impl Toolbox {
         }
     }
 
+    /// [`Self::call_tool`] with the built-in Redis tools confined to `scope`:
+    /// they run in process against that keyspace; other servers' tools as usual.
+    pub async fn call_tool_in(
+        &self,
+        scope: &Scope,
+        name: &str,
+        arguments: &str,
+    ) -> Result<String, String> {
+        let builtin = self.by_name.get(name).and_then(|&i| {
+            let tool = &self.tools[i];
+            (self.servers[tool.server].name == REDIS_SERVER).then_some(tool)
+        });
+        let (Some(tool), Some(server)) = (builtin, &self.builtin) else {
+            return self.call_tool(name, arguments).await;
+        };
+        let arguments = parse_arguments(name, arguments)?;
+        let result = server
+            .in_scope(scope.clone())
+            .call(&tool.tool, Some(arguments))
+            .await;
+        let text = result_text(&result);
+        if result.is_error == Some(true) {
+            Err(format!("tool '{name}' failed: {text}"))
+        } else {
+            Ok(text)
+        }
+    }
+
     async fn service_error(&self, tool: &str, server: &Connection, error: ServiceError) -> String {
         match error {
             ServiceError::McpError(e) => format!(
@@ -759,6 +791,15 @@ impl Tools for Toolbox {
         arguments: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>> {
         Box::pin(self.call_tool(name, arguments))
+    }
+
+    fn call_in<'a>(
+        &'a self,
+        scope: &'a Scope,
+        name: &'a str,
+        arguments: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>> {
+        Box::pin(self.call_tool_in(scope, name, arguments))
     }
 }
 

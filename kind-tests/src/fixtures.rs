@@ -52,7 +52,8 @@ pub async fn call(
         .unwrap_or_else(|| panic!("Service {service} has no ClusterIP"));
     reqwest::Client::new()
         .post(format!("http://{ip}/v1/operations/{op}"))
-        .timeout(Duration::from_secs(10))
+        // A call may wait out a restart of the namespace's Redis (up to 15 s).
+        .timeout(Duration::from_secs(30))
         .json(&input)
         .send()
         .await

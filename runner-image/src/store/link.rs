@@ -27,8 +27,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// How long a command waits for Redis to come back before it fails.
-pub const RECONNECT_WINDOW: Duration = Duration::from_secs(5);
+/// How long a command waits for Redis to come back before it fails: long
+/// enough for the managed Redis pod to be replaced (its StatefulSet makes a new
+/// pod, which must pass its readiness probe before its Service routes to it).
+pub const RECONNECT_WINDOW: Duration = Duration::from_secs(15);
 
 /// How long opening a connection (TCP and handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);

@@ -60,23 +60,7 @@ async fn a_pod_in_the_cluster_calls_a_feature_by_its_service_name() {
 
 /// A test that changes data and expects an exact value: it passes only in a
 /// keyspace nobody else writes to.
-const EXACT_TESTS: &str = r#"---
-feature: inventory
----
-
-## adding stock to a new SKU gives exactly that
-Operation: add_stock
-Input:
-```yaml
-sku: TEST-EXACT-1
-quantity: 1
-```
-Expect:
-```yaml
-sku: TEST-EXACT-1
-level: 1
-```
-"#;
+const EXACT_TESTS: &str = include_str!("../../features/tests/inventory-exact.test.eol");
 
 #[tokio::test]
 async fn readiness_tests_run_in_a_keyspace_of_their_own() {

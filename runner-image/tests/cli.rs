@@ -593,26 +593,8 @@ fn a_result_that_cannot_be_stored_does_not_fail_the_run() {
 #[test]
 fn tests_that_write_data_run_in_a_keyspace_of_their_own_and_leave_nothing() {
     let redis = common::local_redis();
-    let dir = tempfile::tempdir().unwrap();
     // An exact expectation after a write: passes only on data no other run touched.
-    let tests = r#"---
-feature: inventory
----
-
-## adding stock to a new SKU gives exactly that
-Operation: add_stock
-Input:
-```yaml
-sku: EXACT-1
-quantity: 1
-```
-Expect:
-```yaml
-level: 1
-```
-"#;
-    let file = dir.path().join("exact.test.eol");
-    std::fs::write(&file, tests).unwrap();
+    let file = common::examples().join("../tests/inventory-exact.test.eol");
     let feature = common::examples().join("inventory.eol");
     for run in 1..=2 {
         let o = eol_env(
@@ -637,7 +619,7 @@ level: 1
         .query(&mut conn)
         .unwrap();
     assert!(
-        keys.iter().all(|k| !k.contains("EXACT-1")),
+        keys.iter().all(|k| !k.contains("TEST-EXACT-1")),
         "test keys left behind or written to the feature's keyspace: {keys:?}"
     );
 }

@@ -48,28 +48,21 @@ impl<'a> Children<'a> {
     }
 
     pub(super) async fn apply_deployment(&self, template: PodTemplateSpec) -> Result<Deployment> {
-        let deployment = children::deployment(self.feature, template, &self.ctx.config);
-        self.api::<Deployment>()
-            .patch(
-                &self.feature.name_any(),
-                &apply(),
-                &Patch::Apply(deployment),
-            )
-            .await
-            .map_err(Error::kube("apply the Deployment", &self.object))
+        self.deployment(template, "apply the Deployment").await
     }
 
+    /// Applies the Deployment with the pod template of the last good configuration.
     pub(super) async fn roll_back(&self, template: PodTemplateSpec) -> Result<()> {
+        self.deployment(template, "roll the Deployment back").await?;
+        Ok(())
+    }
+
+    async fn deployment(&self, template: PodTemplateSpec, action: &'static str) -> Result<Deployment> {
         let deployment = children::deployment(self.feature, template, &self.ctx.config);
         self.api::<Deployment>()
-            .patch(
-                &self.feature.name_any(),
-                &apply(),
-                &Patch::Apply(deployment),
-            )
+            .patch(&self.feature.name_any(), &apply(), &Patch::Apply(deployment))
             .await
-            .map_err(Error::kube("roll the Deployment back", &self.object))?;
-        Ok(())
+            .map_err(Error::kube(action, &self.object))
     }
 
     pub(super) async fn apply_service(&self) -> Result<()> {

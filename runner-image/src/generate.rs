@@ -232,12 +232,18 @@ async fn try_candidate(
     }
 }
 
+/// The instructions for the model that writes an operation's code: the rules of
+/// the sandbox and what it provides.
 fn system_prompt(op: &Operation) -> String {
     format!(
         "You write Python 3 functions that run in a sandbox.\n\
          Rules: define exactly one top-level function `def {name}({params}):` returning a value that matches the output schema. \
          Imports allowed: {modules}. No file, network or process access; no eval/exec/open; no names starting with '_'. \
-         A `redis` object (get, set, incr, decr, hget, hset, hgetall, delete, exists, expire, lpush, lrange, json_get, json_set) and `json` are provided without import.\n\
+         `json` and `redis` are provided without import. `redis` is a redis-py client as redis.Redis(decode_responses=True) gives it: \
+         redis-py's method names, arguments and return values, str not bytes \
+         (get, set, incr, hget, hset, hgetall, lpush, lrange, sadd, smembers, zadd, zrange, expire, delete, scan_iter, json().get, json().set, ...); \
+         redis.pipeline() queues commands and execute() returns their replies. \
+         Keys are confined to this feature; KEYS, scripts and blocking commands are refused.\n\
          Answer with one ```python block and nothing else.",
         name = op.name,
         params = op.parameters().join(", "),

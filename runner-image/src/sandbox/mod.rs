@@ -20,11 +20,16 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
 /// The worker program, embedded so the binary is self-contained: the static
-/// check it shares with the operator, then the worker itself.
+/// check it shares with the operator, redis-py's command methods, the `redis`
+/// module built on them, then the worker itself (its `main()` runs last). One
+/// module at run time: the worker runs as `python3 -I -S -u worker.py` and
+/// imports no sibling files.
 fn worker_script() -> String {
     format!(
-        "{}\n{}",
+        "{}\n{}\n{}\n{}",
         eol_core::sandbox_check::SCRIPT,
+        include_str!("redis_commands.py"),
+        include_str!("redis_proxy.py"),
         include_str!("worker.py")
     )
 }

@@ -53,14 +53,23 @@ impl<'a> Children<'a> {
 
     /// Applies the Deployment with the pod template of the last good configuration.
     pub(super) async fn roll_back(&self, template: PodTemplateSpec) -> Result<()> {
-        self.deployment(template, "roll the Deployment back").await?;
+        self.deployment(template, "roll the Deployment back")
+            .await?;
         Ok(())
     }
 
-    async fn deployment(&self, template: PodTemplateSpec, action: &'static str) -> Result<Deployment> {
+    async fn deployment(
+        &self,
+        template: PodTemplateSpec,
+        action: &'static str,
+    ) -> Result<Deployment> {
         let deployment = children::deployment(self.feature, template, &self.ctx.config);
         self.api::<Deployment>()
-            .patch(&self.feature.name_any(), &apply(), &Patch::Apply(deployment))
+            .patch(
+                &self.feature.name_any(),
+                &apply(),
+                &Patch::Apply(deployment),
+            )
             .await
             .map_err(Error::kube(action, &self.object))
     }

@@ -107,6 +107,23 @@ impl Context {
         action: &str,
         note: String,
     ) {
+        self.event_related(object, None, warning, reason, action, note)
+            .await;
+    }
+
+    /// [`Self::event`] with a related object. The recorder folds repeats of an
+    /// event (same object, reason, action and related object) into one, whose
+    /// note stays the first one's: a second phase switch, related to another
+    /// configuration, is an event of its own and names its own target.
+    pub async fn event_related(
+        &self,
+        object: &ObjectReference,
+        related: Option<ObjectReference>,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         let event = Event {
             type_: if warning {
                 EventType::Warning
@@ -117,7 +134,7 @@ impl Context {
             // Events carry at most 1 KiB of note.
             note: Some(note.chars().take(1000).collect()),
             action: action.to_owned(),
-            secondary: None,
+            secondary: related,
         };
         if let Err(error) = self.recorder.publish(&event, object).await {
             tracing::warn!(%error, reason, "failed to publish an event");

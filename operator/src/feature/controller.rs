@@ -14,7 +14,7 @@ use crate::redis;
 use crate::source::{self, Loaded, Prepared};
 use eol_core::crd::{Feature, FeatureStatus};
 use eol_core::runner_contract::{HTTP_PORT, READY_PATH};
-use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, Secret};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, PodTemplateSpec, Secret};
 use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
@@ -155,8 +155,16 @@ async fn finish(
     }
     let reference = feature.object_ref(&());
     for event in decision.events {
-        ctx.event(
+        let related = event.config.map(|hash| ObjectReference {
+            api_version: Some("v1".to_owned()),
+            kind: Some("ConfigMap".to_owned()),
+            name: Some(children::config_map_name(feature, &hash)),
+            namespace: Some(ns.to_owned()),
+            ..ObjectReference::default()
+        });
+        ctx.event_related(
             &reference,
+            related,
             event.warning,
             event.reason,
             event.action,

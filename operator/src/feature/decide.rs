@@ -74,6 +74,8 @@ pub struct Event {
     pub action: &'static str,
     /// The note.
     pub note: String,
+    /// The configuration it is about (its ConfigMap is the event's related object).
+    pub config: Option<String>,
 }
 
 /// When to reconcile again without a change.
@@ -162,6 +164,7 @@ pub fn spec_invalid(feature: &Feature, previous: &FeatureStatus, problem: SpecPr
             reason: problem.reason,
             action: "Validate",
             note: problem.message,
+            config: None,
         });
     }
     decision
@@ -204,6 +207,7 @@ pub fn spec_valid(
             reason: event::CODE_NOT_CHECKED,
             action: "Validate",
             note: message,
+            config: None,
         });
     }
     decision
@@ -238,6 +242,7 @@ pub fn model(
                     reason: why,
                     action: "Configure",
                     note: message,
+                    config: None,
                 });
             }
             decision.requeue = Requeue::After(Duration::from_secs(10));
@@ -365,6 +370,7 @@ pub fn rollout(
                         reason: event::SWITCH_COMPLETE,
                         action: "Rollout",
                         note: format!("serving phase {phase} (config {target})"),
+                        config: Some(target.clone()),
                     });
                 }
             }
@@ -391,6 +397,7 @@ pub fn rollout(
                         reason: event::SWITCH_STARTED,
                         action: "Rollout",
                         note: format!("rolling out phase {phase} (config {target})"),
+                        config: Some(target.clone()),
                     });
                 }
             }
@@ -423,6 +430,7 @@ pub fn rollout(
                             reason: event::ROLLED_BACK,
                             action: "Rollback",
                             note,
+                            config: Some(target.clone()),
                         });
                         requeue = Requeue::After(Duration::from_secs(5));
                     }
@@ -439,6 +447,7 @@ pub fn rollout(
                                 reason: event::SWITCH_FAILED,
                                 action: "Rollout",
                                 note: note.clone(),
+                                config: Some(target.clone()),
                             });
                         }
                         set(

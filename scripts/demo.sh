@@ -14,7 +14,9 @@ cargo build --quiet --release -p eol-runner
 # One Redis for the whole demo, so the second run below finds the first one's cache.
 eval "$(scripts/redis.sh start)"
 eval "$(scripts/llm.sh start)"
-trap 'scripts/llm.sh stop >/dev/null 2>&1 || true; scripts/redis.sh stop >/dev/null 2>&1 || true' EXIT
+# Absolute paths: the demo changes directory below, and a relative one left both running.
+root=$PWD
+trap '"$root"/scripts/llm.sh stop >/dev/null 2>&1 || true; "$root"/scripts/redis.sh stop >/dev/null 2>&1 || true' EXIT
 eol="$CARGO_TARGET_DIR/release/eol"
 cd features/examples
 

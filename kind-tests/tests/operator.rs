@@ -143,20 +143,7 @@ async fn an_invalid_source_is_reported_and_nothing_is_created() {
             serde_json::json!({"source": {"inline": broken}}),
         ))
         .await;
-        let f = wait_for(
-            &env.api::<Feature>(),
-            "inventory",
-            Duration::from_secs(60),
-            |f| {
-                f.status
-                    .as_ref()
-                    .and_then(|s| condition(&s.conditions, "SpecValid"))
-                    .is_some()
-            },
-        )
-        .await;
-        let (status, reason, message) =
-            condition(&f.status.unwrap().conditions, "SpecValid").unwrap();
+        let (status, reason, message) = spec_valid(&env, "inventory").await;
         assert_eq!((status.as_str(), reason.as_str()), ("False", "ParseError"));
         assert!(
             message.contains("spec.source.inline:5:"),
@@ -167,6 +154,18 @@ async fn an_invalid_source_is_reported_and_nothing_is_created() {
         nothing_created(&env).await;
     })
     .await;
+}
+
+/// The Feature's `SpecValid` condition, once it has one.
+async fn spec_valid(env: &TestEnv, name: &str) -> (String, String, String) {
+    let f = wait_for(&env.api::<Feature>(), name, Duration::from_secs(60), |f| {
+        f.status
+            .as_ref()
+            .and_then(|s| condition(&s.conditions, "SpecValid"))
+            .is_some()
+    })
+    .await;
+    condition(&f.status.unwrap().conditions, "SpecValid").unwrap()
 }
 
 /// Asserts that the operator created nothing in the test's namespace.
@@ -217,20 +216,7 @@ async fn python_the_sandbox_refuses_makes_the_spec_invalid_and_creates_nothing()
             serde_json::json!({"source": {"inline": bad}, "tests": INVENTORY_TESTS}),
         ))
         .await;
-        let f = wait_for(
-            &env.api::<Feature>(),
-            "inventory",
-            Duration::from_secs(60),
-            |f| {
-                f.status
-                    .as_ref()
-                    .and_then(|s| condition(&s.conditions, "SpecValid"))
-                    .is_some()
-            },
-        )
-        .await;
-        let (status, reason, message) =
-            condition(&f.status.unwrap().conditions, "SpecValid").unwrap();
+        let (status, reason, message) = spec_valid(&env, "inventory").await;
         assert_eq!(
             (status.as_str(), reason.as_str()),
             ("False", "CodeInvalid"),

@@ -183,7 +183,12 @@ async fn a_user_installs_applies_switches_upgrades_and_uninstalls() {
         );
 
         let features: Api<Feature> = Api::namespaced(client.clone(), &ns);
-        wait_for(&features, "inventory", TIMEOUT, |f| ready_with(f, 2)).await;
+        let ready = wait_for(&features, "inventory", TIMEOUT, |f| ready_with(f, 2)).await;
+        // The operator pod checked the Python itself (its image has Python 3):
+        // an unchecked source says so in SpecValid's message.
+        let (_, _, spec_valid) =
+            condition(&ready.status.unwrap().conditions, "SpecValid").expect("SpecValid");
+        assert_eq!(spec_valid, "the source parses; phase implementation");
         // DESIRED (spec.phase) is a wide column.
         assert_eq!(
             headers("features", &ns),

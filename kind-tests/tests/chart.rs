@@ -116,7 +116,12 @@ fn template(namespace: &str, extra: &[&str]) -> String {
         namespace,
     ];
     args.extend_from_slice(extra);
-    let out = helm(&args);
+    helm_stdout(&args)
+}
+
+/// helm's stdout; panics with helm's message on failure.
+fn helm_stdout(args: &[&str]) -> String {
+    let out = helm(args);
     assert!(
         out.status.success(),
         "helm {} failed: {}",
@@ -297,14 +302,7 @@ fn notes(extra: &[&str]) -> String {
         "--dry-run=client",
     ];
     args.extend_from_slice(extra);
-    let out = helm(&args);
-    assert!(
-        out.status.success(),
-        "helm {} failed: {}",
-        args.join(" "),
-        text(&out.stderr)
-    );
-    let stdout = text(&out.stdout);
+    let stdout = helm_stdout(&args);
     stdout
         .split_once("NOTES:")
         .map(|(_, notes)| notes.to_owned())

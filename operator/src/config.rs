@@ -171,4 +171,18 @@ mod tests {
         let err = parse(&["--runner-resources", "cpu=1"]).expect_err("not JSON");
         assert!(err.to_string().contains("as JSON"), "{err}");
     }
+
+    #[test]
+    fn the_python_of_the_code_check_defaults_to_python3() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("eol-operator").chain(args.iter().copied()))
+                .map(|c| c.config.python)
+        };
+        assert_eq!(parse(&[]).unwrap(), std::path::PathBuf::from("python3"));
+        assert_eq!(parse(&[]).unwrap(), OperatorConfig::default().python);
+        assert_eq!(
+            parse(&["--python", "/usr/bin/python3.11"]).unwrap(),
+            std::path::PathBuf::from("/usr/bin/python3.11")
+        );
+    }
 }

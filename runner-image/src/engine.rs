@@ -9,7 +9,7 @@ use crate::context::References;
 use crate::examples::{ExamplesError, RecordedExamples};
 use crate::prototype::{PrototypeError, PrototypeTrace, Prototyper, Tools};
 use crate::sandbox::{CallFailure, FailureKind, WorkerPool};
-use crate::store::{RedisStore, Scope, key_prefix};
+use crate::store::{RedisStore, Scope};
 use eol_core::{CompiledSchema, Diagnostic, Diagnostics, Feature, OperationPhase, Phase, Position};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -164,6 +164,8 @@ pub struct Runtime {
     references: References,
     /// The semantic, embeddings and result caches and the vector context.
     caches: Arc<FeatureCaches>,
+    /// The feature's own keys, where calls outside tests run.
+    scope: Scope,
 }
 
 impl Runtime {
@@ -204,6 +206,7 @@ impl Runtime {
             EmbedderSource::Off,
             None,
         ));
+        let scope = Scope::of_feature(feature.name());
         Ok(Self {
             caches,
             feature,
@@ -214,6 +217,7 @@ impl Runtime {
             prototyper: None,
             tools: None,
             references,
+            scope,
         })
     }
 
@@ -307,8 +311,7 @@ impl Runtime {
         input: &Value,
         phase: Option<Phase>,
     ) -> Result<Execution, ExecError> {
-        let scope = Scope::new(key_prefix(self.feature.name()));
-        self.execute_in(&scope, operation, input, phase).await
+        self.execute_in(&self.scope, operation, input, phase).await
     }
 
     /// [`Self::execute`] with the operation's code and the model's Redis tools

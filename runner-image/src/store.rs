@@ -310,7 +310,7 @@ impl RedisStore {
 
     /// The bridge sandboxed code of feature `feature` uses, confined to its key prefix.
     pub fn bridge(&self, feature: &str) -> FeatureRedis<'_> {
-        self.bridge_in(Scope::new(key_prefix(feature)))
+        self.bridge_in(Scope::of_feature(feature))
     }
 
     /// The bridge confined to `scope` (a feature's keys, or a test run's).

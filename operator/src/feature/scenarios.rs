@@ -183,6 +183,39 @@ async fn a_new_feature_creates_its_config_map_deployment_and_service() {
 }
 
 #[tokio::test]
+async fn without_its_python_the_operator_accepts_the_source_and_says_the_code_is_unchecked() {
+    // --python / EOL_PYTHON names an interpreter that is not there.
+    let config = OperatorConfig {
+        python: "/nonexistent/python3".into(),
+        ..external_redis()
+    };
+    let (ctx, server) = context(config);
+    let f = feature(json!({"source": {"inline": SOURCE}}));
+    let hash = hash_of(&f);
+    let mut expected = applies(&hash, json!({}));
+    expected.extend([
+        Expect::new("GET", REPLICA_SETS, list("ReplicaSetList", vec![])),
+        Expect::new("GET", CONFIG_MAPS, list("ConfigMapList", vec![])),
+        Expect::new("PATCH", STATUS, (200, stored())).checking(|patch| {
+            let c = condition(&patch, "SpecValid");
+            assert_eq!(c["status"], "True");
+            let message = c["message"].as_str().expect("message");
+            assert!(
+                message.contains(
+                    "its Python was not checked here (failed to start /nonexistent/python3"
+                ),
+                "{message}"
+            );
+        }),
+        events_reason("CodeNotChecked"),
+        events_reason("PhaseSwitchStarted"),
+    ]);
+    let verify = server.run(expected);
+    reconciled(f, ctx).await;
+    verify.await.expect("the API calls were as expected");
+}
+
+#[tokio::test]
 async fn a_phase_change_rolls_and_names_its_target() {
     let (ctx, server) = context(external_redis());
     let plain = feature(json!({"source": {"inline": SOURCE}}));

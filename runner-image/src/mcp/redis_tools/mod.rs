@@ -2,7 +2,7 @@
 //! runs a prototyped operation, each confined to the feature's key prefix.
 //!
 //! The model names keys as it likes (`cart:42`); the server stores them under
-//! `eol:<feature>:` ([`key_prefix`]), so one feature can never read or write
+//! `eol:<feature>:` ([`crate::store::key_prefix`]), so one feature can never read or write
 //! another's data. Index names (FT.SEARCH) and stream names (XADD) are prefixed
 //! the same way, and keys in search results are shown without the prefix.
 //!
@@ -17,7 +17,7 @@ pub use tools::{DEFAULT_SEARCH_LIMIT, MAX_SEARCH_LIMIT};
 
 use crate::sandbox::{BridgeError, BridgeErrorKind};
 use crate::store::commands;
-use crate::store::{RedisStore, Scope, key_prefix};
+use crate::store::{RedisStore, Scope};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
@@ -57,7 +57,7 @@ impl RedisToolServer {
         Self {
             store,
             feature: feature.to_owned(),
-            scope: Scope::new(key_prefix(feature)),
+            scope: Scope::of_feature(feature),
             tools: Arc::new(tool_definitions()),
         }
     }

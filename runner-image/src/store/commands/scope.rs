@@ -32,6 +32,11 @@ impl Scope {
         Self { prefix }
     }
 
+    /// The keys of feature `feature`: `eol:<feature>:`.
+    pub fn of_feature(feature: &str) -> Self {
+        Self::new(crate::store::key_prefix(feature))
+    }
+
     /// The prefix.
     pub fn prefix(&self) -> &str {
         &self.prefix

@@ -11,12 +11,13 @@ scripts/redis.sh install
 scripts/embedding-model.sh install
 scripts/llm.sh install
 cargo build --quiet --release -p eol-runner
-# One Redis for the whole demo, so the second run below finds the first one's cache.
-eval "$(scripts/redis.sh start)"
-eval "$(scripts/llm.sh start)"
+# Set before anything starts, so a failure in between stops what did start.
 # Absolute paths: the demo changes directory below, and a relative one left both running.
 root=$PWD
 trap '"$root"/scripts/llm.sh stop >/dev/null 2>&1 || true; "$root"/scripts/redis.sh stop >/dev/null 2>&1 || true' EXIT
+# One Redis for the whole demo, so the second run below finds the first one's cache.
+eval "$(scripts/redis.sh start)"
+eval "$(scripts/llm.sh start)"
 eol="$CARGO_TARGET_DIR/release/eol"
 cd features/examples
 

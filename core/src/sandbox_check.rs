@@ -5,6 +5,7 @@
 //! [`CheckReply`] on stdout). The runner's sandbox worker prepends [`SCRIPT`] to
 //! itself, so `eol check`, every call and the operator apply the same rules.
 
+use crate::{Diagnostic, Position};
 use serde::{Deserialize, Serialize};
 
 /// The check, as Python source (parses and compiles user code, never runs it).
@@ -89,4 +90,16 @@ pub struct CodeProblem {
     pub column: usize,
     /// What is wrong.
     pub message: String,
+}
+
+impl CodeProblem {
+    /// The problem as a diagnostic of the feature file `file`, in which the
+    /// operation's code starts on line `first_line`.
+    pub fn locate(&self, file: &str, operation: &str, first_line: usize) -> Diagnostic {
+        Diagnostic {
+            file: file.to_owned(),
+            position: Position::new(first_line + self.line.saturating_sub(1), self.column),
+            message: format!("operation '{operation}': {}", self.message),
+        }
+    }
 }

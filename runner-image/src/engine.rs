@@ -10,7 +10,7 @@ use crate::examples::{ExamplesError, RecordedExamples};
 use crate::prototype::{PrototypeError, PrototypeTrace, Prototyper, Tools};
 use crate::sandbox::{CallFailure, FailureKind, WorkerPool};
 use crate::store::{RedisStore, Scope};
-use eol_core::{CompiledSchema, Diagnostic, Diagnostics, Feature, OperationPhase, Phase, Position};
+use eol_core::{CompiledSchema, Diagnostic, Diagnostics, Feature, OperationPhase, Phase};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -397,11 +397,11 @@ pub async fn check_code(
         let Some(code) = &op.code else { continue };
         let params = op.parameters();
         match pool.check(&code.source, &op.name, &params).await {
-            Ok(errors) => diags.extend(errors.into_iter().map(|e| Diagnostic {
-                file: file.to_owned(),
-                position: Position::new(code.file_line(e.line), e.column),
-                message: format!("operation '{}': {}", op.name, e.message),
-            })),
+            Ok(errors) => diags.extend(
+                errors
+                    .iter()
+                    .map(|e| e.locate(file, &op.name, code.first_line.0.line)),
+            ),
             Err(e) => diags.push(Diagnostic {
                 file: file.to_owned(),
                 position: code.first_line.0,

@@ -6,7 +6,7 @@
 
 use super::{Prepared, SpecProblem, reason};
 use eol_core::sandbox_check::{self, CheckItem, CheckReply, CheckRequest, CodeProblem};
-use eol_core::{Diagnostic, Diagnostics, Position};
+use eol_core::{Diagnostic, Diagnostics};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -99,11 +99,7 @@ impl CodeCheck {
                 problems
                     .unwrap_or_default()
                     .into_iter()
-                    .map(|p| Diagnostic {
-                        file: prepared.file.clone(),
-                        position: Position::new(c.first_line + p.line.saturating_sub(1), p.column),
-                        message: format!("operation '{}': {}", c.operation, p.message),
-                    })
+                    .map(|p| p.locate(&prepared.file, &c.operation, c.first_line))
             })
             .collect();
         if diagnostics.is_empty() {

@@ -63,16 +63,8 @@ pub(crate) enum Reply {
     Result(CallResult),
 }
 
-/// A problem found in Python code, located inside the code.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct CodeError {
-    /// 1-based line inside the code.
-    pub line: usize,
-    /// 1-based column.
-    pub column: usize,
-    /// What is wrong.
-    pub message: String,
-}
+/// A problem found in Python code, located inside the code (the check is core's).
+pub use eol_core::sandbox_check::CodeProblem as CodeError;
 
 /// The outcome of one call, as the worker reports it.
 #[derive(Debug, Deserialize)]

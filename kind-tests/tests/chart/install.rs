@@ -1,0 +1,239 @@
+//! A real `helm install` whose operator pod runs a Feature and a FeatureRun end
+//! to end, and a `helm uninstall` that leaves what the README says.
+
+use crate::{FULLNAME, RELEASE, chart_dir, in_namespaces};
+use eol_core::crd::{Feature, FeatureRun};
+use eol_kind_tests::cli::{helm, text};
+use eol_kind_tests::{assert_succeeded, feature_ready, install_crds, run_finished, wait_for};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::rbac::v1::Role;
+use kube::api::{ListParams, LogParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+use std::time::Duration;
+
+/// Pods of `namespace` waiting on an image, as `pod: reason image`: there is no
+/// registry here, so a missing image means it was not loaded into the node.
+async fn image_pull_problems(client: &Client, namespace: &str) -> Vec<String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let Ok(list) = pods.list(&ListParams::default()).await else {
+        return vec![];
+    };
+    let mut problems = vec![];
+    for pod in list.items {
+        let name = pod.metadata.name.unwrap_or_default();
+        let statuses = pod
+            .status
+            .and_then(|s| s.container_statuses)
+            .unwrap_or_default();
+        for c in statuses {
+            let reason = c
+                .state
+                .and_then(|s| s.waiting)
+                .and_then(|w| w.reason)
+                .unwrap_or_default();
+            if matches!(
+                reason.as_str(),
+                "ErrImagePull" | "ImagePullBackOff" | "ErrImageNeverPull"
+            ) {
+                problems.push(format!("{name}: {reason} {}", c.image));
+            }
+        }
+    }
+    problems
+}
+
+/// The hint for [`image_pull_problems`], or nothing.
+async fn image_hint(client: &Client, namespace: &str) -> String {
+    let problems = image_pull_problems(client, namespace).await;
+    if problems.is_empty() {
+        return String::new();
+    }
+    format!(
+        "pods wait for images the node lacks (there is no registry): {}; load them with \
+         `kind-tests/cluster.sh load-image project`\n",
+        problems.join("; ")
+    )
+}
+
+#[tokio::test]
+async fn helm_install_runs_the_operator_and_uninstall_leaves_crds_and_redis_volumes() {
+    in_namespaces("install", 1, |client, namespaces| async move {
+        let ns = namespaces[0].clone();
+        // The CRDs are shared with the other cluster tests: installed once, never by this release.
+        install_crds(&client).await;
+
+        // One namespace for everything: the release, the watched namespace, the
+        // Lease and the Features, so nothing cluster-scoped is created.
+        let chart = chart_dir();
+        let watch = format!("watchNamespace={ns}");
+        let namespaces_value = format!("networkPolicy.namespaces[0]={ns}");
+        let install = helm(&[
+            "install",
+            RELEASE,
+            chart.to_str().expect("utf-8 path"),
+            "--namespace",
+            &ns,
+            "--skip-crds",
+            "--set",
+            &watch,
+            "--set",
+            "networkPolicy.enabled=true",
+            "--set",
+            &namespaces_value,
+            "--wait",
+            "--timeout",
+            "180s",
+        ]);
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let operator_log = || async {
+            let list = pods
+                .list(&ListParams::default().labels("app.kubernetes.io/component=operator"))
+                .await
+                .expect("list operator pods");
+            let mut text = String::new();
+            for pod in list.items {
+                let name = pod.metadata.name.unwrap_or_default();
+                let log = pods
+                    .logs(&name, &LogParams::default())
+                    .await
+                    .unwrap_or_else(|e| format!("(no log: {e})"));
+                text.push_str(&format!("--- {name}\n{log}\n"));
+            }
+            text
+        };
+        if !install.status.success() {
+            panic!(
+                "helm install failed: {}\n{}{}",
+                text(&install.stderr),
+                image_hint(&client, &ns).await,
+                operator_log().await
+            );
+        }
+        assert!(text(&install.stdout).contains("NOTES:"));
+
+        // The operator leads (the Lease names its pod), and reconciles: the
+        // managed Redis, a served Feature whose tests pass, a FeatureRun's Job.
+        let operator_pods = pods
+            .list(&ListParams::default().labels("app.kubernetes.io/component=operator"))
+            .await
+            .expect("list operator pods");
+        assert_eq!(operator_pods.items.len(), 1);
+        let pod_name = operator_pods.items[0]
+            .metadata
+            .name
+            .clone()
+            .unwrap_or_default();
+        let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+        wait_for(&leases, "eol-operator", Duration::from_secs(60), |l| {
+            l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some(pod_name.as_str())
+        })
+        .await;
+
+        let source = include_str!("../../../features/examples/inventory.eol");
+        let tests = include_str!("../../../features/examples/inventory.test.eol");
+        let feature: Feature = serde_json::from_value(json!({
+            "apiVersion": "eol.dev/v1alpha1", "kind": "Feature",
+            "metadata": {"name": "inventory"},
+            "spec": {"source": {"inline": source}, "tests": tests, "replicas": 1}
+        }))
+        .expect("a Feature");
+        let run: FeatureRun = serde_json::from_value(json!({
+            "apiVersion": "eol.dev/v1alpha1", "kind": "FeatureRun",
+            "metadata": {"name": "restock"},
+            "spec": {"featureRef": "inventory", "operation": "add_stock",
+                     "input": {"sku": "HELM-1", "quantity": 2}}
+        }))
+        .expect("a FeatureRun");
+        let features: Api<Feature> = Api::namespaced(client.clone(), &ns);
+        let runs: Api<FeatureRun> = Api::namespaced(client.clone(), &ns);
+        features
+            .create(&PostParams::default(), &feature)
+            .await
+            .expect("create the Feature");
+        runs.create(&PostParams::default(), &run)
+            .await
+            .expect("create the FeatureRun");
+        let timeout = Duration::from_secs(240);
+        let done = tokio::time::timeout(
+            timeout,
+            // wait_for's own limit is later: on timeout the operator log is shown.
+            wait_for(&runs, "restock", timeout * 2, run_finished),
+        )
+        .await;
+        let log = operator_log().await;
+        let Ok(done) = done else {
+            panic!(
+                "the FeatureRun did not finish\n{}operator log:\n{log}",
+                image_hint(&client, &ns).await
+            );
+        };
+        let status = assert_succeeded(done, |message| format!("{message}\n{log}"));
+        assert_eq!(
+            status.summary.and_then(|s| s.output),
+            Some(json!({"sku": "HELM-1", "level": 2}))
+        );
+        let ready = wait_for(&features, "inventory", timeout, feature_ready).await;
+        assert_eq!(ready.status.map(|s| s.ready_replicas), Some(1));
+        assert!(
+            !log.contains("forbidden") && !log.contains("Forbidden"),
+            "the chart's RBAC refused a call:\n{log}"
+        );
+        // Events go through the Role too (events.k8s.io, create).
+        let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
+        let recorded = events
+            .list(&ListParams::default())
+            .await
+            .expect("list events");
+        assert!(
+            recorded.items.iter().any(|e| {
+                e.reporting_controller.as_deref() == Some("eol-operator")
+                    && e.reason.as_deref() == Some("Succeeded")
+            }),
+            "the operator recorded no event for the finished run\n{log}"
+        );
+
+        // Uninstall: the operator and its RBAC go; the Features (CRDs are
+        // Helm's to install, never to delete) and the Redis volume stay.
+        let uninstall = helm(&[
+            "uninstall",
+            RELEASE,
+            "--namespace",
+            &ns,
+            "--wait",
+            "--timeout",
+            "120s",
+        ]);
+        assert!(uninstall.status.success(), "{}", text(&uninstall.stderr));
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+        assert!(deployments.get_opt(FULLNAME).await.expect("get").is_none());
+        let roles: Api<Role> = Api::namespaced(client.clone(), &ns);
+        assert!(
+            roles
+                .list(&ListParams::default())
+                .await
+                .expect("list roles")
+                .items
+                .is_empty()
+        );
+        assert!(features.get_opt("inventory").await.expect("get").is_some());
+        assert!(
+            deployments
+                .get_opt("inventory")
+                .await
+                .expect("get")
+                .is_some()
+        );
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+        assert!(
+            claims
+                .get_opt("data-eol-redis-0")
+                .await
+                .expect("get")
+                .is_some()
+        );
+    })
+    .await;
+}

@@ -52,6 +52,20 @@ pub struct FeatureSpec {
     /// How a change of phase or source rolls out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutSpec>,
+    /// Node labels every runner pod (serving, or running a FeatureRun) must match, as a pod's `nodeSelector`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints every runner pod tolerates, as a pod's `tolerations`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<k8s_openapi::api::core::v1::Toleration>,
+    /// Finished FeatureRuns of this feature that succeeded to keep; older ones are deleted (as CronJob's `successfulJobsHistoryLimit`). Default: all are kept (until their `ttlSecondsAfterFinished`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 0").message("successfulRunsHistoryLimit must not be negative"))]
+    pub successful_runs_history_limit: Option<i32>,
+    /// Finished FeatureRuns of this feature that failed (failed, timed out, cancelled or invalid) to keep; older ones are deleted. Default: all are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 0").message("failedRunsHistoryLimit must not be negative"))]
+    pub failed_runs_history_limit: Option<i32>,
 }
 
 fn default_replicas() -> i32 {

@@ -97,6 +97,7 @@ pub fn pod_template(
         source_config_map: &cm,
         documents: &prepared.documents,
         resources: prepared.resources.as_ref(),
+        placement: &prepared.placement,
     };
     let mut labels = selector(feature);
     labels.insert(CONFIG_HASH.to_owned(), prepared.config_hash.clone());

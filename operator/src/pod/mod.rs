@@ -4,7 +4,7 @@
 
 pub mod runner;
 
-pub use runner::{ModelSettings, RunnerPod, is_reserved_source_path, source_data};
+pub use runner::{ModelSettings, Placement, RunnerPod, is_reserved_source_path, source_data};
 
 use eol_core::crd::KeyRef;
 use k8s_openapi::api::core::v1::{

@@ -14,7 +14,8 @@ use eol_core::runner_contract::{
 use k8s_openapi::api::core::v1::{
     ConfigMapProjection, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
     HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, PodSpec, Probe, ProjectedVolumeSource,
-    ResourceRequirements, SecretVolumeSource, SleepAction, Volume, VolumeMount, VolumeProjection,
+    ResourceRequirements, SecretVolumeSource, SleepAction, Toleration, Volume, VolumeMount,
+    VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -31,6 +32,30 @@ pub const HTTP_PORT_NAME: &str = "http";
 /// kube-proxy took up to 5 s to program a change on a busy test node (its
 /// network_programming_duration); 3 s lost requests there.
 const PRE_STOP_SLEEP_SECONDS: i64 = 10;
+
+/// Where a Feature's runner pods may run: its `spec.nodeSelector` and `spec.tolerations`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Placement {
+    /// Node labels the pods must match.
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the pods tolerate.
+    pub tolerations: Vec<Toleration>,
+}
+
+impl Placement {
+    /// The Feature's placement.
+    pub fn of(spec: &eol_core::crd::FeatureSpec) -> Self {
+        Self {
+            node_selector: spec.node_selector.clone(),
+            tolerations: spec.tolerations.clone(),
+        }
+    }
+
+    /// Whether nothing is set (the scheduler's defaults apply).
+    pub fn is_empty(&self) -> bool {
+        self.node_selector.is_empty() && self.tolerations.is_empty()
+    }
+}
 
 /// The model a Feature's prototyped operations use: its own settings over the operator's defaults.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -111,6 +136,8 @@ pub struct RunnerPod<'a> {
     pub documents: &'a BTreeMap<String, String>,
     /// The Feature's `spec.resources`; the operator's `--runner-resources` when unset.
     pub resources: Option<&'a ResourceRequirements>,
+    /// The Feature's node selector and tolerations.
+    pub placement: &'a Placement,
 }
 
 impl RunnerPod<'_> {
@@ -126,6 +153,10 @@ impl RunnerPod<'_> {
             // Serving pods are restarted in place; a run's retries are new pods.
             restart_policy: (!serving).then(|| "Never".to_owned()),
             termination_grace_period_seconds: serving.then_some(30),
+            node_selector: (!self.placement.node_selector.is_empty())
+                .then(|| self.placement.node_selector.clone()),
+            tolerations: (!self.placement.tolerations.is_empty())
+                .then(|| self.placement.tolerations.clone()),
             ..PodSpec::default()
         }
     }
@@ -380,6 +411,7 @@ mod tests {
             source_config_map: "feature-abc",
             documents: &BTreeMap::new(),
             resources,
+            placement: &Placement::default(),
             command: RunnerCommand::Serve { tests: false },
             run_id: None,
         };

@@ -51,6 +51,8 @@ pub struct RunPlan<'a> {
     pub documents: &'a BTreeMap<String, String>,
     /// The Feature's runner pod resources, when set.
     pub resources: Option<&'a k8s_openapi::api::core::v1::ResourceRequirements>,
+    /// The Feature's node selector and tolerations.
+    pub placement: &'a pod::Placement,
     /// What to run.
     pub work: Work,
     /// The phase to run in (`--phase`), or the feature's own.
@@ -112,6 +114,7 @@ pub fn job(run: &FeatureRun, plan: &RunPlan<'_>, config: &OperatorConfig) -> Job
         source_config_map: &name,
         documents: plan.documents,
         resources: plan.resources,
+        placement: plan.placement,
     };
     let metadata = meta(run);
     Job {
@@ -167,6 +170,7 @@ mod tests {
             tests: None,
             documents: &documents,
             resources: None,
+            placement: &pod::Placement::default(),
             work: Work::Operation {
                 name: "add_stock".into(),
                 input: serde_json::json!({"sku": "A-1", "quantity": 2}),

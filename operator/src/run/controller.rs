@@ -254,6 +254,7 @@ async fn plan_and_create(
         tests: prepared.tests.as_deref(),
         documents: &prepared.documents,
         resources: prepared.resources.as_ref(),
+        placement: &prepared.placement,
         work,
         phase: run.spec.phase,
         run_phase: phase,

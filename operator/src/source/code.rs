@@ -185,6 +185,7 @@ mod tests {
             needs_model: false,
             documents: Default::default(),
             resources: None,
+            placement: Default::default(),
             config_hash: "0123456789".into(),
             file: "Feature shop/f spec.source.inline".into(),
             code: vec![OperationCode {

@@ -4,7 +4,7 @@
 //! is checked by [`super::code`].
 
 use crate::hash;
-use crate::pod::ModelSettings;
+use crate::pod::{ModelSettings, Placement};
 use eol_core::crd::Feature;
 use eol_core::{OperationPhase, Phase};
 use k8s_openapi::api::core::v1::ResourceRequirements;
@@ -28,6 +28,8 @@ pub struct Prepared {
     pub documents: BTreeMap<String, String>,
     /// Runner pod resources (`spec.resources`), when set.
     pub resources: Option<ResourceRequirements>,
+    /// Runner pod node selector and tolerations.
+    pub placement: Placement,
     /// Hash of everything the pods load: source, tests, documents, model settings (10 hex digits).
     pub config_hash: String,
     /// How diagnostics name the source (`Feature ns/name spec.source.inline`, or its ConfigMap key).
@@ -157,6 +159,14 @@ pub fn prepare(
     if let Some(resources) = &resources {
         parts.extend(["resources", resources.as_str()]);
     }
+    let placement = Placement::of(&feature.spec);
+    let placed = (!placement.is_empty()).then(|| {
+        serde_json::to_string(&(&placement.node_selector, &placement.tolerations))
+            .unwrap_or_default()
+    });
+    if let Some(placed) = &placed {
+        parts.extend(["placement", placed.as_str()]);
+    }
     let config_hash = hash::of_parts(&parts)[..10].to_owned();
     // Located in the text as written (a phase switch rewrites only the frontmatter).
     let code = original
@@ -179,6 +189,7 @@ pub fn prepare(
         needs_model,
         documents: feature.spec.documents.clone(),
         resources: feature.spec.resources.clone(),
+        placement,
         config_hash,
         file,
         code,
@@ -315,6 +326,25 @@ mod tests {
         assert_ne!(
             a.config_hash, b.config_hash,
             "a document change rolls the pods"
+        );
+    }
+
+    #[test]
+    fn placement_is_kept_and_changes_the_hash() {
+        let plain = feature(serde_json::json!({"source": {"inline": SOURCE}}));
+        let a = prepare(&plain, SOURCE, &ModelSettings::default()).expect("valid");
+        assert!(a.placement.is_empty());
+        let placed = feature(serde_json::json!({
+            "source": {"inline": SOURCE},
+            "nodeSelector": {"type": "kwok"},
+            "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}]
+        }));
+        let b = prepare(&placed, SOURCE, &ModelSettings::default()).expect("valid");
+        assert_eq!(b.placement.node_selector["type"], "kwok");
+        assert_eq!(b.placement.tolerations.len(), 1);
+        assert_ne!(
+            a.config_hash, b.config_hash,
+            "a placement change rolls the pods"
         );
     }
 

@@ -156,7 +156,7 @@ pub struct FeatureStatus {
     pub conditions: Vec<Condition>,
 }
 
-/// One run of a feature: an operation with an input, or its tests, in a Job.
+/// One run of a feature: an operation with an input, or its tests, in a runner pod per attempt.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "eol.dev",
@@ -194,18 +194,18 @@ pub struct FeatureRunSpec {
     /// The phase to run in. Default: the Feature's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
-    /// Seconds the run may take before it ends TimedOut (the Job's activeDeadlineSeconds).
+    /// Seconds the run may take, over all its attempts, before it ends TimedOut (each pod's activeDeadlineSeconds is what is left).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = kube::core::Rule::new("self > 0").message("timeoutSeconds must be positive"))]
     pub timeout_seconds: Option<i64>,
-    /// Retries of a failed runner pod (the Job's backoffLimit).
+    /// Retries of a failed runner pod: each retry is a new pod, `<run>-2`, `<run>-3`, ... (as a Job's backoffLimit).
     #[serde(default)]
     #[x_kube(validation = kube::core::Rule::new("self >= 0 && self <= 10").message("retries must be between 0 and 10"))]
     pub retries: i32,
     /// Set to true to cancel the run; it ends Cancelled.
     #[serde(default)]
     pub cancel: bool,
-    /// Seconds a finished run's Job is kept before it is deleted.
+    /// Seconds a finished run's pods are kept before they are deleted (the FeatureRun itself stays; see the Feature's history limits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_seconds_after_finished: Option<i32>,
 }

@@ -59,7 +59,7 @@ pub const MODEL_KEY_DIR: &str = "/var/run/secrets/eol/model";
 pub const EMBEDDING_KEY_DIR: &str = "/var/run/secrets/eol/embeddings";
 /// The file name of a mounted API key, inside its directory.
 pub const KEY_FILE: &str = "api-key";
-/// Where a Job's runner writes its report for the kubelet to hand to the operator.
+/// Where a FeatureRun's runner writes its report for the kubelet to hand to the operator.
 pub const TERMINATION_LOG: &str = "/dev/termination-log";
 
 /// The port `eol serve` listens on in a pod.

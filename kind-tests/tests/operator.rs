@@ -12,7 +12,7 @@ use eol_kind_tests::{
 };
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use kube::api::{DeleteParams, ListParams};
 use kube::{Api, ResourceExt};
 use std::time::Duration;
@@ -67,17 +67,29 @@ async fn a_featurerun_of_an_implementation_feature_succeeds_with_its_summary() {
         assert_eq!(summary.result_key.as_deref(), Some("eol:inventory:runs:restock"));
         assert_eq!(status.phase, Some(eol_core::Phase::Implementation));
         assert!(status.start_time.is_some() && status.completion_time.is_some());
-        assert!(status.pod_name.unwrap().starts_with("restock-"));
+        assert_eq!(status.pod_name.as_deref(), Some("restock-1"));
 
         let tests = wait_for(&runs, "tests", READY_TIMEOUT, run_finished).await.status.unwrap();
         let summary = tests.summary.unwrap();
         assert_eq!(condition(&tests.conditions, "Succeeded").unwrap().1, "Succeeded");
         assert_eq!((summary.tests_passed, summary.tests_failed), (Some(3), Some(0)));
-        // Exactly one Job per run.
-        let jobs = env.api::<Job>().list(&ListParams::default()).await.unwrap();
-        let mut names: Vec<String> = jobs.items.iter().map(|j| j.name_any()).collect();
+        // Exactly one pod per run, created directly (no Job), reading the
+        // Feature's own ConfigMap (no ConfigMap per run).
+        let pods = env
+            .api::<Pod>()
+            .list(&ListParams::default().labels("app.kubernetes.io/name=eol-run"))
+            .await
+            .unwrap();
+        let mut names: Vec<String> = pods.items.iter().map(|p| p.name_any()).collect();
         names.sort();
-        assert_eq!(names, ["restock", "tests"]);
+        assert_eq!(names, ["restock-1", "tests-1"]);
+        assert!(pods.items.iter().all(|p| p.owner_references()[0].kind == "FeatureRun"));
+        assert!(env.api::<Job>().list(&ListParams::default()).await.unwrap().items.is_empty());
+        let cms = env.api::<ConfigMap>().list(&ListParams::default()).await.unwrap();
+        assert!(
+            cms.items.iter().all(|c| c.name_any() != "restock" && c.name_any() != "tests"),
+            "no ConfigMap per run"
+        );
         // The managed Redis runs with a persistent volume and a generated password.
         let redis = env.api::<StatefulSet>().get("eol-redis").await.unwrap();
         assert_eq!(redis.spec.unwrap().volume_claim_templates.unwrap().len(), 1);
@@ -313,7 +325,7 @@ async fn deleting_a_feature_removes_its_children() {
 }
 
 #[tokio::test]
-async fn killing_the_operator_mid_burst_leaves_exactly_one_job_per_run() {
+async fn killing_the_operator_mid_burst_leaves_exactly_one_pod_per_run() {
     in_namespace("burst", |env| async move {
         env.create(&feature("inventory", serde_json::json!({"source": {"inline": INVENTORY}, "replicas": 0}))).await;
         let runs = env.api::<FeatureRun>();
@@ -347,8 +359,12 @@ async fn killing_the_operator_mid_burst_leaves_exactly_one_job_per_run() {
             .filter(|r| r.status.as_ref().and_then(|s| condition(&s.conditions, "Succeeded")).is_some_and(|c| c.0 == "True"))
             .count();
         assert_eq!(succeeded, 50);
-        let jobs = env.api::<Job>().list(&ListParams::default()).await.unwrap();
-        assert_eq!(jobs.items.len(), 50, "exactly one Job per FeatureRun");
+        let pods = env
+            .api::<Pod>()
+            .list(&ListParams::default().labels("app.kubernetes.io/name=eol-run"))
+            .await
+            .unwrap();
+        assert_eq!(pods.items.len(), 50, "exactly one pod per FeatureRun");
         // Every run added one unit: nothing ran twice.
         let mut levels: Vec<i64> = list
             .items

@@ -4,26 +4,31 @@ use crate::config::OperatorConfig;
 use crate::metrics::Metrics;
 use crate::source::code::CodeCheck;
 use crate::status::StatusWriter;
-use eol_core::crd::Feature;
+use eol_core::crd::{Feature, FeatureRun};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod};
 use kube::Client;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use std::sync::Arc;
 
-/// Watch caches the FeatureRun hot path reads instead of making GETs (each
-/// saved round trip shortens FeatureRun -> pod). A cache can lag the API
-/// server, so only what is safe either way is taken from it: a hit is used,
-/// a miss falls back to a GET or to a create that tolerates 409.
+/// Watch caches the reconcilers read instead of making GETs and LISTs (each
+/// saved round trip shortens FeatureRun -> pod, and spares the API server). A
+/// cache can lag the API server, so only what is safe either way is taken
+/// from it: a hit is used, a miss falls back to a GET or to a create that
+/// tolerates 409.
 #[derive(Clone)]
 pub struct Caches {
     /// Features (the Feature controller's own store).
     pub features: Store<Feature>,
-    /// Metadata of the Jobs the operator created.
-    pub jobs: Store<PartialObjectMeta<Job>>,
+    /// FeatureRuns (the FeatureRun controller's own store).
+    pub runs: Store<FeatureRun>,
+    /// The runner pods of FeatureRuns (metadata and status only: see
+    /// `runtime::slim_pod`).
+    pub run_pods: Store<Pod>,
+    /// Metadata of the ConfigMaps the operator created (Features' configurations).
+    pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
     /// The managed Redis StatefulSets.
     pub redis: Store<StatefulSet>,
 }
@@ -33,7 +38,9 @@ impl Caches {
     pub fn empty() -> Self {
         Self {
             features: reflector::store().0,
-            jobs: reflector::store().0,
+            runs: reflector::store().0,
+            run_pods: reflector::store().0,
+            config_maps: reflector::store().0,
             redis: reflector::store().0,
         }
     }
@@ -43,9 +50,14 @@ impl Caches {
         self.features.get(&ObjectRef::new(name).within(namespace))
     }
 
-    /// Whether the Job `namespace/name` is known to exist.
-    pub fn job_exists(&self, namespace: &str, name: &str) -> bool {
-        self.jobs
+    /// The cached pod `namespace/name`.
+    pub fn run_pod(&self, namespace: &str, name: &str) -> Option<Arc<Pod>> {
+        self.run_pods.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// Whether the ConfigMap `namespace/name` is known to exist.
+    pub fn config_map_exists(&self, namespace: &str, name: &str) -> bool {
+        self.config_maps
             .get(&ObjectRef::new(name).within(namespace))
             .is_some()
     }

@@ -2,7 +2,7 @@
 //!
 //! - [`feature`]: a Feature becomes a ConfigMap, a Deployment of `eol serve`
 //!   pods and a Service; phase switches roll out only once the tests pass.
-//! - [`run`]: a FeatureRun becomes one Job; its runner reports a summary.
+//! - [`run`]: a FeatureRun becomes one runner pod per attempt; its runner reports a summary.
 //! - [`redis`]: the managed Redis Stack of each namespace with Features;
 //! - [`source`]: a Feature's source, fetched, validated and hashed (both controllers);
 //! - [`pod`]: the runner pods, built whole in one place;

@@ -6,6 +6,7 @@ use crate::context::{Caches, Context};
 use crate::feature::controller as feature;
 use crate::metrics::Metrics;
 use crate::redis;
+use crate::run::children as run_children;
 use crate::run::controller as run;
 use axum::Router;
 use axum::http::StatusCode;
@@ -14,8 +15,7 @@ use axum::routing::get;
 use eol_core::crd::{Feature, FeatureRun};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodStatus, Service};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, reflector};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
@@ -165,14 +165,6 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
     }
 
     let ns = config.watch_namespace.as_deref();
-    let (features, runs, deployments, services, config_maps, jobs) = (
-        scoped::<Feature>(&client, ns),
-        scoped::<FeatureRun>(&client, ns),
-        scoped::<Deployment>(&client, ns),
-        scoped::<Service>(&client, ns),
-        scoped::<ConfigMap>(&client, ns),
-        scoped::<Job>(&client, ns),
-    );
     let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=eol-operator");
     let stopping = |rx: &watch::Receiver<bool>| {
         let mut rx = rx.clone();
@@ -182,19 +174,42 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
     };
     let controller_config =
         kube::runtime::controller::Config::default().concurrency(options.concurrency);
-    let feature_controller = Controller::new(features, watcher::Config::default());
-    // The caches of the FeatureRun hot path: Job metadata (existence is all
-    // it needs) and the managed Redis StatefulSets, each one more watch.
-    let (jobs_cache, jobs_writer) = reflector::store();
-    let jobs_reflector = reflector(
-        jobs_writer,
-        watcher(
-            scoped::<PartialObjectMeta<Job>>(&client, ns),
-            managed.clone(),
-        ),
+    // The caches hold what the reconcilers read and no more: managedFields
+    // are dropped everywhere (they are often the larger half of an object),
+    // ConfigMaps are watched as metadata, runner pods as metadata and status.
+    let (features_cache, features_writer) = reflector::store();
+    let features = watcher(scoped::<Feature>(&client, ns), watcher::Config::default())
+        .default_backoff()
+        .modify(drop_managed_fields)
+        .reflect(features_writer)
+        .applied_objects();
+    let (runs_cache, runs_writer) = reflector::store();
+    let runs = watcher(
+        scoped::<FeatureRun>(&client, ns),
+        watcher::Config::default(),
     )
     .default_backoff()
-    .for_each(|_| async {});
+    .modify(drop_managed_fields)
+    .reflect(runs_writer)
+    .applied_objects();
+    let (run_pods_cache, run_pods_writer) = reflector::store();
+    let run_pods = watcher(
+        scoped::<Pod>(&client, ns),
+        watcher::Config::default().labels(run_children::POD_SELECTOR),
+    )
+    .default_backoff()
+    .modify(slim_pod)
+    .reflect(run_pods_writer)
+    .touched_objects();
+    let (config_maps_cache, config_maps_writer) = reflector::store();
+    let config_maps = watcher(
+        scoped::<PartialObjectMeta<ConfigMap>>(&client, ns),
+        managed.clone(),
+    )
+    .default_backoff()
+    .modify(drop_managed_fields)
+    .reflect(config_maps_writer)
+    .touched_objects();
     let (redis_cache, redis_writer) = reflector::store();
     let managed_redis = config.external_redis_secret.is_none();
     let redis_reflector = reflector(
@@ -215,8 +230,10 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
         }
     };
     let caches = Caches {
-        features: feature_controller.store(),
-        jobs: jobs_cache,
+        features: features_cache.clone(),
+        runs: runs_cache.clone(),
+        run_pods: run_pods_cache,
+        config_maps: config_maps_cache,
         redis: redis_cache,
     };
     let ctx = Arc::new(Context::new(
@@ -225,11 +242,15 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
         metrics,
         caches,
     ));
+    let feature_controller = Controller::for_stream(features, features_cache);
     let feature_controller = feature_controller
         .with_config(controller_config.clone())
-        .owns(deployments, managed.clone())
-        .owns(services, managed.clone())
-        .owns(config_maps, managed.clone())
+        .owns(scoped::<Deployment>(&client, ns), managed.clone())
+        .owns(
+            scoped::<PartialObjectMeta<Service>>(&client, ns),
+            managed.clone(),
+        )
+        .owns_stream(config_maps)
         .graceful_shutdown_on(stopping(&stop_rx))
         .run(feature::reconcile, feature::error_policy, ctx.clone())
         .for_each(|result| async move {
@@ -237,9 +258,9 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
                 tracing::debug!(%error, "feature reconcile");
             }
         });
-    let run_controller = Controller::new(runs, watcher::Config::default())
+    let run_controller = Controller::for_stream(runs, runs_cache)
         .with_config(controller_config)
-        .owns(jobs, managed)
+        .owns_stream(run_pods)
         .graceful_shutdown_on(stopping(&stop_rx))
         .run(run::reconcile, run::error_policy, ctx.clone())
         .for_each(|result| async move {
@@ -261,7 +282,7 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
     let controllers = async {
         tokio::select! {
             _ = futures::future::join(feature_controller, run_controller) => {}
-            _ = futures::future::join(jobs_reflector, redis_reflector) => {}
+            _ = redis_reflector => {}
             _ = overdue => {}
         }
     };
@@ -296,5 +317,50 @@ where
     match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
+    }
+}
+
+/// Drops `metadata.managedFields` before an object is cached: the operator
+/// never reads them.
+fn drop_managed_fields<K: kube::Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
+}
+
+/// A runner pod as the FeatureRun reconciler reads it: metadata (without
+/// managedFields) and the status fields it observes; the spec, read only to
+/// retry a failed attempt, is fetched then. Most of a pod is its spec, and
+/// the cache holds every finished run's pod until its TTL.
+pub fn slim_pod(pod: &mut Pod) {
+    pod.metadata.managed_fields = None;
+    pod.spec = pod
+        .spec
+        .take()
+        .map(|spec| k8s_openapi::api::core::v1::PodSpec {
+            active_deadline_seconds: spec.active_deadline_seconds,
+            ..Default::default()
+        });
+    if let Some(status) = pod.status.take() {
+        pod.status = Some(PodStatus {
+            phase: status.phase,
+            reason: status.reason,
+            message: status.message,
+            start_time: status.start_time,
+            conditions: status.conditions.map(|cs| {
+                cs.into_iter()
+                    .filter(|c| c.type_ == "PodScheduled" && c.status == "False")
+                    .collect()
+            }),
+            container_statuses: status.container_statuses.map(|cs| {
+                cs.into_iter()
+                    .map(|mut c| {
+                        c.image_id = String::new();
+                        c.container_id = None;
+                        c.last_state = None;
+                        c
+                    })
+                    .collect()
+            }),
+            ..PodStatus::default()
+        });
     }
 }

@@ -47,11 +47,14 @@ impl StatusWriter {
         let Some(uid) = obj.meta().uid.as_deref() else {
             return cached;
         };
-        let written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
         let Some((_, last)) = written.by_uid.get(uid) else {
             return cached;
         };
         if serde_json::to_value(&cached).is_ok_and(|c| c == *last) {
+            // The cache has caught up: nothing left to remember (10,000
+            // finished runs would otherwise each keep a copy of their status).
+            written.by_uid.remove(uid);
             return cached;
         }
         serde_json::from_value(last.clone()).unwrap_or(cached)
@@ -152,6 +155,10 @@ mod tests {
         // Once the cache has it, the cache is used (and it is the same).
         let fresh = feature(serde_json::to_value(&written).expect("json"));
         assert_eq!(writer.current(&fresh), written);
+        assert!(
+            writer.written.lock().expect("lock").by_uid.is_empty(),
+            "what the cache holds is not kept twice"
+        );
     }
 
     #[test]

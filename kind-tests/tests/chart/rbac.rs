@@ -73,7 +73,7 @@ fn expected_grants(managed_redis: bool) -> Grants {
     };
     // runtime.rs watchers; run/controller.rs reads the Feature.
     add("eol.dev", "features", &["get", "list", "watch"], &[]);
-    add("eol.dev", "featureruns", &["list", "watch"], &[]);
+    add("eol.dev", "featureruns", &["list", "watch", "delete"], &[]);
     // write_status in both controllers.
     add("eol.dev", "features/status", &["patch"], &[]);
     add("eol.dev", "featureruns/status", &["patch"], &[]);
@@ -92,7 +92,12 @@ fn expected_grants(managed_redis: bool) -> Grants {
         &["get", "list", "watch", "create", "patch"],
         &[],
     );
-    add("", "pods", &["list"], &[]);
+    add(
+        "",
+        "pods",
+        &["get", "list", "watch", "create", "delete"],
+        &[],
+    );
     add("", "secrets", &["get"], &[]);
     add(
         "apps",
@@ -101,12 +106,6 @@ fn expected_grants(managed_redis: bool) -> Grants {
         &[],
     );
     add("apps", "replicasets", &["list"], &[]);
-    add(
-        "batch",
-        "jobs",
-        &["get", "list", "watch", "create", "delete"],
-        &[],
-    );
     add("events.k8s.io", "events", &["create", "patch"], &[]);
     if managed_redis {
         add("", "secrets", &["create"], &[]);
@@ -342,9 +341,11 @@ async fn rbac_allows_the_operators_calls_and_refuses_the_rest() {
             ("apps", "statefulsets", "patch", "eol-redis"),
             ("apps", "statefulsets", "list", ""),
             ("apps", "statefulsets", "watch", ""),
-            ("batch", "jobs", "get", "run-1"),
-            ("batch", "jobs", "create", ""),
-            ("batch", "jobs", "delete", "run-1"),
+            ("", "pods", "get", "run-1-1"),
+            ("", "pods", "create", ""),
+            ("", "pods", "delete", "run-1-1"),
+            ("", "pods", "watch", ""),
+            ("eol.dev", "featureruns", "delete", "run-1"),
             ("events.k8s.io", "events", "create", ""),
             ("events.k8s.io", "events", "patch", "inventory.1"),
         ];

@@ -6,6 +6,7 @@ use super::children::{self, CONFIG_HASH};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::pod::{self, FIELD_MANAGER};
+use crate::run::children as run_children;
 use crate::source::Prepared;
 use eol_core::crd::{Feature, FeatureStatus};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
@@ -106,7 +107,8 @@ impl<'a> Children<'a> {
     }
 
     /// Deletes the ConfigMaps of configurations no longer needed: all but the
-    /// desired, the current and the last good one.
+    /// desired, the current and the last good one, and those a FeatureRun's
+    /// pod that has not finished reads (it may not have started yet).
     pub(super) async fn prune(&self, status: &FeatureStatus, prepared: &Prepared) -> Result<()> {
         let keep = [
             Some(prepared.config_hash.as_str()),
@@ -127,7 +129,7 @@ impl<'a> Children<'a> {
                 .owner_references()
                 .iter()
                 .any(|r| Some(&r.uid) == self.feature.metadata.uid.as_ref());
-            if owned && !keep.contains(&hash.as_deref()) {
+            if owned && !keep.contains(&hash.as_deref()) && !self.read_by_a_run(hash.as_deref()) {
                 cms.delete(&cm.name_any(), &DeleteParams::default())
                     .await
                     .map_err(Error::kube(
@@ -137,6 +139,22 @@ impl<'a> Children<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Whether a runner pod of this Feature's runs that has not finished reads
+    /// configuration `hash` (from the pod cache; only asked when pruning).
+    fn read_by_a_run(&self, hash: Option<&str>) -> bool {
+        let feature = self.feature.name_any();
+        self.ctx.caches.run_pods.state().iter().any(|p| {
+            let labels = p.labels();
+            p.namespace().as_deref() == Some(self.ns)
+                && labels.get(run_children::FEATURE_LABEL) == Some(&feature)
+                && labels.get(run_children::CONFIG_LABEL).map(String::as_str) == hash
+                && !matches!(
+                    p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                    Some("Succeeded" | "Failed")
+                )
+        })
     }
 }
 

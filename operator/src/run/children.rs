@@ -1,30 +1,54 @@
-//! The objects a FeatureRun owns, built as pure functions: an immutable
-//! ConfigMap with the feature as it was when the run started, and one Job whose
-//! single runner pod reports through its termination message.
+//! The pods a FeatureRun owns, built as pure functions: one runner pod per
+//! attempt, created directly (as Tekton's TaskRun does, without a Job in
+//! between), named by the run and the attempt so that a second create of the
+//! same attempt, by a retried reconcile or a restarted operator, gets 409
+//! instead of a second pod. The pod reads the feature from its Feature's
+//! ConfigMap of the same configuration, so a run writes no ConfigMap of its own.
 
 use crate::config::OperatorConfig;
-use crate::pod::{self, ModelSettings, RunnerPod};
+use crate::pod::{self, ModelSettings, Placement, RunnerPod};
 use eol_core::Phase;
 use eol_core::crd::{FeatureRun, KeyRef};
 use eol_core::runner_contract::RunnerCommand;
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{Pod, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use std::collections::BTreeMap;
 
-/// The `app.kubernetes.io/name` of a FeatureRun's objects.
+/// The `app.kubernetes.io/name` of a FeatureRun's pods.
 pub const COMPONENT: &str = "eol-run";
 /// The label naming the Feature a run belongs to.
 pub const FEATURE_LABEL: &str = "eol.dev/feature";
-/// The Job annotation holding the phase the run runs in: a reconcile that
-/// reads a stale FeatureRun still reports the phase from the Job itself.
+/// The label naming the configuration (the Feature's ConfigMap) a run pod reads.
+pub const CONFIG_LABEL: &str = crate::feature::children::CONFIG_HASH;
+/// The pod annotation holding the phase the run runs in: a reconcile that
+/// reads a stale FeatureRun still reports the phase from the pod itself.
 pub const PHASE_ANNOTATION: &str = "eol.dev/phase";
+/// The pod annotation holding the attempt number (1 for the first pod).
+pub const ATTEMPT_ANNOTATION: &str = "eol.dev/attempt";
+/// The label selector of every runner pod of a FeatureRun (the operator's pod watch).
+pub const POD_SELECTOR: &str =
+    "app.kubernetes.io/name=eol-run,app.kubernetes.io/managed-by=eol-operator";
 
-/// The Job's (and ConfigMap's) name: the run's, cut to 63 characters if needed.
-/// Deterministic, so a restarted operator finds the Job it created.
-pub fn job_name(run: &FeatureRun) -> String {
-    pod::short_name(&run.name_any(), 63)
+/// The pod of `attempt` (1-based): the run's name and the attempt, cut to 63
+/// characters if needed. Deterministic, so a restarted operator creates the
+/// same name again and gets 409 rather than a second pod.
+pub fn pod_name(run: &FeatureRun, attempt: u32) -> String {
+    let suffix = format!("-{attempt}");
+    format!(
+        "{}{suffix}",
+        pod::short_name(&run.name_any(), 63 - suffix.len())
+    )
+}
+
+/// The attempt a runner pod runs, from its annotation.
+pub fn attempt(pod: &Pod) -> Option<u32> {
+    pod.annotations().get(ATTEMPT_ANNOTATION)?.parse().ok()
+}
+
+/// The phase a runner pod runs in, from its annotation.
+pub fn pod_phase(pod: &Pod) -> Option<Phase> {
+    pod.annotations().get(PHASE_ANNOTATION)?.parse().ok()
 }
 
 /// What the runner pod runs.
@@ -41,18 +65,19 @@ pub enum Work {
     Tests,
 }
 
-/// Everything the Job is built from.
+/// Everything the first pod is built from.
 pub struct RunPlan<'a> {
-    /// The `.eol` text.
-    pub source: &'a str,
-    /// The `.test.eol` text, for test runs.
-    pub tests: Option<&'a str>,
+    /// The Feature's ConfigMap of this configuration (feature file, tests, documents).
+    pub source_config_map: &'a str,
+    /// The configuration's hash (labelled on the pod, so the Feature keeps the
+    /// ConfigMap while the pod may still start).
+    pub config_hash: &'a str,
     /// The documents the feature references, by path.
     pub documents: &'a BTreeMap<String, String>,
     /// The Feature's runner pod resources, when set.
-    pub resources: Option<&'a k8s_openapi::api::core::v1::ResourceRequirements>,
+    pub resources: Option<&'a ResourceRequirements>,
     /// The Feature's node selector and tolerations.
-    pub placement: &'a pod::Placement,
+    pub placement: &'a Placement,
     /// What to run.
     pub work: Work,
     /// The phase to run in (`--phase`), or the feature's own.
@@ -65,37 +90,18 @@ pub struct RunPlan<'a> {
     pub redis_url: KeyRef,
 }
 
-fn meta(run: &FeatureRun) -> ObjectMeta {
+/// The labels of every pod of `run`.
+pub fn labels(run: &FeatureRun) -> BTreeMap<String, String> {
     let mut labels = pod::labels(COMPONENT, &run.name_any());
     labels.insert(FEATURE_LABEL.to_owned(), run.spec.feature_ref.clone());
-    ObjectMeta {
-        name: Some(job_name(run)),
-        namespace: run.namespace(),
-        labels: Some(labels),
-        owner_references: run.controller_owner_ref(&()).map(|r| vec![r]),
-        ..ObjectMeta::default()
-    }
+    labels
 }
 
-/// The run's files.
-pub fn config_map(run: &FeatureRun, plan: &RunPlan<'_>) -> ConfigMap {
-    let data = pod::source_data(plan.source, plan.tests, plan.documents);
-    ConfigMap {
-        metadata: meta(run),
-        data: Some(data),
-        immutable: Some(true),
-        ..ConfigMap::default()
-    }
-}
-
-/// The phase a Job of [`job`] runs in, from its annotation.
-pub fn job_phase(job: &Job) -> Option<Phase> {
-    job.annotations().get(PHASE_ANNOTATION)?.parse().ok()
-}
-
-/// The run's Job: one pod, never restarted in place; retries are new pods.
-pub fn job(run: &FeatureRun, plan: &RunPlan<'_>, config: &OperatorConfig) -> Job {
-    let name = job_name(run);
+/// The run's first pod: one container, never restarted in place; a retry is
+/// a new pod (see [`retry`]). `deadline` is `activeDeadlineSeconds`: the
+/// kubelet stops a pod that outlives the run's timeout even while the
+/// operator is away.
+pub fn pod(run: &FeatureRun, plan: &RunPlan<'_>, config: &OperatorConfig) -> Pod {
     let run_id = run.name_any();
     let command = match &plan.work {
         Work::Operation { name, input } => RunnerCommand::Run {
@@ -111,33 +117,53 @@ pub fn job(run: &FeatureRun, plan: &RunPlan<'_>, config: &OperatorConfig) -> Job
         run_id: Some(&run_id),
         redis_url: plan.redis_url.clone(),
         model: plan.model,
-        source_config_map: &name,
+        source_config_map: plan.source_config_map,
         documents: plan.documents,
         resources: plan.resources,
         placement: plan.placement,
     };
-    let metadata = meta(run);
-    Job {
+    let mut labels = labels(run);
+    labels.insert(CONFIG_LABEL.to_owned(), plan.config_hash.to_owned());
+    let mut spec = runner.pod_spec();
+    spec.active_deadline_seconds = run.spec.timeout_seconds;
+    Pod {
         metadata: ObjectMeta {
-            annotations: Some(BTreeMap::from([(
-                PHASE_ANNOTATION.to_owned(),
-                plan.run_phase.to_string(),
-            )])),
-            ..metadata.clone()
+            name: Some(pod_name(run, 1)),
+            namespace: run.namespace(),
+            labels: Some(labels),
+            annotations: Some(BTreeMap::from([
+                (PHASE_ANNOTATION.to_owned(), plan.run_phase.to_string()),
+                (ATTEMPT_ANNOTATION.to_owned(), "1".to_owned()),
+            ])),
+            owner_references: run.controller_owner_ref(&()).map(|r| vec![r]),
+            ..ObjectMeta::default()
         },
-        spec: Some(JobSpec {
-            backoff_limit: Some(run.spec.retries),
-            active_deadline_seconds: run.spec.timeout_seconds,
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: metadata.labels,
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(runner.pod_spec()),
-            },
-            ..JobSpec::default()
-        }),
-        ..Job::default()
+        spec: Some(spec),
+        ..Pod::default()
+    }
+}
+
+/// The pod of attempt `attempt`, made from the failed one (as a Job's retries
+/// share its template: the same configuration, even when the Feature changed
+/// since), with `remaining` seconds of the run's timeout left.
+pub fn retry(failed: &Pod, run: &FeatureRun, attempt: u32, remaining: Option<i64>) -> Pod {
+    let mut annotations = failed.annotations().clone();
+    annotations.insert(ATTEMPT_ANNOTATION.to_owned(), attempt.to_string());
+    let mut spec = failed.spec.clone().unwrap_or_default();
+    // What the scheduler and admission filled in belongs to the old pod.
+    spec.node_name = None;
+    spec.active_deadline_seconds = remaining.map(|s| s.max(1));
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(pod_name(run, attempt)),
+            namespace: run.namespace(),
+            labels: Some(failed.labels().clone()),
+            annotations: Some(annotations),
+            owner_references: run.controller_owner_ref(&()).map(|r| vec![r]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(spec),
+        ..Pod::default()
     }
 }
 
@@ -155,7 +181,7 @@ mod tests {
     }
 
     #[test]
-    fn the_job_carries_retries_deadline_phase_and_report_settings() {
+    fn the_pod_carries_deadline_phase_attempt_and_report_settings() {
         let r = run(
             serde_json::json!({"featureRef": "inventory", "operation": "add_stock",
             "input": {"sku": "A-1", "quantity": 2}, "retries": 2, "timeoutSeconds": 60}),
@@ -166,11 +192,11 @@ mod tests {
             ("a.md".to_owned(), "A".to_owned()),
         ]);
         let plan = RunPlan {
-            source: "---\n",
-            tests: None,
+            source_config_map: "inventory-0123456789",
+            config_hash: "0123456789",
             documents: &documents,
             resources: None,
-            placement: &pod::Placement::default(),
+            placement: &Placement::default(),
             work: Work::Operation {
                 name: "add_stock".into(),
                 input: serde_json::json!({"sku": "A-1", "quantity": 2}),
@@ -183,21 +209,23 @@ mod tests {
                 key: "url".into(),
             },
         };
-        let j = serde_json::to_value(job(&r, &plan, &OperatorConfig::default())).expect("json");
-        assert_eq!(j["metadata"]["name"], "restock-1");
+        let built = pod(&r, &plan, &OperatorConfig::default());
+        assert_eq!(attempt(&built), Some(1));
+        assert_eq!(pod_phase(&built), Some(Phase::Implementation));
+        let p = serde_json::to_value(&built).expect("json");
+        assert_eq!(p["metadata"]["name"], "restock-1-1");
+        assert_eq!(p["metadata"]["ownerReferences"][0]["kind"], "FeatureRun");
+        assert_eq!(p["metadata"]["ownerReferences"][0]["controller"], true);
+        assert_eq!(p["metadata"]["labels"][FEATURE_LABEL], "inventory");
+        assert_eq!(p["metadata"]["labels"][CONFIG_LABEL], "0123456789");
         assert_eq!(
-            j["metadata"]["annotations"][PHASE_ANNOTATION],
-            "implementation"
+            p["metadata"]["labels"]["app.kubernetes.io/instance"],
+            "restock-1"
         );
-        assert_eq!(
-            job_phase(&job(&r, &plan, &OperatorConfig::default())),
-            Some(Phase::Implementation)
-        );
-        assert_eq!(j["spec"]["backoffLimit"], 2);
-        assert_eq!(j["spec"]["activeDeadlineSeconds"], 60);
-        let pod = &j["spec"]["template"]["spec"];
-        assert_eq!(pod["restartPolicy"], "Never");
-        let c = &pod["containers"][0];
+        let spec = &p["spec"];
+        assert_eq!(spec["restartPolicy"], "Never");
+        assert_eq!(spec["activeDeadlineSeconds"], 60);
+        let c = &spec["containers"][0];
         let args: Vec<&str> = c["args"]
             .as_array()
             .expect("args")
@@ -222,29 +250,15 @@ mod tests {
             env.iter()
                 .any(|e| e["name"] == "EOL_REPORT_FILE" && e["value"] == "/dev/termination-log")
         );
-        assert_eq!(j["metadata"]["ownerReferences"][0]["kind"], "FeatureRun");
-        assert_eq!(j["metadata"]["labels"][FEATURE_LABEL], "inventory");
-        let cm = config_map(&r, &plan);
-        assert_eq!(cm.metadata.name.as_deref(), Some("restock-1"));
-        // Documents are keys of the ConfigMap, placed at their paths beside the feature file.
-        let data = cm.data.expect("data");
-        assert_eq!(
-            data.keys().collect::<Vec<_>>(),
-            ["document-0", "document-1", "feature.eol"]
-        );
-        assert_eq!(
-            (data["document-0"].as_str(), data["document-1"].as_str()),
-            ("A", "B")
-        );
-        let source = pod["volumes"]
+        // The Feature's ConfigMap of that configuration, documents at their paths.
+        let source = spec["volumes"]
             .as_array()
             .expect("volumes")
             .iter()
             .find(|v| v["name"] == "source")
             .expect("the source volume");
         let sources = &source["projected"]["sources"];
-        assert_eq!(sources[0]["configMap"]["name"], "restock-1");
-        assert!(sources[0]["configMap"]["items"].is_null(), "every key");
+        assert_eq!(sources[0]["configMap"]["name"], "inventory-0123456789");
         assert_eq!(
             sources[1]["configMap"]["items"],
             serde_json::json!([
@@ -252,12 +266,29 @@ mod tests {
                 {"key": "document-1", "path": "docs/b.md"}
             ])
         );
-        let mount = c["volumeMounts"]
-            .as_array()
-            .expect("mounts")
-            .iter()
-            .find(|m| m["name"] == "source")
-            .expect("mounted");
-        assert_eq!(mount["mountPath"], "/etc/eol");
+
+        // A retry: the same pod under the next name, with what is left of the deadline.
+        let mut scheduled = built.clone();
+        if let Some(s) = scheduled.spec.as_mut() {
+            s.node_name = Some("node-a".into());
+        }
+        let second = retry(&scheduled, &r, 2, Some(41));
+        assert_eq!(second.metadata.name.as_deref(), Some("restock-1-2"));
+        assert_eq!(attempt(&second), Some(2));
+        let spec = second.spec.expect("spec");
+        assert_eq!(spec.active_deadline_seconds, Some(41));
+        assert_eq!(spec.node_name, None);
+        assert_eq!(spec.containers, built.spec.expect("spec").containers);
+    }
+
+    #[test]
+    fn pod_names_stay_valid_and_distinct_per_attempt() {
+        let long = run(serde_json::json!({"featureRef": "f", "tests": true}));
+        let mut long = long;
+        long.metadata.name = Some("r".repeat(80));
+        let (a, b) = (pod_name(&long, 1), pod_name(&long, 12));
+        assert!(a.len() <= 63 && b.len() <= 63);
+        assert!(a.ends_with("-1") && b.ends_with("-12"));
+        assert_eq!(a, pod_name(&long, 1), "deterministic");
     }
 }

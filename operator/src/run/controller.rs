@@ -1,21 +1,26 @@
-//! The FeatureRun reconciler: finished runs only wait for their TTL; otherwise
-//! cancel -> fetch the Feature -> validate -> create the ConfigMap and Job once
-//! (deterministic names) -> read the Job and pod -> write status.
+//! The FeatureRun reconciler: finished runs only wait for their TTL and keep
+//! their Feature's history limits; otherwise cancel -> fetch the Feature ->
+//! validate -> create the attempt's pod (deterministic name, so exactly once)
+//! -> read it back from the pod cache -> retry, time out, or write status.
+//!
+//! A run's lifecycle costs at most four writes when nothing fails: the pod,
+//! the `Running` status, the final status, and its event. A pod that starts
+//! within [`QUIET_PENDING`] is never reported `Pending`.
 
 use super::children::{self, RunPlan, Work};
 use super::status::{self, Observation, reason};
 use crate::conditions::{self, Status};
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::feature::children as feature_children;
 use crate::pod::{FIELD_MANAGER, ModelSettings};
 use crate::redis;
 use crate::source::{self, Loaded};
 use eol_core::crd::{Feature, FeatureRun, FeatureRunStatus};
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, PostParams, PropagationPolicy};
+use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 use std::sync::Arc;
@@ -26,6 +31,10 @@ use tracing::instrument;
 pub const CONTROLLER: &str = "featurerun";
 /// How long a run waits for its Feature to appear (GitOps applies both at once).
 const FEATURE_GRACE: Duration = Duration::from_secs(30);
+/// How long a new pod may stay pending before the run reports `Pending` (and
+/// why, e.g. the scheduler's message): most pods start sooner, and a status
+/// write saved per run is an eighth of what a run costs the API server.
+const QUIET_PENDING: Duration = Duration::from_secs(5);
 
 /// Reconciles one FeatureRun.
 #[instrument(skip(run, ctx), fields(run = %run.name_any(), namespace = run.namespace().unwrap_or_default()))]
@@ -36,32 +45,18 @@ pub async fn reconcile(run: Arc<FeatureRun>, ctx: Arc<Context>) -> Result<Action
         .ok_or_else(|| Error::MissingMetadata(run.name_any(), "namespace"))?;
     // What this operator last wrote, even when the watch cache has not seen it yet.
     let previous = ctx.status.current(run.as_ref());
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-    let job_name = children::job_name(&run);
     let object = format!("FeatureRun {ns}/{}", run.name_any());
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let attempts = cached_attempts(&ctx, &ns, &run);
 
     if finished(&previous) {
-        return after_finish(&run, &previous, &jobs, &job_name, &object).await;
+        return after_finish(&run, &previous, &attempts, &pods, &object).await;
     }
     let mut status = previous.clone();
     status.observed_generation = run.metadata.generation;
 
     if run.spec.cancel {
-        // Deleted without a read first: a cache could miss a Job that exists.
-        match jobs
-            .delete(
-                &job_name,
-                &DeleteParams {
-                    propagation_policy: Some(PropagationPolicy::Background),
-                    ..DeleteParams::default()
-                },
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(Error::kube("delete the Job of a cancelled run", &object)(e)),
-        }
+        delete_pods(&pods, &attempts, previous.pod_name.as_deref(), &object).await?;
         return conclude(
             &ctx,
             &run,
@@ -72,29 +67,61 @@ pub async fn reconcile(run: Arc<FeatureRun>, ctx: Arc<Context>) -> Result<Action
         .await;
     }
 
-    // A new run's Job is unknown to the cache: create it without reading first
-    // (the create tolerates 409); a known Job is read for its current status.
-    let job = if ctx.caches.job_exists(&ns, &job_name) {
-        jobs.get_opt(&job_name)
+    // The latest attempt: from the cache, else (a cache that has not seen the
+    // pod yet) read by the name the status recorded.
+    let latest = match (attempts.last(), previous.pod_name.as_deref()) {
+        (Some(pod), _) => Some(Pod::clone(pod)),
+        (None, Some(name)) => pods
+            .get_opt(name)
             .await
-            .map_err(Error::kube("read the Job", &object))?
-    } else {
-        None
+            .map_err(Error::kube("read the runner pod", &object))?
+            .filter(|p| owned_by(p, &run)),
+        (None, None) => None,
     };
-    let job = match job {
-        Some(job) => job,
-        None => match plan_and_create(&ctx, &run, &ns, &mut status, &object).await? {
-            Ok(job) => job,
+    let latest = match (latest, previous.pod_name.as_deref()) {
+        (Some(pod), _) => pod,
+        (None, Some(name)) => {
+            let message = format!("the runner pod {name} was deleted before the run finished");
+            return conclude(&ctx, &run, status, reason::FAILED, message).await;
+        }
+        (None, None) => match plan_and_create(&ctx, &run, &ns, &mut status, &object).await? {
+            Ok(pod) => pod,
             Err(action) => return Ok(action),
         },
     };
-    // The run object may predate the status write that recorded the phase.
-    if let Some(phase) = children::job_phase(&job) {
+
+    // The run's timeout spans its attempts: the kubelet ends a pod at its
+    // activeDeadlineSeconds, and this ends the run where no kubelet does.
+    let started = status
+        .start_time
+        .clone()
+        .or_else(|| first_created(&attempts, &latest));
+    let remaining = remaining_seconds(&run, started.as_ref());
+    let mut seen = status::observe(&latest, run.spec.retries);
+    if seen.status == Status::Unknown && remaining.is_some_and(|r| r <= 0) {
+        delete_pods(&pods, &attempts, seen.pod_name.as_deref(), &object).await?;
+        let message = format!(
+            "the run did not finish within timeoutSeconds ({}s)",
+            run.spec.timeout_seconds.unwrap_or_default()
+        );
+        return conclude(&ctx, &run, status, reason::TIMED_OUT, message).await;
+    }
+    if let Some(next) = seen.retry {
+        let created = create_retry(&pods, &run, &latest, next, remaining, &object).await?;
+        seen.pod_name = created.metadata.name.clone();
+    }
+    if let Some(phase) = children::pod_phase(&latest) {
         status.phase = Some(phase);
     }
-    let pod = latest_pod(&ctx, &ns, &job).await?;
-    let seen = status::observe(&job, pod.as_ref());
+    status.start_time = started;
     let terminal = seen.status != Status::Unknown;
+    // A young pending pod is not worth a status write: most start at once.
+    let young = seen.reason == reason::PENDING
+        && status.conditions.is_empty()
+        && age(latest.metadata.creation_timestamp.as_ref()) < QUIET_PENDING.as_secs() as i64;
+    if young {
+        return Ok(Action::requeue(QUIET_PENDING));
+    }
     apply_observation(&mut status, seen, run.metadata.generation);
     if status != previous {
         ctx.status.write(&ctx.client, run.as_ref(), &status).await?;
@@ -111,29 +138,107 @@ pub async fn reconcile(run: Arc<FeatureRun>, ctx: Arc<Context>) -> Result<Action
                 message,
             )
             .await;
+            super::history::keep_limits(&ctx, &run).await?;
         }
     }
     Ok(if terminal {
         ttl_action(&run, &status)
     } else {
-        // Job events wake us; this is a safety net.
-        Action::requeue(Duration::from_secs(30))
+        // Pod events wake us; the timeout, else a safety net, wakes us otherwise.
+        let net = Duration::from_secs(30);
+        Action::requeue(match remaining {
+            Some(r) if r > 0 => net.min(Duration::from_secs(r as u64)),
+            _ => net,
+        })
     })
 }
 
 /// Whether the `Succeeded` condition is final.
-fn finished(status: &FeatureRunStatus) -> bool {
+pub(super) fn finished(status: &FeatureRunStatus) -> bool {
     conditions::get(&status.conditions, status::SUCCEEDED).is_some_and(|c| c.status != "Unknown")
 }
 
-/// A finished run: delete its Job once `ttlSecondsAfterFinished` has passed.
-/// The operator deletes it (not the Job's own TTL) so the runner's report is
-/// always read before the pod goes away.
+/// The run's pods known to the cache, attempt 1, 2, ... in order (looked up by
+/// name, so the cost does not grow with the number of pods).
+fn cached_attempts(ctx: &Context, ns: &str, run: &FeatureRun) -> Vec<Arc<Pod>> {
+    (1..)
+        .map_while(|n| ctx.caches.run_pod(ns, &children::pod_name(run, n)))
+        .filter(|p| owned_by(p, run))
+        .collect()
+}
+
+/// Whether `pod` belongs to this run (and not to a deleted run of the same name).
+fn owned_by(pod: &Pod, run: &FeatureRun) -> bool {
+    pod.owner_references()
+        .iter()
+        .any(|r| Some(&r.uid) == run.metadata.uid.as_ref())
+}
+
+fn first_created(attempts: &[Arc<Pod>], latest: &Pod) -> Option<Time> {
+    attempts
+        .first()
+        .map(|p| p.as_ref())
+        .unwrap_or(latest)
+        .metadata
+        .creation_timestamp
+        .clone()
+}
+
+fn age(created: Option<&Time>) -> i64 {
+    created
+        .map(|t| Timestamp::now().as_second() - t.0.as_second())
+        .unwrap_or(i64::MAX)
+}
+
+/// Seconds of `timeoutSeconds` left since `started`.
+fn remaining_seconds(run: &FeatureRun, started: Option<&Time>) -> Option<i64> {
+    let timeout = run.spec.timeout_seconds?;
+    Some(timeout - age(started).clamp(0, timeout))
+}
+
+/// Deletes the run's pods: the cached attempts (only those very pods: a run
+/// recreated under the same name has its own) and the one the status names.
+/// A pod already gone is fine.
+async fn delete_pods(
+    pods: &Api<Pod>,
+    attempts: &[Arc<Pod>],
+    recorded: Option<&str>,
+    object: &str,
+) -> Result<()> {
+    let mut targets: Vec<(String, Option<String>)> = attempts
+        .iter()
+        .map(|p| (p.name_any(), p.metadata.uid.clone()))
+        .collect();
+    if let Some(name) = recorded
+        && !targets.iter().any(|(n, _)| n == name)
+    {
+        targets.push((name.to_owned(), None));
+    }
+    for (name, uid) in targets {
+        let params = DeleteParams {
+            preconditions: uid.map(|uid| Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            }),
+            ..DeleteParams::background()
+        };
+        match pods.delete(&name, &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+            Err(e) => return Err(Error::kube("delete a runner pod", object)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// A finished run: delete its pods once `ttlSecondsAfterFinished` has passed.
+/// The operator deletes them (the pods have no TTL of their own) after it
+/// has read the runner's report.
 async fn after_finish(
     run: &FeatureRun,
     status: &FeatureRunStatus,
-    jobs: &Api<Job>,
-    job_name: &str,
+    attempts: &[Arc<Pod>],
+    pods: &Api<Pod>,
     object: &str,
 ) -> Result<Action> {
     let Some(ttl) = run.spec.ttl_seconds_after_finished else {
@@ -148,19 +253,9 @@ async fn after_finish(
     if now < due {
         return Ok(Action::requeue(Duration::from_secs((due - now) as u64)));
     }
-    match jobs
-        .delete(
-            job_name,
-            &DeleteParams {
-                propagation_policy: Some(PropagationPolicy::Background),
-                ..DeleteParams::default()
-            },
-        )
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 404 => {}
-        Err(e) => return Err(Error::kube("delete a finished run's Job", object)(e)),
+    // Nothing to delete costs nothing: the cache says which pods are left.
+    if !attempts.is_empty() {
+        delete_pods(pods, attempts, None, object).await?;
     }
     Ok(Action::await_change())
 }
@@ -174,15 +269,56 @@ fn ttl_action(run: &FeatureRun, status: &FeatureRunStatus) -> Action {
     }
 }
 
-/// Validates the run against its Feature and creates the ConfigMap and Job.
-/// `Err(action)` when the run ended (or waits) without a Job.
+/// Creates the pod of attempt `next` from the failed one (read whole: the
+/// cache keeps no pod specs). 409 means it exists already: that is the one.
+async fn create_retry(
+    pods: &Api<Pod>,
+    run: &FeatureRun,
+    failed: &Pod,
+    next: u32,
+    remaining: Option<i64>,
+    object: &str,
+) -> Result<Pod> {
+    let name = children::pod_name(run, next);
+    if let Some(existing) = pods
+        .get_opt(&name)
+        .await
+        .map_err(Error::kube("read the runner pod", object))?
+    {
+        return Ok(existing);
+    }
+    let whole = pods
+        .get(&failed.name_any())
+        .await
+        .map_err(Error::kube("read the failed runner pod", object))?;
+    let pod = children::retry(&whole, run, next, remaining);
+    match pods.create(&post(), &pod).await {
+        Ok(pod) => Ok(pod),
+        Err(kube::Error::Api(e)) if e.code == 409 => pods
+            .get(&name)
+            .await
+            .map_err(Error::kube("read the runner pod", object)),
+        Err(e) => Err(Error::kube("create a retry's runner pod", object)(e)),
+    }
+}
+
+fn post() -> PostParams {
+    PostParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PostParams::default()
+    }
+}
+
+/// Validates the run against its Feature and creates the first pod (and the
+/// Feature's ConfigMap of this configuration, if the Feature has not yet).
+/// `Err(action)` when the run ended (or waits) without a pod.
 async fn plan_and_create(
     ctx: &Context,
     run: &FeatureRun,
     ns: &str,
     status: &mut FeatureRunStatus,
     object: &str,
-) -> Result<Result<Job, Action>> {
+) -> Result<Result<Pod, Action>> {
     let feature = match ctx.caches.feature(ns, &run.spec.feature_ref) {
         Some(cached) => Some(Feature::clone(&cached)),
         None => Api::<Feature>::namespaced(ctx.client.clone(), ns)
@@ -191,14 +327,10 @@ async fn plan_and_create(
             .map_err(Error::kube("read the Feature", object))?,
     };
     let Some(feature) = feature else {
-        let age = run
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|t| Timestamp::now().as_second() - t.0.as_second())
-            .unwrap_or(i64::MAX);
+        let age = age(run.metadata.creation_timestamp.as_ref());
         let message = format!("Feature {ns}/{} does not exist", run.spec.feature_ref);
         if age < FEATURE_GRACE.as_secs() as i64 {
+            let before = status.conditions.clone();
             conditions::set(
                 &mut status.conditions,
                 status::SUCCEEDED,
@@ -207,7 +339,9 @@ async fn plan_and_create(
                 format!("{message} (yet): waiting for it"),
                 run.metadata.generation,
             );
-            ctx.status.write(&ctx.client, run, status).await?;
+            if status.conditions != before {
+                ctx.status.write(&ctx.client, run, status).await?;
+            }
             return Ok(Err(Action::requeue(Duration::from_secs(3))));
         }
         conclude(ctx, run, status.clone(), reason::FEATURE_NOT_FOUND, message).await?;
@@ -249,9 +383,10 @@ async fn plan_and_create(
     }
     let phase = run.spec.phase.unwrap_or(prepared.phase);
     status.phase = Some(phase);
+    let config_map = feature_children::config_map_name(&feature, &prepared.config_hash);
     let plan = RunPlan {
-        source: &prepared.source,
-        tests: prepared.tests.as_deref(),
+        source_config_map: &config_map,
+        config_hash: &prepared.config_hash,
         documents: &prepared.documents,
         resources: prepared.resources.as_ref(),
         placement: &prepared.placement,
@@ -261,51 +396,47 @@ async fn plan_and_create(
         model: &model,
         redis_url: redis::url_secret(&ctx.config),
     };
-    let post = PostParams {
-        field_manager: Some(FIELD_MANAGER.to_owned()),
-        ..PostParams::default()
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let pod = children::pod(run, &plan, &ctx.config);
+    // The Feature's controller made this configuration's ConfigMap, unless the
+    // run came first: then the run makes it (the same object, the Feature's
+    // own). Both at once: a pod waits for its ConfigMap volume if it must.
+    let config_map_created = async {
+        if ctx.caches.config_map_exists(ns, &config_map) {
+            return Ok(());
+        }
+        let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+        match cms
+            .create(&post(), &feature_children::config_map(&feature, &prepared))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+            Err(e) => Err(Error::kube("create the Feature's ConfigMap", object)(e)),
+        }
     };
     // Created, not applied: a second reconcile (or a restarted operator) gets
-    // 409 and uses what exists, so there is exactly one Job per run.
-    // Both at once: the Job's pod waits for its ConfigMap volume if it must,
-    // and a round trip less is most of what a FeatureRun adds to a bare Job.
-    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
-    let (config_map, job) = (
-        children::config_map(run, &plan),
-        children::job(run, &plan, &ctx.config),
-    );
-    let (cm_created, job_created) =
-        futures::join!(cms.create(&post, &config_map), jobs.create(&post, &job));
-    match cm_created {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => {
-            // A Job whose ConfigMap is missing would wait for it forever, and a
-            // known Job is never created again: remove it so the retry makes both.
-            if job_created.is_ok() {
-                let _ = jobs
-                    .delete(
-                        &children::job_name(run),
-                        &DeleteParams {
-                            propagation_policy: Some(PropagationPolicy::Background),
-                            ..DeleteParams::default()
-                        },
-                    )
-                    .await;
+    // 409 and uses what exists, so there is exactly one pod per attempt.
+    let params = post();
+    let (config_map_created, pod_created) =
+        futures::join!(config_map_created, pods.create(&params, &pod));
+    config_map_created?;
+    let pod = match pod_created {
+        Ok(pod) => pod,
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let existing = pods
+                .get(&children::pod_name(run, 1))
+                .await
+                .map_err(Error::kube("read the runner pod", object))?;
+            if !owned_by(&existing, run) {
+                // A deleted run's pod of the same name, still being removed.
+                return Ok(Err(Action::requeue(Duration::from_secs(2))));
             }
-            return Err(Error::kube("create the run's ConfigMap", object)(e));
+            existing
         }
-    }
-    let job = match job_created {
-        Ok(job) => job,
-        Err(kube::Error::Api(e)) if e.code == 409 => jobs
-            .get(&children::job_name(run))
-            .await
-            .map_err(Error::kube("read the Job", object))?,
-        Err(e) => return Err(Error::kube("create the Job", object)(e)),
+        Err(e) => return Err(Error::kube("create the runner pod", object)(e)),
     };
-    Ok(Ok(job))
+    Ok(Ok(pod))
 }
 
 /// What the run does, checked against the feature.
@@ -347,25 +478,6 @@ fn work_of(
     }
 }
 
-/// The Job's newest pod.
-async fn latest_pod(ctx: &Context, ns: &str, job: &Job) -> Result<Option<Pod>> {
-    let Some(uid) = job.metadata.uid.as_deref() else {
-        return Ok(None);
-    };
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let list = pods
-        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/controller-uid={uid}")))
-        .await
-        .map_err(Error::kube(
-            "list the runner pods",
-            format!("Job {ns}/{}", job.name_any()),
-        ))?;
-    Ok(list
-        .items
-        .into_iter()
-        .max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0)))
-}
-
 fn apply_observation(status: &mut FeatureRunStatus, seen: Observation, generation: Option<i64>) {
     conditions::set(
         &mut status.conditions,
@@ -375,7 +487,6 @@ fn apply_observation(status: &mut FeatureRunStatus, seen: Observation, generatio
         seen.message,
         generation,
     );
-    status.start_time = seen.start_time.or(status.start_time.take());
     status.completion_time = seen.completion_time;
     if seen.pod_name.is_some() {
         status.pod_name = seen.pod_name;
@@ -419,11 +530,12 @@ pub fn error_policy(run: Arc<FeatureRun>, error: &Error, ctx: Arc<Context>) -> A
 mod tests {
     use super::*;
     use crate::config::OperatorConfig;
-    use crate::fixtures::{Expect, condition, context, not_found};
+    use crate::context::Caches;
+    use crate::fixtures::{Expect, condition, context, context_with, not_found};
 
     const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/shop/events";
     const STATUS: &str = "/apis/eol.dev/v1alpha1/namespaces/shop/featureruns/r1/status";
-    const JOB: &str = "/apis/batch/v1/namespaces/shop/jobs/r1";
+    const POD: &str = "/api/v1/namespaces/shop/pods/r1-1";
 
     /// What the API server answers a status patch with: the object.
     fn stored() -> serde_json::Value {
@@ -446,7 +558,7 @@ mod tests {
     #[tokio::test]
     async fn a_run_of_a_missing_feature_ends_feature_not_found() {
         let (ctx, server) = context(OperatorConfig::default());
-        // The caches miss: the Job is not read (it would be created), the Feature is.
+        // The caches miss: no pod is read (none is recorded), the Feature is.
         let verify = server.run(vec![
             Expect::new(
                 "GET",
@@ -475,17 +587,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn cancelling_deletes_the_job_and_ends_cancelled() {
+    async fn cancelling_deletes_the_recorded_pod_and_ends_cancelled() {
         let (ctx, server) = context(OperatorConfig::default());
-        // Deleted without a read: a cache might not know the Job yet.
+        // Deleted without a read: the cache might not know the pod yet.
         let verify = server.run(vec![
             Expect::new(
                 "DELETE",
-                JOB,
+                POD,
                 (
                     200,
-                    serde_json::json!({"apiVersion": "batch/v1", "kind": "Job",
-                "metadata": {"name": "r1", "namespace": "shop"}}),
+                    serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "r1-1", "namespace": "shop"}}),
                 ),
             )
             .checking(|body| assert_eq!(body["propagationPolicy"], "Background")),
@@ -497,7 +609,7 @@ mod tests {
         reconcile(
             run(
                 serde_json::json!({"featureRef": "f", "tests": true, "cancel": true}),
-                serde_json::json!({"conditions": [{"type": status::SUCCEEDED, "status": "Unknown", "reason": "Running",
+                serde_json::json!({"podName": "r1-1", "conditions": [{"type": status::SUCCEEDED, "status": "Unknown", "reason": "Running",
                     "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}),
             ),
             ctx,
@@ -508,10 +620,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn cancelling_a_run_without_a_job_still_ends_cancelled() {
+    async fn cancelling_a_run_whose_pod_is_gone_still_ends_cancelled() {
         let (ctx, server) = context(OperatorConfig::default());
         let verify = server.run(vec![
-            Expect::new("DELETE", JOB, not_found("jobs \"r1\"")),
+            Expect::new("DELETE", POD, not_found("pods \"r1-1\"")),
             Expect::new("PATCH", STATUS, (200, stored())).checking(|patch| {
                 assert_eq!(condition(&patch, status::SUCCEEDED)["reason"], "Cancelled");
             }),
@@ -520,7 +632,7 @@ mod tests {
         reconcile(
             run(
                 serde_json::json!({"featureRef": "f", "tests": true, "cancel": true}),
-                serde_json::json!({}),
+                serde_json::json!({"podName": "r1-1"}),
             ),
             ctx,
         )
@@ -529,14 +641,36 @@ mod tests {
         verify.await.expect("the API calls were as expected");
     }
 
+    /// Caches holding the pod of attempt 1, owned by run `u9`, in `phase`.
+    fn caches_with_pod(phase: &str) -> Caches {
+        let (store, mut writer) = kube::runtime::reflector::store::<Pod>();
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "r1-1", "namespace": "shop", "uid": "p1",
+                "creationTimestamp": "2026-01-01T00:00:00Z",
+                "annotations": {"eol.dev/attempt": "1", "eol.dev/phase": "implementation"},
+                "ownerReferences": [{"apiVersion": "eol.dev/v1alpha1", "kind": "FeatureRun",
+                    "name": "r1", "uid": "u9", "controller": true}]},
+            "status": {"phase": phase}
+        }))
+        .expect("a Pod");
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(pod));
+        Caches {
+            run_pods: store,
+            ..Caches::empty()
+        }
+    }
+
     #[tokio::test]
-    async fn a_finished_run_only_deletes_its_job_after_the_ttl() {
-        let (ctx, server) = context(OperatorConfig::default());
-        let verify = server.run(vec![Expect::new(
-            "DELETE",
-            JOB,
-            (200, serde_json::json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "r1"}})),
-        )]);
+    async fn a_finished_run_only_deletes_its_pods_after_the_ttl() {
+        let (ctx, server) = context_with(OperatorConfig::default(), caches_with_pod("Succeeded"));
+        let verify = server.run(vec![
+            Expect::new(
+                "DELETE",
+                POD,
+                (200, serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "r1-1"}})),
+            )
+            .checking(|body| assert_eq!(body["preconditions"]["uid"], "p1")),
+        ]);
         let action = reconcile(
             run(
                 serde_json::json!({"featureRef": "f", "tests": true, "ttlSecondsAfterFinished": 5}),
@@ -549,6 +683,64 @@ mod tests {
         .await
         .expect("reconciled");
         assert_eq!(action, Action::await_change());
+        verify.await.expect("the API calls were as expected");
+    }
+
+    #[tokio::test]
+    async fn a_succeeded_pod_costs_one_status_write_and_one_event() {
+        let (ctx, server) = context_with(OperatorConfig::default(), caches_with_pod("Succeeded"));
+        let verify = server.run(vec![
+            Expect::new("PATCH", STATUS, (200, stored())).checking(|patch| {
+                let c = condition(&patch, status::SUCCEEDED);
+                assert_eq!(
+                    (c["status"].as_str(), c["reason"].as_str()),
+                    (Some("True"), Some("Succeeded"))
+                );
+                assert_eq!(patch["status"]["podName"], "r1-1");
+                assert_eq!(patch["status"]["phase"], "implementation");
+                assert_eq!(patch["status"]["startTime"], "2026-01-01T00:00:00Z");
+            }),
+            Expect::new("POST", EVENTS, (201, serde_json::json!({}))),
+        ]);
+        let action = reconcile(
+            run(
+                serde_json::json!({"featureRef": "f", "tests": true}),
+                serde_json::json!({}),
+            ),
+            ctx,
+        )
+        .await
+        .expect("reconciled");
+        assert_eq!(action, Action::await_change());
+        verify.await.expect("the API calls were as expected");
+    }
+
+    #[tokio::test]
+    async fn a_run_past_its_timeout_deletes_its_pod_and_times_out() {
+        let (ctx, server) = context_with(OperatorConfig::default(), caches_with_pod("Running"));
+        let verify = server.run(vec![
+            Expect::new(
+                "DELETE",
+                POD,
+                (200, serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "r1-1"}})),
+            ),
+            Expect::new("PATCH", STATUS, (200, stored())).checking(|patch| {
+                let c = condition(&patch, status::SUCCEEDED);
+                assert_eq!(c["reason"], "TimedOut");
+                assert!(c["message"].as_str().is_some_and(|m| m.contains("60s")));
+            }),
+            Expect::new("POST", EVENTS, (201, serde_json::json!({}))),
+        ]);
+        // Created in 2026-01-01: long past its 60 s.
+        reconcile(
+            run(
+                serde_json::json!({"featureRef": "f", "tests": true, "timeoutSeconds": 60}),
+                serde_json::json!({}),
+            ),
+            ctx,
+        )
+        .await
+        .expect("reconciled");
         verify.await.expect("the API calls were as expected");
     }
 }

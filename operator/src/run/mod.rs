@@ -1,5 +1,7 @@
-//! The FeatureRun controller: one Job per run, Tekton-style status.
+//! The FeatureRun controller: one runner pod per attempt (no Job), Tekton-style
+//! status, per-Feature history limits.
 
 pub mod children;
 pub mod controller;
+pub mod history;
 pub mod status;

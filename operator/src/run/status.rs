@@ -1,9 +1,9 @@
-//! A FeatureRun's `Succeeded` condition and summary, read from its Job and the
-//! runner pod's termination message (pure).
+//! A FeatureRun's `Succeeded` condition and summary, read from its latest
+//! runner pod and the runner's termination message (pure).
 
+use super::children;
 use crate::conditions::Status;
 use eol_core::crd::{RunReport, RunSummary};
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -12,10 +12,12 @@ pub const SUCCEEDED: &str = "Succeeded";
 
 /// The fixed reasons of the `Succeeded` condition.
 pub mod reason {
-    /// The Job exists; its pod is not running yet.
+    /// The runner pod is not running yet (or the run waits for its Feature or Redis).
     pub const PENDING: &str = "Pending";
     /// The runner pod is running.
     pub const RUNNING: &str = "Running";
+    /// An attempt failed and another one starts.
+    pub const RETRYING: &str = "Retrying";
     /// The run finished and succeeded.
     pub const SUCCEEDED: &str = "Succeeded";
     /// The run failed (after its retries).
@@ -30,7 +32,7 @@ pub mod reason {
     pub const FEATURE_NOT_FOUND: &str = "FeatureNotFound";
 }
 
-/// What the Job says about the run.
+/// What the latest pod says about the run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observation {
     /// The `Succeeded` condition's status.
@@ -39,118 +41,123 @@ pub struct Observation {
     pub reason: &'static str,
     /// Its message.
     pub message: String,
-    /// When the Job started.
-    pub start_time: Option<Time>,
-    /// When it ended.
+    /// When the run's last attempt ended, once the run is over.
     pub completion_time: Option<Time>,
     /// The latest runner pod.
     pub pod_name: Option<String>,
     /// The runner's summary, when it reported one.
     pub summary: Option<RunSummary>,
+    /// The attempt to start next (a failed attempt with retries left).
+    pub retry: Option<u32>,
 }
 
-/// Reads the run's state from `job` and its latest pod.
-pub fn observe(job: &Job, pod: Option<&Pod>) -> Observation {
-    let status = job.status.clone().unwrap_or_default();
-    let conditions = status.conditions.unwrap_or_default();
-    let finished = |type_: &str| {
-        conditions
-            .iter()
-            .find(|c| c.type_ == type_ && c.status == "True")
-    };
-    let terminated = pod.and_then(|p| {
-        p.status
-            .as_ref()?
-            .container_statuses
-            .as_ref()?
-            .iter()
-            .find(|c| c.name == "runner")?
-            .state
-            .as_ref()?
-            .terminated
-            .clone()
-    });
+/// Reads the run's state from its latest pod; `retries` is `spec.retries`.
+pub fn observe(pod: &Pod, retries: i32) -> Observation {
+    let status = pod.status.clone().unwrap_or_default();
+    let terminated = status
+        .container_statuses
+        .as_ref()
+        .and_then(|cs| cs.iter().find(|c| c.name == crate::pod::runner::CONTAINER))
+        .and_then(|c| c.state.as_ref()?.terminated.clone());
     let report: Option<RunReport> = terminated
         .as_ref()
         .and_then(|t| t.message.as_deref())
         .and_then(|m| serde_json::from_str(m).ok());
-    let pod_name = pod.and_then(|p| p.metadata.name.clone());
-    let summary = report.as_ref().map(|r| r.summary.clone());
-    let runner_error = report.as_ref().and_then(|r| r.error.clone()).or_else(|| {
-        terminated.as_ref().map(|t| {
-            format!(
-                "the runner exited with code {}{}",
-                t.exit_code,
-                t.reason
-                    .as_deref()
-                    .map(|r| format!(" ({r})"))
-                    .unwrap_or_default()
-            )
-        })
-    });
+    let attempt = children::attempt(pod).unwrap_or(1);
     let base = Observation {
         status: Status::Unknown,
         reason: reason::PENDING,
         message: String::new(),
-        start_time: status.start_time.clone(),
         completion_time: None,
-        pod_name,
-        summary,
+        pod_name: pod.metadata.name.clone(),
+        summary: report.as_ref().map(|r| r.summary.clone()),
+        retry: None,
     };
-    if let Some(c) = finished("Complete") {
-        return Observation {
+    let ended = terminated
+        .as_ref()
+        .and_then(|t| t.finished_at.clone())
+        .or_else(|| Some(Time(k8s_openapi::jiff::Timestamp::now())));
+    match status.phase.as_deref() {
+        Some("Succeeded") => Observation {
             status: Status::True,
             reason: reason::SUCCEEDED,
             message: "the run succeeded".to_owned(),
-            completion_time: status
-                .completion_time
-                .clone()
-                .or_else(|| c.last_transition_time.clone()),
+            completion_time: ended,
             ..base
-        };
-    }
-    if let Some(c) = finished("Failed") {
-        let timed_out = c.reason.as_deref() == Some("DeadlineExceeded");
-        let message = if timed_out {
-            format!(
+        },
+        // The kubelet enforces the pod's activeDeadlineSeconds: the run's timeout.
+        Some("Failed") if status.reason.as_deref() == Some("DeadlineExceeded") => Observation {
+            status: Status::False,
+            reason: reason::TIMED_OUT,
+            message: format!(
                 "the run did not finish within timeoutSeconds ({}s)",
-                job.spec
+                pod.spec
                     .as_ref()
                     .and_then(|s| s.active_deadline_seconds)
                     .unwrap_or_default()
-            )
-        } else {
-            runner_error
-                .clone()
-                .or_else(|| c.message.clone())
-                .unwrap_or_else(|| "the run failed".to_owned())
-        };
-        return Observation {
-            status: Status::False,
-            reason: if timed_out {
-                reason::TIMED_OUT
-            } else {
-                reason::FAILED
-            },
-            message,
-            completion_time: c.last_transition_time.clone(),
+            ),
+            completion_time: ended,
             ..base
-        };
-    }
-    let running = status.ready.unwrap_or(0) > 0
-        || pod
-            .and_then(|p| p.status.as_ref()?.phase.as_deref())
-            .is_some_and(|p| p == "Running");
-    if running {
-        Observation {
+        },
+        Some("Failed") => {
+            let error = report
+                .as_ref()
+                .and_then(|r| r.error.clone())
+                .or_else(|| {
+                    terminated.as_ref().map(|t| {
+                        format!(
+                            "the runner exited with code {}{}",
+                            t.exit_code,
+                            t.reason
+                                .as_deref()
+                                .map(|r| format!(" ({r})"))
+                                .unwrap_or_default()
+                        )
+                    })
+                })
+                .or(status.message.clone())
+                .unwrap_or_else(|| "the runner pod failed".to_owned());
+            if i64::from(attempt) <= i64::from(retries) {
+                Observation {
+                    reason: reason::RETRYING,
+                    message: format!(
+                        "attempt {attempt} of {} failed: {error}",
+                        i64::from(retries) + 1
+                    ),
+                    retry: Some(attempt + 1),
+                    ..base
+                }
+            } else {
+                Observation {
+                    status: Status::False,
+                    reason: reason::FAILED,
+                    message: error,
+                    completion_time: ended,
+                    ..base
+                }
+            }
+        }
+        Some("Running") => Observation {
             reason: reason::RUNNING,
             message: "the runner pod is running".to_owned(),
             ..base
-        }
-    } else {
-        Observation {
-            message: "waiting for the runner pod to start".to_owned(),
-            ..base
+        },
+        _ => {
+            // Why it waits, in the scheduler's words when it cannot place it.
+            let unscheduled = status
+                .conditions
+                .as_ref()
+                .and_then(|cs| {
+                    cs.iter()
+                        .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+                })
+                .and_then(|c| c.message.clone());
+            Observation {
+                message: unscheduled
+                    .map(|m| format!("the runner pod cannot be scheduled: {m}"))
+                    .unwrap_or_else(|| "waiting for the runner pod to start".to_owned()),
+                ..base
+            }
         }
     }
 }
@@ -159,76 +166,97 @@ pub fn observe(job: &Job, pod: Option<&Pod>) -> Observation {
 mod tests {
     use super::*;
 
-    fn job(status: serde_json::Value) -> Job {
+    fn pod(phase: &str, attempt: u32, message: &str, exit: i32) -> Pod {
         serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "r"}, "spec": {"activeDeadlineSeconds": 30, "template": {}},
-            "status": status
-        }))
-        .expect("a Job")
-    }
-
-    fn pod(message: &str, exit: i32) -> Pod {
-        serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "r-abcde"},
-            "status": {"phase": if exit == 0 {"Succeeded"} else {"Failed"}, "containerStatuses": [{
+            "metadata": {"name": format!("r-{attempt}"), "annotations": {"eol.dev/attempt": attempt.to_string()}},
+            "spec": {"containers": [], "activeDeadlineSeconds": 30},
+            "status": {"phase": phase, "containerStatuses": [{
                 "name": "runner", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
-                "state": {"terminated": {"exitCode": exit, "message": message}}
+                "state": if phase == "Running" || phase == "Pending" { serde_json::json!({}) } else {
+                    serde_json::json!({"terminated": {"exitCode": exit, "message": message,
+                        "finishedAt": "2026-01-01T00:00:02Z"}}) }
             }]}
         }))
         .expect("a Pod")
     }
 
     #[test]
-    fn a_completed_job_gives_the_runners_summary() {
-        let j = job(
-            serde_json::json!({"startTime": "2026-01-01T00:00:00Z", "completionTime": "2026-01-01T00:00:02Z",
-            "conditions": [{"type": "Complete", "status": "True"}]}),
-        );
+    fn a_succeeded_pod_gives_the_runners_summary() {
         let p = pod(
+            "Succeeded",
+            1,
             r#"{"output":{"level":5},"duration":"0.2s","resultKey":"eol:inventory:runs:r"}"#,
             0,
         );
-        let o = observe(&j, Some(&p));
+        let o = observe(&p, 0);
         assert_eq!((o.status, o.reason), (Status::True, reason::SUCCEEDED));
         let s = o.summary.expect("summary");
         assert_eq!(s.output, Some(serde_json::json!({"level": 5})));
         assert_eq!(s.duration.as_deref(), Some("0.2s"));
-        assert_eq!(o.pod_name.as_deref(), Some("r-abcde"));
-        assert!(o.completion_time.is_some() && o.start_time.is_some());
+        assert_eq!(o.pod_name.as_deref(), Some("r-1"));
+        assert_eq!(
+            o.completion_time.map(|t| t.0.to_string()).as_deref(),
+            Some("2026-01-01T00:00:02Z")
+        );
     }
 
     #[test]
-    fn failures_say_why() {
-        let failed = job(
-            serde_json::json!({"conditions": [{"type": "Failed", "status": "True",
-            "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]}),
+    fn a_failed_attempt_retries_until_the_retries_are_spent_and_says_why() {
+        let report =
+            r#"{"testsPassed":2,"testsFailed":1,"error":"1 test failed: reserve too much"}"#;
+        let o = observe(&pod("Failed", 1, report, 1), 1);
+        assert_eq!(
+            (o.status, o.reason, o.retry),
+            (Status::Unknown, reason::RETRYING, Some(2))
         );
-        let p = pod(
-            r#"{"testsPassed":2,"testsFailed":1,"error":"1 test failed: reserve too much"}"#,
-            1,
+        assert_eq!(
+            o.message,
+            "attempt 1 of 2 failed: 1 test failed: reserve too much"
         );
-        let o = observe(&failed, Some(&p));
-        assert_eq!((o.status, o.reason), (Status::False, reason::FAILED));
+        let o = observe(&pod("Failed", 2, report, 1), 1);
+        assert_eq!(
+            (o.status, o.reason, o.retry),
+            (Status::False, reason::FAILED, None)
+        );
         assert_eq!(o.message, "1 test failed: reserve too much");
         assert_eq!(o.summary.and_then(|s| s.tests_failed), Some(1));
         // No report (killed): the exit code speaks.
-        let o = observe(&failed, Some(&pod("", 137)));
+        let o = observe(&pod("Failed", 1, "", 137), 0);
         assert_eq!(o.message, "the runner exited with code 137");
-        let late = job(
-            serde_json::json!({"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]}),
-        );
-        let o = observe(&late, None);
-        assert_eq!(o.reason, reason::TIMED_OUT);
-        assert!(o.message.contains("30s"));
     }
 
     #[test]
-    fn an_active_job_is_pending_then_running() {
+    fn the_kubelets_deadline_is_a_timeout() {
+        let mut p = pod("Failed", 1, "", 137);
+        if let Some(s) = p.status.as_mut() {
+            s.reason = Some("DeadlineExceeded".into());
+        }
+        let o = observe(&p, 3);
         assert_eq!(
-            observe(&job(serde_json::json!({"active": 1})), None).reason,
+            (o.status, o.reason, o.retry),
+            (Status::False, reason::TIMED_OUT, None)
+        );
+        assert!(o.message.contains("30s"), "{}", o.message);
+    }
+
+    #[test]
+    fn a_pod_is_pending_then_running_and_an_unschedulable_one_says_why() {
+        assert_eq!(
+            observe(&pod("Pending", 1, "", 0), 0).reason,
             reason::PENDING
         );
-        let o = observe(&job(serde_json::json!({"active": 1, "ready": 1})), None);
+        let o = observe(&pod("Running", 1, "", 0), 0);
         assert_eq!((o.status, o.reason), (Status::Unknown, reason::RUNNING));
+        let mut p = pod("Pending", 1, "", 0);
+        if let Some(s) = p.status.as_mut() {
+            s.conditions = Some(vec![
+                serde_json::from_value(serde_json::json!({
+                    "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                    "message": "0/1 nodes are available: 1 Insufficient cpu."
+                }))
+                .expect("a condition"),
+            ]);
+        }
+        assert!(observe(&p, 0).message.contains("Insufficient cpu"));
     }
 }

@@ -461,7 +461,8 @@ async fn a_second_replica_waits_for_the_lease_and_takes_over() {
             "eol_operator_reconciles_total{controller=\"featurerun\"}",
             "eol_operator_reconciles_total{controller=\"feature\"}",
             "eol_operator_reconcile_duration_seconds_count{controller=\"featurerun\"}",
-            "eol_operator_api_requests_total{method=\"POST\"}",
+            "eol_operator_api_requests_total{method=\"POST\",resource=\"pods\"}",
+            "eol_operator_api_requests_total{method=\"PATCH\",resource=\"featureruns/status\"}",
         ] {
             assert!(
                 metrics.contains(series),

@@ -5,8 +5,8 @@ use crate::metrics::Metrics;
 use crate::source::code::CodeCheck;
 use crate::status::StatusWriter;
 use eol_core::crd::{Feature, FeatureRun};
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Service};
 use kube::Client;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -29,6 +29,10 @@ pub struct Caches {
     pub run_pods: Store<Pod>,
     /// Metadata of the ConfigMaps the operator created (Features' configurations).
     pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
+    /// The Features' Deployments (without managedFields).
+    pub deployments: Store<Deployment>,
+    /// Metadata of the Features' Services.
+    pub services: Store<PartialObjectMeta<Service>>,
     /// The managed Redis StatefulSets.
     pub redis: Store<StatefulSet>,
 }
@@ -41,6 +45,8 @@ impl Caches {
             runs: reflector::store().0,
             run_pods: reflector::store().0,
             config_maps: reflector::store().0,
+            deployments: reflector::store().0,
+            services: reflector::store().0,
             redis: reflector::store().0,
         }
     }
@@ -60,6 +66,17 @@ impl Caches {
         self.config_maps
             .get(&ObjectRef::new(name).within(namespace))
             .is_some()
+    }
+
+    /// The cached Deployment `namespace/name`.
+    pub fn deployment(&self, namespace: &str, name: &str) -> Option<Arc<Deployment>> {
+        self.deployments
+            .get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// The cached metadata of Service `namespace/name`.
+    pub fn service(&self, namespace: &str, name: &str) -> Option<Arc<PartialObjectMeta<Service>>> {
+        self.services.get(&ObjectRef::new(name).within(namespace))
     }
 
     /// The cached StatefulSet `namespace/name`.

@@ -28,6 +28,35 @@ pub struct ErrorLabels {
 pub struct RequestLabels {
     /// The HTTP method: GET for reads, POST/PUT/PATCH/DELETE for writes.
     pub method: String,
+    /// The resource (plural, with its subresource: `featureruns/status`).
+    pub resource: String,
+}
+
+impl RequestLabels {
+    /// The labels of a request to `path` (`/api/v1/namespaces/ns/pods/p`,
+    /// `/apis/eol.dev/v1alpha1/namespaces/ns/featureruns/r/status`).
+    pub fn of(method: &str, path: &str) -> Self {
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        // Skip `api/v1` or `apis/<group>/<version>`, then `namespaces/<ns>`
+        // unless namespaces are the resource itself.
+        let mut rest: &[&str] = match parts.first() {
+            Some(&"api") => parts.get(2..).unwrap_or_default(),
+            Some(&"apis") => parts.get(3..).unwrap_or_default(),
+            _ => &[],
+        };
+        if rest.first() == Some(&"namespaces") && rest.len() > 2 {
+            rest = &rest[2..];
+        }
+        let resource = match rest {
+            [] => "other".to_owned(),
+            [plural] | [plural, _] => (*plural).to_owned(),
+            [plural, _, sub, ..] => format!("{plural}/{sub}"),
+        };
+        Self {
+            method: method.to_owned(),
+            resource,
+        }
+    }
 }
 
 /// Reconcile counts, errors and durations, and the operator's API requests.
@@ -122,21 +151,36 @@ mod tests {
         let metrics = Metrics::register(&mut registry);
         metrics
             .api_requests
-            .get_or_create(&RequestLabels {
-                method: "POST".to_owned(),
-            })
+            .get_or_create(&RequestLabels::of(
+                "POST",
+                "/apis/events.k8s.io/v1/namespaces/shop/events",
+            ))
             .inc();
         drop(metrics.reconcile("feature"));
         metrics.error("feature", "Kube");
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for line in [
-            "eol_operator_api_requests_total{method=\"POST\"} 1",
+            "eol_operator_api_requests_total{method=\"POST\",resource=\"events\"} 1",
             "eol_operator_reconciles_total{controller=\"feature\"} 1",
             "eol_operator_reconcile_errors_total{controller=\"feature\",kind=\"Kube\"} 1",
             "eol_operator_reconcile_duration_seconds_count{controller=\"feature\"} 1",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }
+    }
+
+    #[test]
+    fn requests_are_labelled_by_resource_and_subresource() {
+        let of = |path| RequestLabels::of("PATCH", path).resource;
+        assert_eq!(of("/api/v1/namespaces/shop/pods/r-1"), "pods");
+        assert_eq!(of("/api/v1/namespaces/shop/pods"), "pods");
+        assert_eq!(
+            of("/apis/eol.dev/v1alpha1/namespaces/shop/featureruns/r/status"),
+            "featureruns/status"
+        );
+        assert_eq!(of("/apis/apps/v1/deployments"), "deployments");
+        assert_eq!(of("/api/v1/namespaces/shop"), "namespaces");
+        assert_eq!(of("/version"), "other");
     }
 }

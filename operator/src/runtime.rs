@@ -74,9 +74,10 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
     let counting =
         tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
             requests
-                .get_or_create(&crate::metrics::RequestLabels {
-                    method: req.method().to_string(),
-                })
+                .get_or_create(&crate::metrics::RequestLabels::of(
+                    req.method().as_str(),
+                    req.uri().path(),
+                ))
                 .inc();
             req
         });
@@ -210,6 +211,21 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
     .modify(drop_managed_fields)
     .reflect(config_maps_writer)
     .touched_objects();
+    let (deployments_cache, deployments_writer) = reflector::store();
+    let deployments = watcher(scoped::<Deployment>(&client, ns), managed.clone())
+        .default_backoff()
+        .modify(drop_managed_fields)
+        .reflect(deployments_writer)
+        .touched_objects();
+    let (services_cache, services_writer) = reflector::store();
+    let services = watcher(
+        scoped::<PartialObjectMeta<Service>>(&client, ns),
+        managed.clone(),
+    )
+    .default_backoff()
+    .modify(drop_managed_fields)
+    .reflect(services_writer)
+    .touched_objects();
     let (redis_cache, redis_writer) = reflector::store();
     let managed_redis = config.external_redis_secret.is_none();
     let redis_reflector = reflector(
@@ -234,6 +250,8 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
         runs: runs_cache.clone(),
         run_pods: run_pods_cache,
         config_maps: config_maps_cache,
+        deployments: deployments_cache,
+        services: services_cache,
         redis: redis_cache,
     };
     let ctx = Arc::new(Context::new(
@@ -245,11 +263,8 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
     let feature_controller = Controller::for_stream(features, features_cache);
     let feature_controller = feature_controller
         .with_config(controller_config.clone())
-        .owns(scoped::<Deployment>(&client, ns), managed.clone())
-        .owns(
-            scoped::<PartialObjectMeta<Service>>(&client, ns),
-            managed.clone(),
-        )
+        .owns_stream(deployments)
+        .owns_stream(services)
         .owns_stream(config_maps)
         .graceful_shutdown_on(stopping(&stop_rx))
         .run(feature::reconcile, feature::error_policy, ctx.clone())

@@ -40,7 +40,12 @@ impl<'a> Children<'a> {
         Api::namespaced(self.ctx.client.clone(), self.ns)
     }
 
+    /// Applies the configuration's ConfigMap, unless the cache knows it: it
+    /// is immutable and named by its content's hash, so existing is enough.
     pub(super) async fn apply_config_map(&self, cm: &ConfigMap) -> Result<()> {
+        if self.ctx.caches.config_map_exists(self.ns, &cm.name_any()) {
+            return Ok(());
+        }
         self.api::<ConfigMap>()
             .patch(&cm.name_any(), &apply(), &Patch::Apply(cm))
             .await
@@ -59,12 +64,27 @@ impl<'a> Children<'a> {
         Ok(())
     }
 
+    /// Applies the Deployment, unless the cached one was applied from the same
+    /// desired object (its [`APPLIED`] annotation): then that one is the
+    /// answer, and a resync of an unchanged Feature writes nothing.
     async fn deployment(
         &self,
         template: PodTemplateSpec,
         action: &'static str,
     ) -> Result<Deployment> {
-        let deployment = children::deployment(self.feature, template, &self.ctx.config);
+        let deployment = stamped(children::deployment(
+            self.feature,
+            template,
+            &self.ctx.config,
+        ));
+        if let Some(cached) = self
+            .ctx
+            .caches
+            .deployment(self.ns, &self.feature.name_any())
+            && applied(cached.as_ref()) == applied(&deployment)
+        {
+            return Ok(Deployment::clone(&cached));
+        }
         self.api::<Deployment>()
             .patch(
                 &self.feature.name_any(),
@@ -75,13 +95,16 @@ impl<'a> Children<'a> {
             .map_err(Error::kube(action, &self.object))
     }
 
+    /// Applies the Service, unless the cached one carries the same [`APPLIED`] stamp.
     pub(super) async fn apply_service(&self) -> Result<()> {
+        let service = stamped(children::service(self.feature));
+        if let Some(cached) = self.ctx.caches.service(self.ns, &self.feature.name_any())
+            && applied(cached.as_ref()) == applied(&service)
+        {
+            return Ok(());
+        }
         self.api::<Service>()
-            .patch(
-                &self.feature.name_any(),
-                &apply(),
-                &Patch::Apply(children::service(self.feature)),
-            )
+            .patch(&self.feature.name_any(), &apply(), &Patch::Apply(service))
             .await
             .map_err(Error::kube("apply the Service", &self.object))?;
         Ok(())
@@ -156,6 +179,33 @@ impl<'a> Children<'a> {
                 )
         })
     }
+}
+
+/// The annotation holding the hash of the desired object an applied object
+/// was applied from.
+pub const APPLIED: &str = "eol.dev/applied";
+
+/// `object` with its [`APPLIED`] stamp: the hash of the object without it.
+fn stamped<K: Resource + serde::Serialize>(mut object: K) -> K {
+    let hash = serde_json::to_vec(&object)
+        .map(|bytes| crate::hash::hex(&bytes)[..16].to_owned())
+        .unwrap_or_default();
+    object
+        .meta_mut()
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(APPLIED.to_owned(), hash);
+    object
+}
+
+/// The [`APPLIED`] stamp of `object`, if any.
+fn applied<K: Resource>(object: &K) -> Option<&str> {
+    object
+        .meta()
+        .annotations
+        .as_ref()?
+        .get(APPLIED)
+        .map(String::as_str)
 }
 
 fn apply() -> PatchParams {

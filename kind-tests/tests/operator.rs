@@ -1,5 +1,5 @@
 //! The operator on the real local cluster: Features become served Deployments,
-//! FeatureRuns become Jobs with Tekton-style status, phase switches are gated by
+//! FeatureRuns become runner pods (one per attempt) with Tekton-style status, phase switches are gated by
 //! the tests. Each test runs in its own namespace with its own operator.
 #![allow(clippy::unwrap_used)]
 
@@ -93,6 +93,106 @@ async fn a_featurerun_of_an_implementation_feature_succeeds_with_its_summary() {
         // The managed Redis runs with a persistent volume and a generated password.
         let redis = env.api::<StatefulSet>().get("eol-redis").await.unwrap();
         assert_eq!(redis.spec.unwrap().volume_claim_templates.unwrap().len(), 1);
+    })
+    .await;
+}
+
+/// The runner pods of `run`, by name.
+async fn run_pods(env: &TestEnv, run: &str) -> Vec<String> {
+    let list = env
+        .api::<Pod>()
+        .list(&ListParams::default().labels(&format!(
+            "app.kubernetes.io/name=eol-run,app.kubernetes.io/instance={run}"
+        )))
+        .await
+        .unwrap();
+    let mut names: Vec<String> = list.items.iter().map(|p| p.name_any()).collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn retries_timeouts_cancel_ttl_and_history_limits_hold_with_pods_made_directly() {
+    in_namespace("semantics", |env| async move {
+        env.create(&feature(
+            "inventory",
+            serde_json::json!({"source": {"inline": INVENTORY}, "replicas": 0, "successfulRunsHistoryLimit": 1}),
+        ))
+        .await;
+        let runs = env.api::<FeatureRun>();
+        // An input the operation's schema refuses fails every attempt: one pod each.
+        env.create(&feature_run("bad", serde_json::json!({
+            "featureRef": "inventory", "operation": "stock_level", "input": {"sku": 5}, "retries": 1
+        })))
+        .await;
+        // Cancelled while its pod starts.
+        env.create(&feature_run("stopped", serde_json::json!({
+            "featureRef": "inventory", "operation": "stock_level", "input": {"sku": "A"}
+        })))
+        .await;
+        // A second is not enough to start a runner.
+        env.create(&feature_run("late", serde_json::json!({
+            "featureRef": "inventory", "operation": "stock_level", "input": {"sku": "A"}, "timeoutSeconds": 1
+        })))
+        .await;
+        wait_for(&env.api::<Pod>(), "stopped-1", READY_TIMEOUT, |_| true).await;
+        runs.patch("stopped", &Default::default(), &kube::api::Patch::Merge(serde_json::json!({"spec": {"cancel": true}})))
+            .await
+            .unwrap();
+
+        let bad = wait_for(&runs, "bad", READY_TIMEOUT, run_finished).await.status.unwrap();
+        let (status, reason, message) = condition(&bad.conditions, "Succeeded").unwrap();
+        assert_eq!((status.as_str(), reason.as_str()), ("False", "Failed"), "{message}");
+        assert!(message.contains("sku"), "the runner's error names the field: {message}");
+        assert_eq!(bad.pod_name.as_deref(), Some("bad-2"));
+        assert_eq!(run_pods(&env, "bad").await, ["bad-1", "bad-2"], "one pod per attempt, retries + 1");
+
+        let stopped = wait_for(&runs, "stopped", READY_TIMEOUT, run_finished).await.status.unwrap();
+        assert_eq!(condition(&stopped.conditions, "Succeeded").unwrap().1, "Cancelled");
+        let start = std::time::Instant::now();
+        while !run_pods(&env, "stopped").await.is_empty() {
+            assert!(start.elapsed() < Duration::from_secs(60), "the cancelled run's pod stays");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+
+        let late = wait_for(&runs, "late", READY_TIMEOUT, run_finished).await.status.unwrap();
+        let (_, reason, message) = condition(&late.conditions, "Succeeded").unwrap();
+        assert_eq!(reason, "TimedOut", "{message}");
+        assert!(message.contains("1s"), "{message}");
+
+        // TTL: the pods go, the run stays.
+        env.create(&feature_run("brief", serde_json::json!({
+            "featureRef": "inventory", "operation": "stock_level", "input": {"sku": "A"}, "ttlSecondsAfterFinished": 1
+        })))
+        .await;
+        let brief = wait_for(&runs, "brief", READY_TIMEOUT, run_finished).await;
+        assert_succeeded(brief, str::to_owned);
+        let start = std::time::Instant::now();
+        while !run_pods(&env, "brief").await.is_empty() {
+            assert!(start.elapsed() < Duration::from_secs(60), "the finished run's pod outlived its TTL");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert!(runs.get_opt("brief").await.unwrap().is_some(), "the run itself stays");
+
+        // History limit 1 for successes: after one more success only the newest is left
+        // ("brief" was the only success so far).
+        env.create(&feature_run("newest", serde_json::json!({
+            "featureRef": "inventory", "operation": "stock_level", "input": {"sku": "A"}
+        })))
+        .await;
+        let newest = wait_for(&runs, "newest", READY_TIMEOUT, run_finished).await;
+        assert_succeeded(newest, str::to_owned);
+        let start = std::time::Instant::now();
+        loop {
+            let mut left: Vec<String> = runs.list(&ListParams::default()).await.unwrap().items.iter().map(|r| r.name_any()).collect();
+            left.sort();
+            // Failures have no limit here: they all stay.
+            if left == ["bad", "late", "newest", "stopped"] {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "runs left: {left:?}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     })
     .await;
 }

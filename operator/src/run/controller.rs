@@ -516,6 +516,7 @@ async fn conclude(
     ctx.status.write(&ctx.client, run, &status).await?;
     ctx.event(&run.object_ref(&()), true, reason, "Run", message)
         .await;
+    super::history::keep_limits(ctx, run).await?;
     Ok(ttl_action(run, &status))
 }
 

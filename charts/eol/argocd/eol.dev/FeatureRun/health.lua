@@ -37,7 +37,8 @@ elseif succeeded.status == "False" then
   hs.status = "Degraded"
   hs.message = message or "The run failed"
 else
-  -- Pending (waiting for the Feature, the namespace's Redis or the pod) or Running.
+  -- Pending (waiting for the Feature, the namespace's Redis or the pod), Running, or
+  -- Retrying (an attempt failed; the next pod starts).
   hs.status = "Progressing"
   hs.message = message or "Waiting for the operator"
 end

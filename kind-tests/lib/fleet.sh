@@ -27,7 +27,8 @@ FLEET_RUN_SECONDS="${EOL_FLEET_RUN_SECONDS:-1}"
 # advertise: the API server's log and exec requests for pods on fake nodes
 # reach it and fail at once (TLS to a plain HTTP server) instead of hanging.
 FLEET_KWOK_PORT="${EOL_FLEET_KWOK_PORT:-10247}"
-# Pod IPs of fake pods: outside the real node's 10.244.0.0/24 and the Service range.
+# Pod IPs of fake pods: outside the real node's 10.244.0.0/24 and the Service
+# range, and routed nowhere while the fleet is up (fleet_route).
 FLEET_POD_CIDR="${EOL_FLEET_POD_CIDR:-10.245.0.0/16}"
 FLEET_STAGES="$STATE_DIR/kwok-stages.yaml"
 
@@ -77,7 +78,8 @@ EOT
 # Force-removes the pods bound to the nodes named in $@ (their kubelet is fake
 # or gone, so a graceful delete would never finish): one delete-collection
 # request per namespace and node, as kubectl deletes one pod per request at 5
-# requests a second (300 pods took 60 s).
+# requests a second (300 pods took 60 s; this way 5-11 s, the API server's time,
+# and no faster with the requests in parallel).
 fleet_remove_pods_on() {
   (($# == 0)) && return 0
   local nodes=" $* " ns node n=0
@@ -102,9 +104,20 @@ fleet_remove_nodes() {
   log "fleet: removed $# nodes"
 }
 
+# Nothing listens on a fake pod's IP, but a connection to it (the operator
+# asking an unready pod's /readyz, a Service's ClusterIP through kube-proxy)
+# would leave through the default route, where this machine's egress proxy
+# answered HTTP 404. An unreachable route makes it fail at once, on the host.
+fleet_route() { # add | del
+  if [[ $1 == add ]]; then
+    ip route replace unreachable "$FLEET_POD_CIDR"
+  else
+    ip route del unreachable "$FLEET_POD_CIDR" 2>/dev/null || true
+  fi
+}
+
 fleet_start_kwok() {
   local ms stages
-  [[ "$FLEET_RUN_SECONDS" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "EOL_FLEET_RUN_SECONDS must be a number of seconds"
   ms=$(awk -v s="$FLEET_RUN_SECONDS" 'BEGIN { printf "%d", s * 1000 }')
   stages=$(sed "s/@RUN_MILLISECONDS@/$ms/" "$HERE/manifests/kwok-stages.yaml")
   # A running kwok with other stages (another EOL_FLEET_RUN_SECONDS) is restarted.
@@ -120,8 +133,10 @@ fleet_start_kwok() {
 fleet_up() {
   local n="${1:-}" t0=$SECONDS i
   [[ "$n" =~ ^[0-9]+$ ]] || die "usage: cluster.sh fleet up N (N fake nodes)"
+  [[ "$FLEET_RUN_SECONDS" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "EOL_FLEET_RUN_SECONDS must be a number of seconds"
   proc_alive kube-apiserver || die "the local cluster is not up (cluster.sh up)"
   build_kwok
+  fleet_route add
   fleet_start_kwok
   local manifest="" names=()
   for ((i = 0; i < n; i++)); do
@@ -143,6 +158,7 @@ fleet_up() {
 }
 
 fleet_down() {
+  fleet_route del
   [[ -d "$STATE_DIR" ]] || { log "fleet: no local cluster"; return 0; }
   stop_proc kwok
   rm -f "$FLEET_STAGES"

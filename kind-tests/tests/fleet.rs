@@ -24,7 +24,7 @@ const NODES: usize = 20;
 const FEATURES: usize = 50;
 const REPLICAS: i32 = 2;
 const RUNS_PER_FEATURE: usize = 4;
-/// Measured: about a minute here (see kind-tests/README.md); the rest is headroom.
+/// Measured: 64-86 s until the last run finished (kind-tests/README.md); the rest is headroom.
 const TIMEOUT: Duration = Duration::from_secs(300);
 /// What the fleet's nodes are called (`kwok-node-0..N-1`).
 const NODE_PREFIX: &str = "kwok-node-";

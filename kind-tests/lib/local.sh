@@ -339,7 +339,8 @@ remove_kubelet_chains() {
 local_down() {
   if [[ ! -d "$STATE_DIR" && ! -d "$TRACK_CGROUP" ]]; then log "no local cluster to tear down"; return 0; fi
   # kwok (a fleet, lib/fleet.sh) and the kubelet first, so nothing restarts what we stop next.
-  stop_proc kwok; fleet_route del
+  stop_proc kwok
+  if declare -F fleet_route >/dev/null; then fleet_route del; fi
   stop_proc kubelet
   if proc_alive containerd; then
     # Stops every pod sandbox through CRI, so CNI tears down their networking.

@@ -8,10 +8,14 @@
 #   cluster.sh status             component pids, log directory, nodes
 #   cluster.sh env                print `export KUBECONFIG=...` (and PATH for kubectl v1.34 and helm)
 #   cluster.sh load-image REF...  import images (buildah/docker names or archive files; `project`: the runner, operator and Redis images)
-#   cluster.sh build              build and cache binaries (helm included) and base images only
+#   cluster.sh build              build and cache binaries (helm and kwok included) and base images only
 #   cluster.sh memory             resident memory of the cluster's processes
 #   cluster.sh images             build only the busybox and Debian base images (in buildah storage)
 #   cluster.sh project-images     build the runner, operator and Redis images (cached), load them and the tests' busybox image if a cluster is up; prints `export EOL_RUNNER_IMAGE=...` etc.
+#   cluster.sh fleet up N         kwok with exactly N fake nodes kwok-node-0..N-1 (label type=kwok, taint kwok.x-k8s.io/node=fake:NoSchedule);
+#                                 their pods become Running+Ready, restartPolicy Never pods succeed after EOL_FLEET_RUN_SECONDS (1) with a runner's report
+#   cluster.sh fleet down         stop kwok, delete the fake nodes, force-remove their pods (`down` stops kwok too)
+#   cluster.sh fleet status       kwok's pid, fake nodes, pods bound to them
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$HERE/lib/common.sh"
@@ -20,6 +24,7 @@ source "$HERE/lib/images.sh"
 source "$HERE/lib/pki.sh"
 source "$HERE/lib/local.sh"
 source "$HERE/lib/kind.sh"
+source "$HERE/lib/fleet.sh"
 
 # EOL_CLUSTER_MODE=kind|local forces a mode; otherwise kind when usable, except
 # that a local cluster already running is always the one addressed.
@@ -69,6 +74,8 @@ case "$cmd:$(mode)" in
       log "no cluster up: images built, not loaded"
     fi
     echo "$env" ;;
+  fleet:local) fleet "$@" ;;
+  fleet:kind) die "fleet: only with the local cluster (kwok runs as a local process against it)" ;;
   build:*) apt_ensure buildah gcc libc6-dev busybox-static debootstrap; build_all; build_helm; build_images ;;
-  *) sed -n '6,14p' "$0" >&2; exit 2 ;;
+  *) sed -n '6,18p' "$0" >&2; exit 2 ;;
 esac

@@ -124,4 +124,5 @@ build_all() {
   build_coredns
   build_crictl
   build_k8s
+  build_kwok # lib/fleet.sh
 }

@@ -338,7 +338,9 @@ remove_kubelet_chains() {
 
 local_down() {
   if [[ ! -d "$STATE_DIR" && ! -d "$TRACK_CGROUP" ]]; then log "no local cluster to tear down"; return 0; fi
-  # Stop the kubelet first so it does not restart what we stop next.
+  # kwok (a fleet, lib/fleet.sh) and the kubelet first, so nothing restarts what we stop next.
+  stop_proc kwok
+  if declare -F fleet_route >/dev/null; then fleet_route del; fi
   stop_proc kubelet
   if proc_alive containerd; then
     # Stops every pod sandbox through CRI, so CNI tears down their networking.
@@ -392,6 +394,8 @@ status_local() {
       printf '  %-24s STOPPED\n' "$c"; rc=1
     fi
   done
+  # A fleet (lib/fleet.sh) is optional: shown only while it runs.
+  proc_alive kwok && printf '  %-24s running  pid %-8s (fleet: cluster.sh fleet status)\n' kwok "$(proc_pid kwok)"
   kctl get nodes -o wide 2>/dev/null || rc=1
   return $rc
 }

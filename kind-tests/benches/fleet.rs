@@ -23,6 +23,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use eol_core::crd::{Feature, FeatureRun};
+use eol_kind_tests::metrics::{self, writes};
 use eol_kind_tests::{TestEnv, condition, feature_ready, in_namespace_with, run_finished};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -142,69 +143,17 @@ fn run(name: &str, feature: &str) -> FeatureRun {
 }
 
 /// The operator's API requests so far, by (method, resource).
-async fn requests() -> HashMap<(String, String), f64> {
-    let text = reqwest::get(format!("http://{LISTEN}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let mut out = HashMap::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("eol_operator_api_requests_total{") else {
-            continue;
-        };
-        let Some((labels, count)) = rest.rsplit_once("} ") else {
-            continue;
-        };
-        let label = |key: &str| {
-            labels
-                .split(',')
-                .find_map(|kv| kv.strip_prefix(&format!("{key}=\"")))
-                .map(|v| v.trim_end_matches('"').to_owned())
-                .unwrap_or_default()
-        };
-        out.insert(
-            (label("method"), label("resource")),
-            count.trim().parse().unwrap_or(0.0),
-        );
-    }
-    out
+async fn requests() -> metrics::Requests {
+    metrics::requests(&metrics::text(LISTEN).await)
 }
 
 /// Feature reconciles so far.
 async fn feature_reconciles() -> f64 {
-    let text = reqwest::get(format!("http://{LISTEN}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("eol_operator_reconciles_total{controller=\"feature\"} "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
-/// Writes (POST, PUT, PATCH, DELETE) between two snapshots, by resource;
-/// the leader Lease's renewals are the process's, not a lifecycle's.
-fn writes(
-    before: &HashMap<(String, String), f64>,
-    after: &HashMap<(String, String), f64>,
-) -> BTreeMap<String, f64> {
-    let mut out = BTreeMap::new();
-    for ((method, resource), n) in after {
-        if method == "GET" || resource == "leases" {
-            continue;
-        }
-        let d = n - before
-            .get(&(method.clone(), resource.clone()))
-            .unwrap_or(&0.0);
-        if d > 0.0 {
-            *out.entry(format!("{method} {resource}")).or_insert(0.0) += d;
-        }
-    }
-    out
+    metrics::counter(
+        &metrics::text(LISTEN).await,
+        "eol_operator_reconciles_total",
+        "controller=\"feature\"",
+    )
 }
 
 fn total(w: &BTreeMap<String, f64>) -> f64 {
@@ -629,17 +578,7 @@ async fn bench(env: TestEnv, args: Args) {
     }
     let restarted = Instant::now();
     // The new process's counters start at zero.
-    let mut before = HashMap::new();
-    for _ in 0..60 {
-        if let Ok(r) = reqwest::get(format!("http://{LISTEN}/metrics")).await
-            && r.status().is_success()
-        {
-            before = requests().await;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let before = before;
+    let before = requests().await;
     let features_total = (n + 1) as f64;
     let start = Instant::now();
     while feature_reconciles().await < features_total && start.elapsed() < Duration::from_secs(600)

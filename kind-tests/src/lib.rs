@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod fixtures;
+pub mod metrics;
 
 use eol_core::crd::{Feature, FeatureRun};
 use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};

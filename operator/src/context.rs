@@ -12,6 +12,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use std::sync::Arc;
+use tokio::sync::watch;
 
 /// Watch caches the reconcilers read instead of making GETs and LISTs (each
 /// saved round trip shortens FeatureRun -> pod, and spares the API server). A
@@ -35,20 +36,31 @@ pub struct Caches {
     pub services: Store<PartialObjectMeta<Service>>,
     /// The managed Redis StatefulSets.
     pub redis: Store<StatefulSet>,
+    /// True once every cache has had its first full list (see [`SyncTracker`]).
+    pub synced: watch::Receiver<bool>,
 }
 
 impl Caches {
     /// Caches that always miss (tests; every read goes to the API).
     pub fn empty() -> Self {
         Self {
-            features: reflector::store().0,
-            runs: reflector::store().0,
-            run_pods: reflector::store().0,
-            config_maps: reflector::store().0,
-            deployments: reflector::store().0,
-            services: reflector::store().0,
-            redis: reflector::store().0,
+            features: synced_empty(),
+            runs: synced_empty(),
+            run_pods: synced_empty(),
+            config_maps: synced_empty(),
+            deployments: synced_empty(),
+            services: synced_empty(),
+            redis: synced_empty(),
+            synced: watch::channel(true).1,
         }
+    }
+
+    /// Waits until every cache has had its first full list. A reconcile that
+    /// ran on a half-filled cache would re-apply what exists (at start, every
+    /// Feature: a write storm after each restart).
+    pub async fn ready(&self) {
+        // An error only means the sender is gone: the process is stopping.
+        let _ = self.synced.clone().wait_for(|synced| *synced).await;
     }
 
     /// The cached Feature `namespace/name`.
@@ -83,6 +95,63 @@ impl Caches {
     pub fn redis(&self, namespace: &str, name: &str) -> Option<Arc<StatefulSet>> {
         self.redis.get(&ObjectRef::new(name).within(namespace))
     }
+}
+
+/// Tells when every watch stream feeding a cache has delivered its first
+/// full list (`InitDone`). Not `Store::wait_until_ready`: a store wakes only
+/// the last of several waiters (kube-runtime's `DelayedInit` keeps one waker),
+/// and the controllers already wait on their own stores.
+#[derive(Clone)]
+pub struct SyncTracker {
+    remaining: Arc<std::sync::atomic::AtomicUsize>,
+    synced: Arc<watch::Sender<bool>>,
+}
+
+impl SyncTracker {
+    /// A tracker of `streams` streams, and the receiver for [`Caches::synced`].
+    pub fn new(streams: usize) -> (Self, watch::Receiver<bool>) {
+        let (tx, rx) = watch::channel(streams == 0);
+        (
+            Self {
+                remaining: Arc::new(streams.into()),
+                synced: Arc::new(tx),
+            },
+            rx,
+        )
+    }
+
+    /// A hook for one stream's events (`.inspect(tracker.hook())`): the
+    /// stream's first `InitDone` counts it synced.
+    pub fn hook<K, E>(
+        &self,
+    ) -> impl FnMut(&Result<kube::runtime::watcher::Event<K>, E>) + use<K, E> {
+        let tracker = self.clone();
+        let mut seen = false;
+        move |event| {
+            if !seen && matches!(event, Ok(kube::runtime::watcher::Event::InitDone)) {
+                seen = true;
+                let left = tracker
+                    .remaining
+                    .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+                    - 1;
+                if left == 0 {
+                    tracker.synced.send_replace(true);
+                }
+            }
+        }
+    }
+}
+
+/// A store that is empty and says so (its writer has seen a complete list).
+fn synced_empty<K>() -> Store<K>
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Default,
+{
+    let (store, mut writer) = reflector::store();
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::Init);
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
+    store
 }
 
 /// The reconcilers' shared state, passed as `Arc<Context>`.
@@ -168,5 +237,25 @@ impl Context {
         if let Err(error) = self.recorder.publish(&event, object).await {
             tracing::warn!(%error, reason, "failed to publish an event");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::watcher::Event;
+
+    #[test]
+    fn the_caches_are_synced_once_every_stream_listed_once() {
+        let (tracker, rx) = SyncTracker::new(2);
+        let (mut a, mut b) = (tracker.hook::<(), ()>(), tracker.hook::<(), ()>());
+        a(&Ok(Event::Init));
+        a(&Ok(Event::InitDone));
+        // A relist of the same stream does not count twice.
+        a(&Ok(Event::InitDone));
+        assert!(!*rx.borrow(), "one stream of two listed");
+        b(&Ok(Event::InitApply(())));
+        b(&Ok(Event::InitDone));
+        assert!(*rx.borrow(), "both listed");
     }
 }

@@ -2,7 +2,7 @@
 //! `/healthz`, graceful shutdown on SIGTERM.
 
 use crate::config::OperatorConfig;
-use crate::context::{Caches, Context};
+use crate::context::{Caches, Context, SyncTracker};
 use crate::feature::controller as feature;
 use crate::metrics::Metrics;
 use crate::redis;
@@ -178,11 +178,14 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
     // The caches hold what the reconcilers read and no more: managedFields
     // are dropped everywhere (they are often the larger half of an object),
     // ConfigMaps are watched as metadata, runner pods as metadata and status.
+    // Reconciles wait until all six caches below have had their first list.
+    let (tracker, synced_rx) = SyncTracker::new(6);
     let (features_cache, features_writer) = reflector::store();
     let features = watcher(scoped::<Feature>(&client, ns), watcher::Config::default())
         .default_backoff()
         .modify(drop_managed_fields)
         .reflect(features_writer)
+        .inspect(tracker.hook())
         .applied_objects();
     let (runs_cache, runs_writer) = reflector::store();
     let runs = watcher(
@@ -192,6 +195,7 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
     .default_backoff()
     .modify(drop_managed_fields)
     .reflect(runs_writer)
+    .inspect(tracker.hook())
     .applied_objects();
     let (run_pods_cache, run_pods_writer) = reflector::store();
     let run_pods = watcher(
@@ -201,6 +205,7 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
     .default_backoff()
     .modify(slim_pod)
     .reflect(run_pods_writer)
+    .inspect(tracker.hook())
     .touched_objects();
     let (config_maps_cache, config_maps_writer) = reflector::store();
     let config_maps = watcher(
@@ -210,12 +215,14 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
     .default_backoff()
     .modify(drop_managed_fields)
     .reflect(config_maps_writer)
+    .inspect(tracker.hook())
     .touched_objects();
     let (deployments_cache, deployments_writer) = reflector::store();
     let deployments = watcher(scoped::<Deployment>(&client, ns), managed.clone())
         .default_backoff()
         .modify(drop_managed_fields)
         .reflect(deployments_writer)
+        .inspect(tracker.hook())
         .touched_objects();
     let (services_cache, services_writer) = reflector::store();
     let services = watcher(
@@ -225,6 +232,7 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
     .default_backoff()
     .modify(drop_managed_fields)
     .reflect(services_writer)
+    .inspect(tracker.hook())
     .touched_objects();
     let (redis_cache, redis_writer) = reflector::store();
     let managed_redis = config.external_redis_secret.is_none();
@@ -253,7 +261,9 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
         deployments: deployments_cache,
         services: services_cache,
         redis: redis_cache,
+        synced: synced_rx,
     };
+
     let ctx = Arc::new(Context::new(
         client.clone(),
         config.clone(),

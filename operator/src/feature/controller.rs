@@ -28,6 +28,7 @@ pub const CONTROLLER: &str = "feature";
 /// Reconciles one Feature.
 #[instrument(skip(feature, ctx), fields(feature = %feature.name_any(), namespace = feature.namespace().unwrap_or_default()))]
 pub async fn reconcile(feature: Arc<Feature>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.caches.ready().await;
     let _timer = ctx.metrics.reconcile(CONTROLLER);
     let ns = feature
         .namespace()

@@ -39,6 +39,7 @@ const QUIET_PENDING: Duration = Duration::from_secs(5);
 /// Reconciles one FeatureRun.
 #[instrument(skip(run, ctx), fields(run = %run.name_any(), namespace = run.namespace().unwrap_or_default()))]
 pub async fn reconcile(run: Arc<FeatureRun>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.caches.ready().await;
     let _timer = ctx.metrics.reconcile(CONTROLLER);
     let ns = run
         .namespace()
@@ -654,7 +655,10 @@ mod tests {
             "status": {"phase": phase}
         }))
         .expect("a Pod");
-        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(pod));
+        use kube::runtime::watcher::Event;
+        writer.apply_watcher_event(&Event::Init);
+        writer.apply_watcher_event(&Event::InitApply(pod));
+        writer.apply_watcher_event(&Event::InitDone);
         Caches {
             run_pods: store,
             ..Caches::empty()

@@ -101,11 +101,16 @@ impl ApiServerVerifier {
 
 /// A context whose client talks to the returned verifier.
 pub fn context(config: OperatorConfig) -> (Arc<Context>, ApiServerVerifier) {
+    context_with(config, Caches::empty())
+}
+
+/// [`context`] with the given watch caches.
+pub fn context_with(config: OperatorConfig, caches: Caches) -> (Arc<Context>, ApiServerVerifier) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let metrics = Metrics::register(&mut Registry::default());
     (
-        Arc::new(Context::new(client, config, metrics, Caches::empty())),
+        Arc::new(Context::new(client, config, metrics, caches)),
         ApiServerVerifier(handle),
     )
 }

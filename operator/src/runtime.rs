@@ -225,6 +225,8 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
         metrics,
         caches,
     ));
+    // Removes a namespace's managed Redis once its last Feature is gone.
+    tokio::spawn(redis::sweep::run(ctx.clone()));
     let feature_controller = feature_controller
         .with_config(controller_config.clone())
         .owns(deployments, managed.clone())

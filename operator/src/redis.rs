@@ -416,6 +416,7 @@ pub(crate) mod tests {
         (200, object)
     }
 
+    /// `k` as JSON.
     pub(crate) fn json_of<K: serde::Serialize>(k: &K) -> Value {
         serde_json::to_value(k).expect("json")
     }

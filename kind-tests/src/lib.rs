@@ -51,6 +51,19 @@ pub async fn client() -> Client {
     client
 }
 
+/// A client for the test cluster that acts as `user` (the admin kubeconfig
+/// with `Impersonate-User`), e.g. `system:serviceaccount:<ns>:<name>`.
+pub async fn client_as(user: &str) -> Client {
+    let path = kubeconfig();
+    let kubeconfig = Kubeconfig::read_from(&path)
+        .unwrap_or_else(|e| panic!("no cluster: cannot read kubeconfig {path} ({e})"));
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("kubeconfig {path} is unusable: {e}"));
+    config.auth_info.impersonate = Some(user.to_owned());
+    Client::try_from(config).expect("a client")
+}
+
 static CRDS: OnceCell<()> = OnceCell::const_new();
 
 /// Installs the CRDs (once per test binary) and waits until they are established.

@@ -7,7 +7,8 @@
 //!
 //! Each test installs its own release into its own namespace (watching only
 //! that namespace, so nothing cluster-scoped is created besides the shared
-//! CRDs). Needs the cluster and the project images (`scripts/test.sh` brings
+//! CRDs and the release's FlowSchema and priority level, named after the
+//! namespace and removed by `helm uninstall`). Needs the cluster and the project images (`scripts/test.sh` brings
 //! both), helm (`kind-tests/cluster.sh build`) and, for the prototyping test,
 //! the local model (`scripts/llm.sh start` with `EOL_LLM_HOST=0.0.0.0`, so pods
 //! reach it through their gateway).
@@ -371,6 +372,22 @@ spec:
             "kubectl get",
         );
         assert_eq!(release_objects.trim(), "", "left by helm uninstall");
+        let flow = format!("{RELEASE}-{ns}");
+        let flow_objects = must(
+            kubectl(
+                &[
+                    "get",
+                    "flowschema,prioritylevelconfiguration",
+                    &flow,
+                    "--ignore-not-found",
+                    "-o",
+                    "name",
+                ],
+                None,
+            ),
+            "kubectl get",
+        );
+        assert_eq!(flow_objects.trim(), "", "left by helm uninstall");
         assert!(deployments.get_opt(RELEASE).await.expect("get").is_none());
         let crds = must(
             kubectl(

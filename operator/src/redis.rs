@@ -3,15 +3,20 @@
 //! persistence, a Service, and a generated password in a Secret that runner pods
 //! read (never a plain environment value).
 //!
-//! It is shared by every Feature of the namespace, so each Feature adds itself
-//! as a (non-controller) owner: the garbage collector removes the Redis when the
-//! last Feature is gone. The volume claim stays, so data survives.
+//! It is shared by every Feature of the namespace and owned by none of them:
+//! once it exists, a new Feature only reads it (one owner reference per
+//! Feature made every new Feature rewrite all three objects, each carrying as
+//! many references as the namespace had Features). [`sweep`] deletes it when
+//! the namespace's last Feature is gone. The volume claim stays, so data
+//! survives.
+
+pub mod sweep;
 
 use crate::config::OperatorConfig;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::pod::{self, FIELD_MANAGER};
-use eol_core::crd::KeyRef;
+use eol_core::crd::{Feature, KeyRef};
 use k8s_openapi::api::apps::v1::StatefulSetPersistentVolumeClaimRetentionPolicy;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
@@ -30,9 +35,6 @@ use std::collections::BTreeMap;
 pub const NAME: &str = "eol-redis";
 /// The Redis port.
 pub const PORT: i32 = 6379;
-/// A second field manager, for owner references only: Server-Side Apply by
-/// [`FIELD_MANAGER`] would otherwise drop the references of the other Features.
-const OWNERS_MANAGER: &str = "eol-operator-owners";
 
 /// The Secret key runner pods read the Redis URL from.
 pub fn url_secret(config: &OperatorConfig) -> KeyRef {
@@ -221,13 +223,13 @@ fn generate_password() -> String {
         .collect()
 }
 
-/// Makes sure the namespace's managed Redis exists and that `owner` is one of
-/// its owners; returns the StatefulSet as the API server has it (just read or
-/// written), so the caller can see its readiness without reading it again.
+/// Makes sure the namespace's managed Redis exists; returns the StatefulSet
+/// as the API server has it (just read or written), so the caller can see its
+/// readiness without reading it again. Once the Redis exists and was applied
+/// from the same spec, this only reads: a new Feature writes nothing to it.
 pub async fn ensure(
     client: &Client,
     namespace: &str,
-    owner: &OwnerReference,
     config: &OperatorConfig,
 ) -> Result<StatefulSet> {
     let object = format!("{namespace}/{NAME}");
@@ -257,14 +259,14 @@ pub async fn ensure(
             Err(e) => return Err(Error::kube("create the Redis password Secret", &object)(e)),
         },
     };
-    add_owner(&secrets, secret, owner, &object).await?;
+    drop_feature_owners(&secrets, secret, &object).await?;
 
     let services: Api<Service> = Api::namespaced(client.clone(), namespace);
     let svc = apply_if_changed(&services, service(namespace), &object).await?;
-    add_owner(&services, svc, owner, &object).await?;
+    drop_feature_owners(&services, svc, &object).await?;
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
     let sts = apply_if_changed(&sets, stateful_set(namespace, config), &object).await?;
-    add_owner(&sets, sts, owner, &object).await
+    drop_feature_owners(&sets, sts, &object).await
 }
 
 /// Annotation holding the hash of what the operator last applied.
@@ -277,14 +279,7 @@ async fn apply_if_changed<K>(api: &Api<K>, mut desired: K, object: &str) -> Resu
 where
     K: Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    let hash =
-        crate::hash::hex(
-            &serde_json::to_vec(&desired).map_err(|source| Error::Serialize {
-                what: format!("the managed Redis of {object}"),
-                source,
-            })?,
-        )[..16]
-            .to_owned();
+    let hash = applied_hash(&desired, object)?;
     let name = desired.meta().name.clone().unwrap_or_default();
     let current = api
         .get_opt(&name)
@@ -305,6 +300,15 @@ where
     )
     .await
     .map_err(Error::kube("apply the managed Redis", object))
+}
+
+/// The value of [`APPLIED_HASH`] for `desired`.
+fn applied_hash<K: serde::Serialize>(desired: &K, object: &str) -> Result<String> {
+    let json = serde_json::to_vec(desired).map_err(|source| Error::Serialize {
+        what: format!("the managed Redis of {object}"),
+        source,
+    })?;
+    Ok(crate::hash::hex(&json)[..16].to_owned())
 }
 
 /// The label selector of managed Redis StatefulSets (what the cache watches).
@@ -340,34 +344,225 @@ pub async fn is_ready(ctx: &Context, namespace: &str) -> Result<bool> {
     Ok(sts.is_some_and(|s| has_ready_pod(&s)))
 }
 
-/// Adds `owner` to the object's owner references, unless it is there already.
-async fn add_owner<K>(api: &Api<K>, obj: K, owner: &OwnerReference, object: &str) -> Result<K>
+/// The owner references to keep when `refs` holds Feature references, or
+/// `None` when there is nothing to remove.
+fn without_feature_owners(refs: &[OwnerReference]) -> Option<Vec<OwnerReference>> {
+    let group = Feature::group(&());
+    let is_feature = |r: &OwnerReference| {
+        r.kind == Feature::kind(&()) && r.api_version.split('/').next() == Some(group.as_ref())
+    };
+    refs.iter()
+        .any(is_feature)
+        .then(|| refs.iter().filter(|r| !is_feature(r)).cloned().collect())
+}
+
+/// Removes the Feature owner references an older operator added (one per
+/// Feature). Left in place, they would have the garbage collector delete the
+/// Redis once those Features are gone, even while Features created since,
+/// which no longer add themselves, still use it. One write per object on the
+/// first reconcile after an upgrade; none afterwards.
+async fn drop_feature_owners<K>(api: &Api<K>, obj: K, object: &str) -> Result<K>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    if obj.owner_references().iter().any(|r| r.uid == owner.uid) {
+    let Some(kept) = without_feature_owners(obj.owner_references()) else {
         return Ok(obj);
-    }
-    // A strategic merge patch merges owner references by uid, keeping the others'.
-    let patch = serde_json::json!({ "metadata": { "ownerReferences": [owner] } });
+    };
+    // A merge patch replaces the whole list; the resourceVersion makes it
+    // fail (and the reconcile retry) should the list have changed meanwhile.
+    let patch = serde_json::json!({ "metadata": {
+        "resourceVersion": obj.resource_version(),
+        "ownerReferences": if kept.is_empty() { None } else { Some(kept) },
+    }});
     api.patch(
         &obj.name_any(),
         &PatchParams {
-            field_manager: Some(OWNERS_MANAGER.to_owned()),
+            field_manager: Some(FIELD_MANAGER.to_owned()),
             ..PatchParams::default()
         },
-        &Patch::Strategic(patch),
+        &Patch::Merge(patch),
     )
     .await
     .map_err(Error::kube(
-        "add a Feature as owner of the managed Redis",
+        "remove the Feature owner references of the managed Redis",
         object,
     ))
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::fixtures::{Expect, context, not_found};
+    use serde_json::{Value, json};
+
+    const SECRET: &str = "/api/v1/namespaces/shop/secrets/eol-redis";
+    const SERVICE: &str = "/api/v1/namespaces/shop/services/eol-redis";
+    const STATEFULSET: &str = "/apis/apps/v1/namespaces/shop/statefulsets/eol-redis";
+
+    /// An owner reference to the Feature `name`.
+    fn feature_owner(name: &str) -> Value {
+        json!({"apiVersion": "eol.dev/v1alpha1", "kind": "Feature", "name": name, "uid": format!("uid-{name}")})
+    }
+
+    /// `object` as stored: applied from today's spec, with `owners` (also
+    /// the Feature scenarios' answers).
+    pub(crate) fn stored(mut object: Value, owners: Vec<Value>) -> (u16, Value) {
+        let hash = applied_hash(&object, "test").expect("hash");
+        object["metadata"]["annotations"] = json!({ APPLIED_HASH: hash });
+        object["metadata"]["resourceVersion"] = json!("7");
+        if !owners.is_empty() {
+            object["metadata"]["ownerReferences"] = json!(owners);
+        }
+        (200, object)
+    }
+
+    /// `k` as JSON.
+    pub(crate) fn json_of<K: serde::Serialize>(k: &K) -> Value {
+        serde_json::to_value(k).expect("json")
+    }
+
+    #[test]
+    fn only_feature_owner_references_are_removed() {
+        let refs: Vec<OwnerReference> = serde_json::from_value(json!([
+            feature_owner("a"),
+            {"apiVersion": "example.com/v1", "kind": "Feature", "name": "theirs", "uid": "x"},
+            {"apiVersion": "v1", "kind": "ConfigMap", "name": "keeper", "uid": "y"},
+            feature_owner("b"),
+        ]))
+        .expect("refs");
+        let kept = without_feature_owners(&refs).expect("something to remove");
+        let names: Vec<&str> = kept.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["theirs", "keeper"]);
+        assert_eq!(
+            without_feature_owners(&kept),
+            None,
+            "nothing left to remove"
+        );
+        assert_eq!(without_feature_owners(&[]), None);
+    }
+
+    #[tokio::test]
+    async fn a_missing_redis_is_created_owned_by_no_feature() {
+        let (ctx, server) = context(OperatorConfig::default());
+        let no_owners = |o: &Value| assert!(o["metadata"]["ownerReferences"].is_null(), "{o}");
+        let verify = server.run(vec![
+            Expect::new("GET", SECRET, not_found("secrets \"eol-redis\"")),
+            Expect::new(
+                "POST",
+                "/api/v1/namespaces/shop/secrets",
+                stored(json_of(&secret("shop", "pw")), vec![]),
+            )
+            .checking(move |s| no_owners(&s)),
+            Expect::new("GET", SERVICE, not_found("services \"eol-redis\"")),
+            Expect::new("PATCH", SERVICE, stored(json_of(&service("shop")), vec![]))
+                .checking(move |s| no_owners(&s)),
+            Expect::new(
+                "GET",
+                STATEFULSET,
+                not_found("statefulsets.apps \"eol-redis\""),
+            ),
+            Expect::new(
+                "PATCH",
+                STATEFULSET,
+                stored(
+                    json_of(&stateful_set("shop", &OperatorConfig::default())),
+                    vec![],
+                ),
+            )
+            .checking(move |s| no_owners(&s)),
+        ]);
+        ensure(&ctx.client, "shop", &ctx.config)
+            .await
+            .expect("ensured");
+        verify.await.expect("the API calls were as expected");
+    }
+
+    #[tokio::test]
+    async fn an_existing_redis_is_only_read() {
+        let (ctx, server) = context(OperatorConfig::default());
+        let verify = server.run(vec![
+            Expect::new(
+                "GET",
+                SECRET,
+                stored(json_of(&secret("shop", "pw")), vec![]),
+            ),
+            Expect::new("GET", SERVICE, stored(json_of(&service("shop")), vec![])),
+            Expect::new(
+                "GET",
+                STATEFULSET,
+                stored(
+                    json_of(&stateful_set("shop", &OperatorConfig::default())),
+                    vec![],
+                ),
+            ),
+        ]);
+        ensure(&ctx.client, "shop", &ctx.config)
+            .await
+            .expect("ensured");
+        verify
+            .await
+            .expect("no write: a new Feature costs the Redis nothing");
+    }
+
+    #[tokio::test]
+    async fn feature_owner_references_of_an_older_operator_are_removed_once() {
+        let (ctx, server) = context(OperatorConfig::default());
+        let other = json!({"apiVersion": "v1", "kind": "ConfigMap", "name": "keeper", "uid": "y"});
+        let legacy = vec![feature_owner("a"), feature_owner("b")];
+        let mut with_other = legacy.clone();
+        with_other.push(other.clone());
+        let kept = other.clone();
+        let verify = server.run(vec![
+            Expect::new(
+                "GET",
+                SECRET,
+                stored(json_of(&secret("shop", "pw")), with_other),
+            ),
+            Expect::new(
+                "PATCH",
+                SECRET,
+                stored(json_of(&secret("shop", "pw")), vec![other]),
+            )
+            .checking(move |patch| {
+                assert_eq!(patch["metadata"]["ownerReferences"], json!([kept]));
+                assert_eq!(patch["metadata"]["resourceVersion"], "7", "optimistic");
+            }),
+            Expect::new(
+                "GET",
+                SERVICE,
+                stored(json_of(&service("shop")), legacy.clone()),
+            ),
+            Expect::new("PATCH", SERVICE, stored(json_of(&service("shop")), vec![])).checking(
+                |patch| {
+                    let refs = &patch["metadata"]["ownerReferences"];
+                    assert!(
+                        refs.is_null() && patch["metadata"].get("ownerReferences").is_some(),
+                        "{patch}"
+                    );
+                },
+            ),
+            Expect::new(
+                "GET",
+                STATEFULSET,
+                stored(
+                    json_of(&stateful_set("shop", &OperatorConfig::default())),
+                    legacy,
+                ),
+            ),
+            Expect::new(
+                "PATCH",
+                STATEFULSET,
+                stored(
+                    json_of(&stateful_set("shop", &OperatorConfig::default())),
+                    vec![],
+                ),
+            ),
+        ]);
+        ensure(&ctx.client, "shop", &ctx.config)
+            .await
+            .expect("ensured");
+        verify.await.expect("the API calls were as expected");
+    }
 
     #[test]
     fn redis_is_persistent_confined_and_reads_its_password_from_the_secret() {

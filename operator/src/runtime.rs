@@ -271,6 +271,8 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
         caches,
     ));
     let feature_controller = Controller::for_stream(features, features_cache);
+    // Removes a namespace's managed Redis once its last Feature is gone.
+    tokio::spawn(redis::sweep::run(ctx.clone()));
     let feature_controller = feature_controller
         .with_config(controller_config.clone())
         .owns_stream(deployments)

@@ -81,3 +81,13 @@ The namespaces the runner NetworkPolicy goes into.
 {{- fail "networkPolicy.enabled: set networkPolicy.namespaces (the operator watches all namespaces, so the chart cannot tell where runner pods run)" }}
 {{- end }}
 {{- end }}
+
+{{/*
+The name of the operator's PriorityLevelConfiguration and FlowSchema: both are
+cluster-scoped, so the release namespace is part of it (two releases of the same
+name in different namespaces, e.g. one namespace-scoped operator per team, would
+otherwise claim the same objects).
+*/}}
+{{- define "eol.flowControlName" -}}
+{{- printf "%s-%s" (include "eol.fullname" .) .Release.Namespace | trunc 63 | trimSuffix "-" }}
+{{- end }}

@@ -73,6 +73,8 @@ async fn default_values_render_and_pass_a_server_side_dry_run() {
                 "ClusterRoleBinding",
                 "CustomResourceDefinition",
                 "Deployment",
+                "FlowSchema",
+                "PriorityLevelConfiguration",
                 "Role",
                 "RoleBinding",
                 "Service",
@@ -184,6 +186,23 @@ async fn custom_values_render_and_pass_a_server_side_dry_run() {
         assert_eq!(
             pdb["spec"]["selector"]["matchLabels"],
             deployment["spec"]["selector"]["matchLabels"]
+        );
+
+        // The operator's own API Priority and Fairness settings.
+        let schema = one(&objects, "FlowSchema");
+        assert_eq!(schema["spec"]["matchingPrecedence"], 500);
+        let limited = &one(&objects, "PriorityLevelConfiguration")["spec"]["limited"];
+        assert_eq!(
+            (
+                &limited["nominalConcurrencyShares"],
+                &limited["lendablePercent"],
+                &limited["limitResponse"]["queuing"],
+            ),
+            (
+                &json!(5),
+                &json!(0),
+                &json!({"queues": 8, "handSize": 2, "queueLengthLimit": 20}),
+            )
         );
 
         let env = env(&objects);

@@ -1,13 +1,14 @@
 //! A real `helm install` whose operator pod runs a Feature and a FeatureRun end
 //! to end, and a `helm uninstall` that leaves what the README says.
 
-use crate::{FULLNAME, RELEASE, chart_dir, in_namespaces};
+use crate::{FULLNAME, FlowControlObjects, RELEASE, chart_dir, in_namespaces};
 use eol_core::crd::{Feature, FeatureRun};
 use eol_kind_tests::cli::{helm, text};
 use eol_kind_tests::{assert_succeeded, feature_ready, install_crds, run_finished, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::flowcontrol::v1::{FlowSchema, PriorityLevelConfiguration};
 use k8s_openapi::api::rbac::v1::Role;
 use kube::api::{ListParams, LogParams, PostParams};
 use kube::{Api, Client};
@@ -66,7 +67,10 @@ async fn helm_install_runs_the_operator_and_uninstall_leaves_crds_and_redis_volu
         install_crds(&client).await;
 
         // One namespace for everything: the release, the watched namespace, the
-        // Lease and the Features, so nothing cluster-scoped is created.
+        // Lease and the Features, so nothing cluster-scoped is created but the
+        // release's FlowSchema and priority level (named after the namespace).
+        let flow = format!("{FULLNAME}-{ns}");
+        let _cleanup = FlowControlObjects(flow.clone());
         let chart = chart_dir();
         let watch = format!("watchNamespace={ns}");
         let namespaces_value = format!("networkPolicy.namespaces[0]={ns}");
@@ -209,6 +213,10 @@ async fn helm_install_runs_the_operator_and_uninstall_leaves_crds_and_redis_volu
         assert!(uninstall.status.success(), "{}", text(&uninstall.stderr));
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
         assert!(deployments.get_opt(FULLNAME).await.expect("get").is_none());
+        let schemas: Api<FlowSchema> = Api::all(client.clone());
+        assert!(schemas.get_opt(&flow).await.expect("get").is_none());
+        let levels: Api<PriorityLevelConfiguration> = Api::all(client.clone());
+        assert!(levels.get_opt(&flow).await.expect("get").is_none());
         let roles: Api<Role> = Api::namespaced(client.clone(), &ns);
         assert!(
             roles

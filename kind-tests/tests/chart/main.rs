@@ -5,7 +5,9 @@
 //! `crds/`; and least-privilege RBAC, checked rule by rule and then probed on
 //! the cluster with SubjectAccessReviews against the operator's actual calls;
 //! finally a real `helm install` whose operator pod runs a Feature and a
-//! FeatureRun end to end, and a `helm uninstall` that leaves what the README says.
+//! FeatureRun end to end, and a `helm uninstall` that leaves what the README says;
+//! and the operator's own API Priority and Fairness objects, rendered and then
+//! classifying the operator's requests on the cluster.
 //!
 //! Needs helm from the cache (`kind-tests/cluster.sh build`) and the cluster
 //! (`kind-tests/cluster.sh up`). kubectl turns helm's YAML into JSON offline
@@ -13,10 +15,12 @@
 //!
 //! One module a subject: `rendering` (lint, NOTES, CRD copies and the values
 //! schema, offline), `dry_runs` (renders through the API server), `rbac` (rule
-//! by rule, then SubjectAccessReviews) and `install` (`helm install` and
-//! `uninstall` on the cluster). What they share is here.
+//! by rule, then SubjectAccessReviews), `install` (`helm install` and
+//! `uninstall` on the cluster) and `flow_control` (the FlowSchema, offline and
+//! on the cluster). What they share is here.
 
 mod dry_runs;
+mod flow_control;
 mod install;
 mod rbac;
 mod rendering;
@@ -59,6 +63,14 @@ embeddings:
   apiKey:
     existingSecret: embed-credentials
     key: embed-token
+flowControl:
+  matchingPrecedence: 500
+  nominalConcurrencyShares: 5
+  lendablePercent: 0
+  queuing:
+    queues: 8
+    handSize: 2
+    queueLengthLimit: 20
 serviceMonitor:
   enabled: true
   labels:
@@ -174,6 +186,34 @@ fn one<'a>(objects: &'a [Value], kind_: &str) -> &'a Value {
     let found = find(objects, kind_);
     assert_eq!(found.len(), 1, "expected one {kind_}, got {}", found.len());
     found[0]
+}
+
+/// The cluster-scoped FlowSchema and PriorityLevelConfiguration `.0` of a
+/// release installed by a test: deleted when this is dropped, however the test
+/// ends (deleting the test's namespace leaves them), unless `EOL_KEEP_NAMESPACES=1`.
+struct FlowControlObjects(String);
+
+impl Drop for FlowControlObjects {
+    fn drop(&mut self) {
+        if keep_namespaces() {
+            eprintln!(
+                "kept FlowSchema and PriorityLevelConfiguration {} (EOL_KEEP_NAMESPACES=1)",
+                self.0
+            );
+            return;
+        }
+        let _ = run(
+            &tools().kubectl,
+            &[
+                "delete",
+                "flowschema,prioritylevelconfiguration",
+                &self.0,
+                "--ignore-not-found",
+                "--wait=false",
+            ],
+            None,
+        );
+    }
 }
 
 /// Fresh namespaces `eol-chart-<test>-<i>-<n>` (PodSecurity `restricted`

@@ -109,11 +109,14 @@ fn expected_grants(managed_redis: bool) -> Grants {
     add("events.k8s.io", "events", &["create", "patch"], &[]);
     if managed_redis {
         add("", "secrets", &["create"], &[]);
-        add("", "secrets", &["patch"], &["eol-redis"]);
+        // redis.rs removes old Feature owner references; redis/sweep.rs
+        // deletes the Redis once the namespace's last Feature is gone.
+        add("", "secrets", &["patch", "delete"], &["eol-redis"]);
+        add("", "services", &["delete"], &["eol-redis"]);
         add(
             "apps",
             "statefulsets",
-            &["get", "create", "patch"],
+            &["get", "create", "patch", "delete"],
             &["eol-redis"],
         );
         // runtime.rs: the Redis readiness cache.
@@ -199,7 +202,9 @@ fn rbac_is_least_privilege_in_both_scopes() {
                 assert!(
                     verb == "get"
                         || (managed_redis && verb == "create")
-                        || (managed_redis && verb == "patch" && *names == ["eol-redis"]),
+                        || (managed_redis
+                            && matches!(verb.as_str(), "patch" | "delete")
+                            && *names == ["eol-redis"]),
                     "{sets:?}: secrets {verb} {names:?} is more than the operator needs"
                 );
             }
@@ -333,6 +338,9 @@ async fn rbac_allows_the_operators_calls_and_refuses_the_rest() {
             ("", "secrets", "get", "eol-redis"),
             ("", "secrets", "create", ""),
             ("", "secrets", "patch", "eol-redis"),
+            ("", "secrets", "delete", "eol-redis"),
+            ("", "services", "delete", "eol-redis"),
+            ("apps", "statefulsets", "delete", "eol-redis"),
             ("apps", "deployments", "patch", "inventory"),
             ("apps", "deployments", "create", "inventory"),
             ("apps", "replicasets", "list", ""),
@@ -371,10 +379,11 @@ async fn rbac_allows_the_operators_calls_and_refuses_the_rest() {
             ("", "secrets", "list", ""),
             ("", "secrets", "watch", ""),
             ("", "secrets", "update", "eol-redis"),
-            ("", "secrets", "delete", "eol-redis"),
+            ("", "secrets", "delete", "llm-credentials"),
             ("", "secrets", "patch", "llm-credentials"),
+            ("", "services", "delete", "inventory"),
             ("apps", "statefulsets", "create", "postgres"),
-            ("apps", "statefulsets", "delete", "eol-redis"),
+            ("apps", "statefulsets", "delete", "postgres"),
             ("apps", "deployments", "delete", "inventory"),
             ("", "pods", "delete", "inventory-1"),
             ("", "pods", "create", ""),

@@ -132,6 +132,16 @@ fn values_schema_rejects_typos_wrong_types_and_literal_keys() {
             "networkPolicy.model.cidrs[0]=not-a-cidr",
             "/networkPolicy/model/cidrs/0",
         ),
+        // After the built-in service-accounts FlowSchema: never matched.
+        (
+            "flowControl.matchingPrecedence=9000",
+            "/flowControl/matchingPrecedence",
+        ),
+        (
+            "flowControl.nominalConcurrencyShares=0",
+            "/flowControl/nominalConcurrencyShares",
+        ),
+        ("flowControl.enable=false", "enable"),
     ] {
         let out = helm(&["template", RELEASE, chart, "--set", set]);
         let stderr = text(&out.stderr);

@@ -74,11 +74,7 @@ async fn decide(
     }
 
     if ctx.config.external_redis_secret.is_none() {
-        let mut shared = owner(feature)?;
-        // Shared by the namespace's Features: none of them is its controller.
-        shared.controller = None;
-        shared.block_owner_deletion = None;
-        let redis = redis::ensure(&ctx.client, ns, &shared, &ctx.config).await?;
+        let redis = redis::ensure(&ctx.client, ns, &ctx.config).await?;
         if !redis::has_ready_pod(&redis) {
             let redis = format!("{ns}/{}", redis::NAME);
             return Ok((decide::waiting_for_redis(decision, &redis), None));
@@ -176,22 +172,6 @@ async fn finish(
     Ok(match decision.requeue {
         Requeue::OnChange => Action::await_change(),
         Requeue::After(after) => Action::requeue(after),
-    })
-}
-
-/// The Feature as controller owner of what it creates.
-fn owner(
-    feature: &Feature,
-) -> Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
-    feature.controller_owner_ref(&()).ok_or_else(|| {
-        Error::MissingMetadata(
-            format!(
-                "Feature {}/{}",
-                feature.namespace().unwrap_or_default(),
-                feature.name_any()
-            ),
-            "uid",
-        )
     })
 }
 

@@ -183,6 +183,46 @@ async fn a_new_feature_creates_its_config_map_deployment_and_service() {
 }
 
 #[tokio::test]
+async fn a_new_feature_only_reads_the_namespaces_existing_redis() {
+    use crate::redis::tests::{json_of, stored as stored_redis};
+    use crate::redis::{secret, service, stateful_set};
+    let (ctx, server) = context(OperatorConfig::default());
+    let f = feature(json!({"source": {"inline": SOURCE}}));
+    let hash = hash_of(&f);
+    let (code, mut ready) = stored_redis(json_of(&stateful_set("shop", &ctx.config)), vec![]);
+    ready["status"] = json!({"replicas": 1, "readyReplicas": 1});
+    // Three reads and no write: the Redis carries no per-Feature owner
+    // reference, so the namespace's 1,000th Feature costs it nothing.
+    let mut expected = vec![
+        Expect::new(
+            "GET",
+            "/api/v1/namespaces/shop/secrets/eol-redis",
+            stored_redis(json_of(&secret("shop", "pw")), vec![]),
+        ),
+        Expect::new(
+            "GET",
+            "/api/v1/namespaces/shop/services/eol-redis",
+            stored_redis(json_of(&service("shop")), vec![]),
+        ),
+        Expect::new(
+            "GET",
+            "/apis/apps/v1/namespaces/shop/statefulsets/eol-redis",
+            (code, ready),
+        ),
+    ];
+    expected.extend(applies(&hash, json!({})));
+    expected.extend([
+        Expect::new("GET", REPLICA_SETS, list("ReplicaSetList", vec![])),
+        Expect::new("GET", CONFIG_MAPS, list("ConfigMapList", vec![])),
+        Expect::new("PATCH", STATUS, (200, stored())),
+        events_reason("PhaseSwitchStarted"),
+    ]);
+    let verify = server.run(expected);
+    reconciled(f, ctx).await;
+    verify.await.expect("the API calls were as expected");
+}
+
+#[tokio::test]
 async fn without_its_python_the_operator_accepts_the_source_and_says_the_code_is_unchecked() {
     // --python / EOL_PYTHON names an interpreter that is not there.
     let config = OperatorConfig {

@@ -130,6 +130,14 @@ fleet_start_kwok() {
   wait_for "kwok healthz" 60 curl -fsS "http://127.0.0.1:$FLEET_KWOK_PORT/healthz"
 }
 
+# Whether the fleet's first N nodes (kwok-node-0..N-1) are all Ready.
+fleet_all_ready() {
+  local n=$1 ready
+  ready=$(kctl get nodes -l type=kwok -o jsonpath='{range .items[*]}{.metadata.name} {.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' |
+    awk -v p="$FLEET_NODE_PREFIX" -v n="$n" '$2 == "True" { i = substr($1, length(p) + 1); if (i ~ /^[0-9]+$/ && i + 0 < n) c++ } END { print c + 0 }')
+  ((ready == n))
+}
+
 fleet_up() {
   local n="${1:-}" t0=$SECONDS i
   [[ "$n" =~ ^[0-9]+$ ]] || die "usage: cluster.sh fleet up N (N fake nodes)"
@@ -138,9 +146,8 @@ fleet_up() {
   build_kwok
   fleet_route add
   fleet_start_kwok
-  local manifest="" names=()
+  local manifest=""
   for ((i = 0; i < n; i++)); do
-    names+=("$FLEET_NODE_PREFIX$i")
     manifest+=$(fleet_node_manifest "$FLEET_NODE_PREFIX$i")$'\n'
   done
   ((n == 0)) || printf '%s' "$manifest" | kctl apply -f - >/dev/null
@@ -152,8 +159,8 @@ fleet_up() {
     [[ "$i" =~ ^[0-9]+$ ]] && ((i < n)) || extra+=("$name")
   done < <(fleet_nodes)
   fleet_remove_nodes "${extra[@]}"
-  ((n == 0)) || wait_for "$n fake nodes Ready" 120 \
-    kctl wait --for=condition=Ready "${names[@]/#/node/}" --timeout=5s
+  # One list per try: `kubectl wait` on many nodes spends its timeout on them one by one.
+  ((n == 0)) || wait_for "$n fake nodes Ready" 120 fleet_all_ready "$n"
   log "fleet: $n fake nodes Ready in $((SECONDS - t0))s (kwok pid $(proc_pid kwok), log $LOG_DIR/kwok.log)"
 }
 

@@ -26,7 +26,7 @@ pub struct Caches {
     /// FeatureRuns (the FeatureRun controller's own store).
     pub runs: Store<FeatureRun>,
     /// The runner pods of FeatureRuns (metadata and status only: see
-    /// `runtime::slim_pod`).
+    /// the runtime's `slim_pod`).
     pub run_pods: Store<Pod>,
     /// Metadata of the ConfigMaps the operator created (Features' configurations).
     pub config_maps: Store<PartialObjectMeta<ConfigMap>>,

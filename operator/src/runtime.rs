@@ -181,58 +181,58 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
     // Reconciles wait until all six caches below have had their first list.
     let (tracker, synced_rx) = SyncTracker::new(6);
     let (features_cache, features_writer) = reflector::store();
-    let features = watcher(scoped::<Feature>(&client, ns), watcher::Config::default())
-        .default_backoff()
-        .modify(drop_managed_fields)
-        .reflect(features_writer)
-        .inspect(tracker.hook())
-        .applied_objects();
+    let features = cached(
+        scoped::<Feature>(&client, ns),
+        watcher::Config::default(),
+        drop_managed_fields,
+        features_writer,
+        &tracker,
+    )
+    .applied_objects();
     let (runs_cache, runs_writer) = reflector::store();
-    let runs = watcher(
+    let runs = cached(
         scoped::<FeatureRun>(&client, ns),
         watcher::Config::default(),
+        drop_managed_fields,
+        runs_writer,
+        &tracker,
     )
-    .default_backoff()
-    .modify(drop_managed_fields)
-    .reflect(runs_writer)
-    .inspect(tracker.hook())
     .applied_objects();
     let (run_pods_cache, run_pods_writer) = reflector::store();
-    let run_pods = watcher(
+    let run_pods = cached(
         scoped::<Pod>(&client, ns),
         watcher::Config::default().labels(run_children::POD_SELECTOR),
+        slim_pod,
+        run_pods_writer,
+        &tracker,
     )
-    .default_backoff()
-    .modify(slim_pod)
-    .reflect(run_pods_writer)
-    .inspect(tracker.hook())
     .touched_objects();
     let (config_maps_cache, config_maps_writer) = reflector::store();
-    let config_maps = watcher(
+    let config_maps = cached(
         scoped::<PartialObjectMeta<ConfigMap>>(&client, ns),
         managed.clone(),
+        drop_managed_fields,
+        config_maps_writer,
+        &tracker,
     )
-    .default_backoff()
-    .modify(drop_managed_fields)
-    .reflect(config_maps_writer)
-    .inspect(tracker.hook())
     .touched_objects();
     let (deployments_cache, deployments_writer) = reflector::store();
-    let deployments = watcher(scoped::<Deployment>(&client, ns), managed.clone())
-        .default_backoff()
-        .modify(drop_managed_fields)
-        .reflect(deployments_writer)
-        .inspect(tracker.hook())
-        .touched_objects();
+    let deployments = cached(
+        scoped::<Deployment>(&client, ns),
+        managed.clone(),
+        drop_managed_fields,
+        deployments_writer,
+        &tracker,
+    )
+    .touched_objects();
     let (services_cache, services_writer) = reflector::store();
-    let services = watcher(
+    let services = cached(
         scoped::<PartialObjectMeta<Service>>(&client, ns),
         managed.clone(),
+        drop_managed_fields,
+        services_writer,
+        &tracker,
     )
-    .default_backoff()
-    .modify(drop_managed_fields)
-    .reflect(services_writer)
-    .inspect(tracker.hook())
     .touched_objects();
     let (redis_cache, redis_writer) = reflector::store();
     let managed_redis = config.external_redis_secret.is_none();
@@ -347,6 +347,32 @@ where
     }
 }
 
+/// A watch of `api` that fills `writer`'s store with objects trimmed by
+/// `trim`, and whose first full list `tracker` counts.
+fn cached<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    trim: fn(&mut K),
+    writer: reflector::store::Writer<K>,
+    tracker: &SyncTracker,
+) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + use<K>
+where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Clone + Default + Eq + std::hash::Hash,
+{
+    watcher(api, config)
+        .default_backoff()
+        .modify(trim)
+        .reflect(writer)
+        .inspect(tracker.hook())
+}
+
 /// Drops `metadata.managedFields` before an object is cached: the operator
 /// never reads them.
 fn drop_managed_fields<K: kube::Resource>(object: &mut K) {
@@ -357,7 +383,7 @@ fn drop_managed_fields<K: kube::Resource>(object: &mut K) {
 /// managedFields) and the status fields it observes; the spec, read only to
 /// retry a failed attempt, is fetched then. Most of a pod is its spec, and
 /// the cache holds every finished run's pod until its TTL.
-pub fn slim_pod(pod: &mut Pod) {
+fn slim_pod(pod: &mut Pod) {
     pod.metadata.managed_fields = None;
     pod.spec = pod
         .spec

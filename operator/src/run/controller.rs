@@ -4,8 +4,11 @@
 //! -> read it back from the pod cache -> retry, time out, or write status.
 //!
 //! A run's lifecycle costs at most four writes when nothing fails: the pod,
-//! the `Running` status, the final status, and its event. A pod that starts
-//! within [`QUIET_PENDING`] is never reported `Pending`.
+//! the `Running` status, the final status, and its event. A pending pod is
+//! reported `Pending` only when it is stuck (the scheduler cannot place it,
+//! its image cannot be pulled, ...) or still pending after [`QUIET_PENDING`]:
+//! under load most pods wait a while, and a write each would cost a fifth
+//! more than the run itself.
 
 use super::children::{self, RunPlan, Work};
 use super::status::{self, Observation, reason};
@@ -31,10 +34,10 @@ use tracing::instrument;
 pub const CONTROLLER: &str = "featurerun";
 /// How long a run waits for its Feature to appear (GitOps applies both at once).
 const FEATURE_GRACE: Duration = Duration::from_secs(30);
-/// How long a new pod may stay pending before the run reports `Pending` (and
-/// why, e.g. the scheduler's message): most pods start sooner, and a status
-/// write saved per run is an eighth of what a run costs the API server.
-const QUIET_PENDING: Duration = Duration::from_secs(5);
+/// How long a pod that is not stuck may stay pending before the run reports
+/// `Pending`: most pods start sooner, and under load a write each would put a
+/// run over its budget of four.
+const QUIET_PENDING: Duration = Duration::from_secs(60);
 
 /// Reconciles one FeatureRun.
 #[instrument(skip(run, ctx), fields(run = %run.name_any(), namespace = run.namespace().unwrap_or_default()))]
@@ -116,12 +119,13 @@ pub async fn reconcile(run: Arc<FeatureRun>, ctx: Arc<Context>) -> Result<Action
     }
     status.start_time = started;
     let terminal = seen.status != Status::Unknown;
-    // A young pending pod is not worth a status write: most start at once.
+    // A pending pod is not worth a status write unless it is stuck.
     let young = seen.reason == reason::PENDING
+        && !seen.stuck
         && status.conditions.is_empty()
         && age(latest.metadata.creation_timestamp.as_ref()) < QUIET_PENDING.as_secs() as i64;
     if young {
-        return Ok(Action::requeue(QUIET_PENDING));
+        return Ok(Action::requeue(Duration::from_secs(5)));
     }
     apply_observation(&mut status, seen, run.metadata.generation);
     if status != previous {

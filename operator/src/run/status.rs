@@ -32,6 +32,15 @@ pub mod reason {
     pub const FEATURE_NOT_FOUND: &str = "FeatureNotFound";
 }
 
+/// Container waiting reasons that do not resolve by waiting.
+const STUCK_WAITING: &[&str] = &[
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+
 /// What the latest pod says about the run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observation {
@@ -49,6 +58,9 @@ pub struct Observation {
     pub summary: Option<RunSummary>,
     /// The attempt to start next (a failed attempt with retries left).
     pub retry: Option<u32>,
+    /// A pending pod that will not start by itself waiting: the scheduler
+    /// cannot place it, or its container cannot be created.
+    pub stuck: bool,
 }
 
 /// Reads the run's state from its latest pod; `retries` is `spec.retries`.
@@ -72,6 +84,7 @@ pub fn observe(pod: &Pod, retries: i32) -> Observation {
         pod_name: pod.metadata.name.clone(),
         summary: report.as_ref().map(|r| r.summary.clone()),
         retry: None,
+        stuck: false,
     };
     let ended = terminated
         .as_ref()
@@ -143,7 +156,7 @@ pub fn observe(pod: &Pod, retries: i32) -> Observation {
             ..base
         },
         _ => {
-            // Why it waits, in the scheduler's words when it cannot place it.
+            // Why it waits, in the scheduler's or the kubelet's words when it is stuck.
             let unscheduled = status
                 .conditions
                 .as_ref()
@@ -151,10 +164,25 @@ pub fn observe(pod: &Pod, retries: i32) -> Observation {
                     cs.iter()
                         .find(|c| c.type_ == "PodScheduled" && c.status == "False")
                 })
-                .and_then(|c| c.message.clone());
+                .and_then(|c| c.message.clone())
+                .map(|m| format!("the runner pod cannot be scheduled: {m}"));
+            let not_created = status
+                .container_statuses
+                .as_ref()
+                .and_then(|cs| cs.iter().find(|c| c.name == crate::pod::runner::CONTAINER))
+                .and_then(|c| c.state.as_ref()?.waiting.clone())
+                .filter(|w| STUCK_WAITING.contains(&w.reason.as_deref().unwrap_or_default()))
+                .map(|w| {
+                    format!(
+                        "the runner container cannot start: {}{}",
+                        w.reason.unwrap_or_default(),
+                        w.message.map(|m| format!(": {m}")).unwrap_or_default()
+                    )
+                });
+            let problem = unscheduled.or(not_created);
             Observation {
-                message: unscheduled
-                    .map(|m| format!("the runner pod cannot be scheduled: {m}"))
+                stuck: problem.is_some(),
+                message: problem
                     .unwrap_or_else(|| "waiting for the runner pod to start".to_owned()),
                 ..base
             }
@@ -257,6 +285,28 @@ mod tests {
                 .expect("a condition"),
             ]);
         }
-        assert!(observe(&p, 0).message.contains("Insufficient cpu"));
+        let o = observe(&p, 0);
+        assert!(o.stuck && o.message.contains("Insufficient cpu"), "{o:?}");
+        assert!(!observe(&pod("Pending", 1, "", 0), 0).stuck, "only waiting");
+        let mut p = pod("Pending", 1, "", 0);
+        if let Some(cs) = p
+            .status
+            .as_mut()
+            .and_then(|s| s.container_statuses.as_mut())
+        {
+            cs[0].state = Some(
+                serde_json::from_value(serde_json::json!({
+                    "waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}
+                }))
+                .expect("a state"),
+            );
+        }
+        let o = observe(&p, 0);
+        assert!(
+            o.stuck
+                && o.message
+                    .contains("ImagePullBackOff: Back-off pulling image"),
+            "{o:?}"
+        );
     }
 }

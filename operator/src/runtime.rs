@@ -184,7 +184,7 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
     let features = cached(
         scoped::<Feature>(&client, ns),
         watcher::Config::default(),
-        drop_managed_fields,
+        trim_metadata,
         features_writer,
         &tracker,
     )
@@ -193,7 +193,7 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
     let runs = cached(
         scoped::<FeatureRun>(&client, ns),
         watcher::Config::default(),
-        drop_managed_fields,
+        trim_metadata,
         runs_writer,
         &tracker,
     )
@@ -211,7 +211,7 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
     let config_maps = cached(
         scoped::<PartialObjectMeta<ConfigMap>>(&client, ns),
         managed.clone(),
-        drop_managed_fields,
+        trim_metadata,
         config_maps_writer,
         &tracker,
     )
@@ -220,7 +220,7 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
     let deployments = cached(
         scoped::<Deployment>(&client, ns),
         managed.clone(),
-        drop_managed_fields,
+        trim_metadata,
         deployments_writer,
         &tracker,
     )
@@ -229,7 +229,7 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
     let services = cached(
         scoped::<PartialObjectMeta<Service>>(&client, ns),
         managed.clone(),
-        drop_managed_fields,
+        trim_metadata,
         services_writer,
         &tracker,
     )
@@ -373,10 +373,15 @@ where
         .inspect(tracker.hook())
 }
 
-/// Drops `metadata.managedFields` before an object is cached: the operator
-/// never reads them.
-fn drop_managed_fields<K: kube::Resource>(object: &mut K) {
-    object.meta_mut().managed_fields = None;
+/// Drops what the operator never reads before an object is cached:
+/// `metadata.managedFields`, and kubectl's last-applied annotation (a second
+/// copy of the whole object, the inline source of a Feature included).
+fn trim_metadata<K: kube::Resource>(object: &mut K) {
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
 }
 
 /// A runner pod as the FeatureRun reconciler reads it: metadata (without
@@ -384,7 +389,7 @@ fn drop_managed_fields<K: kube::Resource>(object: &mut K) {
 /// retry a failed attempt, is fetched then. Most of a pod is its spec, and
 /// the cache holds every finished run's pod until its TTL.
 fn slim_pod(pod: &mut Pod) {
-    pod.metadata.managed_fields = None;
+    trim_metadata(pod);
     pod.spec = pod
         .spec
         .take()

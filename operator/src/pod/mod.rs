@@ -109,7 +109,7 @@ pub fn env_from_secret(name: &str, secret: &KeyRef) -> EnvVar {
     }
 }
 
-/// Kubernetes names of pods and Jobs: at most 63 characters, so long names are
+/// Kubernetes names of pods: at most 63 characters, so long names are
 /// cut and suffixed with a hash of the whole name (deterministic, so a restarted
 /// operator finds the same object).
 pub fn short_name(name: &str, max: usize) -> String {

@@ -1,7 +1,7 @@
 //! The runner pods of Features (`eol serve`) and FeatureRuns (`eol run`,
 //! `eol test`), built whole in one place: the container with its command,
 //! environment, mounts, resources, probes and report settings, its volumes, and
-//! the pod spec around it. The builders of Deployments and Jobs only wrap it.
+//! the pod spec around it. The Deployment builder wraps it; a FeatureRun's pod is it.
 
 use super::{container_security, env, env_from_secret, pod_security};
 use crate::config::OperatorConfig;

@@ -23,6 +23,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use eol_core::crd::{Feature, FeatureRun};
+use eol_kind_tests::fleet::Fleet;
 use eol_kind_tests::metrics::{self, writes};
 use eol_kind_tests::{TestEnv, condition, feature_ready, in_namespace_with, run_finished};
 use futures::{StreamExt, TryStreamExt};
@@ -93,12 +94,8 @@ fn main() {
         built.success(),
         "cargo build --release -p eol-operator failed"
     );
-    let cluster = concat!(env!("CARGO_MANIFEST_DIR"), "/cluster.sh");
-    let up = std::process::Command::new(cluster)
-        .args(["fleet", "up", &args.nodes.to_string()])
-        .status()
-        .unwrap();
-    assert!(up.success(), "{cluster} fleet up {} failed", args.nodes);
+    // Down again on every exit, a panicking phase included.
+    let fleet = Fleet::up(args.nodes);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         in_namespace_with(
@@ -113,11 +110,7 @@ fn main() {
         )
         .await
     });
-    let down = std::process::Command::new(cluster)
-        .args(["fleet", "down"])
-        .status()
-        .unwrap();
-    assert!(down.success(), "{cluster} fleet down failed");
+    drop(fleet);
 }
 
 /// Pods of both sides land on the fake nodes only.

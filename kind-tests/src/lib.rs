@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod fixtures;
+pub mod fleet;
 pub mod metrics;
 
 use eol_core::crd::{Feature, FeatureRun};

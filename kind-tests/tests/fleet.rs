@@ -10,6 +10,7 @@
 
 use eol_core::crd::{Feature, FeatureRun};
 use eol_kind_tests::fixtures::{INVENTORY, feature, feature_run};
+use eol_kind_tests::fleet::Fleet;
 use eol_kind_tests::{TestEnv, condition, feature_ready, in_namespace_with, run_finished};
 use eol_kind_tests::{cli, metrics};
 use futures::{StreamExt, stream};
@@ -17,8 +18,6 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::ListParams;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const NODES: usize = 20;
@@ -29,38 +28,6 @@ const RUNS_PER_FEATURE: usize = 4;
 const TIMEOUT: Duration = Duration::from_secs(300);
 /// What the fleet's nodes are called (`kwok-node-0..N-1`).
 const NODE_PREFIX: &str = "kwok-node-";
-
-/// `kind-tests/cluster.sh fleet up N` for the guard's lifetime; `fleet down`
-/// when it is dropped, a failed test included.
-struct Fleet;
-
-impl Fleet {
-    fn cluster_sh(args: &[&str]) -> std::process::ExitStatus {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("cluster.sh");
-        Command::new(&script)
-            .args(args)
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()))
-    }
-
-    fn up(nodes: usize) -> Self {
-        let status = Self::cluster_sh(&["fleet", "up", &nodes.to_string()]);
-        assert!(
-            status.success(),
-            "`kind-tests/cluster.sh fleet up {nodes}` failed ({status}): the local cluster must be up (`kind-tests/cluster.sh up`)"
-        );
-        Self
-    }
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        let status = Self::cluster_sh(&["fleet", "down"]);
-        if !status.success() {
-            eprintln!("`kind-tests/cluster.sh fleet down` failed ({status})");
-        }
-    }
-}
 
 /// Where a pod was bound.
 fn node_of(pod: &Pod) -> String {

@@ -543,6 +543,15 @@ mod tests {
     const STATUS: &str = "/apis/eol.dev/v1alpha1/namespaces/shop/featureruns/r1/status";
     const POD: &str = "/api/v1/namespaces/shop/pods/r1-1";
 
+    /// What the API server answers the delete of pod `r1-1` with: the pod.
+    fn deleted_pod() -> (u16, serde_json::Value) {
+        (
+            200,
+            serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "r1-1", "namespace": "shop"}}),
+        )
+    }
+
     /// What the API server answers a status patch with: the object.
     fn stored() -> serde_json::Value {
         serde_json::json!({"apiVersion": "eol.dev/v1alpha1", "kind": "FeatureRun",
@@ -597,16 +606,8 @@ mod tests {
         let (ctx, server) = context(OperatorConfig::default());
         // Deleted without a read: the cache might not know the pod yet.
         let verify = server.run(vec![
-            Expect::new(
-                "DELETE",
-                POD,
-                (
-                    200,
-                    serde_json::json!({"apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": "r1-1", "namespace": "shop"}}),
-                ),
-            )
-            .checking(|body| assert_eq!(body["propagationPolicy"], "Background")),
+            Expect::new("DELETE", POD, deleted_pod())
+                .checking(|body| assert_eq!(body["propagationPolicy"], "Background")),
             Expect::new("PATCH", STATUS, (200, stored())).checking(|patch| {
                 assert_eq!(condition(&patch, status::SUCCEEDED)["reason"], "Cancelled");
             }),
@@ -672,14 +673,10 @@ mod tests {
     #[tokio::test]
     async fn a_finished_run_only_deletes_its_pods_after_the_ttl() {
         let (ctx, server) = context_with(OperatorConfig::default(), caches_with_pod("Succeeded"));
-        let verify = server.run(vec![
-            Expect::new(
-                "DELETE",
-                POD,
-                (200, serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "r1-1"}})),
-            )
-            .checking(|body| assert_eq!(body["preconditions"]["uid"], "p1")),
-        ]);
+        let verify = server
+            .run(vec![Expect::new("DELETE", POD, deleted_pod()).checking(
+                |body| assert_eq!(body["preconditions"]["uid"], "p1"),
+            )]);
         let action = reconcile(
             run(
                 serde_json::json!({"featureRef": "f", "tests": true, "ttlSecondsAfterFinished": 5}),
@@ -728,11 +725,7 @@ mod tests {
     async fn a_run_past_its_timeout_deletes_its_pod_and_times_out() {
         let (ctx, server) = context_with(OperatorConfig::default(), caches_with_pod("Running"));
         let verify = server.run(vec![
-            Expect::new(
-                "DELETE",
-                POD,
-                (200, serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "r1-1"}})),
-            ),
+            Expect::new("DELETE", POD, deleted_pod()),
             Expect::new("PATCH", STATUS, (200, stored())).checking(|patch| {
                 let c = condition(&patch, status::SUCCEEDED);
                 assert_eq!(c["reason"], "TimedOut");

@@ -43,11 +43,21 @@ pub async fn keep_limits(ctx: &Context, run: &FeatureRun) -> Result<()> {
     let Some(feature) = ctx.caches.feature(&ns, &run.spec.feature_ref) else {
         return Ok(());
     };
-    let succeeded = |r: &FeatureRun| {
+    // Each run's status once: the one this operator last wrote, else the cached.
+    let outcome = |r: &FeatureRun| {
         let status = ctx.status.current(r);
-        conditions::is(&status.conditions, status::SUCCEEDED, Status::True)
+        let completed = status
+            .completion_time
+            .as_ref()
+            .map(|t| t.0.as_second())
+            .unwrap_or(0);
+        (
+            finished(&status),
+            conditions::is(&status.conditions, status::SUCCEEDED, Status::True),
+            completed,
+        )
     };
-    let ok = succeeded(run);
+    let (_, ok, run_completed) = outcome(run);
     let limit = if ok {
         feature.spec.successful_runs_history_limit
     } else {
@@ -56,13 +66,6 @@ pub async fn keep_limits(ctx: &Context, run: &FeatureRun) -> Result<()> {
     let Some(limit) = limit else {
         return Ok(());
     };
-    let completed = |r: &FeatureRun| {
-        ctx.status
-            .current(r)
-            .completion_time
-            .map(|t| t.0.as_second())
-            .unwrap_or(0)
-    };
     let mut runs: Vec<Finished> = ctx
         .caches
         .runs
@@ -70,21 +73,24 @@ pub async fn keep_limits(ctx: &Context, run: &FeatureRun) -> Result<()> {
         .iter()
         .filter(|r| r.namespace().as_deref() == Some(ns.as_str()))
         .filter(|r| {
-            r.spec.feature_ref == run.spec.feature_ref && r.metadata.deletion_timestamp.is_none()
+            r.spec.feature_ref == run.spec.feature_ref
+                && r.metadata.deletion_timestamp.is_none()
+                && r.metadata.uid != run.metadata.uid
         })
-        .filter(|r| r.metadata.uid != run.metadata.uid)
-        .filter(|r| finished(&ctx.status.current(r.as_ref())) && succeeded(r) == ok)
-        .map(|r| Finished {
-            name: r.name_any(),
-            uid: r.metadata.uid.clone(),
-            completed: completed(r),
+        .filter_map(|r| {
+            let (done, succeeded, completed) = outcome(r);
+            (done && succeeded == ok).then(|| Finished {
+                name: r.name_any(),
+                uid: r.metadata.uid.clone(),
+                completed,
+            })
         })
         .collect();
     // The run that just finished: its finish is not in the cache yet.
     runs.push(Finished {
         name: run.name_any(),
         uid: run.metadata.uid.clone(),
-        completed: completed(run),
+        completed: run_completed,
     });
     let api: Api<FeatureRun> = Api::namespaced(ctx.client.clone(), &ns);
     for old in over_limit(runs, usize::try_from(limit).unwrap_or(0)) {

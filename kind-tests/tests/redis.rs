@@ -9,7 +9,7 @@ use eol_kind_tests::{TestEnv, in_namespace, in_namespace_with, wait_for};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
 use kube::api::DeleteParams;
-use kube::{Api, Resource};
+use kube::{Api, Resource, ResourceExt};
 use std::time::{Duration, Instant};
 
 /// The managed Redis's Secret, Service and StatefulSet.
@@ -269,19 +269,30 @@ async fn feature_owner_references_of_an_older_operator_are_removed() {
             ..PatchParams::default()
         };
         let patch = Patch::Strategic(&owner);
-        env.api::<Secret>()
-            .patch(REDIS, &params, &patch)
-            .await
-            .unwrap();
-        env.api::<Service>()
-            .patch(REDIS, &params, &patch)
-            .await
-            .unwrap();
-        env.api::<StatefulSet>()
-            .patch(REDIS, &params, &patch)
-            .await
-            .unwrap();
-        assert!(redis_objects(&env).await.iter().all(|o| o.3 == 1));
+        // Each patch's answer shows the reference in place. Reading the
+        // objects back instead would race with the operator: a change to its
+        // Redis may already wake a reconcile that removes it.
+        let owners = [
+            env.api::<Secret>()
+                .patch(REDIS, &params, &patch)
+                .await
+                .unwrap()
+                .owner_references()
+                .len(),
+            env.api::<Service>()
+                .patch(REDIS, &params, &patch)
+                .await
+                .unwrap()
+                .owner_references()
+                .len(),
+            env.api::<StatefulSet>()
+                .patch(REDIS, &params, &patch)
+                .await
+                .unwrap()
+                .owner_references()
+                .len(),
+        ];
+        assert_eq!(owners, [1, 1, 1], "the older operator's owner references");
         // The next reconcile of any Feature of the namespace (here: a
         // change to the Feature) removes them.
         let touch = serde_json::json!({"metadata": {"annotations": {"eol.dev/test-touch": "1"}}});

@@ -249,6 +249,18 @@ async fn a_failed_switch_is_rolled_back_at_its_deadline_and_stays_rolled_back() 
         // One deadline, not two: the new ReplicaSet was scaled 1->0->1 and its clock restarted.
         eprintln!("rolled back {:.1}s after the switch (deadline {DEADLINE}s)", took.as_secs_f64());
         assert!(took < Duration::from_secs(DEADLINE * 3 / 2 + 10), "rolled back after {took:?}");
+        // The status is written before the Deployment goes back (so a failed
+        // rollback is retried), and the Deployment controller then scales the
+        // failed ReplicaSet down: that takes a moment after `RolledBack`.
+        let scaled_down = Instant::now();
+        while replicas_of(&env, &failed_config).await.unwrap_or(0) != 0 {
+            assert!(
+                scaled_down.elapsed() < Duration::from_secs(30),
+                "the failed configuration's ReplicaSet was not scaled down 30 s after RolledBack"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        eprintln!("its ReplicaSet was scaled down {:.1}s after RolledBack", scaled_down.elapsed().as_secs_f64());
         // And it stays rolled back for longer than another deadline.
         let watch_until = Instant::now() + Duration::from_secs(DEADLINE + 5);
         while Instant::now() < watch_until {

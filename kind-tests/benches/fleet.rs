@@ -53,6 +53,10 @@ struct Args {
     /// Run sizes above this create FeatureRuns only: the bare Jobs' side is
     /// bound by the Job controller (see kind-tests/benches/README.md).
     bare_runs_max: usize,
+    /// `--history-limit K`: every Feature keeps K succeeded and K failed runs
+    /// (`successfulRunsHistoryLimit`, `failedRunsHistoryLimit`); older ones
+    /// are deleted as they finish. Unset: every run is kept.
+    history_limit: Option<i32>,
 }
 
 fn args() -> Args {
@@ -78,6 +82,11 @@ fn args() -> Args {
         bare_runs_max: value("--bare-runs-max", "1000000")
             .parse()
             .expect("--bare-runs-max N"),
+        history_limit: argv.iter().any(|a| a == "--history-limit").then(|| {
+            value("--history-limit", "")
+                .parse()
+                .expect("--history-limit K")
+        }),
     }
 }
 
@@ -121,8 +130,12 @@ fn placement() -> serde_json::Value {
     })
 }
 
-fn feature(name: &str) -> Feature {
+fn feature(name: &str, history_limit: Option<i32>) -> Feature {
     let mut spec = serde_json::json!({"source": {"inline": SOURCE}, "replicas": 2});
+    if let Some(k) = history_limit {
+        spec["successfulRunsHistoryLimit"] = k.into();
+        spec["failedRunsHistoryLimit"] = k.into();
+    }
     spec.as_object_mut()
         .unwrap()
         .extend(placement().as_object().unwrap().clone());
@@ -331,7 +344,7 @@ async fn bench(env: TestEnv, args: Args) {
 
     // One Feature first: its Deployment is the bare side's template.
     let features: Api<Feature> = env.api();
-    env.create(&feature("template")).await;
+    env.create(&feature("template", args.history_limit)).await;
     until_all(
         features.clone(),
         "",
@@ -405,7 +418,10 @@ async fn bench(env: TestEnv, args: Args) {
     let start = Instant::now();
     apply_all(
         &features,
-        names.iter().map(|n| feature(n)).collect(),
+        names
+            .iter()
+            .map(|n| feature(n, args.history_limit))
+            .collect(),
         args.concurrency,
     )
     .await;
@@ -490,6 +506,18 @@ async fn bench(env: TestEnv, args: Args) {
         "operator RSS 30 s after the last run: {:.1} MiB",
         usage.now()
     );
+    if let Some(k) = args.history_limit {
+        let left = env
+            .api::<FeatureRun>()
+            .list_metadata(&Default::default())
+            .await
+            .unwrap();
+        println!(
+            "history limit {k} per Feature: {} FeatureRuns left of {} created",
+            left.items.len(),
+            args.runs.iter().sum::<usize>()
+        );
+    }
 
     // 3. Phase switch: Features against bare Deployments.
     let k = args.switch.min(n);

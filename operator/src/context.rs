@@ -2,11 +2,12 @@
 
 use crate::config::OperatorConfig;
 use crate::metrics::Metrics;
+use crate::run::cached::CachedRunPod;
 use crate::source::code::CodeCheck;
 use crate::status::StatusWriter;
 use eol_core::crd::{Feature, FeatureRun};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Service};
 use kube::Client;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -25,9 +26,9 @@ pub struct Caches {
     pub features: Store<Feature>,
     /// FeatureRuns (the FeatureRun controller's own store).
     pub runs: Store<FeatureRun>,
-    /// The runner pods of FeatureRuns (metadata and status only: see
-    /// the runtime's `slim_pod`).
-    pub run_pods: Store<Pod>,
+    /// The runner pods of FeatureRuns (metadata and the status fields read:
+    /// see [`CachedRunPod`]).
+    pub run_pods: Store<CachedRunPod>,
     /// Metadata of the ConfigMaps the operator created (Features' configurations).
     pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
     /// The Features' Deployments (without managedFields).
@@ -69,7 +70,7 @@ impl Caches {
     }
 
     /// The cached pod `namespace/name`.
-    pub fn run_pod(&self, namespace: &str, name: &str) -> Option<Arc<Pod>> {
+    pub fn run_pod(&self, namespace: &str, name: &str) -> Option<Arc<CachedRunPod>> {
         self.run_pods.get(&ObjectRef::new(name).within(namespace))
     }
 

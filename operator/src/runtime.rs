@@ -6,6 +6,7 @@ use crate::context::{Caches, Context, SyncTracker};
 use crate::feature::controller as feature;
 use crate::metrics::Metrics;
 use crate::redis;
+use crate::run::cached::CachedRunPod;
 use crate::run::children as run_children;
 use crate::run::controller as run;
 use axum::Router;
@@ -15,7 +16,7 @@ use axum::routing::get;
 use eol_core::crd::{Feature, FeatureRun};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodStatus, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, reflector};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
@@ -200,7 +201,7 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
     .applied_objects();
     let (run_pods_cache, run_pods_writer) = reflector::store();
     let run_pods = cached(
-        scoped::<Pod>(&client, ns),
+        scoped::<CachedRunPod>(&client, ns),
         watcher::Config::default().labels(run_children::POD_SELECTOR),
         slim_pod,
         run_pods_writer,
@@ -220,7 +221,7 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
     let deployments = cached(
         scoped::<Deployment>(&client, ns),
         managed.clone(),
-        trim_metadata,
+        slim_deployment,
         deployments_writer,
         &tracker,
     )
@@ -384,41 +385,21 @@ fn trim_metadata<K: kube::Resource>(object: &mut K) {
     }
 }
 
-/// A runner pod as the FeatureRun reconciler reads it: metadata (without
-/// managedFields) and the status fields it observes; the spec, read only to
-/// retry a failed attempt, is fetched then. Most of a pod is its spec, and
-/// the cache holds every finished run's pod until its TTL.
-fn slim_pod(pod: &mut Pod) {
-    trim_metadata(pod);
-    pod.spec = pod
-        .spec
-        .take()
-        .map(|spec| k8s_openapi::api::core::v1::PodSpec {
-            active_deadline_seconds: spec.active_deadline_seconds,
-            ..Default::default()
-        });
-    if let Some(status) = pod.status.take() {
-        pod.status = Some(PodStatus {
-            phase: status.phase,
-            reason: status.reason,
-            message: status.message,
-            start_time: status.start_time,
-            conditions: status.conditions.map(|cs| {
-                cs.into_iter()
-                    .filter(|c| c.type_ == "PodScheduled" && c.status == "False")
-                    .collect()
-            }),
-            container_statuses: status.container_statuses.map(|cs| {
-                cs.into_iter()
-                    .map(|mut c| {
-                        c.image_id = String::new();
-                        c.container_id = None;
-                        c.last_state = None;
-                        c
-                    })
-                    .collect()
-            }),
-            ..PodStatus::default()
-        });
+/// A Feature's Deployment as its reconciler reads it: metadata (its
+/// `eol.dev/applied` stamp), replicas and status. The pod template's spec, most
+/// of the object, is never read back: the desired one is built from the Feature.
+fn slim_deployment(deployment: &mut Deployment) {
+    trim_metadata(deployment);
+    if let Some(spec) = deployment.spec.as_mut() {
+        spec.template.spec = None;
     }
+}
+
+/// A runner pod as the FeatureRun reconciler reads it: a [`CachedRunPod`]
+/// (metadata and the status fields it observes; the spec, read only to retry
+/// a failed attempt, is fetched then), slimmed further before it is cached.
+/// The cache holds every finished run's pod until its TTL or history limit.
+fn slim_pod(pod: &mut CachedRunPod) {
+    trim_metadata(pod);
+    pod.slim();
 }

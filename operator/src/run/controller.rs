@@ -168,6 +168,7 @@ pub(super) fn finished(status: &FeatureRunStatus) -> bool {
 fn cached_attempts(ctx: &Context, ns: &str, run: &FeatureRun) -> Vec<Arc<Pod>> {
     (1..)
         .map_while(|n| ctx.caches.run_pod(ns, &children::pod_name(run, n)))
+        .map(|cached| Arc::new(Pod::from(cached.as_ref())))
         .filter(|p| owned_by(p, run))
         .collect()
 }
@@ -538,6 +539,7 @@ mod tests {
     use crate::config::OperatorConfig;
     use crate::context::Caches;
     use crate::fixtures::{Expect, condition, context, context_with, not_found};
+    use crate::run::cached::CachedRunPod;
 
     const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/shop/events";
     const STATUS: &str = "/apis/eol.dev/v1alpha1/namespaces/shop/featureruns/r1/status";
@@ -650,8 +652,8 @@ mod tests {
 
     /// Caches holding the pod of attempt 1, owned by run `u9`, in `phase`.
     fn caches_with_pod(phase: &str) -> Caches {
-        let (store, mut writer) = kube::runtime::reflector::store::<Pod>();
-        let pod: Pod = serde_json::from_value(serde_json::json!({
+        let (store, mut writer) = kube::runtime::reflector::store::<CachedRunPod>();
+        let pod: CachedRunPod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "r1-1", "namespace": "shop", "uid": "p1",
                 "creationTimestamp": "2026-01-01T00:00:00Z",
                 "annotations": {"eol.dev/attempt": "1", "eol.dev/phase": "implementation"},

@@ -452,6 +452,57 @@ mod tests {
         assert_eq!(all.agreement(), Some(60.0));
     }
 
+    /// Embeds "a..." texts along one axis and others along another.
+    struct TwoAxes;
+
+    impl Embedder for TwoAxes {
+        fn model_id(&self) -> &str {
+            "two-axes"
+        }
+        fn dimension(&self) -> usize {
+            2
+        }
+        fn embed<'a>(
+            &'a self,
+            texts: &'a [String],
+        ) -> futures::future::BoxFuture<'a, Result<Vec<Vec<f32>>, eol_vector::EmbedError>> {
+            let v = texts
+                .iter()
+                .map(|t| {
+                    if t.starts_with('a') {
+                        vec![1.0, 0.0]
+                    } else {
+                        vec![0.6, 0.8]
+                    }
+                })
+                .collect();
+            Box::pin(async move { Ok(v) })
+        }
+    }
+
+    #[tokio::test]
+    async fn with_an_embedder_free_text_agrees_within_the_distance() {
+        let texts = TextComparer::Embeddings(Arc::new(TwoAxes));
+        assert!(texts.describe().contains("embedding distance (two-axes)"));
+        let near = compare::TextCheck {
+            path: "summary".into(),
+            expected: "a crash".into(),
+            actual: "an app crash".into(),
+        };
+        assert_eq!(texts.settle(&near, 0.15).await, Ok(()));
+        // cos = 0.6: distance 0.4.
+        let far = compare::TextCheck {
+            actual: "billing".into(),
+            ..near
+        };
+        let reason = texts.settle(&far, 0.15).await.err().unwrap_or_default();
+        assert_eq!(
+            reason,
+            "texts differ in meaning: embedding distance 0.400 > 0.15"
+        );
+        assert_eq!(texts.settle(&far, 0.5).await, Ok(()));
+    }
+
     #[tokio::test]
     async fn without_an_embedder_free_text_is_compared_as_normalized_text_and_says_so() {
         let texts = TextComparer::Normalized {

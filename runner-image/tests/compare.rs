@@ -419,3 +419,59 @@ async fn generate_refuses_code_that_agrees_less_than_min_agreement() {
         "written"
     );
 }
+
+#[tokio::test]
+async fn judge_rules_ask_the_model_and_print_its_reason() {
+    let redis = common::local_redis();
+    let dir = tempfile::tempdir().unwrap();
+    let judged = FEATURE.replacen(
+        "```python\ndef classify",
+        "Compare:\n```yaml\njudge: the same category\nfields: [category]\n```\n\n```python\ndef classify",
+        1,
+    );
+    let lines = &examples()[..2];
+    let (feature, jsonl) = write(dir.path(), lines);
+    std::fs::write(&feature, &judged).unwrap();
+    let args = [
+        "compare",
+        feature.as_str(),
+        "--examples",
+        jsonl.as_str(),
+        "--operation",
+        "classify",
+    ];
+
+    // Without a model the comparison does not start.
+    let o = eol_on(&redis, None, &args).await;
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("operation 'classify' is compared by 'judge' (its Compare block), which needs a model: set EOL_LLM_BASE_URL"),
+        "{}",
+        text(&o)
+    );
+
+    let llm = ScriptedServer::start(vec![
+        Scripted::answer(r#"{"verdict": true, "reason": "both are bugs"}"#),
+        Scripted::answer(r#"{"verdict": false, "reason": "the priorities differ"}"#),
+    ])
+    .await;
+    let o = eol_on(&redis, Some(&llm.url), &args).await;
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == ["classify", "1", "1", "0", "50.0%"]),
+        "{out}"
+    );
+    assert!(
+        out.contains("differs at (output): the model judged they disagree: the priorities differ (prototype {\"category\":\"billing\"}, implementation {\"category\":\"billing\"})"),
+        "{out}"
+    );
+    assert_eq!(llm.request_count(), 2, "one judgement per example");
+    let asked = llm.requests.lock().unwrap()[1].to_string();
+    assert!(
+        asked.contains("the same category"),
+        "the criterion reaches the model: {asked}"
+    );
+}

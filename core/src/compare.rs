@@ -177,14 +177,23 @@ pub fn compare(rule: &CompareRule, schema: &Value, expected: &Value, actual: &Va
 fn project(fields: &[String], value: &Value) -> Value {
     let mut map = Map::new();
     for field in fields {
-        let found = field
-            .split('.')
-            .try_fold(value, |v, seg| v.get(seg))
-            .cloned()
-            .unwrap_or(Value::Null);
-        map.insert(field.clone(), found);
+        let segments: Vec<&str> = field.split('.').collect();
+        map.insert(field.clone(), value_at(value, &segments));
     }
     Value::Object(map)
+}
+
+/// The value at `segments` under `value`; through an array, the list of its
+/// items' values; `null` where there is none.
+fn value_at(value: &Value, segments: &[&str]) -> Value {
+    let Some((first, rest)) = segments.split_first() else {
+        return value.clone();
+    };
+    match value {
+        Value::Array(items) => Value::Array(items.iter().map(|i| value_at(i, segments)).collect()),
+        Value::Object(map) => map.get(*first).map_or(Value::Null, |v| value_at(v, rest)),
+        _ => Value::Null,
+    }
 }
 
 /// Text with case, punctuation and runs of spaces set aside.
@@ -235,6 +244,13 @@ impl Walker<'_> {
                 let p = format!("{path}[{i}]");
                 self.field(segments, &p, shape, items, Some(ev), Some(av), out);
             }
+            return;
+        }
+        let descend = |v: Option<&Value>| v.is_none_or(Value::is_object);
+        if !(descend(expected) && descend(actual)) {
+            // Not objects on both sides (a string where the prototype had an
+            // object, say): the values themselves differ, so compare them whole.
+            self.walk(path, shape, schema, expected, actual, out);
             return;
         }
         let sub = schema
@@ -756,6 +772,20 @@ mod tests {
     }
 
     #[test]
+    fn a_listed_field_whose_parent_changed_type_differs() {
+        let rule = CompareRule {
+            fields: vec!["steps.minutes".into()],
+            ..CompareRule::default()
+        };
+        let c = compare(&rule, &schema(), &base(), &with("steps", json!("none")));
+        assert_eq!(paths(&c), ["steps"]);
+        assert_eq!(c.differences[0].reason, "array against string");
+        let c = compare(&rule, &schema(), &base(), &with("steps", json!([7])));
+        assert_eq!(paths(&c), ["steps[0]"]);
+        assert_eq!(c.differences[0].reason, "object against number");
+    }
+
+    #[test]
     fn tolerance_applies_to_numbers_only() {
         let rule = CompareRule {
             tolerance: 0.01,
@@ -828,6 +858,16 @@ mod tests {
         assert_eq!(judge.criterion, "same category");
         assert_eq!(judge.expected, json!({"category": "bug"}));
         assert_eq!(judge.actual, json!({"category": "billing"}));
+        let rule = CompareRule {
+            judge: Some(String::new()),
+            fields: vec!["steps.text".into(), "nowhere".into()],
+            ..CompareRule::default()
+        };
+        let judge = compare(&rule, &schema(), &base(), &base()).judge;
+        assert_eq!(
+            judge.map(|j| j.expected),
+            Some(json!({"steps.text": ["Reinstall"], "nowhere": null}))
+        );
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub struct Example {
     pub input: Value,
     /// The prototype's validated output.
     pub output: Value,
+    /// Where it was read, when that is worth printing (`examples.jsonl:3`).
+    #[serde(skip)]
+    pub origin: Option<String>,
 }
 
 impl Example {
@@ -30,6 +33,7 @@ impl Example {
         Some(Self {
             input: entry.get("input")?.clone(),
             output: entry.get("output")?.clone(),
+            origin: None,
         })
     }
 }
@@ -140,6 +144,9 @@ pub struct ExampleResult {
     pub operation: String,
     /// 1-based position among the operation's examples (newest first for recorded ones).
     pub index: usize,
+    /// Where the example was read (a JSONL file's line), if known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
     /// The input.
     pub input: Value,
     /// The prototype's output.
@@ -329,6 +336,7 @@ pub async fn replay(
         let mut result = ExampleResult {
             operation: op.name.clone(),
             index: i + 1,
+            origin: example.origin.clone(),
             input: example.input.clone(),
             prototype: example.output.clone(),
             implementation: None,
@@ -426,6 +434,7 @@ mod tests {
         ExampleResult {
             operation: op.into(),
             index: 1,
+            origin: None,
             input: json!({}),
             prototype: json!({}),
             implementation: None,

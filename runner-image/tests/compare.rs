@@ -194,7 +194,13 @@ fn counts_agreement_per_operation_and_prints_each_disagreement() {
         "{out}"
     );
     assert!(
-        !out.contains("example 1\n"),
+        out.contains(&format!("DISAGREE  estimate example 2 ({jsonl}:8)")),
+        "a file's examples name their line: {out}"
+    );
+    assert!(
+        !out.contains("classify example 1 (")
+            && !out.contains("classify example 6 (")
+            && !out.contains("estimate example 1 ("),
         "agreeing examples are not listed: {out}"
     );
 }

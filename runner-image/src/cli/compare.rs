@@ -146,7 +146,7 @@ fn read_jsonl(path: &Path, operations: &[&str]) -> Result<Vec<(String, Example)>
         let at = format!("{}:{}", path.display(), i + 1);
         let entry: Value = serde_json::from_str(line)
             .map_err(|e| Failure::usage(format!("{at}: not a JSON object: {e}")))?;
-        let example = Example::from_entry(&entry).ok_or_else(|| {
+        let mut example = Example::from_entry(&entry).ok_or_else(|| {
             Failure::usage(format!(
                 "{at}: expected an object with \"input\" and \"output\" (and optionally \"operation\")"
             ))
@@ -166,6 +166,7 @@ fn read_jsonl(path: &Path, operations: &[&str]) -> Result<Vec<(String, Example)>
                 )));
             }
         };
+        example.origin = Some(at);
         // Lines of operations not compared (another --operation) are passed over.
         if operations.contains(&operation.as_str()) {
             out.push((operation, example));
@@ -213,7 +214,10 @@ pub(super) fn print_text(outcome: &Outcome) {
             Agreement::Error => "ERROR",
         };
         println!();
-        println!("{mark}  {} example {}", r.operation, r.index);
+        match &r.origin {
+            Some(origin) => println!("{mark}  {} example {} ({origin})", r.operation, r.index),
+            None => println!("{mark}  {} example {}", r.operation, r.index),
+        }
         println!("  input:          {}", r.input);
         println!("  prototype:      {}", r.prototype);
         if let Some(out) = &r.implementation {

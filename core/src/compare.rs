@@ -25,7 +25,8 @@ pub const KEYS: [&str; 6] = [
 ];
 
 /// The largest embedding (cosine) distance at which two free texts still agree,
-/// when the rule gives no `distance`.
+/// when the rule gives no `distance`. Measured with all-MiniLM-L6-v2: close
+/// paraphrases are 0.07-0.09 apart, a negation 0.19, unrelated texts 0.9.
 pub const DEFAULT_DISTANCE: f64 = 0.15;
 
 /// How an operation's implementation output is compared with the prototype's

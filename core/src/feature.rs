@@ -1,5 +1,6 @@
 //! The feature model: what a `.eol` file means, independent of how it was written.
 
+use crate::compare::CompareRule;
 use crate::diagnostic::Position;
 use crate::phase::{OperationPhase, Phase};
 use serde::{Deserialize, Serialize};
@@ -218,6 +219,9 @@ pub struct Operation {
     pub output: Schema,
     /// Its Python implementation, if it has one.
     pub code: Option<Code>,
+    /// How its implementation's outputs are compared with the prototype's
+    /// (its `Compare:` block; `None`: the defaults of [`CompareRule::default`]).
+    pub compare: Option<CompareRule>,
     /// Where its `###` heading is.
     pub location: SourceLocation,
     /// Line numbers of its parts, for rewriting the file.

@@ -3,6 +3,7 @@
 //! This crate does no I/O: it turns text into a validated model, checks outputs
 //! against expectations, and writes models back to text.
 
+pub mod compare;
 pub mod crd;
 mod diagnostic;
 pub mod expect;

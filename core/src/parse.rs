@@ -559,6 +559,8 @@ fn parse_operation(
     let mut spec: Vec<Block<'_>> = Vec::new();
     // A label without its block is reported where it stands, not again as "missing".
     let (mut input_label, mut output_label) = (false, false);
+    // The Compare block is read once the Output schema it names fields of is known.
+    let mut compare_block: Option<(String, usize)> = None;
     let mut i = 1;
     while i < blocks.len() {
         match &blocks[i] {
@@ -584,6 +586,39 @@ fn parse_operation(
                 }
                 phase_line = Some(*line);
                 i += 1;
+            }
+            Block::Text { text, line } if is_label(text, "Compare") => {
+                let mut j = i + 1;
+                while matches!(blocks.get(j), Some(Block::Text { text, .. }) if text.trim().is_empty())
+                {
+                    j += 1;
+                }
+                match blocks.get(j) {
+                    Some(Block::Fence {
+                        info,
+                        content,
+                        open_line,
+                        ..
+                    }) if is_schema_fence(info) => {
+                        if compare_block.is_some() {
+                            diags.error(
+                                Position::new(*line, 1),
+                                format!("operation '{name}' has a second Compare block"),
+                            );
+                            ok = false;
+                        }
+                        compare_block = Some((content.clone(), open_line + 1));
+                        i = j + 1;
+                    }
+                    _ => {
+                        diags.error(
+                            Position::new(*line, 1),
+                            format!("operation '{name}': expected a ```yaml block holding the comparison rule after 'Compare:'"),
+                        );
+                        ok = false;
+                        i += 1;
+                    }
+                }
             }
             Block::Text { text, line } if is_label(text, "Input") || is_label(text, "Output") => {
                 let which = if is_label(text, "Input") {
@@ -710,6 +745,14 @@ fn parse_operation(
         );
         ok = false;
     }
+    let compare = match (&compare_block, &output) {
+        (Some((content, first_line)), Some(schema)) => {
+            let rule = crate::compare::parse_rule(content, *first_line, name, &schema.value, diags);
+            ok &= rule.is_some();
+            rule
+        }
+        _ => None,
+    };
     let mut spec_text = String::new();
     append_prose(&mut spec_text, &mut Vec::new(), &spec);
     let (code, code_lines) = match code {
@@ -727,6 +770,7 @@ fn parse_operation(
         input: input?,
         output: output?,
         code,
+        compare,
         location: SourceLocation(heading_pos),
         layout: OperationLayout {
             heading_line: *heading_line,

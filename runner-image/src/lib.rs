@@ -11,6 +11,7 @@
 //! - [`caches`]: the semantic, embeddings and result caches and the vector context;
 //! - [`examples`]: prototyped calls recorded as examples in Redis;
 //! - [`generate`]: model-written code, kept only when it passes the tests;
+//! - [`compare`]: recorded prototype examples replayed through the implementation and compared;
 //! - [`mcp`]: MCP tools for the LLM (built-in Redis, the feature's servers) and
 //!   a feature served as an MCP server;
 //! - [`testing`]: running `.test.eol` suites;
@@ -19,6 +20,7 @@
 pub mod bootstrap;
 pub mod caches;
 mod call;
+pub mod compare;
 pub mod context;
 pub mod engine;
 pub mod examples;

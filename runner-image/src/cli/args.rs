@@ -130,6 +130,25 @@ pub(super) enum Command {
         /// Attempts per operation, with the failures fed back each time.
         #[arg(long, default_value_t = eol_runner::generate::DEFAULT_ATTEMPTS)]
         attempts: u32,
+        /// After generating, replay the recorded prototype examples through the new code and
+        /// refuse it (nothing written, exit 1) when fewer than this percentage agree.
+        #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
+        min_agreement: Option<f64>,
+    },
+    /// Replay recorded prototype examples through the implementation and report where the outputs agree.
+    Compare {
+        /// The feature file (NAME.eol).
+        file: PathBuf,
+        /// Only this operation (default: every operation with code).
+        #[arg(long)]
+        operation: Option<String>,
+        /// At most this many examples per operation (the newest recorded, or a file's first).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Read the examples from this JSONL file (one {"input": ..., "output": ...} per line,
+        /// optionally with "operation") instead of the ones recorded in Redis.
+        #[arg(long, value_name = "FILE.jsonl")]
+        examples: Option<PathBuf>,
     },
     /// Serve a feature over HTTP: POST /v1/operations/{op}, /healthz, /readyz, /metrics.
     Serve {
@@ -179,6 +198,13 @@ impl From<PhaseArg> for Phase {
             PhaseArg::Implementation => Phase::Implementation,
             PhaseArg::Hybrid => Phase::Hybrid,
         }
+    }
+}
+
+fn parse_percent(p: &str) -> Result<f64, String> {
+    match p.trim_end_matches('%').parse::<f64>() {
+        Ok(v) if (0.0..=100.0).contains(&v) => Ok(v),
+        _ => Err("a percentage from 0 to 100, such as 90".into()),
     }
 }
 

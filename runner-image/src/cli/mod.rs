@@ -4,6 +4,7 @@
 
 mod args;
 mod check;
+mod compare;
 mod completions;
 mod files;
 mod generate;
@@ -184,6 +185,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             in_place,
             output_dir,
             attempts,
+            min_agreement,
         } => {
             generate::generate(
                 &cli,
@@ -192,6 +194,22 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
                 *in_place,
                 output_dir.as_deref(),
                 *attempts,
+                *min_agreement,
+            )
+            .await
+        }
+        Command::Compare {
+            file,
+            operation,
+            limit,
+            examples,
+        } => {
+            compare::compare(
+                &cli,
+                file,
+                operation.as_deref(),
+                *limit,
+                examples.as_deref(),
             )
             .await
         }

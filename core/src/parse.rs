@@ -526,6 +526,16 @@ fn collect_references(text: &str, line: usize, refs: &mut Vec<Reference>) {
     }
 }
 
+/// The index of the first block at or after `from` that is not blank text
+/// (a label's block may follow it after blank lines).
+fn after_blank_lines(blocks: &[Block<'_>], from: usize) -> usize {
+    let mut j = from;
+    while matches!(blocks.get(j), Some(Block::Text { text, .. }) if text.trim().is_empty()) {
+        j += 1;
+    }
+    j
+}
+
 fn parse_operation(
     blocks: &[Block<'_>],
     feature_phase: Option<Phase>,
@@ -588,11 +598,7 @@ fn parse_operation(
                 i += 1;
             }
             Block::Text { text, line } if is_label(text, "Compare") => {
-                let mut j = i + 1;
-                while matches!(blocks.get(j), Some(Block::Text { text, .. }) if text.trim().is_empty())
-                {
-                    j += 1;
-                }
+                let j = after_blank_lines(blocks, i + 1);
                 match blocks.get(j) {
                     Some(Block::Fence {
                         info,
@@ -632,11 +638,7 @@ fn parse_operation(
                     output_label = true;
                 }
                 // The schema block follows, after optional blank lines.
-                let mut j = i + 1;
-                while matches!(blocks.get(j), Some(Block::Text { text, .. }) if text.trim().is_empty())
-                {
-                    j += 1;
-                }
+                let j = after_blank_lines(blocks, i + 1);
                 match blocks.get(j) {
                     Some(Block::Fence {
                         info,

@@ -168,13 +168,13 @@ pub(super) fn finished(status: &FeatureRunStatus) -> bool {
 fn cached_attempts(ctx: &Context, ns: &str, run: &FeatureRun) -> Vec<Arc<Pod>> {
     (1..)
         .map_while(|n| ctx.caches.run_pod(ns, &children::pod_name(run, n)))
+        .filter(|cached| owned_by(cached.as_ref(), run))
         .map(|cached| Arc::new(Pod::from(cached.as_ref())))
-        .filter(|p| owned_by(p, run))
         .collect()
 }
 
 /// Whether `pod` belongs to this run (and not to a deleted run of the same name).
-fn owned_by(pod: &Pod, run: &FeatureRun) -> bool {
+fn owned_by(pod: &impl Resource, run: &FeatureRun) -> bool {
     pod.owner_references()
         .iter()
         .any(|r| Some(&r.uid) == run.metadata.uid.as_ref())

@@ -15,6 +15,7 @@ mod phase;
 pub mod process;
 pub mod runner_contract;
 pub mod sandbox_check;
+pub mod shadow;
 mod schema;
 mod switch;
 mod testfile;

@@ -1,0 +1,292 @@
+//! The shadow contract between the operator, the serving pods and the
+//! candidate pods of a Feature whose switch runs with `strategy: Shadow`.
+//!
+//! - The operator starts the candidate configuration as pods of their own
+//!   (no traffic reaches them through the Feature's Service) and sets the
+//!   [`env`] variables below on them only.
+//! - Each ready candidate pod publishes an [`Offer`] in Redis under
+//!   [`offer_key`] (with a short expiry, refreshed while it serves), so the
+//!   serving pods learn of it without a restart and stop when it is gone.
+//! - A serving pod copies a sampled share of its successful calls, off the
+//!   response path, to the candidate's [`SHADOW_PATH`] as a [`ShadowRequest`];
+//!   the candidate runs the input in a keyspace of its own (no writes beside
+//!   the feature's data), compares its output with the serving one under the
+//!   operation's `Compare:` rule and answers a [`ShadowAnswer`]. A candidate
+//!   that fails, times out or does not answer gives [`Verdict::Error`],
+//!   counted as a disagreement.
+//! - The serving pod is the only writer of the verdicts, in one atomic Redis
+//!   transaction per sample (counts, the bounded list of disagreements, the
+//!   sample itself with a TTL), under [`counts_key`], [`disagreements_key`]
+//!   and [`samples_key`] of the offer's id.
+//! - The operator reads the [`Tally`] from a ready candidate pod
+//!   ([`TALLY_PATH`]); the candidate truncates or drops the inputs it shows
+//!   there (`EOL_SHADOW_PREVIEW_BYTES`). The counts live in Redis, so an
+//!   operator restart neither loses nor counts a sample twice.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Environment variables the operator sets on candidate pods only.
+pub mod env {
+    /// The shadow's id (`<config>-<unix seconds it started>`): the verdicts' keys.
+    pub const ID: &str = "EOL_SHADOW_ID";
+    /// The candidate's own base URL, as serving pods reach it (its Service).
+    pub const URL: &str = "EOL_SHADOW_URL";
+    /// Share of the serving calls copied to the candidate, in percent (0-100).
+    pub const SAMPLE_PERCENT: &str = "EOL_SHADOW_SAMPLE_PERCENT";
+    /// Operations to shadow, comma-separated; empty or unset: every operation.
+    pub const OPERATIONS: &str = "EOL_SHADOW_OPERATIONS";
+    /// Bytes of each input (and output) shown in the tally; 0: none at all.
+    pub const PREVIEW_BYTES: &str = "EOL_SHADOW_PREVIEW_BYTES";
+    /// Disagreements kept per operation (the newest).
+    pub const MAX_DISAGREEMENTS: &str = "EOL_SHADOW_MAX_DISAGREEMENTS";
+    /// Seconds the verdicts and sampled inputs stay in Redis.
+    pub const TTL_SECONDS: &str = "EOL_SHADOW_TTL_SECONDS";
+    /// Seconds a serving pod waits for the candidate's answer before counting an error.
+    pub const TIMEOUT_SECONDS: &str = "EOL_SHADOW_TIMEOUT_SECONDS";
+}
+
+/// The candidate's endpoint for a copied call: `POST /v1/shadow/{operation}`.
+pub const SHADOW_PATH: &str = "/v1/shadow/{operation}";
+/// The candidate's tally of its shadow: `GET`, a [`Tally`].
+pub const TALLY_PATH: &str = "/v1/shadow/tally";
+/// Seconds an offer lives in Redis unless refreshed.
+pub const OFFER_TTL_SECONDS: u64 = 15;
+/// How often a ready candidate refreshes its offer.
+pub const OFFER_REFRESH_SECONDS: u64 = 5;
+
+/// Where a feature's candidate publishes its [`Offer`] (`feature`: the `.eol` name).
+pub fn offer_key(feature: &str) -> String {
+    format!("eol:{feature}:shadow:offer")
+}
+
+/// The hash of verdict counts of shadow `id`: field `<operation>:<verdict>`.
+pub fn counts_key(feature: &str, id: &str) -> String {
+    format!("eol:{feature}:shadow:{id}:counts")
+}
+
+/// The field of [`counts_key`] counting `verdict` for `operation`.
+pub fn count_field(operation: &str, verdict: Verdict) -> String {
+    format!("{operation}:{}", verdict.as_str())
+}
+
+/// The list (newest first, bounded) of [`Disagreement`]s of `operation` in shadow `id`.
+pub fn disagreements_key(feature: &str, id: &str, operation: &str) -> String {
+    format!("eol:{feature}:shadow:{id}:disagreements:{operation}")
+}
+
+/// The list (newest first, bounded) of every [`Sample`] of shadow `id`, with a TTL.
+pub fn samples_key(feature: &str, id: &str) -> String {
+    format!("eol:{feature}:shadow:{id}:samples")
+}
+
+/// Samples kept in [`samples_key`] (the counts are exact whatever this bound).
+pub const MAX_SAMPLES_KEPT: usize = 1000;
+
+/// What a ready candidate publishes (JSON) under [`offer_key`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Offer {
+    /// The shadow's id ([`env::ID`]).
+    pub id: String,
+    /// The candidate's base URL ([`env::URL`]).
+    pub url: String,
+    /// Share of calls to copy, in percent.
+    pub sample_percent: f64,
+    /// Operations to copy; empty: all.
+    #[serde(default)]
+    pub operations: Vec<String>,
+    /// Disagreements kept per operation.
+    pub max_disagreements: usize,
+    /// Seconds the verdicts and samples stay in Redis.
+    pub ttl_seconds: u64,
+    /// Seconds to wait for the candidate's answer.
+    pub timeout_seconds: f64,
+}
+
+impl Offer {
+    /// Whether calls of `operation` are copied.
+    pub fn covers(&self, operation: &str) -> bool {
+        self.operations.is_empty() || self.operations.iter().any(|o| o == operation)
+    }
+}
+
+/// A copied call, as the serving pod sends it to [`SHADOW_PATH`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShadowRequest {
+    /// The input the serving pod answered.
+    pub input: Value,
+    /// The serving pod's output.
+    pub output: Value,
+}
+
+/// How one copied call compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// The candidate's output agrees with the serving one.
+    Agree,
+    /// It does not.
+    Disagree,
+    /// The candidate failed, timed out or gave no answer.
+    Error,
+}
+
+impl Verdict {
+    /// The verdict as written in metrics and keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Agree => "agree",
+            Self::Disagree => "disagree",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// One difference, as the candidate reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldDifference {
+    /// The field's path (`""`: the whole output).
+    pub path: String,
+    /// Why they differ.
+    pub reason: String,
+}
+
+/// The candidate's answer to a [`ShadowRequest`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShadowAnswer {
+    /// Agree, disagree, or error (the candidate's run failed).
+    pub verdict: Verdict,
+    /// The candidate's output, when it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// The fields that differ.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub differences: Vec<FieldDifference>,
+    /// Why the candidate failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A sample as kept in Redis ([`samples_key`], and [`disagreements_key`] when it disagreed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sample {
+    /// The operation.
+    pub operation: String,
+    /// When it was compared (RFC 3339).
+    pub at: String,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// The input.
+    pub input: Value,
+    /// The serving pod's output.
+    pub serving: Value,
+    /// The candidate's output, when it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<Value>,
+    /// The fields that differ.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub differences: Vec<FieldDifference>,
+    /// Why the candidate failed (verdict `error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A disagreement as the tally shows it: inputs and outputs as truncated
+/// previews (none when the preview size is 0).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Disagreement {
+    /// The operation.
+    pub operation: String,
+    /// When it was compared (RFC 3339).
+    pub at: String,
+    /// `disagree`, or `error`.
+    pub verdict: Verdict,
+    /// The input's JSON, truncated to the preview size; absent when redacted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// The serving output's JSON, truncated; absent when redacted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<String>,
+    /// The candidate output's JSON, truncated; absent when redacted or when it gave none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<String>,
+    /// What differs (`path: reason; ...`) or why the candidate failed, truncated to 256 bytes.
+    pub reason: String,
+}
+
+/// The counts of one operation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationTally {
+    /// The operation.
+    pub operation: String,
+    /// Samples that agreed.
+    pub agree: u64,
+    /// Samples that disagreed.
+    pub disagree: u64,
+    /// Samples on which the candidate failed (counted as disagreements).
+    pub error: u64,
+}
+
+impl OperationTally {
+    /// Every sample.
+    pub fn samples(&self) -> u64 {
+        self.agree + self.disagree + self.error
+    }
+}
+
+/// What [`TALLY_PATH`] answers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tally {
+    /// The shadow's id.
+    pub id: String,
+    /// Counts per operation that has samples, by name.
+    pub operations: Vec<OperationTally>,
+    /// The newest disagreements, newest first, at most `EOL_SHADOW_MAX_DISAGREEMENTS` per operation.
+    pub disagreements: Vec<Disagreement>,
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, with `…` when cut.
+pub fn preview(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_preview_is_cut_on_a_character_boundary() {
+        assert_eq!(preview("abc", 3), "abc");
+        assert_eq!(preview("abcdef", 3), "abc…");
+        // "é" is two bytes: cutting inside it steps back.
+        assert_eq!(preview("aé", 2), "a…");
+    }
+
+    #[test]
+    fn an_offer_without_operations_covers_every_operation() {
+        let mut offer = Offer {
+            id: "c-1".into(),
+            url: "http://x".into(),
+            sample_percent: 10.0,
+            operations: Vec::new(),
+            max_disagreements: 5,
+            ttl_seconds: 60,
+            timeout_seconds: 5.0,
+        };
+        assert!(offer.covers("any"));
+        offer.operations = vec!["a".into()];
+        assert!(offer.covers("a") && !offer.covers("b"));
+    }
+}

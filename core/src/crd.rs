@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
     printcolumn = r#"{"name":"Desired","type":"string","jsonPath":".status.desiredPhase","priority":1,"description":"The desired phase: spec.phase, else the source's"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.readyReplicas","description":"Ready replicas"}"#,
+    printcolumn = r#"{"name":"Agreement","type":"string","jsonPath":".status.shadow.agreement","description":"A shadow switch's agreement and samples"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -120,6 +121,137 @@ pub struct RolloutSpec {
     /// Return to the last phase that served, when a switch fails.
     #[serde(default)]
     pub auto_rollback: bool,
+    /// How a new configuration replaces the serving one: `Rolling` (default; a rolling update gated by the tests) or `Shadow` (the new configuration first runs beside the serving one on a copy of live traffic, and is promoted only when its outputs agree).
+    #[serde(default)]
+    pub strategy: RolloutStrategy,
+    /// Settings of the `Shadow` strategy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowSpec>,
+}
+
+/// How a new configuration replaces the serving one.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum RolloutStrategy {
+    /// A rolling update: new pods replace old ones once their tests pass.
+    #[default]
+    Rolling,
+    /// The new configuration runs as candidate pods of its own; the serving pods copy a sample of their calls to it, off the response path, and the switch is promoted (then rolled out) only when the candidate agrees on at least `minAgreement` percent of at least `minSamples` samples within `window`. Otherwise it is held (`PhaseSwitch=False`, reason `Disagreement`) and the old configuration keeps serving. The first rollout of a Feature, with nothing serving yet, is a rolling one.
+    Shadow,
+}
+
+/// Settings of a shadow switch.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShadowSpec {
+    /// Share of the serving calls copied to the candidate, in percent.
+    #[serde(default = "default_sample_percent")]
+    #[x_kube(validation = kube::core::Rule::new("self > 0.0 && self <= 100.0").message("samplePercent must be above 0 and at most 100"))]
+    pub sample_percent: f64,
+    /// Agreement, in percent of the samples, needed to promote the candidate (per operation shadowed, and overall).
+    #[serde(default = "default_min_agreement")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 0.0 && self <= 100.0").message("minAgreement must be between 0 and 100"))]
+    pub min_agreement: f64,
+    /// Samples needed before a verdict; the decision is taken as soon as there are this many.
+    #[serde(default = "default_min_samples")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 1").message("minSamples must be at least 1"))]
+    pub min_samples: i64,
+    /// How long the shadow may take to gather `minSamples`, from the moment the candidate is ready (a Go duration such as `30s`, `10m`, `1h`); without enough samples by then the switch is held.
+    #[serde(default = "default_window")]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[0-9]+(s|m|h)$')").message("window must be a number followed by s, m or h, e.g. 10m"))]
+    pub window: String,
+    /// Operations to shadow. Default: those whose phase the switch changes, or every operation when none does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operations: Vec<String>,
+    /// Bytes of each sampled input and output shown in the status (the samples themselves stay in the feature's Redis for a day).
+    #[serde(default = "default_preview_bytes")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 0 && self <= 4096").message("previewBytes must be between 0 and 4096"))]
+    pub preview_bytes: i64,
+    /// Show no input or output in the status or events, only the fields that differ.
+    #[serde(default)]
+    pub redact_inputs: bool,
+    /// Seconds a serving pod waits for the candidate's answer; a candidate slower than this counts as disagreeing.
+    #[serde(default = "default_shadow_timeout")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 1 && self <= 600").message("timeoutSeconds must be between 1 and 600"))]
+    pub timeout_seconds: i64,
+}
+
+impl Default for ShadowSpec {
+    fn default() -> Self {
+        Self {
+            sample_percent: default_sample_percent(),
+            min_agreement: default_min_agreement(),
+            min_samples: default_min_samples(),
+            window: default_window(),
+            operations: Vec::new(),
+            preview_bytes: default_preview_bytes(),
+            redact_inputs: false,
+            timeout_seconds: default_shadow_timeout(),
+        }
+    }
+}
+
+fn default_sample_percent() -> f64 {
+    10.0
+}
+fn default_min_agreement() -> f64 {
+    99.0
+}
+fn default_min_samples() -> i64 {
+    100
+}
+fn default_window() -> String {
+    "1h".to_owned()
+}
+fn default_preview_bytes() -> i64 {
+    256
+}
+fn default_shadow_timeout() -> i64 {
+    30
+}
+
+/// Where a shadow switch stands.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShadowStatus {
+    /// The candidate configuration.
+    pub candidate: String,
+    /// The shadow's id: where its verdicts are kept in Redis.
+    pub id: String,
+    /// When the candidate pods became ready and sampling began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// `Starting`, `Sampling`, `Promoted`, `Held` or `Failed`.
+    pub state: String,
+    /// Agreement over every operation shadowed, with the number of samples (`97.5% of 40`), for `kubectl get features`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreement: Option<String>,
+    /// Counts per operation shadowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operations: Vec<ShadowOperationStatus>,
+    /// The newest disagreements (at most 5 per operation), inputs shown as truncated previews unless redacted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disagreements: Vec<crate::shadow::Disagreement>,
+}
+
+/// The samples of one operation in a shadow switch.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShadowOperationStatus {
+    /// The operation.
+    pub name: String,
+    /// Samples compared.
+    pub samples: i64,
+    /// Samples on which the candidate agreed.
+    pub agree: i64,
+    /// Samples on which it disagreed.
+    pub disagree: i64,
+    /// Samples on which it failed or timed out (counted as disagreements).
+    pub errors: i64,
+    /// Agreement in percent, one decimal (`95.0`), when there are samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreement: Option<String>,
 }
 
 /// What the operator observed of a Feature.
@@ -150,6 +282,9 @@ pub struct FeatureStatus {
     /// A configuration whose rollout failed and was rolled back; it is not retried until the spec changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_config: Option<String>,
+    /// The shadow switch in progress, or the last one (strategy `Shadow`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowStatus>,
     /// Ready, SpecValid, ModelConfigured and PhaseSwitch.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]

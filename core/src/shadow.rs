@@ -121,7 +121,7 @@ pub struct ShadowRequest {
 }
 
 /// How one copied call compared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     /// The candidate's output agrees with the serving one.
@@ -195,7 +195,7 @@ pub struct Sample {
 
 /// A disagreement as the tally shows it: inputs and outputs as truncated
 /// previews (none when the preview size is 0).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Disagreement {
     /// The operation.

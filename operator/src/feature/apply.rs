@@ -3,6 +3,7 @@
 //! (read at most once per reconcile), and the pruning of old ConfigMaps.
 
 use super::children::{self, CONFIG_HASH};
+use super::shadow;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::pod::{self, FIELD_MANAGER};
@@ -110,6 +111,67 @@ impl<'a> Children<'a> {
         Ok(())
     }
 
+    /// Applies the shadow candidate's Deployment and Service (unless the
+    /// cached ones carry the same [`APPLIED`] stamp); the Deployment as it is now.
+    pub(super) async fn apply_candidate(
+        &self,
+        deployment: Deployment,
+        service: Service,
+    ) -> Result<Deployment> {
+        let name = shadow::candidate_name(self.feature);
+        let service = stamped(service);
+        if self
+            .ctx
+            .caches
+            .service(self.ns, &name)
+            .is_none_or(|cached| applied(cached.as_ref()) != applied(&service))
+        {
+            self.api::<Service>()
+                .patch(&name, &apply(), &Patch::Apply(service))
+                .await
+                .map_err(Error::kube(
+                    "apply the shadow candidate's Service",
+                    &self.object,
+                ))?;
+        }
+        let deployment = stamped(deployment);
+        if let Some(cached) = self.ctx.caches.deployment(self.ns, &name)
+            && applied(cached.as_ref()) == applied(&deployment)
+        {
+            return Ok(Deployment::clone(&cached));
+        }
+        self.api::<Deployment>()
+            .patch(&name, &apply(), &Patch::Apply(deployment))
+            .await
+            .map_err(Error::kube(
+                "apply the shadow candidate's Deployment",
+                &self.object,
+            ))
+    }
+
+    /// Deletes the shadow candidate's Deployment and Service, when the cache
+    /// knows of them (a shadow ended, or the strategy changed).
+    pub(super) async fn remove_candidate(&self) -> Result<()> {
+        let name = shadow::candidate_name(self.feature);
+        if self.ctx.caches.deployment(self.ns, &name).is_some() {
+            delete_if_present(self.api::<Deployment>(), &name)
+                .await
+                .map_err(Error::kube(
+                    "delete the shadow candidate's Deployment",
+                    &self.object,
+                ))?;
+        }
+        if self.ctx.caches.service(self.ns, &name).is_some() {
+            delete_if_present(self.api::<Service>(), &name)
+                .await
+                .map_err(Error::kube(
+                    "delete the shadow candidate's Service",
+                    &self.object,
+                ))?;
+        }
+        Ok(())
+    }
+
     /// The Deployment's ReplicaSets, listed on first use.
     pub(super) async fn replica_sets<'s>(
         &self,
@@ -206,6 +268,18 @@ fn applied<K: Resource>(object: &K) -> Option<&str> {
         .as_ref()?
         .get(APPLIED)
         .map(String::as_str)
+}
+
+/// Deletes `name`; already gone is fine (the cache may lag a deletion).
+async fn delete_if_present<K>(api: Api<K>, name: &str) -> kube::Result<()>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 fn apply() -> PatchParams {

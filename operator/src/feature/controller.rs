@@ -7,6 +7,7 @@ use super::apply::{Children, template_hash, template_of};
 use super::children::{self, CONFIG_HASH};
 use super::decide::{self, Decision, Observed, Requeue};
 use super::rollout::{self, Rollout};
+use super::shadow;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::pod::{self, ModelSettings};
@@ -14,7 +15,9 @@ use crate::redis;
 use crate::source::{self, Loaded, Prepared};
 use eol_core::crd::{Feature, FeatureStatus};
 use eol_core::runner_contract::{HTTP_PORT, READY_PATH};
+use eol_core::shadow::{TALLY_PATH, Tally};
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, PodTemplateSpec, Secret};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
@@ -93,12 +96,23 @@ async fn decide(
         &ctx.config,
     );
     let mut sets = None;
-    let template = match &previous.last_good_config {
-        Some(good) if decide::held_back(previous, &prepared) => {
-            template_of(children.replica_sets(&mut sets).await?, good).unwrap_or(desired)
+    let shadowing = shadow::wanted(feature, previous, &prepared);
+    let serving = match &previous.last_good_config {
+        Some(good) if shadowing || decide::held_back(previous, &prepared) => {
+            template_of(children.replica_sets(&mut sets).await?, good)
         }
-        _ => desired,
+        _ => None,
     };
+    if shadowing && let Some(serving) = serving.clone() {
+        let decision = run_shadow(
+            ctx, feature, ns, previous, &prepared, decision, serving, desired,
+        )
+        .await?;
+        children.prune(&decision.status, &prepared).await?;
+        return Ok((decision, None));
+    }
+    children.remove_candidate().await?;
+    let template = serving.unwrap_or(desired);
     let target = template_hash(&template).unwrap_or_else(|| prepared.config_hash.clone());
     let deployment = children.apply_deployment(template).await?;
     children.apply_service().await?;
@@ -129,6 +143,109 @@ async fn decide(
     };
     children.prune(&decision.status, &prepared).await?;
     Ok((decision, roll_back))
+}
+
+/// A shadow switch: the serving Deployment keeps the last good template, the
+/// candidate runs `desired` beside it, and its tally decides.
+#[allow(clippy::too_many_arguments)]
+async fn run_shadow(
+    ctx: &Context,
+    feature: &Feature,
+    ns: &str,
+    previous: &FeatureStatus,
+    prepared: &Prepared,
+    decision: Decision,
+    serving: PodTemplateSpec,
+    desired: PodTemplateSpec,
+) -> Result<Decision> {
+    let children = Children::new(ctx, feature, ns);
+    let spec = shadow::settings(feature).unwrap_or_default();
+    let now = Timestamp::now();
+    let status = shadow::begin(previous, prepared, now);
+    let operations = shadow::operations(&spec, previous, prepared);
+    let serving_hash = template_hash(&serving).unwrap_or_default();
+    let main = children.apply_deployment(serving).await?;
+    children.apply_service().await?;
+    let template = shadow::candidate_template(feature, desired, &spec, &status, &operations);
+    let candidate = children
+        .apply_candidate(
+            shadow::candidate_deployment(feature, template, &ctx.config),
+            shadow::candidate_service(feature),
+        )
+        .await?;
+    let ready = |d: &k8s_openapi::api::apps::v1::Deployment| {
+        d.status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0)
+    };
+    let mut state = rollout::state(&candidate);
+    if let Rollout::Progressing { new_ready, .. } = &mut state {
+        *new_ready = ready(&candidate);
+    }
+    let tally = if matches!(state, Rollout::Complete) {
+        read_tally(ctx, feature, ns, &status.id).await
+    } else {
+        Err("the candidate is not ready".to_owned())
+    };
+    let observed = shadow::ShadowObserved {
+        rollout: state,
+        tally,
+        operations,
+        ready_replicas: ready(&main),
+        serving: serving_hash,
+    };
+    Ok(shadow::decide(
+        decision, feature, prepared, &spec, status, observed, now,
+    ))
+}
+
+/// The shadow's tally, from a ready candidate pod ([`eol_core::shadow::TALLY_PATH`]).
+async fn read_tally(
+    ctx: &Context,
+    feature: &Feature,
+    ns: &str,
+    id: &str,
+) -> std::result::Result<Tally, String> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let selector = pod::selector_string(&shadow::candidate_selector(feature));
+    let list = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| format!("listing the candidate pods failed: {e}"))?;
+    let ip = list
+        .items
+        .iter()
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .find_map(|p| p.status.as_ref()?.pod_ip.clone())
+        .ok_or_else(|| "no candidate pod is ready".to_owned())?;
+    let url = format!("http://{ip}:{HTTP_PORT}{TALLY_PATH}");
+    let response = ctx
+        .http
+        .get(&url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!("GET {url}: HTTP {}", response.status()));
+    }
+    let tally: Tally = response
+        .json()
+        .await
+        .map_err(|e| format!("GET {url}: not a tally: {e}"))?;
+    if tally.id != id {
+        return Err(format!(
+            "the candidate answers for shadow {} rather than {id}",
+            tally.id
+        ));
+    }
+    Ok(tally)
 }
 
 /// Writes the status when it changed, rolls back, publishes the events, and

@@ -120,7 +120,7 @@ fn base(feature: &Feature, previous: &FeatureStatus) -> FeatureStatus {
 }
 
 /// Sets condition `type_` of `status` for the Feature's generation.
-fn set(
+pub(super) fn set(
     status: &mut FeatureStatus,
     type_: &str,
     value: Status,
@@ -330,21 +330,25 @@ pub fn rollout(
 
     if held_back(previous, prepared) {
         // The Deployment runs the last good configuration again: keep the
-        // failure on record, and raise nothing new about a switch.
-        let message = switch
-            .filter(|c| c.reason == reason::ROLLED_BACK)
-            .map(|c| c.message.clone())
+        // failure on record (a rollback, a failed or held shadow), and raise
+        // nothing new about a switch.
+        let (why, message) = switch
+            .filter(|c| c.status == Status::False.as_str())
+            .map(|c| (c.reason.clone(), c.message.clone()))
             .unwrap_or_else(|| {
-                format!(
-                    "config {} failed before; serving config {target}",
-                    prepared.config_hash
+                (
+                    reason::ROLLED_BACK.to_owned(),
+                    format!(
+                        "config {} failed before; serving config {target}",
+                        prepared.config_hash
+                    ),
                 )
             });
         set(
             status,
             condition::PHASE_SWITCH,
             Status::False,
-            reason::ROLLED_BACK,
+            &why,
             message,
         );
         if !matches!(observed.rollout, Rollout::Complete) {
@@ -465,9 +469,15 @@ pub fn rollout(
 
     // After a rollback the Deployment runs the last good configuration again.
     status.config = Some(decision.roll_back_to.clone().unwrap_or(target));
-    status.ready_replicas = observed.ready_replicas;
+    ready(status, feature, observed.ready_replicas);
+    decision.requeue = requeue;
+    decision
+}
+
+/// `readyReplicas` and the `Ready` condition.
+pub(super) fn ready(status: &mut FeatureStatus, feature: &Feature, ready: i32) {
+    status.ready_replicas = ready;
     let wanted = feature.spec.replicas;
-    let ready = observed.ready_replicas;
     let (value, why, message) = if wanted == 0 {
         (
             Status::True,
@@ -488,6 +498,4 @@ pub fn rollout(
         )
     };
     set(status, condition::READY, value, why, message);
-    decision.requeue = requeue;
-    decision
 }

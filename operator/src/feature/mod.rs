@@ -5,7 +5,8 @@
 //! - [`children`]: the ConfigMap, Deployment and Service, built as pure functions;
 //! - [`apply`]: those children applied, rolled back and pruned in the API;
 //! - [`rollout`]: where a rollout stands, read from the Deployment;
-//! - [`decide`]: the next status, events, rollback and requeue, decided purely.
+//! - [`decide`]: the next status, events, rollback and requeue, decided purely;
+//! - [`shadow`]: shadow switches, the candidate's objects and its verdict, decided purely.
 
 pub mod apply;
 pub mod children;
@@ -14,3 +15,4 @@ pub mod decide;
 pub mod rollout;
 #[cfg(test)]
 mod scenarios;
+pub mod shadow;

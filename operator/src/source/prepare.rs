@@ -65,6 +65,8 @@ pub mod reason {
     pub const DOCUMENTS_INVALID: &str = "DocumentsInvalid";
     /// An operation's Python fails the sandbox's static check (syntax, imports, private names).
     pub const CODE_INVALID: &str = "CodeInvalid";
+    /// `spec.rollout.shadow.operations` names an operation the source lacks.
+    pub const ROLLOUT_INVALID: &str = "RolloutInvalid";
 }
 
 /// Why a source cannot be served: a condition reason and a located message.
@@ -124,6 +126,7 @@ pub fn prepare(
             })?;
     }
     check_documents(&object, &parsed, &feature.spec.documents)?;
+    check_shadowed(&object, &parsed, feature)?;
     let operation_phases: BTreeMap<String, String> = parsed
         .operations
         .iter()
@@ -194,6 +197,34 @@ pub fn prepare(
         file,
         code,
     })
+}
+
+/// Each operation `spec.rollout.shadow.operations` names must be one of the source's.
+fn check_shadowed(
+    object: &str,
+    parsed: &eol_core::Feature,
+    feature: &Feature,
+) -> Result<(), SpecProblem> {
+    let named = feature
+        .spec
+        .rollout
+        .as_ref()
+        .and_then(|r| r.shadow.as_ref())
+        .map(|s| s.operations.as_slice())
+        .unwrap_or_default();
+    for (i, name) in named.iter().enumerate() {
+        if !parsed.operations.iter().any(|o| o.name == *name) {
+            let known: Vec<&str> = parsed.operations.iter().map(|o| o.name.as_str()).collect();
+            return Err(SpecProblem {
+                reason: reason::ROLLOUT_INVALID,
+                message: format!(
+                    "{object}: spec.rollout.shadow.operations[{i}]: no operation '{name}' in the source (it has {})",
+                    known.join(", ")
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Each of `documents` must be a plain relative path (the pod places it under
@@ -438,6 +469,46 @@ mod tests {
         assert_eq!(problem.reason, "TestsInvalid");
         assert!(
             problem.message.contains("spec.tests"),
+            "{}",
+            problem.message
+        );
+    }
+
+    #[test]
+    fn a_shadowed_operation_the_source_lacks_is_refused_with_its_place() {
+        let f = feature(serde_json::json!({
+            "source": {"inline": SOURCE},
+            "rollout": {"strategy": "Shadow", "shadow": {"operations": ["add_stock", "restock"]}}
+        }));
+        let problem = prepare(&f, SOURCE, &ModelSettings::default()).expect_err("invalid");
+        assert_eq!(problem.reason, "RolloutInvalid");
+        assert_eq!(
+            problem.message,
+            "Feature shop/inventory: spec.rollout.shadow.operations[1]: no operation 'restock' in the source (it has add_stock, stock_level, reserve)"
+        );
+    }
+
+    #[test]
+    fn a_compare_rule_naming_an_unknown_field_is_a_located_parse_error() {
+        let source = SOURCE.replacen(
+            "required: [sku, level]\n```\n",
+            "required: [sku, level]\n```\n\nCompare:\n```yaml\nfields: [sku, levle]\n```\n",
+            1,
+        );
+        assert_ne!(
+            source, SOURCE,
+            "the fixture changed: no Output block to follow"
+        );
+        let f = feature(serde_json::json!({"source": {"inline": source}}));
+        let problem = prepare(&f, &source, &ModelSettings::default()).expect_err("invalid");
+        assert_eq!(problem.reason, "ParseError");
+        assert!(
+            problem
+                .message
+                .starts_with("Feature shop/inventory spec.source.inline:")
+                && problem.message.contains(
+                    "Compare 'fields' names 'levle', which is not a field of the Output schema"
+                ),
             "{}",
             problem.message
         );

@@ -84,8 +84,11 @@ if model ~= nil and model.status == "False" then
   return verdict("Degraded", model)
 end
 
--- Reasons Failed and RolledBack: the new pods failed their tests or did not
--- become ready in time; the previous configuration keeps serving.
+-- Reasons Failed, RolledBack and Disagreement: the new pods failed their tests
+-- or did not become ready in time, or a shadowed candidate disagreed with the
+-- serving pods on live traffic and is held; the previous configuration keeps
+-- serving. Unknown (Progressing, Shadowing): a switch rolls out, or its
+-- candidate samples live traffic beside the serving pods.
 local switch = condition(conditions, "PhaseSwitch")
 if switch ~= nil and switch.status == "False" then
   return verdict("Degraded", switch)

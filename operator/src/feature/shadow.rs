@@ -1,0 +1,985 @@
+//! Shadow switches (`spec.rollout.strategy: Shadow`), as pure functions: when
+//! one runs, the candidate's objects, and what its tally concludes.
+//!
+//! The candidate configuration runs as a Deployment and a Service of its own,
+//! whose pods the Feature's Service does not select; the serving Deployment
+//! keeps the last good configuration. The serving pods copy a sample of their
+//! calls to the candidate and record each verdict in Redis (see
+//! [`eol_core::shadow`]); the operator reads the tally from a ready candidate
+//! pod and decides: promote (the switch then rolls out as a rolling update,
+//! gated by the tests as always) or hold (`PhaseSwitch=False`, reason
+//! `Disagreement`, and the candidate is not tried again until the spec
+//! changes). The counts live in Redis, so an operator restart loses none.
+
+use super::children;
+use super::decide::{self, Decision, Event, Requeue, condition, event, reason};
+use super::rollout::Rollout;
+use crate::conditions::Status;
+use crate::config::OperatorConfig;
+use crate::source::Prepared;
+use eol_core::crd::{
+    Feature, FeatureStatus, RolloutStrategy, ShadowOperationStatus, ShadowSpec, ShadowStatus,
+};
+use eol_core::runner_contract::HTTP_PORT;
+use eol_core::shadow::{Tally, env};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{EnvVar, PodTemplateSpec, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The `app.kubernetes.io/name` of candidate pods: not [`children::COMPONENT`], so
+/// neither the Feature's Service nor its Deployment selects them.
+pub const CANDIDATE_COMPONENT: &str = "eol-feature-candidate";
+
+/// The states of [`ShadowStatus::state`].
+pub mod state {
+    /// The candidate pods are starting (running their tests).
+    pub const STARTING: &str = "Starting";
+    /// The candidate is ready and samples are being compared.
+    pub const SAMPLING: &str = "Sampling";
+    /// The candidate agreed: the switch rolls out.
+    pub const PROMOTED: &str = "Promoted";
+    /// The candidate disagreed, or too few samples came within the window.
+    pub const HELD: &str = "Held";
+    /// The candidate pods did not become ready within the deadline.
+    pub const FAILED: &str = "Failed";
+}
+
+/// The `PhaseSwitch` reasons of shadow switches.
+pub mod shadow_reason {
+    /// `PhaseSwitch=Unknown`: the candidate runs beside the serving pods.
+    pub const SHADOWING: &str = "Shadowing";
+    /// `PhaseSwitch=False`: the candidate did not agree enough; the old configuration keeps serving.
+    pub const DISAGREEMENT: &str = "Disagreement";
+}
+
+/// The events of shadow switches.
+pub mod shadow_event {
+    /// The candidate pods were started.
+    pub const STARTED: &str = "ShadowStarted";
+    /// The candidate agreed and is rolled out.
+    pub const PROMOTED: &str = "ShadowPromoted";
+}
+
+/// Disagreements shown in status (and kept per operation in Redis).
+pub const DISAGREEMENTS_SHOWN: usize = 5;
+/// Seconds verdicts and sampled inputs stay in the feature's Redis.
+pub const SAMPLES_TTL_SECONDS: u64 = 86_400;
+
+/// The name of the candidate's Deployment and Service.
+pub fn candidate_name(feature: &Feature) -> String {
+    format!("{}-candidate", feature.name_any())
+}
+
+/// The labels selecting the candidate pods.
+pub fn candidate_selector(feature: &Feature) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_owned(),
+            CANDIDATE_COMPONENT.to_owned(),
+        ),
+        ("app.kubernetes.io/instance".to_owned(), feature.name_any()),
+    ])
+}
+
+/// The Feature's shadow settings, when its strategy is `Shadow`.
+pub fn settings(feature: &Feature) -> Option<ShadowSpec> {
+    let rollout = feature.spec.rollout.as_ref()?;
+    (rollout.strategy == RolloutStrategy::Shadow)
+        .then(|| rollout.shadow.clone().unwrap_or_default())
+}
+
+/// Whether this reconcile runs a shadow of `prepared`: the strategy is
+/// `Shadow`, another configuration serves, this one was not held or failed
+/// before, and it has not been promoted yet.
+pub fn wanted(feature: &Feature, previous: &FeatureStatus, prepared: &Prepared) -> bool {
+    let promoted = previous
+        .shadow
+        .as_ref()
+        .is_some_and(|s| s.candidate == prepared.config_hash && s.state == state::PROMOTED);
+    settings(feature).is_some()
+        && previous
+            .last_good_config
+            .as_ref()
+            .is_some_and(|good| *good != prepared.config_hash)
+        && !decide::held_back(previous, prepared)
+        && !promoted
+}
+
+/// The operations to shadow: the spec's list, else those whose phase the
+/// switch changes, else every one (an empty list).
+pub fn operations(spec: &ShadowSpec, previous: &FeatureStatus, prepared: &Prepared) -> Vec<String> {
+    if !spec.operations.is_empty() {
+        return spec.operations.clone();
+    }
+    prepared
+        .operation_phases
+        .iter()
+        .filter(|(op, phase)| previous.operation_phases.get(*op) != Some(*phase))
+        .map(|(op, _)| op.clone())
+        .collect()
+}
+
+/// The shadow of `prepared` as the previous status left it, or a new one.
+pub fn begin(previous: &FeatureStatus, prepared: &Prepared, now: Timestamp) -> ShadowStatus {
+    match &previous.shadow {
+        Some(s)
+            if s.candidate == prepared.config_hash
+                && (s.state == state::STARTING || s.state == state::SAMPLING) =>
+        {
+            s.clone()
+        }
+        _ => ShadowStatus {
+            candidate: prepared.config_hash.clone(),
+            id: format!("{}-{}", prepared.config_hash, now.as_second()),
+            started_at: None,
+            state: state::STARTING.to_owned(),
+            ..ShadowStatus::default()
+        },
+    }
+}
+
+/// The candidate's pod template: the desired one, labelled as a candidate,
+/// with the shadow settings the candidate publishes to the serving pods.
+pub fn candidate_template(
+    feature: &Feature,
+    mut template: PodTemplateSpec,
+    spec: &ShadowSpec,
+    shadow: &ShadowStatus,
+    operations: &[String],
+) -> PodTemplateSpec {
+    let ns = feature.namespace().unwrap_or_default();
+    if let Some(labels) = template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
+        labels.extend(candidate_selector(feature));
+    }
+    let preview = if spec.redact_inputs {
+        0
+    } else {
+        spec.preview_bytes
+    };
+    let settings = [
+        (env::ID, shadow.id.clone()),
+        (
+            env::URL,
+            format!("http://{}.{ns}.svc:{HTTP_PORT}", candidate_name(feature)),
+        ),
+        (env::SAMPLE_PERCENT, spec.sample_percent.to_string()),
+        (env::OPERATIONS, operations.join(",")),
+        (env::PREVIEW_BYTES, preview.to_string()),
+        (env::MAX_DISAGREEMENTS, DISAGREEMENTS_SHOWN.to_string()),
+        (env::TTL_SECONDS, SAMPLES_TTL_SECONDS.to_string()),
+        (env::TIMEOUT_SECONDS, spec.timeout_seconds.to_string()),
+    ];
+    if let Some(container) = template
+        .spec
+        .as_mut()
+        .and_then(|s| s.containers.first_mut())
+    {
+        let vars = container.env.get_or_insert_with(Vec::new);
+        vars.extend(settings.into_iter().map(|(name, value)| EnvVar {
+            name: name.to_owned(),
+            value: Some(value),
+            ..EnvVar::default()
+        }));
+    }
+    template
+}
+
+/// The candidate's Deployment: one pod (sampling needs no more), the
+/// Feature's rollout deadline, selected apart from the serving pods.
+pub fn candidate_deployment(
+    feature: &Feature,
+    template: PodTemplateSpec,
+    config: &OperatorConfig,
+) -> Deployment {
+    let mut deployment = children::deployment(feature, template, config);
+    deployment.metadata.name = Some(candidate_name(feature));
+    if let Some(spec) = deployment.spec.as_mut() {
+        spec.replicas = Some(1);
+        spec.selector = LabelSelector {
+            match_labels: Some(candidate_selector(feature)),
+            ..LabelSelector::default()
+        };
+    }
+    deployment
+}
+
+/// The candidate's Service, which the serving pods send their samples to.
+pub fn candidate_service(feature: &Feature) -> Service {
+    let mut service = children::service(feature);
+    service.metadata.name = Some(candidate_name(feature));
+    if let Some(spec) = service.spec.as_mut() {
+        spec.selector = Some(candidate_selector(feature));
+        if let Some(port) = spec.ports.as_mut().and_then(|p| p.first_mut()) {
+            // The URL the candidate publishes names the runner's own port.
+            port.port = i32::from(HTTP_PORT);
+        }
+    }
+    service
+}
+
+/// A Go-style duration of seconds, minutes or hours (`30s`, `10m`, `1h`).
+pub fn window(text: &str) -> Option<Duration> {
+    let (number, unit) = text.split_at(text.len().checked_sub(1)?);
+    let n: u64 = number.parse().ok()?;
+    let seconds = match unit {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(seconds))
+}
+
+/// Agreement in percent of `agree` over `samples`.
+fn percent(agree: i64, samples: i64) -> f64 {
+    if samples == 0 {
+        0.0
+    } else {
+        agree as f64 * 100.0 / samples as f64
+    }
+}
+
+/// Fills `shadow` from the candidate's tally: counts per operation (those
+/// shadowed, with or without samples), the overall agreement, the newest
+/// disagreements.
+pub fn fill(shadow: &mut ShadowStatus, tally: Tally, operations: &[String]) {
+    let mut by_name: BTreeMap<String, ShadowOperationStatus> = operations
+        .iter()
+        .map(|op| {
+            (
+                op.clone(),
+                ShadowOperationStatus {
+                    name: op.clone(),
+                    ..ShadowOperationStatus::default()
+                },
+            )
+        })
+        .collect();
+    for t in tally.operations {
+        let entry = by_name
+            .entry(t.operation.clone())
+            .or_insert_with(|| ShadowOperationStatus {
+                name: t.operation.clone(),
+                ..ShadowOperationStatus::default()
+            });
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        entry.agree = count(t.agree);
+        entry.disagree = count(t.disagree);
+        entry.errors = count(t.error);
+        entry.samples = count(t.samples());
+    }
+    for op in by_name.values_mut() {
+        op.agreement = (op.samples > 0).then(|| format!("{:.1}", percent(op.agree, op.samples)));
+    }
+    shadow.operations = by_name.into_values().collect();
+    let (agree, samples) = shadow
+        .operations
+        .iter()
+        .fold((0, 0), |(a, s), op| (a + op.agree, s + op.samples));
+    shadow.agreement = Some(format!("{:.1}% of {samples}", percent(agree, samples)));
+    shadow.disagreements = tally.disagreements;
+    shadow
+        .disagreements
+        .truncate(DISAGREEMENTS_SHOWN * shadow.operations.len().max(1));
+}
+
+/// What the samples so far conclude.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Not enough samples yet, within the window.
+    Wait(String),
+    /// Enough samples, agreeing enough.
+    Promote(String),
+    /// Enough samples that do not agree enough, or too few within the window.
+    Hold(String),
+}
+
+/// The verdict on `shadow` under `spec` at `now`: decided as soon as there
+/// are `minSamples` (overall), each operation with samples and the whole
+/// needing `minAgreement`.
+pub fn evaluate(spec: &ShadowSpec, shadow: &ShadowStatus, now: Timestamp) -> Outcome {
+    let (agree, samples) = shadow
+        .operations
+        .iter()
+        .fold((0, 0), |(a, s), op| (a + op.agree, s + op.samples));
+    let overall = percent(agree, samples);
+    if samples >= spec.min_samples {
+        let low: Vec<String> = shadow
+            .operations
+            .iter()
+            .filter(|op| op.samples > 0 && percent(op.agree, op.samples) < spec.min_agreement)
+            .map(|op| {
+                format!(
+                    "{} agreed on {:.1}% of {}",
+                    op.name,
+                    percent(op.agree, op.samples),
+                    op.samples
+                )
+            })
+            .collect();
+        return if overall >= spec.min_agreement && low.is_empty() {
+            Outcome::Promote(format!(
+                "the candidate agreed on {overall:.1}% of {samples} samples (minAgreement {}%)",
+                spec.min_agreement
+            ))
+        } else {
+            let detail = if low.is_empty() {
+                format!("{overall:.1}% of {samples} samples")
+            } else {
+                low.join(", ")
+            };
+            Outcome::Hold(format!(
+                "the candidate agreed below minAgreement {}%: {detail}",
+                spec.min_agreement
+            ))
+        };
+    }
+    let window = window(&spec.window).unwrap_or(Duration::from_secs(3600));
+    let elapsed = shadow
+        .started_at
+        .as_ref()
+        .map(|t| Duration::from_secs(u64::try_from((now - t.0).get_seconds()).unwrap_or(0)))
+        .unwrap_or_default();
+    if elapsed >= window {
+        Outcome::Hold(format!(
+            "only {samples} of minSamples {} samples came within the window of {} ({overall:.1}% agreed)",
+            spec.min_samples, spec.window
+        ))
+    } else {
+        Outcome::Wait(format!(
+            "{samples}/{} samples, {overall:.1}% agreed, {}s of the window left",
+            spec.min_samples,
+            (window - elapsed).as_secs()
+        ))
+    }
+}
+
+/// What the reconcile found of a shadow: the candidate's rollout, and its
+/// tally once it is ready (or why it could not be read).
+#[derive(Debug, Clone)]
+pub struct ShadowObserved {
+    /// The candidate Deployment's rollout.
+    pub rollout: Rollout,
+    /// The tally, when the candidate is ready and answered.
+    pub tally: Result<Tally, String>,
+    /// The operations shadowed (empty: all).
+    pub operations: Vec<String>,
+    /// Ready pods of the serving Deployment.
+    pub ready_replicas: i32,
+    /// The configuration the serving Deployment runs.
+    pub serving: String,
+}
+
+/// The decision of a reconcile that runs a shadow: the serving pods keep the
+/// last good configuration; `PhaseSwitch` and `status.shadow` follow the
+/// candidate; a promotion or a hold is announced once.
+pub fn decide(
+    mut decision: Decision,
+    feature: &Feature,
+    prepared: &Prepared,
+    spec: &ShadowSpec,
+    mut shadow: ShadowStatus,
+    observed: ShadowObserved,
+    now: Timestamp,
+) -> Decision {
+    let phase = prepared.phase;
+    let candidate = shadow.candidate.clone();
+    let serving = observed.serving.clone();
+    let switch = |status: &mut FeatureStatus, value, why: &str, message: String| {
+        decide::set(status, condition::PHASE_SWITCH, value, why, message)
+    };
+    let mut requeue = Duration::from_secs(5);
+    let new = decision.status.shadow.as_ref().map(|s| &s.id) != Some(&shadow.id);
+    if new {
+        decision.events.push(Event {
+            warning: false,
+            reason: shadow_event::STARTED,
+            action: "Shadow",
+            note: format!(
+                "starting candidate pods for phase {phase} (config {candidate}) beside the serving ones (config {serving})"
+            ),
+            config: Some(candidate.clone()),
+        });
+    }
+    match observed.rollout {
+        Rollout::Progressing { new_ready, wanted } => {
+            shadow.state = state::STARTING.to_owned();
+            switch(
+                &mut decision.status,
+                Status::Unknown,
+                shadow_reason::SHADOWING,
+                format!(
+                    "starting the candidate for phase {phase} (config {candidate}): {new_ready}/{wanted} pods ready; config {serving} keeps serving"
+                ),
+            );
+        }
+        Rollout::Failed { message } => {
+            shadow.state = state::FAILED.to_owned();
+            decision.status.failed_config = Some(candidate.clone());
+            let note = format!(
+                "the candidate for phase {phase} (config {candidate}) did not become ready: {message}; config {serving} keeps serving"
+            );
+            switch(
+                &mut decision.status,
+                Status::False,
+                reason::FAILED,
+                note.clone(),
+            );
+            decision.events.push(Event {
+                warning: true,
+                reason: event::SWITCH_FAILED,
+                action: "Shadow",
+                note,
+                config: Some(candidate.clone()),
+            });
+        }
+        Rollout::Complete => {
+            if shadow.started_at.is_none() {
+                shadow.started_at = Some(Time(now));
+            }
+            shadow.state = state::SAMPLING.to_owned();
+            let unread = match observed.tally {
+                Ok(tally) => {
+                    fill(&mut shadow, tally, &observed.operations);
+                    None
+                }
+                Err(why) => Some(why),
+            };
+            match evaluate(spec, &shadow, now) {
+                Outcome::Promote(why) => {
+                    shadow.state = state::PROMOTED.to_owned();
+                    let note = format!("{why}; rolling out phase {phase} (config {candidate})");
+                    switch(
+                        &mut decision.status,
+                        Status::Unknown,
+                        reason::PROGRESSING,
+                        note.clone(),
+                    );
+                    decision.events.push(Event {
+                        warning: false,
+                        reason: shadow_event::PROMOTED,
+                        action: "Shadow",
+                        note,
+                        config: Some(candidate.clone()),
+                    });
+                    requeue = Duration::from_secs(1);
+                }
+                Outcome::Hold(why) => {
+                    shadow.state = state::HELD.to_owned();
+                    decision.status.failed_config = Some(candidate.clone());
+                    let shown: Vec<String> = shadow
+                        .disagreements
+                        .iter()
+                        .take(3)
+                        .map(|d| match &d.input {
+                            Some(input) => format!("{} {input}: {}", d.operation, d.reason),
+                            None => format!("{}: {}", d.operation, d.reason),
+                        })
+                        .collect();
+                    let mut note = format!(
+                        "{why}; config {serving} keeps serving, the switch to phase {phase} (config {candidate}) is held until the spec changes"
+                    );
+                    if !shown.is_empty() {
+                        note.push_str(&format!("; disagreements: {}", shown.join(" | ")));
+                    }
+                    switch(
+                        &mut decision.status,
+                        Status::False,
+                        shadow_reason::DISAGREEMENT,
+                        note.clone(),
+                    );
+                    decision.events.push(Event {
+                        warning: true,
+                        reason: shadow_reason::DISAGREEMENT,
+                        action: "Shadow",
+                        note,
+                        config: Some(candidate.clone()),
+                    });
+                }
+                Outcome::Wait(progress) => {
+                    let mut message = format!(
+                        "shadowing phase {phase} (config {candidate}) on live traffic: {progress}; config {serving} keeps serving"
+                    );
+                    if let Some(why) = unread {
+                        message.push_str(&format!("; the tally could not be read: {why}"));
+                    }
+                    switch(
+                        &mut decision.status,
+                        Status::Unknown,
+                        shadow_reason::SHADOWING,
+                        message,
+                    );
+                }
+            }
+        }
+    }
+    decision.status.shadow = Some(shadow);
+    decision.status.config = Some(serving);
+    decide::ready(&mut decision.status, feature, observed.ready_replicas);
+    decision.requeue = Requeue::After(requeue);
+    decision
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conditions;
+    use crate::pod::ModelSettings;
+    use crate::source::prepare;
+    use eol_core::shadow::{Disagreement, OperationTally, Verdict};
+
+    const SOURCE: &str = include_str!("../../../features/examples/inventory.eol");
+
+    fn feature(rollout: serde_json::Value) -> Feature {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "eol.dev/v1alpha1", "kind": "Feature",
+            "metadata": {"name": "inventory", "namespace": "shop", "uid": "u1", "generation": 2},
+            "spec": {"source": {"inline": SOURCE}, "replicas": 2, "rollout": rollout}
+        }))
+        .expect("a Feature")
+    }
+
+    fn shadowed() -> Feature {
+        feature(
+            serde_json::json!({"strategy": "Shadow", "shadow": {"minSamples": 20, "minAgreement": 95.0, "window": "10m"}}),
+        )
+    }
+
+    fn prepared(f: &Feature) -> Prepared {
+        prepare(f, SOURCE, &ModelSettings::default()).expect("valid")
+    }
+
+    fn serving(operation_phases: &[(&str, &str)]) -> FeatureStatus {
+        FeatureStatus {
+            last_good_config: Some("good000000".into()),
+            config: Some("good000000".into()),
+            operation_phases: operation_phases
+                .iter()
+                .map(|(o, p)| ((*o).to_owned(), (*p).to_owned()))
+                .collect(),
+            ..FeatureStatus::default()
+        }
+    }
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(1_770_000_000 + seconds).expect("a time")
+    }
+
+    fn tally(id: &str, ops: &[(&str, u64, u64, u64)]) -> Tally {
+        Tally {
+            id: id.into(),
+            operations: ops
+                .iter()
+                .map(|(op, agree, disagree, error)| OperationTally {
+                    operation: (*op).into(),
+                    agree: *agree,
+                    disagree: *disagree,
+                    error: *error,
+                })
+                .collect(),
+            disagreements: vec![Disagreement {
+                operation: "reserve".into(),
+                at: "2026-12-03T10:00:00Z".into(),
+                verdict: Verdict::Disagree,
+                input: Some(r#"{"sku":"A-10","quantity":5}"#.into()),
+                serving: Some(r#"{"ok":true}"#.into()),
+                candidate: Some(r#"{"ok":false}"#.into()),
+                reason: "ok: values differ".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn a_shadow_runs_only_under_the_shadow_strategy_with_another_configuration_serving() {
+        let f = shadowed();
+        let p = prepared(&f);
+        assert!(wanted(&f, &serving(&[]), &p));
+        // The first rollout has nothing to compare with.
+        assert!(!wanted(&f, &FeatureStatus::default(), &p));
+        // The rolling strategy (the default) never shadows.
+        let rolling = feature(serde_json::json!({"autoRollback": true}));
+        assert!(!wanted(&rolling, &serving(&[]), &prepared(&rolling)));
+        // Already serving this configuration.
+        let mut same = serving(&[]);
+        same.last_good_config = Some(p.config_hash.clone());
+        assert!(!wanted(&f, &same, &p));
+        // Held before: not retried until the spec changes.
+        let mut held = serving(&[]);
+        held.failed_config = Some(p.config_hash.clone());
+        assert!(!wanted(&f, &held, &p));
+        // Promoted: the rolling update takes over.
+        let mut promoted = serving(&[]);
+        promoted.shadow = Some(ShadowStatus {
+            candidate: p.config_hash.clone(),
+            state: state::PROMOTED.into(),
+            ..ShadowStatus::default()
+        });
+        assert!(!wanted(&f, &promoted, &p));
+    }
+
+    #[test]
+    fn the_operations_shadowed_are_those_whose_phase_changes() {
+        let f = shadowed();
+        let p = prepared(&f);
+        let spec = settings(&f).expect("shadow settings");
+        let previous = serving(&[
+            ("add_stock", "implementation"),
+            ("stock_level", "implementation"),
+            ("reserve", "prototyping"),
+        ]);
+        assert_eq!(operations(&spec, &previous, &p), ["reserve"]);
+        // Nothing changes phase (code changed): every operation.
+        let same = serving(&[
+            ("add_stock", "implementation"),
+            ("stock_level", "implementation"),
+            ("reserve", "implementation"),
+        ]);
+        assert!(operations(&spec, &same, &p).is_empty());
+        let listed = ShadowSpec {
+            operations: vec!["add_stock".into()],
+            ..spec
+        };
+        assert_eq!(operations(&listed, &previous, &p), ["add_stock"]);
+    }
+
+    #[test]
+    fn a_shadow_in_progress_keeps_its_id_and_a_new_one_starts_afresh() {
+        let f = shadowed();
+        let p = prepared(&f);
+        let started = begin(&serving(&[]), &p, at(0));
+        assert_eq!(
+            started.id,
+            format!("{}-{}", p.config_hash, at(0).as_second())
+        );
+        assert_eq!(started.state, state::STARTING);
+        let mut previous = serving(&[]);
+        previous.shadow = Some(ShadowStatus {
+            state: state::SAMPLING.into(),
+            ..started.clone()
+        });
+        assert_eq!(begin(&previous, &p, at(60)).id, started.id);
+        // A held shadow is over; trying the same configuration again (after
+        // the spec changed back and forth) counts from zero.
+        previous.shadow = Some(ShadowStatus {
+            state: state::HELD.into(),
+            ..started.clone()
+        });
+        assert_ne!(begin(&previous, &p, at(60)).id, started.id);
+    }
+
+    #[test]
+    fn the_candidate_is_selected_apart_and_carries_the_shadow_settings() {
+        let f = feature(
+            serde_json::json!({"strategy": "Shadow", "shadow": {"samplePercent": 25.0, "redactInputs": true, "timeoutSeconds": 3}}),
+        );
+        let p = prepared(&f);
+        let spec = settings(&f).expect("shadow settings");
+        let config = OperatorConfig::default();
+        let desired = children::pod_template(
+            &f,
+            &p,
+            &ModelSettings::default(),
+            crate::redis::url_secret(&config),
+            &config,
+        );
+        let status = begin(&serving(&[]), &p, at(0));
+        let template = candidate_template(&f, desired, &spec, &status, &["reserve".into()]);
+        let d = serde_json::to_value(candidate_deployment(&f, template, &config)).expect("json");
+        assert_eq!(d["metadata"]["name"], "inventory-candidate");
+        assert_eq!(d["spec"]["replicas"], 1);
+        let selector = &d["spec"]["selector"]["matchLabels"];
+        assert_eq!(selector["app.kubernetes.io/name"], CANDIDATE_COMPONENT);
+        let labels = &d["spec"]["template"]["metadata"]["labels"];
+        assert_eq!(labels["app.kubernetes.io/name"], CANDIDATE_COMPONENT);
+        // The Feature's Service selects name=eol-feature: never the candidate.
+        let main = serde_json::to_value(children::service(&f)).expect("json");
+        assert_ne!(
+            main["spec"]["selector"]["app.kubernetes.io/name"],
+            labels["app.kubernetes.io/name"]
+        );
+        let env: BTreeMap<String, String> = d["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .filter_map(|e| {
+                Some((
+                    e["name"].as_str()?.to_owned(),
+                    e["value"].as_str()?.to_owned(),
+                ))
+            })
+            .collect();
+        assert_eq!(env[env::ID], status.id);
+        assert_eq!(env[env::URL], "http://inventory-candidate.shop.svc:8080");
+        assert_eq!(env[env::SAMPLE_PERCENT], "25");
+        assert_eq!(env[env::OPERATIONS], "reserve");
+        assert_eq!(env[env::PREVIEW_BYTES], "0", "redactInputs shows no input");
+        assert_eq!(env[env::TIMEOUT_SECONDS], "3");
+        let s = serde_json::to_value(candidate_service(&f)).expect("json");
+        assert_eq!(s["metadata"]["name"], "inventory-candidate");
+        assert_eq!(
+            s["spec"]["selector"]["app.kubernetes.io/name"],
+            CANDIDATE_COMPONENT
+        );
+        assert_eq!(s["spec"]["ports"][0]["port"], 8080);
+    }
+
+    fn sampled(ops: &[(&str, u64, u64, u64)], started: i64) -> ShadowStatus {
+        let mut s = ShadowStatus {
+            candidate: "cand000000".into(),
+            id: "cand000000-1".into(),
+            started_at: Some(Time(at(started))),
+            state: state::SAMPLING.into(),
+            ..ShadowStatus::default()
+        };
+        fill(&mut s, tally("cand000000-1", ops), &[]);
+        s
+    }
+
+    #[test]
+    fn the_verdict_is_taken_at_min_samples_per_operation_and_overall() {
+        let spec = settings(&shadowed()).expect("shadow settings");
+        let now = at(60);
+        assert!(matches!(
+            evaluate(&spec, &sampled(&[("reserve", 19, 0, 0)], 0), now),
+            Outcome::Wait(_)
+        ));
+        assert!(matches!(
+            evaluate(&spec, &sampled(&[("reserve", 20, 0, 0)], 0), now),
+            Outcome::Promote(_)
+        ));
+        // 19 of 20 is exactly 95%.
+        assert!(matches!(
+            evaluate(&spec, &sampled(&[("reserve", 19, 1, 0)], 0), now),
+            Outcome::Promote(_)
+        ));
+        // Failures of the candidate count against it.
+        let Outcome::Hold(why) = evaluate(&spec, &sampled(&[("reserve", 16, 2, 2)], 0), now) else {
+            panic!("held")
+        };
+        assert_eq!(
+            why,
+            "the candidate agreed below minAgreement 95%: reserve agreed on 80.0% of 20"
+        );
+        // Overall 96%, but one operation is far off.
+        let Outcome::Hold(why) = evaluate(
+            &spec,
+            &sampled(&[("reserve", 45, 0, 0), ("add_stock", 3, 2, 0)], 0),
+            now,
+        ) else {
+            panic!("held")
+        };
+        assert!(why.contains("add_stock agreed on 60.0% of 5"), "{why}");
+        // Too few samples by the end of the window.
+        let Outcome::Hold(why) = evaluate(&spec, &sampled(&[("reserve", 5, 0, 0)], 0), at(600))
+        else {
+            panic!("held")
+        };
+        assert!(
+            why.starts_with("only 5 of minSamples 20 samples came within the window of 10m"),
+            "{why}"
+        );
+        assert_eq!(window("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(window("2h"), Some(Duration::from_secs(7200)));
+        assert_eq!(window("10"), None);
+    }
+
+    fn observed(rollout: Rollout, tally: Result<Tally, String>) -> ShadowObserved {
+        ShadowObserved {
+            rollout,
+            tally,
+            operations: vec!["reserve".into()],
+            ready_replicas: 2,
+            serving: "good000000".into(),
+        }
+    }
+
+    fn decided(previous: &FeatureStatus, seen: ShadowObserved, now: Timestamp) -> Decision {
+        let f = shadowed();
+        let p = prepared(&f);
+        let spec = settings(&f).expect("shadow settings");
+        let status = begin(previous, &p, now);
+        let id = status.id.clone();
+        let seen = ShadowObserved {
+            tally: seen.tally.map(|t| Tally { id, ..t }),
+            ..seen
+        };
+        let base = FeatureStatus {
+            observed_generation: Some(2),
+            ..previous.clone()
+        };
+        decide(
+            Decision {
+                status: base,
+                events: Vec::new(),
+                roll_back_to: None,
+                requeue: Requeue::OnChange,
+            },
+            &f,
+            &p,
+            &spec,
+            status,
+            seen,
+            now,
+        )
+    }
+
+    #[test]
+    fn a_disagreeing_candidate_is_held_with_its_disagreements_and_the_old_pods_keep_serving() {
+        let previous = serving(&[("reserve", "prototyping")]);
+        let starting = decided(
+            &previous,
+            observed(
+                Rollout::Progressing {
+                    new_ready: 0,
+                    wanted: 1,
+                },
+                Err("not ready".into()),
+            ),
+            at(0),
+        );
+        let switch = conditions::get(&starting.status.conditions, condition::PHASE_SWITCH)
+            .expect("PhaseSwitch");
+        assert_eq!(
+            (switch.status.as_str(), switch.reason.as_str()),
+            ("Unknown", "Shadowing")
+        );
+        assert_eq!(starting.events[0].reason, shadow_event::STARTED);
+        assert_eq!(starting.status.config.as_deref(), Some("good000000"));
+
+        let held = decided(
+            &starting.status,
+            observed(Rollout::Complete, Ok(tally("", &[("reserve", 16, 4, 0)]))),
+            at(30),
+        );
+        let switch =
+            conditions::get(&held.status.conditions, condition::PHASE_SWITCH).expect("PhaseSwitch");
+        assert_eq!(
+            (switch.status.as_str(), switch.reason.as_str()),
+            ("False", "Disagreement")
+        );
+        assert!(
+            switch
+                .message
+                .contains(r#"reserve {"sku":"A-10","quantity":5}: ok: values differ"#),
+            "{}",
+            switch.message
+        );
+        let shadow = held.status.shadow.as_ref().expect("shadow status");
+        assert_eq!(shadow.state, state::HELD);
+        assert_eq!(shadow.agreement.as_deref(), Some("80.0% of 20"));
+        assert_eq!(shadow.operations[0].samples, 20);
+        assert_eq!(shadow.disagreements.len(), 1);
+        assert_eq!(
+            held.status.failed_config.as_deref(),
+            Some(shadow.candidate.as_str())
+        );
+        assert_eq!(held.status.config.as_deref(), Some("good000000"));
+        assert!(
+            held.events
+                .iter()
+                .any(|e| e.warning && e.reason == "Disagreement")
+        );
+        // The next reconcile sees the configuration held back, keeps the
+        // reason, and raises nothing new.
+        let f = shadowed();
+        let p = prepared(&f);
+        assert!(decide::held_back(&held.status, &p));
+        let again = decide::rollout(
+            Decision {
+                status: held.status.clone(),
+                events: Vec::new(),
+                roll_back_to: None,
+                requeue: Requeue::OnChange,
+            },
+            &f,
+            &held.status,
+            &p,
+            decide::Observed {
+                target: "good000000".into(),
+                rollout: Rollout::Complete,
+                pods_say: None,
+                ready_replicas: 2,
+            },
+        );
+        let switch = conditions::get(&again.status.conditions, condition::PHASE_SWITCH)
+            .expect("PhaseSwitch");
+        assert_eq!(switch.reason, "Disagreement");
+        assert!(again.events.is_empty());
+    }
+
+    #[test]
+    fn an_agreeing_candidate_is_promoted_once() {
+        let previous = serving(&[("reserve", "prototyping")]);
+        let sampling = decided(
+            &previous,
+            observed(Rollout::Complete, Ok(tally("", &[("reserve", 10, 0, 0)]))),
+            at(0),
+        );
+        let shadow = sampling.status.shadow.as_ref().expect("shadow");
+        assert_eq!(shadow.state, state::SAMPLING);
+        assert_eq!(shadow.started_at, Some(Time(at(0))));
+        let switch = conditions::get(&sampling.status.conditions, condition::PHASE_SWITCH)
+            .expect("PhaseSwitch");
+        assert!(
+            switch
+                .message
+                .contains("10/20 samples, 100.0% agreed, 600s of the window left"),
+            "{}",
+            switch.message
+        );
+        let promoted = decided(
+            &sampling.status,
+            observed(Rollout::Complete, Ok(tally("", &[("reserve", 20, 0, 0)]))),
+            at(90),
+        );
+        let shadow = promoted.status.shadow.as_ref().expect("shadow");
+        assert_eq!(shadow.state, state::PROMOTED);
+        assert_eq!(
+            shadow.started_at,
+            Some(Time(at(0))),
+            "the window starts once"
+        );
+        assert!(
+            promoted
+                .events
+                .iter()
+                .any(|e| e.reason == shadow_event::PROMOTED)
+        );
+        assert!(promoted.status.failed_config.is_none());
+        let f = shadowed();
+        assert!(
+            !wanted(&f, &promoted.status, &prepared(&f)),
+            "the rolling update takes over"
+        );
+    }
+
+    #[test]
+    fn a_candidate_that_never_becomes_ready_fails_the_switch() {
+        let previous = serving(&[("reserve", "prototyping")]);
+        let failed = decided(
+            &previous,
+            observed(
+                Rollout::Failed {
+                    message: "ReplicaSet timed out".into(),
+                },
+                Err("not ready".into()),
+            ),
+            at(0),
+        );
+        let switch = conditions::get(&failed.status.conditions, condition::PHASE_SWITCH)
+            .expect("PhaseSwitch");
+        assert_eq!(
+            (switch.status.as_str(), switch.reason.as_str()),
+            ("False", "Failed")
+        );
+        assert!(failed.status.failed_config.is_some());
+        assert_eq!(
+            failed.status.shadow.as_ref().map(|s| s.state.as_str()),
+            Some(state::FAILED)
+        );
+    }
+}

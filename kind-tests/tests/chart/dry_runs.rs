@@ -248,7 +248,7 @@ async fn custom_values_render_and_pass_a_server_side_dry_run() {
         );
         assert_eq!(
             spec["podSelector"]["matchExpressions"][0]["values"],
-            json!(["eol-feature", "eol-run"])
+            json!(["eol-feature", "eol-feature-candidate", "eol-run"])
         );
         let egress = spec["egress"].as_array().expect("egress rules");
         let ports: Vec<String> = egress
@@ -257,21 +257,29 @@ async fn custom_values_render_and_pass_a_server_side_dry_run() {
             .collect();
         assert_eq!(
             egress.len(),
-            4,
-            "DNS, external Redis, model, embeddings: {egress:#?}"
+            5,
+            "DNS, shadow candidates, external Redis, model, embeddings: {egress:#?}"
         );
         assert!(ports[0].contains("53") && ports[0].contains("UDP") && ports[0].contains("TCP"));
-        assert_eq!(egress[1]["to"][0]["ipBlock"]["cidr"], "192.168.10.0/24");
-        assert_eq!(egress[1]["ports"][0]["port"], 6379);
-        assert_eq!(egress[2]["to"][0]["ipBlock"]["cidr"], "10.20.0.0/16");
         assert_eq!(
-            egress[2]["to"][1]["podSelector"]["matchLabels"]["app"],
+            egress[1]["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"],
+            "eol-feature-candidate"
+        );
+        assert_eq!(
+            egress[1]["ports"],
+            json!([{"port": 8080, "protocol": "TCP"}])
+        );
+        assert_eq!(egress[2]["to"][0]["ipBlock"]["cidr"], "192.168.10.0/24");
+        assert_eq!(egress[2]["ports"][0]["port"], 6379);
+        assert_eq!(egress[3]["to"][0]["ipBlock"]["cidr"], "10.20.0.0/16");
+        assert_eq!(
+            egress[3]["to"][1]["podSelector"]["matchLabels"]["app"],
             "vllm"
         );
-        assert_eq!(egress[2]["ports"][0]["port"], 8080);
-        assert_eq!(egress[3]["to"][0]["ipBlock"]["cidr"], "10.30.0.0/16");
+        assert_eq!(egress[3]["ports"][0]["port"], 8080);
+        assert_eq!(egress[4]["to"][0]["ipBlock"]["cidr"], "10.30.0.0/16");
         assert_eq!(
-            egress[3]["ports"],
+            egress[4]["ports"],
             json!([{"port": 8081, "protocol": "TCP"}])
         );
 

@@ -149,23 +149,31 @@ impl<'a> Children<'a> {
             ))
     }
 
-    /// Deletes the shadow candidate's Deployment and Service, when the cache
-    /// knows of them (a shadow ended, or the strategy changed).
-    pub(super) async fn remove_candidate(&self) -> Result<()> {
+    /// Scales the shadow candidate's Deployment to 0 when the cache shows it
+    /// running (a shadow ended, or the strategy changed). It and its Service
+    /// stay, without pods, until the next shadow or the Feature's deletion:
+    /// the operator's role has no `delete` on Deployments or Services.
+    pub(super) async fn stop_candidate(&self) -> Result<()> {
         let name = shadow::candidate_name(self.feature);
-        if self.ctx.caches.deployment(self.ns, &name).is_some() {
-            delete_if_present(self.api::<Deployment>(), &name)
+        let running = self
+            .ctx
+            .caches
+            .deployment(self.ns, &name)
+            .is_some_and(|d| d.spec.as_ref().and_then(|s| s.replicas) != Some(0));
+        if running {
+            let patch = serde_json::json!({"spec": {"replicas": 0}});
+            self.api::<Deployment>()
+                .patch(
+                    &name,
+                    &PatchParams {
+                        field_manager: Some(FIELD_MANAGER.to_owned()),
+                        ..PatchParams::default()
+                    },
+                    &Patch::Merge(&patch),
+                )
                 .await
                 .map_err(Error::kube(
-                    "delete the shadow candidate's Deployment",
-                    &self.object,
-                ))?;
-        }
-        if self.ctx.caches.service(self.ns, &name).is_some() {
-            delete_if_present(self.api::<Service>(), &name)
-                .await
-                .map_err(Error::kube(
-                    "delete the shadow candidate's Service",
+                    "scale the shadow candidate's Deployment to 0",
                     &self.object,
                 ))?;
         }
@@ -268,18 +276,6 @@ fn applied<K: Resource>(object: &K) -> Option<&str> {
         .as_ref()?
         .get(APPLIED)
         .map(String::as_str)
-}
-
-/// Deletes `name`; already gone is fine (the cache may lag a deletion).
-async fn delete_if_present<K>(api: Api<K>, name: &str) -> kube::Result<()>
-where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    match api.delete(name, &DeleteParams::background()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(e),
-    }
 }
 
 fn apply() -> PatchParams {

@@ -111,7 +111,7 @@ async fn decide(
         children.prune(&decision.status, &prepared).await?;
         return Ok((decision, None));
     }
-    children.remove_candidate().await?;
+    children.stop_candidate().await?;
     let template = serving.unwrap_or(desired);
     let target = template_hash(&template).unwrap_or_else(|| prepared.config_hash.clone());
     let deployment = children.apply_deployment(template).await?;

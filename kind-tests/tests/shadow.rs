@@ -1,0 +1,429 @@
+//! Shadow switches on the real local cluster (`spec.rollout.strategy:
+//! Shadow`): the candidate runs beside the serving pods, which copy every
+//! call to it (samplePercent 100). A candidate that differs on a fifth of the
+//! inputs is held with those inputs in the status; one that agrees promotes
+//! itself and rolls out; a request loop runs through both with no failure;
+//! and an operator killed mid-shadow resumes the count from Redis, neither
+//! losing nor counting a sample twice.
+#![allow(clippy::unwrap_used)]
+
+use eol_core::crd::Feature;
+use eol_kind_tests::cli::get_row;
+use eol_kind_tests::fixtures::{
+    INVENTORY, INVENTORY_TESTS, call, events_about, feature, first_answer, namespace_redis,
+};
+use eol_kind_tests::{TestEnv, condition, feature_ready, in_namespace, wait_for};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ListParams, Patch, PatchParams};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Pods pull no image and start in seconds here, but the tests gate readiness.
+const READY_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The serving implementation's last line, which the variants rewrite.
+const LAST_LINE: &str =
+    r#"    return {"sku": sku, "level": int(value) if value is not None else 0}"#;
+
+/// The same answers, written differently: a new configuration that agrees.
+fn agreeing_source() -> String {
+    let source = INVENTORY.replace(
+        LAST_LINE,
+        "    level = int(value) if value is not None else 0\n    return {\"sku\": sku, \"level\": level}",
+    );
+    assert_ne!(source, INVENTORY, "the fixture changed");
+    source
+}
+
+/// One more unit for SKUs ending in 0 or 5: a fifth of `AB-1`..`AB-N`.
+/// The tests (an unknown SKU ending in 2 has stock 0) still pass.
+fn disagreeing_source() -> String {
+    let source = INVENTORY.replace(
+        LAST_LINE,
+        "    level = int(value) if value is not None else 0\n    if sku.endswith(\"0\") or sku.endswith(\"5\"):\n        level = level + 1\n    return {\"sku\": sku, \"level\": level}",
+    );
+    assert_ne!(source, INVENTORY, "the fixture changed");
+    source
+}
+
+fn shadowed(source: &str, min_samples: i64) -> serde_json::Value {
+    serde_json::json!({
+        "source": {"inline": source},
+        "tests": INVENTORY_TESTS,
+        "replicas": 2,
+        "rollout": {
+            "strategy": "Shadow",
+            "shadow": {"samplePercent": 100.0, "minAgreement": 95.0, "minSamples": min_samples, "window": "10m", "previewBytes": 64}
+        }
+    })
+}
+
+async fn set_source(env: &TestEnv, source: &str) {
+    env.api::<Feature>()
+        .patch(
+            "inventory",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"source": {"inline": source}}})),
+        )
+        .await
+        .unwrap();
+}
+
+/// A bounded loop of `stock_level` calls through the Feature's Service,
+/// over SKUs `AB-1`, `AB-2`, ...; counts successes and keeps every failure.
+struct Loop {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl Loop {
+    fn start(env: &TestEnv) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let task = {
+            let (env, stop, ok) = (env.clone(), stop.clone(), ok.clone());
+            tokio::spawn(async move {
+                let mut errors = Vec::new();
+                for i in 1..=20_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let input = serde_json::json!({"sku": format!("AB-{i}")});
+                    match call(&env, "inventory", "stock_level", input).await {
+                        Ok(r) if r.status() == 200 => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        other => errors.push(format!(
+                            "{} AB-{i}: {other:?}",
+                            k8s_openapi::jiff::Timestamp::now()
+                        )),
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                errors
+            })
+        };
+        Self { stop, ok, task }
+    }
+
+    /// Stops the loop; the successful calls and the failures.
+    async fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let errors = self.task.await.unwrap();
+        (self.ok.load(Ordering::Relaxed), errors)
+    }
+}
+
+/// The config hash the Feature's Deployment runs.
+async fn serving_hash(env: &TestEnv) -> String {
+    let d = env.api::<Deployment>().get("inventory").await.unwrap();
+    d.spec
+        .unwrap()
+        .template
+        .metadata
+        .unwrap()
+        .annotations
+        .unwrap()["eol.dev/config-hash"]
+        .clone()
+}
+
+fn shadow_state(f: &Feature) -> Option<String> {
+    f.status.as_ref()?.shadow.as_ref().map(|s| s.state.clone())
+}
+
+fn samples(f: &Feature) -> i64 {
+    f.status
+        .as_ref()
+        .and_then(|s| s.shadow.as_ref())
+        .map(|s| s.operations.iter().map(|o| o.samples).sum())
+        .unwrap_or(0)
+}
+
+/// `eol_shadow_comparisons_total` summed over the serving pods, by verdict.
+async fn comparisons_on_serving_pods(env: &TestEnv) -> BTreeMap<String, f64> {
+    let pods = env
+        .api::<Pod>()
+        .list(
+            &ListParams::default()
+                .labels("app.kubernetes.io/name=eol-feature,app.kubernetes.io/instance=inventory"),
+        )
+        .await
+        .unwrap();
+    let mut out = BTreeMap::new();
+    for pod in pods.items {
+        let Some(ip) = pod.status.and_then(|s| s.pod_ip) else {
+            continue;
+        };
+        let text = reqwest::get(format!("http://{ip}:8080/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("eol_shadow_comparisons_total{") else {
+                continue;
+            };
+            let (labels, value) = rest.rsplit_once("} ").unwrap();
+            let verdict = labels
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("verdict=\""))
+                .unwrap()
+                .trim_end_matches('"')
+                .to_owned();
+            *out.entry(verdict).or_insert(0.0) += value.trim().parse::<f64>().unwrap();
+        }
+    }
+    out
+}
+
+/// The verdict counts of shadow `id` in the namespace's Redis, by verdict.
+async fn counts_in_redis(env: &TestEnv, id: &str) -> BTreeMap<String, i64> {
+    let mut conn = namespace_redis(env).await;
+    let key = eol_core::shadow::counts_key("inventory", id);
+    let fields: BTreeMap<String, i64> = redis::cmd("HGETALL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut out = BTreeMap::new();
+    for (field, n) in fields {
+        let verdict = field.rsplit(':').next().unwrap().to_owned();
+        *out.entry(verdict).or_insert(0) += n;
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_disagreeing_candidate_is_held_and_an_agreeing_one_promotes_itself_with_zero_failed_requests()
+ {
+    in_namespace("shadow", |env| async move {
+        env.create(&feature("inventory", shadowed(INVENTORY, 20)))
+            .await;
+        let features = env.api::<Feature>();
+        wait_for(&features, "inventory", READY_TIMEOUT, |f| {
+            feature_ready(f) && f.status.as_ref().is_some_and(|s| s.ready_replicas == 2)
+        })
+        .await;
+        let first = serving_hash(&env).await;
+        first_answer(
+            &env,
+            "inventory",
+            "stock_level",
+            serde_json::json!({"sku": "AB-0"}),
+        )
+        .await;
+        let looping = Loop::start(&env);
+
+        // 1. A fifth of the answers differ: held, the old pods keep serving.
+        set_source(&env, &disagreeing_source()).await;
+        let held = wait_for(&features, "inventory", READY_TIMEOUT, |f| {
+            f.status
+                .as_ref()
+                .and_then(|s| condition(&s.conditions, "PhaseSwitch"))
+                .is_some_and(|c| c.0 == "False")
+        })
+        .await;
+        let status = held.status.clone().unwrap();
+        let switch = condition(&status.conditions, "PhaseSwitch").unwrap();
+        assert_eq!(switch.1, "Disagreement", "{switch:?}");
+        let shadow = status.shadow.clone().unwrap();
+        assert_eq!(shadow.state, "Held");
+        assert_eq!(
+            status.failed_config.as_deref(),
+            Some(shadow.candidate.as_str())
+        );
+        let op = shadow
+            .operations
+            .iter()
+            .find(|o| o.name == "stock_level")
+            .unwrap();
+        assert!(op.samples >= 20, "decided at minSamples: {op:?}");
+        assert!(op.disagree > 0 && op.agree > 0, "{op:?}");
+        assert_eq!(op.errors, 0, "the candidate answered every sample: {op:?}");
+        // Exactly the SKUs ending in 0 or 5 disagree, and the status shows them.
+        assert!(!shadow.disagreements.is_empty());
+        assert!(
+            shadow.disagreements.len() <= 5,
+            "bounded: {:?}",
+            shadow.disagreements
+        );
+        for d in &shadow.disagreements {
+            let input = d.input.as_deref().unwrap();
+            assert!(
+                input.ends_with("0\"}") || input.ends_with("5\"}"),
+                "only SKUs ending in 0 or 5 differ: {d:?}"
+            );
+            assert!(d.reason.contains("level"), "the field that differs: {d:?}");
+        }
+        assert!(
+            switch.2.contains("AB-"),
+            "the message names a disagreeing input: {}",
+            switch.2
+        );
+        let events = events_about(&env, "Feature", "inventory").await;
+        assert!(
+            events
+                .iter()
+                .any(|(reason, note)| reason == "Disagreement" && note.contains("AB-")),
+            "{events:#?}"
+        );
+        assert_eq!(
+            serving_hash(&env).await,
+            first,
+            "the old configuration keeps serving"
+        );
+        let row = get_row("features", &env.namespace, "inventory", false);
+        assert_eq!(
+            row.get("AGREEMENT").map(String::as_str),
+            shadow.agreement.as_deref(),
+            "kubectl get features shows the agreement: {row:?}"
+        );
+        // Held until the spec changes: the candidate is stopped and nothing is retried.
+        wait_for(
+            &env.api::<Deployment>(),
+            "inventory-candidate",
+            Duration::from_secs(30),
+            |d| d.spec.as_ref().and_then(|s| s.replicas) == Some(0),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let still = features.get("inventory").await.unwrap();
+        assert_eq!(shadow_state(&still).as_deref(), Some("Held"));
+        assert_eq!(serving_hash(&env).await, first);
+
+        // 2. Answers that agree: promoted, then rolled out as usual.
+        set_source(&env, &agreeing_source()).await;
+        let done = wait_for(&features, "inventory", READY_TIMEOUT, |f| {
+            let s = f.status.as_ref();
+            shadow_state(f).as_deref() == Some("Promoted")
+                && s.and_then(|s| condition(&s.conditions, "PhaseSwitch"))
+                    .is_some_and(|c| c.1 == "Complete")
+                && s.is_some_and(|s| s.ready_replicas == 2)
+        })
+        .await;
+        let status = done.status.unwrap();
+        let shadow = status.shadow.unwrap();
+        let op = shadow
+            .operations
+            .iter()
+            .find(|o| o.name == "stock_level")
+            .unwrap();
+        assert!(op.samples >= 20 && op.agree == op.samples, "{op:?}");
+        assert!(
+            shadow.disagreements.is_empty(),
+            "{:?}",
+            shadow.disagreements
+        );
+        assert_eq!(status.config.as_deref(), Some(shadow.candidate.as_str()));
+        assert_eq!(
+            serving_hash(&env).await,
+            shadow.candidate,
+            "the candidate serves"
+        );
+        let events = events_about(&env, "Feature", "inventory").await;
+        assert!(
+            events.iter().any(|(r, _)| r == "ShadowPromoted"),
+            "{events:#?}"
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (ok, errors) = looping.finish().await;
+        eprintln!(
+            "requests through both shadows: {ok} ok, {} failed",
+            errors.len()
+        );
+        assert!(ok > 50, "the loop ran through both shadows ({ok} requests)");
+        assert!(errors.is_empty(), "failed requests: {errors:#?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_operator_killed_mid_shadow_resumes_the_count_without_losing_or_double_counting() {
+    in_namespace("shadow-kill", |env| async move {
+        // minSamples is out of reach: the shadow samples until the test ends.
+        env.create(&feature("inventory", shadowed(INVENTORY, 100_000)))
+            .await;
+        let features = env.api::<Feature>();
+        wait_for(&features, "inventory", READY_TIMEOUT, |f| {
+            feature_ready(f) && f.status.as_ref().is_some_and(|s| s.ready_replicas == 2)
+        })
+        .await;
+        first_answer(
+            &env,
+            "inventory",
+            "stock_level",
+            serde_json::json!({"sku": "AB-0"}),
+        )
+        .await;
+        set_source(&env, &agreeing_source()).await;
+        wait_for(&features, "inventory", READY_TIMEOUT, |f| {
+            shadow_state(f).as_deref() == Some("Sampling")
+        })
+        .await;
+        // The serving pods poll for the candidate's offer every 2 s.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let looping = Loop::start(&env);
+        wait_for(&features, "inventory", Duration::from_secs(60), |f| {
+            samples(f) >= 10
+        })
+        .await;
+        env.operator.lock().await.kill().await;
+        // Samples go on being compared and counted while no operator runs.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let (ok, errors) = looping.finish().await;
+        assert!(errors.is_empty(), "failed requests: {errors:#?}");
+        let id = features
+            .get("inventory")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .shadow
+            .unwrap()
+            .id;
+        // The last sample's verdict is recorded off the response path.
+        let start = Instant::now();
+        let in_redis = loop {
+            let counts = counts_in_redis(&env, &id).await;
+            if counts.values().sum::<i64>() as usize >= ok
+                || start.elapsed() > Duration::from_secs(30)
+            {
+                break counts;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        env.operator.lock().await.restart();
+        let total = in_redis.values().sum::<i64>();
+        let resumed = wait_for(&features, "inventory", Duration::from_secs(60), |f| {
+            samples(f) == total
+        })
+        .await;
+        let on_pods = comparisons_on_serving_pods(&env).await;
+        eprintln!(
+            "loop calls {ok}; Redis {in_redis:?}; serving pods {on_pods:?}; status {}",
+            samples(&resumed)
+        );
+        assert_eq!(
+            total as usize, ok,
+            "every call of the loop was sampled once: Redis {in_redis:?}"
+        );
+        assert_eq!(
+            on_pods.values().sum::<f64>() as i64,
+            total,
+            "serving pods {on_pods:?}"
+        );
+        assert_eq!(in_redis.get("agree").copied(), Some(total), "{in_redis:?}");
+        let shadow = resumed.status.unwrap().shadow.unwrap();
+        assert_eq!(shadow.id, id, "the same shadow resumed");
+        assert_eq!(shadow.state, "Sampling");
+        // Nothing is counted twice when the operator reads again later.
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        assert_eq!(samples(&features.get("inventory").await.unwrap()), total);
+    })
+    .await;
+}

@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::scripted_llm::{Scripted, ScriptedServer};
 use eol_core::shadow::{Tally, Verdict, env, offer_key, samples_key};
 use eol_runner::store::LocalRedis;
 use serde_json::{Value, json};
@@ -58,6 +59,17 @@ fn free_port() -> u16 {
 
 /// `eol serve` of `dir`'s feature on `redis`, with `shadow` settings (none: a serving pod).
 async fn start(dir: &std::path::Path, redis: &LocalRedis, shadow: &[(&str, String)]) -> Server {
+    start_with(dir, redis, shadow, &[], &[]).await
+}
+
+/// [`start`] with more `args` and `vars`.
+async fn start_with(
+    dir: &std::path::Path,
+    redis: &LocalRedis,
+    shadow: &[(&str, String)],
+    args: &[&str],
+    vars: &[(&str, &str)],
+) -> Server {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_eol"));
@@ -74,6 +86,8 @@ async fn start(dir: &std::path::Path, redis: &LocalRedis, shadow: &[(&str, Strin
         .current_dir(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        .args(args)
+        .envs(vars.iter().copied())
         .kill_on_drop(true);
     for name in [
         env::ID,
@@ -421,4 +435,42 @@ async fn a_sample_share_of_zero_copies_nothing() {
     assert!(!m.contains("eol_shadow_comparisons_total{"), "{m}");
     let keys = common::all_keys(&common::store(&redis)).await;
     assert_eq!(keys, vec![offer_key("parity")]);
+}
+
+/// `double` in the prototyping phase: the model answers.
+const PROTOTYPED: &str = "---\nname: parity\nphase: prototyping\n---\n# Parity\n\n## Operations\n\n### double\nDoubles a number.\n\nInput:\n```yaml\ntype: object\nproperties:\n  n: {type: integer}\n  pad: {type: string}\nrequired: [n]\n```\n\nOutput:\n```yaml\ntype: object\nproperties:\n  value: {type: integer}\nrequired: [value]\n```\n";
+
+#[tokio::test]
+async fn a_prototyped_candidate_records_no_examples_for_the_feature() {
+    let redis = common::local_redis();
+    let serving_dir = feature_dir(SERVING);
+    let candidate_dir = tempfile::tempdir().unwrap();
+    std::fs::write(candidate_dir.path().join("parity.eol"), PROTOTYPED).unwrap();
+    // The model always answers 2: right for n = 1 only.
+    let llm = ScriptedServer::start(vec![Scripted::answer(r#"{"value": 2}"#); 5]).await;
+    let serving = start(serving_dir.path(), &redis, &[]).await;
+    // No test gate: its prototyped cases would record examples of their own.
+    let candidate = start_with(
+        candidate_dir.path(),
+        &redis,
+        &candidate_settings("proto-1", &[]),
+        &["--no-test-gate"],
+        &[
+            ("EOL_LLM_BASE_URL", &llm.url),
+            ("EOL_LLM_MODEL", "scripted"),
+        ],
+    )
+    .await;
+    wait_for_offer(&redis).await;
+    let few: Vec<Value> = (1..=5).map(|n| json!({"n": n})).collect();
+    call_all(&serving, &few, Duration::from_secs(2)).await;
+    let t = tally_of(&candidate, 5).await;
+    let op = &t.operations[0];
+    assert_eq!((op.agree, op.disagree, op.error), (1, 4, 0), "{t:?}");
+    assert_eq!(llm.request_count(), 5);
+    let keys = common::all_keys(&common::store(&redis)).await;
+    assert!(
+        keys.iter().all(|k| k.starts_with("eol:parity:shadow:")),
+        "a shadow call left keys beside the shadow's: {keys:?}"
+    );
 }

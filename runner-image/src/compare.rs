@@ -342,8 +342,6 @@ pub async fn replay(
     texts: &TextComparer,
 ) -> Vec<ExampleResult> {
     let keyspace = TestKeyspace::new(runtime.feature().name());
-    let default_rule = CompareRule::default();
-    let rule = op.compare.as_ref().unwrap_or(&default_rule);
     let mut results = Vec::with_capacity(examples.len());
     for (i, example) in examples.iter().enumerate() {
         let mut result = ExampleResult {
@@ -368,7 +366,16 @@ pub async fn replay(
         {
             Err(e) => result.error = Some(e.to_string()),
             Ok(exec) => {
-                match differences(runtime, op, rule, example, &exec.output, texts).await {
+                match differences(
+                    runtime,
+                    op,
+                    &example.input,
+                    &example.output,
+                    &exec.output,
+                    texts,
+                )
+                .await
+                {
                     Ok(diffs) => {
                         result.verdict = if diffs.is_empty() {
                             Agreement::Agree
@@ -388,17 +395,21 @@ pub async fn replay(
     results
 }
 
-/// Every difference between the prototype's output and `actual`, with free
-/// text and the judge settled; Err when the judge could not answer.
-async fn differences(
+/// Every difference between `expected` (the reference output for `input`:
+/// the prototype's, or the serving pod's in a shadow) and `actual`, under
+/// `op`'s `Compare:` rule (the default rule without one), with free text and
+/// the judge settled; Err when the judge could not answer.
+pub async fn differences(
     runtime: &Runtime,
     op: &Operation,
-    rule: &CompareRule,
-    example: &Example,
+    input: &Value,
+    expected: &Value,
     actual: &Value,
     texts: &TextComparer,
 ) -> Result<Vec<Difference>, String> {
-    let found = compare::compare(rule, &op.output.value, &example.output, actual);
+    let default_rule = CompareRule::default();
+    let rule = op.compare.as_ref().unwrap_or(&default_rule);
+    let found = compare::compare(rule, &op.output.value, expected, actual);
     let mut diffs = found.differences;
     for check in &found.text_checks {
         if let Err(reason) = texts.settle(check, rule.max_distance()).await {
@@ -421,10 +432,7 @@ async fn differences(
             "The output agrees with this reference output, which a trusted version gave for the same input: {}. They agree when: {criterion}.",
             request.expected
         );
-        match model
-            .judge(op, &sentence, &example.input, &request.actual)
-            .await
-        {
+        match model.judge(op, &sentence, input, &request.actual).await {
             Ok((true, _)) => {}
             Ok((false, why)) => diffs.push(Difference {
                 path: String::new(),

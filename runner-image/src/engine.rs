@@ -323,6 +323,31 @@ impl Runtime {
         input: &Value,
         phase: Option<Phase>,
     ) -> Result<Execution, ExecError> {
+        self.run_call(scope, operation, input, phase, true).await
+    }
+
+    /// [`Self::execute_in`] leaving nothing behind for the feature: the answer
+    /// is neither recorded as an example nor kept in a cache (lookups still
+    /// answer). For shadow calls, whose outputs are a candidate's, not the feature's.
+    pub async fn execute_unrecorded(
+        &self,
+        scope: &Scope,
+        operation: &str,
+        input: &Value,
+        phase: Option<Phase>,
+    ) -> Result<Execution, ExecError> {
+        self.run_call(scope, operation, input, phase, false).await
+    }
+
+    /// One call; `records`: whether it records examples and cache entries.
+    async fn run_call(
+        &self,
+        scope: &Scope,
+        operation: &str,
+        input: &Value,
+        phase: Option<Phase>,
+        records: bool,
+    ) -> Result<Execution, ExecError> {
         let target = self.target(operation, input)?;
         target.check_input()?;
         let run_phase = phase.and_then(Phase::forced).unwrap_or(target.op.phase);
@@ -337,6 +362,7 @@ impl Runtime {
                     caches: &self.caches,
                     references: &self.references,
                     examples: self.recorded_examples(),
+                    records,
                 }
                 .run()
                 .await?
@@ -349,6 +375,7 @@ impl Runtime {
                     store: &self.store,
                     scope,
                     caches: &self.caches,
+                    records,
                 }
                 .run()
                 .await?

@@ -14,6 +14,8 @@
 //! - [`compare`]: recorded prototype examples replayed through the implementation and compared;
 //! - [`mcp`]: MCP tools for the LLM (built-in Redis, the feature's servers) and
 //!   a feature served as an MCP server;
+//! - [`shadow`]: shadow switches: a candidate pod's offer, answers and tally, and
+//!   the serving pods' copies of their calls;
 //! - [`testing`]: running `.test.eol` suites;
 //! - [`report`]: run reports for Kubernetes Jobs (termination message, full result in Redis).
 
@@ -32,6 +34,7 @@ pub mod prototype;
 pub mod report;
 pub mod sandbox;
 pub mod serve;
+pub mod shadow;
 pub mod store;
 pub mod testing;
 

@@ -78,3 +78,57 @@ impl ServeMetrics {
 fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 4.0, 12))
 }
+
+/// A shadow comparison of one operation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShadowVerdictLabels {
+    /// The operation.
+    pub operation: String,
+    /// `agree`, `disagree` or `error`.
+    pub verdict: String,
+}
+
+/// An operation whose calls are copied to a shadow candidate.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShadowOperationLabels {
+    /// The operation.
+    pub operation: String,
+}
+
+/// The metrics of the calls a serving pod copies to a shadow candidate.
+#[derive(Clone)]
+pub struct ShadowMetrics {
+    /// `eol_shadow_comparisons_total{operation,verdict}`: verdicts recorded.
+    pub comparisons: Family<ShadowVerdictLabels, Counter>,
+    /// `eol_shadow_duration_seconds{operation}`: from sending a copy to the candidate's answer or failure.
+    pub duration: Family<ShadowOperationLabels, Histogram, fn() -> Histogram>,
+    /// `eol_shadow_dropped_total{operation}`: samples dropped because too many copies were in flight.
+    pub dropped: Family<ShadowOperationLabels, Counter>,
+}
+
+impl ShadowMetrics {
+    /// Creates the metrics and registers them in `registry` (which should carry the `eol` prefix).
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            comparisons: Family::default(),
+            duration: Family::new_with_constructor(duration_histogram),
+            dropped: Family::default(),
+        };
+        registry.register(
+            "shadow_comparisons",
+            "Calls copied to a shadow candidate, by verdict",
+            m.comparisons.clone(),
+        );
+        registry.register(
+            "shadow_duration_seconds",
+            "Time from copying a call to the shadow candidate's answer or failure",
+            m.duration.clone(),
+        );
+        registry.register(
+            "shadow_dropped",
+            "Sampled calls not copied because too many copies were in flight",
+            m.dropped.clone(),
+        );
+        m
+    }
+}

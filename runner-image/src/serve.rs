@@ -3,10 +3,13 @@
 //! `POST /v1/operations/{op}` (JSON in and out, errors as JSON with a stable
 //! `kind`), `/healthz`, `/readyz` (ready once the feature is loaded and, unless
 //! disabled, its tests pass in the serving phase), `/metrics`, and graceful
-//! shutdown that lets in-flight calls finish.
+//! shutdown that lets in-flight calls finish. A shadow candidate also answers
+//! `POST /v1/shadow/{op}` and `GET /v1/shadow/tally`; a serving pod copies a
+//! sample of its calls to the candidate on offer ([`crate::shadow`]).
 
 use crate::engine::{ExecError, Runtime};
-use crate::metrics::{ErrorLabels, OperationLabels, ServeMetrics, TokenLabels};
+use crate::metrics::{ErrorLabels, OperationLabels, ServeMetrics, ShadowMetrics, TokenLabels};
+use crate::shadow::{Candidate, CandidateSettings, ShadowSender};
 use crate::testing::{self, Verdict};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -15,6 +18,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use eol_core::TestSuite;
 use eol_core::runner_contract::{HEALTH_PATH, READY_PATH};
+use eol_core::shadow::{SHADOW_PATH, ShadowRequest, TALLY_PATH};
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use std::future::Future;
@@ -36,6 +40,17 @@ struct AppState {
     metrics: ServeMetrics,
     registry: Registry,
     readiness: Mutex<Readiness>,
+    shadow: ShadowRole,
+}
+
+/// This pod's part in a shadow switch.
+enum ShadowRole {
+    /// A candidate: answers copied calls and shows the tally; never copies its own calls.
+    Candidate(Arc<Candidate>),
+    /// A serving pod on a shared Redis: copies calls to the candidate on offer.
+    Serving(Arc<ShadowSender>),
+    /// A serving pod on a Redis of its own, which no candidate can reach.
+    None,
 }
 
 /// The response header naming the cache that answered a call.
@@ -45,6 +60,8 @@ pub const CACHE_HEADER: &str = "x-eol-cache";
 fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/operations/{operation}", post(call_operation))
+        .route(TALLY_PATH, get(shadow_tally))
+        .route(SHADOW_PATH, post(shadow_call))
         .route(HEALTH_PATH, get(|| async { "ok" }))
         .route(READY_PATH, get(readyz))
         .route("/metrics", get(metrics))
@@ -53,9 +70,11 @@ fn router(state: Arc<AppState>) -> Router {
 
 /// Serves `runtime` on `listener` until `shutdown` resolves; in-flight calls finish first.
 /// With `suite`, the server becomes ready only once every case passes in the serving phase.
+/// With `candidate`, it is a shadow candidate (see [`crate::shadow`]).
 pub async fn serve(
     runtime: Arc<Runtime>,
     suite: Option<TestSuite>,
+    candidate: Option<CandidateSettings>,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -64,12 +83,25 @@ pub async fn serve(
     registry.register_collector(Box::new(crate::caches::CacheMetrics(
         runtime.caches().clone(),
     )));
+    let shadow = match candidate {
+        Some(settings) => ShadowRole::Candidate(Arc::new(Candidate::new(settings))),
+        None if runtime.store().is_configured() => {
+            ShadowRole::Serving(Arc::new(ShadowSender::new(
+                runtime.feature().name(),
+                runtime.store().clone(),
+                ShadowMetrics::register(&mut registry),
+            )))
+        }
+        None => ShadowRole::None,
+    };
     let state = Arc::new(AppState {
         runtime,
         metrics,
         registry,
         readiness: Mutex::new(Readiness::Testing),
+        shadow,
     });
+    start_shadow(&state);
     let gate = state.clone();
     tokio::spawn(async move {
         let verdict = match suite {
@@ -89,6 +121,25 @@ pub async fn serve(
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// The background task of this pod's shadow role: publishing the offer, or watching for one.
+fn start_shadow(state: &Arc<AppState>) {
+    let state = state.clone();
+    match &state.shadow {
+        ShadowRole::Candidate(candidate) => {
+            let candidate = candidate.clone();
+            tokio::spawn(async move {
+                let ready = || matches!(state.readiness.lock().as_deref(), Ok(Readiness::Ready));
+                candidate.publish_offers(&state.runtime, ready).await;
+            });
+        }
+        ShadowRole::Serving(sender) => {
+            let sender = sender.clone();
+            tokio::spawn(async move { sender.watch_offers().await });
+        }
+        ShadowRole::None => {}
+    }
 }
 
 async fn test_gate(runtime: &Runtime, suite: &TestSuite) -> Readiness {
@@ -204,6 +255,9 @@ async fn call_operation(
                         .inc_by(n);
                 }
             }
+            if let ShadowRole::Serving(sender) = &state.shadow {
+                sender.copy(&operation, &input, &exec.output);
+            }
             let mut response = (StatusCode::OK, Json(exec.output)).into_response();
             if let Some(hit) = &exec.cache {
                 // Which cache answered, for clients and tests (`semantic` or `result`).
@@ -235,6 +289,79 @@ fn error_response(
             kind: kind.to_owned(),
         })
         .inc();
+    json_error(status, kind, message)
+}
+
+/// The candidate this pod is, if it is one.
+fn candidate_of(state: &AppState) -> Option<&Arc<Candidate>> {
+    match &state.shadow {
+        ShadowRole::Candidate(candidate) => Some(candidate),
+        _ => None,
+    }
+}
+
+/// What the shadow endpoints of a pod that is not a candidate answer.
+fn not_a_candidate() -> Response {
+    json_error(
+        StatusCode::NOT_FOUND,
+        "not_a_shadow_candidate",
+        format!(
+            "this pod is not a shadow candidate ({} is not set)",
+            eol_core::shadow::env::ID
+        ),
+    )
+}
+
+/// `POST /v1/shadow/{op}`: a serving pod's call, run here and compared.
+async fn shadow_call(
+    State(state): State<Arc<AppState>>,
+    Path(operation): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(candidate) = candidate_of(&state) else {
+        return not_a_candidate();
+    };
+    let request: ShadowRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!(
+                    "the request body is not a shadow request ({{\"input\", \"output\"}}): {e}"
+                ),
+            );
+        }
+    };
+    let feature = state.runtime.feature();
+    let Some(op) = feature.operation(&operation) else {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "unknown_operation",
+            format!(
+                "feature '{}' has no operation '{operation}' (it has: {})",
+                feature.name(),
+                feature.operation_names().join(", ")
+            ),
+        );
+    };
+    let answer = candidate.answer(&state.runtime, op, &request).await;
+    (StatusCode::OK, Json(answer)).into_response()
+}
+
+/// `GET /v1/shadow/tally`: the verdicts the serving pods recorded.
+async fn shadow_tally(State(state): State<Arc<AppState>>) -> Response {
+    let Some(candidate) = candidate_of(&state) else {
+        return not_a_candidate();
+    };
+    match candidate.tally(&state.runtime).await {
+        Ok(tally) => (StatusCode::OK, Json(tally)).into_response(),
+        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, "store", e.to_string()),
+    }
+}
+
+/// An error as JSON with a stable `kind`, like the operations' errors.
+fn json_error(status: StatusCode, kind: &str, message: String) -> Response {
     (
         status,
         Json(json!({ "error": { "kind": kind, "message": message } })),

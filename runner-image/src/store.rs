@@ -262,6 +262,12 @@ impl RedisStore {
         }
     }
 
+    /// Whether a Redis URL was configured (a Redis other processes may share),
+    /// rather than a local one started for this process alone.
+    pub fn is_configured(&self) -> bool {
+        self.url.is_some()
+    }
+
     /// The URL to use, starting the local server on first use when none is configured.
     async fn url(&self) -> Result<&str, StoreError> {
         self.resolved

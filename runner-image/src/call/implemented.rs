@@ -21,6 +21,9 @@ pub(crate) struct ImplementedCall<'a> {
     pub(crate) scope: &'a Scope,
     /// The result cache.
     pub(crate) caches: &'a FeatureCaches,
+    /// Whether a computed output is kept in the result cache (not for a
+    /// shadow call, whose code reads a scratch keyspace).
+    pub(crate) records: bool,
 }
 
 impl ImplementedCall<'_> {
@@ -59,9 +62,11 @@ impl ImplementedCall<'_> {
             })?;
         let output = self.target.checked(outcome.value)?;
         // Only valid outputs computed now are kept (a cached one is already there).
-        self.caches
-            .result_store(&op.name, &code.source, input, &output)
-            .await;
+        if self.records {
+            self.caches
+                .result_store(&op.name, &code.source, input, &output)
+                .await;
+        }
         Ok(CallOutput {
             output,
             stdout: outcome.stdout,

@@ -27,6 +27,9 @@ pub(crate) struct PrototypedCall<'a> {
     pub(crate) references: &'a References,
     /// Where the answer is recorded as an example.
     pub(crate) examples: RecordedExamples<'a>,
+    /// Whether the answer is recorded as an example and kept in the semantic
+    /// cache (not for a shadow call: a candidate's answers are not the feature's).
+    pub(crate) records: bool,
 }
 
 impl PrototypedCall<'_> {
@@ -48,10 +51,12 @@ impl PrototypedCall<'_> {
         };
         let (answer, trace) = self.ask(model).await?;
         let output = self.target.checked(answer)?;
-        self.examples.record(&op.name, input, &output).await;
-        self.caches
-            .semantic_store(&op.name, model_name, prepared.as_ref(), &output)
-            .await;
+        if self.records {
+            self.examples.record(&op.name, input, &output).await;
+            self.caches
+                .semantic_store(&op.name, model_name, prepared.as_ref(), &output)
+                .await;
+        }
         Ok(CallOutput {
             output,
             stdout: String::new(),

@@ -32,14 +32,22 @@ pub(super) async fn serve(
         }
         _ => None,
     };
+    let candidate = eol_runner::shadow::CandidateSettings::from_env()
+        .map_err(|e| Failure::usage(e.to_string()))?;
     let runtime = load_runtime(&cli.runtime_settings(), file, feature).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Failure::usage(format!("failed to listen on {listen}: {e}")))?;
     eprintln!("serving feature '{}' on {listen}", runtime.feature().name());
-    eol_runner::serve::serve(Arc::new(runtime), suite, listener, shutdown_signal())
-        .await
-        .map_err(|e| Failure::new("serve", format!("the server failed: {e}")))?;
+    eol_runner::serve::serve(
+        Arc::new(runtime),
+        suite,
+        candidate,
+        listener,
+        shutdown_signal(),
+    )
+    .await
+    .map_err(|e| Failure::new("serve", format!("the server failed: {e}")))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,0 +1,263 @@
+//! The serving side of a shadow: a serving pod watches for a candidate's
+//! offer, copies a sample of its successful calls to the candidate off the
+//! response path, and records each verdict in one Redis transaction.
+
+use super::now_rfc3339;
+use crate::metrics::{ShadowMetrics, ShadowOperationLabels, ShadowVerdictLabels};
+use crate::store::RedisStore;
+use eol_core::shadow::{
+    MAX_SAMPLES_KEPT, Offer, Sample, ShadowAnswer, ShadowRequest, Verdict, count_field, counts_key,
+    disagreements_key, offer_key, samples_key,
+};
+use serde_json::Value;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// How often a serving pod looks for an offer.
+pub const OFFER_POLL: Duration = Duration::from_secs(2);
+/// Copies in flight at once; a sample beyond this is dropped (and counted),
+/// so a slow candidate never holds the serving pod's memory or its callers.
+pub const MAX_IN_FLIGHT: usize = 64;
+
+/// A serving pod's copier of calls to the current shadow candidate, if any.
+pub struct ShadowSender {
+    feature: String,
+    store: Arc<RedisStore>,
+    offer: RwLock<Option<Arc<Offer>>>,
+    client: reqwest::Client,
+    in_flight: Arc<Semaphore>,
+    metrics: ShadowMetrics,
+}
+
+impl ShadowSender {
+    /// A sender for `feature`'s calls, reading offers from and writing verdicts to `store`.
+    pub fn new(feature: &str, store: Arc<RedisStore>, metrics: ShadowMetrics) -> Self {
+        Self {
+            feature: feature.to_owned(),
+            store,
+            offer: RwLock::new(None),
+            client: reqwest::Client::new(),
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            metrics,
+        }
+    }
+
+    /// Reads the offer every [`OFFER_POLL`], for ever.
+    pub async fn watch_offers(&self) {
+        loop {
+            self.refresh_offer().await;
+            tokio::time::sleep(OFFER_POLL).await;
+        }
+    }
+
+    /// Reads the offer once: a missing key means no candidate; an unreadable
+    /// offer is logged and treated as none; a Redis failure keeps the last one
+    /// (it expires from Redis on its own when the candidate stops refreshing).
+    pub async fn refresh_offer(&self) {
+        let key = offer_key(&self.feature);
+        let raw = match self.read(&key).await {
+            Ok(raw) => raw,
+            Err(error) => {
+                tracing::warn!(%error, key, "failed to read the shadow offer");
+                return;
+            }
+        };
+        let offer = raw.and_then(|raw| match serde_json::from_str::<Offer>(&raw) {
+            Ok(offer) => Some(Arc::new(offer)),
+            Err(error) => {
+                tracing::warn!(%error, key, "the shadow offer is not readable; not shadowing");
+                None
+            }
+        });
+        let changed = self.current().map(|o| o.id.clone()) != offer.as_ref().map(|o| o.id.clone());
+        if changed {
+            match &offer {
+                Some(o) => {
+                    tracing::info!(id = %o.id, url = %o.url, sample_percent = o.sample_percent, "shadowing calls to a candidate")
+                }
+                None => tracing::info!("no shadow candidate: calls are no longer copied"),
+            }
+        }
+        if let Ok(mut slot) = self.offer.write() {
+            *slot = offer;
+        }
+    }
+
+    async fn read(&self, key: &str) -> Result<Option<String>, String> {
+        let mut conn = self.store.connection().await.map_err(|e| e.to_string())?;
+        redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// The offer in force.
+    pub fn current(&self) -> Option<Arc<Offer>> {
+        self.offer.read().ok().and_then(|o| o.clone())
+    }
+
+    /// After a successful call of `operation`: when the offer covers it and the
+    /// sample falls this way, copies it to the candidate in a task of its own.
+    /// Never waits: with too many copies in flight, the sample is dropped.
+    pub fn copy(self: &Arc<Self>, operation: &str, input: &Value, output: &Value) {
+        let Some(offer) = self.current() else { return };
+        if !offer.covers(operation) || !sampled(offer.sample_percent) {
+            return;
+        }
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            self.metrics
+                .dropped
+                .get_or_create(&ShadowOperationLabels {
+                    operation: operation.to_owned(),
+                })
+                .inc();
+            return;
+        };
+        let sender = self.clone();
+        let request = ShadowRequest {
+            input: input.clone(),
+            output: output.clone(),
+        };
+        let operation = operation.to_owned();
+        tokio::spawn(async move {
+            let sample = sender.compare(&offer, &operation, request).await;
+            drop(permit);
+            sender.record(&offer, &sample).await;
+        });
+    }
+
+    /// The candidate's verdict on one copied call, as a sample.
+    async fn compare(&self, offer: &Offer, operation: &str, request: ShadowRequest) -> Sample {
+        let started = Instant::now();
+        let answer = self.ask(offer, operation, &request).await;
+        self.metrics
+            .duration
+            .get_or_create(&ShadowOperationLabels {
+                operation: operation.to_owned(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        let answer = answer.unwrap_or_else(|why| ShadowAnswer {
+            verdict: Verdict::Error,
+            output: None,
+            differences: Vec::new(),
+            error: Some(why),
+        });
+        Sample {
+            operation: operation.to_owned(),
+            at: now_rfc3339(),
+            verdict: answer.verdict,
+            input: request.input,
+            serving: request.output,
+            candidate: answer.output,
+            differences: answer.differences,
+            error: answer.error,
+        }
+    }
+
+    /// The candidate's answer, or why there is none.
+    async fn ask(
+        &self,
+        offer: &Offer,
+        operation: &str,
+        request: &ShadowRequest,
+    ) -> Result<ShadowAnswer, String> {
+        let url = format!("{}/v1/shadow/{operation}", offer.url.trim_end_matches('/'));
+        let timeout =
+            Duration::try_from_secs_f64(offer.timeout_seconds).unwrap_or(Duration::from_secs(10));
+        let response = self
+            .client
+            .post(&url)
+            .timeout(timeout)
+            .json(request)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    format!("the candidate did not answer within {timeout:?}")
+                } else {
+                    format!("the candidate could not be reached at {url}: {e}")
+                }
+            })?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            return Err(format!(
+                "the candidate answered {status}: {}",
+                eol_core::shadow::preview(&body, 200)
+            ));
+        }
+        response.json::<ShadowAnswer>().await.map_err(|e| {
+            if e.is_timeout() {
+                format!("the candidate did not answer within {timeout:?}")
+            } else {
+                format!("the candidate's answer is not a shadow answer: {e}")
+            }
+        })
+    }
+
+    /// Counts `sample` and keeps it, in one transaction: it is counted once or
+    /// (when Redis fails) not at all.
+    async fn record(&self, offer: &Offer, sample: &Sample) {
+        self.metrics
+            .comparisons
+            .get_or_create(&ShadowVerdictLabels {
+                operation: sample.operation.clone(),
+                verdict: sample.verdict.as_str().to_owned(),
+            })
+            .inc();
+        if let Err(error) = self.write(offer, sample).await {
+            tracing::warn!(%error, id = %offer.id, operation = %sample.operation, "failed to record a shadow verdict; the sample is not counted");
+        }
+    }
+
+    async fn write(&self, offer: &Offer, sample: &Sample) -> Result<(), String> {
+        let entry = serde_json::to_string(sample).map_err(|e| e.to_string())?;
+        let ttl = i64::try_from(offer.ttl_seconds).unwrap_or(i64::MAX);
+        let counts = counts_key(&self.feature, &offer.id);
+        let samples = samples_key(&self.feature, &offer.id);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hincr(&counts, count_field(&sample.operation, sample.verdict), 1)
+            .expire(&counts, ttl)
+            .lpush(&samples, &entry)
+            .ltrim(&samples, 0, bound(MAX_SAMPLES_KEPT))
+            .expire(&samples, ttl);
+        if sample.verdict != Verdict::Agree {
+            let disagreements = disagreements_key(&self.feature, &offer.id, &sample.operation);
+            if offer.max_disagreements > 0 {
+                pipe.lpush(&disagreements, &entry)
+                    .ltrim(&disagreements, 0, bound(offer.max_disagreements))
+                    .expire(&disagreements, ttl);
+            }
+        }
+        let mut conn = self.store.connection().await.map_err(|e| e.to_string())?;
+        pipe.query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The last index LTRIM keeps for a list of at most `kept` entries.
+fn bound(kept: usize) -> isize {
+    isize::try_from(kept).unwrap_or(isize::MAX) - 1
+}
+
+/// Whether this call is one of the `percent` sampled.
+fn sampled(percent: f64) -> bool {
+    percent >= 100.0 || (percent > 0.0 && rand::random::<f64>() * 100.0 < percent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_or_none_are_sampled_at_the_bounds() {
+        assert!((0..1000).all(|_| sampled(100.0)));
+        assert!(!(0..1000).any(|_| sampled(0.0)));
+        let half = (0..10_000).filter(|_| sampled(50.0)).count();
+        assert!((4000..6000).contains(&half), "{half}");
+    }
+}

@@ -92,7 +92,11 @@ async fn serve(file: &std::path::Path, redis: &str, extra: &[(&str, String)]) ->
         {
             return server;
         }
-        assert!(Instant::now() < deadline, "eol serve {} did not become ready", file.display());
+        assert!(
+            Instant::now() < deadline,
+            "eol serve {} did not become ready",
+            file.display()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -258,7 +262,10 @@ async fn wait_offer(conn: &mut redis::aio::MultiplexedConnection, key: &str, pre
         if exists == present {
             return;
         }
-        assert!(Instant::now() < deadline, "the candidate's offer did not appear");
+        assert!(
+            Instant::now() < deadline,
+            "the candidate's offer did not appear"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

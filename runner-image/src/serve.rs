@@ -60,7 +60,12 @@ pub const CACHE_HEADER: &str = "x-eol-cache";
 fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/operations/{operation}", post(call_operation))
-        .route(TALLY_PATH, get(shadow_tally))
+        // An operation named `tally` is still copied: POST goes to the call.
+        .route(
+            TALLY_PATH,
+            get(shadow_tally)
+                .post(|state, body| shadow_call(state, Path("tally".to_owned()), body)),
+        )
         .route(SHADOW_PATH, post(shadow_call))
         .route(HEALTH_PATH, get(|| async { "ok" }))
         .route(READY_PATH, get(readyz))
@@ -118,6 +123,13 @@ pub async fn serve(
             *r = verdict;
         }
     });
+    let leaving = state.clone();
+    let shutdown = async move {
+        shutdown.await;
+        if let Some(candidate) = candidate_of(&leaving) {
+            candidate.withdraw(&leaving.runtime).await;
+        }
+    };
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await

@@ -437,6 +437,41 @@ async fn a_sample_share_of_zero_copies_nothing() {
     assert_eq!(keys, vec![offer_key("parity")]);
 }
 
+#[tokio::test]
+async fn a_candidate_that_shuts_down_withdraws_its_offer_and_nothing_more_is_copied() {
+    let redis = common::local_redis();
+    let (serving_dir, candidate_dir) = (feature_dir(SERVING), feature_dir(CANDIDATE));
+    let serving = start(serving_dir.path(), &redis, &[]).await;
+    let mut candidate = start(
+        candidate_dir.path(),
+        &redis,
+        &candidate_settings("leaving-1", &[]),
+    )
+    .await;
+    wait_for_offer(&redis).await;
+    let pid = candidate.child.id().unwrap();
+    // SAFETY: kill(2) on the pid of our own child, which has not been reaped.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    let status = tokio::time::timeout(Duration::from_secs(10), candidate.child.wait())
+        .await
+        .expect("the candidate shuts down on SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let mut conn = redis_conn(&redis).await;
+    let offer: Option<String> = redis::cmd("GET")
+        .arg(offer_key("parity"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(offer, None, "the offer is withdrawn, not left to expire");
+    // The serving pod looks every 2 s; then it copies nothing (no `error` verdicts).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    call_all(&serving, &inputs(10), Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let m = metrics(&serving).await;
+    assert!(!m.contains("eol_shadow_comparisons_total{"), "{m}");
+}
+
 /// `double` in the prototyping phase: the model answers.
 const PROTOTYPED: &str = "---\nname: parity\nphase: prototyping\n---\n# Parity\n\n## Operations\n\n### double\nDoubles a number.\n\nInput:\n```yaml\ntype: object\nproperties:\n  n: {type: integer}\n  pad: {type: string}\nrequired: [n]\n```\n\nOutput:\n```yaml\ntype: object\nproperties:\n  value: {type: integer}\nrequired: [value]\n```\n";
 

@@ -51,6 +51,8 @@ pub struct Candidate {
     /// How free text is compared: made on the first copied call (loading an
     /// embedding model is slow and most outputs never need it).
     texts: OnceCell<TextComparer>,
+    /// Set once the pod shuts down: the offer is withdrawn and not published again.
+    withdrawn: std::sync::atomic::AtomicBool,
 }
 
 impl Candidate {
@@ -59,6 +61,7 @@ impl Candidate {
         Self {
             settings,
             texts: OnceCell::new(),
+            withdrawn: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -79,6 +82,9 @@ impl Candidate {
             }
         };
         loop {
+            if self.withdrawn.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
             if !ready() {
                 // Readiness settles once the tests ran: check often until then.
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -88,6 +94,38 @@ impl Candidate {
                 tracing::warn!(%error, key, "failed to publish the shadow offer; retrying");
             }
             tokio::time::sleep(Duration::from_secs(OFFER_REFRESH_SECONDS)).await;
+        }
+    }
+
+    /// Withdraws the offer when the pod shuts down (the shadow ended, or the
+    /// pod is replaced), so that serving pods stop copying at their next poll
+    /// rather than count errors until the offer expires. Only this
+    /// candidate's own offer is deleted (compared in one script), and none is
+    /// published afterwards.
+    pub async fn withdraw(&self, runtime: &Runtime) {
+        self.withdrawn
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let Ok(offer) = serde_json::to_string(&self.settings.offer()) else {
+            return;
+        };
+        let key = offer_key(runtime.feature().name());
+        let script = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+        let result = match runtime.store().connection().await {
+            Ok(mut conn) => redis::cmd("EVAL")
+                .arg(script)
+                .arg(1)
+                .arg(&key)
+                .arg(&offer)
+                .query_async::<i64>(&mut conn)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(n) => tracing::info!(key, withdrawn = n == 1, "shadow offer withdrawn"),
+            Err(error) => {
+                tracing::warn!(%error, key, "failed to withdraw the shadow offer; it expires by itself")
+            }
         }
     }
 

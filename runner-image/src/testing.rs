@@ -29,6 +29,16 @@ impl TestKeyspace {
         }
     }
 
+    /// A fresh keyspace for a shadow call of `feature`: it reads the
+    /// feature's keys until it writes them, and writes only its own
+    /// ([`Scope::reading_through`]).
+    pub fn reading_through(feature: &str) -> Self {
+        let scratch = Self::new(feature);
+        Self {
+            scope: Scope::reading_through(scratch.scope.prefix().to_owned(), key_prefix(feature)),
+        }
+    }
+
     /// Where the run's keys are.
     pub fn scope(&self) -> &Scope {
         &self.scope

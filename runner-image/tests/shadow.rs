@@ -472,6 +472,88 @@ async fn a_candidate_that_shuts_down_withdraws_its_offer_and_nothing_more_is_cop
     assert!(!m.contains("eol_shadow_comparisons_total{"), "{m}");
 }
 
+/// A counter: `add` changes the feature's data, `total` reads it.
+const COUNTER: &str = "---\nname: parity\nphase: implementation\n---\n# Counter\n\n## Operations\n\n### add\nAdds n to the total.\n\nInput:\n```yaml\ntype: object\nproperties:\n  n: {type: integer}\nrequired: [n]\n```\n\nOutput:\n```yaml\ntype: object\nproperties:\n  total: {type: integer}\nrequired: [total]\n```\n\n```python\ndef add(n):\n    return {\"total\": redis.incrby(\"total\", n)}\n```\n\n### total\nThe total.\n\nInput:\n```yaml\ntype: object\nproperties: {}\n```\n\nOutput:\n```yaml\ntype: object\nproperties:\n  total: {type: integer}\nrequired: [total]\n```\n\n```python\ndef total():\n    value = redis.get(\"total\")\n    return {\"total\": int(value) if value is not None else 0}\n```\n";
+
+const COUNTER_TESTS: &str = "---\nfeature: parity\n---\n\n## the total is a count\nOperation: total\nInput:\n```yaml\n{}\n```\nExpect:\n```yaml\ntotal: {type: integer, min: 0}\n```\n";
+
+#[tokio::test]
+async fn a_candidate_reads_the_feature_s_data_and_never_changes_it() {
+    let redis = common::local_redis();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    for dir in &dirs {
+        std::fs::write(dir.path().join("parity.eol"), COUNTER).unwrap();
+        std::fs::write(dir.path().join("parity.test.eol"), COUNTER_TESTS).unwrap();
+    }
+    let serving = start(dirs[0].path(), &redis, &[]).await;
+    let candidate = start(
+        dirs[1].path(),
+        &redis,
+        &candidate_settings("counter-1", &[]),
+    )
+    .await;
+    wait_for_offer(&redis).await;
+    let client = reqwest::Client::new();
+    let call = |op: &'static str, input: Value| {
+        let (client, url) = (
+            client.clone(),
+            format!("{}/v1/operations/{op}", serving.url),
+        );
+        async move {
+            let r = client.post(url).json(&input).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{op} {input}");
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let mut expected = 0;
+    for n in 1..=5 {
+        expected += n;
+        // Each copy runs after the serving call: waiting for its verdict
+        // keeps the next write from landing before the candidate reads (on
+        // live traffic, that skew is a reason for minAgreement below 100).
+        assert_eq!(
+            call("add", json!({"n": n})).await,
+            json!({"total": expected})
+        );
+        tally_of(&candidate, 2 * n as u64 - 1).await;
+        assert_eq!(call("total", json!({})).await, json!({"total": expected}));
+        tally_of(&candidate, 2 * n as u64).await;
+    }
+    let t = tally_of(&candidate, 10).await;
+    let count = |op: &str| {
+        t.operations
+            .iter()
+            .find(|o| o.operation == op)
+            .cloned()
+            .unwrap()
+    };
+    // Reads of the feature's data agree: the candidate read the same keys.
+    let total = count("total");
+    assert_eq!(
+        (total.agree, total.disagree, total.error),
+        (5, 0, 0),
+        "{t:?}"
+    );
+    // A write runs after the serving pod's, in scratch keys: the first add
+    // agrees (nothing there yet), later ones see only their own write.
+    let add = count("add");
+    assert_eq!((add.agree, add.disagree), (1, 4), "{t:?}");
+    // The candidate's five writes changed none of the feature's data.
+    assert_eq!(call("total", json!({})).await, json!({"total": 15}));
+    let mut conn = redis_conn(&redis).await;
+    let stored: Option<String> = redis::cmd("GET")
+        .arg("eol:parity:total")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(stored.as_deref(), Some("15"));
+    let scratch = common::all_keys(&common::store(&redis)).await;
+    assert!(
+        !scratch.iter().any(|k| k.contains(":test:")),
+        "the candidate's scratch keys are cleared: {scratch:?}"
+    );
+}
+
 /// `double` in the prototyping phase: the model answers.
 const PROTOTYPED: &str = "---\nname: parity\nphase: prototyping\n---\n# Parity\n\n## Operations\n\n### double\nDoubles a number.\n\nInput:\n```yaml\ntype: object\nproperties:\n  n: {type: integer}\n  pad: {type: string}\nrequired: [n]\n```\n\nOutput:\n```yaml\ntype: object\nproperties:\n  value: {type: integer}\nrequired: [value]\n```\n";
 

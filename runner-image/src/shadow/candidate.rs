@@ -139,7 +139,8 @@ impl Candidate {
         op: &Operation,
         request: &ShadowRequest,
     ) -> ShadowAnswer {
-        let keyspace = TestKeyspace::new(runtime.feature().name());
+        // Reads see the feature's data; writes stay in the scratch keys.
+        let keyspace = TestKeyspace::reading_through(runtime.feature().name());
         let run = runtime
             .execute_unrecorded(keyspace.scope(), &op.name, &request.input, None)
             .await;

@@ -5,10 +5,40 @@
 use super::{Keys, Opts, Refused, Reply, Retry, Spec, lookup, refusal_reason};
 use serde_json::Value;
 
-/// One feature's view of Redis: its key prefix.
+/// One feature's view of Redis: its key prefix, and for a shadow call the
+/// feature's own keys to read through ([`Scope::reading_through`]).
 #[derive(Debug, Clone)]
 pub struct Scope {
     prefix: String,
+    overlay: Option<std::sync::Arc<Overlay>>,
+}
+
+/// A scratch scope that reads the feature's keys: a key no command of this
+/// scope has written yet is read from `base`; writes (and every key of a
+/// command that writes) stay in the scratch prefix, and from then on that key
+/// is read there too (so a deleted key stays deleted).
+#[derive(Debug)]
+struct Overlay {
+    base: String,
+    written: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl Overlay {
+    /// Where key `name` (unprefixed) goes for a command that only reads
+    /// (`read_only`) or writes.
+    fn route(&self, prefix: &str, name: &str, read_only: bool) -> String {
+        let Ok(mut written) = self.written.lock() else {
+            return format!("{prefix}{name}");
+        };
+        if read_only && !written.contains(name) {
+            format!("{}{name}", self.base)
+        } else {
+            if !read_only {
+                written.insert(name.to_owned());
+            }
+            format!("{prefix}{name}")
+        }
+    }
 }
 
 /// A checked command, its keys prefixed, ready to run.
@@ -29,7 +59,23 @@ pub struct Prepared {
 impl Scope {
     /// The scope of keys under `prefix` (see [`crate::store::key_prefix`]).
     pub fn new(prefix: String) -> Self {
-        Self { prefix }
+        Self {
+            prefix,
+            overlay: None,
+        }
+    }
+
+    /// A scratch scope under `prefix` that reads through to `base` (the
+    /// feature's prefix) until a key is written: a shadow call sees the
+    /// feature's data and changes none of it.
+    pub fn reading_through(prefix: String, base: String) -> Self {
+        Self {
+            prefix,
+            overlay: Some(std::sync::Arc::new(Overlay {
+                base,
+                written: std::sync::Mutex::new(std::collections::HashSet::new()),
+            })),
+        }
     }
 
     /// The keys of feature `feature`: `eol:<feature>:`.
@@ -136,6 +182,10 @@ impl Scope {
         let positions = key_positions(spec, &args)?;
         for &i in &positions {
             args[i] = self.key(&args[i])?;
+            if let Some(overlay) = &self.overlay {
+                let name = self.strip(&args[i]).to_owned();
+                args[i] = overlay.route(&self.prefix, &name, spec.read_only);
+            }
         }
         if spec.keys == Keys::Scan {
             self.confine_scan(&mut args);
@@ -346,6 +396,41 @@ mod tests {
 
     fn prepare(parts: &[Value]) -> Result<Prepared, Refused> {
         scope().prepare(parts.to_vec())
+    }
+
+    #[test]
+    fn a_scope_reading_through_reads_the_feature_until_it_writes() {
+        let s = Scope::reading_through("eol:shop:test:1:".into(), "eol:shop:".into());
+        let run = |parts: &[Value]| -> Vec<String> { s.prepare(parts.to_vec()).unwrap().args };
+        assert_eq!(run(&[json!("GET"), json!("stock:A")]), ["eol:shop:stock:A"]);
+        assert_eq!(
+            run(&[json!("MGET"), json!("stock:A"), json!("stock:B")]),
+            ["eol:shop:stock:A", "eol:shop:stock:B"]
+        );
+        // A write stays in the scratch keys, and so do later reads of that key.
+        assert_eq!(
+            run(&[json!("INCRBY"), json!("stock:A"), json!(2)]),
+            ["eol:shop:test:1:stock:A", "2"]
+        );
+        assert_eq!(
+            run(&[json!("GET"), json!("stock:A")]),
+            ["eol:shop:test:1:stock:A"]
+        );
+        assert_eq!(
+            run(&[json!("MGET"), json!("stock:A"), json!("stock:B")]),
+            ["eol:shop:test:1:stock:A", "eol:shop:stock:B"]
+        );
+        // Deleted in the scratch keys: it stays deleted for this call.
+        assert_eq!(
+            run(&[json!("DEL"), json!("stock:B")]),
+            ["eol:shop:test:1:stock:B"]
+        );
+        assert_eq!(
+            run(&[json!("EXISTS"), json!("stock:B")]),
+            ["eol:shop:test:1:stock:B"]
+        );
+        // Another feature's keys stay out of reach.
+        assert!(s.prepare(vec![json!("GET"), json!("eol:other:x")]).is_err());
     }
 
     #[test]

@@ -472,6 +472,41 @@ async fn a_candidate_that_shuts_down_withdraws_its_offer_and_nothing_more_is_cop
     assert!(!m.contains("eol_shadow_comparisons_total{"), "{m}");
 }
 
+#[tokio::test]
+async fn an_offer_whose_candidate_does_not_answer_yet_is_not_used() {
+    let redis = common::local_redis();
+    let serving_dir = feature_dir(SERVING);
+    let serving = start(serving_dir.path(), &redis, &[]).await;
+    // An offer as a candidate would publish it, at an address nothing listens on
+    // (as a Service before its endpoints are programmed).
+    let offer = eol_core::shadow::Offer {
+        id: "unreachable-1".into(),
+        url: format!("http://127.0.0.1:{}", free_port()),
+        sample_percent: 100.0,
+        operations: Vec::new(),
+        max_disagreements: 5,
+        ttl_seconds: 60,
+        timeout_seconds: 1.0,
+    };
+    let mut conn = redis_conn(&redis).await;
+    let _: () = redis::cmd("SET")
+        .arg(offer_key("parity"))
+        .arg(serde_json::to_string(&offer).unwrap())
+        .arg("EX")
+        .arg(60)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    call_all(&serving, &inputs(10), Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let m = metrics(&serving).await;
+    assert!(
+        !m.contains("eol_shadow_comparisons_total{"),
+        "no copy is sent (and no error counted) before the candidate answers: {m}"
+    );
+}
+
 /// A counter: `add` changes the feature's data, `total` reads it.
 const COUNTER: &str = "---\nname: parity\nphase: implementation\n---\n# Counter\n\n## Operations\n\n### add\nAdds n to the total.\n\nInput:\n```yaml\ntype: object\nproperties:\n  n: {type: integer}\nrequired: [n]\n```\n\nOutput:\n```yaml\ntype: object\nproperties:\n  total: {type: integer}\nrequired: [total]\n```\n\n```python\ndef add(n):\n    return {\"total\": redis.incrby(\"total\", n)}\n```\n\n### total\nThe total.\n\nInput:\n```yaml\ntype: object\nproperties: {}\n```\n\nOutput:\n```yaml\ntype: object\nproperties:\n  total: {type: integer}\nrequired: [total]\n```\n\n```python\ndef total():\n    value = redis.get(\"total\")\n    return {\"total\": int(value) if value is not None else 0}\n```\n";
 

@@ -70,7 +70,22 @@ impl ShadowSender {
                 None
             }
         });
-        let changed = self.current().map(|o| o.id.clone()) != offer.as_ref().map(|o| o.id.clone());
+        let current = self.current().map(|o| o.id.clone());
+        // A new candidate is used once it answers at its URL: its Service
+        // may route to it a moment after it is ready (endpoints and proxy
+        // rules lag), and copies sent before would count as its failures.
+        let offer = match offer {
+            Some(new) if current.as_ref() != Some(&new.id) => {
+                if self.reachable(&new).await {
+                    Some(new)
+                } else {
+                    tracing::info!(id = %new.id, url = %new.url, "the shadow candidate does not answer at its URL yet; not copying until it does");
+                    None
+                }
+            }
+            other => other,
+        };
+        let changed = current != offer.as_ref().map(|o| o.id.clone());
         if changed {
             match &offer {
                 Some(o) => {
@@ -82,6 +97,21 @@ impl ShadowSender {
         if let Ok(mut slot) = self.offer.write() {
             *slot = offer;
         }
+    }
+
+    /// Whether the candidate of `offer` answers its health check within a second.
+    async fn reachable(&self, offer: &Offer) -> bool {
+        let url = format!(
+            "{}{}",
+            offer.url.trim_end_matches('/'),
+            eol_core::runner_contract::HEALTH_PATH
+        );
+        self.client
+            .get(url)
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
     }
 
     async fn read(&self, key: &str) -> Result<Option<String>, String> {

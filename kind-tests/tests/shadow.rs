@@ -265,6 +265,23 @@ async fn a_disagreeing_candidate_is_held_and_an_agreeing_one_promotes_itself_wit
             "the message names a disagreeing input: {}",
             switch.2
         );
+        // The samples stay in the feature's Redis, with a TTL.
+        let mut conn = namespace_redis(&env).await;
+        let key = eol_core::shadow::samples_key("inventory", &shadow.id);
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let kept: i64 = redis::cmd("LLEN")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(
+            ttl > 0 && kept >= op.samples,
+            "{key}: TTL {ttl}, {kept} samples"
+        );
         let events = events_about(&env, "Feature", "inventory").await;
         assert!(
             events
@@ -424,6 +441,52 @@ async fn an_operator_killed_mid_shadow_resumes_the_count_without_losing_or_doubl
         // Nothing is counted twice when the operator reads again later.
         tokio::time::sleep(Duration::from_secs(8)).await;
         assert_eq!(samples(&features.get("inventory").await.unwrap()), total);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_compare_rule_naming_an_unknown_field_is_spec_invalid_with_its_location() {
+    in_namespace("shadow-rule", |env| async move {
+        let source = INVENTORY.replacen(
+            "required: [sku, level]\n```\n",
+            "required: [sku, level]\n```\n\nCompare:\n```yaml\nfields: [sku, levle]\n```\n",
+            1,
+        );
+        assert_ne!(source, INVENTORY, "the fixture changed");
+        env.create(&feature("inventory", shadowed(&source, 20)))
+            .await;
+        let f = wait_for(
+            &env.api::<Feature>(),
+            "inventory",
+            Duration::from_secs(60),
+            |f| {
+                f.status
+                    .as_ref()
+                    .and_then(|s| condition(&s.conditions, "SpecValid"))
+                    .is_some_and(|c| c.0 == "False")
+            },
+        )
+        .await;
+        let (_, reason, message) = condition(&f.status.unwrap().conditions, "SpecValid").unwrap();
+        assert_eq!(reason, "ParseError");
+        assert!(
+            message.starts_with(&format!(
+                "Feature {}/inventory spec.source.inline:",
+                env.namespace
+            )) && message.contains(
+                "Compare 'fields' names 'levle', which is not a field of the Output schema"
+            ),
+            "{message}"
+        );
+        assert!(
+            env.api::<Deployment>()
+                .get_opt("inventory")
+                .await
+                .unwrap()
+                .is_none(),
+            "nothing is created from an invalid source"
+        );
     })
     .await;
 }

@@ -245,6 +245,7 @@ async fn a_disagreeing_candidate_is_held_and_an_agreeing_one_promotes_itself_wit
         assert!(op.samples >= 20, "decided at minSamples: {op:?}");
         assert!(op.disagree > 0 && op.agree > 0, "{op:?}");
         assert_eq!(op.errors, 0, "the candidate answered every sample: {op:?}");
+        eprintln!("held: {op:?}");
         // Exactly the SKUs ending in 0 or 5 disagree, and the status shows them.
         assert!(!shadow.disagreements.is_empty());
         assert!(
@@ -331,6 +332,7 @@ async fn a_disagreeing_candidate_is_held_and_an_agreeing_one_promotes_itself_wit
             .find(|o| o.name == "stock_level")
             .unwrap();
         assert!(op.samples >= 20 && op.agree == op.samples, "{op:?}");
+        eprintln!("promoted: {op:?}");
         assert!(
             shadow.disagreements.is_empty(),
             "{:?}",

@@ -5,27 +5,27 @@
 //! answers, written differently, with the `EOL_SHADOW_*` settings) share a
 //! local Redis. Rounds alternate: off (the candidate stopped with SIGSTOP and
 //! its offer deleted, so the serving pods copy nothing) and on (the candidate
-//! running and offering). Each round sends `stock_level` calls from
-//! `CLIENTS` concurrent clients for `ROUND` and takes the p50 and p99; each
-//! on round is compared with the off round before it (a ratio per pair, as
-//! these machines are noisy). Target: p99 on / off <= 1.05.
+//! running and offering). Each round sends `stock_level` calls at a fixed
+//! rate (open loop, so both carry the same load; `EOL_BENCH_RATE`, default
+//! 200 a second) for `ROUND` and takes the p50 and p99; each on round is
+//! compared with the off round before it (a ratio per pair, as these
+//! machines are noisy). Target: p99 on / off <= 1.05.
 //!
 //! Both processes share this machine's cores, so the candidate's own work
 //! competes with the serving process here, which it would not on a cluster
 //! (its own pod): the figure is an upper bound.
 //!
 //! Run with `cargo bench -p eol-runner --bench shadow` (Redis from
-//! `scripts/redis.sh install`; the sample share defaults to 100 percent,
-//! `EOL_BENCH_SAMPLE_PERCENT` changes it).
+//! `scripts/redis.sh install`; the sample share defaults to the operator's
+//! default, 10 percent; `EOL_BENCH_SAMPLE_PERCENT` changes it).
 
 use eol_core::shadow::{env, offer_key};
 use eol_runner::store::LocalRedis;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-const CLIENTS: usize = 8;
-const ROUND: Duration = Duration::from_secs(6);
-const PAIRS: usize = 4;
+const ROUND: Duration = Duration::from_secs(8);
+const PAIRS: usize = 5;
 
 const LAST_LINE: &str =
     r#"    return {"sku": sku, "level": int(value) if value is not None else 0}"#;
@@ -101,36 +101,37 @@ async fn serve(file: &std::path::Path, redis: &str, extra: &[(&str, String)]) ->
     }
 }
 
-/// Latencies of `stock_level` calls from [`CLIENTS`] clients for [`ROUND`]; the failures.
-async fn round(url: &str) -> (Vec<Duration>, usize) {
+/// Latencies of `stock_level` calls sent at [`rate`] per second for
+/// [`ROUND`] (open loop: the same load whatever the latency); the failures.
+async fn round(url: &str, rate: u64) -> (Vec<Duration>, usize) {
     let http = reqwest::Client::new();
+    let mut ticks = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let end = Instant::now() + ROUND;
     let mut tasks = Vec::new();
-    for c in 0..CLIENTS {
+    let mut i = 0u64;
+    while Instant::now() < end {
+        ticks.tick().await;
+        i += 1;
         let (http, url) = (http.clone(), format!("{url}/v1/operations/stock_level"));
         tasks.push(tokio::spawn(async move {
-            let (mut times, mut failed) = (Vec::new(), 0);
-            let mut i = 0;
-            while Instant::now() < end {
-                i += 1;
-                let body = serde_json::json!({"sku": format!("B{c}-{i}")});
-                let t = Instant::now();
-                match http.post(&url).json(&body).send().await {
-                    Ok(r) if r.status().is_success() => {
-                        let _ = r.bytes().await;
-                        times.push(t.elapsed());
-                    }
-                    _ => failed += 1,
+            let body = serde_json::json!({"sku": format!("B-{i}")});
+            let t = Instant::now();
+            match http.post(&url).json(&body).send().await {
+                Ok(r) if r.status().is_success() => {
+                    let _ = r.bytes().await;
+                    Some(t.elapsed())
                 }
+                _ => None,
             }
-            (times, failed)
         }));
     }
     let (mut all, mut failed) = (Vec::new(), 0);
     for t in tasks {
-        let (times, f) = t.await.expect("a client");
-        all.extend(times);
-        failed += f;
+        match t.await.expect("a call") {
+            Some(d) => all.push(d),
+            None => failed += 1,
+        }
     }
     all.sort();
     (all, failed)
@@ -181,7 +182,11 @@ fn main() {
         assert_ne!(candidate_source, source, "the example changed");
         std::fs::write(serving_dir.join("inventory.eol"), &source).expect("write");
         std::fs::write(candidate_dir.join("inventory.eol"), &candidate_source).expect("write");
-        let percent = std::env::var("EOL_BENCH_SAMPLE_PERCENT").unwrap_or_else(|_| "100".into());
+        let percent = std::env::var("EOL_BENCH_SAMPLE_PERCENT").unwrap_or_else(|_| "10".into());
+        let rate: u64 = std::env::var("EOL_BENCH_RATE")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(200);
 
         let serving = serve(&serving_dir.join("inventory.eol"), &redis.url, &[]).await;
         let candidate = serve(
@@ -203,28 +208,30 @@ fn main() {
 
         // Warm-up, shadowing on.
         wait_offer(&mut conn, &key, true).await;
-        let _ = round(&serving.url).await;
+        let _ = round(&serving.url, rate).await;
 
         println!(
-            "serving p99 with shadowing on ({percent}% sampled) against off, {CLIENTS} clients, {} s rounds",
+            "serving p99 with shadowing on ({percent}% sampled) against off, {rate} calls/s, {} s rounds",
             ROUND.as_secs()
         );
         println!("pair  off p50   off p99   on p50    on p99    p99 on/off  calls off/on  compared");
         let mut ratios = Vec::new();
         for pair in 1..=PAIRS {
-            // Off: the candidate is stopped and its offer gone.
-            signal(&candidate.child, libc::SIGSTOP);
+            // Off: the offer gone (the serving pod sees it within 2 s, and the
+            // copies in flight land), then the candidate stopped.
             let _: () = redis::cmd("DEL").arg(&key).query_async(&mut conn).await.expect("DEL");
             tokio::time::sleep(Duration::from_secs(3)).await;
+            signal(&candidate.child, libc::SIGSTOP);
+            let _: () = redis::cmd("DEL").arg(&key).query_async(&mut conn).await.expect("DEL");
             let before_off = comparisons(&serving.url).await;
-            let (off, off_failed) = round(&serving.url).await;
+            let (off, off_failed) = round(&serving.url, rate).await;
             let compared_off = comparisons(&serving.url).await - before_off;
             // On.
             signal(&candidate.child, libc::SIGCONT);
             wait_offer(&mut conn, &key, true).await;
             tokio::time::sleep(Duration::from_secs(3)).await;
             let before_on = comparisons(&serving.url).await;
-            let (on, on_failed) = round(&serving.url).await;
+            let (on, on_failed) = round(&serving.url, rate).await;
             tokio::time::sleep(Duration::from_secs(1)).await;
             let compared_on = comparisons(&serving.url).await - before_on;
             assert_eq!(off_failed + on_failed, 0, "failed calls: off {off_failed}, on {on_failed}");
@@ -245,6 +252,7 @@ fn main() {
         ratios.sort_by(f64::total_cmp);
         let median = (ratios[(ratios.len() - 1) / 2] + ratios[ratios.len() / 2]) / 2.0;
         println!("median p99 on/off: {median:.3} (target <= 1.05)");
+        println!("p99 on/off by pair, sorted: {ratios:.3?}");
         drop(candidate);
         drop(serving);
     });

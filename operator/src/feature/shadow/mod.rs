@@ -10,6 +10,12 @@
 //! gated by the tests as always) or hold (`PhaseSwitch=False`, reason
 //! `Disagreement`, and the candidate is not tried again until the spec
 //! changes). The counts live in Redis, so an operator restart loses none.
+//!
+//! A canary ([`canary`]) is the same shadow whose candidate also answers a
+//! growing share of the live calls, and which is rolled back when it fails
+//! too many of them or disagrees.
+
+pub mod canary;
 
 use super::children;
 use super::decide::{self, Decision, Event, Requeue, condition, event, reason};
@@ -46,6 +52,8 @@ pub mod state {
     pub const HELD: &str = "Held";
     /// The candidate pods did not become ready within the deadline.
     pub const FAILED: &str = "Failed";
+    /// A canary failed a gate: its candidate answers no more live calls.
+    pub const ROLLED_BACK: &str = "RolledBack";
 }
 
 /// The `PhaseSwitch` reasons of shadow switches.
@@ -54,6 +62,10 @@ pub mod shadow_reason {
     pub const SHADOWING: &str = "Shadowing";
     /// `PhaseSwitch=False`: the candidate did not agree enough; the old configuration keeps serving.
     pub const DISAGREEMENT: &str = "Disagreement";
+    /// `PhaseSwitch=Unknown`: a canary's candidate answers a share of the live calls.
+    pub const CANARY: &str = "Canary";
+    /// `PhaseSwitch=False`: a canary's candidate failed too many live calls and was rolled back.
+    pub const CANARY_ERRORS: &str = "CanaryErrors";
 }
 
 /// The events of shadow switches.
@@ -62,6 +74,12 @@ pub mod shadow_event {
     pub const STARTED: &str = "ShadowStarted";
     /// The candidate agreed and is rolled out.
     pub const PROMOTED: &str = "ShadowPromoted";
+    /// A canary moved to its next step.
+    pub const CANARY_STEP: &str = "CanaryStep";
+    /// A canary passed every step and is rolled out.
+    pub const CANARY_PROMOTED: &str = "CanaryPromoted";
+    /// A canary failed a gate and was rolled back.
+    pub const CANARY_ROLLED_BACK: &str = "CanaryRolledBack";
 }
 
 /// Disagreements shown in status (and kept per operation in Redis).
@@ -85,11 +103,15 @@ pub fn candidate_selector(feature: &Feature) -> BTreeMap<String, String> {
     ])
 }
 
-/// The Feature's shadow settings, when its strategy is `Shadow`.
+/// The Feature's shadow settings, when its strategy is `Shadow` or `Canary`
+/// (a canary is gated on the same samples).
 pub fn settings(feature: &Feature) -> Option<ShadowSpec> {
     let rollout = feature.spec.rollout.as_ref()?;
-    (rollout.strategy == RolloutStrategy::Shadow)
-        .then(|| rollout.shadow.clone().unwrap_or_default())
+    matches!(
+        rollout.strategy,
+        RolloutStrategy::Shadow | RolloutStrategy::Canary
+    )
+    .then(|| rollout.shadow.clone().unwrap_or_default())
 }
 
 /// Whether this reconcile runs a shadow of `prepared`: the strategy is
@@ -271,6 +293,8 @@ pub fn fill(shadow: &mut ShadowStatus, tally: Tally, operations: &[String]) {
         entry.disagree = count(t.disagree);
         entry.errors = count(t.error);
         entry.samples = count(t.samples());
+        entry.canary_routed = count(t.canary_routed);
+        entry.canary_failed = count(t.canary_failed);
     }
     for op in by_name.values_mut() {
         op.agreement = (op.samples > 0).then(|| format!("{:.1}", percent(op.agree, op.samples)));
@@ -296,6 +320,10 @@ pub enum Outcome {
     Promote(String),
     /// Enough samples that do not agree enough, or too few within the window.
     Hold(String),
+    /// A canary's step passed: on to the next one.
+    Step(String),
+    /// A canary's candidate failed more live calls than allowed.
+    TooManyErrors(String),
 }
 
 /// The verdict on `shadow` under `spec` at `now`: decided as soon as there
@@ -449,7 +477,65 @@ pub fn decide(
                 }
                 Err(why) => Some(why),
             };
-            match evaluate(spec, &shadow, now) {
+            let canary = canary::settings(feature);
+            let outcome = match &canary {
+                Some(canary_spec) => {
+                    canary::start(&mut shadow, canary_spec, now);
+                    canary::fill(&mut shadow);
+                    canary::evaluate(spec, canary_spec, &shadow, now)
+                }
+                None => evaluate(spec, &shadow, now),
+            };
+            let (kind, action) = match canary {
+                Some(_) => ("canary", "Canary"),
+                None => ("shadow", "Shadow"),
+            };
+            if !matches!(outcome, Outcome::Wait(_) | Outcome::Step(_)) {
+                canary::end(&mut shadow);
+            }
+            match outcome {
+                Outcome::Step(why) => {
+                    if let (Some(c), Some(canary_spec)) = (shadow.canary.as_mut(), canary.as_ref())
+                    {
+                        canary::advance(c, canary_spec, now);
+                    }
+                    switch(
+                        &mut decision.status,
+                        Status::Unknown,
+                        shadow_reason::CANARY,
+                        format!(
+                            "canary of phase {phase} (config {candidate}): {why}; config {serving} answers the other calls"
+                        ),
+                    );
+                    decision.events.push(Event {
+                        warning: false,
+                        reason: shadow_event::CANARY_STEP,
+                        action,
+                        note: why,
+                        config: Some(candidate.clone()),
+                    });
+                    requeue = Duration::from_secs(1);
+                }
+                Outcome::TooManyErrors(why) => {
+                    shadow.state = state::ROLLED_BACK.to_owned();
+                    decision.status.failed_config = Some(candidate.clone());
+                    let note = format!(
+                        "{why}; the canary is rolled back: config {serving} answers every call again, and the switch to phase {phase} (config {candidate}) is held until the spec changes"
+                    );
+                    switch(
+                        &mut decision.status,
+                        Status::False,
+                        shadow_reason::CANARY_ERRORS,
+                        note.clone(),
+                    );
+                    decision.events.push(Event {
+                        warning: true,
+                        reason: shadow_event::CANARY_ROLLED_BACK,
+                        action,
+                        note,
+                        config: Some(candidate.clone()),
+                    });
+                }
                 Outcome::Promote(why) => {
                     shadow.state = state::PROMOTED.to_owned();
                     let note = format!("{why}; rolling out phase {phase} (config {candidate})");
@@ -461,15 +547,24 @@ pub fn decide(
                     );
                     decision.events.push(Event {
                         warning: false,
-                        reason: shadow_event::PROMOTED,
-                        action: "Shadow",
+                        reason: if kind == "canary" {
+                            shadow_event::CANARY_PROMOTED
+                        } else {
+                            shadow_event::PROMOTED
+                        },
+                        action,
                         note,
                         config: Some(candidate.clone()),
                     });
                     requeue = Duration::from_secs(1);
                 }
                 Outcome::Hold(why) => {
-                    shadow.state = state::HELD.to_owned();
+                    shadow.state = if kind == "canary" {
+                        state::ROLLED_BACK
+                    } else {
+                        state::HELD
+                    }
+                    .to_owned();
                     decision.status.failed_config = Some(candidate.clone());
                     let shown: Vec<String> = shadow
                         .disagreements
@@ -480,9 +575,15 @@ pub fn decide(
                             None => format!("{}: {}", d.operation, d.reason),
                         })
                         .collect();
-                    let mut note = format!(
-                        "{why}; config {serving} keeps serving, the switch to phase {phase} (config {candidate}) is held until the spec changes"
-                    );
+                    let mut note = if kind == "canary" {
+                        format!(
+                            "{why}; the canary is rolled back: config {serving} answers every call again, and the switch to phase {phase} (config {candidate}) is held until the spec changes"
+                        )
+                    } else {
+                        format!(
+                            "{why}; config {serving} keeps serving, the switch to phase {phase} (config {candidate}) is held until the spec changes"
+                        )
+                    };
                     if !shown.is_empty() {
                         note.push_str(&format!("; disagreements: {}", shown.join(" | ")));
                     }
@@ -494,25 +595,36 @@ pub fn decide(
                     );
                     decision.events.push(Event {
                         warning: true,
-                        reason: shadow_reason::DISAGREEMENT,
-                        action: "Shadow",
+                        reason: if kind == "canary" {
+                            shadow_event::CANARY_ROLLED_BACK
+                        } else {
+                            shadow_reason::DISAGREEMENT
+                        },
+                        action,
                         note,
                         config: Some(candidate.clone()),
                     });
                 }
                 Outcome::Wait(progress) => {
-                    let mut message = format!(
-                        "shadowing phase {phase} (config {candidate}) on live traffic: {progress}; config {serving} keeps serving"
-                    );
+                    let (because, mut message) = if kind == "canary" {
+                        (
+                            shadow_reason::CANARY,
+                            format!(
+                                "canary of phase {phase} (config {candidate}): {progress}; config {serving} answers the other calls"
+                            ),
+                        )
+                    } else {
+                        (
+                            shadow_reason::SHADOWING,
+                            format!(
+                                "shadowing phase {phase} (config {candidate}) on live traffic: {progress}; config {serving} keeps serving"
+                            ),
+                        )
+                    };
                     if let Some(why) = unread {
                         message.push_str(&format!("; the tally could not be read: {why}"));
                     }
-                    switch(
-                        &mut decision.status,
-                        Status::Unknown,
-                        shadow_reason::SHADOWING,
-                        message,
-                    );
+                    switch(&mut decision.status, Status::Unknown, because, message);
                 }
             }
         }

@@ -53,6 +53,7 @@ fn tally(id: &str, ops: &[(&str, u64, u64, u64)]) -> Tally {
                 agree: *agree,
                 disagree: *disagree,
                 error: *error,
+                ..OperationTally::default()
             })
             .collect(),
         disagreements: vec![Disagreement {
@@ -271,9 +272,17 @@ fn observed(rollout: Rollout, tally: Result<Tally, String>) -> ShadowObserved {
 }
 
 fn decided(previous: &FeatureStatus, seen: ShadowObserved, now: Timestamp) -> Decision {
-    let f = shadowed();
-    let p = prepared(&f);
-    let spec = settings(&f).expect("shadow settings");
+    decided_for(&shadowed(), previous, seen, now)
+}
+
+fn decided_for(
+    f: &Feature,
+    previous: &FeatureStatus,
+    seen: ShadowObserved,
+    now: Timestamp,
+) -> Decision {
+    let p = prepared(f);
+    let spec = settings(f).expect("shadow settings");
     let status = begin(previous, &p, now);
     let id = status.id.clone();
     let seen = ShadowObserved {
@@ -291,7 +300,7 @@ fn decided(previous: &FeatureStatus, seen: ShadowObserved, now: Timestamp) -> De
             roll_back_to: None,
             requeue: Requeue::OnChange,
         },
-        &f,
+        f,
         &p,
         &spec,
         status,
@@ -453,5 +462,205 @@ fn a_candidate_that_never_becomes_ready_fails_the_switch() {
     assert_eq!(
         failed.status.shadow.as_ref().map(|s| s.state.as_str()),
         Some(state::FAILED)
+    );
+}
+
+fn canaried() -> Feature {
+    feature(serde_json::json!({
+        "strategy": "Canary",
+        "shadow": {"minSamples": 10, "minAgreement": 95.0, "window": "30m"},
+        "canary": {"steps": [10, 50], "stepDuration": "1m", "minRequests": 20, "maxErrorPercent": 5.0}
+    }))
+}
+
+/// A tally of `reserve` with `agree` agreeing samples and `routed`/`failed` forwarded calls.
+fn canary_tally(agree: u64, routed: u64, failed: u64) -> Tally {
+    Tally {
+        id: String::new(),
+        operations: vec![OperationTally {
+            operation: "reserve".into(),
+            agree,
+            canary_routed: routed,
+            canary_failed: failed,
+            ..OperationTally::default()
+        }],
+        disagreements: Vec::new(),
+    }
+}
+
+#[test]
+fn a_canary_steps_up_then_promotes_and_its_weight_ends_at_0() {
+    let f = canaried();
+    let previous = serving(&[("reserve", "prototyping")]);
+    // Ready: the first step starts at 10%.
+    let first = decided_for(
+        &f,
+        &previous,
+        observed(Rollout::Complete, Ok(canary_tally(0, 0, 0))),
+        at(0),
+    );
+    let shadow = first.status.shadow.clone().expect("a shadow");
+    let canary = shadow.canary.clone().expect("a canary");
+    assert_eq!((canary.step, canary.weight), (0, 10.0));
+    let switch = conditions::get(&first.status.conditions, condition::PHASE_SWITCH).expect("set");
+    assert_eq!(switch.reason, shadow_reason::CANARY);
+    // 25 calls but under a minute: stay.
+    let waiting = decided_for(
+        &f,
+        &first.status,
+        observed(Rollout::Complete, Ok(canary_tally(5, 25, 0))),
+        at(30),
+    );
+    let canary = waiting
+        .status
+        .shadow
+        .clone()
+        .and_then(|s| s.canary)
+        .expect("a canary");
+    assert_eq!((canary.step, canary.routed), (0, 25));
+    assert_eq!(
+        canary.progress.as_deref(),
+        Some("10% of calls, 0.0% of 25 failed")
+    );
+    // A minute and 25 calls: on to 50%, announced.
+    let stepped = decided_for(
+        &f,
+        &waiting.status,
+        observed(Rollout::Complete, Ok(canary_tally(8, 25, 1))),
+        at(61),
+    );
+    let canary = stepped
+        .status
+        .shadow
+        .clone()
+        .and_then(|s| s.canary)
+        .expect("a canary");
+    assert_eq!(
+        (canary.step, canary.weight, canary.step_start_routed),
+        (1, 50.0, 25)
+    );
+    assert!(
+        stepped
+            .events
+            .iter()
+            .any(|e| e.reason == shadow_event::CANARY_STEP),
+        "{:?}",
+        stepped.events
+    );
+    // The last step needs its own 20 calls and minute.
+    let early = decided_for(
+        &f,
+        &stepped.status,
+        observed(Rollout::Complete, Ok(canary_tally(12, 40, 1))),
+        at(130),
+    );
+    assert_eq!(
+        early.status.shadow.as_ref().map(|s| s.state.as_str()),
+        Some(state::SAMPLING)
+    );
+    let done = decided_for(
+        &f,
+        &early.status,
+        observed(Rollout::Complete, Ok(canary_tally(12, 45, 1))),
+        at(125 + 61),
+    );
+    let shadow = done.status.shadow.clone().expect("a shadow");
+    assert_eq!(shadow.state, state::PROMOTED);
+    assert_eq!(shadow.canary.map(|c| c.weight), Some(0.0));
+    assert!(
+        done.events
+            .iter()
+            .any(|e| e.reason == shadow_event::CANARY_PROMOTED),
+        "{:?}",
+        done.events
+    );
+    // No rollback is needed: the serving Deployment kept its configuration.
+    assert_eq!(done.status.config.as_deref(), Some("good000000"));
+}
+
+#[test]
+fn a_canary_that_fails_too_many_calls_is_rolled_back_and_held() {
+    let f = canaried();
+    let previous = serving(&[("reserve", "prototyping")]);
+    let first = decided_for(
+        &f,
+        &previous,
+        observed(Rollout::Complete, Ok(canary_tally(0, 0, 0))),
+        at(0),
+    );
+    // 2 of 19 failed: under minRequests, no verdict yet.
+    let early = decided_for(
+        &f,
+        &first.status,
+        observed(Rollout::Complete, Ok(canary_tally(3, 19, 2))),
+        at(20),
+    );
+    assert_eq!(
+        early.status.shadow.as_ref().map(|s| s.state.as_str()),
+        Some(state::SAMPLING)
+    );
+    // 2 of 20 is 10%, over maxErrorPercent 5.
+    let failed = decided_for(
+        &f,
+        &early.status,
+        observed(Rollout::Complete, Ok(canary_tally(3, 20, 2))),
+        at(25),
+    );
+    let shadow = failed.status.shadow.clone().expect("a shadow");
+    assert_eq!(shadow.state, state::ROLLED_BACK);
+    assert_eq!(shadow.canary.map(|c| c.weight), Some(0.0));
+    let switch = conditions::get(&failed.status.conditions, condition::PHASE_SWITCH).expect("set");
+    assert_eq!(switch.status, "False");
+    assert_eq!(switch.reason, shadow_reason::CANARY_ERRORS);
+    assert!(
+        switch
+            .message
+            .starts_with("the candidate failed 2 of 20 live calls (10.0%, maxErrorPercent 5%)"),
+        "{}",
+        switch.message
+    );
+    assert_eq!(
+        failed.status.failed_config.as_deref(),
+        Some(shadow.candidate.as_str())
+    );
+    assert!(
+        failed
+            .events
+            .iter()
+            .any(|e| e.warning && e.reason == shadow_event::CANARY_ROLLED_BACK),
+        "{:?}",
+        failed.events
+    );
+}
+
+#[test]
+fn a_disagreeing_canary_is_rolled_back_with_reason_disagreement() {
+    let f = canaried();
+    let previous = serving(&[("reserve", "prototyping")]);
+    let first = decided_for(
+        &f,
+        &previous,
+        observed(Rollout::Complete, Ok(canary_tally(0, 0, 0))),
+        at(0),
+    );
+    let mut t = canary_tally(7, 5, 0);
+    t.operations[0].disagree = 3;
+    let held = decided_for(
+        &f,
+        &first.status,
+        observed(Rollout::Complete, Ok(t)),
+        at(10),
+    );
+    let shadow = held.status.shadow.clone().expect("a shadow");
+    assert_eq!(shadow.state, state::ROLLED_BACK);
+    let switch = conditions::get(&held.status.conditions, condition::PHASE_SWITCH).expect("set");
+    assert_eq!(
+        (switch.status.as_str(), switch.reason.as_str()),
+        ("False", shadow_reason::DISAGREEMENT)
+    );
+    assert!(
+        switch.message.contains("the canary is rolled back"),
+        "{}",
+        switch.message
     );
 }

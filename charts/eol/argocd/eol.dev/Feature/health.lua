@@ -84,11 +84,11 @@ if model ~= nil and model.status == "False" then
   return verdict("Degraded", model)
 end
 
--- Reasons Failed, RolledBack and Disagreement: the new pods failed their tests
--- or did not become ready in time, or a shadowed candidate disagreed with the
--- serving pods on live traffic and is held; the previous configuration keeps
--- serving. Unknown (Progressing, Shadowing): a switch rolls out, or its
--- candidate samples live traffic beside the serving pods.
+-- Reasons Failed, RolledBack, Disagreement and CanaryErrors: the new pods failed
+-- their tests or did not become ready in time, or a shadow or canary candidate
+-- disagreed with the serving pods or failed live calls, and is held; the previous
+-- configuration keeps serving. Unknown (Progressing, Shadowing, Canary): a switch
+-- rolls out, or its candidate samples or answers live traffic beside the serving pods.
 local switch = condition(conditions, "PhaseSwitch")
 if switch ~= nil and switch.status == "False" then
   return verdict("Degraded", switch)

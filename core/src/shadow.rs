@@ -360,6 +360,9 @@ mod tests {
         )
         .expect("an offer");
         assert_eq!(offer.canary_percent, 0.0);
-        assert_eq!(canary_field("op", CanaryOutcome::Failed), "op:canary_failed");
+        assert_eq!(
+            canary_field("op", CanaryOutcome::Failed),
+            "op:canary_failed"
+        );
     }
 }

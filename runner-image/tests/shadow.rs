@@ -487,6 +487,7 @@ async fn an_offer_whose_candidate_does_not_answer_yet_is_not_used() {
         max_disagreements: 5,
         ttl_seconds: 60,
         timeout_seconds: 1.0,
+        canary_percent: 0.0,
     };
     let mut conn = redis_conn(&redis).await;
     let _: () = redis::cmd("SET")

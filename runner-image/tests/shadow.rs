@@ -6,6 +6,9 @@
 #![allow(clippy::unwrap_used)] // Tests fail loudly on any unexpected error.
 
 mod common;
+// The canary's tests, with the helpers below.
+#[path = "shadow/canary.rs"]
+mod canary;
 
 use common::scripted_llm::{Scripted, ScriptedServer};
 use eol_core::shadow::{Tally, Verdict, env, offer_key, samples_key};

@@ -41,9 +41,8 @@ impl ShadowSender {
     /// answers the call itself (not forwarded, or the candidate failed it).
     pub async fn forward(&self, operation: &str, body: &Bytes) -> Option<CanaryReply> {
         let offer = self.current()?;
-        if !(offer.canary_percent > 0.0 && offer.covers(operation))
-            || !sampled(offer.canary_percent)
-        {
+        // `sampled` draws nothing at 0 (a shadow only).
+        if !(offer.covers(operation) && sampled(offer.canary_percent)) {
             return None;
         }
         let result = send(&self.client, &offer, operation, body).await;

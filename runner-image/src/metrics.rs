@@ -95,7 +95,17 @@ pub struct ShadowOperationLabels {
     pub operation: String,
 }
 
-/// The metrics of the calls a serving pod copies to a shadow candidate.
+/// A live call of one operation forwarded to a canary candidate.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CanaryLabels {
+    /// The operation.
+    pub operation: String,
+    /// `routed` (every forwarded call) or `failed` (of those, the ones the serving pod answered instead).
+    pub outcome: String,
+}
+
+/// The metrics of the calls a serving pod copies to a shadow candidate, or
+/// forwards to a canary candidate.
 #[derive(Clone)]
 pub struct ShadowMetrics {
     /// `eol_shadow_comparisons_total{operation,verdict}`: verdicts recorded.
@@ -104,6 +114,8 @@ pub struct ShadowMetrics {
     pub duration: Family<ShadowOperationLabels, Histogram, fn() -> Histogram>,
     /// `eol_shadow_dropped_total{operation}`: samples dropped because too many copies were in flight.
     pub dropped: Family<ShadowOperationLabels, Counter>,
+    /// `eol_canary_requests_total{operation,outcome}`: live calls forwarded to a canary candidate.
+    pub canary_requests: Family<CanaryLabels, Counter>,
 }
 
 impl ShadowMetrics {
@@ -113,6 +125,7 @@ impl ShadowMetrics {
             comparisons: Family::default(),
             duration: Family::new_with_constructor(duration_histogram),
             dropped: Family::default(),
+            canary_requests: Family::default(),
         };
         registry.register(
             "shadow_comparisons",
@@ -128,6 +141,11 @@ impl ShadowMetrics {
             "shadow_dropped",
             "Sampled calls not copied because too many copies were in flight",
             m.dropped.clone(),
+        );
+        registry.register(
+            "canary_requests",
+            "Live calls forwarded to a canary candidate, by outcome (routed: all; failed: answered by the serving pod instead)",
+            m.canary_requests.clone(),
         );
         m
     }

@@ -4,21 +4,30 @@
 //! `kind`), `/healthz`, `/readyz` (ready once the feature is loaded and, unless
 //! disabled, its tests pass in the serving phase), `/metrics`, and graceful
 //! shutdown that lets in-flight calls finish. A shadow candidate also answers
-//! `POST /v1/shadow/{op}` and `GET /v1/shadow/tally`; a serving pod copies a
-//! sample of its calls to the candidate on offer ([`crate::shadow`]).
+//! `POST /v1/shadow/{op}`, `GET /v1/shadow/tally` and `PUT /v1/shadow/canary`
+//! (the canary share the operator sets); a serving pod copies a sample of its
+//! calls to the candidate on offer and, when the offer has a canary share,
+//! forwards that share of its calls to the candidate and returns its answer
+//! (header `x-eol-canary`), answering itself when the candidate fails
+//! ([`crate::shadow`]).
 
 use crate::engine::{ExecError, Runtime};
 use crate::metrics::{ErrorLabels, OperationLabels, ServeMetrics, ShadowMetrics, TokenLabels};
+use crate::shadow::canary::CanaryReply;
+use crate::shadow::candidate::CanaryError;
 use crate::shadow::{Candidate, CandidateSettings, ShadowSender};
 use crate::testing::{self, Verdict};
 use axum::extract::{Path, State};
+use axum::http::HeaderValue;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use eol_core::TestSuite;
 use eol_core::runner_contract::{HEALTH_PATH, READY_PATH};
-use eol_core::shadow::{SHADOW_PATH, ShadowRequest, TALLY_PATH};
+use eol_core::shadow::{
+    CANARY_HEADER, CANARY_PATH, CanaryWeight, SHADOW_PATH, ShadowRequest, TALLY_PATH,
+};
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use std::future::Future;
@@ -65,6 +74,12 @@ fn router(state: Arc<AppState>) -> Router {
             TALLY_PATH,
             get(shadow_tally)
                 .post(|state, body| shadow_call(state, Path("tally".to_owned()), body)),
+        )
+        // Likewise `canary`: PUT sets the weight, POST is a copied call.
+        .route(
+            CANARY_PATH,
+            put(shadow_canary)
+                .post(|state, body| shadow_call(state, Path("canary".to_owned()), body)),
         )
         .route(SHADOW_PATH, post(shadow_call))
         .route(HEALTH_PATH, get(|| async { "ok" }))
@@ -241,6 +256,12 @@ async fn call_operation(
             );
         }
     };
+    // A canary's share of the calls is answered by the candidate, unless it fails.
+    if let ShadowRole::Serving(sender) = &state.shadow
+        && let Some(reply) = sender.forward(&operation, &body).await
+    {
+        return canary_response(reply);
+    }
     match state.runtime.execute(&operation, &input, None).await {
         Ok(exec) => {
             let labels = OperationLabels {
@@ -284,6 +305,27 @@ async fn call_operation(
             error_response(&state, &operation, status, e.kind(), e.to_string())
         }
     }
+}
+
+/// The canary candidate's answer, for the caller as it gave it, with its id.
+fn canary_response(reply: CanaryReply) -> Response {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut response = (status, reply.body).into_response();
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (
+            axum::http::header::CONTENT_TYPE.as_str(),
+            reply.content_type,
+        ),
+        (CACHE_HEADER, reply.cache),
+        (CANARY_HEADER, Some(reply.id)),
+    ] {
+        // A value that is not a valid header (never seen) is left out, not an error.
+        if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            headers.insert(name, value);
+        }
+    }
+    response
 }
 
 fn error_response(
@@ -359,6 +401,37 @@ async fn shadow_call(
     };
     let answer = candidate.answer(&state.runtime, op, &request).await;
     (StatusCode::OK, Json(answer)).into_response()
+}
+
+/// `PUT /v1/shadow/canary`: the operator sets the canary share; the answer is
+/// the offer with it (published at once when this candidate is ready).
+async fn shadow_canary(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Response {
+    let Some(candidate) = candidate_of(&state) else {
+        return not_a_candidate();
+    };
+    let weight: CanaryWeight = match serde_json::from_slice(&body) {
+        Ok(w) => w,
+        Err(e) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("the request body is not a canary weight ({{\"id\", \"percent\"}}): {e}"),
+            );
+        }
+    };
+    let ready = matches!(state.readiness.lock().as_deref(), Ok(Readiness::Ready));
+    match candidate.set_canary(&state.runtime, &weight, ready).await {
+        Ok(offer) => (StatusCode::OK, Json(offer)).into_response(),
+        Err(e @ CanaryError::Percent(_)) => {
+            json_error(StatusCode::BAD_REQUEST, "invalid_percent", e.to_string())
+        }
+        Err(e @ CanaryError::WrongShadow { .. }) => {
+            json_error(StatusCode::CONFLICT, "wrong_shadow", e.to_string())
+        }
+        Err(e @ CanaryError::Publish(_)) => {
+            json_error(StatusCode::SERVICE_UNAVAILABLE, "store", e.to_string())
+        }
+    }
 }
 
 /// `GET /v1/shadow/tally`: the verdicts the serving pods recorded.

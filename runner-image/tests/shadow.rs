@@ -6,6 +6,9 @@
 #![allow(clippy::unwrap_used)] // Tests fail loudly on any unexpected error.
 
 mod common;
+// The canary's tests, with the helpers below.
+#[path = "shadow/canary.rs"]
+mod canary;
 
 use common::scripted_llm::{Scripted, ScriptedServer};
 use eol_core::shadow::{Tally, Verdict, env, offer_key, samples_key};
@@ -487,6 +490,7 @@ async fn an_offer_whose_candidate_does_not_answer_yet_is_not_used() {
         max_disagreements: 5,
         ttl_seconds: 60,
         timeout_seconds: 1.0,
+        canary_percent: 0.0,
     };
     let mut conn = redis_conn(&redis).await;
     let _: () = redis::cmd("SET")

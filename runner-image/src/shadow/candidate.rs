@@ -1,24 +1,23 @@
-//! The candidate pod of a shadow: it publishes its [`Offer`](eol_core::shadow::Offer)
-//! while ready, answers copied calls ([`Candidate::answer`]) and shows the
-//! verdicts the serving pods recorded ([`Candidate::tally`]).
+//! The candidate pod of a shadow: it publishes its [`Offer`] while ready
+//! (with the canary share the operator sets, [`Candidate::set_canary`]),
+//! answers copied calls ([`Candidate::answer`]) and shows the verdicts and
+//! canary counts the serving pods recorded ([`Candidate::tally`]).
 
 use super::CandidateSettings;
+pub use super::tally::{REASON_BYTES, disagreement, operation_tallies};
 use crate::compare::{self, TextComparer};
 use crate::engine::Runtime;
-use crate::store::{RedisStore, StoreError};
+use crate::store::StoreError;
 use crate::testing::TestKeyspace;
 use eol_core::Operation;
 use eol_core::shadow::{
-    Disagreement, FieldDifference, OFFER_REFRESH_SECONDS, OFFER_TTL_SECONDS, OperationTally,
-    Sample, ShadowAnswer, ShadowRequest, Tally, Verdict, counts_key, disagreements_key, offer_key,
-    preview,
+    CanaryWeight, FieldDifference, OFFER_REFRESH_SECONDS, OFFER_TTL_SECONDS, Offer, Sample,
+    ShadowAnswer, ShadowRequest, Tally, Verdict, counts_key, disagreements_key, offer_key,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::OnceCell;
-
-/// Bytes of a disagreement's reason shown in the tally.
-pub const REASON_BYTES: usize = 256;
+use tokio::sync::{Mutex, OnceCell};
 
 /// Why the tally could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +44,27 @@ pub enum TallyError {
     },
 }
 
+/// Why a canary weight was refused or not published.
+#[derive(Debug, thiserror::Error)]
+pub enum CanaryError {
+    /// The percent is not a finite number from 0 to 100.
+    #[error("the canary percent must be a number from 0 to 100, not {0}")]
+    Percent(f64),
+    /// The weight is meant for another shadow.
+    #[error("this candidate is shadow '{ours}', not '{theirs}': the weight is for another shadow")]
+    WrongShadow {
+        /// This candidate's id.
+        ours: String,
+        /// The id in the weight.
+        theirs: String,
+    },
+    /// The weight is kept but the offer could not be written to Redis.
+    #[error(
+        "the canary weight is kept but the offer could not be published (the periodic publisher retries): {0}"
+    )]
+    Publish(String),
+}
+
 /// This pod as a shadow candidate.
 pub struct Candidate {
     settings: CandidateSettings,
@@ -52,7 +72,14 @@ pub struct Candidate {
     /// embedding model is slow and most outputs never need it).
     texts: OnceCell<TextComparer>,
     /// Set once the pod shuts down: the offer is withdrawn and not published again.
-    withdrawn: std::sync::atomic::AtomicBool,
+    withdrawn: AtomicBool,
+    /// The canary share of live calls, in percent, as `f64` bits (0 until the
+    /// operator sets one: a candidate starts as a shadow only).
+    canary_percent: AtomicU64,
+    /// The offer last published (JSON). Held while publishing, so that the
+    /// periodic refresh and a new canary weight never overwrite each other
+    /// with an older percent, and the withdrawal deletes exactly what was published.
+    published: Mutex<Option<String>>,
 }
 
 impl Candidate {
@@ -61,7 +88,9 @@ impl Candidate {
         Self {
             settings,
             texts: OnceCell::new(),
-            withdrawn: std::sync::atomic::AtomicBool::new(false),
+            withdrawn: AtomicBool::new(false),
+            canary_percent: AtomicU64::new(0f64.to_bits()),
+            published: Mutex::new(None),
         }
     }
 
@@ -70,19 +99,24 @@ impl Candidate {
         &self.settings
     }
 
+    /// The canary share of live calls now, in percent.
+    pub fn canary_percent(&self) -> f64 {
+        f64::from_bits(self.canary_percent.load(Ordering::Relaxed))
+    }
+
+    /// The offer this candidate publishes now: its settings and canary share.
+    pub fn offer(&self) -> Offer {
+        Offer {
+            canary_percent: self.canary_percent(),
+            ..self.settings.offer()
+        }
+    }
+
     /// Publishes the offer every [`OFFER_REFRESH_SECONDS`] once `ready()` holds,
     /// for ever; a Redis failure is logged and retried at the next tick.
     pub async fn publish_offers(&self, runtime: &Runtime, ready: impl Fn() -> bool) {
-        let key = offer_key(runtime.feature().name());
-        let offer = match serde_json::to_string(&self.settings.offer()) {
-            Ok(offer) => offer,
-            Err(error) => {
-                tracing::error!(%error, "the shadow offer cannot be written as JSON");
-                return;
-            }
-        };
         loop {
-            if self.withdrawn.load(std::sync::atomic::Ordering::Relaxed) {
+            if self.withdrawn.load(Ordering::Relaxed) {
                 return;
             }
             if !ready() {
@@ -90,22 +124,78 @@ impl Candidate {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
-            if let Err(error) = publish(runtime.store(), &key, &offer).await {
-                tracing::warn!(%error, key, "failed to publish the shadow offer; retrying");
+            if let Err(error) = self.publish(runtime).await {
+                tracing::warn!(%error, "failed to publish the shadow offer; retrying");
             }
             tokio::time::sleep(Duration::from_secs(OFFER_REFRESH_SECONDS)).await;
         }
     }
 
+    /// Writes the current offer under [`offer_key`] with [`OFFER_TTL_SECONDS`];
+    /// after the withdrawal, writes nothing.
+    async fn publish(&self, runtime: &Runtime) -> Result<Offer, String> {
+        let mut published = self.published.lock().await;
+        if self.withdrawn.load(Ordering::Relaxed) {
+            return Err("the candidate is shutting down: its offer is withdrawn".into());
+        }
+        let offer = self.offer();
+        let json = serde_json::to_string(&offer)
+            .map_err(|e| format!("the shadow offer cannot be written as JSON: {e}"))?;
+        let key = offer_key(runtime.feature().name());
+        let mut conn = runtime
+            .store()
+            .connection()
+            .await
+            .map_err(|e| format!("{key}: {e}"))?;
+        redis::cmd("SET")
+            .arg(&key)
+            .arg(&json)
+            .arg("EX")
+            .arg(OFFER_TTL_SECONDS)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| format!("{key}: {e}"))?;
+        *published = Some(json);
+        Ok(offer)
+    }
+
+    /// Sets the canary share from the operator's `weight` and, when `ready`,
+    /// publishes the offer at once (serving pods see it at their next poll);
+    /// when not ready the periodic publisher carries it once ready. Answers
+    /// the offer with the new share.
+    pub async fn set_canary(
+        &self,
+        runtime: &Runtime,
+        weight: &CanaryWeight,
+        ready: bool,
+    ) -> Result<Offer, CanaryError> {
+        if !(weight.percent.is_finite() && (0.0..=100.0).contains(&weight.percent)) {
+            return Err(CanaryError::Percent(weight.percent));
+        }
+        if weight.id != self.settings.id {
+            return Err(CanaryError::WrongShadow {
+                ours: self.settings.id.clone(),
+                theirs: weight.id.clone(),
+            });
+        }
+        self.canary_percent
+            .store(weight.percent.to_bits(), Ordering::Relaxed);
+        tracing::info!(id = %weight.id, percent = weight.percent, ready, "canary share set");
+        if !ready {
+            return Ok(self.offer());
+        }
+        self.publish(runtime).await.map_err(CanaryError::Publish)
+    }
+
     /// Withdraws the offer when the pod shuts down (the shadow ended, or the
     /// pod is replaced), so that serving pods stop copying at their next poll
     /// rather than count errors until the offer expires. Only this
-    /// candidate's own offer is deleted (compared in one script), and none is
-    /// published afterwards.
+    /// candidate's own offer, as last published, is deleted (compared in one
+    /// script), and none is published afterwards.
     pub async fn withdraw(&self, runtime: &Runtime) {
-        self.withdrawn
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        let Ok(offer) = serde_json::to_string(&self.settings.offer()) else {
+        let published = self.published.lock().await;
+        self.withdrawn.store(true, Ordering::Relaxed);
+        let Some(offer) = published.clone() else {
             return;
         };
         let key = offer_key(runtime.feature().name());
@@ -239,154 +329,5 @@ fn failed(output: Option<serde_json::Value>, why: String) -> ShadowAnswer {
         output,
         differences: Vec::new(),
         error: Some(why),
-    }
-}
-
-async fn publish(store: &RedisStore, key: &str, offer: &str) -> Result<(), String> {
-    let mut conn = store.connection().await.map_err(|e| e.to_string())?;
-    redis::cmd("SET")
-        .arg(key)
-        .arg(offer)
-        .arg("EX")
-        .arg(OFFER_TTL_SECONDS)
-        .query_async::<()>(&mut conn)
-        .await
-        .map_err(|e| e.to_string())
-}
-
-/// The counts of each operation in a counts hash (fields `<operation>:<verdict>`),
-/// by operation name; fields of another shape are passed over.
-pub fn operation_tallies(counts: &HashMap<String, u64>) -> Vec<OperationTally> {
-    let mut by_operation: BTreeMap<&str, OperationTally> = BTreeMap::new();
-    for (field, n) in counts {
-        let Some((operation, verdict)) = field.rsplit_once(':') else {
-            continue;
-        };
-        let tally = by_operation
-            .entry(operation)
-            .or_insert_with(|| OperationTally {
-                operation: operation.to_owned(),
-                ..OperationTally::default()
-            });
-        match verdict {
-            "agree" => tally.agree += n,
-            "disagree" => tally.disagree += n,
-            "error" => tally.error += n,
-            _ => {}
-        }
-    }
-    by_operation.into_values().collect()
-}
-
-/// `sample` as the tally shows it: previews of `preview_bytes` (none at 0)
-/// and the reason cut to [`REASON_BYTES`].
-pub fn disagreement(sample: &Sample, preview_bytes: usize) -> Disagreement {
-    let shown =
-        |v: &serde_json::Value| (preview_bytes > 0).then(|| preview(&v.to_string(), preview_bytes));
-    let reason = match &sample.error {
-        Some(error) => error.clone(),
-        None => sample
-            .differences
-            .iter()
-            .map(|d| format!("{}: {}", d.path, d.reason))
-            .collect::<Vec<_>>()
-            .join("; "),
-    };
-    Disagreement {
-        operation: sample.operation.clone(),
-        at: sample.at.clone(),
-        verdict: sample.verdict,
-        input: shown(&sample.input),
-        serving: shown(&sample.serving),
-        candidate: sample.candidate.as_ref().and_then(shown),
-        reason: preview(&reason, REASON_BYTES),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn sample() -> Sample {
-        Sample {
-            operation: "score".into(),
-            at: "2025-01-01T00:00:00.000Z".into(),
-            verdict: Verdict::Disagree,
-            input: json!({"text": "a rather long input"}),
-            serving: json!({"n": 1}),
-            candidate: Some(json!({"n": 2})),
-            differences: vec![
-                FieldDifference {
-                    path: "n".into(),
-                    reason: "1 != 2".into(),
-                },
-                FieldDifference {
-                    path: "".into(),
-                    reason: "whole".into(),
-                },
-            ],
-            error: None,
-        }
-    }
-
-    #[test]
-    fn a_disagreement_shows_previews_and_the_differences() {
-        let shown = disagreement(&sample(), 10);
-        assert_eq!(shown.input.as_deref(), Some("{\"text\":\"a…"));
-        assert_eq!(shown.serving.as_deref(), Some("{\"n\":1}"));
-        assert_eq!(shown.candidate.as_deref(), Some("{\"n\":2}"));
-        assert_eq!(shown.reason, "n: 1 != 2; : whole");
-    }
-
-    #[test]
-    fn with_no_preview_bytes_no_input_or_output_is_shown() {
-        let shown = disagreement(&sample(), 0);
-        assert_eq!(
-            (shown.input, shown.serving, shown.candidate),
-            (None, None, None)
-        );
-    }
-
-    #[test]
-    fn an_error_is_the_reason_cut_to_its_bound() {
-        let mut failed = sample();
-        failed.verdict = Verdict::Error;
-        failed.candidate = None;
-        failed.error = Some("x".repeat(300));
-        let shown = disagreement(&failed, 256);
-        assert_eq!(shown.candidate, None);
-        assert_eq!(shown.reason, format!("{}…", "x".repeat(REASON_BYTES)));
-    }
-
-    #[test]
-    fn counts_are_grouped_by_operation_in_name_order() {
-        let counts: HashMap<String, u64> = [
-            ("b:agree", 3),
-            ("a:disagree", 1),
-            ("a:agree", 2),
-            ("a:error", 4),
-            ("junk", 9),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        let tallies = operation_tallies(&counts);
-        assert_eq!(
-            tallies,
-            vec![
-                OperationTally {
-                    operation: "a".into(),
-                    agree: 2,
-                    disagree: 1,
-                    error: 4,
-                },
-                OperationTally {
-                    operation: "b".into(),
-                    agree: 3,
-                    ..OperationTally::default()
-                },
-            ]
-        );
     }
 }

@@ -5,10 +5,18 @@
 //!   comparing its output with the serving one, and shows the tally;
 //! - [`serving`]: every other `eol serve` with a shared Redis watches for an
 //!   offer, copies a sample of its successful calls to the candidate off the
-//!   response path, and records each verdict in one Redis transaction.
+//!   response path, and records each verdict in one Redis transaction;
+//! - [`canary`]: when the offer carries a canary share (set on the candidate
+//!   by the operator, `PUT /v1/shadow/canary`), a serving pod forwards that
+//!   share of its live calls to the candidate and returns its answer; when
+//!   the candidate fails one (5xx, timeout) the serving pod answers it
+//!   itself, and either way counts it (`canary_routed`, `canary_failed`);
+//! - [`tally`]: the counts and disagreements the candidate shows.
 
+pub mod canary;
 pub mod candidate;
 pub mod serving;
+pub mod tally;
 
 use eol_core::shadow::{Offer, env};
 use std::str::FromStr;
@@ -112,7 +120,8 @@ impl CandidateSettings {
         }))
     }
 
-    /// What this candidate publishes for the serving pods.
+    /// What this candidate publishes for the serving pods, before any canary
+    /// share is set (see [`Candidate::offer`]).
     pub fn offer(&self) -> Offer {
         Offer {
             id: self.id.clone(),
@@ -122,6 +131,7 @@ impl CandidateSettings {
             max_disagreements: self.max_disagreements,
             ttl_seconds: self.ttl_seconds,
             timeout_seconds: self.timeout_seconds,
+            canary_percent: 0.0,
         }
     }
 }
@@ -246,6 +256,7 @@ mod tests {
                 max_disagreements: 2,
                 ttl_seconds: 60,
                 timeout_seconds: 1.5,
+                canary_percent: 0.0,
             })
         );
     }

@@ -22,12 +22,12 @@ pub const MAX_IN_FLIGHT: usize = 64;
 
 /// A serving pod's copier of calls to the current shadow candidate, if any.
 pub struct ShadowSender {
-    feature: String,
-    store: Arc<RedisStore>,
+    pub(super) feature: String,
+    pub(super) store: Arc<RedisStore>,
     offer: RwLock<Option<Arc<Offer>>>,
-    client: reqwest::Client,
+    pub(super) client: reqwest::Client,
     in_flight: Arc<Semaphore>,
-    metrics: ShadowMetrics,
+    pub(super) metrics: ShadowMetrics,
 }
 
 impl ShadowSender {
@@ -89,7 +89,7 @@ impl ShadowSender {
         if changed {
             match &offer {
                 Some(o) => {
-                    tracing::info!(id = %o.id, url = %o.url, sample_percent = o.sample_percent, "shadowing calls to a candidate")
+                    tracing::info!(id = %o.id, url = %o.url, sample_percent = o.sample_percent, canary_percent = o.canary_percent, "shadowing calls to a candidate")
                 }
                 None => tracing::info!("no shadow candidate: calls are no longer copied"),
             }
@@ -274,8 +274,8 @@ fn bound(kept: usize) -> isize {
     isize::try_from(kept).unwrap_or(isize::MAX) - 1
 }
 
-/// Whether this call is one of the `percent` sampled.
-fn sampled(percent: f64) -> bool {
+/// Whether this call is one of the `percent` drawn (copied, or forwarded to a canary).
+pub(super) fn sampled(percent: f64) -> bool {
     percent >= 100.0 || (percent > 0.0 && rand::random::<f64>() * 100.0 < percent)
 }
 

@@ -125,6 +125,7 @@ async fn serving_pods_ride_out_a_restart_of_the_redis_pod() {
         // not idempotent), the others read the level (GET).
         let mut added = 0_i64;
         let mut failures: Vec<String> = Vec::new();
+        let mut ambiguous: Vec<String> = Vec::new();
         let mut sent = 0;
         let start = Instant::now();
         let mut deleted_at = None;
@@ -145,7 +146,14 @@ async fn serving_pods_ride_out_a_restart_of_the_redis_pod() {
                 }
                 Ok(r) => {
                     let status = r.status();
-                    failures.push(format!("{op}: HTTP {status}: {}", r.text().await.unwrap_or_default()));
+                    let body = r.text().await.unwrap_or_default();
+                    // An INCRBY on the wire when Redis went away may or may not
+                    // have run: the runner says so rather than risk doubling it.
+                    if op == "add_stock" && body.to_lowercase().contains("incrby failed") {
+                        ambiguous.push(body);
+                    } else {
+                        failures.push(format!("{op}: HTTP {status}: {body}"));
+                    }
                 }
                 Err(e) => failures.push(format!("{op}: {e}")),
             }
@@ -168,14 +176,22 @@ async fn serving_pods_ride_out_a_restart_of_the_redis_pod() {
         }
         let back = back_at.expect("the Redis pod came back");
         eprintln!(
-            "{sent} requests; Redis back {:.1}s after its pod was deleted",
+            "{sent} requests ({} ambiguous); Redis back {:.1}s after its pod was deleted",
+            ambiguous.len(),
             (back - deleted_at.unwrap()).as_secs_f64()
         );
         assert_eq!(failures, Vec::<String>::new(), "failed requests");
-        // Nothing lost (AOF on the volume) and nothing doubled (no retried INCRBY applied twice).
+        // Calls go one at a time: at most one INCRBY was on the wire when the pod went.
+        assert!(ambiguous.len() <= 1, "{ambiguous:#?}");
+        // Nothing lost (AOF on the volume) and nothing doubled (no INCRBY sent twice):
+        // the level counts every successful increment, and the ambiguous one at most once.
         let resp = call(&env, "inventory", "stock_level", serde_json::json!({"sku": "RR-1"})).await.unwrap();
         let body: serde_json::Value = resp.json().await.unwrap();
-        assert_eq!(body["level"], added, "{body}");
+        let level = body["level"].as_i64().unwrap();
+        assert!(
+            (added..=added + ambiguous.len() as i64).contains(&level),
+            "level {level}, {added} successful increments, ambiguous: {ambiguous:#?}"
+        );
     })
     .await;
 }

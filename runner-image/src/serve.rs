@@ -11,10 +11,11 @@
 //! (header `x-eol-canary`), answering itself when the candidate fails
 //! ([`crate::shadow`]).
 
+mod shadow;
+
 use crate::engine::{ExecError, Runtime};
 use crate::metrics::{ErrorLabels, OperationLabels, ServeMetrics, ShadowMetrics, TokenLabels};
 use crate::shadow::canary::CanaryReply;
-use crate::shadow::candidate::CanaryError;
 use crate::shadow::{Candidate, CandidateSettings, ShadowSender};
 use crate::testing::{self, Verdict};
 use axum::extract::{Path, State};
@@ -25,11 +26,10 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use eol_core::TestSuite;
 use eol_core::runner_contract::{HEALTH_PATH, READY_PATH};
-use eol_core::shadow::{
-    CANARY_HEADER, CANARY_PATH, CanaryWeight, SHADOW_PATH, ShadowRequest, TALLY_PATH,
-};
+use eol_core::shadow::{CANARY_HEADER, CANARY_PATH, SHADOW_PATH, TALLY_PATH};
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
+use shadow::{candidate_of, shadow_call, shadow_canary, shadow_tally};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
@@ -344,105 +344,6 @@ fn error_response(
         })
         .inc();
     json_error(status, kind, message)
-}
-
-/// The candidate this pod is, if it is one.
-fn candidate_of(state: &AppState) -> Option<&Arc<Candidate>> {
-    match &state.shadow {
-        ShadowRole::Candidate(candidate) => Some(candidate),
-        _ => None,
-    }
-}
-
-/// What the shadow endpoints of a pod that is not a candidate answer.
-fn not_a_candidate() -> Response {
-    json_error(
-        StatusCode::NOT_FOUND,
-        "not_a_shadow_candidate",
-        format!(
-            "this pod is not a shadow candidate ({} is not set)",
-            eol_core::shadow::env::ID
-        ),
-    )
-}
-
-/// `POST /v1/shadow/{op}`: a serving pod's call, run here and compared.
-async fn shadow_call(
-    State(state): State<Arc<AppState>>,
-    Path(operation): Path<String>,
-    body: axum::body::Bytes,
-) -> Response {
-    let Some(candidate) = candidate_of(&state) else {
-        return not_a_candidate();
-    };
-    let request: ShadowRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-                format!(
-                    "the request body is not a shadow request ({{\"input\", \"output\"}}): {e}"
-                ),
-            );
-        }
-    };
-    let feature = state.runtime.feature();
-    let Some(op) = feature.operation(&operation) else {
-        return json_error(
-            StatusCode::NOT_FOUND,
-            "unknown_operation",
-            format!(
-                "feature '{}' has no operation '{operation}' (it has: {})",
-                feature.name(),
-                feature.operation_names().join(", ")
-            ),
-        );
-    };
-    let answer = candidate.answer(&state.runtime, op, &request).await;
-    (StatusCode::OK, Json(answer)).into_response()
-}
-
-/// `PUT /v1/shadow/canary`: the operator sets the canary share; the answer is
-/// the offer with it (published at once when this candidate is ready).
-async fn shadow_canary(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Response {
-    let Some(candidate) = candidate_of(&state) else {
-        return not_a_candidate();
-    };
-    let weight: CanaryWeight = match serde_json::from_slice(&body) {
-        Ok(w) => w,
-        Err(e) => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-                format!("the request body is not a canary weight ({{\"id\", \"percent\"}}): {e}"),
-            );
-        }
-    };
-    let ready = matches!(state.readiness.lock().as_deref(), Ok(Readiness::Ready));
-    match candidate.set_canary(&state.runtime, &weight, ready).await {
-        Ok(offer) => (StatusCode::OK, Json(offer)).into_response(),
-        Err(e @ CanaryError::Percent(_)) => {
-            json_error(StatusCode::BAD_REQUEST, "invalid_percent", e.to_string())
-        }
-        Err(e @ CanaryError::WrongShadow { .. }) => {
-            json_error(StatusCode::CONFLICT, "wrong_shadow", e.to_string())
-        }
-        Err(e @ CanaryError::Publish(_)) => {
-            json_error(StatusCode::SERVICE_UNAVAILABLE, "store", e.to_string())
-        }
-    }
-}
-
-/// `GET /v1/shadow/tally`: the verdicts the serving pods recorded.
-async fn shadow_tally(State(state): State<Arc<AppState>>) -> Response {
-    let Some(candidate) = candidate_of(&state) else {
-        return not_a_candidate();
-    };
-    match candidate.tally(&state.runtime).await {
-        Ok(tally) => (StatusCode::OK, Json(tally)).into_response(),
-        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, "store", e.to_string()),
-    }
 }
 
 /// An error as JSON with a stable `kind`, like the operations' errors.

@@ -15,6 +15,51 @@ pub const INVENTORY: &str = include_str!("../../features/examples/inventory.eol"
 /// Its tests.
 pub const INVENTORY_TESTS: &str = include_str!("../../features/examples/inventory.test.eol");
 
+/// The last line of the example's `stock_level`, which the variants of the
+/// switch tests rewrite.
+pub const INVENTORY_LEVEL_LINE: &str =
+    r#"    return {"sku": sku, "level": int(value) if value is not None else 0}"#;
+
+/// The example with `stock_level`'s last line replaced by `lines`.
+pub fn inventory_returning(lines: &str) -> String {
+    let source = INVENTORY.replace(INVENTORY_LEVEL_LINE, lines);
+    assert_ne!(source, INVENTORY, "the fixture changed");
+    source
+}
+
+/// The same answers, written differently: a new configuration that agrees.
+pub fn agreeing_inventory() -> String {
+    inventory_returning(
+        "    level = int(value) if value is not None else 0\n    return {\"sku\": sku, \"level\": level}",
+    )
+}
+
+/// Sets the inline source of Feature `name` (a merge patch).
+pub async fn set_source(env: &TestEnv, name: &str, source: &str) {
+    env.api::<Feature>()
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"source": {"inline": source}}})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("patching the source of Feature {name}: {e}"));
+}
+
+/// The config hash the pod template of Deployment `name` carries.
+pub async fn serving_hash(env: &TestEnv, name: &str) -> String {
+    let d = env
+        .api::<k8s_openapi::api::apps::v1::Deployment>()
+        .get(name)
+        .await
+        .unwrap_or_else(|e| panic!("no Deployment {name}: {e}"));
+    d.spec
+        .and_then(|s| s.template.metadata)
+        .and_then(|m| m.annotations)
+        .and_then(|a| a.get("eol.dev/config-hash").cloned())
+        .unwrap_or_else(|| panic!("Deployment {name} has no config hash"))
+}
+
 /// A Feature named `name` with `spec` (JSON).
 pub fn feature(name: &str, spec: serde_json::Value) -> Feature {
     serde_json::from_value(serde_json::json!({

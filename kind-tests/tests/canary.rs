@@ -11,7 +11,8 @@ use eol_core::crd::Feature;
 use eol_core::shadow::CANARY_HEADER;
 use eol_kind_tests::cli::get_row;
 use eol_kind_tests::fixtures::{
-    INVENTORY, INVENTORY_TESTS, call, events_about, feature, first_answer,
+    INVENTORY, INVENTORY_TESTS, agreeing_inventory, call, events_about, feature, first_answer,
+    inventory_returning, serving_hash, set_source,
 };
 use eol_kind_tests::{TestEnv, condition, feature_ready, in_namespace, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -23,10 +24,6 @@ use std::time::Duration;
 
 /// Pods pull no image and start in seconds here, but the tests gate readiness.
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
-
-/// The serving implementation's last line, which the variants rewrite.
-const LAST_LINE: &str =
-    r#"    return {"sku": sku, "level": int(value) if value is not None else 0}"#;
 
 /// The example as a hybrid feature: each operation names its phase.
 fn hybrid(source: &str) -> String {
@@ -46,24 +43,12 @@ fn hybrid(source: &str) -> String {
     out
 }
 
-/// The same answers, written differently.
-fn agreeing_source() -> String {
-    let source = INVENTORY.replace(
-        LAST_LINE,
-        "    level = int(value) if value is not None else 0\n    return {\"sku\": sku, \"level\": level}",
-    );
-    assert_ne!(source, INVENTORY, "the fixture changed");
-    hybrid(&source)
-}
-
 /// Fails (a Python error, a 500) for SKUs `AB-…3` and `AB-…7`: a fifth of
 /// `AB-1`..`AB-N`. The tests use no such SKU, so the candidate becomes ready.
 fn failing_source() -> String {
-    let source = INVENTORY.replace(
-        LAST_LINE,
+    let source = inventory_returning(
         "    if sku.startswith(\"AB-\") and sku[-1] in \"37\":\n        raise RuntimeError(\"no level for \" + sku)\n    return {\"sku\": sku, \"level\": int(value) if value is not None else 0}",
     );
-    assert_ne!(source, INVENTORY, "the fixture changed");
     hybrid(&source)
 }
 
@@ -78,30 +63,6 @@ fn canaried(source: &str) -> serde_json::Value {
             "canary": {"steps": [20, 50], "stepDuration": "15s", "minRequests": 15, "maxErrorPercent": 5.0}
         }
     })
-}
-
-async fn set_source(env: &TestEnv, source: &str) {
-    env.api::<Feature>()
-        .patch(
-            "inventory",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"source": {"inline": source}}})),
-        )
-        .await
-        .unwrap();
-}
-
-/// The config hash the Feature's Deployment runs.
-async fn serving_hash(env: &TestEnv) -> String {
-    let d = env.api::<Deployment>().get("inventory").await.unwrap();
-    d.spec
-        .unwrap()
-        .template
-        .metadata
-        .unwrap()
-        .annotations
-        .unwrap()["eol.dev/config-hash"]
-        .clone()
 }
 
 /// What the loop saw: calls answered per operation, and per operation those
@@ -195,7 +156,7 @@ async fn a_canary_steps_up_and_promotes_itself_and_a_failing_one_is_rolled_back_
             feature_ready(f) && f.status.as_ref().is_some_and(|s| s.ready_replicas == 2)
         })
         .await;
-        let first = serving_hash(&env).await;
+        let first = serving_hash(&env, "inventory").await;
         first_answer(
             &env,
             "inventory",
@@ -206,7 +167,7 @@ async fn a_canary_steps_up_and_promotes_itself_and_a_failing_one_is_rolled_back_
         let looping = Loop::start(&env);
 
         // 1. An agreeing candidate: 20%, then 50% of the stock_level calls, then promoted.
-        set_source(&env, &agreeing_source()).await;
+        set_source(&env, "inventory", &hybrid(&agreeing_inventory())).await;
         let stepping = wait_for(&features, "inventory", READY_TIMEOUT, |f| {
             f.status
                 .as_ref()
@@ -264,7 +225,7 @@ async fn a_canary_steps_up_and_promotes_itself_and_a_failing_one_is_rolled_back_
         assert!(op.samples >= 10 && op.agree == op.samples, "{op:?}");
         assert_eq!(op.canary_routed, canary.routed);
         assert_eq!(
-            serving_hash(&env).await,
+            serving_hash(&env, "inventory").await,
             shadow.candidate,
             "the candidate serves"
         );
@@ -315,7 +276,7 @@ async fn a_canary_steps_up_and_promotes_itself_and_a_failing_one_is_rolled_back_
             Some(shadow.candidate.as_str())
         );
         assert_eq!(
-            serving_hash(&env).await,
+            serving_hash(&env, "inventory").await,
             promoted,
             "the promoted configuration keeps serving"
         );

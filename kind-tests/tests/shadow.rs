@@ -10,12 +10,13 @@
 use eol_core::crd::Feature;
 use eol_kind_tests::cli::get_row;
 use eol_kind_tests::fixtures::{
-    INVENTORY, INVENTORY_TESTS, call, events_about, feature, first_answer, namespace_redis,
+    INVENTORY, INVENTORY_TESTS, agreeing_inventory, call, events_about, feature, first_answer,
+    inventory_returning, namespace_redis, serving_hash, set_source,
 };
 use eol_kind_tests::{TestEnv, condition, feature_ready, in_namespace, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::ListParams;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -24,29 +25,12 @@ use std::time::{Duration, Instant};
 /// Pods pull no image and start in seconds here, but the tests gate readiness.
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// The serving implementation's last line, which the variants rewrite.
-const LAST_LINE: &str =
-    r#"    return {"sku": sku, "level": int(value) if value is not None else 0}"#;
-
-/// The same answers, written differently: a new configuration that agrees.
-fn agreeing_source() -> String {
-    let source = INVENTORY.replace(
-        LAST_LINE,
-        "    level = int(value) if value is not None else 0\n    return {\"sku\": sku, \"level\": level}",
-    );
-    assert_ne!(source, INVENTORY, "the fixture changed");
-    source
-}
-
 /// One more unit for SKUs ending in 0 or 5: a fifth of `AB-1`..`AB-N`.
 /// The tests (an unknown SKU ending in 2 has stock 0) still pass.
-fn disagreeing_source() -> String {
-    let source = INVENTORY.replace(
-        LAST_LINE,
+fn disagreeing_inventory() -> String {
+    inventory_returning(
         "    level = int(value) if value is not None else 0\n    if sku.endswith(\"0\") or sku.endswith(\"5\"):\n        level = level + 1\n    return {\"sku\": sku, \"level\": level}",
-    );
-    assert_ne!(source, INVENTORY, "the fixture changed");
-    source
+    )
 }
 
 fn shadowed(source: &str, min_samples: i64) -> serde_json::Value {
@@ -59,17 +43,6 @@ fn shadowed(source: &str, min_samples: i64) -> serde_json::Value {
             "shadow": {"samplePercent": 100.0, "minAgreement": 95.0, "minSamples": min_samples, "window": "10m", "previewBytes": 64}
         }
     })
-}
-
-async fn set_source(env: &TestEnv, source: &str) {
-    env.api::<Feature>()
-        .patch(
-            "inventory",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"source": {"inline": source}}})),
-        )
-        .await
-        .unwrap();
 }
 
 /// A bounded loop of `stock_level` calls through the Feature's Service,
@@ -116,19 +89,6 @@ impl Loop {
         let errors = self.task.await.unwrap();
         (self.ok.load(Ordering::Relaxed), errors)
     }
-}
-
-/// The config hash the Feature's Deployment runs.
-async fn serving_hash(env: &TestEnv) -> String {
-    let d = env.api::<Deployment>().get("inventory").await.unwrap();
-    d.spec
-        .unwrap()
-        .template
-        .metadata
-        .unwrap()
-        .annotations
-        .unwrap()["eol.dev/config-hash"]
-        .clone()
 }
 
 fn shadow_state(f: &Feature) -> Option<String> {
@@ -209,7 +169,7 @@ async fn a_disagreeing_candidate_is_held_and_an_agreeing_one_promotes_itself_wit
             feature_ready(f) && f.status.as_ref().is_some_and(|s| s.ready_replicas == 2)
         })
         .await;
-        let first = serving_hash(&env).await;
+        let first = serving_hash(&env, "inventory").await;
         first_answer(
             &env,
             "inventory",
@@ -220,7 +180,7 @@ async fn a_disagreeing_candidate_is_held_and_an_agreeing_one_promotes_itself_wit
         let looping = Loop::start(&env);
 
         // 1. A fifth of the answers differ: held, the old pods keep serving.
-        set_source(&env, &disagreeing_source()).await;
+        set_source(&env, "inventory", &disagreeing_inventory()).await;
         let held = wait_for(&features, "inventory", READY_TIMEOUT, |f| {
             f.status
                 .as_ref()
@@ -323,7 +283,7 @@ async fn a_disagreeing_candidate_is_held_and_an_agreeing_one_promotes_itself_wit
             "{events:#?}"
         );
         assert_eq!(
-            serving_hash(&env).await,
+            serving_hash(&env, "inventory").await,
             first,
             "the old configuration keeps serving"
         );
@@ -344,10 +304,10 @@ async fn a_disagreeing_candidate_is_held_and_an_agreeing_one_promotes_itself_wit
         tokio::time::sleep(Duration::from_secs(10)).await;
         let still = features.get("inventory").await.unwrap();
         assert_eq!(shadow_state(&still).as_deref(), Some("Held"));
-        assert_eq!(serving_hash(&env).await, first);
+        assert_eq!(serving_hash(&env, "inventory").await, first);
 
         // 2. Answers that agree: promoted, then rolled out as usual.
-        set_source(&env, &agreeing_source()).await;
+        set_source(&env, "inventory", &agreeing_inventory()).await;
         let done = wait_for(&features, "inventory", READY_TIMEOUT, |f| {
             let s = f.status.as_ref();
             shadow_state(f).as_deref() == Some("Promoted")
@@ -372,7 +332,7 @@ async fn a_disagreeing_candidate_is_held_and_an_agreeing_one_promotes_itself_wit
         );
         assert_eq!(status.config.as_deref(), Some(shadow.candidate.as_str()));
         assert_eq!(
-            serving_hash(&env).await,
+            serving_hash(&env, "inventory").await,
             shadow.candidate,
             "the candidate serves"
         );
@@ -411,7 +371,7 @@ async fn an_operator_killed_mid_shadow_resumes_the_count_without_losing_or_doubl
             serde_json::json!({"sku": "AB-0"}),
         )
         .await;
-        set_source(&env, &agreeing_source()).await;
+        set_source(&env, "inventory", &agreeing_inventory()).await;
         wait_for(&features, "inventory", READY_TIMEOUT, |f| {
             shadow_state(f).as_deref() == Some("Sampling")
         })

@@ -262,6 +262,18 @@ async fn a_failing_canary_candidate_is_never_seen_and_counts_as_failed() {
         (10, 2, 2, 2),
         "{op:?}"
     );
+    // The calls counted failed are the errors the candidate itself counts
+    // (`eol_errors_total`), the gate the operator reads through the tally.
+    let errors: f64 = metrics(&candidate)
+        .await
+        .lines()
+        .filter(|l| l.starts_with("eol_errors_total{") && l.contains(r#"operation="double""#))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(
+        errors, op.canary_failed as f64,
+        "eol_errors_total of the candidate"
+    );
 
     // A candidate that is gone (its offer not yet expired): every call is
     // the serving pod's, at once, and counted as failed.

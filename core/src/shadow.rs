@@ -25,8 +25,9 @@
 //!
 //! A canary (`strategy: Canary`) is a shadow whose candidate also answers a
 //! share of the live calls. The operator sets that share on the candidate
-//! ([`CANARY_PATH`], a [`CanaryWeight`]); the candidate publishes it in its
-//! offer ([`Offer::canary_percent`]). A serving pod then forwards that share
+//! ([`CANARY_PATH`], a [`CanaryWeight`], on any one of its pods, which keeps it
+//! under [`canary_key`]); every candidate pod publishes it in its offer
+//! ([`Offer::canary_percent`]). A serving pod then forwards that share
 //! of the calls of the operations covered to the candidate's own call
 //! endpoint and returns its answer (header [`CANARY_HEADER`]). When the
 //! candidate fails such a call (a 5xx, or no answer within the timeout) the
@@ -100,6 +101,14 @@ pub fn disagreements_key(feature: &str, id: &str, operation: &str) -> String {
 /// The list (newest first, bounded) of every [`Sample`] of shadow `id`, with a TTL.
 pub fn samples_key(feature: &str, id: &str) -> String {
     format!("eol:{feature}:shadow:{id}:samples")
+}
+
+/// The canary share of shadow `id` (percent, as text), written by the
+/// candidate pod the operator set it on and read by every candidate pod when
+/// it publishes the offer: all of them offer the same share, and a restarted
+/// one keeps it.
+pub fn canary_key(feature: &str, id: &str) -> String {
+    format!("eol:{feature}:shadow:{id}:canary")
 }
 
 /// Samples kept in [`samples_key`] (the counts are exact whatever this bound).

@@ -12,7 +12,8 @@ use crate::testing::TestKeyspace;
 use eol_core::Operation;
 use eol_core::shadow::{
     CanaryWeight, FieldDifference, OFFER_REFRESH_SECONDS, OFFER_TTL_SECONDS, Offer, Sample,
-    ShadowAnswer, ShadowRequest, Tally, Verdict, counts_key, disagreements_key, offer_key,
+    ShadowAnswer, ShadowRequest, Tally, Verdict, canary_key, counts_key, disagreements_key,
+    offer_key,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -138,15 +139,29 @@ impl Candidate {
         if self.withdrawn.load(Ordering::Relaxed) {
             return Err("the candidate is shutting down: its offer is withdrawn".into());
         }
-        let offer = self.offer();
-        let json = serde_json::to_string(&offer)
-            .map_err(|e| format!("the shadow offer cannot be written as JSON: {e}"))?;
         let key = offer_key(runtime.feature().name());
         let mut conn = runtime
             .store()
             .connection()
             .await
             .map_err(|e| format!("{key}: {e}"))?;
+        // The share the operator set on any of the candidate's pods: all of
+        // them offer the same, and a restarted pod keeps it.
+        let shared = canary_key(runtime.feature().name(), &self.settings.id);
+        let percent: Option<String> = redis::cmd("GET")
+            .arg(&shared)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| format!("{shared}: {e}"))?;
+        if let Some(percent) = percent.and_then(|p| p.parse::<f64>().ok())
+            && (0.0..=100.0).contains(&percent)
+        {
+            self.canary_percent
+                .store(percent.to_bits(), Ordering::Relaxed);
+        }
+        let offer = self.offer();
+        let json = serde_json::to_string(&offer)
+            .map_err(|e| format!("the shadow offer cannot be written as JSON: {e}"))?;
         redis::cmd("SET")
             .arg(&key)
             .arg(&json)
@@ -181,6 +196,26 @@ impl Candidate {
         self.canary_percent
             .store(weight.percent.to_bits(), Ordering::Relaxed);
         tracing::info!(id = %weight.id, percent = weight.percent, ready, "canary share set");
+        // Kept for the candidate's other pods, which read it when they publish.
+        let shared = canary_key(runtime.feature().name(), &self.settings.id);
+        let stored = async {
+            let mut conn = runtime
+                .store()
+                .connection()
+                .await
+                .map_err(|e| e.to_string())?;
+            redis::cmd("SET")
+                .arg(&shared)
+                .arg(weight.percent.to_string())
+                .arg("EX")
+                .arg(self.settings.ttl_seconds.max(1))
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        stored
+            .await
+            .map_err(|e| CanaryError::Publish(format!("{shared}: {e}")))?;
         if !ready {
             return Ok(self.offer());
         }

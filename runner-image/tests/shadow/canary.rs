@@ -342,3 +342,44 @@ async fn at_a_canary_of_0_nothing_is_forwarded() {
     let m = metrics(&serving).await;
     assert!(!m.contains("eol_canary_requests_total{"), "{m}");
 }
+
+#[tokio::test]
+async fn every_pod_of_a_candidate_offers_the_share_set_on_one_of_them() {
+    let redis = common::local_redis();
+    let (one_dir, two_dir) = (feature_dir(ODD), feature_dir(ODD));
+    let one = start(one_dir.path(), &redis, &candidate_settings("pair-1", &[])).await;
+    let two = start(two_dir.path(), &redis, &candidate_settings("pair-1", &[])).await;
+    wait_for_offer(&redis).await;
+    let (status, body) =
+        put_weight(&one, json!({"id": "pair-1", "percent": 40.0}).to_string()).await;
+    assert_eq!(status, 200, "{body}");
+    let mut conn = redis_conn(&redis).await;
+    let kept: Option<String> = redis::cmd("GET")
+        .arg(eol_core::shadow::canary_key("parity", "pair-1"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(kept.as_deref(), Some("40"));
+    // With the first pod gone (its offer withdrawn), the second one's next
+    // publish (every 5 s) offers the share it was never told directly.
+    drop(one);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let offer: Option<String> = redis::cmd("GET")
+            .arg(offer_key("parity"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if let Some(offer) = offer {
+            let offer: Offer = serde_json::from_str(&offer).unwrap();
+            assert_eq!(offer.canary_percent, 40.0, "{offer:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second pod published no offer"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(two);
+}

@@ -210,8 +210,21 @@ pub fn candidate_template(
     template
 }
 
-/// The candidate's Deployment: one pod (sampling needs no more), the
-/// Feature's rollout deadline, selected apart from the serving pods.
+/// The candidate's pods: one for a shadow (sampling needs no more); for a
+/// canary, the Feature's replicas times its largest step (at least one), as
+/// the candidate answers that share of the calls.
+pub fn candidate_replicas(feature: &Feature) -> i32 {
+    let Some(spec) = canary::settings(feature) else {
+        return 1;
+    };
+    let largest = spec.steps.iter().copied().fold(0.0, f64::max);
+    let wanted = (f64::from(feature.spec.replicas) * largest / 100.0).ceil();
+    // Bounded by the Feature's replicas (at most 100, the CRD's rule).
+    (wanted as i32).clamp(1, feature.spec.replicas.max(1))
+}
+
+/// The candidate's Deployment: [`candidate_replicas`] pods, the Feature's
+/// rollout deadline, selected apart from the serving pods.
 pub fn candidate_deployment(
     feature: &Feature,
     template: PodTemplateSpec,
@@ -220,7 +233,7 @@ pub fn candidate_deployment(
     let mut deployment = children::deployment(feature, template, config);
     deployment.metadata.name = Some(candidate_name(feature));
     if let Some(spec) = deployment.spec.as_mut() {
-        spec.replicas = Some(1);
+        spec.replicas = Some(candidate_replicas(feature));
         spec.selector = LabelSelector {
             match_labels: Some(candidate_selector(feature)),
             ..LabelSelector::default()

@@ -664,3 +664,21 @@ fn a_disagreeing_canary_is_rolled_back_with_reason_disagreement() {
         switch.message
     );
 }
+
+#[test]
+fn a_canary_candidate_gets_the_replicas_its_largest_step_needs() {
+    assert_eq!(
+        candidate_replicas(&shadowed()),
+        1,
+        "a shadow samples with one pod"
+    );
+    let sized = |replicas: i32, steps: serde_json::Value| {
+        let mut f = feature(serde_json::json!({"strategy": "Canary", "canary": {"steps": steps}}));
+        f.spec.replicas = replicas;
+        candidate_replicas(&f)
+    };
+    assert_eq!(sized(2, serde_json::json!([10, 50])), 1);
+    assert_eq!(sized(3, serde_json::json!([10, 50])), 2);
+    assert_eq!(sized(10, serde_json::json!([5, 25, 75])), 8);
+    assert_eq!(sized(0, serde_json::json!([50])), 1, "at least one pod");
+}

@@ -12,7 +12,7 @@ use eol_core::shadow::CANARY_HEADER;
 use eol_kind_tests::cli::get_row;
 use eol_kind_tests::fixtures::{
     INVENTORY, INVENTORY_TESTS, agreeing_inventory, call, events_about, feature, first_answer,
-    inventory_returning, serving_hash, set_source,
+    inventory_returning, namespace_redis, serving_hash, set_source,
 };
 use eol_kind_tests::{TestEnv, condition, feature_ready, in_namespace, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -56,7 +56,7 @@ fn canaried(source: &str) -> serde_json::Value {
     serde_json::json!({
         "source": {"inline": source},
         "tests": INVENTORY_TESTS,
-        "replicas": 2,
+        "replicas": 3,
         "rollout": {
             "strategy": "Canary",
             "shadow": {"samplePercent": 100.0, "minAgreement": 95.0, "minSamples": 10, "window": "10m", "operations": ["stock_level"]},
@@ -153,7 +153,7 @@ async fn a_canary_steps_up_and_promotes_itself_and_a_failing_one_is_rolled_back_
             .await;
         let features = env.api::<Feature>();
         wait_for(&features, "inventory", READY_TIMEOUT, |f| {
-            feature_ready(f) && f.status.as_ref().is_some_and(|s| s.ready_replicas == 2)
+            feature_ready(f) && f.status.as_ref().is_some_and(|s| s.ready_replicas == 3)
         })
         .await;
         let first = serving_hash(&env, "inventory").await;
@@ -189,6 +189,22 @@ async fn a_canary_steps_up_and_promotes_itself_and_a_failing_one_is_rolled_back_
             canary.step_start_routed >= 15,
             "step 1 had its minRequests: {canary:?}"
         );
+        // The candidate runs 3 x 50% = 2 pods (read back from the cluster),
+        // which all offer the share the operator set on one of them.
+        let candidate = env
+            .api::<Deployment>()
+            .get("inventory-candidate")
+            .await
+            .unwrap();
+        assert_eq!(candidate.spec.and_then(|s| s.replicas), Some(2));
+        assert_eq!(candidate.status.and_then(|s| s.ready_replicas), Some(2));
+        let mut conn = namespace_redis(&env).await;
+        let shared: Option<String> = redis::cmd("GET")
+            .arg(eol_core::shadow::canary_key("inventory", &shadow.id))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(shared.as_deref(), Some("50"));
         // The candidate answers live calls: the callers see its header.
         let seen_at_step = looping.by_candidate("stock_level", &shadow.id);
         assert!(
@@ -205,7 +221,7 @@ async fn a_canary_steps_up_and_promotes_itself_and_a_failing_one_is_rolled_back_
             shadow_state(f).as_deref() == Some("Promoted")
                 && s.and_then(|s| condition(&s.conditions, "PhaseSwitch"))
                     .is_some_and(|c| c.1 == "Complete")
-                && s.is_some_and(|s| s.ready_replicas == 2)
+                && s.is_some_and(|s| s.ready_replicas == 3)
         })
         .await;
         let status = done.status.unwrap();

@@ -32,6 +32,14 @@ pub const CONTROLLER: &str = "feature";
 #[instrument(skip(feature, ctx), fields(feature = %feature.name_any(), namespace = feature.namespace().unwrap_or_default()))]
 pub async fn reconcile(feature: Arc<Feature>, ctx: Arc<Context>) -> Result<Action> {
     ctx.caches.ready().await;
+    // A Feature being deleted gets nothing applied: its children go with it
+    // (owner references), and applying the namespace's Redis again would race
+    // the sweep that removes it once the last Feature is gone (seen: a
+    // reconcile of the terminating Feature re-created the StatefulSet just
+    // after the sweep deleted it, and it stayed until the namespace went).
+    if feature.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
     let _timer = ctx.metrics.reconcile(CONTROLLER);
     let ns = feature
         .namespace()

@@ -119,10 +119,18 @@ build_helm() {
     "-X helm.sh/helm/v4/internal/version.version=$HELM_VERSION -X helm.sh/helm/v4/internal/version.gitTreeState=clean"
 }
 
+# Jaeger v2 (github.com/jaegertracing/jaeger/cmd/jaeger): an OpenTelemetry
+# Collector distribution whose default config is all-in-one with in-memory
+# storage, OTLP on :4317/:4318 and the query API on :16686.
+build_jaeger() {
+  build_go_module jaeger "$JAEGER_VERSION" "$JAEGER_BIN" github.com/jaegertracing/jaeger github.com/jaegertracing/jaeger/cmd/jaeger
+}
+
 build_all() {
   build_etcd
   build_coredns
   build_crictl
   build_k8s
   build_kwok # lib/fleet.sh
+  build_jaeger
 }

@@ -10,6 +10,8 @@ CRICTL_VERSION="${CRICTL_VERSION:-v1.34.0}"
 HELM_VERSION="${HELM_VERSION:-v4.3.1}"
 # kwok: fake nodes for scale tests (`cluster.sh fleet`), from sigs.k8s.io/kwok/cmd/kwok.
 KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
+# Jaeger (v2, an OTLP receiver with a query API): the trace backend the tracing tests read spans from.
+JAEGER_VERSION="${JAEGER_VERSION:-v1.75.0}"
 PAUSE_IMAGE="${PAUSE_IMAGE:-registry.k8s.io/pause:3.10.1}"
 COREDNS_IMAGE="${COREDNS_IMAGE:-registry.k8s.io/coredns/coredns:${COREDNS_VERSION}}"
 BASE_IMAGE="${BASE_IMAGE:-localhost/eol/debian-base:bookworm}"
@@ -22,6 +24,7 @@ COREDNS_BIN="$CACHE_ROOT/coredns/$COREDNS_VERSION/bin"
 CRICTL_BIN="$CACHE_ROOT/crictl/$CRICTL_VERSION/bin"
 HELM_BIN="$CACHE_ROOT/helm/$HELM_VERSION/bin"
 KWOK_BIN="$CACHE_ROOT/kwok/$KWOK_VERSION/bin"
+JAEGER_BIN="$CACHE_ROOT/jaeger/$JAEGER_VERSION/bin"
 IMAGE_CACHE="$CACHE_ROOT/images"
 
 # Runtime state of the local cluster: pids, certs, configs, logs, data.

@@ -110,6 +110,10 @@ pub struct ModelSpec {
     /// The Secret key holding the API key (it is never put in a plain environment value).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_secret_ref: Option<KeyRef>,
+    /// Prices by model name (USD per million input and output tokens), over the
+    /// operator's table: runs and `status.usage` report cost with them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub prices: crate::cost::PriceTable,
 }
 
 /// How a phase switch rolls out.
@@ -372,10 +376,25 @@ pub struct FeatureStatus {
     /// The shadow or canary switch in progress, or the last one (strategy `Shadow` or `Canary`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowStatus>,
+    /// Model use of the last hour and day, summed over every replica (prototyped calls only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<UsageStatus>,
     /// Ready, SpecValid, ModelConfigured and PhaseSwitch.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+/// A Feature's model use, as its pods counted it in Redis.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageStatus {
+    /// The totals of the last hour and day.
+    #[serde(flatten)]
+    pub usage: crate::cost::FeatureUsage,
+    /// When the operator last read them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<Time>,
 }
 
 /// One run of a feature: an operation with an input, or its tests, in a runner pod per attempt.
@@ -478,6 +497,15 @@ pub struct RunSummary {
     /// Model tokens used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens: Option<i64>,
+    /// Prompt (input) tokens used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<i64>,
+    /// Completion (output) tokens used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tokens: Option<i64>,
+    /// What the model calls cost, in USD (absent when the model has no price).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<f64>,
     /// How long the run took, e.g. `1.8s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<String>,

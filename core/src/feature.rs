@@ -113,6 +113,10 @@ pub struct ModelSettings {
     /// Sampling seed, for repeatable answers where the server supports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<i64>,
+    /// The price of `name` (USD per million input and output tokens), so runs
+    /// report their cost; a deployment's price table (`EOL_LLM_PRICES`) wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<crate::cost::ModelPrice>,
 }
 
 /// An MCP server the LLM may call.

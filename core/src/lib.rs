@@ -4,6 +4,7 @@
 //! against expectations, and writes models back to text.
 
 pub mod compare;
+pub mod cost;
 pub mod crd;
 mod diagnostic;
 pub mod expect;

@@ -27,6 +27,9 @@ pub mod env {
     pub const LLM_API_KEY: &str = "EOL_LLM_API_KEY";
     /// A file holding the API key (a mounted Secret in pods).
     pub const LLM_API_KEY_FILE: &str = "EOL_LLM_API_KEY_FILE";
+    /// Prices by model, JSON `{"model": {"input": USD, "output": USD}}` per million
+    /// tokens: the operator's table with the Feature's `spec.model.prices` over it.
+    pub const LLM_PRICES: &str = "EOL_LLM_PRICES";
     /// `off` turns embeddings (semantic cache, vector context) off.
     pub const EMBEDDINGS: &str = "EOL_EMBEDDINGS";
     /// The value of [`EMBEDDINGS`] that turns them off.

@@ -8,6 +8,7 @@ use crate::engine::Runtime;
 use crate::llm::{ChatClient, ConfigError, LlmError, LlmSettings};
 use crate::mcp::{Toolbox, ToolboxError};
 use crate::prototype::{Prototyper, Tools};
+use crate::spend::Meter;
 use crate::sandbox::{Interpreter, SandboxError, SandboxLimits, WorkerPool};
 use crate::store::RedisStore;
 use eol_core::{Diagnostics, Feature};
@@ -146,9 +147,9 @@ pub async fn load_runtime(
     feature: Feature,
 ) -> Result<Runtime, BootstrapError> {
     let name = feature.name().to_owned();
-    let model = model_from_env(&feature)?;
-    let pool = start_pool(&settings.sandbox).await?;
     let store = Arc::new(RedisStore::new(settings.redis_url.clone()));
+    let model = model_from_env(&feature, &store)?;
+    let pool = start_pool(&settings.sandbox).await?;
     // Tools matter only to the model: without one, no MCP server is started.
     let tools: Option<Arc<dyn Tools>> = match &model {
         Some(_) => Some(Arc::new(
@@ -178,8 +179,13 @@ pub async fn load_runtime(
     })
 }
 
-/// The model the environment (and the feature's frontmatter) configures, if any.
-fn model_from_env(feature: &Feature) -> Result<Option<Arc<Prototyper>>, BootstrapError> {
+/// The model the environment (and the feature's frontmatter) configures, if
+/// any; its spend is counted in `store`'s usage counters when it is a shared
+/// Redis (a local one, started on demand, would only hold one process's).
+fn model_from_env(
+    feature: &Feature,
+    store: &Arc<RedisStore>,
+) -> Result<Option<Arc<Prototyper>>, BootstrapError> {
     let settings = LlmSettings::from_env(feature.frontmatter.model.as_ref()).map_err(|source| {
         BootstrapError::ModelSettings {
             feature: feature.name().to_owned(),
@@ -193,7 +199,12 @@ fn model_from_env(feature: &Feature) -> Result<Option<Arc<Prototyper>>, Bootstra
         feature: feature.name().to_owned(),
         source,
     })?;
-    Ok(Some(Arc::new(Prototyper::new(client))))
+    let meter = Meter::new(&client.settings().model, client.settings().price);
+    let meter = match store.is_configured() {
+        true => meter.with_usage(feature.name(), store.clone()),
+        false => meter,
+    };
+    Ok(Some(Arc::new(Prototyper::new(client).with_meter(meter))))
 }
 
 /// The embedder of the caches, made now so that a broken setting shows at

@@ -35,6 +35,7 @@ pub mod report;
 pub mod sandbox;
 pub mod serve;
 pub mod shadow;
+pub mod spend;
 pub mod store;
 pub mod testing;
 

@@ -1,10 +1,13 @@
 //! Prometheus metrics of a served feature (prometheus-client).
 
+use crate::llm::Usage;
+use eol_core::cost::ModelPrice;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 /// An operation in a phase.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -15,13 +18,66 @@ pub struct OperationLabels {
     pub phase: String,
 }
 
-/// Token direction for one operation.
+/// Model tokens or cost of one operation, by direction and model.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TokenLabels {
     /// The operation.
     pub operation: String,
     /// `in` (prompt) or `out` (completion).
     pub direction: String,
+    /// The model, as the API knows it.
+    pub model: String,
+}
+
+/// What the model replies of a served feature used and cost, counted as each
+/// reply arrives (see [`crate::spend::Meter`]).
+#[derive(Clone)]
+pub struct LlmMetrics {
+    /// `eol_llm_tokens_total{operation,direction,model}`.
+    pub tokens: Family<TokenLabels, Counter>,
+    /// `eol_llm_cost_total{operation,direction,model}`, in USD (models with a price only).
+    pub cost: Family<TokenLabels, Counter<f64, AtomicU64>>,
+}
+
+impl LlmMetrics {
+    /// Creates the metrics and registers them in `registry` (which should carry the `eol` prefix).
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            tokens: Family::default(),
+            cost: Family::default(),
+        };
+        registry.register(
+            "llm_tokens",
+            "Model tokens used, by direction (in: prompt, out: completion) and model",
+            m.tokens.clone(),
+        );
+        registry.register(
+            "llm_cost",
+            "Model cost in USD, by direction and model (models with a price only)",
+            m.cost.clone(),
+        );
+        m
+    }
+
+    /// Counts one reply of `operation` on `model`.
+    pub fn count(&self, operation: &str, model: &str, price: Option<ModelPrice>, usage: Usage) {
+        for (direction, tokens, usd_per_million) in [
+            ("in", usage.prompt_tokens, price.map(|p| p.input)),
+            ("out", usage.completion_tokens, price.map(|p| p.output)),
+        ] {
+            let labels = TokenLabels {
+                operation: operation.to_owned(),
+                direction: direction.to_owned(),
+                model: model.to_owned(),
+            };
+            self.tokens.get_or_create(&labels).inc_by(tokens);
+            if let Some(per_million) = usd_per_million {
+                self.cost
+                    .get_or_create(&labels)
+                    .inc_by(tokens as f64 * per_million / 1e6);
+            }
+        }
+    }
 }
 
 /// A cache lookup.
@@ -49,8 +105,8 @@ pub struct ErrorLabels {
 pub struct ServeMetrics {
     /// `eol_execution_duration_seconds{operation,phase}`.
     pub execution_duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
-    /// `eol_llm_tokens_total{operation,direction}`.
-    pub llm_tokens: Family<TokenLabels, Counter>,
+    /// `eol_llm_tokens_total` and `eol_llm_cost_total`.
+    pub llm: LlmMetrics,
     /// `eol_errors_total{operation,kind}`.
     pub errors: Family<ErrorLabels, Counter>,
 }
@@ -60,7 +116,7 @@ impl ServeMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self {
             execution_duration: Family::new_with_constructor(duration_histogram),
-            llm_tokens: Family::default(),
+            llm: LlmMetrics::register(registry),
             errors: Family::default(),
         };
         registry.register(
@@ -68,7 +124,6 @@ impl ServeMetrics {
             "Time to execute an operation",
             m.execution_duration.clone(),
         );
-        registry.register("llm_tokens", "Model tokens used", m.llm_tokens.clone());
         registry.register("errors", "Failed operation calls by kind", m.errors.clone());
         m
     }

@@ -6,7 +6,8 @@
 //! Output schema: asked for through the server's structured-output form where it
 //! has one, and otherwise validated and retried with the errors fed back.
 
-use crate::llm::{ChatClient, ChatReply, LlmError, Usage};
+use crate::llm::{ChatClient, ChatReply, LlmError};
+use crate::spend::{Meter, Spend};
 use crate::store::Scope;
 use eol_core::{CompiledSchema, Feature, Operation};
 use serde_json::{Value, json};
@@ -74,8 +75,11 @@ pub const MAX_TOOL_ROUNDS: u32 = 6;
 /// What one prototyped call cost and did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct PrototypeTrace {
-    /// Tokens used, summed over attempts.
-    pub usage: Usage,
+    /// The model asked.
+    pub model: String,
+    /// Tokens, requests and cost, summed over attempts and tool rounds.
+    #[serde(flatten)]
+    pub spend: Spend,
     /// Answers asked for (1 when the first was valid).
     pub attempts: u32,
     /// Tool calls made, by name, in order.
@@ -90,10 +94,9 @@ pub struct PrototypeTrace {
 }
 
 impl PrototypeTrace {
-    /// Adds a reply's tokens and HTTP retries.
-    fn count(&mut self, reply: &ChatReply) {
-        self.usage.prompt_tokens += reply.usage.prompt_tokens;
-        self.usage.completion_tokens += reply.usage.completion_tokens;
+    /// Adds a reply's spend and HTTP retries.
+    fn count(&mut self, reply: &ChatReply, spend: Spend) {
+        self.spend.add(spend);
         self.http_retries += reply.retries;
     }
 }
@@ -147,12 +150,42 @@ pub fn estimate_tokens(text: &str) -> usize {
 #[derive(Debug)]
 pub struct Prototyper {
     client: ChatClient,
+    /// Counts what every reply spends.
+    meter: Meter,
 }
 
 impl Prototyper {
-    /// A prototyper on `client`.
+    /// A prototyper on `client`, counting spend in the call traces only.
     pub fn new(client: ChatClient) -> Self {
-        Self { client }
+        let settings = client.settings();
+        let meter = Meter::new(&settings.model, settings.price);
+        Self { client, meter }
+    }
+
+    /// The prototyper counting spend with `meter` (Redis usage counters too).
+    pub fn with_meter(mut self, meter: Meter) -> Self {
+        self.meter = meter;
+        self
+    }
+
+    /// What counts the spend of its replies.
+    pub fn meter(&self) -> &Meter {
+        &self.meter
+    }
+
+    /// One chat request for `operation`, its spend counted in `trace`.
+    async fn chat(
+        &self,
+        operation: &str,
+        messages: &[Value],
+        tools: &[Value],
+        schema: Option<&Value>,
+        trace: &mut PrototypeTrace,
+    ) -> Result<ChatReply, LlmError> {
+        let reply = self.client.chat(messages, tools, schema).await?;
+        let spend = self.meter.record(operation, reply.usage).await;
+        trace.count(&reply, spend);
+        Ok(reply)
     }
 
     /// The model client.
@@ -287,13 +320,14 @@ impl Prototyper {
         let (mut messages, context_note) = self.messages_with(feature, op, input, context)?;
         let mut trace = PrototypeTrace {
             context_note,
+            model: self.client.settings().model.clone(),
             ..PrototypeTrace::default()
         };
         if let Some(tools) = tools {
             let definitions = tools.definitions();
             if !definitions.is_empty()
                 && let Some(value) = self
-                    .tool_loop(&mut messages, &definitions, tools, output, &mut trace)
+                    .tool_loop(&op.name, &mut messages, &definitions, tools, output, &mut trace)
                     .await?
             {
                 trace.latency = started.elapsed();
@@ -304,10 +338,8 @@ impl Prototyper {
         while trace.attempts < MAX_ANSWER_ATTEMPTS {
             trace.attempts += 1;
             let reply = self
-                .client
-                .chat(&messages, &[], Some(&op.output.value))
+                .chat(&op.name, &messages, &[], Some(&op.output.value), &mut trace)
                 .await?;
-            trace.count(&reply);
             let text = reply.content.unwrap_or_default();
             let problem = match validated(&text, output) {
                 Ok(value) => {
@@ -330,6 +362,7 @@ impl Prototyper {
     /// Returns the answer if the model's last message was already a valid one.
     async fn tool_loop(
         &self,
+        operation: &str,
         messages: &mut Vec<Value>,
         definitions: &[Value],
         tools: &dyn Tools,
@@ -337,8 +370,9 @@ impl Prototyper {
         trace: &mut PrototypeTrace,
     ) -> Result<Option<Value>, PrototypeError> {
         for _ in 0..MAX_TOOL_ROUNDS {
-            let reply = self.client.chat(messages, definitions, None).await?;
-            trace.count(&reply);
+            let reply = self
+                .chat(operation, messages, definitions, None, trace)
+                .await?;
             if reply.tool_calls.is_empty() {
                 let text = reply.content.unwrap_or_default();
                 trace.attempts += 1;
@@ -391,6 +425,8 @@ impl Prototyper {
         let mut detail = String::new();
         for _ in 0..MAX_ANSWER_ATTEMPTS {
             let reply = self.client.chat(&messages, &[], Some(schema)).await?;
+            // A judge's tokens are the test's spend, under the operation judged.
+            self.meter.record(&op.name, reply.usage).await;
             let text = reply.content.unwrap_or_default();
             match extract_json(&text) {
                 Some(v) if compiled.violations(&v).is_empty() => {

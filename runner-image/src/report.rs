@@ -5,7 +5,8 @@
 use crate::llm::Usage;
 use crate::store::{RedisStore, StoreError, key_prefix};
 use crate::testing::{CaseResult, Verdict};
-use eol_core::crd::RunReport;
+use crate::spend::Spend;
+use eol_core::crd::{RunReport, RunSummary};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
@@ -108,6 +109,17 @@ pub fn format_duration(d: Duration) -> String {
 /// Model tokens of one call: prompt plus completion, as the report counts them.
 pub fn tokens(usage: &Usage) -> i64 {
     saturating_i64(usage.total())
+}
+
+/// Puts what the process's model calls spent in `summary` (nothing when it made none).
+pub fn fill_spend(summary: &mut RunSummary, spend: &Spend) {
+    if spend.requests == 0 {
+        return;
+    }
+    summary.tokens = Some(tokens(&spend.usage));
+    summary.input_tokens = Some(saturating_i64(spend.usage.prompt_tokens));
+    summary.output_tokens = Some(saturating_i64(spend.usage.completion_tokens));
+    summary.cost = spend.cost_usd();
 }
 
 /// Tokens over every case that used a model, or `None` when none did.

@@ -14,7 +14,7 @@
 mod shadow;
 
 use crate::engine::{ExecError, Runtime};
-use crate::metrics::{ErrorLabels, OperationLabels, ServeMetrics, ShadowMetrics, TokenLabels};
+use crate::metrics::{ErrorLabels, OperationLabels, ServeMetrics, ShadowMetrics};
 use crate::shadow::canary::CanaryReply;
 use crate::shadow::{Candidate, CandidateSettings, ShadowSender};
 use crate::testing::{self, Verdict};
@@ -25,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use eol_core::TestSuite;
+use eol_core::cost::USAGE_PATH;
 use eol_core::runner_contract::{HEALTH_PATH, READY_PATH};
 use eol_core::shadow::{CANARY_HEADER, CANARY_PATH, SHADOW_PATH, TALLY_PATH};
 use prometheus_client::registry::Registry;
@@ -85,6 +86,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route(HEALTH_PATH, get(|| async { "ok" }))
         .route(READY_PATH, get(readyz))
         .route("/metrics", get(metrics))
+        .route(USAGE_PATH, get(usage))
         .with_state(state)
 }
 
@@ -100,6 +102,9 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let mut registry = Registry::with_prefix("eol");
     let metrics = ServeMetrics::register(&mut registry);
+    if let Some(model) = runtime.model() {
+        model.meter().set_metrics(metrics.llm.clone());
+    }
     registry.register_collector(Box::new(crate::caches::CacheMetrics(
         runtime.caches().clone(),
     )));
@@ -212,6 +217,27 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// The feature's model use over the last hour and day, from the Redis
+/// counters every replica adds to (503 without a shared Redis, or when it fails).
+async fn usage(State(state): State<Arc<AppState>>) -> Response {
+    let store = state.runtime.store();
+    if !store.is_configured() {
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_shared_redis",
+            "no usage: this server has no shared Redis (REDIS_URL)".to_owned(),
+        );
+    }
+    match crate::spend::read_usage_now(store, state.runtime.feature().name()).await {
+        Ok(usage) => Json(usage).into_response(),
+        Err(error) => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "redis",
+            format!("reading the usage counters failed: {error}"),
+        ),
+    }
+}
+
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
@@ -273,21 +299,6 @@ async fn call_operation(
                 .execution_duration
                 .get_or_create(&labels)
                 .observe(exec.duration.as_secs_f64());
-            if let Some(trace) = &exec.trace {
-                for (direction, n) in [
-                    ("in", trace.usage.prompt_tokens),
-                    ("out", trace.usage.completion_tokens),
-                ] {
-                    state
-                        .metrics
-                        .llm_tokens
-                        .get_or_create(&TokenLabels {
-                            operation: operation.clone(),
-                            direction: direction.into(),
-                        })
-                        .inc_by(n);
-                }
-            }
             if let ShadowRole::Serving(sender) = &state.shadow {
                 sender.copy(&operation, &input, &exec.output);
             }

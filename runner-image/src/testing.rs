@@ -168,7 +168,7 @@ pub async fn run_case(
         Err(e) => result.reason = Some(e.to_string()),
         Ok(exec) => {
             result.duration = exec.duration;
-            result.tokens = exec.trace.as_ref().map(|t| t.usage.total());
+            result.tokens = exec.trace.as_ref().map(|t| t.spend.usage.total());
             match &case.expect {
                 Expectation::Values(expected) => {
                     let mismatches = expect::check(expected, &exec.output);

@@ -47,6 +47,7 @@ required: [label]
 
 fn settings(url: &str) -> LlmSettings {
     LlmSettings {
+        price: None,
         api_key: Some("sk-test".into()),
         timeout: Duration::from_millis(800),
         max_retries: 2,
@@ -98,7 +99,7 @@ async fn an_answer_that_is_not_json_is_retried_with_the_problem_fed_back() {
         .unwrap();
     assert_eq!(value, json!({"label": "bug"}));
     assert_eq!(trace.attempts, 2);
-    assert_eq!(trace.usage.prompt_tokens, 22);
+    assert_eq!(trace.spend.usage.prompt_tokens, 22);
     let second = server.request(1);
     let last = second["messages"].as_array().unwrap().last().unwrap()["content"]
         .as_str()
@@ -408,7 +409,7 @@ async fn the_local_model_returns_schema_valid_output() {
             .unwrap();
         assert!(f.output.violations(&value).is_empty(), "{value}");
         assert!(
-            trace.usage.prompt_tokens > 0 && trace.usage.completion_tokens > 0,
+            trace.spend.usage.prompt_tokens > 0 && trace.spend.usage.completion_tokens > 0,
             "{trace:?}"
         );
     }
@@ -463,7 +464,7 @@ async fn references_become_context_and_prototyped_calls_are_recorded() {
     let input = json!({"text": "charged twice"});
     let exec = runtime.execute("classify", &input, None).await.unwrap();
     assert_eq!(exec.output, json!({"label": "billing"}));
-    assert_eq!(exec.trace.unwrap().usage.completion_tokens, 7);
+    assert_eq!(exec.trace.unwrap().spend.usage.completion_tokens, 7);
 
     let system = server.request(0)["messages"][0]["content"]
         .as_str()

@@ -8,6 +8,7 @@ use eol_core::Phase;
 use eol_core::crd::RunReport;
 use eol_runner::bootstrap::load_runtime;
 use eol_runner::report;
+use eol_runner::spend::spend_line;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::ExitCode;
@@ -50,6 +51,7 @@ pub(super) async fn run(
         "duration_ms": exec.duration.as_secs_f64() * 1e3,
         "trace": exec.trace,
         "cache": exec.cache,
+        "spend": runtime.model().map(|m| m.meter().total()),
     });
     if cli.output == OutputFormat::Json {
         println!("{result}");
@@ -59,7 +61,13 @@ pub(super) async fn run(
             serde_json::to_string_pretty(&exec.output).unwrap_or_default()
         );
     }
-    report.summary.tokens = exec.trace.as_ref().map(|t| report::tokens(&t.usage));
+    if let Some(model) = runtime.model() {
+        let spend = model.meter().total();
+        report::fill_spend(&mut report.summary, &spend);
+        if spend.requests > 0 && cli.output != OutputFormat::Json {
+            eprintln!("{}", spend_line(model.meter(), &spend));
+        }
+    }
     report.summary.result_key =
         keep_result(cli, runtime.store(), runtime.feature().name(), &result).await;
     report.summary.output = Some(exec.output);

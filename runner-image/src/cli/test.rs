@@ -9,6 +9,7 @@ use eol_core::Phase;
 use eol_core::crd::RunReport;
 use eol_runner::bootstrap::load_runtime;
 use eol_runner::report;
+use eol_runner::spend::spend_line;
 use eol_runner::testing::{self, CaseResult, CoverageRow, Summary, Verdict};
 use serde_json::json;
 use std::io::IsTerminal;
@@ -74,13 +75,23 @@ pub(super) async fn test(
         }
         println!("{summary}");
     }
-    let result = json!({ "feature": runtime.feature().name(), "cases": results, "summary": summary, "coverage": coverage });
+    // Every model request of the suite: the cases', their retries and the judge's.
+    let spend = runtime.model().map(|m| m.meter().total());
+    if text
+        && let (Some(model), Some(spend)) = (runtime.model(), &spend)
+        && spend.requests > 0
+    {
+        println!("{}", spend_line(model.meter(), spend));
+    }
+    let result = json!({ "feature": runtime.feature().name(), "cases": results, "summary": summary, "coverage": coverage, "spend": spend });
     if !text {
         println!("{result}");
     }
     report.summary.tests_passed = Some(report::count(summary.passed));
     report.summary.tests_failed = Some(report::count(summary.failed));
-    report.summary.tokens = report::case_tokens(&results);
+    if let Some(spend) = &spend {
+        report::fill_spend(&mut report.summary, spend);
+    }
     report.summary.result_key =
         keep_result(cli, runtime.store(), runtime.feature().name(), &result).await;
     if let Some(error) = report::failed_cases(&results) {

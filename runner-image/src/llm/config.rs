@@ -8,6 +8,7 @@
 //! its own model server.
 
 use eol_core::ModelSettings;
+use eol_core::cost::{ModelPrice, parse_price_table};
 use eol_core::runner_contract::env as vars;
 use std::fmt;
 use std::path::PathBuf;
@@ -37,6 +38,9 @@ pub struct LlmSettings {
     /// The structured-output form to try first (`json_schema`, `json_object` or
     /// `prompt`); on refusal the client falls back to the next one by itself.
     pub response_format: super::ResponseFormatMode,
+    /// The model's price, when known: from the deployment's table
+    /// (`EOL_LLM_PRICES`), else the feature's `model.price` for its own model.
+    pub price: Option<ModelPrice>,
 }
 
 impl fmt::Debug for LlmSettings {
@@ -52,6 +56,7 @@ impl fmt::Debug for LlmSettings {
             .field("max_retries", &self.max_retries)
             .field("context_window", &self.context_window)
             .field("response_format", &self.response_format)
+            .field("price", &self.price)
             .finish()
     }
 }
@@ -111,12 +116,34 @@ impl LlmSettings {
             (None, None) => None,
         };
         let feature = feature.cloned().unwrap_or_default();
+        let model = env(vars::LLM_MODEL)
+            .or(feature.name.clone())
+            .unwrap_or_else(|| "default".to_owned());
+        let table = match env(vars::LLM_PRICES).filter(|t| !t.trim().is_empty()) {
+            Some(text) => parse_price_table(&text).map_err(|reason| ConfigError {
+                name: vars::LLM_PRICES,
+                value: text,
+                reason,
+            })?,
+            None => Default::default(),
+        };
+        // The frontmatter's price is its own model's: not that of a model the
+        // environment put in its place.
+        let own_price = feature
+            .price
+            .filter(|_| feature.name.as_ref().is_none_or(|name| *name == model));
+        if let Some(problem) = own_price.as_ref().and_then(ModelPrice::problem) {
+            return Err(ConfigError {
+                name: "model.price",
+                value: format!("{own_price:?}"),
+                reason: problem,
+            });
+        }
         let settings = Self {
             base_url: base_url.trim_end_matches('/').to_owned(),
             api_key,
-            model: env(vars::LLM_MODEL)
-                .or(feature.name)
-                .unwrap_or_else(|| "default".to_owned()),
+            price: table.get(&model).copied().or(own_price),
+            model,
             temperature: parsed("EOL_LLM_TEMPERATURE", env("EOL_LLM_TEMPERATURE"))?
                 .or(feature.temperature)
                 .unwrap_or(0.0),
@@ -290,6 +317,7 @@ mod tests {
             temperature: Some(0.7),
             max_tokens: Some(100),
             seed: None,
+            price: None,
         };
         let s = LlmSettings::resolve(
             &env(&[
@@ -332,5 +360,44 @@ mod tests {
                 .starts_with("invalid model setting EOL_LLM_TIMEOUT=\"soon\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_price_comes_from_the_table_then_the_feature_for_its_own_model() {
+        use eol_core::cost::ModelPrice;
+        let own = ModelPrice {
+            input: 1.0,
+            output: 2.0,
+        };
+        let feature = ModelSettings {
+            name: Some("mine".into()),
+            price: Some(own),
+            ..ModelSettings::default()
+        };
+        let base = ("EOL_LLM_BASE_URL", "http://x");
+        let price = |pairs: &[(&str, &str)]| {
+            LlmSettings::resolve(&env(pairs), Some(&feature))
+                .unwrap()
+                .unwrap()
+                .price
+        };
+        assert_eq!(price(&[base]), Some(own));
+        let table = r#"{"mine": {"input": 3, "output": 4}}"#;
+        assert_eq!(
+            price(&[base, ("EOL_LLM_PRICES", table)]),
+            Some(ModelPrice {
+                input: 3.0,
+                output: 4.0
+            })
+        );
+        // Another model put in place by the environment has no price of the feature's.
+        assert_eq!(price(&[base, ("EOL_LLM_MODEL", "other")]), None);
+        let err = LlmSettings::resolve(
+            &env(&[base, ("EOL_LLM_PRICES", r#"{"mine": {"input": "cheap"}}"#)]),
+            Some(&feature),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("invalid model setting EOL_LLM_PRICES="), "{err}");
     }
 }

@@ -176,6 +176,7 @@ async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
 /// schema output. Tests change what they need with `..scripted_settings(url)`.
 pub fn scripted_settings(url: &str) -> LlmSettings {
     LlmSettings {
+        price: None,
         base_url: url.to_owned(),
         api_key: None,
         model: "scripted".into(),

@@ -40,7 +40,9 @@ impl ModelPrice {
         [("input", self.input), ("output", self.output)]
             .into_iter()
             .find(|(_, v)| !v.is_finite() || *v < 0.0)
-            .map(|(name, v)| format!("{name} must be a price of at least 0 USD per million tokens, not {v}"))
+            .map(|(name, v)| {
+                format!("{name} must be a price of at least 0 USD per million tokens, not {v}")
+            })
     }
 }
 
@@ -134,15 +136,18 @@ mod tests {
     fn a_price_table_names_the_model_with_a_bad_price() {
         let table = parse_price_table(r#"{"m": {"input": 1, "output": 2}}"#).unwrap();
         assert_eq!(table["m"].output, 2.0);
-        let err = parse_price_table(r#"{"ok": {"input": 1, "output": 2}, "bad": {"input": -1, "output": 2}}"#)
-            .unwrap_err();
+        let err = parse_price_table(
+            r#"{"ok": {"input": 1, "output": 2}, "bad": {"input": -1, "output": 2}}"#,
+        )
+        .unwrap_err();
         assert_eq!(
             err,
             "model 'bad': input must be a price of at least 0 USD per million tokens, not -1"
         );
         let err = parse_price_table(r#"{"m": {"input": 1}}"#).unwrap_err();
         assert!(err.contains("missing field `output`"), "{err}");
-        let err = parse_price_table(r#"{"m": {"input": 1, "output": 2, "cached": 3}}"#).unwrap_err();
+        let err =
+            parse_price_table(r#"{"m": {"input": 1, "output": 2, "cached": 3}}"#).unwrap_err();
         assert!(err.contains("unknown field `cached`"), "{err}");
     }
 }

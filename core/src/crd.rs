@@ -26,6 +26,7 @@ use std::collections::BTreeMap;
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.readyReplicas","description":"Ready replicas"}"#,
     printcolumn = r#"{"name":"Agreement","type":"string","jsonPath":".status.shadow.agreement","description":"A shadow switch's agreement and samples"}"#,
     printcolumn = r#"{"name":"Canary","type":"string","jsonPath":".status.shadow.canary.progress","priority":1,"description":"A canary switch's share of live calls and error rate"}"#,
+    printcolumn = r#"{"name":"Cost-1d","type":"number","jsonPath":".status.usage.lastDay.cost","priority":1,"description":"Model cost of the last day, USD"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -414,6 +415,8 @@ pub struct UsageStatus {
     printcolumn = r#"{"name":"Passed","type":"integer","jsonPath":".status.summary.testsPassed"}"#,
     printcolumn = r#"{"name":"Failed","type":"integer","jsonPath":".status.summary.testsFailed"}"#,
     printcolumn = r#"{"name":"Duration","type":"string","jsonPath":".status.summary.duration"}"#,
+    printcolumn = r#"{"name":"Tokens","type":"integer","jsonPath":".status.summary.tokens","priority":1,"description":"Model tokens the run used"}"#,
+    printcolumn = r#"{"name":"Cost","type":"number","jsonPath":".status.summary.cost","priority":1,"description":"What the run's model calls cost, USD"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = kube::core::Rule::new("has(self.operation) != has(self.tests) || (has(self.tests) && !self.tests && has(self.operation))").message("set either operation (with input) or tests: true"))]

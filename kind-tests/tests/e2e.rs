@@ -474,6 +474,9 @@ async fn a_prototyping_featurerun_calls_the_local_model_from_its_pod() {
     let mut values = readme_model_values(&url, &host_from_pods(&client).await);
     let model_url = values[0].clone();
     values.push("runner.logLevel=info".to_owned());
+    // A price for the README's model: runs and the Feature report what it costs.
+    values.push(format!("model.prices.smollm2.input={PRICE_IN}"));
+    values.push(format!("model.prices.smollm2.output={PRICE_OUT}"));
     with_release("model", values, |client, ns| async move {
         let source =
             std::fs::read_to_string(repo_root().join("features/examples/support-triage.eol"))
@@ -485,7 +488,7 @@ async fn a_prototyping_featurerun_calls_the_local_model_from_its_pod() {
         let feature: Feature = serde_json::from_value(serde_json::json!({
             "apiVersion": "eol.dev/v1alpha1", "kind": "Feature",
             "metadata": {"name": "support-triage"},
-            "spec": {"source": {"inline": source}, "phase": "prototyping", "replicas": 0,
+            "spec": {"source": {"inline": source}, "phase": "prototyping", "replicas": 1,
                      "documents": {"docs/refund-policy.md": policy}}
         }))
         .expect("a Feature");
@@ -553,8 +556,125 @@ spec:
                 && !logs.contains("cannot be read"),
             "the runner's log:\n{logs}"
         );
+        let spent = run_cost(&client, &ns, &summary, &pod).await;
+        feature_usage_counts(&client, &ns, spent).await;
     })
     .await;
+}
+
+/// The chart's price of `smollm2`, USD per million prompt and completion tokens.
+const PRICE_IN: f64 = 0.5;
+const PRICE_OUT: f64 = 1.5;
+
+/// The cost of `input` and `output` tokens at the chart's price.
+fn priced(input: i64, output: i64) -> f64 {
+    (input as f64 * PRICE_IN + output as f64 * PRICE_OUT) / 1e6
+}
+
+/// The run's tokens and cost as its status and `kubectl get featureruns -o
+/// wide` show them, at the price its pod was given; returns its prompt tokens.
+async fn run_cost(
+    client: &Client,
+    ns: &str,
+    summary: &eol_core::crd::RunSummary,
+    pod: &str,
+) -> i64 {
+    let (input, output) = (
+        summary.input_tokens.expect("prompt tokens in the summary"),
+        summary
+            .output_tokens
+            .expect("completion tokens in the summary"),
+    );
+    assert_eq!(Some(input + output), summary.tokens, "{summary:?}");
+    let cost = summary.cost.expect("a cost: the chart prices smollm2");
+    // Each request's cost is rounded to the nano-dollar.
+    assert!((cost - priced(input, output)).abs() < 1e-8, "{summary:?}");
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns);
+    let env = pods
+        .get(pod)
+        .await
+        .expect("the run's pod")
+        .spec
+        .expect("spec")
+        .containers[0]
+        .env
+        .clone()
+        .unwrap_or_default();
+    let prices = env.iter().find(|e| e.name == "EOL_LLM_PRICES");
+    assert_eq!(
+        prices.and_then(|e| e.value.as_deref()),
+        Some(r#"{"smollm2":{"input":0.5,"output":1.5}}"#),
+        "the pod's env: {env:?}"
+    );
+    let row = get_row("featureruns", ns, "classify", true);
+    assert_eq!(row["TOKENS"], (input + output).to_string(), "{row:?}");
+    let shown: f64 = row["COST"].parse().expect("a number in COST");
+    assert!((shown - cost).abs() < 1e-9, "{row:?}");
+    input
+}
+
+/// A call to the Feature's Service, then its `status.usage`: the run's model
+/// use and the call's, summed by the serving pod from the namespace's Redis.
+async fn feature_usage_counts(client: &Client, ns: &str, run_input: i64) {
+    let features: Api<Feature> = Api::namespaced(client.clone(), ns);
+    wait_for(&features, "support-triage", TIMEOUT, |f| ready_with(f, 1)).await;
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), ns);
+    let ip = services
+        .get("support-triage")
+        .await
+        .expect("the Feature's Service")
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .expect("a ClusterIP");
+    let input =
+        serde_json::json!({"subject": "Refund", "body": "I was charged twice for one order."});
+    let started = std::time::Instant::now();
+    loop {
+        // Until kube-proxy routes a new Service, calls fail: retry for a while.
+        let answer = reqwest::Client::new()
+            .post(format!("http://{ip}/v1/operations/classify_ticket"))
+            .timeout(Duration::from_secs(120))
+            .json(&input)
+            .send()
+            .await;
+        match answer {
+            Ok(r) if r.status() == 200 => break,
+            other => assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the Service did not answer: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The operator reads the usage once a minute.
+    let counted = |f: &Feature| {
+        f.status
+            .as_ref()
+            .and_then(|s| s.usage.as_ref())
+            .is_some_and(|u| u.usage.last_hour.input_tokens > run_input)
+    };
+    let feature = wait_for(
+        &features,
+        "support-triage",
+        Duration::from_secs(150),
+        counted,
+    )
+    .await;
+    let usage = feature.status.and_then(|s| s.usage).expect("a usage").usage;
+    let hour = &usage.last_hour;
+    assert!(
+        hour.requests >= 2,
+        "the run's request and the call's: {usage:?}"
+    );
+    assert!(
+        (hour.cost - priced(hour.input_tokens, hour.output_tokens)).abs()
+            < 1e-9 * hour.requests as f64,
+        "{usage:?}"
+    );
+    assert_eq!(usage.last_day, usage.last_hour, "all within the hour");
+    let row = get_row("features", ns, "support-triage", true);
+    let shown: f64 = row["COST-1D"].parse().expect("a number in COST-1D");
+    assert!(shown > 0.0, "{row:?}");
 }
 
 /// True when every field of `git` is in `live` with the same value (`live`

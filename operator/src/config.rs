@@ -1,6 +1,7 @@
 //! The operator's settings: images, model defaults, Redis and rollout defaults.
 //! Set by flags or environment variables (the Helm chart sets the latter).
 
+use eol_core::cost::{PriceTable, parse_price_table};
 use eol_core::crd::KeyRef;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 
@@ -45,6 +46,11 @@ pub struct OperatorConfig {
     /// Structured-output form sent to the model first (`json_schema` or `json_object`).
     #[arg(long, env = "EOL_MODEL_RESPONSE_FORMAT")]
     pub model_response_format: Option<String>,
+    /// Prices by model, as JSON `{"MODEL": {"input": USD, "output": USD}}` per
+    /// million tokens: runs and Features report their cost with them. A
+    /// Feature's `spec.model.prices` adds to and overrides this table.
+    #[arg(long, env = "EOL_MODEL_PRICES", value_parser = parse_prices, default_value = "{}")]
+    pub model_prices: PriceTable,
     /// Base URL of the OpenAI-compatible `/v1/embeddings` API runner pods embed with
     /// (semantic cache, vector context). Unset: they embed with the runner image's
     /// local all-MiniLM-L6-v2, or not at all without `--local-embeddings`.
@@ -94,6 +100,7 @@ impl Default for OperatorConfig {
             model_name: None,
             model_api_key_secret: None,
             model_response_format: None,
+            model_prices: PriceTable::new(),
             embedding_base_url: None,
             embedding_model: None,
             embedding_api_key_secret: None,
@@ -117,6 +124,10 @@ fn parse_resources(s: &str) -> Result<ResourceRequirements, String> {
     serde_json::from_str(s).map_err(|e| {
         format!("expected a container's resources as JSON, e.g. {DEFAULT_RUNNER_RESOURCES}: {e}")
     })
+}
+
+fn parse_prices(s: &str) -> Result<PriceTable, String> {
+    parse_price_table(s)
 }
 
 fn parse_key_ref(s: &str) -> Result<KeyRef, String> {

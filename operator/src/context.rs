@@ -173,6 +173,8 @@ pub struct Context {
     pub status: StatusWriter,
     /// The sandbox's static check of Features' Python.
     pub code_check: CodeCheck,
+    /// When each Feature's model usage was last read from its pods.
+    pub usage_reads: crate::feature::usage::UsageReads,
 }
 
 impl Context {
@@ -186,6 +188,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             status: StatusWriter::default(),
             code_check: CodeCheck::new(config.python.clone()),
+            usage_reads: Default::default(),
             client,
             config,
             metrics,

@@ -327,7 +327,14 @@ impl Prototyper {
             let definitions = tools.definitions();
             if !definitions.is_empty()
                 && let Some(value) = self
-                    .tool_loop(&op.name, &mut messages, &definitions, tools, output, &mut trace)
+                    .tool_loop(
+                        &op.name,
+                        &mut messages,
+                        &definitions,
+                        tools,
+                        output,
+                        &mut trace,
+                    )
                     .await?
             {
                 trace.latency = started.elapsed();

@@ -3,9 +3,9 @@
 //! the report names.
 
 use crate::llm::Usage;
+use crate::spend::Spend;
 use crate::store::{RedisStore, StoreError, key_prefix};
 use crate::testing::{CaseResult, Verdict};
-use crate::spend::Spend;
 use eol_core::crd::{RunReport, RunSummary};
 use serde_json::Value;
 use std::path::Path;

@@ -37,7 +37,11 @@ fn greeting() -> Scripted {
 }
 
 /// `eol` in `dir` on the scripted model, with `vars` over the model settings.
-fn eol(dir: &std::path::Path, llm: &ScriptedServer, vars: &[(&str, &str)]) -> tokio::process::Command {
+fn eol(
+    dir: &std::path::Path,
+    llm: &ScriptedServer,
+    vars: &[(&str, &str)],
+) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_eol"));
     command
         .current_dir(dir)
@@ -64,7 +68,14 @@ async fn a_run_prints_and_reports_its_tokens_and_cost() {
     let llm = ScriptedServer::start(vec![greeting()]).await;
     let report = dir.path().join("report.json");
     let out = eol(dir.path(), &llm, &[])
-        .args(["run", "greeter.eol", "--operation", "greet", "--input", r#"{"name": "Ada"}"#])
+        .args([
+            "run",
+            "greeter.eol",
+            "--operation",
+            "greet",
+            "--input",
+            r#"{"name": "Ada"}"#,
+        ])
         .arg("--report-file")
         .arg(&report)
         .output()
@@ -86,7 +97,14 @@ async fn a_run_prints_and_reports_its_tokens_and_cost() {
     // A model without a price: the tokens count, the cost is said to be unknown.
     let llm = ScriptedServer::start(vec![greeting()]).await;
     let out = eol(dir.path(), &llm, &[("EOL_LLM_MODEL", "unpriced")])
-        .args(["run", "greeter.eol", "--operation", "greet", "--input", r#"{"name": "Ada"}"#])
+        .args([
+            "run",
+            "greeter.eol",
+            "--operation",
+            "greet",
+            "--input",
+            r#"{"name": "Ada"}"#,
+        ])
         .arg("--report-file")
         .arg(dir.path().join("report2.json"))
         .output()
@@ -131,7 +149,10 @@ async fn a_test_suite_counts_every_answer_it_asked_for() {
     let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(report["testsPassed"], 1, "{report}");
     assert_eq!(report["inputTokens"], 22, "{report}");
-    assert!(close(report["cost"].as_f64().unwrap(), 2.0 * ANSWER_NANOS / 1e9), "{report}");
+    assert!(
+        close(report["cost"].as_f64().unwrap(), 2.0 * ANSWER_NANOS / 1e9),
+        "{report}"
+    );
 }
 
 struct Server {
@@ -157,7 +178,12 @@ async fn serve(dir: &std::path::Path, llm: &ScriptedServer, redis: &LocalRedis) 
     let serve_dir = tempfile::tempdir().unwrap().keep();
     std::fs::copy(dir.join("greeter.eol"), serve_dir.join("greeter.eol")).unwrap();
     let child = eol(&serve_dir, llm, &[("REDIS_URL", &redis.url)])
-        .args(["serve", "greeter.eol", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "serve",
+            "greeter.eol",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -252,8 +278,14 @@ async fn replicas_add_every_reply_to_one_usage_total_and_their_metrics() {
     };
     assert_eq!(metric(&text, &series("eol_llm_tokens_total", "in")), 66.0);
     assert_eq!(metric(&text, &series("eol_llm_tokens_total", "out")), 42.0);
-    assert!(close(metric(&text, &series("eol_llm_cost_total", "in")), 6.0 * 11.0 * 0.15 / 1e6));
-    assert!(close(metric(&text, &series("eol_llm_cost_total", "out")), 6.0 * 7.0 * 0.6 / 1e6));
+    assert!(close(
+        metric(&text, &series("eol_llm_cost_total", "in")),
+        6.0 * 11.0 * 0.15 / 1e6
+    ));
+    assert!(close(
+        metric(&text, &series("eol_llm_cost_total", "out")),
+        6.0 * 7.0 * 0.6 / 1e6
+    ));
     let text = reqwest::get(format!("{}/metrics", b.url))
         .await
         .unwrap()
@@ -273,9 +305,18 @@ async fn a_replica_without_a_shared_redis_says_it_has_no_usage() {
         .unwrap()
         .port();
     let serve_dir = tempfile::tempdir().unwrap();
-    std::fs::copy(dir.path().join("greeter.eol"), serve_dir.path().join("greeter.eol")).unwrap();
+    std::fs::copy(
+        dir.path().join("greeter.eol"),
+        serve_dir.path().join("greeter.eol"),
+    )
+    .unwrap();
     let _child = eol(serve_dir.path(), &llm, &[])
-        .args(["serve", "greeter.eol", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "serve",
+            "greeter.eol",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -209,6 +209,7 @@ mod tests {
                 key: "key".into(),
             }),
             response_format: None,
+            prices: Default::default(),
         };
         let p = prepare(&f, SOURCE, &model).expect("valid");
         let config = OperatorConfig::default();
@@ -251,6 +252,55 @@ mod tests {
         // Owned by the Feature, so deleting it removes the children.
         assert_eq!(d["metadata"]["ownerReferences"][0]["kind"], "Feature");
         assert_eq!(d["metadata"]["ownerReferences"][0]["controller"], true);
+    }
+
+    #[test]
+    fn runner_pods_get_the_price_of_their_model_only_the_features_over_the_operators() {
+        use eol_core::cost::{ModelPrice, PriceTable};
+        let price = |input, output| ModelPrice { input, output };
+        let config = OperatorConfig {
+            model_name: Some("smol".into()),
+            model_prices: PriceTable::from([
+                ("smol".to_owned(), price(1.0, 2.0)),
+                ("other".to_owned(), price(9.0, 9.0)),
+            ]),
+            ..OperatorConfig::default()
+        };
+        let env_of = |spec: serde_json::Value| {
+            let f = fixture(spec);
+            let model = ModelSettings::resolve(f.spec.model.as_ref(), &config);
+            let p = prepare(&f, SOURCE, &model).expect("valid");
+            let redis = crate::redis::url_secret(&config);
+            let template = pod_template(&f, &p, &model, redis, &config);
+            let env = template.spec.expect("spec").containers[0]
+                .env
+                .clone()
+                .unwrap_or_default();
+            let prices = env
+                .iter()
+                .find(|e| e.name == "EOL_LLM_PRICES")
+                .and_then(|e| e.value.clone());
+            (prices, p.config_hash)
+        };
+        let (operators, hash) = env_of(serde_json::json!({"source": {"inline": SOURCE}}));
+        assert_eq!(
+            operators.as_deref(),
+            Some(r#"{"smol":{"input":1.0,"output":2.0}}"#)
+        );
+        let (features, overridden) = env_of(serde_json::json!({
+            "source": {"inline": SOURCE},
+            "model": {"prices": {"smol": {"input": 0.5, "output": 0.25}}}
+        }));
+        assert_eq!(
+            features.as_deref(),
+            Some(r#"{"smol":{"input":0.5,"output":0.25}}"#)
+        );
+        // A new price is a new configuration: the pods restart with it.
+        assert_ne!(hash, overridden);
+        let (none, _) = env_of(serde_json::json!({
+            "source": {"inline": SOURCE}, "model": {"name": "unpriced"}
+        }));
+        assert_eq!(none, None);
     }
 
     #[test]

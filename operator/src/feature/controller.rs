@@ -8,6 +8,7 @@ use super::children::{self, CONFIG_HASH};
 use super::decide::{self, Decision, Observed, Requeue};
 use super::rollout::{self, Rollout};
 use super::shadow;
+use super::usage;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::pod::{self, ModelSettings};
@@ -46,7 +47,8 @@ pub async fn reconcile(feature: Arc<Feature>, ctx: Arc<Context>) -> Result<Actio
         .ok_or_else(|| Error::MissingMetadata(feature.name_any(), "namespace"))?;
     // What this operator last wrote, even when the watch cache has not seen it yet.
     let previous = ctx.status.current(feature.as_ref());
-    let (decision, roll_back) = decide(&ctx, &feature, &ns, &previous).await?;
+    let (mut decision, roll_back) = decide(&ctx, &feature, &ns, &previous).await?;
+    usage::refresh(&ctx, &feature, &ns, &mut decision).await;
     finish(&ctx, &feature, &ns, &previous, decision, roll_back).await
 }
 
@@ -224,19 +226,29 @@ async fn run_shadow(
     Ok(decision)
 }
 
-/// The base URL of a ready candidate pod (the operator reaches pods by IP,
-/// as it does for their readiness).
+/// The base URL of a ready candidate pod.
 async fn candidate_url(
     ctx: &Context,
     feature: &Feature,
     ns: &str,
 ) -> std::result::Result<String, String> {
+    ready_pod_url(ctx, ns, &shadow::candidate_selector(feature), "candidate").await
+}
+
+/// The base URL of a ready pod among those `selector` selects (the operator
+/// reaches pods by IP, as it does for their readiness); `what` names them in errors.
+pub(super) async fn ready_pod_url(
+    ctx: &Context,
+    ns: &str,
+    selector: &std::collections::BTreeMap<String, String>,
+    what: &str,
+) -> std::result::Result<String, String> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let selector = pod::selector_string(&shadow::candidate_selector(feature));
+    let selector = pod::selector_string(selector);
     let list = pods
         .list(&ListParams::default().labels(&selector))
         .await
-        .map_err(|e| format!("listing the candidate pods failed: {e}"))?;
+        .map_err(|e| format!("listing the {what} pods failed: {e}"))?;
     let ip = list
         .items
         .iter()
@@ -247,7 +259,7 @@ async fn candidate_url(
                 .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
         })
         .find_map(|p| p.status.as_ref()?.pod_ip.clone())
-        .ok_or_else(|| "no candidate pod is ready".to_owned())?;
+        .ok_or_else(|| format!("no {what} pod is ready"))?;
     Ok(format!("http://{ip}:{HTTP_PORT}"))
 }
 

@@ -6,7 +6,8 @@
 //! - [`apply`]: those children applied, rolled back and pruned in the API;
 //! - [`rollout`]: where a rollout stands, read from the Deployment;
 //! - [`decide`]: the next status, events, rollback and requeue, decided purely;
-//! - [`shadow`]: shadow switches, the candidate's objects and its verdict, decided purely.
+//! - [`shadow`]: shadow switches, the candidate's objects and its verdict, decided purely;
+//! - [`usage`]: the model use of the last hour and day, read from a serving pod into the status.
 
 pub mod apply;
 pub mod children;
@@ -16,3 +17,4 @@ pub mod rollout;
 #[cfg(test)]
 mod scenarios;
 pub mod shadow;
+pub mod usage;

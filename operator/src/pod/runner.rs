@@ -5,6 +5,7 @@
 
 use super::{container_security, env, env_from_secret, pod_security};
 use crate::config::OperatorConfig;
+use eol_core::cost::PriceTable;
 use eol_core::crd::KeyRef;
 use eol_core::runner_contract::{
     self as contract, EMBEDDING_KEY_DIR, FEATURE_FILE, HEALTH_PATH, HTTP_PORT, KEY_FILE,
@@ -58,7 +59,7 @@ impl Placement {
 }
 
 /// The model a Feature's prototyped operations use: its own settings over the operator's defaults.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ModelSettings {
     /// Base URL of the OpenAI-compatible API.
     pub base_url: Option<String>,
@@ -68,20 +69,41 @@ pub struct ModelSettings {
     pub api_key: Option<KeyRef>,
     /// First structured-output form to try.
     pub response_format: Option<String>,
+    /// The price of the model in use (the runner's default, `default`, when
+    /// unnamed), from the Feature's prices over the operator's.
+    pub prices: PriceTable,
 }
 
 impl ModelSettings {
     /// `spec` over `config`, field by field.
     pub fn resolve(spec: Option<&eol_core::crd::ModelSpec>, config: &OperatorConfig) -> Self {
         let spec = spec.cloned().unwrap_or_default();
+        let name = spec.name.clone().or_else(|| config.model_name.clone());
         Self {
             base_url: spec.base_url.or_else(|| config.model_base_url.clone()),
-            name: spec.name.or_else(|| config.model_name.clone()),
             api_key: spec
                 .api_key_secret_ref
                 .or_else(|| config.model_api_key_secret.clone()),
             response_format: config.model_response_format.clone(),
+            prices: Self::prices_of(&name, &spec.prices, &config.model_prices),
+            name,
         }
+    }
+
+    /// The entry of `model` (or of `default`, the runner's name for an unnamed
+    /// model) in `feature`'s prices, else in `operator`'s: only the model in use,
+    /// so that another model's price change does not restart the pods.
+    fn prices_of(
+        model: &Option<String>,
+        feature: &PriceTable,
+        operator: &PriceTable,
+    ) -> PriceTable {
+        let model = model.as_deref().unwrap_or("default");
+        feature
+            .get(model)
+            .or_else(|| operator.get(model))
+            .map(|price| PriceTable::from([(model.to_owned(), *price)]))
+            .unwrap_or_default()
     }
 }
 
@@ -182,6 +204,11 @@ impl RunnerPod<'_> {
         }
         if let Some(form) = &self.model.response_format {
             env.push(self::env(vars::LLM_RESPONSE_FORMAT, form));
+        }
+        if !self.model.prices.is_empty()
+            && let Ok(table) = serde_json::to_string(&self.model.prices)
+        {
+            env.push(self::env(vars::LLM_PRICES, &table));
         }
         let mut mounts = vec![
             VolumeMount {

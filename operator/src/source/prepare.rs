@@ -170,6 +170,11 @@ pub fn prepare(
     if let Some(placed) = &placed {
         parts.extend(["placement", placed.as_str()]);
     }
+    let prices = (!model.prices.is_empty())
+        .then(|| serde_json::to_string(&model.prices).unwrap_or_default());
+    if let Some(prices) = &prices {
+        parts.extend(["prices", prices.as_str()]);
+    }
     let config_hash = hash::of_parts(&parts)[..10].to_owned();
     // Located in the text as written (a phase switch rewrites only the frontmatter).
     let code = original

@@ -398,6 +398,9 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.starts_with("invalid model setting EOL_LLM_PRICES="), "{err}");
+        assert!(
+            err.starts_with("invalid model setting EOL_LLM_PRICES="),
+            "{err}"
+        );
     }
 }

@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
     printcolumn = r#"{"name":"Agreement","type":"string","jsonPath":".status.shadow.agreement","description":"A shadow switch's agreement and samples"}"#,
     printcolumn = r#"{"name":"Canary","type":"string","jsonPath":".status.shadow.canary.progress","priority":1,"description":"A canary switch's share of live calls and error rate"}"#,
     printcolumn = r#"{"name":"Cost-1d","type":"number","jsonPath":".status.usage.lastDay.cost","priority":1,"description":"Model cost of the last day, USD"}"#,
+    printcolumn = r#"{"name":"Budget","type":"string","jsonPath":".status.usage.budget.summary","description":"The budget's window: spent of the limit"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -52,6 +53,9 @@ pub struct FeatureSpec {
     /// Model settings for prototyped operations; unset fields fall back to the operator's defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<ModelSpec>,
+    /// A limit on what prototyped calls spend per hour, day or month, over the source's frontmatter `budget`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<crate::cost::Budget>,
     /// How a change of phase or source rolls out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutSpec>,

@@ -81,11 +81,14 @@ pub struct Frontmatter {
     /// Semantic cache for prototyped operations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheSettings>,
+    /// A limit on what prototyped calls spend per hour, day or month.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<crate::cost::Budget>,
 }
 
 impl Frontmatter {
     /// The top-level keys the frontmatter accepts, in the order the writer emits them.
-    pub const KEYS: [&'static str; 8] = [
+    pub const KEYS: [&'static str; 9] = [
         "name",
         "version",
         "description",
@@ -94,6 +97,7 @@ impl Frontmatter {
         "context",
         "tools",
         "cache",
+        "budget",
     ];
 }
 

@@ -1,5 +1,6 @@
 //! Parsing and validating `.eol` feature files.
 
+use crate::cost::{Budget, ModelPrice};
 use crate::diagnostic::{Collector, Diagnostics, Position};
 use crate::feature::{
     CacheSettings, Code, Feature, Frontmatter, ModelSettings, Operation, OperationLayout,
@@ -80,6 +81,7 @@ fn unreachable_feature() -> Feature {
             context: Vec::new(),
             tools: Vec::new(),
             cache: None,
+            budget: None,
         },
         title: None,
         prose: String::new(),
@@ -196,6 +198,23 @@ fn parse_frontmatter(text: &str, first_line: usize, diags: &mut Collector) -> Op
         diags,
     );
 
+    let budget = typed::<Budget>(
+        get("budget"),
+        "budget",
+        "a mapping with tokens and/or cost, per (hour, day, month), on_exceeded (Reject, Implementation, Model) and model",
+        at,
+        diags,
+    );
+    if let Some(problem) = budget.as_ref().and_then(Budget::problem) {
+        diags.error(at("budget"), problem);
+    }
+    if let Some(problem) = model
+        .as_ref()
+        .and_then(|m| m.price.as_ref())
+        .and_then(ModelPrice::problem)
+    {
+        diags.error(at("model"), format!("model.price: {problem}"));
+    }
     for tool in &tools {
         if tool.command.is_some() == tool.url.is_some() {
             diags.error(
@@ -236,6 +255,7 @@ fn parse_frontmatter(text: &str, first_line: usize, diags: &mut Collector) -> Op
         context,
         tools,
         cache,
+        budget,
     })
 }
 

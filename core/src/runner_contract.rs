@@ -30,6 +30,8 @@ pub mod env {
     /// Prices by model, JSON `{"model": {"input": USD, "output": USD}}` per million
     /// tokens: the operator's table with the Feature's `spec.model.prices` over it.
     pub const LLM_PRICES: &str = "EOL_LLM_PRICES";
+    /// The feature's budget as JSON (the Feature's `spec.budget`), over the frontmatter's `budget`.
+    pub const BUDGET: &str = "EOL_BUDGET";
     /// `off` turns embeddings (semantic cache, vector context) off.
     pub const EMBEDDINGS: &str = "EOL_EMBEDDINGS";
     /// The value of [`EMBEDDINGS`] that turns them off.

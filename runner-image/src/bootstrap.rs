@@ -3,6 +3,7 @@
 //! store, and the embedder of the caches. What every `eol` command that runs
 //! operations does first.
 
+use crate::budget::BudgetGate;
 use crate::caches::{EMBEDDINGS_ENV, EmbedderSource, embedder_from_env};
 use crate::engine::Runtime;
 use crate::llm::{ChatClient, ConfigError, LlmError, LlmSettings};
@@ -11,6 +12,8 @@ use crate::prototype::{Prototyper, Tools};
 use crate::sandbox::{Interpreter, SandboxError, SandboxLimits, WorkerPool};
 use crate::spend::Meter;
 use crate::store::RedisStore;
+use eol_core::cost::Budget;
+use eol_core::runner_contract::env as vars;
 use eol_core::{Diagnostics, Feature};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,6 +42,16 @@ pub enum BootstrapError {
         /// The client's error.
         #[source]
         source: LlmError,
+    },
+    /// The budget (`EOL_BUDGET` or the frontmatter's `budget`) cannot be used.
+    #[error("failed to read the budget of feature '{feature}' ({origin}): {reason}")]
+    Budget {
+        /// The feature.
+        feature: String,
+        /// Where the budget came from.
+        origin: &'static str,
+        /// What is wrong with it.
+        reason: String,
     },
     /// No usable Python interpreter.
     #[error("failed to find the Python interpreter for the sandbox: {source}")]
@@ -148,7 +161,11 @@ pub async fn load_runtime(
 ) -> Result<Runtime, BootstrapError> {
     let name = feature.name().to_owned();
     let store = Arc::new(RedisStore::new(settings.redis_url.clone()));
-    let model = model_from_env(&feature, &store)?;
+    let models = models_from_env(&feature, &store)?;
+    let (model, budget_model) = match models {
+        Some((model, budget_model)) => (Some(model), budget_model),
+        None => (None, None),
+    };
     let pool = start_pool(&settings.sandbox).await?;
     // Tools matter only to the model: without one, no MCP server is started.
     let tools: Option<Arc<dyn Tools>> = match &model {
@@ -171,6 +188,7 @@ pub async fn load_runtime(
             diagnostics,
         })?
         .with_model(model)
+        .with_budget_model(budget_model)
         .with_tools(tools);
     // Embeddings serve only prototyped calls (semantic cache, vector context).
     Ok(match runtime.model() {
@@ -180,31 +198,71 @@ pub async fn load_runtime(
 }
 
 /// The model the environment (and the feature's frontmatter) configures, if
-/// any; its spend is counted in `store`'s usage counters when it is a shared
-/// Redis (a local one, started on demand, would only hold one process's).
-fn model_from_env(
+/// any, and the model its spent budget switches to. Spend is counted in
+/// `store`'s usage counters when it is a shared Redis (a local one, started on
+/// demand, would only hold one process's); a budget is counted there either way.
+#[allow(clippy::type_complexity)]
+fn models_from_env(
     feature: &Feature,
     store: &Arc<RedisStore>,
-) -> Result<Option<Arc<Prototyper>>, BootstrapError> {
+) -> Result<Option<(Arc<Prototyper>, Option<Arc<Prototyper>>)>, BootstrapError> {
+    let name = feature.name();
     let settings = LlmSettings::from_env(feature.frontmatter.model.as_ref()).map_err(|source| {
         BootstrapError::ModelSettings {
-            feature: feature.name().to_owned(),
+            feature: name.to_owned(),
             source,
         }
     })?;
     let Some(settings) = settings else {
         return Ok(None);
     };
-    let client = ChatClient::new(settings).map_err(|source| BootstrapError::ModelClient {
-        feature: feature.name().to_owned(),
-        source,
-    })?;
-    let meter = Meter::new(&client.settings().model, client.settings().price);
-    let meter = match store.is_configured() {
-        true => meter.with_usage(feature.name(), store.clone()),
-        false => meter,
+    let gate = budget_from_env(feature)?.map(|b| Arc::new(BudgetGate::new(b, name, store.clone())));
+    let prototyper = |settings: LlmSettings, enforces: bool| {
+        let client = ChatClient::new(settings).map_err(|source| BootstrapError::ModelClient {
+            feature: name.to_owned(),
+            source,
+        })?;
+        let mut meter = Meter::new(&client.settings().model, client.settings().price);
+        if store.is_configured() {
+            meter = meter.with_usage(name, store.clone());
+        }
+        if let Some(gate) = &gate {
+            meter = meter.with_budget(gate.clone(), enforces);
+        }
+        Ok::<_, BootstrapError>(Arc::new(Prototyper::new(client).with_meter(meter)))
     };
-    Ok(Some(Arc::new(Prototyper::new(client).with_meter(meter))))
+    let budget_model = match gate.as_ref().and_then(|g| g.budget().model.clone()) {
+        Some(cheaper) => Some(prototyper(settings.with_model(&cheaper), false)?),
+        None => None,
+    };
+    Ok(Some((prototyper(settings, true)?, budget_model)))
+}
+
+/// The budget: `EOL_BUDGET` (JSON, what the operator sets from `spec.budget`),
+/// else the frontmatter's; checked either way.
+fn budget_from_env(feature: &Feature) -> Result<Option<Budget>, BootstrapError> {
+    let failed = |origin, reason| BootstrapError::Budget {
+        feature: feature.name().to_owned(),
+        origin,
+        reason,
+    };
+    let (budget, origin) = match std::env::var(vars::BUDGET)
+        .ok()
+        .filter(|b| !b.trim().is_empty())
+    {
+        Some(json) => (
+            Some(
+                serde_json::from_str::<Budget>(&json)
+                    .map_err(|e| failed(vars::BUDGET, e.to_string()))?,
+            ),
+            vars::BUDGET,
+        ),
+        None => (feature.frontmatter.budget.clone(), "frontmatter budget"),
+    };
+    if let Some(reason) = budget.as_ref().and_then(Budget::problem) {
+        return Err(failed(origin, reason));
+    }
+    Ok(budget)
 }
 
 /// The embedder of the caches, made now so that a broken setting shows at

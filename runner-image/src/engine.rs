@@ -10,6 +10,7 @@ use crate::examples::{ExamplesError, RecordedExamples};
 use crate::prototype::{PrototypeError, PrototypeTrace, Prototyper, Tools};
 use crate::sandbox::{CallFailure, FailureKind, WorkerPool};
 use crate::store::{RedisStore, Scope};
+use eol_core::cost::OnExceeded;
 use eol_core::{CompiledSchema, Diagnostic, Diagnostics, Feature, OperationPhase, Phase};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -91,6 +92,22 @@ pub enum ExecError {
         #[source]
         source: PrototypeError,
     },
+    /// The feature's budget is spent and its `onExceeded` is `Reject` (or has no way out).
+    #[error(
+        "feature '{feature}', operation '{operation}': the model budget is spent ({summary}); it resets in {retry_after} s"
+    )]
+    BudgetExceeded {
+        /// The feature.
+        feature: String,
+        /// The operation.
+        operation: String,
+        /// What was spent of what.
+        summary: String,
+        /// Seconds until the window ends.
+        retry_after: u64,
+        /// What the budget says to do instead.
+        on_exceeded: eol_core::cost::OnExceeded,
+    },
     /// The sandboxed call failed.
     #[error("feature '{feature}', operation '{operation}' failed ({}): {}{}", failure.kind.as_str(), failure.message, location(.file_line))]
     Sandbox {
@@ -120,6 +137,7 @@ impl ExecError {
             ExecError::InvalidOutput { .. } => "invalid_output",
             ExecError::NoModel { .. } => "no_model",
             ExecError::NoCode { .. } => "no_code",
+            ExecError::BudgetExceeded { .. } => "budget_exceeded",
             ExecError::Prototype { source, .. } => source.kind(),
             ExecError::Sandbox { failure, .. } => failure.kind.as_str(),
         }
@@ -159,6 +177,8 @@ pub struct Runtime {
     pool: WorkerPool,
     store: Arc<RedisStore>,
     prototyper: Option<Arc<Prototyper>>,
+    /// The model a spent budget switches to (`onExceeded: Model`).
+    budget_model: Option<Arc<Prototyper>>,
     tools: Option<Arc<dyn Tools>>,
     /// Referenced documents, read once at load, and why some could not be.
     references: References,
@@ -215,6 +235,7 @@ impl Runtime {
             pool,
             store,
             prototyper: None,
+            budget_model: None,
             tools: None,
             references,
             scope,
@@ -224,6 +245,12 @@ impl Runtime {
     /// Runs prototyped operations on `prototyper` (without one they report that no model is configured).
     pub fn with_model(mut self, prototyper: Option<Arc<Prototyper>>) -> Self {
         self.prototyper = prototyper;
+        self
+    }
+
+    /// The model prototyped calls ask once the budget is spent (`onExceeded: Model`).
+    pub fn with_budget_model(mut self, model: Option<Arc<Prototyper>>) -> Self {
+        self.budget_model = model;
         self
     }
 
@@ -340,11 +367,11 @@ impl Runtime {
     }
 
     /// One call; `records`: whether it records examples and cache entries.
-    async fn run_call(
-        &self,
-        scope: &Scope,
+    async fn run_call<'a>(
+        &'a self,
+        scope: &'a Scope,
         operation: &str,
-        input: &Value,
+        input: &'a Value,
         phase: Option<Phase>,
         records: bool,
     ) -> Result<Execution, ExecError> {
@@ -352,38 +379,51 @@ impl Runtime {
         target.check_input()?;
         let run_phase = phase.and_then(Phase::forced).unwrap_or(target.op.phase);
         let started = Instant::now();
-        let outcome = match run_phase {
+        let prototyped = |model: Option<&'a Prototyper>| PrototypedCall {
+            target,
+            model,
+            tools: self.tools.as_deref(),
+            scope,
+            caches: &self.caches,
+            references: &self.references,
+            examples: self.recorded_examples(),
+            records,
+        };
+        let implemented = || ImplementedCall {
+            target,
+            file: &self.file,
+            pool: &self.pool,
+            store: &self.store,
+            scope,
+            caches: &self.caches,
+            records,
+        };
+        let (outcome, ran_in) = match run_phase {
             OperationPhase::Prototyping => {
-                PrototypedCall {
-                    target,
-                    model: self.prototyper.as_deref(),
-                    tools: self.tools.as_deref(),
-                    scope,
-                    caches: &self.caches,
-                    references: &self.references,
-                    examples: self.recorded_examples(),
-                    records,
+                match prototyped(self.prototyper.as_deref()).run().await {
+                    // A spent budget: the way out it names, where there is one.
+                    Err(ExecError::BudgetExceeded { on_exceeded, .. })
+                        if on_exceeded == OnExceeded::Implementation
+                            && target.op.code.is_some() =>
+                    {
+                        (implemented().run().await?, OperationPhase::Implementation)
+                    }
+                    Err(ExecError::BudgetExceeded { on_exceeded, .. })
+                        if on_exceeded == OnExceeded::Model && self.budget_model.is_some() =>
+                    {
+                        let model = self.budget_model.as_deref();
+                        (prototyped(model).run().await?, OperationPhase::Prototyping)
+                    }
+                    outcome => (outcome?, OperationPhase::Prototyping),
                 }
-                .run()
-                .await?
             }
             OperationPhase::Implementation => {
-                ImplementedCall {
-                    target,
-                    file: &self.file,
-                    pool: &self.pool,
-                    store: &self.store,
-                    scope,
-                    caches: &self.caches,
-                    records,
-                }
-                .run()
-                .await?
+                (implemented().run().await?, OperationPhase::Implementation)
             }
         };
         Ok(Execution {
             output: outcome.output,
-            phase: run_phase,
+            phase: ran_in,
             duration: started.elapsed(),
             stdout: outcome.stdout,
             trace: outcome.trace,

@@ -20,6 +20,7 @@
 //! - [`report`]: run reports for Kubernetes Jobs (termination message, full result in Redis).
 
 pub mod bootstrap;
+pub mod budget;
 pub mod caches;
 mod call;
 pub mod compare;

@@ -228,7 +228,15 @@ async fn usage(State(state): State<Arc<AppState>>) -> Response {
             "no usage: this server has no shared Redis (REDIS_URL)".to_owned(),
         );
     }
-    match crate::spend::read_usage_now(store, state.runtime.feature().name()).await {
+    let gate = state.runtime.model().and_then(|m| m.meter().budget());
+    let read = async {
+        let mut usage = crate::spend::read_usage_now(store, state.runtime.feature().name()).await?;
+        if let Some(gate) = gate {
+            usage.budget = Some(gate.state().await?);
+        }
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(usage)
+    };
+    match read.await {
         Ok(usage) => Json(usage).into_response(),
         Err(error) => json_error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -259,6 +267,7 @@ fn status_of(error: &ExecError) -> StatusCode {
         ExecError::InvalidInput { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         ExecError::NoModel { .. } | ExecError::NoCode { .. } => StatusCode::SERVICE_UNAVAILABLE,
         ExecError::Prototype { .. } => StatusCode::BAD_GATEWAY,
+        ExecError::BudgetExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
         ExecError::InvalidOutput { .. } | ExecError::Sandbox { .. } => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
@@ -313,7 +322,15 @@ async fn call_operation(
         }
         Err(e) => {
             let status = status_of(&e);
-            error_response(&state, &operation, status, e.kind(), e.to_string())
+            let mut response = error_response(&state, &operation, status, e.kind(), e.to_string());
+            if let ExecError::BudgetExceeded { retry_after, .. } = &e {
+                // When the window ends and the budget resets.
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    HeaderValue::from(*retry_after),
+                );
+            }
+            response
         }
     }
 }

@@ -5,13 +5,14 @@
 //! at [`eol_core::cost::USAGE_PATH`] and the operator copies to the Feature's
 //! `status.usage`.
 
+use crate::budget::{BudgetGate, Exceeded, unix_now};
 use crate::llm::Usage;
 use crate::metrics::LlmMetrics;
 use crate::store::{RedisStore, key_prefix};
 use eol_core::cost::{FeatureUsage, ModelPrice, UsageTotals, format_usd, usd};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Width of the buckets the last hour is summed from.
 const SHORT_BUCKET_SECS: u64 = 300;
@@ -65,6 +66,10 @@ pub struct Meter {
     metrics: OnceLock<LlmMetrics>,
     /// The feature's Redis, where the usage counters are.
     store: Option<Arc<RedisStore>>,
+    /// The feature's budget: every reply adds to it.
+    budget: Option<Arc<BudgetGate>>,
+    /// Whether calls check the budget before asking (not on the model a spent budget switches to).
+    enforces: bool,
     /// Everything this process spent: the cost of a run or a test suite.
     total: Mutex<Spend>,
 }
@@ -88,6 +93,8 @@ impl Meter {
             price,
             metrics: OnceLock::new(),
             store: None,
+            budget: None,
+            enforces: false,
             total: Mutex::new(Spend::default()),
         }
     }
@@ -97,6 +104,29 @@ impl Meter {
         self.feature = feature.to_owned();
         self.store = Some(store);
         self
+    }
+
+    /// Also adds to `budget`, and (with `enforces`) has calls check it first.
+    pub fn with_budget(mut self, budget: Arc<BudgetGate>, enforces: bool) -> Self {
+        if self.feature.is_empty() {
+            self.feature = budget.feature().to_owned();
+        }
+        self.budget = Some(budget);
+        self.enforces = enforces;
+        self
+    }
+
+    /// The budget this meter adds to.
+    pub fn budget(&self) -> Option<&Arc<BudgetGate>> {
+        self.budget.as_ref()
+    }
+
+    /// `Some` when the budget this meter enforces is spent: the call must not ask the model.
+    pub async fn over_budget(&self, operation: &str) -> Option<Exceeded> {
+        match (&self.budget, self.enforces) {
+            (Some(gate), true) => gate.exceeded(operation).await,
+            _ => None,
+        }
     }
 
     /// Also counts in `metrics` (the first call wins).
@@ -134,19 +164,19 @@ impl Meter {
         if let Some(metrics) = self.metrics.get() {
             metrics.count(operation, &self.model, self.price, usage);
         }
-        if let Some(store) = &self.store {
-            let counted = tokio::time::timeout(
-                COUNT_TIMEOUT,
-                add_usage(store, &self.feature, unix_now(), spend),
-            )
-            .await;
+        if let Some(store) = self
+            .store
+            .as_ref()
+            .or(self.budget.as_ref().map(|b| b.store()))
+        {
+            let counted = tokio::time::timeout(COUNT_TIMEOUT, self.count(store, spend)).await;
             let error = match counted {
                 Ok(Ok(())) => None,
                 Ok(Err(e)) => Some(e.to_string()),
                 Err(_) => Some(format!("no answer within {COUNT_TIMEOUT:?}")),
             };
             if let Some(error) = error {
-                tracing::warn!(%error, feature = %self.feature, operation, "failed to count a model reply in the usage counters");
+                tracing::warn!(%error, feature = %self.feature, operation, "failed to count a model reply in the usage counters and budget");
             }
         }
         spend
@@ -169,42 +199,44 @@ pub fn spend_line(meter: &Meter, spend: &Spend) -> String {
     )
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// The usage bucket of `feature` holding time `at` (seconds), `width` seconds wide.
 fn bucket_key(feature: &str, width: u64, at: u64) -> String {
     format!("{}usage:{width}:{}", key_prefix(feature), at / width)
 }
 
-/// Adds `spend` to the buckets holding `at`, each kept a little longer than the window it serves.
-async fn add_usage(
-    store: &RedisStore,
-    feature: &str,
-    at: u64,
-    spend: Spend,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let mut conn = store.connection().await?;
-    let mut pipe = redis::pipe();
-    for (width, count) in [
-        (SHORT_BUCKET_SECS, SHORT_BUCKETS),
-        (LONG_BUCKET_SECS, LONG_BUCKETS),
-    ] {
-        let key = bucket_key(feature, width, at);
-        pipe.hincr(&key, "requests", spend.requests)
-            .hincr(&key, "input_tokens", spend.usage.prompt_tokens)
-            .hincr(&key, "output_tokens", spend.usage.completion_tokens);
-        match spend.cost_nanos {
-            Some(nanos) => pipe.hincr(&key, "cost_nanos", nanos),
-            None => pipe.hincr(&key, "unpriced_requests", spend.requests),
-        };
-        pipe.expire(&key, ((count + 1) * width) as i64).ignore();
+impl Meter {
+    /// Adds `spend` to the usage buckets (each kept a little longer than the
+    /// window it serves) and to the budget's window, in one round trip.
+    async fn count(
+        &self,
+        store: &RedisStore,
+        spend: Spend,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let at = unix_now();
+        let mut pipe = redis::pipe();
+        if self.store.is_some() {
+            for (width, count) in [
+                (SHORT_BUCKET_SECS, SHORT_BUCKETS),
+                (LONG_BUCKET_SECS, LONG_BUCKETS),
+            ] {
+                let key = bucket_key(&self.feature, width, at);
+                pipe.hincr(&key, "requests", spend.requests)
+                    .hincr(&key, "input_tokens", spend.usage.prompt_tokens)
+                    .hincr(&key, "output_tokens", spend.usage.completion_tokens);
+                match spend.cost_nanos {
+                    Some(nanos) => pipe.hincr(&key, "cost_nanos", nanos),
+                    None => pipe.hincr(&key, "unpriced_requests", spend.requests),
+                };
+                pipe.expire(&key, ((count + 1) * width) as i64).ignore();
+            }
+        }
+        if let Some(budget) = &self.budget {
+            budget.add(&mut pipe, at, &spend);
+        }
+        let mut conn = store.connection().await?;
+        pipe.query_async::<()>(&mut conn).await?;
+        Ok(())
     }
-    pipe.query_async::<()>(&mut conn).await?;
-    Ok(())
 }
 
 /// `feature`'s usage over the last hour and day before time `at` (seconds),
@@ -230,6 +262,7 @@ pub async fn read_usage(
     Ok(FeatureUsage {
         last_hour: totals(hour),
         last_day: totals(day),
+        budget: None,
     })
 }
 

@@ -312,6 +312,7 @@ async fn a_runner_whose_context_version_was_collected_syncs_it_again() {
 fn scripted_settings(url: &str, context_window: usize) -> LlmSettings {
     LlmSettings {
         price: None,
+        prices: Default::default(),
         context_window,
         ..common::scripted_llm::scripted_settings(url)
     }

@@ -48,6 +48,7 @@ required: [label]
 fn settings(url: &str) -> LlmSettings {
     LlmSettings {
         price: None,
+        prices: Default::default(),
         api_key: Some("sk-test".into()),
         timeout: Duration::from_millis(800),
         max_retries: 2,

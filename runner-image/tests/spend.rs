@@ -169,6 +169,16 @@ impl Drop for Server {
 
 /// An `eol serve` replica of the feature in `dir` on `redis`, ready.
 async fn serve(dir: &std::path::Path, llm: &ScriptedServer, redis: &LocalRedis) -> Server {
+    serve_with(dir, llm, redis, &[]).await
+}
+
+/// [`serve`] with more environment `vars`.
+async fn serve_with(
+    dir: &std::path::Path,
+    llm: &ScriptedServer,
+    redis: &LocalRedis,
+    vars: &[(&str, &str)],
+) -> Server {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -177,7 +187,9 @@ async fn serve(dir: &std::path::Path, llm: &ScriptedServer, redis: &LocalRedis) 
     // No tests beside it: the replica is ready at once, and asks the model nothing first.
     let serve_dir = tempfile::tempdir().unwrap().keep();
     std::fs::copy(dir.join("greeter.eol"), serve_dir.join("greeter.eol")).unwrap();
-    let child = eol(&serve_dir, llm, &[("REDIS_URL", &redis.url)])
+    let mut vars = vars.to_vec();
+    vars.push(("REDIS_URL", &redis.url));
+    let child = eol(&serve_dir, llm, &vars)
         .args([
             "serve",
             "greeter.eol",
@@ -205,14 +217,16 @@ async fn serve(dir: &std::path::Path, llm: &ScriptedServer, redis: &LocalRedis) 
 }
 
 async fn call(server: &Server, name: &str) -> u16 {
+    call_full(server, name).await.status().as_u16()
+}
+
+async fn call_full(server: &Server, name: &str) -> reqwest::Response {
     reqwest::Client::new()
         .post(format!("{}/v1/operations/greet", server.url))
         .json(&json!({ "name": name }))
         .send()
         .await
         .unwrap()
-        .status()
-        .as_u16()
 }
 
 /// The value of the metric line starting with `series` (labels included).
@@ -333,4 +347,182 @@ async fn a_replica_without_a_shared_redis_says_it_has_no_usage() {
     assert_eq!(response.status().as_u16(), 503);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["kind"], "no_shared_redis", "{body}");
+}
+
+/// The budget of the burst test: 50 answers' worth of tokens an hour.
+const BURST_BUDGET: i64 = 900;
+/// Calls in flight at once on each replica.
+const IN_FLIGHT: usize = 8;
+
+#[tokio::test]
+async fn a_budget_holds_across_two_replicas_under_a_burst_of_200_calls() {
+    use futures::StreamExt;
+    let redis = common::local_redis();
+    let dir = feature_dir();
+    let llm = ScriptedServer::start((0..200).map(|_| greeting()).collect()).await;
+    let budget = format!(r#"{{"tokens": {BURST_BUDGET}, "per": "hour"}}"#);
+    let vars = [("EOL_BUDGET", budget.as_str())];
+    let replicas = [
+        serve_with(dir.path(), &llm, &redis, &vars).await,
+        serve_with(dir.path(), &llm, &redis, &vars).await,
+    ];
+    // 100 calls on each replica, IN_FLIGHT at a time on each.
+    let calls = futures::stream::iter(0..200)
+        .map(|i| {
+            let server = &replicas[i % 2];
+            async move { call_full(server, &format!("n{i}")).await }
+        })
+        .buffer_unordered(2 * IN_FLIGHT)
+        .collect::<Vec<_>>()
+        .await;
+    let mut answered = 0i64;
+    for response in calls {
+        match response.status().as_u16() {
+            200 => answered += 1,
+            429 => {
+                let retry: u64 = response.headers()["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!((1..=3600).contains(&retry), "Retry-After {retry}");
+                let body: Value = response.json().await.unwrap();
+                assert_eq!(body["error"]["kind"], "budget_exceeded", "{body}");
+            }
+            other => panic!("HTTP {other}: {}", response.text().await.unwrap()),
+        }
+    }
+    let per_call = 18;
+    let in_flight = (2 * IN_FLIGHT) as i64;
+    // Every call starts while the budget is not spent: at least the budget's
+    // worth; at most that plus the calls in flight when it was reached.
+    assert!(
+        (BURST_BUDGET / per_call..=BURST_BUDGET / per_call + in_flight).contains(&answered),
+        "{answered} calls answered"
+    );
+    assert_eq!(
+        llm.request_count() as i64,
+        answered,
+        "a refused call asks nothing"
+    );
+    let usage: FeatureUsage = reqwest::get(format!("{}/v1/usage", replicas[0].url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let budget = usage.budget.expect("the budget's state");
+    assert_eq!(budget.spent.tokens, answered * per_call, "{budget:?}");
+    assert!(budget.spent.tokens <= BURST_BUDGET + in_flight * per_call);
+    assert!(budget.exceeded, "{budget:?}");
+    assert_eq!(
+        budget.summary,
+        format!("{}/{BURST_BUDGET} tokens per hour", answered * per_call)
+    );
+    eprintln!(
+        "budget {BURST_BUDGET} tokens: {answered} of 200 calls answered, {} tokens spent ({} over, {in_flight} calls in flight at most)",
+        budget.spent.tokens,
+        budget.spent.tokens - BURST_BUDGET
+    );
+}
+
+/// The greeter with Python for `greet`, still prototyping, and `budget` in its frontmatter.
+fn coded_feature_dir(budget: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let source = FEATURE.replace(
+        "phase: prototyping\n",
+        &format!("phase: prototyping\nbudget: {budget}\n"),
+    ) + "\n```python\ndef greet(name):\n    return {\"greeting\": \"hello \" + name}\n```\n";
+    std::fs::write(dir.path().join("greeter.eol"), source).unwrap();
+    dir
+}
+
+/// `eol run` of `greet` on Ada with JSON output: the result, or the report's error kind.
+async fn run_json(
+    dir: &std::path::Path,
+    llm: &ScriptedServer,
+    vars: &[(&str, &str)],
+) -> Result<Value, String> {
+    let report = dir.join("report.json");
+    let out = eol(dir, llm, vars)
+        .args([
+            "run",
+            "greeter.eol",
+            "--operation",
+            "greet",
+            "--input",
+            r#"{"name": "Ada"}"#,
+            "--output",
+            "json",
+        ])
+        .arg("--report-file")
+        .arg(&report)
+        .output()
+        .await
+        .unwrap();
+    if out.status.success() {
+        return Ok(serde_json::from_slice(&out.stdout).unwrap());
+    }
+    let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    Err(format!(
+        "{}: {}",
+        report["errorKind"].as_str().unwrap_or(""),
+        report["error"]
+    ))
+}
+
+#[tokio::test]
+async fn a_spent_budget_refuses_or_switches_to_the_implementation_or_a_cheaper_model() {
+    let redis = common::local_redis();
+    let vars = [("REDIS_URL", redis.url.as_str())];
+
+    // From the frontmatter: the first call spends the 1-token budget, the next runs the Python.
+    let dir = coded_feature_dir("{tokens: 1, per: day, on_exceeded: implementation}");
+    let llm = ScriptedServer::start(vec![greeting()]).await;
+    let first = run_json(dir.path(), &llm, &vars).await.unwrap();
+    assert_eq!(
+        (first["phase"].as_str(), &first["output"]),
+        (Some("prototyping"), &json!({"greeting": "hi"}))
+    );
+    let second = run_json(dir.path(), &llm, &vars).await.unwrap();
+    assert_eq!(
+        (second["phase"].as_str(), &second["output"]),
+        (Some("implementation"), &json!({"greeting": "hello Ada"}))
+    );
+    assert_eq!(llm.request_count(), 1);
+
+    // From EOL_BUDGET (as the operator sets it), over the frontmatter's: a cheaper model.
+    let budget = r#"{"tokens": 1, "per": "day", "onExceeded": "Model", "model": "cheap"}"#;
+    let llm = ScriptedServer::start(vec![greeting()]).await;
+    let vars = [("REDIS_URL", redis.url.as_str()), ("EOL_BUDGET", budget)];
+    // The budget above is already spent today (the same feature, the same Redis).
+    let cheap = run_json(dir.path(), &llm, &vars).await.unwrap();
+    assert_eq!(cheap["phase"], "prototyping");
+    assert_eq!(cheap["trace"]["model"], "cheap", "{cheap}");
+    assert_eq!(llm.request(0)["model"], "cheap");
+
+    // Reject: the run fails with a stable kind, and the model is not asked.
+    let llm = ScriptedServer::start(vec![greeting()]).await;
+    let vars = [
+        ("REDIS_URL", redis.url.as_str()),
+        ("EOL_BUDGET", r#"{"tokens": 1}"#),
+    ];
+    let refused = run_json(dir.path(), &llm, &vars).await.unwrap_err();
+    assert!(refused.starts_with("budget_exceeded: "), "{refused}");
+    assert!(
+        refused.contains("the model budget is spent (36/1 tokens per day)"),
+        "{refused}"
+    );
+    assert_eq!(llm.request_count(), 0);
+
+    // A budget that makes no sense is refused at start, naming where it came from.
+    let vars = [
+        ("REDIS_URL", redis.url.as_str()),
+        ("EOL_BUDGET", r#"{"per": "day"}"#),
+    ];
+    let err = run_json(dir.path(), &llm, &vars).await.unwrap_err();
+    assert!(
+        err.contains("EOL_BUDGET") && err.contains("a budget needs tokens or cost"),
+        "{err}"
+    );
 }

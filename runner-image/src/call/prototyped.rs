@@ -49,6 +49,16 @@ impl PrototypedCall<'_> {
             }
             SemanticLookup::Miss(prepared) => prepared,
         };
+        // Checked only when the model would be asked: a cached answer costs nothing.
+        if let Some(exceeded) = model.meter().over_budget(&op.name).await {
+            return Err(ExecError::BudgetExceeded {
+                feature: self.target.feature_name(),
+                operation: op.name.clone(),
+                summary: exceeded.summary,
+                retry_after: exceeded.retry_after,
+                on_exceeded: exceeded.on_exceeded,
+            });
+        }
         let (answer, trace) = self.ask(model).await?;
         let output = self.target.checked(answer)?;
         if self.records {

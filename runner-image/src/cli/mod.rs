@@ -66,6 +66,7 @@ impl From<BootstrapError> for Failure {
     fn from(error: BootstrapError) -> Self {
         match error {
             BootstrapError::ModelSettings { source, .. } => Failure::usage(source.to_string()),
+            budget @ BootstrapError::Budget { .. } => Failure::usage(budget.to_string()),
             BootstrapError::ModelClient { source, .. } => {
                 Failure::new(source.kind(), source.to_string())
             }

@@ -8,7 +8,7 @@
 //! its own model server.
 
 use eol_core::ModelSettings;
-use eol_core::cost::{ModelPrice, parse_price_table};
+use eol_core::cost::{ModelPrice, PriceTable, parse_price_table};
 use eol_core::runner_contract::env as vars;
 use std::fmt;
 use std::path::PathBuf;
@@ -41,6 +41,9 @@ pub struct LlmSettings {
     /// The model's price, when known: from the deployment's table
     /// (`EOL_LLM_PRICES`), else the feature's `model.price` for its own model.
     pub price: Option<ModelPrice>,
+    /// The deployment's price table, for other models of the same API (a
+    /// budget's cheaper model).
+    pub prices: PriceTable,
 }
 
 impl fmt::Debug for LlmSettings {
@@ -57,6 +60,7 @@ impl fmt::Debug for LlmSettings {
             .field("context_window", &self.context_window)
             .field("response_format", &self.response_format)
             .field("price", &self.price)
+            .field("prices", &self.prices)
             .finish()
     }
 }
@@ -143,6 +147,7 @@ impl LlmSettings {
             base_url: base_url.trim_end_matches('/').to_owned(),
             api_key,
             price: table.get(&model).copied().or(own_price),
+            prices: table,
             model,
             temperature: parsed("EOL_LLM_TEMPERATURE", env("EOL_LLM_TEMPERATURE"))?
                 .or(feature.temperature)
@@ -177,6 +182,15 @@ impl LlmSettings {
             });
         }
         Ok(Some(settings))
+    }
+
+    /// The same settings for `model` on the same API, at its price in the table.
+    pub fn with_model(&self, model: &str) -> Self {
+        Self {
+            model: model.to_owned(),
+            price: self.prices.get(model).copied(),
+            ..self.clone()
+        }
     }
 
     /// Settings from the process environment, then the config file.

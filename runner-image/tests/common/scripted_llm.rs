@@ -177,6 +177,7 @@ async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
 pub fn scripted_settings(url: &str) -> LlmSettings {
     LlmSettings {
         price: None,
+        prices: Default::default(),
         base_url: url.to_owned(),
         api_key: None,
         model: "scripted".into(),

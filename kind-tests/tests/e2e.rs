@@ -557,14 +557,17 @@ spec:
             "the runner's log:\n{logs}"
         );
         let spent = run_cost(&client, &ns, &summary, &pod).await;
-        feature_usage_counts(&client, &ns, spent).await;
+        let ip = feature_usage_counts(&client, &ns, spent).await;
+        a_spent_budget_refuses_calls(&client, &ns, &ip).await;
     })
     .await;
 }
 
-/// The chart's price of `smollm2`, USD per million prompt and completion tokens.
-const PRICE_IN: f64 = 0.5;
-const PRICE_OUT: f64 = 1.5;
+/// The chart's price of `smollm2`, USD per million prompt and completion
+/// tokens (whole numbers: `helm --set` passes a fraction as a string, which the
+/// values schema refuses; values files and `--set-json` take any number).
+const PRICE_IN: f64 = 1.0;
+const PRICE_OUT: f64 = 2.0;
 
 /// The cost of `input` and `output` tokens at the chart's price.
 fn priced(input: i64, output: i64) -> f64 {
@@ -603,7 +606,7 @@ async fn run_cost(
     let prices = env.iter().find(|e| e.name == "EOL_LLM_PRICES");
     assert_eq!(
         prices.and_then(|e| e.value.as_deref()),
-        Some(r#"{"smollm2":{"input":0.5,"output":1.5}}"#),
+        Some(r#"{"smollm2":{"input":1.0,"output":2.0}}"#),
         "the pod's env: {env:?}"
     );
     let row = get_row("featureruns", ns, "classify", true);
@@ -615,7 +618,8 @@ async fn run_cost(
 
 /// A call to the Feature's Service, then its `status.usage`: the run's model
 /// use and the call's, summed by the serving pod from the namespace's Redis.
-async fn feature_usage_counts(client: &Client, ns: &str, run_input: i64) {
+/// Returns the Service's address.
+async fn feature_usage_counts(client: &Client, ns: &str, run_input: i64) -> String {
     let features: Api<Feature> = Api::namespaced(client.clone(), ns);
     wait_for(&features, "support-triage", TIMEOUT, |f| ready_with(f, 1)).await;
     let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), ns);
@@ -675,6 +679,92 @@ async fn feature_usage_counts(client: &Client, ns: &str, run_input: i64) {
     let row = get_row("features", ns, "support-triage", true);
     let shown: f64 = row["COST-1D"].parse().expect("a number in COST-1D");
     assert!(shown > 0.0, "{row:?}");
+    ip
+}
+
+/// A budget of one token an hour, already spent by the calls before: the
+/// rolled-out pods refuse calls (429, `budget_exceeded`), and the Feature
+/// shows `BudgetExceeded=True`, a Warning event and the BUDGET column.
+async fn a_spent_budget_refuses_calls(client: &Client, ns: &str, ip: &str) {
+    must(
+        kubectl(
+            &[
+                "patch",
+                "feature",
+                "support-triage",
+                "-n",
+                ns,
+                "--type",
+                "merge",
+                "-p",
+                r#"{"spec":{"budget":{"tokens":1,"per":"hour"}}}"#,
+            ],
+            None,
+        ),
+        "kubectl patch",
+    );
+    let input = serde_json::json!({"subject": "Login", "body": "I cannot log in since yesterday."});
+    let started = std::time::Instant::now();
+    // Until the new pod serves, the old one answers (200).
+    let refused = loop {
+        let r = reqwest::Client::new()
+            .post(format!("http://{ip}/v1/operations/classify_ticket"))
+            .timeout(Duration::from_secs(120))
+            .json(&input)
+            .send()
+            .await;
+        if let Ok(r) = r
+            && r.status() == 429
+        {
+            break r;
+        }
+        assert!(started.elapsed() < TIMEOUT, "no call was refused");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let retry: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=3600).contains(&retry), "Retry-After {retry}");
+    let body: serde_json::Value = refused.json().await.expect("a JSON error");
+    assert_eq!(body["error"]["kind"], "budget_exceeded", "{body}");
+    let features: Api<Feature> = Api::namespaced(client.clone(), ns);
+    let spent = |f: &Feature| {
+        f.status
+            .as_ref()
+            .and_then(|s| condition(&s.conditions, "BudgetExceeded"))
+            .is_some_and(|c| c.0 == "True")
+    };
+    let feature = wait_for(&features, "support-triage", Duration::from_secs(150), spent).await;
+    let c = condition(
+        &feature.status.as_ref().unwrap().conditions,
+        "BudgetExceeded",
+    )
+    .unwrap();
+    assert!(
+        c.2.contains("/1 tokens per hour (window hour:") && c.1 == "Exceeded",
+        "{c:?}"
+    );
+    let row = get_row("features", ns, "support-triage", false);
+    assert!(row["BUDGET"].ends_with("/1 tokens per hour"), "{row:?}");
+    let events = must(
+        kubectl(
+            &[
+                "get",
+                "events",
+                "-n",
+                ns,
+                "--field-selector",
+                "reason=BudgetExceeded",
+                "-o",
+                "name",
+            ],
+            None,
+        ),
+        "kubectl get events",
+    );
+    assert!(!events.trim().is_empty(), "no BudgetExceeded event");
 }
 
 /// True when every field of `git` is in `live` with the same value (`live`

@@ -210,6 +210,7 @@ mod tests {
             }),
             response_format: None,
             prices: Default::default(),
+            budget: None,
         };
         let p = prepare(&f, SOURCE, &model).expect("valid");
         let config = OperatorConfig::default();
@@ -268,7 +269,7 @@ mod tests {
         };
         let env_of = |spec: serde_json::Value| {
             let f = fixture(spec);
-            let model = ModelSettings::resolve(f.spec.model.as_ref(), &config);
+            let model = ModelSettings::resolve(&f.spec, &config);
             let p = prepare(&f, SOURCE, &model).expect("valid");
             let redis = crate::redis::url_secret(&config);
             let template = pod_template(&f, &p, &model, redis, &config);

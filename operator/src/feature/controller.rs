@@ -62,7 +62,7 @@ async fn decide(
 ) -> Result<(Decision, Option<PodTemplateSpec>)> {
     // Validate first: a source that does not pass creates nothing (the pods
     // already serving keep serving).
-    let model = ModelSettings::resolve(feature.spec.model.as_ref(), &ctx.config);
+    let model = ModelSettings::resolve(&feature.spec, &ctx.config);
     let Loaded {
         prepared,
         unchecked,

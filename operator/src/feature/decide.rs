@@ -19,6 +19,8 @@ pub mod condition {
     pub const MODEL_CONFIGURED: &str = "ModelConfigured";
     /// Where a change of configuration stands.
     pub const PHASE_SWITCH: &str = "PhaseSwitch";
+    /// The budget's window is spent (set only for a Feature with a budget).
+    pub const BUDGET_EXCEEDED: &str = "BudgetExceeded";
 }
 
 /// The reasons of the Feature's conditions (`SpecValid=False` takes [`crate::source::reason`]).
@@ -47,6 +49,10 @@ pub mod reason {
     pub const NOT_READY: &str = "NotReady";
     /// `Ready=True`: `replicas` is 0.
     pub const SCALED_TO_ZERO: &str = "ScaledToZero";
+    /// `BudgetExceeded=True`: prototyped calls get the budget's `onExceeded`.
+    pub const EXCEEDED: &str = "Exceeded";
+    /// `BudgetExceeded=False`: the window has budget left.
+    pub const WITHIN_BUDGET: &str = "WithinBudget";
 }
 
 /// The reasons of the Feature's events (besides `SpecValid` and `ModelConfigured` reasons).
@@ -61,6 +67,8 @@ pub mod event {
     pub const ROLLED_BACK: &str = "RolledBack";
     /// The Python could not be checked by the operator (the pods check it).
     pub const CODE_NOT_CHECKED: &str = "CodeNotChecked";
+    /// The budget's window is spent (Warning).
+    pub const BUDGET_EXCEEDED: &str = "BudgetExceeded";
 }
 
 /// An event to publish about the Feature.

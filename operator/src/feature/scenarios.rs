@@ -493,7 +493,7 @@ async fn a_missing_model_secret_holds_the_rollout_until_it_appears() {
         events_reason("SecretNotFound"),
     ];
     // Looked for again: now it exists, and the rollout goes ahead.
-    let model = ModelSettings::resolve(f.spec.model.as_ref(), &ctx.config);
+    let model = ModelSettings::resolve(&f.spec, &ctx.config);
     let hash = prepare(&f, SOURCE, &model).expect("valid").config_hash;
     expected.push(Expect::new(
         "GET",

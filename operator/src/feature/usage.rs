@@ -5,7 +5,8 @@
 
 use super::children;
 use super::controller::ready_pod_url;
-use super::decide::{Decision, Requeue};
+use super::decide::{Decision, Event, Requeue, condition, event, reason, set};
+use crate::conditions::{self, Status};
 use crate::context::Context;
 use eol_core::cost::{FeatureUsage, USAGE_PATH};
 use eol_core::crd::{Feature, FeatureStatus, UsageStatus};
@@ -60,6 +61,7 @@ pub async fn refresh(ctx: &Context, feature: &Feature, ns: &str, decision: &mut 
     if ctx.usage_reads.take_turn(&key, Instant::now()) {
         match read(ctx, feature, ns).await {
             Ok(usage) => {
+                budget_condition(decision, &usage);
                 decision.status.usage = Some(UsageStatus {
                     usage,
                     updated_at: Some(Time(Timestamp::now())),
@@ -71,6 +73,36 @@ pub async fn refresh(ctx: &Context, feature: &Feature, ns: &str, decision: &mut 
         }
     }
     decision.requeue = sooner(decision.requeue, REFRESH);
+}
+
+/// `BudgetExceeded` from the budget's state, with a Warning event when it
+/// becomes True; no condition without a budget.
+fn budget_condition(decision: &mut Decision, usage: &FeatureUsage) {
+    let status = &mut decision.status;
+    let Some(budget) = &usage.budget else {
+        status
+            .conditions
+            .retain(|c| c.type_ != condition::BUDGET_EXCEEDED);
+        return;
+    };
+    let was = conditions::get(&status.conditions, condition::BUDGET_EXCEEDED)
+        .is_some_and(|c| c.status == "True");
+    let (value, why) = if budget.exceeded {
+        (Status::True, reason::EXCEEDED)
+    } else {
+        (Status::False, reason::WITHIN_BUDGET)
+    };
+    let message = format!("{} (window {})", budget.summary, budget.window);
+    set(status, condition::BUDGET_EXCEEDED, value, why, &message);
+    if budget.exceeded && !was {
+        decision.events.push(Event {
+            warning: true,
+            reason: event::BUDGET_EXCEEDED,
+            action: "Meter",
+            note: format!("the model budget is spent: {message}"),
+            config: None,
+        });
+    }
 }
 
 /// Whether some operation of the configuration that serves runs on the model.
@@ -150,5 +182,46 @@ mod tests {
             sooner(Requeue::After(Duration::from_secs(600)), REFRESH),
             Requeue::After(REFRESH)
         );
+    }
+
+    #[test]
+    fn a_spent_budget_sets_the_condition_and_warns_once() {
+        use eol_core::cost::{BudgetSpend, BudgetState};
+        let usage = |exceeded| FeatureUsage {
+            budget: Some(BudgetState {
+                window: "hour:1".into(),
+                spent: BudgetSpend {
+                    tokens: 120,
+                    cost_nanos: 0,
+                },
+                exceeded,
+                summary: "120/100 tokens per hour".into(),
+            }),
+            ..FeatureUsage::default()
+        };
+        let mut decision = Decision {
+            status: FeatureStatus::default(),
+            events: Vec::new(),
+            roll_back_to: None,
+            requeue: Requeue::OnChange,
+        };
+        budget_condition(&mut decision, &usage(true));
+        let c = conditions::get(&decision.status.conditions, condition::BUDGET_EXCEEDED).unwrap();
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "Exceeded"));
+        assert_eq!(c.message, "120/100 tokens per hour (window hour:1)");
+        assert_eq!(decision.events.len(), 1);
+        assert_eq!(decision.events[0].reason, "BudgetExceeded");
+        // Still spent at the next read: no second event.
+        budget_condition(&mut decision, &usage(true));
+        assert_eq!(decision.events.len(), 1);
+        budget_condition(&mut decision, &usage(false));
+        let c = conditions::get(&decision.status.conditions, condition::BUDGET_EXCEEDED).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "WithinBudget")
+        );
+        // The budget removed: so is the condition.
+        budget_condition(&mut decision, &FeatureUsage::default());
+        assert!(conditions::get(&decision.status.conditions, condition::BUDGET_EXCEEDED).is_none());
     }
 }

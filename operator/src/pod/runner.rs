@@ -5,7 +5,7 @@
 
 use super::{container_security, env, env_from_secret, pod_security};
 use crate::config::OperatorConfig;
-use eol_core::cost::PriceTable;
+use eol_core::cost::{Budget, PriceTable};
 use eol_core::crd::KeyRef;
 use eol_core::runner_contract::{
     self as contract, EMBEDDING_KEY_DIR, FEATURE_FILE, HEALTH_PATH, HTTP_PORT, KEY_FILE,
@@ -72,12 +72,14 @@ pub struct ModelSettings {
     /// The price of the model in use (the runner's default, `default`, when
     /// unnamed), from the Feature's prices over the operator's.
     pub prices: PriceTable,
+    /// The Feature's budget (`spec.budget`), which runner pods enforce.
+    pub budget: Option<Budget>,
 }
 
 impl ModelSettings {
-    /// `spec` over `config`, field by field.
-    pub fn resolve(spec: Option<&eol_core::crd::ModelSpec>, config: &OperatorConfig) -> Self {
-        let spec = spec.cloned().unwrap_or_default();
+    /// The Feature's `spec.model` over `config`, field by field, and its budget.
+    pub fn resolve(feature: &eol_core::crd::FeatureSpec, config: &OperatorConfig) -> Self {
+        let spec = feature.model.clone().unwrap_or_default();
         let name = spec.name.clone().or_else(|| config.model_name.clone());
         Self {
             base_url: spec.base_url.or_else(|| config.model_base_url.clone()),
@@ -86,6 +88,7 @@ impl ModelSettings {
                 .or_else(|| config.model_api_key_secret.clone()),
             response_format: config.model_response_format.clone(),
             prices: Self::prices_of(&name, &spec.prices, &config.model_prices),
+            budget: feature.budget.clone(),
             name,
         }
     }
@@ -204,6 +207,11 @@ impl RunnerPod<'_> {
         }
         if let Some(form) = &self.model.response_format {
             env.push(self::env(vars::LLM_RESPONSE_FORMAT, form));
+        }
+        if let Some(budget) = &self.model.budget
+            && let Ok(json) = serde_json::to_string(budget)
+        {
+            env.push(self::env(vars::BUDGET, &json));
         }
         if !self.model.prices.is_empty()
             && let Ok(table) = serde_json::to_string(&self.model.prices)

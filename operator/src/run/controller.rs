@@ -354,7 +354,7 @@ async fn plan_and_create(
         return Ok(Err(Action::await_change()));
     };
 
-    let model = ModelSettings::resolve(feature.spec.model.as_ref(), &ctx.config);
+    let model = ModelSettings::resolve(&feature.spec, &ctx.config);
     let checked: Result<(source::Prepared, Work), (&'static str, String)> =
         match source::load(ctx, &feature, &model).await? {
             Err(problem) if problem.reason == source::reason::SOURCE_NOT_FOUND => Err((

@@ -67,6 +67,8 @@ pub mod reason {
     pub const CODE_INVALID: &str = "CodeInvalid";
     /// `spec.rollout.shadow.operations` names an operation the source lacks.
     pub const ROLLOUT_INVALID: &str = "RolloutInvalid";
+    /// `spec.budget` has no limit, or `onExceeded: Model` without a model.
+    pub const BUDGET_INVALID: &str = "BudgetInvalid";
 }
 
 /// Why a source cannot be served: a condition reason and a located message.
@@ -170,6 +172,13 @@ pub fn prepare(
     if let Some(placed) = &placed {
         parts.extend(["placement", placed.as_str()]);
     }
+    let budget = model
+        .budget
+        .as_ref()
+        .map(|b| serde_json::to_string(b).unwrap_or_default());
+    if let Some(budget) = &budget {
+        parts.extend(["budget", budget.as_str()]);
+    }
     let prices = (!model.prices.is_empty())
         .then(|| serde_json::to_string(&model.prices).unwrap_or_default());
     if let Some(prices) = &prices {
@@ -239,6 +248,17 @@ fn check_shadowed(
         return Err(SpecProblem {
             reason: reason::ROLLOUT_INVALID,
             message: format!("{object}: spec.rollout.canary.{why}"),
+        });
+    }
+    if let Some(why) = feature
+        .spec
+        .budget
+        .as_ref()
+        .and_then(eol_core::cost::Budget::problem)
+    {
+        return Err(SpecProblem {
+            reason: reason::BUDGET_INVALID,
+            message: format!("{object}: spec.budget: {why}"),
         });
     }
     Ok(())

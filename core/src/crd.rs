@@ -610,7 +610,8 @@ mod tests {
         assert_eq!(
             columns,
             [
-                "Feature", "Phase", "Status", "Passed", "Failed", "Duration", "Age"
+                "Feature", "Phase", "Status", "Passed", "Failed", "Duration", "Tokens", "Cost",
+                "Age"
             ]
         );
         assert!(fr["spec"]["versions"][0]["subresources"]["status"].is_object());

@@ -498,19 +498,49 @@ fn frontmatter() -> impl Strategy<Value = Frontmatter> {
         vec(context_entry(), 0..3),
         vec(tool(), 0..2),
         prop::option::of(cache()),
+        prop::option::of(budget()),
     )
         .prop_map(
-            |(name, version, description, phase, model, context, tools, cache)| Frontmatter {
-                name,
-                version,
-                description,
-                phase,
-                model,
-                context,
-                tools,
-                cache,
+            |(name, version, description, phase, model, context, tools, cache, budget)| {
+                Frontmatter {
+                    name,
+                    version,
+                    description,
+                    phase,
+                    model,
+                    context,
+                    tools,
+                    cache,
+                    budget,
+                }
             },
         )
+}
+
+fn budget() -> impl Strategy<Value = eol_core::cost::Budget> {
+    use eol_core::cost::{Budget, BudgetWindow, OnExceeded};
+    (
+        1i64..1_000_000,
+        prop::option::of(0u32..10_000),
+        select(vec![
+            BudgetWindow::Hour,
+            BudgetWindow::Day,
+            BudgetWindow::Month,
+        ]),
+        select(vec![
+            OnExceeded::Reject,
+            OnExceeded::Implementation,
+            OnExceeded::Model,
+        ]),
+    )
+        .prop_map(|(tokens, cents, per, on_exceeded)| Budget {
+            tokens: Some(tokens),
+            // Whole cents: they print and parse back exactly.
+            cost: cents.map(|c| f64::from(c) / 100.0),
+            per,
+            on_exceeded,
+            model: (on_exceeded == OnExceeded::Model).then(|| "small".to_owned()),
+        })
 }
 
 fn word() -> BoxedStrategy<Word> {
@@ -1038,6 +1068,39 @@ fn render_frontmatter(g: &GenFeature, rng: &mut Rng) -> Vec<String> {
                         fields.push(format!("results: {r}"));
                     }
                     mapping(&mut out, "cache", fields, rng);
+                }
+            }
+            "budget" => {
+                if let Some(b) = &fm.budget {
+                    use eol_core::cost::{BudgetWindow, OnExceeded};
+                    let mut fields = Vec::new();
+                    if let Some(t) = b.tokens {
+                        fields.push(format!("tokens: {t}"));
+                    }
+                    if let Some(c) = b.cost {
+                        fields.push(format!("cost: {c}"));
+                    }
+                    let per = match b.per {
+                        BudgetWindow::Hour => "hour",
+                        BudgetWindow::Day => "day",
+                        BudgetWindow::Month => "month",
+                    };
+                    if b.per != BudgetWindow::Day || rng.one_in(2) {
+                        fields.push(format!("per: {per}"));
+                    }
+                    // Both spellings: the frontmatter's snake case and the CRD's camel case.
+                    let (key, value) = match b.on_exceeded {
+                        OnExceeded::Reject => ("on_exceeded", "reject"),
+                        OnExceeded::Implementation => ("onExceeded", "Implementation"),
+                        OnExceeded::Model => ("on_exceeded", "Model"),
+                    };
+                    if b.on_exceeded != OnExceeded::Reject || rng.one_in(2) {
+                        fields.push(format!("{key}: {value}"));
+                    }
+                    if let Some(m) = &b.model {
+                        fields.push(format!("model: {}", scalar(m, rng)));
+                    }
+                    mapping(&mut out, "budget", fields, rng);
                 }
             }
             other => unreachable!("unknown key {other}"),

@@ -737,11 +737,11 @@ async fn a_spent_budget_refuses_calls(client: &Client, ns: &str, ip: &str) {
             .is_some_and(|c| c.0 == "True")
     };
     let feature = wait_for(&features, "support-triage", Duration::from_secs(150), spent).await;
-    let c = condition(
-        &feature.status.as_ref().unwrap().conditions,
-        "BudgetExceeded",
-    )
-    .unwrap();
+    let c = feature
+        .status
+        .as_ref()
+        .and_then(|s| condition(&s.conditions, "BudgetExceeded"))
+        .expect("the BudgetExceeded condition");
     assert!(
         c.2.contains("/1 tokens per hour (window hour:") && c.1 == "Exceeded",
         "{c:?}"

@@ -190,10 +190,11 @@ async fn a_user_installs_applies_switches_upgrades_and_uninstalls() {
         let (_, _, spec_valid) =
             condition(&ready.status.unwrap().conditions, "SpecValid").expect("SpecValid");
         assert_eq!(spec_valid, "the source parses; phase implementation");
-        // DESIRED (spec.phase) is a wide column; AGREEMENT is a shadow switch's.
+        // DESIRED (spec.phase) is a wide column; AGREEMENT is a shadow
+        // switch's, BUDGET the budget window's spend.
         assert_eq!(
             headers("features", &ns),
-            ["NAME", "PHASE", "READY", "REPLICAS", "AGREEMENT", "AGE"]
+            ["NAME", "PHASE", "READY", "REPLICAS", "AGREEMENT", "BUDGET", "AGE"]
         );
         let row = get_row("features", &ns, "inventory", false);
         assert_eq!(row["PHASE"], "implementation", "{row:?}");

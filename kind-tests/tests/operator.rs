@@ -36,7 +36,9 @@ async fn the_crds_are_installed_with_their_columns() {
             .into_iter()
             .map(|c| c.name)
             .collect();
-        assert_eq!(columns, ["Feature", "Phase", "Status", "Passed", "Failed", "Duration", "Age"]);
+        assert_eq!(columns, [
+                "Feature", "Phase", "Status", "Passed", "Failed", "Duration", "Tokens", "Cost", "Age"
+            ]);
         // CEL rules are enforced by the API server: operation and tests together are refused.
         let both = feature_run("both", serde_json::json!({"featureRef": "f", "tests": true, "operation": "x"}));
         let err = env

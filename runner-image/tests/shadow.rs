@@ -625,8 +625,15 @@ async fn a_prototyped_candidate_records_no_examples_for_the_feature() {
     assert_eq!((op.agree, op.disagree, op.error), (1, 4, 0), "{t:?}");
     assert_eq!(llm.request_count(), 5);
     let keys = common::all_keys(&common::store(&redis)).await;
+    // The candidate's model calls are real spend, so they count in the
+    // feature's usage; nothing else (no examples, no results) is written.
     assert!(
-        keys.iter().all(|k| k.starts_with("eol:parity:shadow:")),
-        "a shadow call left keys beside the shadow's: {keys:?}"
+        keys.iter().any(|k| k.starts_with("eol:parity:usage:")),
+        "the candidate's model spend is counted: {keys:?}"
+    );
+    assert!(
+        keys.iter()
+            .all(|k| k.starts_with("eol:parity:shadow:") || k.starts_with("eol:parity:usage:")),
+        "a shadow call left keys beside the shadow's and the usage counters: {keys:?}"
     );
 }

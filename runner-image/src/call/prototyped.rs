@@ -49,6 +49,7 @@ impl PrototypedCall<'_> {
             }
             SemanticLookup::Miss(prepared) => prepared,
         };
+        let cache_missed = prepared.is_some();
         let (answer, trace) = self.ask(model).await?;
         let output = self.target.checked(answer)?;
         if self.records {
@@ -62,6 +63,7 @@ impl PrototypedCall<'_> {
             stdout: String::new(),
             trace: Some(trace),
             cache: None,
+            cache_missed,
         })
     }
 

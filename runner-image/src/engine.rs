@@ -361,9 +361,7 @@ impl Runtime {
         );
         // A call nothing in this process asked for (`eol run`, `eol test`)
         // joins the trace of whoever started the process, if they said.
-        if tracing::Span::current().is_none() {
-            eol_core::process::otel::set_parent_from_env(&span);
-        }
+        eol_core::process::otel::set_parent_from_env(&span);
         let result = self
             .traced_call(&span, scope, operation, input, phase, records)
             .instrument(span.clone())

@@ -310,6 +310,8 @@ impl ChatClient {
             server.port = i64::from(self.server.1),
             eol.llm.retries = Empty,
         );
+        // A request outside any operation (a test's judge, code generation).
+        eol_core::process::otel::set_parent_from_env(&span);
         let result = self.send_request(request).instrument(span.clone()).await;
         match &result {
             Ok(reply) => {

@@ -48,7 +48,17 @@ pub mod env {
     pub const REPORT_FILE: &str = "EOL_REPORT_FILE";
     /// The run's id: its full result is kept in Redis under it.
     pub const RUN_ID: &str = "EOL_RUN_ID";
+    /// The W3C `traceparent` a one-shot run's spans are children of (the
+    /// environment carrier convention); the operator copies it from the
+    /// FeatureRun's [`super::TRACEPARENT_ANNOTATION`].
+    pub const TRACEPARENT: &str = "TRACEPARENT";
+    /// The W3C `tracestate` going with [`TRACEPARENT`].
+    pub const TRACESTATE: &str = "TRACESTATE";
 }
+
+/// The FeatureRun annotation holding the W3C `traceparent` its run joins
+/// (passed to the pod as [`env::TRACEPARENT`]).
+pub const TRACEPARENT_ANNOTATION: &str = "eol.dev/traceparent";
 
 /// Where the feature's files are in a runner pod.
 pub const SOURCE_DIR: &str = "/etc/eol";

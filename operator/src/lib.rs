@@ -23,6 +23,7 @@ pub mod run;
 pub mod runtime;
 pub mod source;
 pub mod status;
+pub mod telemetry;
 
 use eol_core::crd::{Feature, FeatureRun};
 use kube::CustomResourceExt;

@@ -37,7 +37,8 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { options, config } => {
-            eol_core::process::init_tracing("info");
+            // Kept to the end of `main`: dropping it sends the last spans.
+            let _telemetry = eol_core::process::init_tracing("info", "eol-operator");
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,
                 Err(e) => {

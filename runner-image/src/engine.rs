@@ -16,6 +16,8 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
+use tracing::field::Empty;
 
 /// The setting that configures the model prototyped operations run on.
 pub const MODEL_SETTING: &str = eol_core::runner_contract::env::LLM_BASE_URL;
@@ -366,9 +368,40 @@ impl Runtime {
         self.run_call(scope, operation, input, phase, false).await
     }
 
-    /// One call; `records`: whether it records examples and cache entries.
-    async fn run_call<'a>(
+    /// One call, in an operation span (the parent of its model, tool and
+    /// sandbox spans); `records`: whether it records examples and cache entries.
+    async fn run_call(
+        &self,
+        scope: &Scope,
+        operation: &str,
+        input: &Value,
+        phase: Option<Phase>,
+        records: bool,
+    ) -> Result<Execution, ExecError> {
+        let span = tracing::info_span!(
+            "operation",
+            otel.name = %format_args!("{}.{operation}", self.feature.name()),
+            eol.feature = %self.feature.name(),
+            eol.operation = %operation,
+            eol.phase = Empty,
+            eol.cache = Empty,
+        );
+        // A call nothing in this process asked for (`eol run`, `eol test`)
+        // joins the trace of whoever started the process, if they said.
+        eol_core::process::otel::set_parent_from_env(&span);
+        let result = self
+            .traced_call(&span, scope, operation, input, phase, records)
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = &result {
+            eol_core::process::otel::record_error(&span, e.kind(), &e.to_string());
+        }
+        result
+    }
+
+    async fn traced_call<'a>(
         &'a self,
+        span: &tracing::Span,
         scope: &'a Scope,
         operation: &str,
         input: &'a Value,
@@ -376,8 +409,9 @@ impl Runtime {
         records: bool,
     ) -> Result<Execution, ExecError> {
         let target = self.target(operation, input)?;
-        target.check_input()?;
         let run_phase = phase.and_then(Phase::forced).unwrap_or(target.op.phase);
+        span.record("eol.phase", tracing::field::display(run_phase));
+        target.check_input()?;
         let started = Instant::now();
         let prototyped = |model: Option<&'a Prototyper>| PrototypedCall {
             target,
@@ -421,6 +455,9 @@ impl Runtime {
                 (implemented().run().await?, OperationPhase::Implementation)
             }
         };
+        // The phase that answered: a spent budget may have sent it elsewhere.
+        span.record("eol.phase", tracing::field::display(ran_in));
+        span.record("eol.cache", outcome.cache_outcome());
         Ok(Execution {
             output: outcome.output,
             phase: ran_in,

@@ -33,6 +33,8 @@ use serde_json::{Value, json};
 use shadow::{candidate_of, shadow_call, shadow_canary, shadow_tally};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use tracing::Instrument;
+use tracing::field::Empty;
 
 /// Whether the server takes traffic, and if not, why.
 #[derive(Debug, Clone)]
@@ -274,11 +276,41 @@ fn status_of(error: &ExecError) -> StatusCode {
     }
 }
 
+/// `POST /v1/operations/{op}` in an HTTP server span, a child of the caller's
+/// span when the request carries W3C `traceparent` (and `tracestate`).
 async fn call_operation(
     State(state): State<Arc<AppState>>,
     Path(operation): Path<String>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    use eol_core::process::otel;
+    let span = tracing::info_span!(
+        "request",
+        otel.name = "POST /v1/operations/{operation}",
+        otel.kind = "server",
+        http.request.method = "POST",
+        http.route = "/v1/operations/{operation}",
+        eol.operation = %operation,
+        http.response.status_code = Empty,
+    );
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(parent) = header(otel::TRACEPARENT) {
+        otel::set_remote_parent(&span, parent, header(otel::TRACESTATE));
+    }
+    let response = answer_call(state, operation, body)
+        .instrument(span.clone())
+        .await;
+    let status = response.status();
+    span.record("http.response.status_code", i64::from(status.as_u16()));
+    // A server span fails on 5xx only; a 4xx is the caller's error (HTTP conventions).
+    if status.is_server_error() {
+        otel::record_error(&span, status.as_str(), "");
+    }
+    response
+}
+
+async fn answer_call(state: Arc<AppState>, operation: String, body: axum::body::Bytes) -> Response {
     let input: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {

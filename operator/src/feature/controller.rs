@@ -29,9 +29,17 @@ use tracing::instrument;
 /// The controller's name in metrics and logs.
 pub const CONTROLLER: &str = "feature";
 
-/// Reconciles one Feature.
-#[instrument(skip(feature, ctx), fields(feature = %feature.name_any(), namespace = feature.namespace().unwrap_or_default()))]
+/// Reconciles one Feature, in a span of its own whose trace id the
+/// reconcile's log lines carry (see [`crate::telemetry`]).
+#[instrument(skip(feature, ctx), fields(feature = %feature.name_any(), namespace = feature.namespace().unwrap_or_default(), trace_id = tracing::field::Empty))]
 pub async fn reconcile(feature: Arc<Feature>, ctx: Arc<Context>) -> Result<Action> {
+    crate::telemetry::record_trace_id();
+    let result = reconcile_feature(feature, ctx).await;
+    crate::telemetry::record_outcome(&result);
+    result
+}
+
+async fn reconcile_feature(feature: Arc<Feature>, ctx: Arc<Context>) -> Result<Action> {
     ctx.caches.ready().await;
     // A Feature being deleted gets nothing applied: its children go with it
     // (owner references), and applying the namespace's Redis again would race

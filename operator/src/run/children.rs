@@ -9,8 +9,8 @@ use crate::config::OperatorConfig;
 use crate::pod::{self, ModelSettings, Placement, RunnerPod};
 use eol_core::Phase;
 use eol_core::crd::{FeatureRun, KeyRef};
-use eol_core::runner_contract::RunnerCommand;
-use k8s_openapi::api::core::v1::{Pod, ResourceRequirements};
+use eol_core::runner_contract::{RunnerCommand, TRACEPARENT_ANNOTATION, env};
+use k8s_openapi::api::core::v1::{EnvVar, Pod, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use std::collections::BTreeMap;
@@ -126,6 +126,16 @@ pub fn pod(run: &FeatureRun, plan: &RunPlan<'_>, config: &OperatorConfig) -> Pod
     labels.insert(CONFIG_LABEL.to_owned(), plan.config_hash.to_owned());
     let mut spec = runner.pod_spec();
     spec.active_deadline_seconds = run.spec.timeout_seconds;
+    // The run's spans join the trace its creator named (a retry copies the pod, env included).
+    if let Some(parent) = run.annotations().get(TRACEPARENT_ANNOTATION)
+        && let Some(container) = spec.containers.first_mut()
+    {
+        container.env.get_or_insert_default().push(EnvVar {
+            name: env::TRACEPARENT.to_owned(),
+            value: Some(parent.clone()),
+            ..EnvVar::default()
+        });
+    }
     Pod {
         metadata: ObjectMeta {
             name: Some(pod_name(run, 1)),
@@ -279,6 +289,27 @@ mod tests {
         assert_eq!(spec.active_deadline_seconds, Some(41));
         assert_eq!(spec.node_name, None);
         assert_eq!(spec.containers, built.spec.expect("spec").containers);
+        assert!(
+            !env.iter().any(|e| e["name"] == "TRACEPARENT"),
+            "no trace is joined unless the run names one"
+        );
+
+        // A run annotated with a traceparent hands it to its runner.
+        let mut traced = r.clone();
+        let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        traced
+            .annotations_mut()
+            .insert(TRACEPARENT_ANNOTATION.to_owned(), parent.to_owned());
+        let built = pod(&traced, &plan, &OperatorConfig::default());
+        let env = built.spec.expect("spec").containers[0]
+            .env
+            .clone()
+            .unwrap_or_default();
+        assert!(
+            env.iter()
+                .any(|e| e.name == "TRACEPARENT" && e.value.as_deref() == Some(parent)),
+            "{env:?}"
+        );
     }
 
     #[test]

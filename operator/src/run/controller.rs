@@ -39,9 +39,17 @@ const FEATURE_GRACE: Duration = Duration::from_secs(30);
 /// run over its budget of four.
 const QUIET_PENDING: Duration = Duration::from_secs(60);
 
-/// Reconciles one FeatureRun.
-#[instrument(skip(run, ctx), fields(run = %run.name_any(), namespace = run.namespace().unwrap_or_default()))]
+/// Reconciles one FeatureRun, in a span of its own whose trace id the
+/// reconcile's log lines carry (see [`crate::telemetry`]).
+#[instrument(skip(run, ctx), fields(run = %run.name_any(), namespace = run.namespace().unwrap_or_default(), trace_id = tracing::field::Empty))]
 pub async fn reconcile(run: Arc<FeatureRun>, ctx: Arc<Context>) -> Result<Action> {
+    crate::telemetry::record_trace_id();
+    let result = reconcile_run(run, ctx).await;
+    crate::telemetry::record_outcome(&result);
+    result
+}
+
+async fn reconcile_run(run: Arc<FeatureRun>, ctx: Arc<Context>) -> Result<Action> {
     ctx.caches.ready().await;
     let _timer = ctx.metrics.reconcile(CONTROLLER);
     let ns = run

@@ -186,7 +186,8 @@ impl FeatureCaches {
             .unwrap_or(true)
     }
 
-    pub(super) fn results_for(&self, operation: &str) -> bool {
+    /// Whether the `cache:` block keeps the results of `operation`.
+    pub(crate) fn results_for(&self, operation: &str) -> bool {
         self.settings
             .as_ref()
             .is_some_and(|c| c.results.covers(operation))

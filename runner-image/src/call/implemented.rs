@@ -72,6 +72,7 @@ impl ImplementedCall<'_> {
             stdout: outcome.stdout,
             trace: None,
             cache: None,
+            cache_missed: self.caches.results_for(&op.name),
         })
     }
 }

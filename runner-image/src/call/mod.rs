@@ -101,6 +101,8 @@ pub(crate) struct CallOutput {
     pub(crate) trace: Option<PrototypeTrace>,
     /// The cache that served the output, if one did.
     pub(crate) cache: Option<CacheHit>,
+    /// Whether a cache was asked first and had no answer.
+    pub(crate) cache_missed: bool,
 }
 
 impl CallOutput {
@@ -111,6 +113,17 @@ impl CallOutput {
             stdout: String::new(),
             trace: None,
             cache: Some(hit),
+            cache_missed: false,
+        }
+    }
+
+    /// What the cache did, for the operation span: the kind of hit
+    /// (`semantic`, `result`), `miss`, or `none` when no cache was asked.
+    pub(crate) fn cache_outcome(&self) -> &'static str {
+        match (&self.cache, self.cache_missed) {
+            (Some(hit), _) => hit.kind,
+            (None, true) => "miss",
+            (None, false) => "none",
         }
     }
 }

@@ -59,6 +59,7 @@ impl PrototypedCall<'_> {
                 on_exceeded: exceeded.on_exceeded,
             });
         }
+        let cache_missed = prepared.is_some();
         let (answer, trace) = self.ask(model).await?;
         let output = self.target.checked(answer)?;
         if self.records {
@@ -72,6 +73,7 @@ impl PrototypedCall<'_> {
             stdout: String::new(),
             trace: Some(trace),
             cache: None,
+            cache_missed,
         })
     }
 

@@ -107,7 +107,9 @@ pub fn main() -> ExitCode {
             e.exit()
         }
     };
-    eol_core::process::init_tracing("warn");
+    // Declared before the runtime, so dropped after it: the last spans are
+    // sent when every task is done (a short `eol run` loses none).
+    let _telemetry = eol_core::process::init_tracing("warn", "eol-runner");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -8,6 +8,8 @@ use async_openai::error::OpenAIError;
 use async_openai::middleware::ReqwestService;
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicU8, Ordering};
+use tracing::Instrument;
+use tracing::field::Empty;
 
 /// How the server is asked for JSON that fits a schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +147,10 @@ pub struct ChatReply {
     pub usage: Usage,
     /// HTTP retries it took (429, 5xx, connection errors, timeouts).
     pub retries: u32,
+    /// The model that answered, as the server named it (`model` of the response).
+    pub model: Option<String>,
+    /// Why the model stopped, per choice (`stop`, `length`, `tool_calls`, ...).
+    pub finish_reasons: Vec<String>,
 }
 
 /// A client for one OpenAI-compatible API.
@@ -153,6 +159,8 @@ pub struct ChatClient {
     settings: LlmSettings,
     /// The structured-output form this server accepts, learned on first refusal.
     mode: AtomicU8,
+    /// The API's host and port, for the chat spans (`server.address`, `server.port`).
+    server: (String, u16),
 }
 
 impl std::fmt::Debug for ChatClient {
@@ -187,10 +195,20 @@ impl ChatClient {
             );
         let client = Client::build(http, config).with_http_service(service);
         let mode = AtomicU8::new(settings.response_format as u8);
+        let server = reqwest::Url::parse(&settings.base_url)
+            .ok()
+            .map(|u| {
+                (
+                    u.host_str().unwrap_or_default().to_owned(),
+                    u.port_or_known_default().unwrap_or(0),
+                )
+            })
+            .unwrap_or_default();
         Ok(Self {
             client,
             settings,
             mode,
+            server,
         })
     }
 
@@ -272,7 +290,57 @@ impl ChatClient {
         request
     }
 
+    /// One model request, in a GenAI `chat {model}` client span (OpenTelemetry
+    /// semantic conventions for generative AI).
     async fn send(&self, request: Value) -> Result<ChatReply, LlmError> {
+        let s = &self.settings;
+        let span = tracing::info_span!(
+            "chat",
+            otel.name = %format_args!("chat {}", s.model),
+            otel.kind = "client",
+            gen_ai.operation.name = "chat",
+            gen_ai.provider.name = "openai",
+            gen_ai.request.model = %s.model,
+            gen_ai.request.temperature = s.temperature,
+            gen_ai.request.max_tokens = i64::from(s.max_tokens),
+            gen_ai.response.model = Empty,
+            gen_ai.usage.input_tokens = Empty,
+            gen_ai.usage.output_tokens = Empty,
+            server.address = %self.server.0,
+            server.port = i64::from(self.server.1),
+            eol.llm.retries = Empty,
+        );
+        // A request outside any operation (a test's judge, code generation).
+        eol_core::process::otel::set_parent_from_env(&span);
+        let result = self.send_request(request).instrument(span.clone()).await;
+        match &result {
+            Ok(reply) => {
+                if let Some(model) = &reply.model {
+                    span.record("gen_ai.response.model", model.as_str());
+                }
+                // i64: the OpenTelemetry layer exports a u64 field as a string.
+                let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+                span.record(
+                    "gen_ai.usage.input_tokens",
+                    count(reply.usage.prompt_tokens),
+                );
+                span.record(
+                    "gen_ai.usage.output_tokens",
+                    count(reply.usage.completion_tokens),
+                );
+                span.record("eol.llm.retries", i64::from(reply.retries));
+                eol_core::process::otel::set_string_array(
+                    &span,
+                    "gen_ai.response.finish_reasons",
+                    &reply.finish_reasons,
+                );
+            }
+            Err(e) => eol_core::process::otel::record_error(&span, e.kind(), &e.to_string()),
+        }
+        result
+    }
+
+    async fn send_request(&self, request: Value) -> Result<ChatReply, LlmError> {
         let url = self.settings.base_url.clone();
         // Count the retry policy's retries for this request (see retry::RETRIES).
         let counted = super::retry::RETRIES.scope(std::cell::Cell::new(0), async {
@@ -364,10 +432,26 @@ fn parse_reply(url: &str, response: &Value) -> Result<ChatReply, LlmError> {
             .and_then(Value::as_u64)
             .unwrap_or(0),
     };
+    let finish_reasons = response
+        .get("choices")
+        .and_then(Value::as_array)
+        .map(|choices| {
+            choices
+                .iter()
+                .filter_map(|c| c.get("finish_reason").and_then(Value::as_str))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
     Ok(ChatReply {
         content,
         tool_calls,
         usage,
         retries: 0,
+        model: response
+            .get("model")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        finish_reasons,
     })
 }

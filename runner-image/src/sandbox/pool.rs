@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 /// Why a sandboxed call failed. Each kind has a stable label for metrics and errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -271,10 +272,29 @@ impl WorkerPool {
         Ok(())
     }
 
-    /// Runs `function(**args)` from `code` in a worker.
+    /// Runs `function(**args)` from `code` in a worker, in a `sandbox.execute`
+    /// span that names the failure kind when it fails.
     ///
     /// A call that overruns the wall-clock limit kills its worker, which is replaced.
     pub async fn call(
+        &self,
+        code: &str,
+        function: &str,
+        args: &Value,
+        redis: &dyn RedisBridge,
+    ) -> Result<CallOutcome, CallFailure> {
+        let span = tracing::info_span!("sandbox.execute", eol.operation = %function);
+        let result = self
+            .call_untraced(code, function, args, redis)
+            .instrument(span.clone())
+            .await;
+        if let Err(failure) = &result {
+            eol_core::process::otel::record_error(&span, failure.kind.as_str(), &failure.message);
+        }
+        result
+    }
+
+    async fn call_untraced(
         &self,
         code: &str,
         function: &str,

@@ -101,20 +101,21 @@ async fn send(
     let timeout =
         Duration::try_from_secs_f64(offer.timeout_seconds).unwrap_or(Duration::from_secs(10));
     let timed_out = |e: &reqwest::Error| e.is_timeout();
-    let response = client
+    let mut request = client
         .post(url.clone())
         .timeout(timeout)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body.clone())
-        .send()
-        .await
-        .map_err(|e| {
-            if timed_out(&e) {
-                format!("the candidate did not answer within {timeout:?}")
-            } else {
-                format!("the candidate could not be reached at {url}: {e}")
-            }
-        })?;
+        .header(reqwest::header::CONTENT_TYPE, "application/json");
+    // The candidate's spans join the caller's trace (nothing when tracing is off).
+    for (name, value) in eol_core::process::otel::trace_headers(&tracing::Span::current()) {
+        request = request.header(name, value);
+    }
+    let response = request.body(body.clone()).send().await.map_err(|e| {
+        if timed_out(&e) {
+            format!("the candidate did not answer within {timeout:?}")
+        } else {
+            format!("the candidate could not be reached at {url}: {e}")
+        }
+    })?;
     let status = response.status();
     if !(status.is_success() || status.is_client_error()) {
         return Err(format!("the candidate answered {status}"));

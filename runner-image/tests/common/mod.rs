@@ -2,6 +2,7 @@
 #![allow(dead_code)] // Each test binary uses a different part.
 #![allow(clippy::unwrap_used)] // Test set-up fails loudly.
 
+pub mod jaeger;
 pub mod scripted_llm;
 
 use eol_runner::sandbox::{Interpreter, SandboxLimits, WorkerPool};

@@ -25,6 +25,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// The name of the built-in Redis tool server; its tools are `redis__get`, `redis__set`, ...
 pub const REDIS_SERVER: &str = "redis";
@@ -273,6 +274,27 @@ fn result_text(result: &CallToolResult) -> String {
     parts.join("\n")
 }
 
+/// `call` in an `execute_tool {name}` span (OpenTelemetry GenAI and MCP
+/// conventions), marked failed when the model gets an error message instead.
+async fn traced(
+    name: &str,
+    call: impl Future<Output = Result<String, String>>,
+) -> Result<String, String> {
+    let span = tracing::info_span!(
+        "execute_tool",
+        otel.name = %format_args!("execute_tool {name}"),
+        gen_ai.operation.name = "execute_tool",
+        gen_ai.tool.name = %name,
+        gen_ai.tool.type = "function",
+        mcp.method.name = "tools/call",
+    );
+    let result = call.instrument(span.clone()).await;
+    if let Err(message) = &result {
+        eol_core::process::otel::record_error(&span, "tool_error", message);
+    }
+    result
+}
+
 impl Tools for Toolbox {
     fn definitions(&self) -> Vec<Value> {
         self.tools.iter().map(|t| t.definition.clone()).collect()
@@ -283,7 +305,7 @@ impl Tools for Toolbox {
         name: &'a str,
         arguments: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>> {
-        Box::pin(self.call_tool(name, arguments))
+        Box::pin(traced(name, self.call_tool(name, arguments)))
     }
 
     fn call_in<'a>(
@@ -292,7 +314,7 @@ impl Tools for Toolbox {
         name: &'a str,
         arguments: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>> {
-        Box::pin(self.call_tool_in(scope, name, arguments))
+        Box::pin(traced(name, self.call_tool_in(scope, name, arguments)))
     }
 }
 

@@ -1,0 +1,131 @@
+//! Tracing overhead, side by side in one run: a warm implemented call
+//! (sandbox) and a prototyped call (scripted model server), each with tracing
+//! off (the production subscriber without an endpoint) and on (the same
+//! subscriber exporting to a real Jaeger v2 through the batch exporter),
+//! interleaved call by call. Reports p50 and p99 per mode and the on/off
+//! ratios (target <= 1.05).
+//!
+//! Needs Jaeger (`EOL_JAEGER_BIN`, or `kind-tests/cluster.sh build`) and Python.
+//! Run with `cargo bench -p eol-runner --bench tracing`.
+
+#[allow(dead_code, clippy::unwrap_used)]
+#[path = "../tests/common/scripted_llm.rs"]
+mod scripted_llm;
+
+#[allow(dead_code, clippy::unwrap_used)]
+#[path = "../tests/common/jaeger.rs"]
+mod jaeger;
+
+use eol_core::parse_feature;
+use eol_core::process::{TelemetrySettings, subscriber};
+use eol_runner::engine::Runtime;
+use eol_runner::llm::ChatClient;
+use eol_runner::prototype::Prototyper;
+use eol_runner::sandbox::{Interpreter, SandboxLimits, WorkerPool};
+use eol_runner::store::RedisStore;
+use scripted_llm::{Scripted, ScriptedServer};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::instrument::WithSubscriber;
+
+/// Calls measured per kind and mode (after the warm-up).
+const CALLS: usize = 3000;
+const WARM_UP: usize = 50;
+
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i]
+}
+
+fn report(kind: &str, mut off: Vec<Duration>, mut on: Vec<Duration>) {
+    off.sort();
+    on.sort();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    for (name, q) in [("p50", 0.5), ("p99", 0.99)] {
+        let (a, b) = (quantile(&off, q), quantile(&on, q));
+        println!(
+            "{kind:<15} {name}: off {:>9.1} us   on {:>9.1} us   on/off {:.3}",
+            us(a),
+            us(b),
+            b.as_secs_f64() / a.as_secs_f64()
+        );
+    }
+}
+
+fn main() {
+    let jaeger = jaeger::Jaeger::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // The production subscriber both ways, logs at the default level; only the exporter differs.
+    let (off, _off_guard) = subscriber("warn", &TelemetrySettings::off("eol-bench"));
+    let (on, mut on_guard) = subscriber(
+        "warn",
+        &TelemetrySettings::exporting_to(&jaeger.otlp_url, "eol-bench"),
+    );
+    assert!(on_guard.is_exporting(), "{:?}", on_guard.setup_error());
+    rt.block_on(async {
+        let examples =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../features/examples");
+        let src =
+            std::fs::read_to_string(examples.join("blog-publisher.eol")).expect("the example");
+        let feature = parse_feature("blog-publisher.eol", &src).expect("parses");
+        let calls = 2 * (CALLS + WARM_UP) + 10;
+        let server = ScriptedServer::start(vec![Scripted::answer(r#"{"tags": ["rust"]}"#); calls]).await;
+        let model = ChatClient::new(scripted_llm::scripted_settings(&server.url)).expect("client");
+        let python = Interpreter::discover(None).expect("python3");
+        let pool = WorkerPool::start(python, SandboxLimits::default(), 1)
+            .await
+            .expect("the sandbox pool");
+        let store = Arc::new(RedisStore::new(None));
+        let runtime = Runtime::load("blog-publisher.eol", feature, pool, store)
+            .await
+            .expect("loads")
+            .with_model(Some(Arc::new(Prototyper::new(model))));
+        let slug = json!({"title": "Hello, World"});
+        let post = json!({"title": "Tracing", "text": "Spans, exported over OTLP."});
+
+        let call = async |operation: &str, input: &Value, dispatch: &tracing::Dispatch| {
+            let t = Instant::now();
+            runtime
+                .execute(operation, input, None)
+                .with_subscriber(dispatch.clone())
+                .await
+                .unwrap_or_else(|e| panic!("{operation} failed: {e}"));
+            t.elapsed()
+        };
+        let (mut impl_off, mut impl_on, mut proto_off, mut proto_on) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for i in 0..CALLS + WARM_UP {
+            // Alternate which mode goes first, so neither always follows the other.
+            let order = if i % 2 == 0 { [&off, &on] } else { [&on, &off] };
+            for dispatch in order {
+                let implemented = call("slugify", &slug, dispatch).await;
+                let prototyped = call("suggest_tags", &post, dispatch).await;
+                if i >= WARM_UP {
+                    let tracing_on = std::ptr::eq(dispatch, &on);
+                    let (i, p) = if tracing_on {
+                        (&mut impl_on, &mut proto_on)
+                    } else {
+                        (&mut impl_off, &mut proto_off)
+                    };
+                    i.push(implemented);
+                    p.push(prototyped);
+                }
+            }
+        }
+        println!("{CALLS} calls per kind and mode, interleaved; tracing on exports to Jaeger (batch exporter)");
+        report("implementation", impl_off, impl_on);
+        report("prototyping", proto_off, proto_on);
+    });
+    // Every span sent: the measurement exported what it says it did.
+    on_guard.shutdown();
+    let services = rt.block_on(jaeger.services());
+    assert!(
+        services.iter().any(|s| s == "eol-bench"),
+        "Jaeger received no spans of eol-bench (it knows {services:?})"
+    );
+    println!("Jaeger received the spans of eol-bench");
+}

@@ -182,12 +182,20 @@ impl ModelRoutes {
             match route.client.chat(messages, tools, schema).await {
                 Ok(reply) => {
                     self.recovered(next);
-                    if next > 0 {
+                    // Once per failure at info; while the failing model cools down, at debug.
+                    if failed.is_some() {
                         tracing::info!(
                             model = route.model(),
                             primary = self.primary().model(),
                             operation,
                             "a fallback model answered"
+                        );
+                    } else if next > 0 {
+                        tracing::debug!(
+                            model = route.model(),
+                            primary = self.primary().model(),
+                            operation,
+                            "a fallback model answered while the models before it cool down"
                         );
                     }
                     let spend = route.meter.record(operation, reply.usage).await;

@@ -319,7 +319,7 @@ fn fallbacks(
                     name: "model.fallbacks",
                     value: format!("api_key_env: {var}"),
                     reason: format!(
-                        "the environment variable {var} (the API key of fallback '{}') is not set",
+                        "the environment variable {var} (the API key of fallback '{}') is not set; on a cluster, give the Feature spec.model.fallbacks with an apiKeySecretRef",
                         f.name
                     ),
                 })?),

@@ -103,7 +103,7 @@ pub struct KeyRef {
 }
 
 /// Model settings for a Feature.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelSpec {
     /// Base URL of an OpenAI-compatible API, e.g. `http://llm.models.svc:8080/v1`.
@@ -119,6 +119,26 @@ pub struct ModelSpec {
     /// operator's table: runs and `status.usage` report cost with them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub prices: crate::cost::PriceTable,
+    /// Models asked, in order, while the one before is failing (5xx, 429, timeouts, unreachable, after its own retries); over the source's frontmatter `model.fallbacks`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<ModelFallbackSpec>,
+    /// Seconds a failing model is left alone before it is asked again (default: the frontmatter's `model.cooldown`, else 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 0").message("cooldownSeconds must not be negative"))]
+    pub cooldown_seconds: Option<i32>,
+}
+
+/// A model asked when the ones before it are failing.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelFallbackSpec {
+    /// Base URL of its OpenAI-compatible API, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// Model name as that API knows it.
+    pub name: String,
+    /// The Secret key holding its API key (mounted as a file, never put in a plain environment value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_secret_ref: Option<KeyRef>,
 }
 
 /// How a phase switch rolls out.
@@ -510,6 +530,9 @@ pub struct RunSummary {
     /// Completion (output) tokens used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_tokens: Option<i64>,
+    /// The model(s) that answered the run's model calls, e.g. `gpt-4o-mini`, or `a, b` when a fallback answered too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     /// What the model calls cost, in USD (absent when the model has no price).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<f64>,

@@ -121,6 +121,59 @@ pub struct ModelSettings {
     /// report their cost; a deployment's price table (`EOL_LLM_PRICES`) wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price: Option<crate::cost::ModelPrice>,
+    /// Models asked, in order, while the one before is failing (5xx, 429,
+    /// timeouts, unreachable, after its own retries).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<ModelFallback>,
+    /// Seconds a failing model is left alone before it is asked again (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<f64>,
+}
+
+/// The seconds a failing model cools down when the frontmatter sets none.
+pub const DEFAULT_COOLDOWN_SECS: f64 = 30.0;
+
+/// A model asked when the ones before it in the `model:` block are failing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelFallback {
+    /// Base URL of its OpenAI-compatible API.
+    pub base_url: String,
+    /// Model name as that API knows it.
+    pub name: String,
+    /// The name of the environment variable holding its API key (never the key itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+}
+
+impl ModelSettings {
+    /// What is wrong with the fallbacks and cooldown, if anything.
+    pub fn fallback_problem(&self) -> Option<String> {
+        if let Some(c) = self.cooldown
+            && !(c.is_finite() && c >= 0.0)
+        {
+            return Some(format!(
+                "model.cooldown {c} is out of range: expected seconds, 0 or more"
+            ));
+        }
+        for (i, f) in self.fallbacks.iter().enumerate() {
+            if f.base_url.trim().is_empty() {
+                return Some(format!("model.fallbacks[{i}].base_url is empty"));
+            }
+            if f.name.trim().is_empty() {
+                return Some(format!("model.fallbacks[{i}].name is empty"));
+            }
+            if f.api_key_env
+                .as_deref()
+                .is_some_and(|v| v.trim().is_empty())
+            {
+                return Some(format!(
+                    "model.fallbacks[{i}].api_key_env is empty: name the environment variable holding the key"
+                ));
+            }
+        }
+        None
+    }
 }
 
 /// An MCP server the LLM may call.

@@ -24,8 +24,8 @@ mod write;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Position};
 pub use feature::{
-    CacheSettings, Code, Feature, Frontmatter, ModelSettings, Operation, Reference, ResultCaching,
-    Schema, SourceLocation, ToolServer,
+    CacheSettings, Code, DEFAULT_COOLDOWN_SECS, Feature, Frontmatter, ModelFallback, ModelSettings,
+    Operation, Reference, ResultCaching, Schema, SourceLocation, ToolServer,
 };
 pub use parse::parse_feature;
 pub use phase::{OperationPhase, Phase, UnknownPhase};

@@ -170,7 +170,7 @@ fn parse_frontmatter(text: &str, first_line: usize, diags: &mut Collector) -> Op
     let model = typed::<ModelSettings>(
         get("model"),
         "model",
-        "a mapping with name, temperature, max_tokens, seed",
+        "a mapping with name, temperature, max_tokens, seed, price, fallbacks (each base_url, name, api_key_env) and cooldown",
         at,
         diags,
     );
@@ -214,6 +214,9 @@ fn parse_frontmatter(text: &str, first_line: usize, diags: &mut Collector) -> Op
         .and_then(ModelPrice::problem)
     {
         diags.error(at("model"), format!("model.price: {problem}"));
+    }
+    if let Some(problem) = model.as_ref().and_then(ModelSettings::fallback_problem) {
+        diags.error(at("model"), problem);
     }
     for tool in &tools {
         if tool.command.is_some() == tool.url.is_some() {

@@ -30,6 +30,12 @@ pub mod env {
     /// Prices by model, JSON `{"model": {"input": USD, "output": USD}}` per million
     /// tokens: the operator's table with the Feature's `spec.model.prices` over it.
     pub const LLM_PRICES: &str = "EOL_LLM_PRICES";
+    /// The models asked when the primary is failing, in order: a JSON list of
+    /// [`super::FallbackRoute`] (the Feature's `spec.model.fallbacks`), over the
+    /// frontmatter's `model.fallbacks`.
+    pub const LLM_FALLBACKS: &str = "EOL_LLM_FALLBACKS";
+    /// Seconds a failing model is left alone before it is asked again (`model.cooldown`).
+    pub const LLM_COOLDOWN: &str = "EOL_LLM_COOLDOWN";
     /// The feature's budget as JSON (the Feature's `spec.budget`), over the frontmatter's `budget`.
     pub const BUDGET: &str = "EOL_BUDGET";
     /// `off` turns embeddings (semantic cache, vector context) off.
@@ -59,6 +65,24 @@ pub mod env {
 /// The FeatureRun annotation holding the W3C `traceparent` its run joins
 /// (passed to the pod as [`env::TRACEPARENT`]).
 pub const TRACEPARENT_ANNOTATION: &str = "eol.dev/traceparent";
+
+/// One entry of [`env::LLM_FALLBACKS`]: a model asked while the ones before it fail.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackRoute {
+    /// Base URL of its OpenAI-compatible API.
+    pub base_url: String,
+    /// Model name as that API knows it.
+    pub model: String,
+    /// A file holding its API key (a mounted Secret in pods), if it needs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_file: Option<String>,
+}
+
+/// The directory the API-key Secret of fallback model `index` (0-based) is mounted in.
+pub fn fallback_key_dir(index: usize) -> String {
+    format!("{MODEL_KEY_DIR}-fallback-{index}")
+}
 
 /// Where the feature's files are in a runner pod.
 pub const SOURCE_DIR: &str = "/etc/eol";

@@ -417,3 +417,44 @@ fn bad_cache_settings_are_located_and_explained() {
     let errs = with("  exakt: [a]\n");
     assert!(errs[0].contains("exakt"), "{errs:?}");
 }
+
+#[test]
+fn model_fallbacks_parse_and_bad_ones_are_located() {
+    let with_model = |model: &str| {
+        MINIMAL.replace(
+            "phase: implementation\n",
+            &format!("phase: implementation\nmodel:\n{model}"),
+        )
+    };
+    let src = with_model(
+        "  name: primary\n  cooldown: 1.5\n  fallbacks:\n    - base_url: http://backup/v1\n      name: backup\n      api_key_env: BACKUP_KEY\n",
+    );
+    let f = parse_feature("f.eol", &src).unwrap_or_else(|e| panic!("{e}"));
+    let model = f.frontmatter.model.clone().unwrap();
+    assert_eq!(model.cooldown, Some(1.5));
+    assert_eq!(model.fallbacks.len(), 1);
+    assert_eq!(model.fallbacks[0].name, "backup");
+    assert_eq!(
+        model.fallbacks[0].api_key_env.as_deref(),
+        Some("BACKUP_KEY")
+    );
+    // Written back as read.
+    let again = parse_feature("f.eol", &write_feature(&f)).unwrap();
+    assert_eq!(again.frontmatter.model, Some(model));
+
+    // The key itself is not a field: only the variable holding it.
+    let errs = errors(&with_model(
+        "  fallbacks:\n    - base_url: http://b/v1\n      name: b\n      api_key: sk-1\n",
+    ));
+    assert!(errs[0].starts_with("4:1:"), "{errs:?}");
+    assert!(errs[0].contains("api_key"), "{errs:?}");
+    let errs = errors(&with_model("  cooldown: -1\n"));
+    assert!(errs[0].starts_with("4:1: model.cooldown -1"), "{errs:?}");
+    let errs = errors(&with_model(
+        "  fallbacks:\n    - base_url: ''\n      name: b\n",
+    ));
+    assert!(
+        errs[0].contains("model.fallbacks[0].base_url is empty"),
+        "{errs:?}"
+    );
+}

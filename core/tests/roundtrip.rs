@@ -438,6 +438,7 @@ fn model() -> impl Strategy<Value = ModelSettings> {
             // A price round-trips through serde like the other fields; its
             // floats are covered by the cost module's tests.
             price: None,
+            ..ModelSettings::default()
         })
 }
 

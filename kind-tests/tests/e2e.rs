@@ -194,7 +194,15 @@ async fn a_user_installs_applies_switches_upgrades_and_uninstalls() {
         // switch's, BUDGET the budget window's spend.
         assert_eq!(
             headers("features", &ns),
-            ["NAME", "PHASE", "READY", "REPLICAS", "AGREEMENT", "BUDGET", "AGE"]
+            [
+                "NAME",
+                "PHASE",
+                "READY",
+                "REPLICAS",
+                "AGREEMENT",
+                "BUDGET",
+                "AGE"
+            ]
         );
         let row = get_row("features", &ns, "inventory", false);
         assert_eq!(row["PHASE"], "implementation", "{row:?}");

@@ -6,7 +6,7 @@
 use crate::budget::BudgetGate;
 use crate::caches::{EMBEDDINGS_ENV, EmbedderSource, embedder_from_env};
 use crate::engine::Runtime;
-use crate::llm::{ChatClient, ConfigError, LlmError, LlmSettings};
+use crate::llm::{ChatClient, ConfigError, LlmError, LlmSettings, Route};
 use crate::mcp::{Toolbox, ToolboxError};
 use crate::prototype::{Prototyper, Tools};
 use crate::sandbox::{Interpreter, SandboxError, SandboxLimits, WorkerPool};
@@ -217,7 +217,9 @@ fn models_from_env(
         return Ok(None);
     };
     let gate = budget_from_env(feature)?.map(|b| Arc::new(BudgetGate::new(b, name, store.clone())));
-    let prototyper = |settings: LlmSettings, enforces: bool| {
+    // Every model, fallbacks included, has its own meter (spend by the model
+    // that answered) on the same usage counters and budget.
+    let route = |settings: LlmSettings, enforces: bool| {
         let client = ChatClient::new(settings).map_err(|source| BootstrapError::ModelClient {
             feature: name.to_owned(),
             source,
@@ -229,7 +231,21 @@ fn models_from_env(
         if let Some(gate) = &gate {
             meter = meter.with_budget(gate.clone(), enforces);
         }
-        Ok::<_, BootstrapError>(Arc::new(Prototyper::new(client).with_meter(meter)))
+        Ok::<_, BootstrapError>(Route { client, meter })
+    };
+    let prototyper = |settings: LlmSettings, enforces: bool| {
+        let cooldown = settings.cooldown;
+        let fallbacks = settings
+            .fallback_settings()
+            .into_iter()
+            .map(|s| route(s, false))
+            .collect::<Result<Vec<_>, _>>()?;
+        let Route { client, meter } = route(settings, enforces)?;
+        Ok::<_, BootstrapError>(Arc::new(
+            Prototyper::new(client)
+                .with_meter(meter)
+                .with_fallbacks(fallbacks, cooldown),
+        ))
     };
     let budget_model = match gate.as_ref().and_then(|g| g.budget().model.clone()) {
         Some(cheaper) => Some(prototyper(settings.with_model(&cheaper), false)?),

@@ -29,6 +29,15 @@ pub struct TokenLabels {
     pub model: String,
 }
 
+/// A request that went to a fallback model.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FallbackLabels {
+    /// The model it would have gone to (failing or cooling down).
+    pub from: String,
+    /// The model it went to instead.
+    pub to: String,
+}
+
 /// What the model replies of a served feature used and cost, counted as each
 /// reply arrives (see [`crate::spend::Meter`]).
 #[derive(Clone)]
@@ -37,6 +46,8 @@ pub struct LlmMetrics {
     pub tokens: Family<TokenLabels, Counter>,
     /// `eol_llm_cost_total{operation,direction,model}`, in USD (models with a price only).
     pub cost: Family<TokenLabels, Counter<f64, AtomicU64>>,
+    /// `eol_llm_fallbacks_total{from,to}`: requests sent to a fallback model.
+    pub fallbacks: Family<FallbackLabels, Counter>,
 }
 
 impl LlmMetrics {
@@ -45,6 +56,7 @@ impl LlmMetrics {
         let m = Self {
             tokens: Family::default(),
             cost: Family::default(),
+            fallbacks: Family::default(),
         };
         registry.register(
             "llm_tokens",
@@ -56,7 +68,22 @@ impl LlmMetrics {
             "Model cost in USD, by direction and model (models with a price only)",
             m.cost.clone(),
         );
+        registry.register(
+            "llm_fallbacks",
+            "Model requests sent to a fallback model because the one before it failed or was cooling down",
+            m.fallbacks.clone(),
+        );
         m
+    }
+
+    /// Counts a request sent to model `to` instead of `from`.
+    pub fn fell_back(&self, from: &str, to: &str) {
+        self.fallbacks
+            .get_or_create(&FallbackLabels {
+                from: from.to_owned(),
+                to: to.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts one reply of `operation` on `model`.

@@ -6,7 +6,7 @@
 //! Output schema: asked for through the server's structured-output form where it
 //! has one, and otherwise validated and retried with the errors fed back.
 
-use crate::llm::{ChatClient, ChatReply, LlmError};
+use crate::llm::{ChatClient, ChatReply, LlmError, ModelRoutes, Route};
 use crate::spend::{Meter, Spend};
 use crate::store::Scope;
 use eol_core::{CompiledSchema, Feature, Operation};
@@ -75,8 +75,10 @@ pub const MAX_TOOL_ROUNDS: u32 = 6;
 /// What one prototyped call cost and did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct PrototypeTrace {
-    /// The model asked.
+    /// The model that answered (`a, b` when a fallback answered some of the call's requests).
     pub model: String,
+    /// Model requests sent to a fallback because the model before it failed or was cooling down.
+    pub fallbacks: u32,
     /// Tokens, requests and cost, summed over attempts and tool rounds.
     #[serde(flatten)]
     pub spend: Spend,
@@ -94,8 +96,13 @@ pub struct PrototypeTrace {
 }
 
 impl PrototypeTrace {
-    /// Adds a reply's spend and HTTP retries.
-    fn count(&mut self, reply: &ChatReply, spend: Spend) {
+    /// Adds a reply's spend and HTTP retries, and names the model that gave it.
+    fn count(&mut self, reply: &ChatReply, spend: Spend, model: &str) {
+        if self.spend.requests == 0 {
+            self.model = model.to_owned();
+        } else if !self.model.split(", ").any(|m| m == model) {
+            self.model = format!("{}, {model}", self.model);
+        }
         self.spend.add(spend);
         self.http_retries += reply.retries;
     }
@@ -146,12 +153,11 @@ pub fn estimate_tokens(text: &str) -> usize {
     text.chars().count().div_ceil(3) + 4
 }
 
-/// Runs prototyped operations on one model.
+/// Runs prototyped operations on one model (and its fallbacks).
 #[derive(Debug)]
 pub struct Prototyper {
-    client: ChatClient,
-    /// Counts what every reply spends.
-    meter: Meter,
+    /// The primary model, its fallbacks, and the meters counting what their replies spend.
+    routes: ModelRoutes,
 }
 
 impl Prototyper {
@@ -159,18 +165,32 @@ impl Prototyper {
     pub fn new(client: ChatClient) -> Self {
         let settings = client.settings();
         let meter = Meter::new(&settings.model, settings.price);
-        Self { client, meter }
+        Self {
+            routes: ModelRoutes::new(Route { client, meter }),
+        }
     }
 
-    /// The prototyper counting spend with `meter` (Redis usage counters too).
+    /// The prototyper counting the primary model's spend with `meter` (Redis usage counters too).
     pub fn with_meter(mut self, meter: Meter) -> Self {
-        self.meter = meter;
+        self.routes.primary_mut().meter = meter;
         self
     }
 
-    /// What counts the spend of its replies.
+    /// The prototyper asking `fallbacks` in order while the models before fail,
+    /// a failing model cooling down for `cooldown`.
+    pub fn with_fallbacks(mut self, fallbacks: Vec<Route>, cooldown: std::time::Duration) -> Self {
+        self.routes.add_fallbacks(fallbacks, cooldown);
+        self
+    }
+
+    /// What counts the spend of the primary model's replies.
     pub fn meter(&self) -> &Meter {
-        &self.meter
+        &self.routes.primary().meter
+    }
+
+    /// The primary model and its fallbacks.
+    pub fn routes(&self) -> &ModelRoutes {
+        &self.routes
     }
 
     /// One chat request for `operation`, its spend counted in `trace`.
@@ -182,19 +202,19 @@ impl Prototyper {
         schema: Option<&Value>,
         trace: &mut PrototypeTrace,
     ) -> Result<ChatReply, LlmError> {
-        let reply = self.client.chat(messages, tools, schema).await?;
-        let spend = self.meter.record(operation, reply.usage).await;
-        trace.count(&reply, spend);
-        Ok(reply)
+        let routed = self.routes.chat(operation, messages, tools, schema).await?;
+        trace.fallbacks += routed.fallbacks;
+        trace.count(&routed.reply, routed.spend, &routed.model);
+        Ok(routed.reply)
     }
 
-    /// The model client.
+    /// The primary model's client.
     pub fn client(&self) -> &ChatClient {
-        &self.client
+        &self.routes.primary().client
     }
 
     fn budget(&self) -> usize {
-        let s = self.client.settings();
+        let s = self.client().settings();
         // A margin for the chat template's own tokens.
         s.context_window
             .saturating_sub(s.max_tokens as usize)
@@ -320,7 +340,7 @@ impl Prototyper {
         let (mut messages, context_note) = self.messages_with(feature, op, input, context)?;
         let mut trace = PrototypeTrace {
             context_note,
-            model: self.client.settings().model.clone(),
+            model: self.client().settings().model.clone(),
             ..PrototypeTrace::default()
         };
         if let Some(tools) = tools {
@@ -431,9 +451,12 @@ impl Prototyper {
         ];
         let mut detail = String::new();
         for _ in 0..MAX_ANSWER_ATTEMPTS {
-            let reply = self.client.chat(&messages, &[], Some(schema)).await?;
             // A judge's tokens are the test's spend, under the operation judged.
-            self.meter.record(&op.name, reply.usage).await;
+            let reply = self
+                .routes
+                .chat(&op.name, &messages, &[], Some(schema))
+                .await?
+                .reply;
             let text = reply.content.unwrap_or_default();
             match extract_json(&text) {
                 Some(v) if compiled.violations(&v).is_empty() => {

@@ -105,7 +105,7 @@ pub async fn serve(
     let mut registry = Registry::with_prefix("eol");
     let metrics = ServeMetrics::register(&mut registry);
     if let Some(model) = runtime.model() {
-        model.meter().set_metrics(metrics.llm.clone());
+        model.routes().set_metrics(metrics.llm.clone());
     }
     registry.register_collector(Box::new(crate::caches::CacheMetrics(
         runtime.caches().clone(),

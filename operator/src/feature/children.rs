@@ -208,9 +208,7 @@ mod tests {
                 name: "llm".into(),
                 key: "key".into(),
             }),
-            response_format: None,
-            prices: Default::default(),
-            budget: None,
+            ..ModelSettings::default()
         };
         let p = prepare(&f, SOURCE, &model).expect("valid");
         let config = OperatorConfig::default();

@@ -388,27 +388,38 @@ async fn model_problem(
                 .to_owned(),
         )));
     }
-    let Some(key) = &model.api_key else {
-        return Ok(None);
-    };
+    let keys = model
+        .api_key
+        .iter()
+        .map(|key| ("model API key", key))
+        .chain(
+            model
+                .fallbacks
+                .iter()
+                .filter_map(|f| f.api_key_secret_ref.as_ref())
+                .map(|key| ("fallback model API key", key)),
+        );
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let secret = secrets.get_opt(&key.name).await.map_err(Error::kube(
-        "read the model API-key Secret",
-        format!("{ns}/{}", key.name),
-    ))?;
-    let has_key = secret.is_some_and(|s| {
-        s.data.is_some_and(|d| d.contains_key(&key.key))
-            || s.string_data.is_some_and(|d| d.contains_key(&key.key))
-    });
-    Ok((!has_key).then(|| {
-        (
-            decide::reason::SECRET_NOT_FOUND,
-            format!(
-                "the model API key Secret {ns}/{} has no key '{}' (or does not exist); nothing rolls out until it does",
-                key.name, key.key
-            ),
-        )
-    }))
+    for (what, key) in keys {
+        let secret = secrets.get_opt(&key.name).await.map_err(Error::kube(
+            "read the model API-key Secret",
+            format!("{ns}/{}", key.name),
+        ))?;
+        let has_key = secret.is_some_and(|s| {
+            s.data.is_some_and(|d| d.contains_key(&key.key))
+                || s.string_data.is_some_and(|d| d.contains_key(&key.key))
+        });
+        if !has_key {
+            return Ok(Some((
+                decide::reason::SECRET_NOT_FOUND,
+                format!(
+                    "the {what} Secret {ns}/{} has no key '{}' (or does not exist); nothing rolls out until it does",
+                    key.name, key.key
+                ),
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// What the new pods say about why they are not ready (their `/readyz` names

@@ -521,6 +521,49 @@ async fn a_missing_model_secret_holds_the_rollout_until_it_appears() {
 }
 
 #[tokio::test]
+async fn a_missing_fallback_model_secret_is_reported_like_the_primary_one() {
+    let config = OperatorConfig {
+        model_base_url: Some("http://llm/v1".into()),
+        ..external_redis()
+    };
+    let (ctx, server) = context(config);
+    let f = feature(json!({
+        "source": {"inline": SOURCE}, "phase": "prototyping",
+        "model": {
+            "apiKeySecretRef": {"name": "llm", "key": "api-key"},
+            "fallbacks": [{"baseUrl": "https://backup/v1", "name": "backup",
+                "apiKeySecretRef": {"name": "backup", "key": "token"}}]
+        }
+    }));
+    let verify = server.run(vec![
+        Expect::new(
+            "GET",
+            "/api/v1/namespaces/shop/secrets/llm",
+            (200, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "llm"}, "data": {"api-key": "a2V5"}})),
+        ),
+        Expect::new(
+            "GET",
+            "/api/v1/namespaces/shop/secrets/backup",
+            not_found("secrets \"backup\""),
+        ),
+        Expect::new("PATCH", STATUS, (200, stored())).checking(|patch| {
+            let c = condition(&patch, "ModelConfigured");
+            assert_eq!(c["status"], "False");
+            assert_eq!(c["reason"], "SecretNotFound");
+            let message = c["message"].as_str().expect("message");
+            assert!(
+                message.contains("fallback model API key Secret shop/backup has no key 'token'"),
+                "{message}"
+            );
+        }),
+        events_reason("SecretNotFound"),
+    ]);
+    let action = reconciled(f, ctx).await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(10)));
+    verify.await.expect("the API calls were as expected");
+}
+
+#[tokio::test]
 async fn an_invalid_source_is_reported_and_nothing_is_created() {
     let (ctx, server) = context(OperatorConfig::default());
     let broken = "---\nname: inventory\nphase: nope\n---\n# x\n";

@@ -6,7 +6,7 @@
 use super::{container_security, env, env_from_secret, pod_security};
 use crate::config::OperatorConfig;
 use eol_core::cost::{Budget, PriceTable};
-use eol_core::crd::KeyRef;
+use eol_core::crd::{KeyRef, ModelFallbackSpec};
 use eol_core::runner_contract::{
     self as contract, EMBEDDING_KEY_DIR, FEATURE_FILE, HEALTH_PATH, HTTP_PORT, KEY_FILE,
     MODEL_KEY_DIR, READY_PATH, RunnerCommand, SOURCE_DIR, TERMINATION_LOG, TESTS_FILE, TMP_DIR,
@@ -69,9 +69,13 @@ pub struct ModelSettings {
     pub api_key: Option<KeyRef>,
     /// First structured-output form to try.
     pub response_format: Option<String>,
-    /// The price of the model in use (the runner's default, `default`, when
-    /// unnamed), from the Feature's prices over the operator's.
+    /// The price of each model in use (the primary, `default` when unnamed, and
+    /// the fallbacks), from the Feature's prices over the operator's.
     pub prices: PriceTable,
+    /// Models asked, in order, while the primary is failing (`spec.model.fallbacks`).
+    pub fallbacks: Vec<ModelFallbackSpec>,
+    /// Seconds a failing model cools down (`spec.model.cooldownSeconds`; unset: the feature's or the runner's default).
+    pub cooldown_seconds: Option<i32>,
     /// The Feature's budget (`spec.budget`), which runner pods enforce.
     pub budget: Option<Budget>,
 }
@@ -81,32 +85,51 @@ impl ModelSettings {
     pub fn resolve(feature: &eol_core::crd::FeatureSpec, config: &OperatorConfig) -> Self {
         let spec = feature.model.clone().unwrap_or_default();
         let name = spec.name.clone().or_else(|| config.model_name.clone());
+        let in_use: Vec<&str> = std::iter::once(name.as_deref().unwrap_or("default"))
+            .chain(spec.fallbacks.iter().map(|f| f.name.as_str()))
+            .collect();
         Self {
             base_url: spec.base_url.or_else(|| config.model_base_url.clone()),
             api_key: spec
                 .api_key_secret_ref
                 .or_else(|| config.model_api_key_secret.clone()),
             response_format: config.model_response_format.clone(),
-            prices: Self::prices_of(&name, &spec.prices, &config.model_prices),
+            prices: Self::prices_of(&in_use, &spec.prices, &config.model_prices),
             budget: feature.budget.clone(),
+            fallbacks: spec.fallbacks,
+            cooldown_seconds: spec.cooldown_seconds,
             name,
         }
     }
 
-    /// The entry of `model` (or of `default`, the runner's name for an unnamed
-    /// model) in `feature`'s prices, else in `operator`'s: only the model in use,
-    /// so that another model's price change does not restart the pods.
-    fn prices_of(
-        model: &Option<String>,
-        feature: &PriceTable,
-        operator: &PriceTable,
-    ) -> PriceTable {
-        let model = model.as_deref().unwrap_or("default");
-        feature
-            .get(model)
-            .or_else(|| operator.get(model))
-            .map(|price| PriceTable::from([(model.to_owned(), *price)]))
-            .unwrap_or_default()
+    /// The entries of `models` (an unnamed primary is `default`, the runner's
+    /// name for it) in `feature`'s prices, else in `operator`'s: only the models
+    /// in use, so that another model's price change does not restart the pods.
+    fn prices_of(models: &[&str], feature: &PriceTable, operator: &PriceTable) -> PriceTable {
+        models
+            .iter()
+            .filter_map(|model| {
+                let price = feature.get(*model).or_else(|| operator.get(*model))?;
+                Some(((*model).to_owned(), *price))
+            })
+            .collect()
+    }
+
+    /// The runner's [`vars::LLM_FALLBACKS`] entries: each fallback with its key
+    /// as the file its Secret is mounted as.
+    pub fn fallback_routes(&self) -> Vec<contract::FallbackRoute> {
+        self.fallbacks
+            .iter()
+            .enumerate()
+            .map(|(i, f)| contract::FallbackRoute {
+                base_url: f.base_url.clone(),
+                model: f.name.clone(),
+                api_key_file: f
+                    .api_key_secret_ref
+                    .as_ref()
+                    .map(|_| contract::key_path(&contract::fallback_key_dir(i))),
+            })
+            .collect()
     }
 }
 
@@ -218,6 +241,14 @@ impl RunnerPod<'_> {
         {
             env.push(self::env(vars::LLM_PRICES, &table));
         }
+        if !self.model.fallbacks.is_empty()
+            && let Ok(routes) = serde_json::to_string(&self.model.fallback_routes())
+        {
+            env.push(self::env(vars::LLM_FALLBACKS, &routes));
+        }
+        if let Some(seconds) = self.model.cooldown_seconds {
+            env.push(self::env(vars::LLM_COOLDOWN, seconds.to_string()));
+        }
         let mut mounts = vec![
             VolumeMount {
                 name: "source".to_owned(),
@@ -243,6 +274,16 @@ impl RunnerPod<'_> {
                 read_only: Some(true),
                 ..VolumeMount::default()
             });
+        }
+        for (i, fallback) in self.model.fallbacks.iter().enumerate() {
+            if fallback.api_key_secret_ref.is_some() {
+                mounts.push(VolumeMount {
+                    name: fallback_key_volume(i),
+                    mount_path: contract::fallback_key_dir(i),
+                    read_only: Some(true),
+                    ..VolumeMount::default()
+                });
+            }
         }
         match &self.config.embedding_base_url {
             Some(url) => {
@@ -350,6 +391,11 @@ impl RunnerPod<'_> {
         if let Some(key) = &self.model.api_key {
             volumes.push(api_key_volume("model-api-key", key, false));
         }
+        for (i, fallback) in self.model.fallbacks.iter().enumerate() {
+            if let Some(key) = &fallback.api_key_secret_ref {
+                volumes.push(api_key_volume(&fallback_key_volume(i), key, false));
+            }
+        }
         if let (Some(_), Some(key)) = (
             &self.config.embedding_base_url,
             &self.config.embedding_api_key_secret,
@@ -392,6 +438,11 @@ fn serving(container: &mut Container) {
         }),
         ..Lifecycle::default()
     });
+}
+
+/// The name of the volume holding the API key of fallback model `index` (0-based).
+fn fallback_key_volume(index: usize) -> String {
+    format!("model-fallback-{index}-api-key")
 }
 
 /// The volume `name` holding the Secret key `key` as the file [`KEY_FILE`],
@@ -652,6 +703,109 @@ mod tests {
                 .iter()
                 .flatten()
                 .all(|m| m.name != "embedding-api-key")
+        );
+    }
+
+    #[test]
+    fn fallbacks_reach_the_runner_with_each_key_as_its_own_file() {
+        let config = OperatorConfig::default();
+        let spec: eol_core::crd::FeatureSpec = serde_json::from_value(serde_json::json!({
+            "source": {"inline": "x"},
+            "model": {
+                "baseUrl": "http://llm/v1",
+                "name": "primary",
+                "apiKeySecretRef": {"name": "llm", "key": "api-key"},
+                "prices": {"backup": {"input": 1.0, "output": 2.0}, "other": {"input": 9.0, "output": 9.0}},
+                "fallbacks": [
+                    {"baseUrl": "https://backup/v1", "name": "backup",
+                     "apiKeySecretRef": {"name": "backup-credentials", "key": "token"}},
+                    {"baseUrl": "http://keyless/v1", "name": "keyless"}
+                ],
+                "cooldownSeconds": 5
+            }
+        }))
+        .unwrap();
+        let model = ModelSettings::resolve(&spec, &config);
+        // Prices of the models in use only.
+        assert_eq!(
+            model.prices.keys().collect::<Vec<_>>(),
+            vec!["backup"],
+            "{:?}",
+            model.prices
+        );
+        let pod = RunnerPod {
+            config: &config,
+            redis_url: KeyRef {
+                name: "eol-redis".to_owned(),
+                key: "url".to_owned(),
+            },
+            model: &model,
+            source_config_map: "feature-abc",
+            documents: &BTreeMap::new(),
+            resources: None,
+            placement: &Placement::default(),
+            command: RunnerCommand::Serve { tests: false },
+            run_id: None,
+        };
+        let (container, volumes) = (pod.container(), pod.volumes());
+        let env = env_values(&container);
+        let routes: Vec<contract::FallbackRoute> =
+            serde_json::from_str(env["EOL_LLM_FALLBACKS"].as_deref().unwrap()).unwrap();
+        assert_eq!(
+            routes,
+            vec![
+                contract::FallbackRoute {
+                    base_url: "https://backup/v1".to_owned(),
+                    model: "backup".to_owned(),
+                    api_key_file: Some("/var/run/secrets/eol/model-fallback-0/api-key".to_owned()),
+                },
+                contract::FallbackRoute {
+                    base_url: "http://keyless/v1".to_owned(),
+                    model: "keyless".to_owned(),
+                    api_key_file: None,
+                },
+            ]
+        );
+        assert_eq!(env["EOL_LLM_COOLDOWN"].as_deref(), Some("5"));
+        assert!(env["EOL_LLM_PRICES"].as_deref().unwrap().contains("backup"));
+        // Each key Secret is its own read-only file; the keyless fallback has none.
+        let mount = container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == "model-fallback-0-api-key")
+            .expect("the fallback's key is mounted");
+        assert_eq!(mount.mount_path, "/var/run/secrets/eol/model-fallback-0");
+        assert_eq!(mount.read_only, Some(true));
+        let secret = volumes
+            .iter()
+            .find(|v| v.name == "model-fallback-0-api-key")
+            .and_then(|v| v.secret.as_ref())
+            .expect("a Secret volume for the fallback's key");
+        assert_eq!(secret.secret_name.as_deref(), Some("backup-credentials"));
+        let items = secret.items.as_ref().unwrap();
+        assert_eq!(
+            (items[0].key.as_str(), items[0].path.as_str()),
+            ("token", "api-key")
+        );
+        assert_eq!(
+            secret.optional, None,
+            "a missing key blocks the pod, like the primary's"
+        );
+        assert_eq!(volumes.iter().filter(|v| v.secret.is_some()).count(), 2);
+        assert!(volumes.iter().all(|v| v.name != "model-fallback-1-api-key"));
+    }
+
+    #[test]
+    fn without_fallbacks_runner_pods_have_no_fallback_settings() {
+        let (container, volumes) = runner(&OperatorConfig::default());
+        let env = env_values(&container);
+        assert!(!env.contains_key("EOL_LLM_FALLBACKS"));
+        assert!(!env.contains_key("EOL_LLM_COOLDOWN"));
+        assert!(
+            volumes
+                .iter()
+                .all(|v| !v.name.starts_with("model-fallback"))
         );
     }
 }

@@ -184,6 +184,17 @@ pub fn prepare(
     if let Some(prices) = &prices {
         parts.extend(["prices", prices.as_str()]);
     }
+    // The fallbacks' env value names their key files; their Secrets' names are
+    // in the hash too, as the primary's are.
+    let fallbacks = (!model.fallbacks.is_empty())
+        .then(|| serde_json::to_string(&model.fallbacks).unwrap_or_default());
+    if let Some(fallbacks) = &fallbacks {
+        parts.extend(["fallbacks", fallbacks.as_str()]);
+    }
+    let cooldown = model.cooldown_seconds.map(|s| s.to_string());
+    if let Some(cooldown) = &cooldown {
+        parts.extend(["cooldown", cooldown.as_str()]);
+    }
     let config_hash = hash::of_parts(&parts)[..10].to_owned();
     // Located in the text as written (a phase switch rewrites only the frontmatter).
     let code = original
@@ -436,6 +447,47 @@ mod tests {
             a.config_hash, b.config_hash,
             "a resources change rolls the pods"
         );
+    }
+
+    #[test]
+    fn fallbacks_and_their_cooldown_change_the_hash() {
+        let plain = feature(serde_json::json!({"source": {"inline": SOURCE}}));
+        let base = ModelSettings::default();
+        let a = prepare(&plain, SOURCE, &base).expect("valid").config_hash;
+        let fallback = eol_core::crd::ModelFallbackSpec {
+            base_url: "http://backup/v1".into(),
+            name: "backup".into(),
+            api_key_secret_ref: None,
+        };
+        let with_fallback = ModelSettings {
+            fallbacks: vec![fallback.clone()],
+            ..base.clone()
+        };
+        let b = prepare(&plain, SOURCE, &with_fallback)
+            .expect("valid")
+            .config_hash;
+        assert_ne!(a, b, "a fallback rolls the pods");
+        let keyed = ModelSettings {
+            fallbacks: vec![eol_core::crd::ModelFallbackSpec {
+                api_key_secret_ref: Some(eol_core::crd::KeyRef {
+                    name: "backup".into(),
+                    key: "token".into(),
+                }),
+                ..fallback
+            }],
+            ..base.clone()
+        };
+        let c = prepare(&plain, SOURCE, &keyed).expect("valid").config_hash;
+        assert_ne!(
+            b, c,
+            "its key Secret is mounted: changing it rolls the pods"
+        );
+        let cooled = ModelSettings {
+            cooldown_seconds: Some(5),
+            ..with_fallback
+        };
+        let d = prepare(&plain, SOURCE, &cooled).expect("valid").config_hash;
+        assert_ne!(b, d, "the cooldown is in the pods' environment");
     }
 
     #[test]

@@ -64,9 +64,12 @@ impl PrototypedCall<'_> {
         let output = self.target.checked(answer)?;
         if self.records {
             self.examples.record(&op.name, input, &output).await;
-            self.caches
-                .semantic_store(&op.name, model_name, prepared.as_ref(), &output)
-                .await;
+            // Lookups are by the primary model: a fallback's answer is not its.
+            if trace.model == *model_name {
+                self.caches
+                    .semantic_store(&op.name, model_name, prepared.as_ref(), &output)
+                    .await;
+            }
         }
         Ok(CallOutput {
             output,

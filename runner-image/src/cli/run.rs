@@ -51,7 +51,7 @@ pub(super) async fn run(
         "duration_ms": exec.duration.as_secs_f64() * 1e3,
         "trace": exec.trace,
         "cache": exec.cache,
-        "spend": runtime.model().map(|m| m.meter().total()),
+        "spend": runtime.model().map(|m| m.routes().total()),
     });
     if cli.output == OutputFormat::Json {
         println!("{result}");
@@ -62,10 +62,13 @@ pub(super) async fn run(
         );
     }
     if let Some(model) = runtime.model() {
-        let spend = model.meter().total();
-        report::fill_spend(&mut report.summary, &spend);
-        if spend.requests > 0 && cli.output != OutputFormat::Json {
-            eprintln!("{}", spend_line(model.meter(), &spend));
+        let routes = model.routes();
+        report::fill_spend(&mut report.summary, &routes.total());
+        report.summary.model = routes.answered_by();
+        if cli.output != OutputFormat::Json {
+            for (meter, spend) in routes.totals() {
+                eprintln!("{}", spend_line(meter, &spend));
+            }
         }
     }
     report.summary.result_key =

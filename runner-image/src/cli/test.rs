@@ -76,12 +76,11 @@ pub(super) async fn test(
         println!("{summary}");
     }
     // Every model request of the suite: the cases', their retries and the judge's.
-    let spend = runtime.model().map(|m| m.meter().total());
-    if text
-        && let (Some(model), Some(spend)) = (runtime.model(), &spend)
-        && spend.requests > 0
-    {
-        println!("{}", spend_line(model.meter(), spend));
+    let spend = runtime.model().map(|m| m.routes().total());
+    if text && let Some(model) = runtime.model() {
+        for (meter, spend) in model.routes().totals() {
+            println!("{}", spend_line(meter, &spend));
+        }
     }
     let result = json!({ "feature": runtime.feature().name(), "cases": results, "summary": summary, "coverage": coverage, "spend": spend });
     if !text {
@@ -91,6 +90,7 @@ pub(super) async fn test(
     report.summary.tests_failed = Some(report::count(summary.failed));
     if let Some(spend) = &spend {
         report::fill_spend(&mut report.summary, spend);
+        report.summary.model = runtime.model().and_then(|m| m.routes().answered_by());
     }
     report.summary.result_key =
         keep_result(cli, runtime.store(), runtime.feature().name(), &result).await;

@@ -9,7 +9,7 @@
 
 use eol_core::ModelSettings;
 use eol_core::cost::{ModelPrice, PriceTable, parse_price_table};
-use eol_core::runner_contract::env as vars;
+use eol_core::runner_contract::{FallbackRoute, env as vars};
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -44,6 +44,31 @@ pub struct LlmSettings {
     /// The deployment's price table, for other models of the same API (a
     /// budget's cheaper model).
     pub prices: PriceTable,
+    /// Models asked, in order, while the ones before are failing.
+    pub fallbacks: Vec<FallbackModel>,
+    /// How long a failing model is left alone before it is asked again.
+    pub cooldown: Duration,
+}
+
+/// A model asked when the ones before it are failing.
+#[derive(Clone, PartialEq)]
+pub struct FallbackModel {
+    /// Base URL of its OpenAI-compatible API.
+    pub base_url: String,
+    /// Model name as that API knows it.
+    pub model: String,
+    /// API key; never printed (see the `Debug` impl).
+    pub api_key: Option<String>,
+}
+
+impl fmt::Debug for FallbackModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FallbackModel")
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 impl fmt::Debug for LlmSettings {
@@ -61,6 +86,8 @@ impl fmt::Debug for LlmSettings {
             .field("response_format", &self.response_format)
             .field("price", &self.price)
             .field("prices", &self.prices)
+            .field("fallbacks", &self.fallbacks)
+            .field("cooldown", &self.cooldown)
             .finish()
     }
 }
@@ -108,15 +135,7 @@ impl LlmSettings {
         };
         let api_key = match (env(vars::LLM_API_KEY), env(vars::LLM_API_KEY_FILE)) {
             (Some(k), _) => Some(k),
-            (None, Some(path)) => Some(
-                std::fs::read_to_string(PathBuf::from(&path))
-                    .map(|k| k.trim().to_owned())
-                    .map_err(|e| ConfigError {
-                        name: vars::LLM_API_KEY_FILE,
-                        value: path,
-                        reason: e.to_string(),
-                    })?,
-            ),
+            (None, Some(path)) => Some(read_key(vars::LLM_API_KEY_FILE, &path)?),
             (None, None) => None,
         };
         let feature = feature.cloned().unwrap_or_default();
@@ -143,7 +162,18 @@ impl LlmSettings {
                 reason: problem,
             });
         }
+        let fallbacks = fallbacks(env, &feature)?;
+        let cooldown = parsed::<f64>(vars::LLM_COOLDOWN, env(vars::LLM_COOLDOWN))?
+            .or(feature.cooldown)
+            .unwrap_or(eol_core::DEFAULT_COOLDOWN_SECS);
+        let cooldown = Duration::try_from_secs_f64(cooldown).map_err(|_| ConfigError {
+            name: vars::LLM_COOLDOWN,
+            value: cooldown.to_string(),
+            reason: "expected seconds, 0 or more".into(),
+        })?;
         let settings = Self {
+            fallbacks,
+            cooldown,
             base_url: base_url.trim_end_matches('/').to_owned(),
             api_key,
             price: table.get(&model).copied().or(own_price),
@@ -193,6 +223,22 @@ impl LlmSettings {
         }
     }
 
+    /// The settings of each fallback, in order: these sampling settings and
+    /// limits on its own API, with its key and its price in the table.
+    pub fn fallback_settings(&self) -> Vec<LlmSettings> {
+        self.fallbacks
+            .iter()
+            .map(|f| Self {
+                base_url: f.base_url.clone(),
+                api_key: f.api_key.clone(),
+                model: f.model.clone(),
+                price: self.prices.get(&f.model).copied(),
+                fallbacks: Vec::new(),
+                ..self.clone()
+            })
+            .collect()
+    }
+
     /// Settings from the process environment, then the config file.
     pub fn from_env(feature: Option<&ModelSettings>) -> Result<Option<Self>, ConfigError> {
         let file = config_file()?;
@@ -206,6 +252,86 @@ impl LlmSettings {
             feature,
         )
     }
+}
+
+/// The key in the file at `path`, named by setting `name`.
+fn read_key(name: &'static str, path: &str) -> Result<String, ConfigError> {
+    std::fs::read_to_string(PathBuf::from(path))
+        .map(|k| k.trim().to_owned())
+        .map_err(|e| ConfigError {
+            name,
+            value: path.to_owned(),
+            reason: format!("failed to read the API key file: {e}"),
+        })
+}
+
+/// The fallback models: `EOL_LLM_FALLBACKS` (JSON, what the operator sets),
+/// else the frontmatter's `model.fallbacks`, their keys read from the files or
+/// environment variables they name.
+fn fallbacks(
+    env: &dyn Fn(&str) -> Option<String>,
+    feature: &ModelSettings,
+) -> Result<Vec<FallbackModel>, ConfigError> {
+    let trimmed = |url: &str| url.trim().trim_end_matches('/').to_owned();
+    if let Some(text) = env(vars::LLM_FALLBACKS).filter(|t| !t.trim().is_empty()) {
+        let routes: Vec<FallbackRoute> = serde_json::from_str(&text).map_err(|e| ConfigError {
+            name: vars::LLM_FALLBACKS,
+            value: text.clone(),
+            reason: format!(
+                "expected a JSON list of {{\"base_url\", \"model\", \"api_key_file\"?}}: {e}"
+            ),
+        })?;
+        return routes
+            .into_iter()
+            .map(|r| {
+                if r.base_url.trim().is_empty() || r.model.trim().is_empty() {
+                    return Err(ConfigError {
+                        name: vars::LLM_FALLBACKS,
+                        value: text.clone(),
+                        reason: "every fallback needs a base_url and a model".into(),
+                    });
+                }
+                Ok(FallbackModel {
+                    base_url: trimmed(&r.base_url),
+                    api_key: r
+                        .api_key_file
+                        .as_deref()
+                        .map(|path| read_key(vars::LLM_FALLBACKS, path))
+                        .transpose()?,
+                    model: r.model,
+                })
+            })
+            .collect();
+    }
+    if let Some(problem) = feature.fallback_problem() {
+        return Err(ConfigError {
+            name: "model.fallbacks",
+            value: format!("{:?}", feature.fallbacks),
+            reason: problem,
+        });
+    }
+    feature
+        .fallbacks
+        .iter()
+        .map(|f| {
+            let api_key = match &f.api_key_env {
+                Some(var) => Some(env(var).ok_or_else(|| ConfigError {
+                    name: "model.fallbacks",
+                    value: format!("api_key_env: {var}"),
+                    reason: format!(
+                        "the environment variable {var} (the API key of fallback '{}') is not set; on a cluster, give the Feature spec.model.fallbacks with an apiKeySecretRef",
+                        f.name
+                    ),
+                })?),
+                None => None,
+            };
+            Ok(FallbackModel {
+                base_url: trimmed(&f.base_url),
+                model: f.name.clone(),
+                api_key,
+            })
+        })
+        .collect()
 }
 
 /// The config file's `llm:` settings as strings, keyed by lowercase name.
@@ -242,7 +368,7 @@ fn config_file() -> Result<std::collections::HashMap<String, String>, ConfigErro
 }
 
 /// Known keys of the config file's `llm:` mapping.
-const FILE_KEYS: [&str; 11] = [
+const FILE_KEYS: [&str; 13] = [
     "base_url",
     "api_key",
     "api_key_file",
@@ -254,6 +380,8 @@ const FILE_KEYS: [&str; 11] = [
     "max_retries",
     "context_window",
     "response_format",
+    "fallbacks",
+    "cooldown",
 ];
 
 fn parse_config(text: &str) -> Result<std::collections::HashMap<String, String>, String> {
@@ -332,6 +460,7 @@ mod tests {
             max_tokens: Some(100),
             seed: None,
             price: None,
+            ..ModelSettings::default()
         };
         let s = LlmSettings::resolve(
             &env(&[
@@ -416,5 +545,84 @@ mod tests {
             err.starts_with("invalid model setting EOL_LLM_PRICES="),
             "{err}"
         );
+    }
+
+    #[test]
+    fn fallbacks_come_from_the_environment_else_the_frontmatter() {
+        let dir = std::env::temp_dir().join(format!("eol-fallback-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key_file = dir.join("api-key");
+        std::fs::write(&key_file, "sk-file\n").unwrap();
+        let feature = ModelSettings {
+            name: Some("primary".into()),
+            fallbacks: vec![eol_core::ModelFallback {
+                base_url: "http://frontmatter/v1/".into(),
+                name: "from-frontmatter".into(),
+                api_key_env: Some("BACKUP_KEY".into()),
+            }],
+            cooldown: Some(2.5),
+            ..ModelSettings::default()
+        };
+        let base = ("EOL_LLM_BASE_URL", "http://x");
+        let table = r#"{"from-env": {"input": 1, "output": 2}}"#;
+        let routes = format!(
+            r#"[{{"base_url": "http://env/v1", "model": "from-env", "api_key_file": "{}"}}]"#,
+            key_file.display()
+        );
+        let s = LlmSettings::resolve(
+            &env(&[
+                base,
+                ("EOL_LLM_FALLBACKS", &routes),
+                ("EOL_LLM_PRICES", table),
+                ("EOL_LLM_COOLDOWN", "0.5"),
+            ]),
+            Some(&feature),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(s.cooldown, Duration::from_millis(500));
+        let fallback = &s.fallback_settings()[0];
+        assert_eq!(fallback.base_url, "http://env/v1");
+        assert_eq!(fallback.model, "from-env");
+        assert_eq!(fallback.api_key.as_deref(), Some("sk-file"));
+        assert_eq!(fallback.price.map(|p| p.output), Some(2.0));
+        assert!(!format!("{s:?}").contains("sk-file"));
+
+        // The frontmatter's, its key from the variable it names.
+        let s = LlmSettings::resolve(&env(&[base, ("BACKUP_KEY", "sk-env")]), Some(&feature))
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.cooldown, Duration::from_millis(2500));
+        assert_eq!(s.fallbacks.len(), 1);
+        assert_eq!(s.fallbacks[0].base_url, "http://frontmatter/v1");
+        assert_eq!(s.fallbacks[0].api_key.as_deref(), Some("sk-env"));
+        let err = LlmSettings::resolve(&env(&[base]), Some(&feature))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("BACKUP_KEY") && err.contains("not set"),
+            "{err}"
+        );
+        // Without fallbacks: none, and the default cooldown.
+        let s = LlmSettings::resolve(&env(&[base]), None).unwrap().unwrap();
+        assert!(s.fallbacks.is_empty());
+        assert_eq!(s.cooldown, Duration::from_secs(30));
+
+        let err =
+            LlmSettings::resolve(&env(&[base, ("EOL_LLM_FALLBACKS", "[{\"url\": 1}]")]), None)
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.starts_with("invalid model setting EOL_LLM_FALLBACKS="),
+            "{err}"
+        );
+        let err = LlmSettings::resolve(&env(&[base, ("EOL_LLM_COOLDOWN", "-1")]), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("invalid model setting EOL_LLM_COOLDOWN="),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

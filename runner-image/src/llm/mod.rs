@@ -4,7 +4,9 @@
 mod client;
 mod config;
 mod retry;
+mod router;
 
 pub use client::{ChatClient, ChatReply, LlmError, ResponseFormatMode, ToolCall, Usage};
-pub use config::{ConfigError, LlmSettings};
+pub use config::{ConfigError, FallbackModel, LlmSettings};
 pub use retry::BackoffPolicy;
+pub use router::{ModelRoutes, Route, RoutedReply, falls_back};

@@ -188,5 +188,7 @@ pub fn scripted_settings(url: &str) -> LlmSettings {
         max_retries: 0,
         context_window: 4096,
         response_format: ResponseFormatMode::JsonSchema,
+        fallbacks: Vec::new(),
+        cooldown: Duration::from_secs(30),
     }
 }

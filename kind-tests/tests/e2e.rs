@@ -13,6 +13,10 @@
 //! the local model (`scripts/llm.sh start` with `EOL_LLM_HOST=0.0.0.0`, so pods
 //! reach it through their gateway).
 
+#[allow(dead_code)] // The runner's tracing tests use the rest.
+#[path = "../../runner-image/tests/common/jaeger.rs"]
+mod jaeger;
+
 use eol_core::crd::{Feature, FeatureRun};
 use eol_kind_tests::cli::{get_row, headers, helm, kubectl, must, repo_root, table, text};
 use eol_kind_tests::{
@@ -479,10 +483,15 @@ async fn a_prototyping_featurerun_calls_the_local_model_from_its_pod() {
          (EOL_LLM_HOST=0.0.0.0 scripts/llm.sh start) for this test",
     );
     let client = client().await;
+    let host = host_from_pods(&client).await;
     // The model settings are the README's, as a user copies them.
-    let mut values = readme_model_values(&url, &host_from_pods(&client).await);
+    let mut values = readme_model_values(&url, &host);
     let model_url = values[0].clone();
     values.push("runner.logLevel=info".to_owned());
+    // A trace backend the operator and the pods export to, through the chart.
+    let jaeger = jaeger::Jaeger::start_on("0.0.0.0");
+    values.push(format!("otel.endpoint=http://{host}:{}", jaeger.otlp_port));
+    let traceparent = Traceparent::new();
     // A price for the README's model: runs and the Feature report what it costs.
     values.push(format!("model.prices.smollm2.input={PRICE_IN}"));
     values.push(format!("model.prices.smollm2.output={PRICE_OUT}"));
@@ -511,6 +520,8 @@ apiVersion: eol.dev/v1alpha1
 kind: FeatureRun
 metadata:
   name: classify
+  annotations:
+    eol.dev/traceparent: TRACEPARENT
 spec:
   featureRef: support-triage
   operation: classify_ticket
@@ -519,8 +530,9 @@ spec:
     body: Since the last update the app closes as soon as I open it.
   timeoutSeconds: 180
 "#;
+        let run = run.replace("TRACEPARENT", &traceparent.header());
         must(
-            kubectl(&["apply", "-n", &ns, "-f", "-"], Some(run)),
+            kubectl(&["apply", "-n", &ns, "-f", "-"], Some(&run)),
             "kubectl apply",
         );
         let runs: Api<FeatureRun> = Api::namespaced(client.clone(), &ns);
@@ -565,11 +577,113 @@ spec:
                 && !logs.contains("cannot be read"),
             "the runner's log:\n{logs}"
         );
+        the_run_is_traced(&jaeger, &traceparent, &ns, &pod, &summary).await;
         let spent = run_cost(&client, &ns, &summary, &pod).await;
         let ip = feature_usage_counts(&client, &ns, spent).await;
         a_spent_budget_refuses_calls(&client, &ns, &ip).await;
     })
     .await;
+}
+
+/// A W3C trace context made up by the test: the span a FeatureRun's spans are children of.
+struct Traceparent {
+    trace_id: String,
+    span_id: String,
+}
+
+impl Traceparent {
+    fn new() -> Self {
+        // Never all zeros (an invalid id): the top bit is set.
+        Self {
+            trace_id: format!("{:032x}", rand::random::<u128>() | (1 << 127)),
+            span_id: format!("{:016x}", rand::random::<u64>() | (1 << 63)),
+        }
+    }
+
+    /// The `traceparent` value (version 00, sampled).
+    fn header(&self) -> String {
+        format!("00-{}-{}-01", self.trace_id, self.span_id)
+    }
+}
+
+/// The run's spans, exported by its pod through the chart's `otel.endpoint`,
+/// read back from Jaeger: the operation span a child of the FeatureRun's
+/// `eol.dev/traceparent`, the model request a child of it with the GenAI
+/// attributes and the tokens the status reports, the pod and namespace as
+/// resource attributes; and the operator's reconcile spans beside them.
+async fn the_run_is_traced(
+    jaeger: &jaeger::Jaeger,
+    parent: &Traceparent,
+    ns: &str,
+    pod: &str,
+    summary: &eol_core::crd::RunSummary,
+) {
+    const OPERATION: &str = "support-triage.classify_ticket";
+    let trace = jaeger
+        .trace(&parent.trace_id, |t| {
+            !t.named(OPERATION).is_empty()
+                && t.spans().iter().any(|s| s.name().starts_with("chat "))
+        })
+        .await;
+    let operation = trace.one(OPERATION);
+    assert_eq!(operation.parent().as_deref(), Some(parent.span_id.as_str()));
+    assert_eq!(operation.text("eol.feature"), "support-triage");
+    assert_eq!(operation.text("eol.operation"), "classify_ticket");
+    assert_eq!(operation.text("eol.phase"), "prototyping");
+    assert_eq!(trace.service(&operation), "eol-runner");
+    let chats: Vec<_> = trace
+        .spans()
+        .into_iter()
+        .filter(|s| s.name().starts_with("chat "))
+        .collect();
+    for chat in &chats {
+        assert_eq!(chat.parent(), Some(operation.id()), "{chat:?}");
+        assert_eq!(chat.text("gen_ai.operation.name"), "chat");
+        assert!(!chat.text("gen_ai.request.model").is_empty(), "{chat:?}");
+        assert!(
+            chat.tag("gen_ai.response.finish_reasons").is_some(),
+            "{chat:?}"
+        );
+    }
+    // Every model request of the run is a span, and their tokens are the run's.
+    let tokens = |key: &str| chats.iter().filter_map(|c| c.int(key)).sum::<i64>();
+    assert_eq!(
+        (
+            Some(tokens("gen_ai.usage.input_tokens")),
+            Some(tokens("gen_ai.usage.output_tokens"))
+        ),
+        (summary.input_tokens, summary.output_tokens),
+        "the chat spans' tokens against the run's summary"
+    );
+    // The resource attributes the pod read from itself.
+    let process = &trace.0["processes"][operation.0["processID"].as_str().unwrap_or_default()];
+    let resource: BTreeMap<String, String> = process["tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| {
+            Some((
+                t["key"].as_str()?.to_owned(),
+                t["value"].as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    assert_eq!(
+        resource.get("k8s.pod.name").map(String::as_str),
+        Some(pod),
+        "{resource:?}"
+    );
+    assert_eq!(
+        resource.get("k8s.namespace.name").map(String::as_str),
+        Some(ns),
+        "{resource:?}"
+    );
+    // The operator, told by the same chart value, traces its reconciles.
+    let services = jaeger.services().await;
+    assert!(
+        services.iter().any(|s| s == "eol-operator"),
+        "the operator's spans reached Jaeger: {services:?}"
+    );
 }
 
 /// The chart's price of `smollm2`, USD per million prompt and completion

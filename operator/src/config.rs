@@ -71,6 +71,12 @@ pub struct OperatorConfig {
     /// `RUST_LOG` filter of runner pods (e.g. `info`). Unset: the runner's own, `warn`.
     #[arg(long, env = "EOL_RUNNER_LOG")]
     pub runner_log: Option<String>,
+    /// OTLP/HTTP base URL runner pods export their spans to (their
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, e.g. `http://otel-collector.monitoring:4318`).
+    /// Unset: runner pods export no spans. The operator's own spans follow its
+    /// own `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    #[arg(long, env = "EOL_RUNNER_OTEL_ENDPOINT")]
+    pub runner_otel_endpoint: Option<String>,
     /// Whether runner pods without an embeddings API embed with the local model the
     /// runner image ships (`false`: embeddings off, e.g. for a custom image without it).
     #[arg(long, env = "EOL_LOCAL_EMBEDDINGS", default_value_t = true, action = clap::ArgAction::Set)]
@@ -107,6 +113,7 @@ impl Default for OperatorConfig {
             runner_resources: parse_resources(DEFAULT_RUNNER_RESOURCES)
                 .expect("the default runner resources parse"),
             runner_log: None,
+            runner_otel_endpoint: None,
             local_embeddings: true,
             python: "python3".into(),
             progress_deadline_seconds: 180,

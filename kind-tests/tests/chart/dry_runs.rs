@@ -231,6 +231,15 @@ async fn custom_values_render_and_pass_a_server_side_dry_run() {
             ("EOL_LOG_FORMAT", "text"),
             ("RUST_LOG", "info,kube=debug"),
             ("HTTPS_PROXY", "http://proxy.internal:3128"),
+            // The operator traces its reconciles, and tells runner pods to.
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "http://jaeger-collector.monitoring:4318",
+            ),
+            (
+                "EOL_RUNNER_OTEL_ENDPOINT",
+                "http://jaeger-collector.monitoring:4318",
+            ),
         ] {
             assert_eq!(env.get(k).map(String::as_str), Some(v), "{k}");
         }
@@ -257,8 +266,8 @@ async fn custom_values_render_and_pass_a_server_side_dry_run() {
             .collect();
         assert_eq!(
             egress.len(),
-            5,
-            "DNS, shadow candidates, external Redis, model, embeddings: {egress:#?}"
+            6,
+            "DNS, shadow candidates, external Redis, model, embeddings, traces: {egress:#?}"
         );
         assert!(ports[0].contains("53") && ports[0].contains("UDP") && ports[0].contains("TCP"));
         assert_eq!(
@@ -281,6 +290,14 @@ async fn custom_values_render_and_pass_a_server_side_dry_run() {
         assert_eq!(
             egress[4]["ports"],
             json!([{"port": 8081, "protocol": "TCP"}])
+        );
+        assert_eq!(
+            egress[5]["to"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+            "monitoring"
+        );
+        assert_eq!(
+            egress[5]["ports"],
+            json!([{"port": 4318, "protocol": "TCP"}])
         );
 
         // The ServiceMonitor CRD is not installed on this cluster (and installing

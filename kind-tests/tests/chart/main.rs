@@ -39,7 +39,7 @@ const FULLNAME: &str = "eol";
 
 /// Non-default values: one namespace watched, NetworkPolicy, ServiceMonitor,
 /// two replicas, an external Redis, model defaults with an API-key Secret, an
-/// embeddings API with its own API-key Secret.
+/// embeddings API with its own API-key Secret, a trace collector.
 const CUSTOM_VALUES: &str = r#"
 replicaCount: 2
 runner:
@@ -94,6 +94,13 @@ networkPolicy:
       - port: 8081
   externalRedis:
     cidrs: ["192.168.10.0/24"]
+  otel:
+    peers:
+      - namespaceSelector:
+          matchLabels:
+            kubernetes.io/metadata.name: monitoring
+otel:
+  endpoint: http://jaeger-collector.monitoring:4318
 logging:
   format: text
   level: info,kube=debug

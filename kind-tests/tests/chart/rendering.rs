@@ -132,6 +132,9 @@ fn values_schema_rejects_typos_wrong_types_and_literal_keys() {
             "networkPolicy.model.cidrs[0]=not-a-cidr",
             "/networkPolicy/model/cidrs/0",
         ),
+        // A host without a scheme is no OTLP/HTTP base URL.
+        ("otel.endpoint=jaeger:4318", "/otel/endpoint"),
+        ("otel.runners=yes", "/otel/runners"),
         // After the built-in service-accounts FlowSchema: never matched.
         (
             "flowControl.matchingPrecedence=9000",

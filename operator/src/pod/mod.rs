@@ -8,8 +8,8 @@ pub use runner::{ModelSettings, Placement, RunnerPod, is_reserved_source_path, s
 
 use eol_core::crd::KeyRef;
 use k8s_openapi::api::core::v1::{
-    Capabilities, EnvVar, EnvVarSource, PodSecurityContext, ResourceRequirements, SeccompProfile,
-    SecretKeySelector, SecurityContext,
+    Capabilities, EnvVar, EnvVarSource, ObjectFieldSelector, PodSecurityContext,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use std::collections::BTreeMap;
@@ -89,6 +89,22 @@ pub fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {
         name: name.to_owned(),
         value: Some(value.into()),
+        ..EnvVar::default()
+    }
+}
+
+/// An environment variable read from the pod's own object (the downward API),
+/// e.g. `metadata.name`.
+pub fn env_from_field(name: &str, field_path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: field_path.to_owned(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
         ..EnvVar::default()
     }
 }

@@ -3,7 +3,7 @@
 //! environment, mounts, resources, probes and report settings, its volumes, and
 //! the pod spec around it. The Deployment builder wraps it; a FeatureRun's pod is it.
 
-use super::{container_security, env, env_from_secret, pod_security};
+use super::{container_security, env, env_from_field, env_from_secret, pod_security};
 use crate::config::OperatorConfig;
 use eol_core::cost::{Budget, PriceTable};
 use eol_core::crd::{KeyRef, ModelFallbackSpec};
@@ -166,6 +166,27 @@ pub fn source_data(
     data
 }
 
+/// The standard OpenTelemetry variables of a runner pod exporting spans to
+/// `endpoint`: its spans name the pod and namespace they come from (the
+/// resource attributes Kubernetes trace views group by), read from the pod
+/// itself since the pod's name is only known once it exists.
+fn otel_env(endpoint: &str) -> [k8s_openapi::api::core::v1::EnvVar; 4] {
+    [
+        env_from_field(POD_NAME_VAR, "metadata.name"),
+        env_from_field(POD_NAMESPACE_VAR, "metadata.namespace"),
+        env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+        // `$(VAR)` is expanded by the kubelet from the variables above it.
+        env(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            format!("k8s.pod.name=$({POD_NAME_VAR}),k8s.namespace.name=$({POD_NAMESPACE_VAR})"),
+        ),
+    ]
+}
+
+/// The pod's own name and namespace, for [`otel_env`].
+const POD_NAME_VAR: &str = "EOL_POD_NAME";
+const POD_NAMESPACE_VAR: &str = "EOL_POD_NAMESPACE";
+
 /// Everything a runner pod is made of. [`RunnerPod::pod_spec`] is the whole pod.
 pub struct RunnerPod<'a> {
     /// Operator settings (image, pull policy, embeddings API, default resources, log filter).
@@ -221,6 +242,9 @@ impl RunnerPod<'_> {
         ];
         if let Some(filter) = &self.config.runner_log {
             env.push(self::env(vars::LOG_FILTER, filter));
+        }
+        if let Some(endpoint) = &self.config.runner_otel_endpoint {
+            env.extend(otel_env(endpoint));
         }
         if let Some(url) = &self.model.base_url {
             env.push(self::env(vars::LLM_BASE_URL, url));
@@ -516,6 +540,47 @@ mod tests {
         assert_eq!(
             env_values(&container)["RUST_LOG"].as_deref(),
             Some("info,eol_vector=debug")
+        );
+    }
+
+    #[test]
+    fn runner_pods_export_spans_only_when_the_operator_has_an_endpoint() {
+        let (container, _) = runner(&OperatorConfig::default());
+        let vars = env_values(&container);
+        assert!(
+            !vars.keys().any(|k| k.starts_with("OTEL_")),
+            "no tracing unless asked: {vars:?}"
+        );
+        let config = OperatorConfig {
+            runner_otel_endpoint: Some("http://jaeger.monitoring:4318".to_owned()),
+            ..OperatorConfig::default()
+        };
+        let (container, _) = runner(&config);
+        let vars = env_values(&container);
+        assert_eq!(
+            vars["OTEL_EXPORTER_OTLP_ENDPOINT"].as_deref(),
+            Some("http://jaeger.monitoring:4318")
+        );
+        assert_eq!(
+            vars["OTEL_RESOURCE_ATTRIBUTES"].as_deref(),
+            Some("k8s.pod.name=$(EOL_POD_NAME),k8s.namespace.name=$(EOL_POD_NAMESPACE)")
+        );
+        // The kubelet expands `$(VAR)` only from variables listed before it.
+        let env = container.env.as_ref().expect("env");
+        let at = |name: &str| env.iter().position(|e| e.name == name).expect(name);
+        assert!(at("EOL_POD_NAME") < at("OTEL_RESOURCE_ATTRIBUTES"));
+        assert!(at("EOL_POD_NAMESPACE") < at("OTEL_RESOURCE_ATTRIBUTES"));
+        let field = |name: &str| {
+            env[at(name)]
+                .value_from
+                .as_ref()
+                .and_then(|v| v.field_ref.as_ref())
+                .map(|f| f.field_path.clone())
+        };
+        assert_eq!(field("EOL_POD_NAME").as_deref(), Some("metadata.name"));
+        assert_eq!(
+            field("EOL_POD_NAMESPACE").as_deref(),
+            Some("metadata.namespace")
         );
     }
 

@@ -29,6 +29,8 @@ pub struct Jaeger {
     child: Child,
     /// The OTLP/HTTP base URL (for `OTEL_EXPORTER_OTLP_ENDPOINT`).
     pub otlp_url: String,
+    /// The OTLP/HTTP port (for a URL by another of the host's addresses).
+    pub otlp_port: u16,
     /// The query API's base URL.
     pub query_url: String,
     _dir: tempfile::TempDir,
@@ -49,7 +51,7 @@ fn free_port() -> u16 {
         .expect("a free port on 127.0.0.1")
 }
 
-fn config(otlp: u16, query_http: u16, query_grpc: u16) -> String {
+fn config(otlp_host: &str, otlp: u16, query_http: u16, query_grpc: u16) -> String {
     format!(
         r#"service:
   extensions: [jaeger_storage, jaeger_query]
@@ -80,7 +82,7 @@ receivers:
   otlp:
     protocols:
       http:
-        endpoint: 127.0.0.1:{otlp}
+        endpoint: {otlp_host}:{otlp}
 exporters:
   jaeger_storage_exporter:
     trace_storage: memstore
@@ -93,13 +95,21 @@ impl Jaeger {
     /// A port taken between picking and binding (other tests run in parallel)
     /// makes Jaeger exit; it is then started again on other ports.
     pub fn start() -> Self {
+        Self::start_on("127.0.0.1")
+    }
+
+    /// [`Self::start`] with its OTLP receiver on `otlp_host` (`0.0.0.0`: also
+    /// for pods of the local cluster, by the node's address); the query API
+    /// stays on 127.0.0.1.
+    pub fn start_on(otlp_host: &str) -> Self {
         let binary = binary();
         let mut last_log = String::new();
         for _ in 0..3 {
             let dir = tempfile::tempdir().expect("a temporary directory");
             let (otlp, http, grpc) = (free_port(), free_port(), free_port());
             let config_file = dir.path().join("jaeger.yaml");
-            std::fs::write(&config_file, config(otlp, http, grpc)).expect("the Jaeger config");
+            std::fs::write(&config_file, config(otlp_host, otlp, http, grpc))
+                .expect("the Jaeger config");
             let log = dir.path().join("jaeger.log");
             let child = Command::new(&binary)
                 .arg("--config")
@@ -111,6 +121,7 @@ impl Jaeger {
             let mut jaeger = Jaeger {
                 child,
                 otlp_url: format!("http://127.0.0.1:{otlp}"),
+                otlp_port: otlp,
                 query_url: format!("http://127.0.0.1:{http}"),
                 _dir: dir,
             };

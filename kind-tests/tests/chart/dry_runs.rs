@@ -80,7 +80,7 @@ async fn default_values_render_and_pass_a_server_side_dry_run() {
                 "Service",
                 "ServiceAccount",
             ]),
-            "no PDB, ServiceMonitor or NetworkPolicy by default"
+            "no PDB, ServiceMonitor, PodMonitor, dashboard ConfigMap or NetworkPolicy by default"
         );
         assert_eq!(find(&objects, "CustomResourceDefinition").len(), 2);
 
@@ -332,10 +332,27 @@ async fn custom_values_render_and_pass_a_server_side_dry_run() {
         }
         assert_eq!(service["spec"]["ports"][0]["targetPort"], "metrics");
 
+        // The PodMonitor, likewise structurally: Feature pods of the watched namespace.
+        let pod_monitor = one(&objects, "PodMonitor");
+        assert_eq!(namespace_of(pod_monitor), ns);
+        assert_eq!(pod_monitor["metadata"]["labels"]["release"], "prometheus");
+        assert_eq!(
+            pod_monitor["spec"]["namespaceSelector"],
+            json!({"matchNames": [watched]})
+        );
+        assert_eq!(
+            pod_monitor["spec"]["podMetricsEndpoints"][0]["port"],
+            "http"
+        );
+        // The dashboard's ConfigMap is an ordinary object: it goes to the API server.
+        let dashboards = one(&objects, "ConfigMap");
+        assert_eq!(name(dashboards), format!("{FULLNAME}-dashboards"));
+        assert_eq!(dashboards["metadata"]["labels"]["grafana_dashboard"], "1");
+
         // Everything else goes to the API server.
         let known: Vec<&Value> = objects
             .iter()
-            .filter(|o| kind(o) != "ServiceMonitor")
+            .filter(|o| !matches!(kind(o), "ServiceMonitor" | "PodMonitor"))
             .collect();
         let warnings = dry_run(&known);
         assert!(!warnings.contains("PodSecurity"), "{warnings}");

@@ -1,7 +1,9 @@
 //! A real `helm install` whose operator pod runs a Feature and a FeatureRun end
 //! to end, and a `helm uninstall` that leaves what the README says.
 
-use crate::{FULLNAME, FlowControlObjects, RELEASE, chart_dir, in_namespaces};
+use crate::{
+    FULLNAME, FlowControlObjects, RELEASE, chart_dir, in_namespaces, objects, one, template,
+};
 use eol_core::crd::{Feature, FeatureRun};
 use eol_kind_tests::cli::{helm, text};
 use eol_kind_tests::{assert_succeeded, feature_ready, install_crds, run_finished, wait_for};
@@ -12,7 +14,7 @@ use k8s_openapi::api::flowcontrol::v1::{FlowSchema, PriorityLevelConfiguration};
 use k8s_openapi::api::rbac::v1::Role;
 use kube::api::{ListParams, LogParams, PostParams};
 use kube::{Api, Client};
-use serde_json::json;
+use serde_json::{Value, json};
 use std::time::Duration;
 
 /// Pods of `namespace` waiting on an image, as `pod: reason image`: there is no
@@ -57,6 +59,122 @@ async fn image_hint(client: &Client, namespace: &str) -> String {
          `kind-tests/cluster.sh load-image project`\n",
         problems.join("; ")
     )
+}
+
+/// The chart's PodMonitor for a release watching `ns` (rendered: the cluster has
+/// no Prometheus Operator CRDs) selects the one serving pod of Feature
+/// `feature` there, and nothing else the operator runs (its own pod, Redis,
+/// FeatureRun pods); the pod has the port it names; the label it relabels into
+/// `feature` holds the Feature's name; and scraping the pod as Prometheus
+/// would, after a call, gives the call's metrics.
+async fn scraped_by_the_pod_monitor(pods: &Api<Pod>, ns: &str, feature: &str) {
+    let watch = format!("watchNamespace={ns}");
+    let rendered = objects(&template(
+        ns,
+        &["--set", &watch, "--set", "podMonitor.enabled=true"],
+    ));
+    let monitor = &one(&rendered, "PodMonitor")["spec"];
+    assert_eq!(monitor["namespaceSelector"], json!({"matchNames": [ns]}));
+    let selector = &monitor["selector"];
+    let mut terms: Vec<String> = selector["matchLabels"]
+        .as_object()
+        .expect("matchLabels")
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+        .collect();
+    for e in selector["matchExpressions"]
+        .as_array()
+        .expect("matchExpressions")
+    {
+        assert_eq!(e["operator"], "In");
+        let values: Vec<&str> = e["values"]
+            .as_array()
+            .expect("values")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        terms.push(format!(
+            "{} in ({})",
+            e["key"].as_str().unwrap_or_default(),
+            values.join(",")
+        ));
+    }
+    let all = pods.list(&ListParams::default()).await.expect("list pods");
+    let selected = pods
+        .list(&ListParams::default().labels(&terms.join(",")))
+        .await
+        .expect("list pods");
+    let names = |list: &[Pod]| -> Vec<String> {
+        list.iter()
+            .map(|p| p.metadata.name.clone().unwrap_or_default())
+            .collect()
+    };
+    assert_eq!(
+        selected.items.len(),
+        1,
+        "the PodMonitor ({}) should select the Feature's one pod: {:?} of {:?}",
+        terms.join(","),
+        names(&selected.items),
+        names(&all.items)
+    );
+    let pod = &selected.items[0];
+
+    let endpoint = &monitor["podMetricsEndpoints"][0];
+    let port = pod
+        .spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .flat_map(|c| c.ports.iter().flatten())
+        .find(|p| Some(p.name.as_deref().unwrap_or_default()) == endpoint["port"].as_str())
+        .unwrap_or_else(|| panic!("the pod has no port {}", endpoint["port"]))
+        .container_port;
+    let relabel = &endpoint["relabelings"][0];
+    assert_eq!(relabel["targetLabel"], "feature");
+    let source = relabel["sourceLabels"][0].as_str().expect("a source label");
+    // Prometheus' Kubernetes discovery: every pod label, sanitized.
+    let relabeled = pod.metadata.labels.iter().flatten().find_map(|(k, v)| {
+        let meta = format!(
+            "__meta_kubernetes_pod_label_{}",
+            k.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+        );
+        (meta == source).then_some(v.as_str())
+    });
+    assert_eq!(
+        relabeled,
+        Some(feature),
+        "{source} of {:?}",
+        pod.metadata.labels
+    );
+
+    let ip = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .expect("the pod has an IP");
+    let base = format!("http://{ip}:{port}");
+    let http = reqwest::Client::new();
+    let answer = http
+        .post(format!("{base}/v1/operations/add_stock"))
+        .json(&json!({"sku": "SCRAPE-1", "quantity": 1}))
+        .send()
+        .await
+        .expect("call the pod");
+    assert_eq!(answer.status(), 200);
+    let path = endpoint["path"].as_str().expect("a path");
+    let scrape = http
+        .get(format!("{base}{path}"))
+        .send()
+        .await
+        .expect("scrape the pod")
+        .text()
+        .await
+        .expect("the scrape's text");
+    assert!(
+        scrape.contains(
+            r#"eol_execution_duration_seconds_count{operation="add_stock",phase="implementation"} 1"#
+        ),
+        "{scrape}"
+    );
 }
 
 #[tokio::test]
@@ -181,6 +299,7 @@ async fn helm_install_runs_the_operator_and_uninstall_leaves_crds_and_redis_volu
         );
         let ready = wait_for(&features, "inventory", timeout, feature_ready).await;
         assert_eq!(ready.status.map(|s| s.ready_replicas), Some(1));
+        scraped_by_the_pod_monitor(&pods, &ns, "inventory").await;
         assert!(
             !log.contains("forbidden") && !log.contains("Forbidden"),
             "the chart's RBAC refused a call:\n{log}"

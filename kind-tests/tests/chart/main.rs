@@ -38,8 +38,9 @@ const RELEASE: &str = "eol";
 const FULLNAME: &str = "eol";
 
 /// Non-default values: one namespace watched, NetworkPolicy, ServiceMonitor,
-/// two replicas, an external Redis, model defaults with an API-key Secret, an
-/// embeddings API with its own API-key Secret, a trace collector.
+/// PodMonitor and Grafana dashboard, two replicas, an external Redis, model
+/// defaults with an API-key Secret, an embeddings API with its own API-key
+/// Secret, a trace collector.
 const CUSTOM_VALUES: &str = r#"
 replicaCount: 2
 runner:
@@ -75,6 +76,15 @@ serviceMonitor:
   enabled: true
   labels:
     release: prometheus
+podMonitor:
+  enabled: true
+  scrapeTimeout: 10s
+  labels:
+    release: prometheus
+dashboards:
+  enabled: true
+  annotations:
+    grafana_folder: EOL
 networkPolicy:
   enabled: true
   model:

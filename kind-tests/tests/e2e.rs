@@ -879,12 +879,12 @@ async fn a_spent_budget_refuses_calls(client: &Client, ns: &str, ip: &str) {
         }
         answered.push(r.status());
     }
-    // One call may spend before the window is over its one token; no more.
-    let refused = refused.unwrap_or_else(|| panic!("no call was refused: {answered:?}"));
-    assert!(
-        answered.len() <= 1,
-        "answered before the refusal: {answered:?}"
-    );
+    // The first call on the budgeted pod spends past the one token and the
+    // next is refused; a call or two before may still reach the old pod
+    // while kube-proxy catches up with the rollout (the overshoot bound is
+    // runner-image/tests/spend.rs's burst test).
+    let refused = refused
+        .unwrap_or_else(|| panic!("none of {} calls was refused: {answered:?}", tickets.len()));
     let retry: u64 = refused.headers()["retry-after"]
         .to_str()
         .ok()

@@ -3,7 +3,8 @@
 //! off (the production subscriber without an endpoint) and on (the same
 //! subscriber exporting to a real Jaeger v2 through the batch exporter),
 //! interleaved call by call. Reports p50 and p99 per mode and the on/off
-//! ratios (target <= 1.05).
+//! ratios (target <= 1.05), and what the implemented call's two spans cost
+//! alone, outside any call (the least tracing can add to one).
 //!
 //! Needs Jaeger (`EOL_JAEGER_BIN`, or `kind-tests/cluster.sh build`) and Python.
 //! Run with `cargo bench -p eol-runner --bench tracing`.
@@ -96,6 +97,36 @@ fn main() {
                 .unwrap_or_else(|e| panic!("{operation} failed: {e}"));
             t.elapsed()
         };
+        // The two spans of an implemented call (as engine.rs and the sandbox
+        // make them) and nothing else: what tracing costs at the least,
+        // however short the call.
+        let spans_alone = |dispatch: &tracing::Dispatch| {
+            tracing::dispatcher::with_default(dispatch, || {
+                let t = Instant::now();
+                let op = tracing::info_span!(
+                    target: "eol_runner::engine",
+                    "operation",
+                    otel.name = "blog-publisher.slugify",
+                    eol.feature = "blog-publisher",
+                    eol.operation = "slugify",
+                    eol.phase = tracing::field::Empty,
+                    eol.cache = tracing::field::Empty,
+                );
+                op.in_scope(|| {
+                    op.record("eol.phase", "implementation");
+                    let sandbox = tracing::info_span!(
+                        target: "eol_runner::sandbox",
+                        "sandbox.execute",
+                        eol.operation = "slugify",
+                    );
+                    sandbox.in_scope(|| std::hint::black_box(()));
+                    op.record("eol.cache", "none");
+                });
+                drop(op);
+                t.elapsed()
+            })
+        };
+        let (mut spans_off, mut spans_on) = (Vec::new(), Vec::new());
         let (mut impl_off, mut impl_on, mut proto_off, mut proto_on) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for i in 0..CALLS + WARM_UP {
@@ -104,8 +135,10 @@ fn main() {
             for dispatch in order {
                 let implemented = call("slugify", &slug, dispatch).await;
                 let prototyped = call("suggest_tags", &post, dispatch).await;
+                let spans = spans_alone(dispatch);
                 if i >= WARM_UP {
                     let tracing_on = std::ptr::eq(dispatch, &on);
+                    if tracing_on { &mut spans_on } else { &mut spans_off }.push(spans);
                     let (i, p) = if tracing_on {
                         (&mut impl_on, &mut proto_on)
                     } else {
@@ -119,6 +152,7 @@ fn main() {
         println!("{CALLS} calls per kind and mode, interleaved; tracing on exports to Jaeger (batch exporter)");
         report("implementation", impl_off, impl_on);
         report("prototyping", proto_off, proto_on);
+        report("two spans alone", spans_off, spans_on);
     });
     // Every span sent: the measurement exported what it says it did.
     on_guard.shutdown();

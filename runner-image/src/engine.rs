@@ -9,6 +9,7 @@ use crate::context::References;
 use crate::examples::{ExamplesError, RecordedExamples};
 use crate::prototype::{PrototypeError, PrototypeTrace, Prototyper, Tools};
 use crate::sandbox::{CallFailure, FailureKind, WorkerPool};
+use crate::spend::{Meter, Spend};
 use crate::store::{RedisStore, Scope};
 use eol_core::cost::OnExceeded;
 use eol_core::{CompiledSchema, Diagnostic, Diagnostics, Feature, OperationPhase, Phase};
@@ -296,6 +297,16 @@ impl Runtime {
     /// The model prototyped operations run on, if one is configured.
     pub fn model(&self) -> Option<&Arc<Prototyper>> {
         self.prototyper.as_ref()
+    }
+
+    /// Each model asked so far with what it spent: the feature's model and
+    /// its fallbacks, then the model a spent budget switches to.
+    pub fn model_spend(&self) -> Vec<(&Meter, Spend)> {
+        self.prototyper
+            .iter()
+            .chain(self.budget_model.iter())
+            .flat_map(|model| model.routes().totals())
+            .collect()
     }
 
     /// The feature.

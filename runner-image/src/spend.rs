@@ -183,6 +183,21 @@ impl Meter {
     }
 }
 
+/// The sum of what several models spent.
+pub fn total_of(spends: &[(&Meter, Spend)]) -> Spend {
+    let mut total = Spend::default();
+    for (_, spend) in spends {
+        total.add(*spend);
+    }
+    total
+}
+
+/// The models of `spends`, in order: `a`, or `a, b`; `None` when there are none.
+pub fn models_of(spends: &[(&Meter, Spend)]) -> Option<String> {
+    let models: Vec<&str> = spends.iter().map(|(meter, _)| meter.model()).collect();
+    (!models.is_empty()).then(|| models.join(", "))
+}
+
 /// What `spend` on `meter`'s model came to, as one line for people:
 /// `model m: 3 requests, 1200 tokens in, 80 out, $0.000228`.
 pub fn spend_line(meter: &Meter, spend: &Spend) -> String {

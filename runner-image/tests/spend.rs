@@ -500,6 +500,12 @@ async fn a_spent_budget_refuses_or_switches_to_the_implementation_or_a_cheaper_m
     assert_eq!(cheap["phase"], "prototyping");
     assert_eq!(cheap["trace"]["model"], "cheap", "{cheap}");
     assert_eq!(llm.request(0)["model"], "cheap");
+    // The run's spend is the cheaper model's, which answered.
+    assert_eq!(cheap["spend"]["requests"], 1, "{cheap}");
+    assert!(
+        cheap["spend"]["usage"]["prompt_tokens"].as_u64() > Some(0),
+        "{cheap}"
+    );
 
     // Reject: the run fails with a stable kind, and the model is not asked.
     let llm = ScriptedServer::start(vec![greeting()]).await;

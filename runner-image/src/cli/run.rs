@@ -8,7 +8,7 @@ use eol_core::Phase;
 use eol_core::crd::RunReport;
 use eol_runner::bootstrap::load_runtime;
 use eol_runner::report;
-use eol_runner::spend::spend_line;
+use eol_runner::spend::{models_of, spend_line, total_of};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::ExitCode;
@@ -51,7 +51,7 @@ pub(super) async fn run(
         "duration_ms": exec.duration.as_secs_f64() * 1e3,
         "trace": exec.trace,
         "cache": exec.cache,
-        "spend": runtime.model().map(|m| m.routes().total()),
+        "spend": runtime.model().map(|_| total_of(&runtime.model_spend())),
     });
     if cli.output == OutputFormat::Json {
         println!("{result}");
@@ -61,13 +61,14 @@ pub(super) async fn run(
             serde_json::to_string_pretty(&exec.output).unwrap_or_default()
         );
     }
-    if let Some(model) = runtime.model() {
-        let routes = model.routes();
-        report::fill_spend(&mut report.summary, &routes.total());
-        report.summary.model = routes.answered_by();
+    if runtime.model().is_some() {
+        // Every model asked: fallbacks and a spent budget's model included.
+        let spends = runtime.model_spend();
+        report::fill_spend(&mut report.summary, &total_of(&spends));
+        report.summary.model = models_of(&spends);
         if cli.output != OutputFormat::Json {
-            for (meter, spend) in routes.totals() {
-                eprintln!("{}", spend_line(meter, &spend));
+            for (meter, spend) in &spends {
+                eprintln!("{}", spend_line(meter, spend));
             }
         }
     }

@@ -9,7 +9,7 @@ use eol_core::Phase;
 use eol_core::crd::RunReport;
 use eol_runner::bootstrap::load_runtime;
 use eol_runner::report;
-use eol_runner::spend::spend_line;
+use eol_runner::spend::{models_of, spend_line, total_of};
 use eol_runner::testing::{self, CaseResult, CoverageRow, Summary, Verdict};
 use serde_json::json;
 use std::io::IsTerminal;
@@ -76,10 +76,12 @@ pub(super) async fn test(
         println!("{summary}");
     }
     // Every model request of the suite: the cases', their retries and the judge's.
-    let spend = runtime.model().map(|m| m.routes().total());
-    if text && let Some(model) = runtime.model() {
-        for (meter, spend) in model.routes().totals() {
-            println!("{}", spend_line(meter, &spend));
+    // Every model asked: fallbacks and a spent budget's model included.
+    let spends = runtime.model_spend();
+    let spend = runtime.model().map(|_| total_of(&spends));
+    if text {
+        for (meter, spend) in &spends {
+            println!("{}", spend_line(meter, spend));
         }
     }
     let result = json!({ "feature": runtime.feature().name(), "cases": results, "summary": summary, "coverage": coverage, "spend": spend });
@@ -90,7 +92,7 @@ pub(super) async fn test(
     report.summary.tests_failed = Some(report::count(summary.failed));
     if let Some(spend) = &spend {
         report::fill_spend(&mut report.summary, spend);
-        report.summary.model = runtime.model().and_then(|m| m.routes().answered_by());
+        report.summary.model = models_of(&spends);
     }
     report.summary.result_key =
         keep_result(cli, runtime.store(), runtime.feature().name(), &result).await;

@@ -139,21 +139,12 @@ impl ModelRoutes {
 
     /// Everything the models spent together.
     pub fn total(&self) -> Spend {
-        let mut total = Spend::default();
-        for (_, spend) in self.totals() {
-            total.add(spend);
-        }
-        total
+        crate::spend::total_of(&self.totals())
     }
 
     /// The models that answered so far, in route order: `a`, or `a, b`.
     pub fn answered_by(&self) -> Option<String> {
-        let models: Vec<&str> = self
-            .totals()
-            .into_iter()
-            .map(|(meter, _)| meter.model())
-            .collect();
-        (!models.is_empty()).then(|| models.join(", "))
+        crate::spend::models_of(&self.totals())
     }
 
     /// Asks the first model able to answer (see the module's doc) and counts

@@ -28,6 +28,7 @@ use std::collections::BTreeMap;
     printcolumn = r#"{"name":"Canary","type":"string","jsonPath":".status.shadow.canary.progress","priority":1,"description":"A canary switch's share of live calls and error rate"}"#,
     printcolumn = r#"{"name":"Cost-1d","type":"number","jsonPath":".status.usage.lastDay.cost","priority":1,"description":"Model cost of the last day, USD"}"#,
     printcolumn = r#"{"name":"Budget","type":"string","jsonPath":".status.usage.budget.summary","description":"The budget's window: spent of the limit"}"#,
+    printcolumn = r#"{"name":"Anonymous","type":"boolean","jsonPath":".spec.access.anonymous","priority":1,"description":"Whether the feature answers callers without checking their Kubernetes identity"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -73,6 +74,45 @@ pub struct FeatureSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = kube::core::Rule::new("self >= 0").message("failedRunsHistoryLimit must not be negative"))]
     pub failed_runs_history_limit: Option<i32>,
+    /// Who may call the feature's operations. Default: callers present a Kubernetes bearer token, and RBAC decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<AccessSpec>,
+    /// The audit record of each call (stdout always; a Redis stream when asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditSpec>,
+}
+
+/// Who may call a Feature's operations: Kubernetes identities and RBAC, unless anonymous.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessSpec {
+    /// Answer every caller that reaches the Service, unchecked. Default false: a caller presents a Kubernetes bearer token (`Authorization: Bearer`, a ServiceAccount or projected token) that the pod checks with a TokenReview, and needs RBAC verb `invoke` on `features/operations` in the Feature's namespace (group `eol.dev`), with resource name the Feature's (every operation) or `<feature>/<operation>` (that one), checked with a SubjectAccessReview.
+    #[serde(default)]
+    pub anonymous: bool,
+    /// The audiences a caller's token must be issued for (any one of them), as in `kubectl create token --audience`. Default: `eol.dev`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
+    /// How long each pod keeps a token's review and access decisions, in seconds. Default 10; 0 reviews every call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 0 && self <= 3600").message("reviewCacheSeconds must be between 0 and 3600"))]
+    pub review_cache_seconds: Option<i32>,
+    /// The most reviews each pod keeps (the least recently used go first). Default 10000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 1").message("reviewCacheSize must be at least 1"))]
+    pub review_cache_size: Option<i32>,
+}
+
+/// The audit record every call leaves: who (user, groups), the operation, the phase, the outcome, the duration, the input's SHA-256 and the trace id.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditSpec {
+    /// Also append each record (field `record`, its JSON) to the Redis stream `eol-audit:<feature>`, which the feature's own code cannot write to, trimmed to about this many of the newest records. Default: stdout only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 1").message("streamMaxLength must be at least 1"))]
+    pub stream_max_length: Option<i64>,
+    /// Keep the call's input itself in its record, not only its SHA-256. Default false.
+    #[serde(default)]
+    pub include_input: bool,
 }
 
 fn default_replicas() -> i32 {

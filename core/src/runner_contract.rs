@@ -60,6 +60,47 @@ pub mod env {
     pub const TRACEPARENT: &str = "TRACEPARENT";
     /// The W3C `tracestate` going with [`TRACEPARENT`].
     pub const TRACESTATE: &str = "TRACESTATE";
+    /// How `eol serve` checks callers: `kubernetes` (TokenReview and
+    /// SubjectAccessReview) or `anonymous` (no check, the default).
+    pub const AUTH: &str = "EOL_AUTH";
+    /// The Feature (object name) whose `features/operations` RBAC decides access.
+    pub const AUTH_FEATURE: &str = "EOL_AUTH_FEATURE";
+    /// The Feature's namespace.
+    pub const AUTH_NAMESPACE: &str = "EOL_AUTH_NAMESPACE";
+    /// The audiences a caller's token must be issued for, comma-separated.
+    pub const AUTH_AUDIENCES: &str = "EOL_AUTH_AUDIENCES";
+    /// How long reviews are kept, in seconds.
+    pub const AUTH_CACHE_SECONDS: &str = "EOL_AUTH_CACHE_SECONDS";
+    /// The most reviews kept.
+    pub const AUTH_CACHE_SIZE: &str = "EOL_AUTH_CACHE_SIZE";
+    /// Where `eol serve` writes each call's audit record: `stdout` or `off` (the default).
+    pub const AUDIT: &str = "EOL_AUDIT";
+    /// Also append audit records to the feature's Redis stream, trimmed to about this many.
+    pub const AUDIT_STREAM_MAX_LENGTH: &str = "EOL_AUDIT_STREAM_MAX_LENGTH";
+    /// `true`: audit records hold the call's input itself.
+    pub const AUDIT_INPUT: &str = "EOL_AUDIT_INPUT";
+}
+
+/// The audience a caller's token is checked for when a Feature names none.
+pub const DEFAULT_AUDIENCE: &str = "eol.dev";
+
+/// The RBAC attributes of calling an operation: verb `invoke` on
+/// `features/operations` (group `eol.dev`), resource name the Feature's or
+/// `<feature>/<operation>`.
+pub mod access {
+    /// The API group.
+    pub const GROUP: &str = "eol.dev";
+    /// The resource.
+    pub const RESOURCE: &str = "features";
+    /// The subresource.
+    pub const SUBRESOURCE: &str = "operations";
+    /// The verb.
+    pub const VERB: &str = "invoke";
+
+    /// The resource name granting one operation only.
+    pub fn operation_name(feature: &str, operation: &str) -> String {
+        format!("{feature}/{operation}")
+    }
 }
 
 /// The FeatureRun annotation holding the W3C `traceparent` its run joins

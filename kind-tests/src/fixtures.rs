@@ -78,8 +78,103 @@ pub fn feature_run(name: &str, spec: serde_json::Value) -> FeatureRun {
     .unwrap_or_else(|e| panic!("not a FeatureRun spec ({e})"))
 }
 
+/// The ServiceAccount the tests call Features as: allowed to invoke every
+/// Feature of its namespace.
+pub const CALLER: &str = "eol-test-caller";
+
+/// Tokens of [`CALLER`], by namespace.
+static CALLER_TOKENS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// ServiceAccount `name` in the test's namespace; with `access`, a Role and
+/// RoleBinding granting it verb `invoke` on `features/operations` named by
+/// `access` (empty: every Feature of the namespace).
+pub async fn service_account_with_access(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    access: Option<&[&str]>,
+) {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let params = kube::api::PatchParams::apply("eol-kind-tests").force();
+    let account: ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))
+            .expect("an account");
+    kube::Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+        .patch(name, &params, &kube::api::Patch::Apply(&account))
+        .await
+        .unwrap_or_else(|e| panic!("creating ServiceAccount {name}: {e}"));
+    let Some(names) = access else {
+        return;
+    };
+    let mut rule = serde_json::json!({"apiGroups": ["eol.dev"], "resources": ["features/operations"], "verbs": ["invoke"]});
+    if !names.is_empty() {
+        rule["resourceNames"] = serde_json::json!(names);
+    }
+    let role: Role = serde_json::from_value(serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": name}, "rules": [rule]
+    }))
+    .expect("a Role");
+    kube::Api::<Role>::namespaced(client.clone(), namespace)
+        .patch(name, &params, &kube::api::Patch::Apply(&role))
+        .await
+        .unwrap_or_else(|e| panic!("creating Role {name}: {e}"));
+    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]
+    }))
+    .expect("a RoleBinding");
+    kube::Api::<RoleBinding>::namespaced(client.clone(), namespace)
+        .patch(name, &params, &kube::api::Patch::Apply(&binding))
+        .await
+        .unwrap_or_else(|e| panic!("creating RoleBinding {name}: {e}"));
+}
+
+/// A token of ServiceAccount `name` for `audience`, valid for an hour (TokenRequest).
+pub async fn token(client: &kube::Client, namespace: &str, name: &str, audience: &str) -> String {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let request: TokenRequest = serde_json::from_value(serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"audiences": [audience], "expirationSeconds": 3600}
+    }))
+    .expect("a TokenRequest");
+    let issued: TokenRequest = kube::Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+        .create_subresource("token", name, &kube::api::PostParams::default(), &request)
+        .await
+        .unwrap_or_else(|e| panic!("requesting a token of {name}: {e}"));
+    issued.status.map(|s| s.token).unwrap_or_default()
+}
+
+/// A token of [`CALLER`] (created with its access on first use in a namespace).
+pub async fn caller_token(env: &TestEnv) -> String {
+    let cached = CALLER_TOKENS.lock().ok().and_then(|t| {
+        t.iter()
+            .find(|(ns, _)| *ns == env.namespace)
+            .map(|(_, t)| t.clone())
+    });
+    if let Some(token) = cached {
+        return token;
+    }
+    service_account_with_access(&env.client, &env.namespace, CALLER, Some(&[])).await;
+    let token = token(
+        &env.client,
+        &env.namespace,
+        CALLER,
+        eol_core::runner_contract::DEFAULT_AUDIENCE,
+    )
+    .await;
+    if let Ok(mut tokens) = CALLER_TOKENS.lock() {
+        tokens.push((env.namespace.clone(), token.clone()));
+    }
+    token
+}
+
 /// POSTs `input` to operation `op` of the Feature's Service (its ClusterIP,
-/// reachable from the node).
+/// reachable from the node), as [`CALLER`].
 pub async fn call(
     env: &TestEnv,
     service: &str,
@@ -95,8 +190,10 @@ pub async fn call(
         .spec
         .and_then(|s| s.cluster_ip)
         .unwrap_or_else(|| panic!("Service {service} has no ClusterIP"));
+    let token = caller_token(env).await;
     reqwest::Client::new()
         .post(format!("http://{ip}/v1/operations/{op}"))
+        .bearer_auth(token)
         // A call may wait out a restart of the namespace's Redis (up to 15 s).
         .timeout(Duration::from_secs(30))
         .json(&input)

@@ -67,9 +67,27 @@ pub async fn client_as(user: &str) -> Client {
 
 static CRDS: OnceCell<()> = OnceCell::const_new();
 
-/// Installs the CRDs (once per test binary) and waits until they are established.
+/// The ClusterRole serving pods review callers with (the operator's default
+/// `--runner-reviewer-role`; the chart ships the same rules).
+pub const REVIEWER_ROLE: &str = "eol-runner-reviewer";
+
+/// Installs the CRDs and the runner reviewer ClusterRole (once per test
+/// binary) and waits until the CRDs are established.
 pub async fn install_crds(client: &Client) {
     CRDS.get_or_init(|| async {
+        let reviewer: k8s_openapi::api::rbac::v1::ClusterRole = serde_json::from_value(serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": REVIEWER_ROLE},
+            "rules": [
+                {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+                {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]}
+            ]
+        }))
+        .expect("a ClusterRole");
+        Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(client.clone())
+            .patch(REVIEWER_ROLE, &PatchParams::apply("eol-kind-tests").force(), &Patch::Apply(&reviewer))
+            .await
+            .unwrap_or_else(|e| panic!("failed to install ClusterRole {REVIEWER_ROLE}: {e}"));
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
         for crd in [Feature::crd(), FeatureRun::crd()] {
             crds.patch(

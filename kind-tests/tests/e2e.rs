@@ -739,6 +739,19 @@ async fn run_cost(
     input
 }
 
+/// A token of a ServiceAccount RBAC allows to call every Feature of `ns`.
+async fn caller_token(client: &Client, ns: &str) -> String {
+    use eol_kind_tests::fixtures::{CALLER, service_account_with_access, token};
+    service_account_with_access(client, ns, CALLER, Some(&[])).await;
+    token(
+        client,
+        ns,
+        CALLER,
+        eol_core::runner_contract::DEFAULT_AUDIENCE,
+    )
+    .await
+}
+
 /// A call to the Feature's Service, then its `status.usage`: the run's model
 /// use and the call's, summed by the serving pod from the namespace's Redis.
 /// Returns the Service's address.
@@ -755,11 +768,13 @@ async fn feature_usage_counts(client: &Client, ns: &str, run_input: i64) -> Stri
         .expect("a ClusterIP");
     let input =
         serde_json::json!({"subject": "Refund", "body": "I was charged twice for one order."});
+    let token = caller_token(client, ns).await;
     let started = std::time::Instant::now();
     loop {
         // Until kube-proxy routes a new Service, calls fail: retry for a while.
         let answer = reqwest::Client::new()
             .post(format!("http://{ip}/v1/operations/classify_ticket"))
+            .bearer_auth(&token)
             .timeout(Duration::from_secs(120))
             .json(&input)
             .send()
@@ -865,9 +880,11 @@ async fn a_spent_budget_refuses_calls(client: &Client, ns: &str, ip: &str) {
     ];
     let mut answered = Vec::new();
     let mut refused = None;
+    let token = caller_token(client, ns).await;
     for (subject, body) in tickets {
         let r = reqwest::Client::new()
             .post(format!("http://{ip}/v1/operations/classify_ticket"))
+            .bearer_auth(&token)
             .timeout(Duration::from_secs(120))
             .json(&serde_json::json!({"subject": subject, "body": body}))
             .send()

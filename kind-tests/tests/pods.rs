@@ -23,7 +23,9 @@ async fn a_pod_in_the_cluster_calls_a_feature_by_its_service_name() {
     in_namespace("client", |env| async move {
         env.create(&feature(
             "inventory",
-            serde_json::json!({"source": {"inline": INVENTORY}, "tests": INVENTORY_TESTS, "replicas": 1}),
+            // Anonymous: any pod that reaches the Service may call (tests/auth.rs has the rest).
+            serde_json::json!({"source": {"inline": INVENTORY}, "tests": INVENTORY_TESTS, "replicas": 1,
+                               "access": {"anonymous": true}}),
         ))
         .await;
         wait_for(&env.api::<Feature>(), "inventory", READY_TIMEOUT, feature_ready).await;

@@ -77,6 +77,16 @@ pub struct OperatorConfig {
     /// own `OTEL_EXPORTER_OTLP_ENDPOINT`.
     #[arg(long, env = "EOL_RUNNER_OTEL_ENDPOINT")]
     pub runner_otel_endpoint: Option<String>,
+    /// The ClusterRole the serving pods of authenticated Features review callers
+    /// with (create TokenReviews and SubjectAccessReviews, nothing else): the
+    /// operator binds each namespace's `eol-runner` ServiceAccount to it. The
+    /// chart creates it as `<release>-runner-reviewer`.
+    #[arg(
+        long,
+        env = "EOL_RUNNER_REVIEWER_ROLE",
+        default_value = "eol-runner-reviewer"
+    )]
+    pub runner_reviewer_role: String,
     /// Whether runner pods without an embeddings API embed with the local model the
     /// runner image ships (`false`: embeddings off, e.g. for a custom image without it).
     #[arg(long, env = "EOL_LOCAL_EMBEDDINGS", default_value_t = true, action = clap::ArgAction::Set)]
@@ -114,6 +124,7 @@ impl Default for OperatorConfig {
                 .expect("the default runner resources parse"),
             runner_log: None,
             runner_otel_endpoint: None,
+            runner_reviewer_role: "eol-runner-reviewer".to_owned(),
             local_embeddings: true,
             python: "python3".into(),
             progress_deadline_seconds: 180,

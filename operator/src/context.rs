@@ -175,6 +175,8 @@ pub struct Context {
     pub code_check: CodeCheck,
     /// When each Feature's model usage was last read from its pods.
     pub usage_reads: crate::feature::usage::UsageReads,
+    /// Namespaces whose reviewer ServiceAccount and binding were applied, and when.
+    pub access_applied: crate::feature::access::Applied,
 }
 
 impl Context {
@@ -189,6 +191,7 @@ impl Context {
             status: StatusWriter::default(),
             code_check: CodeCheck::new(config.python.clone()),
             usage_reads: Default::default(),
+            access_applied: Default::default(),
             client,
             config,
             metrics,

@@ -10,7 +10,13 @@
 //! forwards that share of its calls to the candidate and returns its answer
 //! (header `x-eol-canary`), answering itself when the candidate fails
 //! ([`crate::shadow`]).
+//!
+//! With Kubernetes auth ([`auth`]), an operation call needs a bearer token
+//! whose identity RBAC allows to `invoke` it (401 and 403 otherwise), and every
+//! call leaves an [`audit`] record.
 
+pub mod audit;
+pub mod auth;
 mod shadow;
 
 use crate::engine::{ExecError, Runtime};
@@ -18,6 +24,8 @@ use crate::metrics::{ErrorLabels, OperationLabels, ServeMetrics, ShadowMetrics};
 use crate::shadow::canary::CanaryReply;
 use crate::shadow::{Candidate, CandidateSettings, ShadowSender};
 use crate::testing::{self, Verdict};
+use audit::{AuditRecord, AuditSettings, Auditor};
+use auth::{Caller, Refusal, Reviewer};
 use axum::extract::{Path, State};
 use axum::http::HeaderValue;
 use axum::http::StatusCode;
@@ -53,7 +61,31 @@ struct AppState {
     registry: Registry,
     readiness: Mutex<Readiness>,
     shadow: ShadowRole,
+    /// Checks callers; `None`: anyone may call.
+    reviewer: Option<Reviewer>,
+    auditor: Auditor,
 }
+
+/// What `eol serve` does besides answering calls.
+#[derive(Debug, Default)]
+pub struct ServeOptions {
+    /// The tests gating readiness: it becomes ready only once every case passes in the serving phase.
+    pub suite: Option<TestSuite>,
+    /// Serve as a shadow candidate (see [`crate::shadow`]).
+    pub candidate: Option<CandidateSettings>,
+    /// Check callers with the Kubernetes API; `None`: anyone may call.
+    pub reviewer: Option<Reviewer>,
+    /// Where each call's audit record goes.
+    pub audit: AuditSettings,
+}
+
+/// The phase that answered a call, on its response (for the audit record).
+#[derive(Debug, Clone)]
+struct AnsweredPhase(String);
+
+/// The error kind a response carries, on it (for the audit record).
+#[derive(Debug, Clone)]
+struct ErrorKind(String);
 
 /// This pod's part in a shadow switch.
 enum ShadowRole {
@@ -64,6 +96,9 @@ enum ShadowRole {
     /// A serving pod on a Redis of its own, which no candidate can reach.
     None,
 }
+
+/// The `operation` label of errors of calls to an operation the feature does not have.
+pub const UNKNOWN_OPERATION: &str = "(unknown)";
 
 /// The response header naming the cache that answered a call.
 pub const CACHE_HEADER: &str = "x-eol-cache";
@@ -93,12 +128,9 @@ fn router(state: Arc<AppState>) -> Router {
 }
 
 /// Serves `runtime` on `listener` until `shutdown` resolves; in-flight calls finish first.
-/// With `suite`, the server becomes ready only once every case passes in the serving phase.
-/// With `candidate`, it is a shadow candidate (see [`crate::shadow`]).
 pub async fn serve(
     runtime: Arc<Runtime>,
-    suite: Option<TestSuite>,
-    candidate: Option<CandidateSettings>,
+    options: ServeOptions,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -110,6 +142,13 @@ pub async fn serve(
     registry.register_collector(Box::new(crate::caches::CacheMetrics(
         runtime.caches().clone(),
     )));
+    let ServeOptions {
+        suite,
+        candidate,
+        reviewer,
+        audit,
+    } = options;
+    let auditor = Auditor::new(audit, runtime.feature().name(), runtime.store().clone());
     let shadow = match candidate {
         Some(settings) => ShadowRole::Candidate(Arc::new(Candidate::new(settings))),
         None if runtime.store().is_configured() => {
@@ -127,6 +166,8 @@ pub async fn serve(
         registry,
         readiness: Mutex::new(Readiness::Testing),
         shadow,
+        reviewer,
+        auditor,
     });
     start_shadow(&state);
     let gate = state.clone();
@@ -277,14 +318,16 @@ fn status_of(error: &ExecError) -> StatusCode {
 }
 
 /// `POST /v1/operations/{op}` in an HTTP server span, a child of the caller's
-/// span when the request carries W3C `traceparent` (and `tracestate`).
+/// span when the request carries W3C `traceparent` (and `tracestate`): the
+/// caller checked (when auth is on), the call answered, its audit record written.
 async fn call_operation(
     State(state): State<Arc<AppState>>,
     Path(operation): Path<String>,
     headers: axum::http::HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Response {
     use eol_core::process::otel;
+    let started = std::time::Instant::now();
     let span = tracing::info_span!(
         "request",
         otel.name = "POST /v1/operations/{operation}",
@@ -292,25 +335,177 @@ async fn call_operation(
         http.request.method = "POST",
         http.route = "/v1/operations/{operation}",
         eol.operation = %operation,
+        enduser.id = Empty,
         http.response.status_code = Empty,
     );
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(parent) = header(otel::TRACEPARENT) {
         otel::set_remote_parent(&span, parent, header(otel::TRACESTATE));
     }
-    let response = answer_call(state, operation, body)
-        .instrument(span.clone())
+    let authorization = header(axum::http::header::AUTHORIZATION.as_str());
+    let (caller, input, response) = async {
+        // The caller first: a refused call's body is never read.
+        let caller = match &state.reviewer {
+            None => None,
+            Some(reviewer) => match reviewer.authorize(authorization, &operation).await {
+                Ok(caller) => Some(caller),
+                Err(refusal) => {
+                    let status = StatusCode::from_u16(refusal.status())
+                        .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                    let response = error_response(
+                        &state,
+                        &operation,
+                        status,
+                        refusal.kind(),
+                        refusal.message().to_owned(),
+                    );
+                    let caller = match refusal {
+                        Refusal::Forbidden(caller, _) => CallerOf::Refused(caller),
+                        _ => CallerOf::Anonymous,
+                    };
+                    return (caller, None, response);
+                }
+            },
+        };
+        if let Some(caller) = &caller {
+            tracing::Span::current().record("enduser.id", caller.user.as_str());
+        }
+        let caller = caller.map_or(CallerOf::Anonymous, CallerOf::Known);
+        let input = match read_body(body).await {
+            Ok(input) => input,
+            Err((status, kind, message)) => {
+                let response = error_response(&state, &operation, status, kind, message);
+                return (caller, None, response);
+            }
+        };
+        let response = answer_call(
+            state.clone(),
+            operation.clone(),
+            input.clone(),
+            authorization,
+        )
         .await;
+        (caller, Some(input), response)
+    }
+    .instrument(span.clone())
+    .await;
     let status = response.status();
     span.record("http.response.status_code", i64::from(status.as_u16()));
     // A server span fails on 5xx only; a 4xx is the caller's error (HTTP conventions).
     if status.is_server_error() {
         otel::record_error(&span, status.as_str(), "");
     }
+    if state.auditor.is_on() {
+        audit_call(
+            &state,
+            &caller,
+            &operation,
+            &response,
+            input.as_deref(),
+            started,
+            &span,
+        );
+    }
     response
 }
 
-async fn answer_call(state: Arc<AppState>, operation: String, body: axum::body::Bytes) -> Response {
+/// The most a call's body may hold (larger: 413).
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+/// How long a client may take to send a call's body (longer: 408), so a slow
+/// client cannot hold a connection and its buffer open.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The request body, at most [`MAX_BODY_BYTES`], within [`BODY_TIMEOUT`].
+async fn read_body(
+    body: axum::body::Body,
+) -> Result<axum::body::Bytes, (StatusCode, &'static str, String)> {
+    match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) if e.to_string().contains("length limit") => Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is over {MAX_BODY_BYTES} bytes"),
+        )),
+        Ok(Err(e)) => Err((
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!("the request body could not be read: {e}"),
+        )),
+        Err(_elapsed) => Err((
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        )),
+    }
+}
+
+/// Who made a call, as far as it is known.
+enum CallerOf {
+    /// A caller the API server named.
+    Known(Arc<Caller>),
+    /// A caller the API server named and RBAC refused.
+    Refused(Caller),
+    /// No check (an anonymous feature), or a token that was not accepted.
+    Anonymous,
+}
+
+/// Writes the audit record of a call answered with `response`.
+fn audit_call(
+    state: &AppState,
+    caller: &CallerOf,
+    operation: &str,
+    response: &Response,
+    body: Option<&[u8]>,
+    started: std::time::Instant,
+    span: &tracing::Span,
+) {
+    let anonymous = Caller::anonymous();
+    let who = match caller {
+        CallerOf::Known(caller) => caller.as_ref(),
+        CallerOf::Refused(caller) => caller,
+        CallerOf::Anonymous => &anonymous,
+    };
+    let status = response.status();
+    let outcome = match response.extensions().get::<ErrorKind>() {
+        Some(ErrorKind(kind)) => kind.as_str(),
+        None if status.is_success() => "ok",
+        None => "error",
+    };
+    let input = body.filter(|_| state.auditor.includes_input()).map(|body| {
+        serde_json::from_slice(body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
+    });
+    state.auditor.write(&AuditRecord {
+        time: audit::now(),
+        record: "eol.audit",
+        user: &who.user,
+        groups: &who.groups,
+        feature: state.runtime.feature().name(),
+        operation,
+        phase: response
+            .extensions()
+            .get::<AnsweredPhase>()
+            .map(|AnsweredPhase(p)| p.clone()),
+        outcome,
+        status: status.as_u16(),
+        duration_ms: started.elapsed().as_secs_f64() * 1e3,
+        input_sha256: body.map(audit::sha256_hex),
+        trace_id: eol_core::process::otel::trace_id(span),
+        input,
+    });
+}
+
+/// The call answered, by this pod or (its canary share) by the candidate, to
+/// which the caller's `authorization` goes along: it checks the caller too.
+async fn answer_call(
+    state: Arc<AppState>,
+    operation: String,
+    body: axum::body::Bytes,
+    authorization: Option<&str>,
+) -> Response {
     let input: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
@@ -325,7 +520,7 @@ async fn answer_call(state: Arc<AppState>, operation: String, body: axum::body::
     };
     // A canary's share of the calls is answered by the candidate, unless it fails.
     if let ShadowRole::Serving(sender) = &state.shadow
-        && let Some(reply) = sender.forward(&operation, &body).await
+        && let Some(reply) = sender.forward(&operation, &body, authorization).await
     {
         return canary_response(reply);
     }
@@ -344,6 +539,9 @@ async fn answer_call(state: Arc<AppState>, operation: String, body: axum::body::
                 sender.copy(&operation, &input, &exec.output);
             }
             let mut response = (StatusCode::OK, Json(exec.output)).into_response();
+            response
+                .extensions_mut()
+                .insert(AnsweredPhase(exec.phase.to_string()));
             if let Some(hit) = &exec.cache {
                 // Which cache answered, for clients and tests (`semantic` or `result`).
                 response
@@ -395,11 +593,14 @@ fn error_response(
     kind: &str,
     message: String,
 ) -> Response {
+    // The path is the caller's to choose: a name the feature does not have
+    // gets one label, so callers cannot grow the metrics without bound.
+    let known = state.runtime.feature().operation(operation).is_some();
     state
         .metrics
         .errors
         .get_or_create(&ErrorLabels {
-            operation: operation.to_owned(),
+            operation: if known { operation } else { UNKNOWN_OPERATION }.to_owned(),
             kind: kind.to_owned(),
         })
         .inc();
@@ -408,9 +609,11 @@ fn error_response(
 
 /// An error as JSON with a stable `kind`, like the operations' errors.
 fn json_error(status: StatusCode, kind: &str, message: String) -> Response {
-    (
+    let mut response = (
         status,
         Json(json!({ "error": { "kind": kind, "message": message } })),
     )
-        .into_response()
+        .into_response();
+    response.extensions_mut().insert(ErrorKind(kind.to_owned()));
+    response
 }

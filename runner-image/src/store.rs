@@ -381,6 +381,31 @@ impl RedisStore {
             .await
     }
 
+    /// Appends `record` (field `record`) to `stream`, trimming it to about
+    /// `max_length` entries (`XADD ... MAXLEN ~`).
+    pub async fn append_audit(
+        &self,
+        stream: &str,
+        max_length: u64,
+        record: &str,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.connection().await?;
+        redis::cmd("XADD")
+            .arg(stream)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(max_length)
+            .arg("*")
+            .arg("record")
+            .arg(record)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|source| StoreError::Command {
+                what: format!("append to the stream {stream}"),
+                source,
+            })
+    }
+
     /// How many times the link of feature commands reconnected (after the first connection).
     pub fn reconnects(&self) -> u64 {
         self.link.get().map_or(0, Link::reconnects)

@@ -33,6 +33,16 @@ impl Drop for Server {
 }
 
 async fn start(dir: &std::path::Path, file: &str) -> Server {
+    start_with(dir, file, &[], Stdio::null()).await
+}
+
+/// `eol serve` with `env` set and its stdout going to `stdout`.
+async fn start_with(
+    dir: &std::path::Path,
+    file: &str,
+    env: &[(&str, &str)],
+    stdout: Stdio,
+) -> Server {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -42,8 +52,9 @@ async fn start(dir: &std::path::Path, file: &str) -> Server {
         .args(["serve", file, "--listen", &format!("127.0.0.1:{port}")])
         .env_remove("REDIS_URL")
         .env_remove("EOL_LLM_BASE_URL")
+        .envs(env.iter().copied())
         .current_dir(dir)
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -125,6 +136,166 @@ async fn operations_are_served_once_the_tests_pass_and_counted_in_metrics() {
     assert!(
         metrics.contains(r#"eol_errors_total{operation="add_stock",kind="invalid_input"} 1"#),
         "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn bad_bodies_get_json_errors_and_every_call_leaves_an_audit_record() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let mut server = start_with(
+        &common::examples(),
+        "inventory.eol",
+        &[("EOL_AUDIT", "stdout")],
+        Stdio::piped(),
+    )
+    .await;
+    let stdout = server.child.stdout.take().unwrap();
+    assert_eq!(wait_ready(&server).await, (200, "ready".to_owned()));
+
+    let body = r#"{"sku": "AUD-1", "quantity": 2}"#;
+    let (status, _) = post(&server, "add_stock", body).await;
+    assert_eq!(status, 200);
+    // Over the 2 MiB limit: 413, JSON.
+    let huge = format!(
+        r#"{{"sku": "{}", "quantity": 1}}"#,
+        "A".repeat(3 * 1024 * 1024)
+    );
+    let (status, err) = post(&server, "add_stock", &huge).await;
+    assert_eq!(
+        (status, err["error"]["kind"].clone()),
+        (413, json!("body_too_large"))
+    );
+    // A client that promises a body and stops sending: 408 once the body timeout passes.
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+    slow.write_all(
+        format!("POST /v1/operations/add_stock HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"sku\"").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("}}") {
+        let n = tokio::time::timeout(Duration::from_secs(30), slow.read(&mut buf))
+            .await
+            .expect("the server answers a slow client")
+            .unwrap();
+        assert!(
+            n > 0,
+            "the server closed without answering: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""kind":"body_timeout""#), "{answer}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
+    // An operation the feature does not have is one label, whatever its name.
+    for name in ["nope", "nada"] {
+        assert_eq!(post(&server, name, "{}").await.0, 404);
+    }
+    let metrics = metrics(&server).await;
+    assert!(
+        metrics.contains(r#"eol_errors_total{operation="(unknown)",kind="unknown_operation"} 2"#),
+        "{metrics}"
+    );
+
+    // Five calls, five records, in order, each a line of JSON on stdout.
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut records = Vec::new();
+    while records.len() < 5 {
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("an audit record per call")
+            .unwrap()
+            .expect("stdout open");
+        let record: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        records.push(record);
+    }
+    let ok = &records[0];
+    assert_eq!(ok["record"], "eol.audit");
+    assert_eq!(
+        (ok["user"].clone(), ok["groups"].clone()),
+        (json!("system:anonymous"), json!(["system:unauthenticated"]))
+    );
+    assert_eq!(
+        (ok["feature"].clone(), ok["operation"].clone()),
+        (json!("inventory"), json!("add_stock"))
+    );
+    assert_eq!(
+        (
+            ok["phase"].clone(),
+            ok["outcome"].clone(),
+            ok["status"].clone()
+        ),
+        (json!("implementation"), json!("ok"), json!(200))
+    );
+    let sha: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(body.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    assert_eq!(ok["input_sha256"], sha.as_str());
+    assert!(ok["duration_ms"].as_f64().unwrap() > 0.0);
+    assert!(ok.get("input").is_none(), "no input unless asked: {ok}");
+    let outcomes: Vec<(Value, Value)> = records
+        .iter()
+        .map(|r| (r["outcome"].clone(), r["status"].clone()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            (json!("ok"), json!(200)),
+            (json!("body_too_large"), json!(413)),
+            (json!("body_timeout"), json!(408)),
+            (json!("unknown_operation"), json!(404)),
+            (json!("unknown_operation"), json!(404)),
+        ]
+    );
+    assert!(
+        records[1].get("input_sha256").is_none(),
+        "a body never read has no hash"
+    );
+}
+
+#[tokio::test]
+async fn kubernetes_auth_without_a_cluster_fails_at_start_saying_why() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_eol"))
+        .args(["serve", "inventory.eol", "--listen", "127.0.0.1:0"])
+        .env("EOL_AUTH", "kubernetes")
+        .env("EOL_AUTH_NAMESPACE", "shop")
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .current_dir(common::examples())
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no Kubernetes API to review callers' tokens with"),
+        "{stderr}"
+    );
+
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_eol"))
+        .args(["serve", "inventory.eol", "--listen", "127.0.0.1:0"])
+        .env("EOL_AUTH", "basic")
+        .current_dir(common::examples())
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("EOL_AUTH"),
+        "{stderr}"
     );
 }
 

@@ -91,3 +91,16 @@ otherwise claim the same objects).
 {{- define "eol.flowControlName" -}}
 {{- printf "%s-%s" (include "eol.fullname" .) .Release.Namespace | trunc 63 | trimSuffix "-" }}
 {{- end }}
+
+{{/*
+The ClusterRole serving pods review callers with, and the one letting the
+operator bind it: cluster-scoped, so named after the release namespace too
+(two releases never share them).
+*/}}
+{{- define "eol.runnerReviewerRole" -}}
+{{- printf "%s-%s-runner-reviewer" (include "eol.fullname" .) .Release.Namespace }}
+{{- end }}
+
+{{- define "eol.runnerAccessName" -}}
+{{- printf "%s-%s-runner-access" (include "eol.fullname" .) .Release.Namespace }}
+{{- end }}

@@ -67,7 +67,7 @@ async fn image_hint(client: &Client, namespace: &str) -> String {
 /// FeatureRun pods); the pod has the port it names; the label it relabels into
 /// `feature` holds the Feature's name; and scraping the pod as Prometheus
 /// would, after a call, gives the call's metrics.
-async fn scraped_by_the_pod_monitor(pods: &Api<Pod>, ns: &str, feature: &str) {
+async fn scraped_by_the_pod_monitor(client: &Client, pods: &Api<Pod>, ns: &str, feature: &str) {
     let watch = format!("watchNamespace={ns}");
     let rendered = objects(&template(
         ns,
@@ -153,8 +153,27 @@ async fn scraped_by_the_pod_monitor(pods: &Api<Pod>, ns: &str, feature: &str) {
         .expect("the pod has an IP");
     let base = format!("http://{ip}:{port}");
     let http = reqwest::Client::new();
+    // The Feature checks callers (the default): the pod reviews this token
+    // with the chart's reviewer role, bound by the operator with the chart's RBAC.
+    let caller = eol_kind_tests::fixtures::CALLER;
+    eol_kind_tests::fixtures::service_account_with_access(client, ns, caller, Some(&[])).await;
+    let token = eol_kind_tests::fixtures::token(
+        client,
+        ns,
+        caller,
+        eol_core::runner_contract::DEFAULT_AUDIENCE,
+    )
+    .await;
+    let anonymous = http
+        .post(format!("{base}/v1/operations/add_stock"))
+        .json(&json!({"sku": "SCRAPE-1", "quantity": 1}))
+        .send()
+        .await
+        .expect("call the pod");
+    assert_eq!(anonymous.status(), 401, "a call without a token");
     let answer = http
         .post(format!("{base}/v1/operations/add_stock"))
+        .bearer_auth(&token)
         .json(&json!({"sku": "SCRAPE-1", "quantity": 1}))
         .send()
         .await
@@ -186,7 +205,9 @@ async fn helm_install_runs_the_operator_and_uninstall_leaves_crds_and_redis_volu
 
         // One namespace for everything: the release, the watched namespace, the
         // Lease and the Features, so nothing cluster-scoped is created but the
-        // release's FlowSchema and priority level (named after the namespace).
+        // release's FlowSchema, priority level and runner ClusterRoles (named
+        // after the namespace), and the operator's reviewer binding (owned by
+        // the namespace).
         let flow = format!("{FULLNAME}-{ns}");
         let _cleanup = FlowControlObjects(flow.clone());
         let chart = chart_dir();
@@ -299,7 +320,7 @@ async fn helm_install_runs_the_operator_and_uninstall_leaves_crds_and_redis_volu
         );
         let ready = wait_for(&features, "inventory", timeout, feature_ready).await;
         assert_eq!(ready.status.map(|s| s.ready_replicas), Some(1));
-        scraped_by_the_pod_monitor(&pods, &ns, "inventory").await;
+        scraped_by_the_pod_monitor(&client, &pods, &ns, "inventory").await;
         assert!(
             !log.contains("forbidden") && !log.contains("Forbidden"),
             "the chart's RBAC refused a call:\n{log}"

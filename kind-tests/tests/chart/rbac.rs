@@ -106,6 +106,8 @@ fn expected_grants(managed_redis: bool) -> Grants {
         &[],
     );
     add("apps", "replicasets", &["list"], &[]);
+    // feature/access.rs: the reviewer ServiceAccount, applied by name.
+    add("", "serviceaccounts", &["create", "patch"], &["eol-runner"]);
     add("events.k8s.io", "events", &["create", "patch"], &[]);
     if managed_redis {
         add("", "secrets", &["create"], &[]);
@@ -123,6 +125,53 @@ fn expected_grants(managed_redis: bool) -> Grants {
         add("apps", "statefulsets", &["list", "watch"], &[]);
     }
     expected
+}
+
+/// The runner reviewer's: the two reviews, nothing else.
+fn reviewer_grants() -> Grants {
+    Grants::from([
+        (
+            (
+                "authentication.k8s.io".into(),
+                "tokenreviews".into(),
+                "create".into(),
+            ),
+            vec![],
+        ),
+        (
+            (
+                "authorization.k8s.io".into(),
+                "subjectaccessreviews".into(),
+                "create".into(),
+            ),
+            vec![],
+        ),
+    ])
+}
+
+/// What feature/access.rs needs cluster-wide: bind the reviewer role only,
+/// apply the namespaces' bindings and read the Namespace (its uid, the
+/// binding's owner); by name when one namespace is watched.
+fn runner_access_grants(release_ns: &str, watched: Option<&str>) -> Grants {
+    let reviewer = format!("{FULLNAME}-{release_ns}-runner-reviewer");
+    let only = |name: String| watched.map(|_| vec![name]).unwrap_or_default();
+    let mut g = Grants::new();
+    let rbac = "rbac.authorization.k8s.io".to_owned();
+    g.insert(
+        (rbac.clone(), "clusterroles".into(), "bind".into()),
+        vec![reviewer.clone()],
+    );
+    for verb in ["create", "patch"] {
+        g.insert(
+            (rbac.clone(), "clusterrolebindings".into(), verb.into()),
+            only(format!("{reviewer}:{}", watched.unwrap_or_default())),
+        );
+    }
+    g.insert(
+        (String::new(), "namespaces".into(), "get".into()),
+        only(watched.unwrap_or_default().to_owned()),
+    );
+    g
 }
 
 fn lease_grants() -> Grants {
@@ -164,11 +213,33 @@ fn rbac_is_least_privilege_in_both_scopes() {
         } else {
             ("ClusterRole", "")
         };
+        // Cluster-wide, whatever is watched: the runner reviewer's role, and
+        // the operator's right to bind it (by name when one namespace is watched).
+        let reviewer = format!("{FULLNAME}-{release_ns}-runner-reviewer");
+        let runner_access = format!("{FULLNAME}-{release_ns}-runner-access");
+        let cluster_roles: Vec<&Value> = objects
+            .iter()
+            .filter(|o| kind(o) == "ClusterRole" && name(o) != FULLNAME)
+            .collect();
+        assert_eq!(
+            cluster_roles.len(),
+            2,
+            "{sets:?}: the reviewer and runner-access roles"
+        );
+        for role in cluster_roles {
+            let expected = if name(role) == reviewer {
+                reviewer_grants()
+            } else {
+                assert_eq!(name(role), runner_access);
+                runner_access_grants(release_ns, scoped.then_some("team-a"))
+            };
+            assert_eq!(grants(role), expected, "{sets:?}: {}", name(role));
+        }
         if scoped {
+            let bindings = find(&objects, "ClusterRoleBinding");
             assert!(
-                find(&objects, "ClusterRole").is_empty()
-                    && find(&objects, "ClusterRoleBinding").is_empty(),
-                "{sets:?}: watching one namespace grants nothing cluster-wide"
+                bindings.len() == 1 && name(bindings[0]) == runner_access,
+                "{sets:?}: watching one namespace binds nothing else cluster-wide"
             );
         }
         let roles: Vec<&Value> = objects
@@ -177,8 +248,8 @@ fn rbac_is_least_privilege_in_both_scopes() {
             .collect();
         assert_eq!(
             roles.len(),
-            2,
-            "{sets:?}: the operator's role and the Lease role"
+            4,
+            "{sets:?}: the operator's role, the Lease role, the runner reviewer and runner access roles"
         );
         let main = roles
             .iter()
@@ -344,6 +415,8 @@ async fn rbac_allows_the_operators_calls_and_refuses_the_rest() {
             ("apps", "deployments", "patch", "inventory"),
             ("apps", "deployments", "create", "inventory"),
             ("apps", "replicasets", "list", ""),
+            ("", "serviceaccounts", "create", "eol-runner"),
+            ("", "serviceaccounts", "patch", "eol-runner"),
             ("apps", "statefulsets", "get", "eol-redis"),
             ("apps", "statefulsets", "create", "eol-redis"),
             ("apps", "statefulsets", "patch", "eol-redis"),
@@ -396,6 +469,8 @@ async fn rbac_allows_the_operators_calls_and_refuses_the_rest() {
             ("eol.dev", "features", "delete", "inventory"),
             ("eol.dev", "featureruns", "create", ""),
             ("", "serviceaccounts", "create", ""),
+            ("", "serviceaccounts", "patch", "default"),
+            ("", "serviceaccounts/token", "create", "eol-runner"),
             ("rbac.authorization.k8s.io", "roles", "create", ""),
             ("coordination.k8s.io", "leases", "create", ""),
         ];

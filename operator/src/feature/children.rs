@@ -105,7 +105,7 @@ pub fn pod_template(
         "app.kubernetes.io/managed-by".to_owned(),
         pod::FIELD_MANAGER.to_owned(),
     );
-    PodTemplateSpec {
+    let mut template = PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels),
             annotations: Some(BTreeMap::from([(
@@ -115,7 +115,9 @@ pub fn pod_template(
             ..ObjectMeta::default()
         }),
         spec: Some(runner.pod_spec()),
-    }
+    };
+    super::access::secure(&mut template, feature);
+    template
 }
 
 /// The Deployment serving `template`: a rolling update never takes a ready pod
@@ -326,7 +328,15 @@ mod tests {
             .expect("api key volume");
         assert_eq!(key_volume["secret"]["secretName"], "llm");
         assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
-        assert_eq!(pod["automountServiceAccountToken"], false);
+        // An authenticated Feature (the default): the reviewer account's token only.
+        assert_eq!(pod["automountServiceAccountToken"], true);
+        assert_eq!(pod["serviceAccountName"], "eol-runner");
+        let (_, anonymous) = built(serde_json::json!({
+            "source": {"inline": SOURCE}, "access": {"anonymous": true}
+        }));
+        let anonymous = &anonymous["spec"]["template"]["spec"];
+        assert_eq!(anonymous["automountServiceAccountToken"], false);
+        assert!(anonymous.get("serviceAccountName").is_none());
         assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
         assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
         let args: Vec<&str> = c["args"]

@@ -3,6 +3,7 @@
 //! apply the ConfigMap, Deployment and Service -> observe the rollout ->
 //! [`decide`] -> roll back, prune, write the status and events.
 
+use super::access;
 use super::apply::{Children, template_hash, template_of};
 use super::children::{self, CONFIG_HASH};
 use super::decide::{self, Decision, Observed, Requeue};
@@ -102,6 +103,10 @@ async fn decide(
         }
     }
 
+    if access::is_authenticated(feature) {
+        let object = format!("Feature {ns}/{}", feature.name_any());
+        access::ensure(ctx, ns, &object).await?;
+    }
     let children = Children::new(ctx, feature, ns);
     children
         .apply_config_map(&children::config_map(feature, &prepared))

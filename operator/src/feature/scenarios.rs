@@ -8,7 +8,7 @@ use super::children::CONFIG_HASH;
 use super::controller::reconcile;
 use crate::config::OperatorConfig;
 use crate::context::Context;
-use crate::fixtures::{Expect, condition, context, not_found};
+use crate::fixtures::{ApiServerVerifier, Expect, condition, not_found};
 use crate::pod::ModelSettings;
 use crate::source::prepare;
 use eol_core::crd::Feature;
@@ -25,6 +25,14 @@ const SERVICE: &str = "/api/v1/namespaces/shop/services/inventory";
 const CONFIG_MAPS: &str = "/api/v1/namespaces/shop/configmaps";
 const REPLICA_SETS: &str = "/apis/apps/v1/namespaces/shop/replicasets";
 const PODS: &str = "/api/v1/namespaces/shop/pods";
+
+/// A context whose namespace `shop` already has its reviewer identity (the
+/// first scenario of a namespace shows those requests).
+fn context(config: OperatorConfig) -> (Arc<Context>, ApiServerVerifier) {
+    let (ctx, server) = crate::fixtures::context(config);
+    ctx.access_applied.note("shop", std::time::Instant::now());
+    (ctx, server)
+}
 
 /// What the API server answers a status patch with: the object.
 fn stored() -> Value {
@@ -179,6 +187,55 @@ async fn a_new_feature_creates_its_config_map_deployment_and_service() {
     let verify = server.run(expected);
     let action = reconciled(f, ctx).await;
     assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+    verify.await.expect("the API calls were as expected");
+}
+
+#[tokio::test]
+async fn the_first_authenticated_feature_of_a_namespace_applies_its_reviewer_identity() {
+    let (ctx, server) = crate::fixtures::context(external_redis());
+    let f = feature(json!({"source": {"inline": SOURCE}}));
+    let hash = hash_of(&f);
+    let mut expected = vec![
+        Expect::new(
+            "PATCH",
+            "/api/v1/namespaces/shop/serviceaccounts/eol-runner",
+            echo(),
+        )
+        .checking(|sa| assert_eq!(sa["automountServiceAccountToken"], false)),
+        Expect::new(
+            "GET",
+            "/api/v1/namespaces/shop",
+            (200, json!({"metadata": {"name": "shop", "uid": "ns-uid"}})),
+        ),
+        Expect::new(
+            "PATCH",
+            "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/eol-runner-reviewer:shop",
+            echo(),
+        )
+        .checking(|b| {
+            assert_eq!(b["roleRef"]["name"], "eol-runner-reviewer");
+            assert_eq!(
+                b["subjects"],
+                json!([{"kind": "ServiceAccount", "name": "eol-runner", "namespace": "shop"}])
+            );
+            assert_eq!(b["metadata"]["ownerReferences"][0]["uid"], "ns-uid");
+        }),
+    ];
+    expected.extend(applies(&hash, json!({})));
+    expected[4] =
+        Expect::new("PATCH", DEPLOYMENT, deployment_reply(&hash, json!({}))).checking(|d| {
+            let pod = &d["spec"]["template"]["spec"];
+            assert_eq!(pod["serviceAccountName"], "eol-runner");
+            assert_eq!(pod["automountServiceAccountToken"], true);
+        });
+    expected.extend([
+        Expect::new("GET", REPLICA_SETS, list("ReplicaSetList", vec![])),
+        Expect::new("GET", CONFIG_MAPS, list("ConfigMapList", vec![])),
+        Expect::new("PATCH", STATUS, (200, stored())),
+        events_reason("PhaseSwitchStarted"),
+    ]);
+    let verify = server.run(expected);
+    reconciled(f.clone(), ctx.clone()).await;
     verify.await.expect("the API calls were as expected");
 }
 

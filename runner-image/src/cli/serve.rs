@@ -5,6 +5,9 @@ use super::Failure;
 use super::args::Cli;
 use super::files::{read_feature, read_suite};
 use eol_runner::bootstrap::load_runtime;
+use eol_runner::serve::ServeOptions;
+use eol_runner::serve::audit::AuditSettings;
+use eol_runner::serve::auth::{AuthSettings, Reviewer};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -35,19 +38,37 @@ pub(super) async fn serve(
     let candidate = eol_runner::shadow::CandidateSettings::from_env()
         .map_err(|e| Failure::usage(e.to_string()))?;
     let runtime = load_runtime(&cli.runtime_settings(), file, feature).await?;
+    let audit = AuditSettings::from_env().map_err(Failure::usage)?;
+    let reviewer = match AuthSettings::from_env(runtime.feature().name()).map_err(Failure::usage)? {
+        Some(settings) => Some(
+            Reviewer::infer(settings)
+                .await
+                .map_err(|e| Failure::new("serve", e))?,
+        ),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Failure::usage(format!("failed to listen on {listen}: {e}")))?;
-    eprintln!("serving feature '{}' on {listen}", runtime.feature().name());
-    eol_runner::serve::serve(
-        Arc::new(runtime),
+    match &reviewer {
+        Some(r) => eprintln!(
+            "serving feature '{}' on {listen}; callers need a Kubernetes token for {:?} allowed to invoke features/operations '{}' in namespace {}",
+            runtime.feature().name(),
+            r.settings().audiences,
+            r.settings().feature,
+            r.settings().namespace
+        ),
+        None => eprintln!("serving feature '{}' on {listen}", runtime.feature().name()),
+    }
+    let options = ServeOptions {
         suite,
         candidate,
-        listener,
-        shutdown_signal(),
-    )
-    .await
-    .map_err(|e| Failure::new("serve", format!("the server failed: {e}")))?;
+        reviewer,
+        audit,
+    };
+    eol_runner::serve::serve(Arc::new(runtime), options, listener, shutdown_signal())
+        .await
+        .map_err(|e| Failure::new("serve", format!("the server failed: {e}")))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -37,15 +37,22 @@ pub struct CanaryReply {
 impl ShadowSender {
     /// Forwards a live call of `operation` (its request `body`, unchanged) to
     /// the canary candidate when the offer in force covers `operation`, has a
-    /// canary share and the draw falls within it. `None`: the serving pod
-    /// answers the call itself (not forwarded, or the candidate failed it).
-    pub async fn forward(&self, operation: &str, body: &Bytes) -> Option<CanaryReply> {
+    /// canary share and the draw falls within it, with the caller's
+    /// `authorization` (a candidate of an authenticated Feature checks the
+    /// caller as the serving pod did). `None`: the serving pod answers the
+    /// call itself (not forwarded, or the candidate failed it).
+    pub async fn forward(
+        &self,
+        operation: &str,
+        body: &Bytes,
+        authorization: Option<&str>,
+    ) -> Option<CanaryReply> {
         let offer = self.current()?;
         // `sampled` draws nothing at 0 (a shadow only).
         if !(offer.covers(operation) && sampled(offer.canary_percent)) {
             return None;
         }
-        let result = send(&self.client, &offer, operation, body).await;
+        let result = send(&self.client, &offer, operation, body, authorization).await;
         self.count(&offer, operation, result.is_err());
         match result {
             Ok(reply) => Some(reply),
@@ -96,6 +103,7 @@ async fn send(
     offer: &Offer,
     operation: &str,
     body: &Bytes,
+    authorization: Option<&str>,
 ) -> Result<CanaryReply, String> {
     let url = call_url(&offer.url, operation)?;
     let timeout =
@@ -105,6 +113,9 @@ async fn send(
         .post(url.clone())
         .timeout(timeout)
         .header(reqwest::header::CONTENT_TYPE, "application/json");
+    if let Some(authorization) = authorization {
+        request = request.header(reqwest::header::AUTHORIZATION, authorization);
+    }
     // The candidate's spans join the caller's trace (nothing when tracing is off).
     for (name, value) in eol_core::process::otel::trace_headers(&tracing::Span::current()) {
         request = request.header(name, value);
@@ -249,7 +260,14 @@ mod tests {
             timeout_seconds: 1.0,
             canary_percent: 100.0,
         };
-        let result = send(&reqwest::Client::new(), &offer, "double", &Bytes::new()).await;
+        let result = send(
+            &reqwest::Client::new(),
+            &offer,
+            "double",
+            &Bytes::new(),
+            None,
+        )
+        .await;
         let why = result.err().unwrap_or_default();
         assert!(
             why.starts_with("the candidate could not be reached at"),

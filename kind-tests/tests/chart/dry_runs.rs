@@ -177,9 +177,25 @@ async fn custom_values_render_and_pass_a_server_side_dry_run() {
             ],
         ));
 
-        // Namespace-scoped permissions only.
-        assert!(find(&objects, "ClusterRole").is_empty());
-        assert!(find(&objects, "ClusterRoleBinding").is_empty());
+        // Namespace-scoped permissions, but for the runner reviewer and the
+        // right to bind it (rbac.rs checks their rules).
+        let names = |kind_: &str| -> Vec<String> {
+            find(&objects, kind_)
+                .iter()
+                .map(|o| name(o).to_owned())
+                .collect()
+        };
+        assert_eq!(
+            names("ClusterRole"),
+            [
+                format!("{FULLNAME}-{ns}-runner-reviewer"),
+                format!("{FULLNAME}-{ns}-runner-access")
+            ]
+        );
+        assert_eq!(
+            names("ClusterRoleBinding"),
+            [format!("{FULLNAME}-{ns}-runner-access")]
+        );
         let deployment = one(&objects, "Deployment");
         assert_eq!(deployment["spec"]["replicas"], 2);
         let pdb = one(&objects, "PodDisruptionBudget");

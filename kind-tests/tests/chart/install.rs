@@ -11,7 +11,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::api::flowcontrol::v1::{FlowSchema, PriorityLevelConfiguration};
-use k8s_openapi::api::rbac::v1::Role;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role};
 use kube::api::{ListParams, LogParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
@@ -325,6 +325,49 @@ async fn helm_install_runs_the_operator_and_uninstall_leaves_crds_and_redis_volu
             !log.contains("forbidden") && !log.contains("Forbidden"),
             "the chart's RBAC refused a call:\n{log}"
         );
+        // The runner egress policy lets serving pods reach the API server, at
+        // the `kubernetes` Service's endpoints Helm looked up at install.
+        let endpoints: Api<k8s_openapi::api::core::v1::Endpoints> =
+            Api::namespaced(client.clone(), "default");
+        let api_ips: Vec<String> = endpoints
+            .get("kubernetes")
+            .await
+            .expect("the kubernetes Endpoints")
+            .subsets
+            .unwrap_or_default()
+            .into_iter()
+            .flat_map(|s| s.addresses.unwrap_or_default())
+            .map(|a| format!("{}/32", a.ip))
+            .collect();
+        let policy =
+            Api::<k8s_openapi::api::networking::v1::NetworkPolicy>::namespaced(client.clone(), &ns)
+                .get(&format!("{FULLNAME}-runner-egress"))
+                .await
+                .expect("the runner egress NetworkPolicy");
+        let allowed: Vec<String> = policy
+            .spec
+            .and_then(|s| s.egress)
+            .unwrap_or_default()
+            .into_iter()
+            .flat_map(|rule| rule.to.unwrap_or_default())
+            .filter_map(|peer| peer.ip_block.map(|b| b.cidr))
+            .collect();
+        assert!(
+            !api_ips.is_empty() && api_ips.iter().all(|ip| allowed.contains(ip)),
+            "the API server {api_ips:?} is not among the allowed {allowed:?}"
+        );
+        // The operator bound the namespace's reviewer account to the chart's
+        // reviewer role (the call above was reviewed with it), owned by the Namespace.
+        let reviewer = format!("{FULLNAME}-{ns}-runner-reviewer");
+        let binding = Api::<ClusterRoleBinding>::all(client.clone())
+            .get(&format!("{reviewer}:{ns}"))
+            .await
+            .expect("the operator's reviewer binding");
+        assert_eq!(binding.role_ref.name, reviewer);
+        assert_eq!(
+            binding.metadata.owner_references.unwrap_or_default()[0].kind,
+            "Namespace"
+        );
         // Events go through the Role too (events.k8s.io, create).
         let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
         let recorded = events
@@ -357,15 +400,25 @@ async fn helm_install_runs_the_operator_and_uninstall_leaves_crds_and_redis_volu
         assert!(schemas.get_opt(&flow).await.expect("get").is_none());
         let levels: Api<PriorityLevelConfiguration> = Api::all(client.clone());
         assert!(levels.get_opt(&flow).await.expect("get").is_none());
+        // The chart's Roles and ClusterRoles go (the test's own caller Role stays).
         let roles: Api<Role> = Api::namespaced(client.clone(), &ns);
-        assert!(
-            roles
-                .list(&ListParams::default())
-                .await
-                .expect("list roles")
-                .items
-                .is_empty()
-        );
+        let left: Vec<String> = roles
+            .list(&ListParams::default())
+            .await
+            .expect("list roles")
+            .items
+            .into_iter()
+            .filter_map(|r| r.metadata.name)
+            .filter(|n| n != eol_kind_tests::fixtures::CALLER)
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        let cluster_roles: Api<ClusterRole> = Api::all(client.clone());
+        for role in [&reviewer, &format!("{FULLNAME}-{ns}-runner-access")] {
+            assert!(
+                cluster_roles.get_opt(role).await.expect("get").is_none(),
+                "{role}"
+            );
+        }
         assert!(features.get_opt("inventory").await.expect("get").is_some());
         assert!(
             deployments

@@ -107,7 +107,12 @@ fn expected_grants(managed_redis: bool) -> Grants {
     );
     add("apps", "replicasets", &["list"], &[]);
     // feature/access.rs: the reviewer ServiceAccount, applied by name.
-    add("", "serviceaccounts", &["create", "patch"], &["eol-runner"]);
+    add(
+        "",
+        "serviceaccounts",
+        &["get", "create", "patch"],
+        &["eol-runner"],
+    );
     add("events.k8s.io", "events", &["create", "patch"], &[]);
     if managed_redis {
         add("", "secrets", &["create"], &[]);
@@ -161,7 +166,7 @@ fn runner_access_grants(release_ns: &str, watched: Option<&str>) -> Grants {
         (rbac.clone(), "clusterroles".into(), "bind".into()),
         vec![reviewer.clone()],
     );
-    for verb in ["create", "patch"] {
+    for verb in ["get", "create", "patch"] {
         g.insert(
             (rbac.clone(), "clusterrolebindings".into(), verb.into()),
             only(format!("{reviewer}:{}", watched.unwrap_or_default())),
@@ -415,6 +420,7 @@ async fn rbac_allows_the_operators_calls_and_refuses_the_rest() {
             ("apps", "deployments", "patch", "inventory"),
             ("apps", "deployments", "create", "inventory"),
             ("apps", "replicasets", "list", ""),
+            ("", "serviceaccounts", "get", "eol-runner"),
             ("", "serviceaccounts", "create", "eol-runner"),
             ("", "serviceaccounts", "patch", "eol-runner"),
             ("apps", "statefulsets", "get", "eol-redis"),

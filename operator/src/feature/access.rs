@@ -167,29 +167,59 @@ impl Applied {
     }
 }
 
-/// Applies `namespace`'s reviewer ServiceAccount and ClusterRoleBinding,
-/// unless done in the last [`REAPPLY`].
+/// Applies `namespace`'s reviewer ServiceAccount and ClusterRoleBinding where
+/// they are missing or differ (reads first: an operator restarting over an
+/// unchanged fleet writes nothing), unless done in the last [`REAPPLY`].
 pub async fn ensure(ctx: &Context, namespace: &str, object: &str) -> Result<()> {
     let now = Instant::now();
     if ctx.access_applied.is_fresh(namespace, now) {
         return Ok(());
     }
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let account = service_account(namespace);
-    Api::<ServiceAccount>::namespaced(ctx.client.clone(), namespace)
-        .patch(SERVICE_ACCOUNT, &params, &Patch::Apply(&account))
+    let accounts = Api::<ServiceAccount>::namespaced(ctx.client.clone(), namespace);
+    let account = accounts
+        .get_opt(SERVICE_ACCOUNT)
         .await
-        .map_err(Error::kube("apply the reviewer ServiceAccount", object))?;
-    let ns = Api::<Namespace>::all(ctx.client.clone())
-        .get(namespace)
+        .map_err(Error::kube("read the reviewer ServiceAccount", object))?;
+    if account.is_none() {
+        accounts
+            .patch(
+                SERVICE_ACCOUNT,
+                &params,
+                &Patch::Apply(&service_account(namespace)),
+            )
+            .await
+            .map_err(Error::kube("apply the reviewer ServiceAccount", object))?;
+    }
+    let bindings = Api::<ClusterRoleBinding>::all(ctx.client.clone());
+    let name = binding_name(&ctx.config.runner_reviewer_role, namespace);
+    let current = bindings
+        .get_opt(&name)
         .await
-        .map_err(Error::kube("read the Namespace", object))?;
-    let uid = ns.meta().uid.clone().unwrap_or_default();
-    let binding = binding(&ctx.config, namespace, &uid);
-    Api::<ClusterRoleBinding>::all(ctx.client.clone())
-        .patch(&binding.name_any(), &params, &Patch::Apply(&binding))
-        .await
-        .map_err(Error::kube("apply the reviewer ClusterRoleBinding", object))?;
+        .map_err(Error::kube("read the reviewer ClusterRoleBinding", object))?;
+    let wanted = binding(&ctx.config, namespace, "");
+    let in_place = current.is_some_and(|b| {
+        b.role_ref == wanted.role_ref
+            && b.subjects == wanted.subjects
+            && b.metadata
+                .owner_references
+                .is_some_and(|o| o.iter().any(|o| o.kind == "Namespace"))
+    });
+    if !in_place {
+        let ns = Api::<Namespace>::all(ctx.client.clone())
+            .get(namespace)
+            .await
+            .map_err(Error::kube("read the Namespace", object))?;
+        let uid = ns.meta().uid.clone().unwrap_or_default();
+        bindings
+            .patch(
+                &name,
+                &params,
+                &Patch::Apply(&binding(&ctx.config, namespace, &uid)),
+            )
+            .await
+            .map_err(Error::kube("apply the reviewer ClusterRoleBinding", object))?;
+    }
     ctx.access_applied.note(namespace, now);
     Ok(())
 }

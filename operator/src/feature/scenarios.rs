@@ -195,24 +195,26 @@ async fn the_first_authenticated_feature_of_a_namespace_applies_its_reviewer_ide
     let (ctx, server) = crate::fixtures::context(external_redis());
     let f = feature(json!({"source": {"inline": SOURCE}}));
     let hash = hash_of(&f);
+    let binding = "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/eol-runner-reviewer:shop";
     let mut expected = vec![
+        Expect::new(
+            "GET",
+            "/api/v1/namespaces/shop/serviceaccounts/eol-runner",
+            not_found("serviceaccounts"),
+        ),
         Expect::new(
             "PATCH",
             "/api/v1/namespaces/shop/serviceaccounts/eol-runner",
             echo(),
         )
         .checking(|sa| assert_eq!(sa["automountServiceAccountToken"], false)),
+        Expect::new("GET", binding, not_found("clusterrolebindings")),
         Expect::new(
             "GET",
             "/api/v1/namespaces/shop",
             (200, json!({"metadata": {"name": "shop", "uid": "ns-uid"}})),
         ),
-        Expect::new(
-            "PATCH",
-            "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/eol-runner-reviewer:shop",
-            echo(),
-        )
-        .checking(|b| {
+        Expect::new("PATCH", binding, echo()).checking(|b| {
             assert_eq!(b["roleRef"]["name"], "eol-runner-reviewer");
             assert_eq!(
                 b["subjects"],
@@ -222,7 +224,7 @@ async fn the_first_authenticated_feature_of_a_namespace_applies_its_reviewer_ide
         }),
     ];
     expected.extend(applies(&hash, json!({})));
-    expected[4] =
+    expected[6] =
         Expect::new("PATCH", DEPLOYMENT, deployment_reply(&hash, json!({}))).checking(|d| {
             let pod = &d["spec"]["template"]["spec"];
             assert_eq!(pod["serviceAccountName"], "eol-runner");
@@ -236,6 +238,45 @@ async fn the_first_authenticated_feature_of_a_namespace_applies_its_reviewer_ide
     ]);
     let verify = server.run(expected);
     reconciled(f.clone(), ctx.clone()).await;
+    verify.await.expect("the API calls were as expected");
+}
+
+#[tokio::test]
+async fn a_reviewer_identity_in_place_is_only_read() {
+    let (ctx, server) = crate::fixtures::context(external_redis());
+    let f = feature(json!({"source": {"inline": SOURCE}}));
+    let hash = hash_of(&f);
+    let binding = "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/eol-runner-reviewer:shop";
+    let mut expected = vec![
+        Expect::new(
+            "GET",
+            "/api/v1/namespaces/shop/serviceaccounts/eol-runner",
+            (
+                200,
+                json!({"metadata": {"name": "eol-runner", "namespace": "shop"}}),
+            ),
+        ),
+        Expect::new(
+            "GET",
+            binding,
+            (
+                200,
+                json!({"metadata": {"name": "eol-runner-reviewer:shop",
+                    "ownerReferences": [{"apiVersion": "v1", "kind": "Namespace", "name": "shop", "uid": "ns-uid"}]},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "eol-runner-reviewer"},
+                "subjects": [{"kind": "ServiceAccount", "name": "eol-runner", "namespace": "shop"}]}),
+            ),
+        ),
+    ];
+    expected.extend(applies(&hash, json!({})));
+    expected.extend([
+        Expect::new("GET", REPLICA_SETS, list("ReplicaSetList", vec![])),
+        Expect::new("GET", CONFIG_MAPS, list("ConfigMapList", vec![])),
+        Expect::new("PATCH", STATUS, (200, stored())),
+        events_reason("PhaseSwitchStarted"),
+    ]);
+    let verify = server.run(expected);
+    reconciled(f, ctx).await;
     verify.await.expect("the API calls were as expected");
 }
 

@@ -299,6 +299,87 @@ async fn kubernetes_auth_without_a_cluster_fails_at_start_saying_why() {
     );
 }
 
+#[tokio::test]
+async fn an_api_server_that_cannot_be_reached_gives_503_and_nothing_is_cached() {
+    // A kubeconfig naming an API server that is gone (a port just closed).
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = gone.local_addr().unwrap().port();
+    drop(gone);
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: gone, cluster: {{server: \"https://127.0.0.1:{port}\", insecure-skip-tls-verify: true}}}}]\nusers: [{{name: u, user: {{token: reviewer}}}}]\ncontexts: [{{name: c, context: {{cluster: gone, user: u}}}}]\ncurrent-context: c\n"
+        ),
+    )
+    .unwrap();
+    let kubeconfig = kubeconfig.to_str().unwrap().to_owned();
+    let mut server = start_with(
+        &common::examples(),
+        "inventory.eol",
+        &[
+            ("EOL_AUTH", "kubernetes"),
+            ("EOL_AUTH_NAMESPACE", "shop"),
+            ("KUBECONFIG", &kubeconfig),
+            ("EOL_AUDIT", "stdout"),
+        ],
+        Stdio::piped(),
+    )
+    .await;
+    let stdout = server.child.stdout.take().unwrap();
+    assert_eq!(wait_ready(&server).await, (200, "ready".to_owned()));
+    let call = |token: &'static str| {
+        reqwest::Client::new()
+            .post(format!("{}/v1/operations/stock_level", server.url))
+            .bearer_auth(token)
+            .json(&json!({"sku": "GONE-1"}))
+            .send()
+    };
+    // Twice with one token: a failed review is not kept, the second asks again.
+    for _ in 0..2 {
+        let answer = call("some-token").await.unwrap();
+        assert_eq!(answer.status(), 503);
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(body["error"]["kind"], "auth_unavailable", "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("TokenReview"),
+            "{body}"
+        );
+    }
+    // No token at all is the caller's fault, not the API server's: 401 without asking it.
+    let answer = reqwest::Client::new()
+        .post(format!("{}/v1/operations/stock_level", server.url))
+        .json(&json!({"sku": "GONE-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 401);
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut outcomes = Vec::new();
+    while outcomes.len() < 3 {
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("an audit record per call")
+            .unwrap()
+            .expect("stdout open");
+        let record: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        outcomes.push((record["outcome"].clone(), record["status"].clone()));
+    }
+    assert_eq!(
+        outcomes,
+        vec![
+            (json!("auth_unavailable"), json!(503)),
+            (json!("auth_unavailable"), json!(503)),
+            (json!("unauthenticated"), json!(401)),
+        ]
+    );
+}
+
 const SLEEPY: &str = "---\nname: sleepy\nphase: implementation\n---\n# Sleepy\n\n## Operations\n\n### slow\nTakes its time.\n\nInput:\n```yaml\ntype: object\n```\n\nOutput:\n```yaml\ntype: object\nproperties:\n  done: {type: boolean}\nrequired: [done]\n```\n\n```python\nimport time\n\ndef slow():\n    time.sleep(1.5)\n    return {\"done\": True}\n```\n";
 const SLEEPY_TESTS: &str = "---\nfeature: sleepy\n---\n\n## claims to be undone\nOperation: slow\nInput:\n```yaml\n{}\n```\nExpect:\n```yaml\ndone: false\n```\n";
 

@@ -74,6 +74,22 @@ async fn start_with(
     server
 }
 
+/// The first `count` audit records on the server's `stdout`, one JSON line per call.
+async fn audit_records(stdout: tokio::process::ChildStdout, count: usize) -> Vec<Value> {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut records = Vec::new();
+    while records.len() < count {
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("an audit record per call")
+            .unwrap()
+            .expect("stdout open");
+        records.push(serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}")));
+    }
+    records
+}
+
 /// The server's `/metrics` text.
 async fn metrics(server: &Server) -> String {
     reqwest::get(format!("{}/metrics", server.url))
@@ -141,7 +157,7 @@ async fn operations_are_served_once_the_tests_pass_and_counted_in_metrics() {
 
 #[tokio::test]
 async fn bad_bodies_get_json_errors_and_every_call_leaves_an_audit_record() {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut server = start_with(
         &common::examples(),
         "inventory.eol",
@@ -207,17 +223,7 @@ async fn bad_bodies_get_json_errors_and_every_call_leaves_an_audit_record() {
     );
 
     // Five calls, five records, in order, each a line of JSON on stdout.
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let mut records = Vec::new();
-    while records.len() < 5 {
-        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
-            .await
-            .expect("an audit record per call")
-            .unwrap()
-            .expect("stdout open");
-        let record: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
-        records.push(record);
-    }
+    let records = audit_records(stdout, 5).await;
     let ok = &records[0];
     assert_eq!(ok["record"], "eol.audit");
     assert_eq!(
@@ -358,18 +364,11 @@ async fn an_api_server_that_cannot_be_reached_gives_503_and_nothing_is_cached() 
         .await
         .unwrap();
     assert_eq!(answer.status(), 401);
-    use tokio::io::AsyncBufReadExt;
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let mut outcomes = Vec::new();
-    while outcomes.len() < 3 {
-        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
-            .await
-            .expect("an audit record per call")
-            .unwrap()
-            .expect("stdout open");
-        let record: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
-        outcomes.push((record["outcome"].clone(), record["status"].clone()));
-    }
+    let outcomes: Vec<(Value, Value)> = audit_records(stdout, 3)
+        .await
+        .iter()
+        .map(|r| (r["outcome"].clone(), r["status"].clone()))
+        .collect();
     assert_eq!(
         outcomes,
         vec![

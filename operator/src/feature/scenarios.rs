@@ -145,6 +145,17 @@ fn events_reason(expected: &'static str) -> Expect {
         .checking(move |e| assert_eq!(e["reason"], expected, "{e}"))
 }
 
+/// What follows the applies of a first rollout: the ReplicaSets and
+/// ConfigMaps read, the status written, the event that it started.
+fn rollout_started() -> Vec<Expect> {
+    vec![
+        Expect::new("GET", REPLICA_SETS, list("ReplicaSetList", vec![])),
+        Expect::new("GET", CONFIG_MAPS, list("ConfigMapList", vec![])),
+        Expect::new("PATCH", STATUS, (200, stored())),
+        events_reason("PhaseSwitchStarted"),
+    ]
+}
+
 async fn reconciled(f: Arc<Feature>, ctx: Arc<Context>) -> Action {
     reconcile(f, ctx).await.expect("reconciled")
 }
@@ -230,12 +241,7 @@ async fn the_first_authenticated_feature_of_a_namespace_applies_its_reviewer_ide
             assert_eq!(pod["serviceAccountName"], "eol-runner");
             assert_eq!(pod["automountServiceAccountToken"], true);
         });
-    expected.extend([
-        Expect::new("GET", REPLICA_SETS, list("ReplicaSetList", vec![])),
-        Expect::new("GET", CONFIG_MAPS, list("ConfigMapList", vec![])),
-        Expect::new("PATCH", STATUS, (200, stored())),
-        events_reason("PhaseSwitchStarted"),
-    ]);
+    expected.extend(rollout_started());
     let verify = server.run(expected);
     reconciled(f.clone(), ctx.clone()).await;
     verify.await.expect("the API calls were as expected");
@@ -269,12 +275,7 @@ async fn a_reviewer_identity_in_place_is_only_read() {
         ),
     ];
     expected.extend(applies(&hash, json!({})));
-    expected.extend([
-        Expect::new("GET", REPLICA_SETS, list("ReplicaSetList", vec![])),
-        Expect::new("GET", CONFIG_MAPS, list("ConfigMapList", vec![])),
-        Expect::new("PATCH", STATUS, (200, stored())),
-        events_reason("PhaseSwitchStarted"),
-    ]);
+    expected.extend(rollout_started());
     let verify = server.run(expected);
     reconciled(f, ctx).await;
     verify.await.expect("the API calls were as expected");
@@ -309,12 +310,7 @@ async fn a_new_feature_only_reads_the_namespaces_existing_redis() {
         ),
     ];
     expected.extend(applies(&hash, json!({})));
-    expected.extend([
-        Expect::new("GET", REPLICA_SETS, list("ReplicaSetList", vec![])),
-        Expect::new("GET", CONFIG_MAPS, list("ConfigMapList", vec![])),
-        Expect::new("PATCH", STATUS, (200, stored())),
-        events_reason("PhaseSwitchStarted"),
-    ]);
+    expected.extend(rollout_started());
     let verify = server.run(expected);
     reconciled(f, ctx).await;
     verify.await.expect("the API calls were as expected");

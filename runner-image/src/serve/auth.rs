@@ -15,7 +15,6 @@ use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
 use kube::api::{Api, PostParams};
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,17 +109,15 @@ impl AuthSettings {
 }
 
 /// The identity a token belongs to, as the API server says.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     /// The user name (`system:serviceaccount:<ns>:<name>` for a ServiceAccount).
     pub user: String,
     /// Its groups.
     pub groups: Vec<String>,
     /// Its uid, when it has one.
-    #[serde(skip)]
     pub uid: Option<String>,
     /// Its extra attributes (e.g. the pod a bound token belongs to).
-    #[serde(skip)]
     pub extra: Option<std::collections::BTreeMap<String, Vec<String>>>,
 }
 

@@ -79,6 +79,14 @@ pub mod env {
     pub const AUDIT_STREAM_MAX_LENGTH: &str = "EOL_AUDIT_STREAM_MAX_LENGTH";
     /// `true`: audit records hold the call's input itself.
     pub const AUDIT_INPUT: &str = "EOL_AUDIT_INPUT";
+    /// The most async calls a feature's queue holds, waiting or running; more get 429.
+    pub const QUEUE_MAX_LENGTH: &str = "EOL_QUEUE_MAX_LENGTH";
+    /// How many queued calls one serving pod runs at once.
+    pub const QUEUE_CONCURRENCY: &str = "EOL_QUEUE_CONCURRENCY";
+    /// Seconds after which a queued call whose pod stopped renewing its claim is taken by another.
+    pub const QUEUE_CLAIM_AFTER_SECONDS: &str = "EOL_QUEUE_CLAIM_AFTER_SECONDS";
+    /// Seconds an async call's result (and its idempotency key) is kept.
+    pub const QUEUE_RESULT_TTL_SECONDS: &str = "EOL_QUEUE_RESULT_TTL_SECONDS";
 }
 
 /// The audience a caller's token is checked for when a Feature names none.
@@ -101,6 +109,37 @@ pub mod access {
     pub fn operation_name(feature: &str, operation: &str) -> String {
         format!("{feature}/{operation}")
     }
+}
+
+/// Async calls: the Redis names every replica of a feature shares, outside the
+/// feature's own keys (`eol:<feature>:`), so its code cannot touch them.
+pub mod queue {
+    /// The stream of a feature's async calls, the one a KEDA `redis-streams` trigger watches.
+    pub fn stream(feature: &str) -> String {
+        format!("eol-queue:{feature}")
+    }
+
+    /// The consumer group every serving pod of a feature reads the stream through.
+    pub const GROUP: &str = "eol-workers";
+
+    /// The key holding async call `id`'s state and, once answered, its result.
+    pub fn result_key(feature: &str, id: &str) -> String {
+        format!("eol-result:{feature}:{id}")
+    }
+
+    /// The key mapping a caller's idempotency key (as a digest) to its call.
+    pub fn idempotency_key(feature: &str, digest: &str) -> String {
+        format!("eol-idempotency:{feature}:{digest}")
+    }
+
+    /// The path of async call results: `GET /v1/results/{id}`.
+    pub const RESULTS_PATH: &str = "/v1/results";
+
+    /// The `Prefer` preference asking for an async call (RFC 7240).
+    pub const RESPOND_ASYNC: &str = "respond-async";
+
+    /// The request header naming a call's idempotency key.
+    pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 }
 
 /// The FeatureRun annotation holding the W3C `traceparent` its run joins

@@ -344,6 +344,13 @@ impl Runtime {
         Some(phase.and_then(Phase::forced).unwrap_or(op.phase))
     }
 
+    /// Whether a call of `operation` with `input` can run: the feature has the
+    /// operation and the input matches its Input schema (what an async call is
+    /// checked for before it is accepted).
+    pub fn check_call(&self, operation: &str, input: &Value) -> Result<(), ExecError> {
+        self.target(operation, input)?.check_input()
+    }
+
     /// Runs `operation` with `input`; `phase` overrides the feature's phases.
     pub async fn execute(
         &self,

@@ -32,6 +32,7 @@ pub mod llm;
 pub mod mcp;
 pub mod metrics;
 pub mod prototype;
+pub mod queue;
 pub mod report;
 pub mod sandbox;
 pub mod serve;

@@ -5,6 +5,7 @@ use eol_core::cost::ModelPrice;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
@@ -152,6 +153,58 @@ impl ServeMetrics {
             m.execution_duration.clone(),
         );
         registry.register("errors", "Failed operation calls by kind", m.errors.clone());
+        m
+    }
+}
+
+/// An async call answered.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueCallLabels {
+    /// The operation.
+    pub operation: String,
+    /// `ok`, or the error's stable kind.
+    pub outcome: String,
+}
+
+/// The metrics of a feature's async calls, as one serving pod sees them.
+#[derive(Clone, Default)]
+pub struct QueueMetrics {
+    /// `eol_queue_depth`: calls accepted and not yet answered, over every
+    /// replica (the stream's length, read every second), for autoscaling.
+    pub depth: Gauge,
+    /// `eol_queue_calls_total{operation,outcome}`: queued calls this pod answered
+    /// (`ok` or the error kind).
+    pub calls: Family<QueueCallLabels, Counter>,
+    /// `eol_queue_reclaimed_total`: calls this pod took over from a pod that stopped renewing them.
+    pub reclaimed: Counter,
+    /// `eol_queue_rejected_total`: calls refused because the queue was full.
+    pub rejected: Counter,
+}
+
+impl QueueMetrics {
+    /// Creates the metrics and registers them in `registry` (which should carry the `eol` prefix).
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "queue_depth",
+            "Async calls accepted and not yet answered, over every replica",
+            m.depth.clone(),
+        );
+        registry.register(
+            "queue_calls",
+            "Async calls this pod answered, by operation and outcome",
+            m.calls.clone(),
+        );
+        registry.register(
+            "queue_reclaimed",
+            "Async calls this pod took over from a stopped pod",
+            m.reclaimed.clone(),
+        );
+        registry.register(
+            "queue_rejected",
+            "Async calls refused because the queue was full",
+            m.rejected.clone(),
+        );
         m
     }
 }

@@ -17,16 +17,18 @@
 
 pub mod audit;
 pub mod auth;
+mod queue;
 mod shadow;
 
 use crate::engine::{ExecError, Runtime};
-use crate::metrics::{ErrorLabels, OperationLabels, ServeMetrics, ShadowMetrics};
+use crate::metrics::{ErrorLabels, OperationLabels, QueueMetrics, ServeMetrics, ShadowMetrics};
+use crate::queue::{Queue, QueueSettings};
 use crate::shadow::canary::CanaryReply;
 use crate::shadow::{Candidate, CandidateSettings, ShadowSender};
 use crate::testing::{self, Verdict};
 use audit::{AuditRecord, AuditSettings, Auditor};
 use auth::{Caller, Refusal, Reviewer};
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderValue;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -40,6 +42,7 @@ use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use shadow::{candidate_of, shadow_call, shadow_canary, shadow_tally};
 use std::future::Future;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use tracing::Instrument;
 use tracing::field::Empty;
@@ -64,6 +67,11 @@ struct AppState {
     /// Checks callers; `None`: anyone may call.
     reviewer: Option<Reviewer>,
     auditor: Auditor,
+    /// The feature's queue of async calls; `None` without a shared Redis.
+    queue: Option<Queue>,
+    queue_metrics: QueueMetrics,
+    /// A running average of a queued call's time here, in ms (for `Retry-After`).
+    queue_call_millis: AtomicU64,
 }
 
 /// What `eol serve` does besides answering calls.
@@ -77,6 +85,8 @@ pub struct ServeOptions {
     pub reviewer: Option<Reviewer>,
     /// Where each call's audit record goes.
     pub audit: AuditSettings,
+    /// How async calls are queued and answered.
+    pub queue: QueueSettings,
 }
 
 /// The phase that answered a call, on its response (for the audit record).
@@ -124,6 +134,10 @@ fn router(state: Arc<AppState>) -> Router {
         .route(READY_PATH, get(readyz))
         .route("/metrics", get(metrics))
         .route(USAGE_PATH, get(usage))
+        .route(
+            &format!("{}/{{id}}", eol_core::runner_contract::queue::RESULTS_PATH),
+            get(queue::result),
+        )
         .with_state(state)
 }
 
@@ -147,7 +161,14 @@ pub async fn serve(
         candidate,
         reviewer,
         audit,
+        queue,
     } = options;
+    let queue_metrics = QueueMetrics::register(&mut registry);
+    // Async calls need a Redis every replica shares.
+    let queue = runtime
+        .store()
+        .is_configured()
+        .then(|| Queue::new(runtime.store().clone(), runtime.feature().name(), queue));
     let auditor = Auditor::new(audit, runtime.feature().name(), runtime.store().clone());
     let shadow = match candidate {
         Some(settings) => ShadowRole::Candidate(Arc::new(Candidate::new(settings))),
@@ -168,8 +189,13 @@ pub async fn serve(
         shadow,
         reviewer,
         auditor,
+        queue,
+        queue_metrics,
+        queue_call_millis: AtomicU64::new(0),
     });
     start_shadow(&state);
+    let (stop_workers, stopping) = tokio::sync::watch::channel(false);
+    let workers = queue::start_workers(&state, stopping);
     let gate = state.clone();
     tokio::spawn(async move {
         let verdict = match suite {
@@ -189,13 +215,19 @@ pub async fn serve(
     let leaving = state.clone();
     let shutdown = async move {
         shutdown.await;
+        // Workers take no new call from now on; the ones they run finish.
+        let _ = stop_workers.send(true);
         if let Some(candidate) = candidate_of(&leaving) {
             candidate.withdraw(&leaving.runtime).await;
         }
     };
-    axum::serve(listener, router(state))
+    let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    if let Some(workers) = workers {
+        let _ = workers.await;
+    }
+    served
 }
 
 /// The background task of this pod's shadow role: publishing the offer, or watching for one.
@@ -323,6 +355,7 @@ fn status_of(error: &ExecError) -> StatusCode {
 async fn call_operation(
     State(state): State<Arc<AppState>>,
     Path(operation): Path<String>,
+    RawQuery(query): RawQuery,
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Response {
@@ -378,13 +411,17 @@ async fn call_operation(
                 return (caller, None, response);
             }
         };
-        let response = answer_call(
-            state.clone(),
-            operation.clone(),
-            input.clone(),
-            authorization,
-        )
-        .await;
+        let response = if queue::wants_async(&headers, query.as_deref()) {
+            queue::enqueue(&state, &caller, &operation, &input, &headers).await
+        } else {
+            answer_call(
+                state.clone(),
+                operation.clone(),
+                input.clone(),
+                authorization,
+            )
+            .await
+        };
         (caller, Some(input), response)
     }
     .instrument(span.clone())
@@ -396,17 +433,39 @@ async fn call_operation(
         otel::record_error(&span, status.as_str(), "");
     }
     if state.auditor.is_on() {
+        let input = input.as_deref().map(|body| AuditedInput {
+            sha256: audit::sha256_hex(body),
+            input: state.auditor.includes_input().then(|| {
+                serde_json::from_slice(body)
+                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
+            }),
+        });
+        let call_id = (response.status() == StatusCode::ACCEPTED)
+            .then(|| response.headers().get(axum::http::header::LOCATION))
+            .flatten()
+            .and_then(|l| l.to_str().ok())
+            .and_then(|l| l.rsplit('/').next())
+            .map(str::to_owned);
         audit_call(
             &state,
             &caller,
             &operation,
             &response,
-            input.as_deref(),
+            input,
+            call_id.as_deref(),
             started,
             &span,
         );
     }
     response
+}
+
+/// A call's input as its audit record shows it.
+struct AuditedInput {
+    /// The SHA-256 of the request body, hex.
+    sha256: String,
+    /// The input itself, only when the Feature asks.
+    input: Option<Value>,
 }
 
 /// The most a call's body may hold (larger: 413).
@@ -452,32 +511,43 @@ enum CallerOf {
     Anonymous,
 }
 
-/// Writes the audit record of a call answered with `response`.
+impl CallerOf {
+    /// The caller's identity (`system:anonymous` when none is known).
+    fn identity(&self) -> &Caller {
+        static ANONYMOUS: std::sync::LazyLock<Caller> = std::sync::LazyLock::new(Caller::anonymous);
+        match self {
+            CallerOf::Known(caller) => caller,
+            CallerOf::Refused(caller) => caller,
+            CallerOf::Anonymous => &ANONYMOUS,
+        }
+    }
+}
+
+/// Writes the audit record of a call answered with `response`; `call_id`:
+/// the async call it queued or ran.
+#[allow(clippy::too_many_arguments)]
 fn audit_call(
     state: &AppState,
     caller: &CallerOf,
     operation: &str,
     response: &Response,
-    body: Option<&[u8]>,
+    input: Option<AuditedInput>,
+    call_id: Option<&str>,
     started: std::time::Instant,
     span: &tracing::Span,
 ) {
-    let anonymous = Caller::anonymous();
-    let who = match caller {
-        CallerOf::Known(caller) => caller.as_ref(),
-        CallerOf::Refused(caller) => caller,
-        CallerOf::Anonymous => &anonymous,
-    };
+    let who = caller.identity();
     let status = response.status();
     let outcome = match response.extensions().get::<ErrorKind>() {
         Some(ErrorKind(kind)) => kind.as_str(),
+        None if status == StatusCode::ACCEPTED => "queued",
         None if status.is_success() => "ok",
         None => "error",
     };
-    let input = body.filter(|_| state.auditor.includes_input()).map(|body| {
-        serde_json::from_slice(body)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
-    });
+    let (input_sha256, input) = match input {
+        Some(AuditedInput { sha256, input }) => (Some(sha256), input),
+        None => (None, None),
+    };
     state.auditor.write(&AuditRecord {
         time: audit::now(),
         record: "eol.audit",
@@ -492,8 +562,9 @@ fn audit_call(
         outcome,
         status: status.as_u16(),
         duration_ms: started.elapsed().as_secs_f64() * 1e3,
-        input_sha256: body.map(audit::sha256_hex),
+        input_sha256,
         trace_id: eol_core::process::otel::trace_id(span),
+        call_id,
         input,
     });
 }
@@ -593,6 +664,12 @@ fn error_response(
     kind: &str,
     message: String,
 ) -> Response {
+    count_error(state, operation, kind);
+    json_error(status, kind, message)
+}
+
+/// Counts a failed call in `eol_errors_total`.
+fn count_error(state: &AppState, operation: &str, kind: &str) {
     // The path is the caller's to choose: a name the feature does not have
     // gets one label, so callers cannot grow the metrics without bound.
     let known = state.runtime.feature().operation(operation).is_some();
@@ -604,7 +681,6 @@ fn error_response(
             kind: kind.to_owned(),
         })
         .inc();
-    json_error(status, kind, message)
 }
 
 /// An error as JSON with a stable `kind`, like the operations' errors.

@@ -314,6 +314,27 @@ impl RedisStore {
             .cloned()
     }
 
+    /// A connection of its own, for blocking reads (`XREADGROUP ... BLOCK`):
+    /// on the shared connection they would hold up every other command. Its
+    /// response timeout leaves room for reads blocking up to [`MAX_BLOCK`].
+    pub async fn dedicated_connection(
+        &self,
+    ) -> Result<redis::aio::MultiplexedConnection, StoreError> {
+        let url = self.url().await?;
+        let connect_err = |source| StoreError::Connect {
+            url: redact(url),
+            source,
+        };
+        let client = redis::Client::open(url).map_err(connect_err)?;
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(MAX_BLOCK + Duration::from_secs(3)));
+        client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(connect_err)
+    }
+
     /// The bridge sandboxed code of feature `feature` uses, confined to its key prefix.
     pub fn bridge(&self, feature: &str) -> FeatureRedis<'_> {
         self.bridge_in(Scope::of_feature(feature))
@@ -520,6 +541,9 @@ fn server_text(code: &str, detail: Option<&str>) -> String {
         (code, None) => code.to_owned(),
     }
 }
+
+/// The longest a blocking read on a [`RedisStore::dedicated_connection`] may wait.
+pub const MAX_BLOCK: Duration = Duration::from_secs(5);
 
 /// Every key a feature touches starts with this.
 pub fn key_prefix(feature: &str) -> String {

@@ -5,6 +5,7 @@ use super::Failure;
 use super::args::Cli;
 use super::files::{read_feature, read_suite};
 use eol_runner::bootstrap::load_runtime;
+use eol_runner::queue::QueueSettings;
 use eol_runner::serve::ServeOptions;
 use eol_runner::serve::audit::AuditSettings;
 use eol_runner::serve::auth::{AuthSettings, Reviewer};
@@ -39,6 +40,7 @@ pub(super) async fn serve(
         .map_err(|e| Failure::usage(e.to_string()))?;
     let runtime = load_runtime(&cli.runtime_settings(), file, feature).await?;
     let audit = AuditSettings::from_env().map_err(Failure::usage)?;
+    let queue = QueueSettings::from_env().map_err(Failure::usage)?;
     let reviewer = match AuthSettings::from_env(runtime.feature().name()).map_err(Failure::usage)? {
         Some(settings) => Some(
             Reviewer::infer(settings)
@@ -65,6 +67,7 @@ pub(super) async fn serve(
         candidate,
         reviewer,
         audit,
+        queue,
     };
     eol_runner::serve::serve(Arc::new(runtime), options, listener, shutdown_signal())
         .await

@@ -105,6 +105,10 @@ pub struct AuditRecord<'a> {
     /// The call's trace id, when it is traced.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// The async call's id: the record of the request that queued it (outcome
+    /// `queued`) and the record of its run share it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<&'a str>,
     /// The input itself, only when the Feature asks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub input: Option<Value>,
@@ -224,6 +228,7 @@ mod tests {
             duration_ms: 1.5,
             input_sha256: Some(sha256_hex(b"{}")),
             trace_id: None,
+            call_id: None,
             input: None,
         };
         let line = serde_json::to_value(&record).unwrap();

@@ -4,6 +4,7 @@
 
 pub mod jaeger;
 pub mod scripted_llm;
+pub mod server;
 
 use eol_runner::sandbox::{Interpreter, SandboxLimits, WorkerPool};
 use eol_runner::store::{LocalRedis, RedisStore};

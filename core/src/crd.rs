@@ -80,6 +80,32 @@ pub struct FeatureSpec {
     /// The audit record of each call (stdout always; a Redis stream when asked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<AuditSpec>,
+    /// Async calls (`Prefer: respond-async`): queued on the Redis stream `eol-queue:<feature>` and answered by every serving pod through one consumer group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueSpec>,
+}
+
+/// How a Feature's async calls are queued and answered.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueSpec {
+    /// The most async calls accepted and not yet answered, over every pod; more are refused with 429 and `Retry-After`. Default 10000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 1").message("maxLength must be at least 1"))]
+    pub max_length: Option<i64>,
+    /// Queued calls each serving pod runs at once. Default 4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 1 && self <= 64").message("concurrency must be between 1 and 64"))]
+    pub concurrency: Option<i32>,
+    /// Seconds after which a call whose pod stopped renewing its claim (the pod died) is taken over by another pod and run again. Pods renew every third of it while they run a call. Default 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 1 && self <= 3600").message("claimAfterSeconds must be between 1 and 3600"))]
+    pub claim_after_seconds: Option<i32>,
+    /// Seconds a result (and the idempotency key that led to it) is kept for `GET /v1/results/{id}`. Default 3600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 1").message("resultTTLSeconds must be at least 1"))]
+    #[serde(rename = "resultTTLSeconds")]
+    pub result_ttl_seconds: Option<i64>,
 }
 
 /// Who may call a Feature's operations: Kubernetes identities and RBAC, unless anonymous.

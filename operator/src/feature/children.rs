@@ -117,7 +117,38 @@ pub fn pod_template(
         spec: Some(runner.pod_spec()),
     };
     super::access::secure(&mut template, feature);
+    queue_settings(&mut template, feature);
     template
+}
+
+/// Passes `spec.queue` to the serving pods (unset fields keep the runner's defaults).
+fn queue_settings(template: &mut PodTemplateSpec, feature: &Feature) {
+    use eol_core::runner_contract::env as vars;
+    let Some(queue) = &feature.spec.queue else {
+        return;
+    };
+    let env: Vec<_> = [
+        (vars::QUEUE_MAX_LENGTH, queue.max_length),
+        (vars::QUEUE_CONCURRENCY, queue.concurrency.map(i64::from)),
+        (
+            vars::QUEUE_CLAIM_AFTER_SECONDS,
+            queue.claim_after_seconds.map(i64::from),
+        ),
+        (vars::QUEUE_RESULT_TTL_SECONDS, queue.result_ttl_seconds),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| Some(pod::env(name, value?.to_string())))
+    .collect();
+    for container in template
+        .spec
+        .iter_mut()
+        .flat_map(|s| s.containers.iter_mut())
+    {
+        container
+            .env
+            .get_or_insert_with(Vec::new)
+            .extend(env.iter().cloned());
+    }
 }
 
 /// The Deployment serving `template`: a rolling update never takes a ready pod
@@ -253,6 +284,48 @@ mod tests {
         // Owned by the Feature, so deleting it removes the children.
         assert_eq!(d["metadata"]["ownerReferences"][0]["kind"], "Feature");
         assert_eq!(d["metadata"]["ownerReferences"][0]["controller"], true);
+    }
+
+    #[test]
+    fn serving_pods_get_the_queue_settings_that_are_set_only() {
+        let env_of = |queue: serde_json::Value| {
+            let (_, d) = built(serde_json::json!({"source": {"inline": SOURCE}, "queue": queue}));
+            d["spec"]["template"]["spec"]["containers"][0]["env"]
+                .as_array()
+                .expect("env")
+                .iter()
+                .filter(|e| {
+                    e["name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("EOL_QUEUE_"))
+                })
+                .map(|e| {
+                    (
+                        e["name"].as_str().unwrap_or_default().to_owned(),
+                        e["value"].clone(),
+                    )
+                })
+                .collect::<BTreeMap<_, _>>()
+        };
+        assert!(env_of(serde_json::json!({})).is_empty());
+        let env = env_of(serde_json::json!({
+            "maxLength": 500, "concurrency": 8, "claimAfterSeconds": 10, "resultTTLSeconds": 60
+        }));
+        assert_eq!(
+            env,
+            BTreeMap::from([
+                (
+                    "EOL_QUEUE_CLAIM_AFTER_SECONDS".to_owned(),
+                    serde_json::json!("10")
+                ),
+                ("EOL_QUEUE_CONCURRENCY".to_owned(), serde_json::json!("8")),
+                ("EOL_QUEUE_MAX_LENGTH".to_owned(), serde_json::json!("500")),
+                (
+                    "EOL_QUEUE_RESULT_TTL_SECONDS".to_owned(),
+                    serde_json::json!("60")
+                ),
+            ])
+        );
     }
 
     #[test]

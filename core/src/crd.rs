@@ -510,6 +510,7 @@ pub struct UsageStatus {
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = kube::core::Rule::new("has(self.operation) != has(self.tests) || (has(self.tests) && !self.tests && has(self.operation))").message("set either operation (with input) or tests: true"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.mode) || self.mode == 'Pod' || (has(self.operation) && !has(self.phase))").message("mode Queue runs one operation in the serving pods' phase: set operation, not tests or phase"))]
 #[serde(rename_all = "camelCase")]
 pub struct FeatureRunSpec {
     /// The Feature to run, in the same namespace. It cannot change once set.
@@ -542,6 +543,21 @@ pub struct FeatureRunSpec {
     /// Seconds a finished run's pods are kept before they are deleted (the FeatureRun itself stays; see the Feature's history limits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_seconds_after_finished: Option<i32>,
+    /// How the run runs. `Pod` (the default): a runner pod of its own. `Queue`: the operation is queued on the Feature's async-call stream and answered by its serving pods, with no pod per run (for high run rates); it needs serving pods (replicas above 0), runs in their phase, and a pod that dies running it hands it to another (so it may run twice). `retries` does not apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<RunMode>,
+}
+
+/// How a FeatureRun runs.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum RunMode {
+    /// A runner pod of its own.
+    #[default]
+    Pod,
+    /// An async call answered by the Feature's serving pods.
+    Queue,
 }
 
 /// What the operator observed of a FeatureRun (Tekton style: a `Succeeded` condition).
@@ -568,6 +584,9 @@ pub struct FeatureRunStatus {
     /// The runner pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_name: Option<String>,
+    /// The async call the run queued (mode Queue): `GET /v1/results/{callId}` of the Feature's Service has its record too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
     /// What the run produced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<RunSummary>,

@@ -14,6 +14,8 @@ mod parse;
 mod phase;
 #[cfg(feature = "process")]
 pub mod process;
+#[cfg(feature = "queue")]
+pub mod queue;
 pub mod runner_contract;
 pub mod sandbox_check;
 mod schema;

@@ -177,6 +177,8 @@ pub struct Context {
     pub usage_reads: crate::feature::usage::UsageReads,
     /// Namespaces whose reviewer ServiceAccount and binding were applied, and when.
     pub access_applied: crate::feature::access::Applied,
+    /// Connections to namespaces' Redis, for FeatureRuns in mode Queue.
+    pub queues: crate::run::queued::QueueClients,
 }
 
 impl Context {
@@ -192,6 +194,7 @@ impl Context {
             code_check: CodeCheck::new(config.python.clone()),
             usage_reads: Default::default(),
             access_applied: Default::default(),
+            queues: Default::default(),
             client,
             config,
             metrics,

@@ -26,6 +26,14 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// The namespace's Redis could not be reached or read (a FeatureRun in mode Queue; retried).
+    #[error("{object}: {message}")]
+    Redis {
+        /// The object, as `namespace/name`.
+        object: String,
+        /// What failed.
+        message: String,
+    },
 }
 
 impl Error {
@@ -41,6 +49,7 @@ impl Error {
             },
             Error::MissingMetadata(..) => "MissingMetadata",
             Error::Serialize { .. } => "Serialize",
+            Error::Redis { .. } => "RedisUnavailable",
         }
     }
 

@@ -19,7 +19,7 @@ use crate::feature::children as feature_children;
 use crate::pod::{FIELD_MANAGER, ModelSettings};
 use crate::redis;
 use crate::source::{self, Loaded};
-use eol_core::crd::{Feature, FeatureRun, FeatureRunStatus};
+use eol_core::crd::{Feature, FeatureRun, FeatureRunStatus, RunMode};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -67,6 +67,9 @@ async fn reconcile_run(run: Arc<FeatureRun>, ctx: Arc<Context>) -> Result<Action
     let mut status = previous.clone();
     status.observed_generation = run.metadata.generation;
 
+    if run.spec.mode == Some(RunMode::Queue) {
+        return super::queued::reconcile(&ctx, &run, &ns, status, &previous, &object).await;
+    }
     if run.spec.cancel {
         delete_pods(&pods, &attempts, previous.pod_name.as_deref(), &object).await?;
         return conclude(
@@ -198,14 +201,14 @@ fn first_created(attempts: &[Arc<Pod>], latest: &Pod) -> Option<Time> {
         .clone()
 }
 
-fn age(created: Option<&Time>) -> i64 {
+pub(super) fn age(created: Option<&Time>) -> i64 {
     created
         .map(|t| Timestamp::now().as_second() - t.0.as_second())
         .unwrap_or(i64::MAX)
 }
 
 /// Seconds of `timeoutSeconds` left since `started`.
-fn remaining_seconds(run: &FeatureRun, started: Option<&Time>) -> Option<i64> {
+pub(super) fn remaining_seconds(run: &FeatureRun, started: Option<&Time>) -> Option<i64> {
     let timeout = run.spec.timeout_seconds?;
     Some(timeout - age(started).clamp(0, timeout))
 }
@@ -274,7 +277,7 @@ async fn after_finish(
     Ok(Action::await_change())
 }
 
-fn ttl_action(run: &FeatureRun, status: &FeatureRunStatus) -> Action {
+pub(super) fn ttl_action(run: &FeatureRun, status: &FeatureRunStatus) -> Action {
     match (run.spec.ttl_seconds_after_finished, &status.completion_time) {
         (Some(ttl), Some(_)) => {
             Action::requeue(Duration::from_secs(u64::try_from(ttl).unwrap_or(0)))
@@ -326,13 +329,15 @@ fn post() -> PostParams {
 /// Validates the run against its Feature and creates the first pod (and the
 /// Feature's ConfigMap of this configuration, if the Feature has not yet).
 /// `Err(action)` when the run ended (or waits) without a pod.
-async fn plan_and_create(
+/// The run's Feature and what the run does on it, checked; otherwise what
+/// to do instead (wait for the Feature, or nothing: the run was concluded).
+pub(super) async fn checked_work(
     ctx: &Context,
     run: &FeatureRun,
     ns: &str,
     status: &mut FeatureRunStatus,
     object: &str,
-) -> Result<Result<Pod, Action>> {
+) -> Result<Result<(Feature, source::Prepared, Work, ModelSettings), Action>> {
     let feature = match ctx.caches.feature(ns, &run.spec.feature_ref) {
         Some(cached) => Some(Feature::clone(&cached)),
         None => Api::<Feature>::namespaced(ctx.client.clone(), ns)
@@ -379,21 +384,49 @@ async fn plan_and_create(
             return Ok(Err(Action::await_change()));
         }
     };
+    Ok(Ok((feature, prepared, work, model)))
+}
+
+/// Until the namespace's managed Redis is ready: the run's `Pending` status
+/// (written once) and when to look again.
+pub(super) async fn wait_for_redis(
+    ctx: &Context,
+    run: &FeatureRun,
+    ns: &str,
+    status: &mut FeatureRunStatus,
+) -> Result<Option<Action>> {
+    if ctx.config.external_redis_secret.is_some() || redis::is_ready(ctx, ns).await? {
+        return Ok(None);
+    }
+    let before = status.conditions.clone();
+    conditions::set(
+        &mut status.conditions,
+        status::SUCCEEDED,
+        Status::Unknown,
+        reason::PENDING,
+        format!("waiting for the namespace's Redis ({ns}/{})", redis::NAME),
+        run.metadata.generation,
+    );
+    if status.conditions != before {
+        ctx.status.write(&ctx.client, run, status).await?;
+    }
+    Ok(Some(Action::requeue(Duration::from_secs(2))))
+}
+
+async fn plan_and_create(
+    ctx: &Context,
+    run: &FeatureRun,
+    ns: &str,
+    status: &mut FeatureRunStatus,
+    object: &str,
+) -> Result<Result<Pod, Action>> {
+    let (feature, prepared, work, model) = match checked_work(ctx, run, ns, status, object).await? {
+        Ok(checked) => checked,
+        Err(action) => return Ok(Err(action)),
+    };
     // Runner pods started before the managed Redis is ready would fail at once.
-    if ctx.config.external_redis_secret.is_none() && !redis::is_ready(ctx, ns).await? {
-        let before = status.conditions.clone();
-        conditions::set(
-            &mut status.conditions,
-            status::SUCCEEDED,
-            Status::Unknown,
-            reason::PENDING,
-            format!("waiting for the namespace's Redis ({ns}/{})", redis::NAME),
-            run.metadata.generation,
-        );
-        if status.conditions != before {
-            ctx.status.write(&ctx.client, run, status).await?;
-        }
-        return Ok(Err(Action::requeue(Duration::from_secs(2))));
+    if let Some(wait) = wait_for_redis(ctx, run, ns, status).await? {
+        return Ok(Err(wait));
     }
     let phase = run.spec.phase.unwrap_or(prepared.phase);
     status.phase = Some(phase);
@@ -511,7 +544,7 @@ fn apply_observation(status: &mut FeatureRunStatus, seen: Observation, generatio
 }
 
 /// Ends the run with `Succeeded=False` and `reason`.
-async fn conclude(
+pub(super) async fn conclude(
     ctx: &Context,
     run: &FeatureRun,
     mut status: FeatureRunStatus,

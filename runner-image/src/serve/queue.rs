@@ -287,15 +287,14 @@ pub(super) fn start_workers(
         let mut ready_stop = stop.clone();
         // A pod whose tests have not passed must not answer calls.
         loop {
-            if *ready_stop.borrow() {
-                return;
-            }
             match state.readiness.lock().map(|r| r.clone()) {
                 Ok(Readiness::Ready) => break,
                 Ok(Readiness::TestsFailed(_)) | Err(_) => return,
                 Ok(Readiness::Testing) => {}
             }
-            let _ = tokio::time::timeout(Duration::from_millis(200), ready_stop.changed()).await;
+            if stopping(&mut ready_stop, Duration::from_millis(200)).await {
+                return;
+            }
         }
         let consumer = consumer_name();
         tracing::info!(stream = %queue.stream(), %consumer, workers = queue.settings().concurrency, "answering async calls");
@@ -328,7 +327,8 @@ fn consumer_name() -> String {
 /// Reads new calls and answers them, one at a time, until `stop`.
 async fn worker(state: Arc<AppState>, queue: Queue, consumer: String, stop: watch::Receiver<bool>) {
     let mut conn = None;
-    while !*stop.borrow() {
+    // `has_changed` errs once the sender is gone (the server ended).
+    while !*stop.borrow() && stop.has_changed().is_ok() {
         if conn.is_none() {
             match queue.ensure_group().await {
                 Ok(()) => {}
@@ -372,7 +372,7 @@ async fn reclaimer(
 ) {
     let every = (queue.settings().claim_after / 2).max(Duration::from_secs(1));
     let mut last_claim = Instant::now();
-    while !*stop.borrow() {
+    loop {
         if let Ok(depth) = queue.depth().await {
             queue_metrics(&state).depth.set(depth as i64);
         }
@@ -389,7 +389,22 @@ async fn reclaimer(
                 Err(e) => tracing::warn!(error = %e, "async calls: reclaiming failed"),
             }
         }
-        let _ = tokio::time::timeout(Duration::from_secs(1), stop.changed()).await;
+        if stopping(&mut stop, Duration::from_secs(1)).await {
+            return;
+        }
+    }
+}
+
+/// Waits up to `wait` and says whether to stop: `stop` turned true, or its
+/// sender is gone (the server ended).
+async fn stopping(stop: &mut watch::Receiver<bool>, wait: Duration) -> bool {
+    if *stop.borrow() {
+        return true;
+    }
+    match tokio::time::timeout(wait, stop.changed()).await {
+        Ok(Ok(())) => *stop.borrow(),
+        Ok(Err(_closed)) => true,
+        Err(_elapsed) => false,
     }
 }
 

@@ -16,6 +16,11 @@
 #                                 their pods become Running+Ready, restartPolicy Never pods succeed after EOL_FLEET_RUN_SECONDS (1) with a runner's report
 #   cluster.sh fleet down         stop kwok, delete the fake nodes, force-remove their pods (`down` stops kwok too)
 #   cluster.sh fleet status       kwok's pid, fake nodes, pods bound to them
+#   cluster.sh metrics up         metrics-server (a local process) behind metrics.k8s.io/v1beta1: kubectl top, CPU HPAs;
+#                                 idempotent, waits until the running pods have metrics
+#   cluster.sh metrics down       unregister metrics.k8s.io and stop metrics-server (`down` stops it too)
+#   cluster.sh metrics status     metrics-server's pid, the APIService, kubectl top pods -A
+#   cluster.sh keda-crds          server-side apply KEDA's ScaledObject/TriggerAuthentication CRDs (no KEDA runs)
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$HERE/lib/common.sh"
@@ -25,6 +30,8 @@ source "$HERE/lib/pki.sh"
 source "$HERE/lib/local.sh"
 source "$HERE/lib/kind.sh"
 source "$HERE/lib/fleet.sh"
+source "$HERE/lib/metrics.sh"
+source "$HERE/lib/keda.sh"
 
 # EOL_CLUSTER_MODE=kind|local forces a mode; otherwise kind when usable, except
 # that a local cluster already running is always the one addressed.
@@ -76,6 +83,10 @@ case "$cmd:$(mode)" in
     echo "$env" ;;
   fleet:local) fleet "$@" ;;
   fleet:kind) die "fleet: only with the local cluster (kwok runs as a local process against it)" ;;
+  metrics:local) metrics "$@" ;;
+  metrics:kind) die "metrics: only with the local cluster (metrics-server runs as a local process against it)" ;;
+  keda-crds:local) keda_apply_crds ;;
+  keda-crds:kind) die "keda-crds: written for the local cluster only (not tried with kind)" ;;
   build:*) apt_ensure buildah gcc libc6-dev busybox-static debootstrap; build_all; build_helm; build_images ;;
-  *) sed -n '6,18p' "$0" >&2; exit 2 ;;
+  *) sed -n '6,23p' "$0" >&2; exit 2 ;;
 esac

@@ -10,6 +10,11 @@ CRICTL_VERSION="${CRICTL_VERSION:-v1.34.0}"
 HELM_VERSION="${HELM_VERSION:-v4.3.1}"
 # kwok: fake nodes for scale tests (`cluster.sh fleet`), from sigs.k8s.io/kwok/cmd/kwok.
 KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
+# metrics-server: the metrics.k8s.io API (kubectl top, CPU HorizontalPodAutoscalers), `cluster.sh metrics`.
+METRICS_SERVER_VERSION="${METRICS_SERVER_VERSION:-v0.8.0}"
+# KEDA: only its CRDs (ScaledObject, TriggerAuthentication), from the Go module
+# github.com/kedacore/keda/v2 (`cluster.sh keda-crds`; lib/keda.sh says why not v2.21.1).
+KEDA_VERSION="${KEDA_VERSION:-v2.21.0}"
 # Jaeger (v2, an OTLP receiver with a query API): the trace backend the tracing tests read spans from.
 JAEGER_VERSION="${JAEGER_VERSION:-v1.75.0}"
 PAUSE_IMAGE="${PAUSE_IMAGE:-registry.k8s.io/pause:3.10.1}"
@@ -25,6 +30,7 @@ CRICTL_BIN="$CACHE_ROOT/crictl/$CRICTL_VERSION/bin"
 HELM_BIN="$CACHE_ROOT/helm/$HELM_VERSION/bin"
 KWOK_BIN="$CACHE_ROOT/kwok/$KWOK_VERSION/bin"
 JAEGER_BIN="$CACHE_ROOT/jaeger/$JAEGER_VERSION/bin"
+METRICS_SERVER_BIN="$CACHE_ROOT/metrics-server/$METRICS_SERVER_VERSION/bin"
 IMAGE_CACHE="$CACHE_ROOT/images"
 
 # Runtime state of the local cluster: pids, certs, configs, logs, data.

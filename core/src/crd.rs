@@ -17,6 +17,12 @@ use std::collections::BTreeMap;
     kind = "Feature",
     namespaced,
     status = "FeatureStatus",
+    // `/scale`: a HorizontalPodAutoscaler or a KEDA ScaledObject can target a Feature.
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
     shortname = "feat",
     category = "eol",
     cel,
@@ -80,9 +86,34 @@ pub struct FeatureSpec {
     /// The audit record of each call (stdout always; a Redis stream when asked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<AuditSpec>,
+    /// A HorizontalPodAutoscaler the operator keeps for the feature, scaling `replicas` on the serving pods' CPU through the Feature's `/scale`. Unset: `replicas` is left to you (or to your own HPA or KEDA ScaledObject on `/scale`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
     /// Async calls (`Prefer: respond-async`): queued on the Redis stream `eol-queue:<feature>` and answered by every serving pod through one consumer group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<QueueSpec>,
+}
+
+/// The bounds and target of a Feature's HorizontalPodAutoscaler.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must not be above maxReplicas"))]
+pub struct AutoscalingSpec {
+    /// The fewest serving pods. Default 1.
+    #[serde(default = "default_replicas")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 1").message("minReplicas must be at least 1"))]
+    pub min_replicas: i32,
+    /// The most serving pods.
+    #[x_kube(validation = kube::core::Rule::new("self >= 1 && self <= 100").message("maxReplicas must be between 1 and 100"))]
+    pub max_replicas: i32,
+    /// The average CPU use of the serving pods to keep, as a percentage of their CPU request (`spec.resources`). Default 80.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 1").message("cpuUtilization must be at least 1"))]
+    pub cpu_utilization: Option<i32>,
+    /// Seconds the load must stay low before pods are removed (the HPA's scale-down stabilization window). Default 300.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 0 && self <= 3600").message("scaleDownStabilizationSeconds must be between 0 and 3600"))]
+    pub scale_down_stabilization_seconds: Option<i32>,
 }
 
 /// How a Feature's async calls are queued and answered.
@@ -455,6 +486,12 @@ pub struct FeatureStatus {
     /// Pods ready to serve.
     #[serde(default)]
     pub ready_replicas: i32,
+    /// Serving pods, ready or not (the `/scale` subresource's status replicas).
+    #[serde(default)]
+    pub replicas: i32,
+    /// The label selector of the serving pods, as a string (the `/scale` subresource's selector, for autoscalers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
     /// The configuration (hash of source, tests, phase and model settings) the Deployment runs or rolls out to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<String>,

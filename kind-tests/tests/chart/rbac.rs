@@ -106,6 +106,13 @@ fn expected_grants(managed_redis: bool) -> Grants {
         &[],
     );
     add("apps", "replicasets", &["list"], &[]);
+    // feature/apply.rs: a Feature's HorizontalPodAutoscaler (spec.autoscaling).
+    add(
+        "autoscaling",
+        "horizontalpodautoscalers",
+        &["get", "create", "patch", "delete"],
+        &[],
+    );
     // feature/access.rs: the reviewer ServiceAccount, applied by name.
     add(
         "",
@@ -420,6 +427,18 @@ async fn rbac_allows_the_operators_calls_and_refuses_the_rest() {
             ("apps", "deployments", "patch", "inventory"),
             ("apps", "deployments", "create", "inventory"),
             ("apps", "replicasets", "list", ""),
+            (
+                "autoscaling",
+                "horizontalpodautoscalers",
+                "patch",
+                "inventory",
+            ),
+            (
+                "autoscaling",
+                "horizontalpodautoscalers",
+                "delete",
+                "inventory",
+            ),
             ("", "serviceaccounts", "get", "eol-runner"),
             ("", "serviceaccounts", "create", "eol-runner"),
             ("", "serviceaccounts", "patch", "eol-runner"),
@@ -464,6 +483,9 @@ async fn rbac_allows_the_operators_calls_and_refuses_the_rest() {
             ("apps", "statefulsets", "create", "postgres"),
             ("apps", "statefulsets", "delete", "postgres"),
             ("apps", "deployments", "delete", "inventory"),
+            // It never scales a Feature itself: the HPA does, through /scale.
+            ("eol.dev", "features/scale", "update", "inventory"),
+            ("autoscaling", "horizontalpodautoscalers", "list", ""),
             // Runner pods are created and deleted, never changed or entered.
             ("", "pods", "update", "inventory-1"),
             ("", "pods", "patch", "inventory-1"),

@@ -11,6 +11,7 @@ use crate::run::children as run_children;
 use crate::source::Prepared;
 use eol_core::crd::{Feature, FeatureStatus};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec, Service};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
@@ -108,6 +109,60 @@ impl<'a> Children<'a> {
             .patch(&self.feature.name_any(), &apply(), &Patch::Apply(service))
             .await
             .map_err(Error::kube("apply the Service", &self.object))?;
+        Ok(())
+    }
+
+    /// Applies the Feature's HorizontalPodAutoscaler (`spec.autoscaling`),
+    /// unless the one there carries the same stamp; deletes it once
+    /// `spec.autoscaling` is gone (looked for only when the spec of a Feature
+    /// seen before changed, so a resync reads nothing).
+    pub(super) async fn apply_autoscaler(&self, previous: &FeatureStatus) -> Result<()> {
+        let api = self.api::<HorizontalPodAutoscaler>();
+        let name = self.feature.name_any();
+        let Some(hpa) = children::autoscaler(self.feature) else {
+            // A new Feature has none yet; an unchanged spec kept what it had.
+            let changed = previous
+                .observed_generation
+                .is_some_and(|seen| Some(seen) != self.feature.metadata.generation);
+            if !changed {
+                return Ok(());
+            }
+            let owned = api
+                .get_opt(&name)
+                .await
+                .map_err(Error::kube(
+                    "read the HorizontalPodAutoscaler",
+                    &self.object,
+                ))?
+                .is_some_and(|hpa| {
+                    hpa.owner_references()
+                        .iter()
+                        .any(|r| Some(&r.uid) == self.feature.metadata.uid.as_ref())
+                });
+            if owned {
+                api.delete(&name, &DeleteParams::default())
+                    .await
+                    .map_err(Error::kube(
+                        "delete the HorizontalPodAutoscaler",
+                        &self.object,
+                    ))?;
+            }
+            return Ok(());
+        };
+        let hpa = stamped(hpa);
+        let current = api.get_opt(&name).await.map_err(Error::kube(
+            "read the HorizontalPodAutoscaler",
+            &self.object,
+        ))?;
+        if current.as_ref().and_then(applied) == applied(&hpa) {
+            return Ok(());
+        }
+        api.patch(&name, &apply(), &Patch::Apply(hpa))
+            .await
+            .map_err(Error::kube(
+                "apply the HorizontalPodAutoscaler",
+                &self.object,
+            ))?;
         Ok(())
     }
 

@@ -11,6 +11,7 @@ use eol_core::runner_contract::RunnerCommand;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec, Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -171,7 +172,7 @@ pub fn deployment(
             pod::labels(COMPONENT, &feature.name_any()),
         ),
         spec: Some(DeploymentSpec {
-            replicas: Some(feature.spec.replicas),
+            replicas: Some(replicas(feature)),
             selector: LabelSelector {
                 match_labels: Some(selector(feature)),
                 ..LabelSelector::default()
@@ -190,6 +191,65 @@ pub fn deployment(
         }),
         ..Deployment::default()
     }
+}
+
+/// The serving pods wanted: `spec.replicas`, within `spec.autoscaling`'s bounds when set.
+pub fn replicas(feature: &Feature) -> i32 {
+    match &feature.spec.autoscaling {
+        Some(a) => feature
+            .spec
+            .replicas
+            .clamp(a.min_replicas, a.max_replicas.max(a.min_replicas)),
+        None => feature.spec.replicas,
+    }
+}
+
+/// The Feature's HorizontalPodAutoscaler (`spec.autoscaling`): it scales the
+/// Feature itself through `/scale`, so `spec.replicas` says what it decided.
+pub fn autoscaler(feature: &Feature) -> Option<HorizontalPodAutoscaler> {
+    use k8s_openapi::api::autoscaling::v2::{
+        CrossVersionObjectReference, HPAScalingRules, HorizontalPodAutoscalerBehavior,
+        HorizontalPodAutoscalerSpec, MetricSpec, MetricTarget, ResourceMetricSource,
+    };
+    let spec = feature.spec.autoscaling.as_ref()?;
+    Some(HorizontalPodAutoscaler {
+        metadata: meta(
+            feature,
+            feature.name_any(),
+            pod::labels(COMPONENT, &feature.name_any()),
+        ),
+        spec: Some(HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some(Feature::api_version(&()).into_owned()),
+                kind: Feature::kind(&()).into_owned(),
+                name: feature.name_any(),
+            },
+            min_replicas: Some(spec.min_replicas),
+            max_replicas: spec.max_replicas,
+            metrics: Some(vec![MetricSpec {
+                type_: "Resource".to_owned(),
+                resource: Some(ResourceMetricSource {
+                    name: "cpu".to_owned(),
+                    target: MetricTarget {
+                        type_: "Utilization".to_owned(),
+                        average_utilization: Some(spec.cpu_utilization.unwrap_or(80)),
+                        ..MetricTarget::default()
+                    },
+                }),
+                ..MetricSpec::default()
+            }]),
+            behavior: spec.scale_down_stabilization_seconds.map(|seconds| {
+                HorizontalPodAutoscalerBehavior {
+                    scale_down: Some(HPAScalingRules {
+                        stabilization_window_seconds: Some(seconds),
+                        ..HPAScalingRules::default()
+                    }),
+                    ..HorizontalPodAutoscalerBehavior::default()
+                }
+            }),
+        }),
+        ..HorizontalPodAutoscaler::default()
+    })
 }
 
 /// The Service named after the Feature.
@@ -284,6 +344,42 @@ mod tests {
         // Owned by the Feature, so deleting it removes the children.
         assert_eq!(d["metadata"]["ownerReferences"][0]["kind"], "Feature");
         assert_eq!(d["metadata"]["ownerReferences"][0]["controller"], true);
+    }
+
+    #[test]
+    fn autoscaling_makes_an_hpa_on_the_features_scale_and_bounds_the_replicas() {
+        assert!(autoscaler(&fixture(serde_json::json!({"source": {"inline": SOURCE}}))).is_none());
+        let f = fixture(
+            serde_json::json!({"source": {"inline": SOURCE}, "replicas": 7,
+            "autoscaling": {"minReplicas": 2, "maxReplicas": 5, "scaleDownStabilizationSeconds": 30}}),
+        );
+        assert_eq!(replicas(&f), 5, "spec.replicas above maxReplicas");
+        let hpa = serde_json::to_value(autoscaler(&f).expect("an HPA")).expect("json");
+        assert_eq!(
+            hpa["spec"]["scaleTargetRef"],
+            serde_json::json!({"apiVersion": "eol.dev/v1alpha1", "kind": "Feature", "name": "inventory"})
+        );
+        assert_eq!(
+            (
+                hpa["spec"]["minReplicas"].as_i64(),
+                hpa["spec"]["maxReplicas"].as_i64()
+            ),
+            (Some(2), Some(5))
+        );
+        assert_eq!(
+            hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+            80
+        );
+        assert_eq!(
+            hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"],
+            30
+        );
+        assert_eq!(hpa["metadata"]["ownerReferences"][0]["kind"], "Feature");
+        let (_, d) = built(
+            serde_json::json!({"source": {"inline": SOURCE}, "replicas": 0,
+            "autoscaling": {"maxReplicas": 3}}),
+        );
+        assert_eq!(d["spec"]["replicas"], 1, "minReplicas defaults to 1");
     }
 
     #[test]

@@ -111,6 +111,7 @@ async fn decide(
     children
         .apply_config_map(&children::config_map(feature, &prepared))
         .await?;
+    children.apply_autoscaler(previous).await?;
     let desired = children::pod_template(
         feature,
         &prepared,
@@ -159,13 +160,32 @@ async fn decide(
             .and_then(|s| s.ready_replicas)
             .unwrap_or(0),
     };
-    let decision = decide::rollout(decision, feature, previous, &prepared, observed);
+    let mut decision = decide::rollout(decision, feature, previous, &prepared, observed);
+    scale_status(&mut decision.status, feature, &deployment);
     let roll_back = match &decision.roll_back_to {
         Some(good) => template_of(children.replica_sets(&mut sets).await?, good),
         None => None,
     };
     children.prune(&decision.status, &prepared).await?;
     Ok((decision, roll_back))
+}
+
+/// What the Feature's `/scale` subresource reads: the serving pods and their selector.
+fn scale_status(
+    status: &mut FeatureStatus,
+    feature: &Feature,
+    deployment: &k8s_openapi::api::apps::v1::Deployment,
+) {
+    status.replicas = deployment
+        .status
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(0);
+    let selector: Vec<String> = children::selector(feature)
+        .into_iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect();
+    status.selector = Some(selector.join(","));
 }
 
 /// A shadow switch: the serving Deployment keeps the last good template, the
@@ -223,7 +243,8 @@ async fn run_shadow(
         ready_replicas: ready(&main),
         serving: serving_hash,
     };
-    let decision = shadow::decide(decision, feature, prepared, &spec, status, observed, now);
+    let mut decision = shadow::decide(decision, feature, prepared, &spec, status, observed, now);
+    scale_status(&mut decision.status, feature, &main);
     // A canary's weight follows the decision at once: the next step, or 0
     // when it ends (before its pods stop, so no call is forwarded to them).
     let weight = decision

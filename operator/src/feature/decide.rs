@@ -485,7 +485,7 @@ pub fn rollout(
 /// `readyReplicas` and the `Ready` condition.
 pub(super) fn ready(status: &mut FeatureStatus, feature: &Feature, ready: i32) {
     status.ready_replicas = ready;
-    let wanted = feature.spec.replicas;
+    let wanted = super::children::replicas(feature);
     let (value, why, message) = if wanted == 0 {
         (
             Status::True,

@@ -126,3 +126,49 @@ async fn the_hpa_scales_a_feature_from_one_to_three_pods_under_load_and_back() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_keda_example_passes_a_server_side_dry_run_against_kedas_crds() {
+    use eol_core::runner_contract::queue;
+    use eol_kind_tests::cli::{kubectl, must, text};
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    // KEDA's CRDs, from KEDA's Go module source (KEDA itself does not run).
+    let installed = std::process::Command::new(format!("{root}/kind-tests/cluster.sh"))
+        .arg("keda-crds")
+        .output()
+        .unwrap();
+    assert!(
+        installed.status.success(),
+        "kind-tests/cluster.sh keda-crds failed: {}",
+        text(&installed.stderr)
+    );
+    let example =
+        std::fs::read_to_string(format!("{root}/features/manifests/inventory-keda.yaml")).unwrap();
+    // The trigger watches the stream and group the serving pods use.
+    assert!(example.contains(&format!("stream: {}", queue::stream("inventory"))));
+    assert!(example.contains(&format!("consumerGroup: {}", queue::GROUP)));
+    in_namespace("keda", |env| async move {
+        let ns = env.namespace.clone();
+        let example = example.replace("eol-redis.shop.svc", &format!("eol-redis.{ns}.svc"));
+        let out = must(
+            kubectl(&["apply", "--dry-run=server", "--validate=strict", "-n", &ns, "-f", "-"], Some(&example)),
+            "the KEDA example's server-side dry run",
+        );
+        assert!(out.contains("scaledobject.keda.sh/inventory created (server dry run)"), "{out}");
+        assert!(out.contains("triggerauthentication.keda.sh/inventory-redis created (server dry run)"), "{out}");
+        // The dry run does check: a misspelled field is refused.
+        let wrong = example.replace("maxReplicaCount", "maxReplicaCuont");
+        let refused = kubectl(&["apply", "--dry-run=server", "--validate=strict", "-n", &ns, "-f", "-"], Some(&wrong));
+        assert!(!refused.status.success());
+        assert!(text(&refused.stderr).contains("unknown field \"spec.maxReplicaCuont\""), "{}", text(&refused.stderr));
+        // Its target exposes /scale, which KEDA's HPA drives.
+        env.create(&feature(
+            "inventory",
+            json!({"source": {"inline": eol_kind_tests::fixtures::INVENTORY}, "replicas": 1, "access": {"anonymous": true}}),
+        ))
+        .await;
+        let scale = env.api::<Feature>().get_scale("inventory").await.unwrap();
+        assert_eq!(scale.spec.unwrap().replicas, Some(1));
+    })
+    .await;
+}

@@ -70,6 +70,8 @@ echo "EOL_TEST_REDIS_URL=$EOL_TEST_REDIS_URL"
 # bring the cluster up and load the runner and Redis images first.
 echo "== cluster up, project images"
 kind-tests/cluster.sh up >"$LOG_DIR/cluster-up.log" 2>&1 || { tail -40 "$LOG_DIR/cluster-up.log" >&2; fail "the cluster did not come up (log above)"; }
+# metrics.k8s.io for the autoscaling tests (an HPA on real CPU), as clusters usually have.
+kind-tests/cluster.sh metrics up >"$LOG_DIR/metrics-up.log" 2>&1 || { tail -40 "$LOG_DIR/metrics-up.log" >&2; fail "metrics-server did not come up (log above)"; }
 kind-tests/cluster.sh project-images >"$LOG_DIR/project-images.log" 2>&1 || { tail -40 "$LOG_DIR/project-images.log" >&2; fail "the project images did not build (log above)"; }
 grep '^export ' "$LOG_DIR/project-images.log" || true
 

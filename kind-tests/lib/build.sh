@@ -132,5 +132,6 @@ build_all() {
   build_crictl
   build_k8s
   build_kwok # lib/fleet.sh
+  build_metrics_server # lib/metrics.sh
   build_jaeger
 }

@@ -35,6 +35,14 @@ pub struct QueueError {
     pub source: redis::RedisError,
 }
 
+impl QueueError {
+    /// Whether the stream or its group does not exist (yet): no call was ever
+    /// queued, or the Redis lost its data. Nothing to read, not a failure.
+    pub fn is_no_queue(&self) -> bool {
+        self.source.code() == Some("NOGROUP")
+    }
+}
+
 /// How a feature's queue behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueSettings {
@@ -205,7 +213,9 @@ pub struct Delivery {
 }
 
 // Enqueue: KEYS stream, record, idempotency key (or the empty string);
-// ARGV id, max length, ttl seconds, entry, record, idempotency value.
+// ARGV id, max length, ttl seconds, entry, record, idempotency value, group.
+// The first call makes the stream and its group (and any call remakes a
+// group that was lost): a feature that never queues a call leaves nothing in Redis.
 static ENQUEUE: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
@@ -215,6 +225,8 @@ if KEYS[3] ~= '' then
 end
 local depth = redis.call('XLEN', KEYS[1])
 if depth >= tonumber(ARGV[2]) then return {'full', tostring(depth)} end
+-- BUSYGROUP (it exists) is the usual answer: pcall keeps it from failing the script.
+redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[7], '0', 'MKSTREAM')
 redis.call('XADD', KEYS[1], '*', 'call', ARGV[4])
 redis.call('SET', KEYS[2], ARGV[5], 'EX', ARGV[3])
 if KEYS[3] ~= '' then redis.call('SET', KEYS[3], ARGV[6], 'EX', ARGV[3]) end
@@ -338,6 +350,7 @@ impl FeatureQueue {
             .arg(json(call))
             .arg(json(&record))
             .arg(format!("{} {input_sha256}", call.id))
+            .arg(queue::GROUP)
             .invoke_async(conn)
             .await
             .map_err(self.failed("enqueue a call"))?;
@@ -379,22 +392,6 @@ impl FeatureQueue {
             .query_async(conn)
             .await
             .map_err(self.failed("measure the queue"))
-    }
-
-    /// Creates the consumer group (and the stream) unless they exist.
-    pub async fn ensure_group(&self, conn: &mut impl ConnectionLike) -> Result<(), QueueError> {
-        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(&self.stream)
-            .arg(queue::GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(conn)
-            .await;
-        match created {
-            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-            other => other.map_err(self.failed("create the consumer group")),
-        }
     }
 
     /// Waits up to `block` for one new entry for `consumer` (on a connection

@@ -79,32 +79,32 @@ impl Queue {
         self.store.dedicated_connection().await
     }
 
-    /// Creates the consumer group (and the stream) unless they exist.
-    pub async fn ensure_group(&self) -> Result<(), StoreError> {
-        let mut conn = self.store.connection().await?;
-        self.queue.ensure_group(&mut conn).await.map_err(command)
-    }
-
-    /// Waits up to `block` for one new entry for `consumer`, on `conn` (a [`Self::worker_connection`]).
+    /// Waits up to `block` for one new entry for `consumer`, on `conn` (a
+    /// [`Self::worker_connection`]). With no queue yet (no call was ever
+    /// queued), waits `block` and finds nothing.
     pub async fn read(
         &self,
         conn: &mut MultiplexedConnection,
         consumer: &str,
         block: Duration,
     ) -> Result<Option<Delivery>, StoreError> {
-        self.queue
-            .read(conn, consumer, block)
-            .await
-            .map_err(command)
+        match self.queue.read(conn, consumer, block).await {
+            Err(e) if e.is_no_queue() => {
+                tokio::time::sleep(block).await;
+                Ok(None)
+            }
+            other => other.map_err(command),
+        }
     }
 
-    /// Takes over up to `count` entries of pods that stopped renewing them.
+    /// Takes over up to `count` entries of pods that stopped renewing them
+    /// (none while there is no queue).
     pub async fn reclaim(&self, consumer: &str, count: usize) -> Result<Vec<Delivery>, StoreError> {
         let mut conn = self.store.connection().await?;
-        self.queue
-            .reclaim(&mut conn, consumer, count)
-            .await
-            .map_err(command)
+        match self.queue.reclaim(&mut conn, consumer, count).await {
+            Err(e) if e.is_no_queue() => Ok(Vec::new()),
+            other => other.map_err(command),
+        }
     }
 
     /// Renews `consumer`'s claim on `entry`.

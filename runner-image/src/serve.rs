@@ -17,6 +17,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod listen;
 mod queue;
 mod shadow;
 
@@ -221,9 +222,7 @@ pub async fn serve(
             candidate.withdraw(&leaving.runtime).await;
         }
     };
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = listen::serve(listener, router(state), shutdown).await;
     if let Some(workers) = workers {
         let _ = workers.await;
     }

@@ -65,8 +65,17 @@ async fn bad_bodies_get_json_errors_and_every_call_leaves_an_audit_record() {
         (status, err["error"]["kind"].clone()),
         (413, json!("body_too_large"))
     );
-    // A client that promises a body and stops sending: 408 once the body timeout passes.
+    // A client that sends half its headers and stops: the connection is
+    // closed once the header timeout passes (it was held open for good).
     let address = server.url.trim_start_matches("http://").to_owned();
+    let mut half = tokio::net::TcpStream::connect(&address).await.unwrap();
+    half.write_all(
+        format!("POST /v1/operations/add_stock HTTP/1.1\r\nhost: {address}\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let half_sent = Instant::now();
+    // A client that promises a body and stops sending: 408 once the body timeout passes.
     let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
     slow.write_all(
         format!("POST /v1/operations/add_stock HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"sku\"").as_bytes(),
@@ -95,6 +104,17 @@ async fn bad_bodies_get_json_errors_and_every_call_leaves_an_audit_record() {
         started.elapsed() >= Duration::from_secs(9),
         "{:?}",
         started.elapsed()
+    );
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(30), half.read_to_end(&mut rest))
+        .await
+        .expect("the server closes a connection whose headers never end");
+    assert!(closed.is_ok() || rest.is_empty(), "{closed:?}");
+    let waited = half_sent.elapsed();
+    assert!(
+        (Duration::from_secs(9)..Duration::from_secs(20)).contains(&waited),
+        "closed after {waited:?}: {}",
+        String::from_utf8_lossy(&rest)
     );
     // An operation the feature does not have is one label, whatever its name.
     for name in ["nope", "nada"] {

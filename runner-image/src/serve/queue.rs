@@ -330,14 +330,6 @@ async fn worker(state: Arc<AppState>, queue: Queue, consumer: String, stop: watc
     // `has_changed` errs once the sender is gone (the server ended).
     while !*stop.borrow() && stop.has_changed().is_ok() {
         if conn.is_none() {
-            match queue.ensure_group().await {
-                Ok(()) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "async calls: the consumer group could not be made; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            }
             match queue.worker_connection().await {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
@@ -352,8 +344,6 @@ async fn worker(state: Arc<AppState>, queue: Queue, consumer: String, stop: watc
             Ok(Some(delivery)) => answer(&state, &queue, &consumer, delivery).await,
             Ok(None) => {}
             Err(e) => {
-                // A lost stream or group (Redis restarted empty) is made again
-                // with a new connection.
                 tracing::warn!(error = %e, "async calls: reading the queue failed; retrying");
                 conn = None;
                 tokio::time::sleep(Duration::from_secs(1)).await;

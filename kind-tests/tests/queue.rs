@@ -153,6 +153,7 @@ async fn a_thousand_async_calls_with_a_pod_killed_midway_are_each_answered_once(
         assert_eq!(vars.get("EOL_QUEUE_CLAIM_AFTER_SECONDS").map(String::as_str), Some("5"));
         assert_eq!(vars.get("EOL_QUEUE_CONCURRENCY").map(String::as_str), Some("4"));
         let victim = serving[0].metadata.name.clone().unwrap();
+        let survivor_ip = serving[1].status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap();
 
         let ip = env.api::<Service>().get("inventory").await.unwrap().spec.unwrap().cluster_ip.unwrap();
         let base = format!("http://{ip}");
@@ -193,6 +194,13 @@ async fn a_thousand_async_calls_with_a_pod_killed_midway_are_each_answered_once(
         };
         let pid = kill_serving_process(&victim);
         let killed_at = started.elapsed();
+        // The depth autoscalers read, on the other pod's /metrics (measured each second).
+        let text = client.get(format!("http://{survivor_ip}:8080/metrics")).send().await.unwrap().text().await.unwrap();
+        let depth: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("eol_queue_depth ")?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no eol_queue_depth: {text}"));
+        assert!(depth > 0.0, "eol_queue_depth {depth} while calls wait");
         let submitted = submitting.await.unwrap();
         let all_queued = started.elapsed();
         let ids: BTreeMap<usize, String> = submitted.iter().map(|(n, id, _)| (*n, id.clone())).collect();
@@ -251,7 +259,7 @@ async fn a_thousand_async_calls_with_a_pod_killed_midway_are_each_answered_once(
         assert_eq!(r.status(), 401);
 
         eprintln!(
-            "evidence: {CALLS} calls queued in {:.1} s ({retried} retried with their key), pod {victim} (pid {pid}) killed at {:.1} s with {answered_before_kill} answered, \
+            "evidence: {CALLS} calls queued in {:.1} s ({retried} retried with their key), pod {victim} (pid {pid}) killed at {:.1} s with {answered_before_kill} answered (eol_queue_depth {depth}), \
              all answered at {:.1} s; {taken_over} taken over from the killed pod, {twice} of them ran twice; container restarts {restarts}",
             all_queued.as_secs_f64(),
             killed_at.as_secs_f64(),

@@ -72,7 +72,10 @@ async fn the_hpa_scales_a_feature_from_one_to_three_pods_under_load_and_back() {
         );
         assert_eq!((spec.min_replicas, spec.max_replicas), (Some(1), 3));
 
-        // Load: eight callers, each call ~0.1 s of Python.
+        // Until kube-proxy has programmed the new Service, its address is not
+        // routed to the pods (calls fail fast, by the thousand): wait for it.
+        eol_kind_tests::fixtures::first_answer(&env, "burner", "burn", json!({"n": 10})).await;
+        // Load: eight callers, each call some 20 ms of Python.
         let ip = env.api::<Service>().get("burner").await.unwrap().spec.unwrap().cluster_ip.unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let (calls, failures) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -116,11 +119,14 @@ async fn the_hpa_scales_a_feature_from_one_to_three_pods_under_load_and_back() {
         })
         .await;
         let down = quiet.elapsed();
+        let (calls, failures) = (calls.load(Ordering::Relaxed), failures.load(Ordering::Relaxed));
+        // New pods join the Service only once ready; a stray failure is allowed, not a pattern.
+        assert!(failures * 100 <= calls, "{failures} of {} calls failed", calls + failures);
         eprintln!(
             "evidence: 1 -> 3 pods {:.0} s after the load began (HPA saw {utilization}% of the CPU request; {} calls, {} failed), 3 -> 1 {:.0} s after it stopped",
             up.as_secs_f64(),
-            calls.load(Ordering::Relaxed),
-            failures.load(Ordering::Relaxed),
+            calls,
+            failures,
             down.as_secs_f64()
         );
     })

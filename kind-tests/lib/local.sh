@@ -363,7 +363,8 @@ local_down() {
   [[ -z "$left" ]] || log "warning: processes still in cluster cgroups: $left"
   log "no tracked process left; removing mounts, network and cgroups"
   # Mounts made by containerd and the kubelet, deepest first.
-  findmnt -rn -o TARGET | grep -E "^$STATE_DIR/" | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  # (`|| true`: with nothing mounted, grep's status 1 would end `down` here under pipefail.)
+  { findmnt -rn -o TARGET | grep -E "^$STATE_DIR/" || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   # Pod network namespaces created by containerd's CRI (its fixed location).
   for m in /var/run/netns/cni-*; do
     [[ -e "$m" ]] || continue

@@ -149,7 +149,7 @@ async fn the_keda_example_passes_a_server_side_dry_run_against_kedas_crds() {
         text(&installed.stderr)
     );
     let example =
-        std::fs::read_to_string(format!("{root}/features/manifests/inventory-keda.yaml")).unwrap();
+        std::fs::read_to_string(format!("{root}/features/manifests/keda/inventory.yaml")).unwrap();
     // The trigger watches the stream and group the serving pods use.
     assert!(example.contains(&format!("stream: {}", queue::stream("inventory"))));
     assert!(example.contains(&format!("consumerGroup: {}", queue::GROUP)));

@@ -637,6 +637,12 @@ fn application_syncs_the_feature_manifests() {
         .expect("spec.source.path")
         .trim_end_matches('/');
     assert_eq!(path, "features/manifests");
+    // Not recursive: features/manifests/keda/ holds an example that needs KEDA.
+    assert_ne!(
+        source["directory"]["recurse"],
+        Value::Bool(true),
+        "the Application must not sync features/manifests/keda/"
+    );
     assert!(
         app["spec"]["destination"]["namespace"]
             .as_str()

@@ -297,8 +297,9 @@ async fn feature_runs_in_queue_mode_are_answered_by_the_serving_pods_with_no_pod
         for n in 0..RUNS {
             env.create(&feature_run(
                 &format!("add-{n}"),
+                // A timeout, which once ended mode-Queue runs at once (no start time yet).
                 json!({"featureRef": "inventory", "mode": "Queue", "operation": "add_stock",
-                       "input": {"sku": format!("RUN-{n:02}"), "quantity": n + 1}}),
+                       "input": {"sku": format!("RUN-{n:02}"), "quantity": n + 1}, "timeoutSeconds": 120}),
             ))
             .await;
         }

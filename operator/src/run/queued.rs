@@ -165,7 +165,13 @@ pub(super) async fn reconcile(
     if let Some(wait) = wait_for_redis(ctx, run, ns, &mut status).await? {
         return Ok(wait);
     }
-    let remaining = remaining_seconds(run, status.start_time.as_ref());
+    // From when the call was queued, or, before that (a full queue), from
+    // the run's creation: never from nothing (no start reads as long ago).
+    let since = status
+        .start_time
+        .as_ref()
+        .or(run.metadata.creation_timestamp.as_ref());
+    let remaining = remaining_seconds(run, since);
     if remaining.is_some_and(|r| r <= 0) {
         let message = format!(
             "the run did not finish within timeoutSeconds ({}s); its call may still run",

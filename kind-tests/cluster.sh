@@ -21,6 +21,9 @@
 #   cluster.sh metrics down       unregister metrics.k8s.io and stop metrics-server (`down` stops it too)
 #   cluster.sh metrics status     metrics-server's pid, the APIService, kubectl top pods -A
 #   cluster.sh keda-crds          server-side apply KEDA's ScaledObject/TriggerAuthentication CRDs (no KEDA runs)
+#   cluster.sh restart NAME [--kill]  stop one component (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+#                                 containerd, kubelet, kube-proxy; --kill: SIGKILL, as a crash) and start it again with
+#                                 its flags; returns once it serves (the chaos tests)
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$HERE/lib/common.sh"
@@ -86,7 +89,9 @@ case "$cmd:$(mode)" in
   metrics:local) metrics "$@" ;;
   metrics:kind) die "metrics: only with the local cluster (metrics-server runs as a local process against it)" ;;
   keda-crds:local) keda_apply_crds ;;
+  restart:local) restart_component "$@" ;;
+  restart:kind) die "restart: only with the local cluster (its components are local processes)" ;;
   keda-crds:kind) die "keda-crds: written for the local cluster only (not tried with kind)" ;;
   build:*) apt_ensure buildah gcc libc6-dev busybox-static debootstrap; build_all; build_helm; build_images ;;
-  *) sed -n '6,23p' "$0" >&2; exit 2 ;;
+  *) sed -n '6,26p' "$0" >&2; exit 2 ;;
 esac

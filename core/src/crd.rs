@@ -157,6 +157,10 @@ pub struct AccessSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = kube::core::Rule::new("self >= 1").message("reviewCacheSize must be at least 1"))]
     pub review_cache_size: Option<i32>,
+    /// While the API server cannot be reached (a restart, an upgrade), a caller whose token and access a pod reviewed within this many seconds is still answered with that review, as the API server's own webhook token cache does; a revoked token keeps working that long only during such an outage. Default 300; 0 answers 503 `auth_unavailable` once `reviewCacheSeconds` has passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 0 && self <= 86400").message("reviewStaleSeconds must be between 0 and 86400"))]
+    pub review_stale_seconds: Option<i32>,
 }
 
 /// The audit record every call leaves: who (user, groups), the operation, the phase, the outcome, the duration, the input's SHA-256 and the trace id.
@@ -608,7 +612,7 @@ pub struct FeatureRunStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
     /// `Succeeded`: Unknown while running (reasons Pending, Running), True (Succeeded), or False
-    /// (Failed, TimedOut, Cancelled, SpecInvalid, FeatureNotFound).
+    /// (Failed, Evicted, TimedOut, Cancelled, SpecInvalid, FeatureNotFound).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -73,6 +73,8 @@ pub mod env {
     pub const AUTH_CACHE_SECONDS: &str = "EOL_AUTH_CACHE_SECONDS";
     /// The most reviews kept.
     pub const AUTH_CACHE_SIZE: &str = "EOL_AUTH_CACHE_SIZE";
+    /// How long a review may still answer while the API server cannot be asked, in seconds.
+    pub const AUTH_STALE_SECONDS: &str = "EOL_AUTH_STALE_SECONDS";
     /// Where `eol serve` writes each call's audit record: `stdout` or `off` (the default).
     pub const AUDIT: &str = "EOL_AUDIT";
     /// Also append audit records to the feature's Redis stream, trimmed to about this many.

@@ -207,6 +207,102 @@ host_setup() {
 
 # ---------------------------------------------------------------- up
 
+# Starts one of COMPONENTS with its flags and waits until it serves: used by
+# `up` and by `restart` (the chaos tests), so a restarted component runs
+# exactly as the first one did.
+start_component() { # name
+  case "$1" in
+    etcd)
+      start_proc etcd "$ETCD_BIN/etcd" --name "$NODE_NAME" --data-dir "$STATE_DIR/etcd" \
+        --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
+        --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+        --initial-cluster "$NODE_NAME=http://127.0.0.1:2380" --listen-metrics-urls http://127.0.0.1:2381
+      wait_for "etcd" 60 curl -fsS http://127.0.0.1:2379/health
+      ;;
+    kube-apiserver)
+      start_proc kube-apiserver "$K8S_BIN/kube-apiserver" \
+        --etcd-servers=http://127.0.0.1:2379 \
+        --bind-address=0.0.0.0 --secure-port=6443 --advertise-address="$NODE_IP" \
+        --service-cluster-ip-range="$SERVICE_CIDR" \
+        --client-ca-file="$PKI_DIR/ca.crt" \
+        --tls-cert-file="$PKI_DIR/apiserver.crt" --tls-private-key-file="$PKI_DIR/apiserver.key" \
+        --kubelet-client-certificate="$PKI_DIR/apiserver-kubelet-client.crt" \
+        --kubelet-client-key="$PKI_DIR/apiserver-kubelet-client.key" \
+        --kubelet-certificate-authority="$PKI_DIR/ca.crt" \
+        --kubelet-preferred-address-types=InternalIP \
+        --service-account-key-file="$PKI_DIR/sa.pub" \
+        --service-account-signing-key-file="$PKI_DIR/sa.key" \
+        --service-account-issuer="https://kubernetes.default.svc.$CLUSTER_DOMAIN" \
+        --requestheader-client-ca-file="$PKI_DIR/front-proxy-ca.crt" \
+        --requestheader-allowed-names=front-proxy-client \
+        --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+        --requestheader-extra-headers-prefix=X-Remote-Extra- \
+        --proxy-client-cert-file="$PKI_DIR/front-proxy-client.crt" \
+        --proxy-client-key-file="$PKI_DIR/front-proxy-client.key" \
+        --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
+        --allow-privileged=true --profiling=false
+      wait_for "kube-apiserver /readyz" 120 kctl get --raw /readyz
+      ;;
+    kube-controller-manager)
+      start_proc kube-controller-manager "$K8S_BIN/kube-controller-manager" \
+        --kubeconfig="$STATE_DIR/controller-manager.kubeconfig" \
+        --authentication-kubeconfig="$STATE_DIR/controller-manager.kubeconfig" \
+        --authorization-kubeconfig="$STATE_DIR/controller-manager.kubeconfig" \
+        --bind-address=127.0.0.1 --leader-elect=false \
+        --service-account-private-key-file="$PKI_DIR/sa.key" --root-ca-file="$PKI_DIR/ca.crt" \
+        --cluster-signing-cert-file="$PKI_DIR/ca.crt" --cluster-signing-key-file="$PKI_DIR/ca.key" \
+        --use-service-account-credentials=true \
+        --service-cluster-ip-range="$SERVICE_CIDR" \
+        --enable-hostpath-provisioner=true
+      ;;
+    kube-scheduler)
+      # A StatefulSet pod scheduled in the instant before its claim exists is parked
+      # as "unbound PVC ... not found" and, here, not requeued when the claim binds
+      # (seen with v1.34.4): let parked pods be retried after 10 s instead of 5 min.
+      start_proc kube-scheduler "$K8S_BIN/kube-scheduler" \
+        --kubeconfig="$STATE_DIR/scheduler.kubeconfig" \
+        --authentication-kubeconfig="$STATE_DIR/scheduler.kubeconfig" \
+        --authorization-kubeconfig="$STATE_DIR/scheduler.kubeconfig" \
+        --bind-address=127.0.0.1 --leader-elect=false \
+        --pod-max-in-unschedulable-pods-duration=10s
+      ;;
+    containerd)
+      start_proc containerd /usr/bin/containerd --config "$STATE_DIR/containerd/config.toml"
+      wait_for "containerd" 60 ctr_ version
+      ;;
+    kubelet)
+      start_proc kubelet "$K8S_BIN/kubelet" --config="$STATE_DIR/kubelet/config.yaml" \
+        --kubeconfig="$STATE_DIR/kubelet.kubeconfig" --root-dir="$STATE_DIR/kubelet" \
+        --hostname-override="$NODE_NAME" --node-ip="$NODE_IP"
+      wait_for "kubelet /healthz" 60 curl -fsS http://127.0.0.1:10248/healthz
+      ;;
+    kube-proxy)
+      start_proc kube-proxy "$K8S_BIN/kube-proxy" --config="$STATE_DIR/kube-proxy.yaml"
+      ;;
+    *) die "unknown component $1 (one of ${COMPONENTS[*]})" ;;
+  esac
+}
+
+# Stops a running component (SIGTERM, then SIGKILL after 10 s; with --kill at
+# once, as a crash) and starts it again with the same flags. Pods keep
+# running through a kubelet or containerd restart: their shims are separate
+# processes.
+restart_component() { # name [--kill]
+  local name=${1:-} t0=$SECONDS pid
+  [[ " ${COMPONENTS[*]} " == *" $name "* ]] || die "restart: name one of ${COMPONENTS[*]}"
+  proc_alive "$name" || die "restart: $name is not running (is the cluster up? kind-tests/cluster.sh status)"
+  if [[ "${2:-}" == --kill ]]; then
+    pid=$(proc_pid "$name"); kill -KILL "$pid"
+    for _ in $(seq 50); do proc_alive "$name" || break; sleep 0.1; done
+    rm -f "$PID_DIR/$name.pid"; log "killed $name (pid $pid)"
+  else
+    stop_proc "$name"
+  fi
+  NODE_IP=$(cat "$STATE_DIR/node-ip")
+  start_component "$name"
+  log "restarted $name in $((SECONDS - t0))s"
+}
+
 components_healthy() {
   local c
   for c in "${COMPONENTS[@]}"; do proc_alive "$c" || return 1; done
@@ -236,72 +332,20 @@ local_up() {
   make_pki
   write_configs
 
-  start_proc etcd "$ETCD_BIN/etcd" --name "$NODE_NAME" --data-dir "$STATE_DIR/etcd" \
-    --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
-    --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
-    --initial-cluster "$NODE_NAME=http://127.0.0.1:2380" --listen-metrics-urls http://127.0.0.1:2381
-  wait_for "etcd" 60 curl -fsS http://127.0.0.1:2379/health
-
-  start_proc kube-apiserver "$K8S_BIN/kube-apiserver" \
-    --etcd-servers=http://127.0.0.1:2379 \
-    --bind-address=0.0.0.0 --secure-port=6443 --advertise-address="$NODE_IP" \
-    --service-cluster-ip-range="$SERVICE_CIDR" \
-    --client-ca-file="$PKI_DIR/ca.crt" \
-    --tls-cert-file="$PKI_DIR/apiserver.crt" --tls-private-key-file="$PKI_DIR/apiserver.key" \
-    --kubelet-client-certificate="$PKI_DIR/apiserver-kubelet-client.crt" \
-    --kubelet-client-key="$PKI_DIR/apiserver-kubelet-client.key" \
-    --kubelet-certificate-authority="$PKI_DIR/ca.crt" \
-    --kubelet-preferred-address-types=InternalIP \
-    --service-account-key-file="$PKI_DIR/sa.pub" \
-    --service-account-signing-key-file="$PKI_DIR/sa.key" \
-    --service-account-issuer="https://kubernetes.default.svc.$CLUSTER_DOMAIN" \
-    --requestheader-client-ca-file="$PKI_DIR/front-proxy-ca.crt" \
-    --requestheader-allowed-names=front-proxy-client \
-    --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
-    --requestheader-extra-headers-prefix=X-Remote-Extra- \
-    --proxy-client-cert-file="$PKI_DIR/front-proxy-client.crt" \
-    --proxy-client-key-file="$PKI_DIR/front-proxy-client.key" \
-    --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
-    --allow-privileged=true --profiling=false
-  wait_for "kube-apiserver /readyz" 120 kctl get --raw /readyz
-
-  start_proc kube-controller-manager "$K8S_BIN/kube-controller-manager" \
-    --kubeconfig="$STATE_DIR/controller-manager.kubeconfig" \
-    --authentication-kubeconfig="$STATE_DIR/controller-manager.kubeconfig" \
-    --authorization-kubeconfig="$STATE_DIR/controller-manager.kubeconfig" \
-    --bind-address=127.0.0.1 --leader-elect=false \
-    --service-account-private-key-file="$PKI_DIR/sa.key" --root-ca-file="$PKI_DIR/ca.crt" \
-    --cluster-signing-cert-file="$PKI_DIR/ca.crt" --cluster-signing-key-file="$PKI_DIR/ca.key" \
-    --use-service-account-credentials=true \
-    --service-cluster-ip-range="$SERVICE_CIDR" \
-    --enable-hostpath-provisioner=true
+  local c
+  for c in etcd kube-apiserver kube-controller-manager; do start_component "$c"; done
   # The built-in hostPath provisioner makes root-owned 0750 directories, and
   # fsGroup does not apply to hostPath: non-root pods (the managed Redis) could
   # not write their volume. Open them up as kind's local-path provisioner does (0777).
   mkdir -p /tmp/hostpath_pv
   start_proc hostpath-permissions /bin/bash -c \
     'while sleep 0.5; do find /tmp/hostpath_pv -mindepth 1 -maxdepth 1 -type d ! -perm 0777 -exec chmod 0777 {} + 2>/dev/null; done'
-  # A StatefulSet pod scheduled in the instant before its claim exists is parked
-  # as "unbound PVC ... not found" and, here, not requeued when the claim binds
-  # (seen with v1.34.4): let parked pods be retried after 10 s instead of 5 min.
-  start_proc kube-scheduler "$K8S_BIN/kube-scheduler" \
-    --kubeconfig="$STATE_DIR/scheduler.kubeconfig" \
-    --authentication-kubeconfig="$STATE_DIR/scheduler.kubeconfig" \
-    --authorization-kubeconfig="$STATE_DIR/scheduler.kubeconfig" \
-    --bind-address=127.0.0.1 --leader-elect=false \
-    --pod-max-in-unschedulable-pods-duration=10s
-
-  start_proc containerd /usr/bin/containerd --config "$STATE_DIR/containerd/config.toml"
-  wait_for "containerd" 60 ctr_ version
+  for c in kube-scheduler containerd; do start_component "$c"; done
   local tar
   for tar in "$IMAGE_CACHE/pause.tar" "$IMAGE_CACHE/coredns-$COREDNS_VERSION.tar"; do
     ctr_ images import "$tar" >/dev/null
   done
-
-  start_proc kubelet "$K8S_BIN/kubelet" --config="$STATE_DIR/kubelet/config.yaml" \
-    --kubeconfig="$STATE_DIR/kubelet.kubeconfig" --root-dir="$STATE_DIR/kubelet" \
-    --hostname-override="$NODE_NAME" --node-ip="$NODE_IP"
-  start_proc kube-proxy "$K8S_BIN/kube-proxy" --config="$STATE_DIR/kube-proxy.yaml"
+  for c in kubelet kube-proxy; do start_component "$c"; done
 
   wait_for "node $NODE_NAME Ready" 180 kctl wait --for=condition=Ready "node/$NODE_NAME" --timeout=5s
   apply_addons

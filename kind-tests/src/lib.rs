@@ -6,6 +6,7 @@
 //! The cluster must be up (`kind-tests/cluster.sh up`) with the project images
 //! loaded (`kind-tests/cluster.sh project-images`); `scripts/test.sh` does both.
 
+pub mod chaos;
 pub mod cli;
 pub mod fixtures;
 pub mod fleet;

@@ -38,6 +38,10 @@ pub struct RunOptions {
     /// Namespace of the Lease (default: the pod's, from POD_NAMESPACE, else `default`).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub lease_namespace: String,
+    /// Seconds the Lease holds without renewal: a leader that died without
+    /// releasing it (SIGKILL, a lost node) is replaced after about this long.
+    #[arg(long, env = "EOL_LEASE_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=300))]
+    pub lease_seconds: u64,
     /// Reconciles run at once per controller.
     #[arg(long, env = "EOL_CONCURRENCY", default_value_t = 8)]
     pub concurrency: u16,
@@ -141,8 +145,9 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
         let building = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), "eol-operator")
             .with_namespace(&options.lease_namespace)
             .with_identity(identity.clone())
-            .with_duration(15)
-            .with_grace(5)
+            .with_duration(options.lease_seconds)
+            // Renewed a third of the way before it runs out, as the default 15/5.
+            .with_grace((options.lease_seconds / 3).max(1))
             .build();
         let manager = tokio::select! {
             built = building => built.map_err(RunError::Lease)?,

@@ -384,13 +384,20 @@ async fn call_operation(
                 Err(refusal) => {
                     let status = StatusCode::from_u16(refusal.status())
                         .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-                    let response = error_response(
+                    let mut response = error_response(
                         &state,
                         &operation,
                         status,
                         refusal.kind(),
                         refusal.message().to_owned(),
                     );
+                    if status == StatusCode::SERVICE_UNAVAILABLE {
+                        // The API server is away for a moment (a restart): ask again soon.
+                        response.headers_mut().insert(
+                            axum::http::header::RETRY_AFTER,
+                            axum::http::HeaderValue::from(1u64),
+                        );
+                    }
                     let caller = match refusal {
                         Refusal::Forbidden(caller, _) => CallerOf::Refused(caller),
                         _ => CallerOf::Anonymous,

@@ -250,6 +250,7 @@ async fn an_api_server_that_cannot_be_reached_gives_503_and_nothing_is_cached() 
     for _ in 0..2 {
         let answer = call("some-token").await.unwrap();
         assert_eq!(answer.status(), 503);
+        assert_eq!(answer.headers()["retry-after"], "1", "ask again soon");
         let body: Value = answer.json().await.unwrap();
         assert_eq!(body["error"]["kind"], "auth_unavailable", "{body}");
         assert!(

@@ -131,6 +131,9 @@ pub fn secure(template: &mut PodTemplateSpec, feature: &Feature) {
         if let Some(size) = access.review_cache_size {
             env.push(pod::env(vars::AUTH_CACHE_SIZE, size.to_string()));
         }
+        if let Some(seconds) = access.review_stale_seconds {
+            env.push(pod::env(vars::AUTH_STALE_SECONDS, seconds.to_string()));
+        }
         // The kubelet mounts a bound, expiring, rotated token (read-only, under
         // /var/run/secrets/kubernetes.io/serviceaccount) that the runner's
         // client re-reads; it may only create the two reviews.
@@ -306,6 +309,7 @@ mod tests {
             audiences: vec!["orders".to_owned(), "shop".to_owned()],
             review_cache_seconds: Some(0),
             review_cache_size: Some(50),
+            review_stale_seconds: Some(60),
         };
         let audit = AuditSpec {
             stream_max_length: Some(1000),
@@ -316,6 +320,7 @@ mod tests {
         assert_eq!(env[vars::AUTH_AUDIENCES], "orders,shop");
         assert_eq!(env[vars::AUTH_CACHE_SECONDS], "0");
         assert_eq!(env[vars::AUTH_CACHE_SIZE], "50");
+        assert_eq!(env[vars::AUTH_STALE_SECONDS], "60");
         assert_eq!(env[vars::AUDIT_STREAM_MAX_LENGTH], "1000");
         assert_eq!(env[vars::AUDIT_INPUT], "true");
     }

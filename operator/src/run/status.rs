@@ -4,7 +4,7 @@
 use super::children;
 use crate::conditions::Status;
 use eol_core::crd::{RunReport, RunSummary};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// The FeatureRun's one condition type (Tekton's): Unknown while the run runs, then True or False.
@@ -22,6 +22,8 @@ pub mod reason {
     pub const SUCCEEDED: &str = "Succeeded";
     /// The run failed (after its retries).
     pub const FAILED: &str = "Failed";
+    /// The node evicted the runner pod (memory or disk pressure) and no retry was left.
+    pub const EVICTED: &str = "Evicted";
     /// The run took longer than `timeoutSeconds`.
     pub const TIMED_OUT: &str = "TimedOut";
     /// `spec.cancel` was set.
@@ -61,6 +63,23 @@ pub struct Observation {
     /// A pending pod that will not start by itself waiting: the scheduler
     /// cannot place it, or its container cannot be created.
     pub stuck: bool,
+}
+
+/// Why a runner that left no report ended, from its container's last state.
+fn exit_message(t: &ContainerStateTerminated) -> String {
+    match t.reason.as_deref() {
+        // What the kubelet records for a container whose state the runtime
+        // lost (containerd or the kubelet restarted while it ran): the
+        // runner's own exit is unknown, and its work may have been done.
+        Some(lost @ ("Unknown" | "ContainerStatusUnknown")) => format!(
+            "the runner's end was not recorded: the node lost its container's state \
+             (exit code {}, {lost}; the container runtime or kubelet restarted while it ran); \
+             its operation may have run",
+            t.exit_code
+        ),
+        Some(reason) => format!("the runner exited with code {} ({reason})", t.exit_code),
+        None => format!("the runner exited with code {}", t.exit_code),
+    }
 }
 
 /// Reads the run's state from its latest pod; `retries` is `spec.retries`.
@@ -113,21 +132,18 @@ pub fn observe(pod: &Pod, retries: i32) -> Observation {
             ..base
         },
         Some("Failed") => {
-            let error = report
-                .as_ref()
-                .and_then(|r| r.error.clone())
-                .or_else(|| {
-                    terminated.as_ref().map(|t| {
-                        format!(
-                            "the runner exited with code {}{}",
-                            t.exit_code,
-                            t.reason
-                                .as_deref()
-                                .map(|r| format!(" ({r})"))
-                                .unwrap_or_default()
-                        )
-                    })
+            // The kubelet evicts pods under memory or disk pressure: the pod's
+            // reason says so, whatever its container's exit.
+            let evicted = status.reason.as_deref() == Some("Evicted");
+            let error = evicted
+                .then(|| {
+                    format!(
+                        "the node evicted the runner pod: {}",
+                        status.message.as_deref().unwrap_or("no reason given")
+                    )
                 })
+                .or_else(|| report.as_ref().and_then(|r| r.error.clone()))
+                .or_else(|| terminated.as_ref().map(exit_message))
                 .or(status.message.clone())
                 .unwrap_or_else(|| "the runner pod failed".to_owned());
             if i64::from(attempt) <= i64::from(retries) {
@@ -143,7 +159,11 @@ pub fn observe(pod: &Pod, retries: i32) -> Observation {
             } else {
                 Observation {
                     status: Status::False,
-                    reason: reason::FAILED,
+                    reason: if evicted {
+                        reason::EVICTED
+                    } else {
+                        reason::FAILED
+                    },
                     message: error,
                     completion_time: ended,
                     ..base
@@ -251,6 +271,63 @@ mod tests {
         // No report (killed): the exit code speaks.
         let o = observe(&pod("Failed", 1, "", 137), 0);
         assert_eq!(o.message, "the runner exited with code 137");
+    }
+
+    #[test]
+    fn an_evicted_pod_is_retried_then_reported_as_evicted() {
+        let evicted = |attempt| {
+            let mut p = pod("Failed", attempt, "", 137);
+            let status = p.status.as_mut().unwrap();
+            status.reason = Some("Evicted".to_owned());
+            status.message = Some("The node was low on resource: memory.".to_owned());
+            p
+        };
+        let o = observe(&evicted(1), 1);
+        assert_eq!((o.reason, o.retry), (reason::RETRYING, Some(2)));
+        assert_eq!(
+            o.message,
+            "attempt 1 of 2 failed: the node evicted the runner pod: The node was low on resource: memory."
+        );
+        let o = observe(&evicted(2), 1);
+        assert_eq!(
+            (o.status, o.reason, o.retry),
+            (Status::False, reason::EVICTED, None)
+        );
+        assert_eq!(
+            o.message,
+            "the node evicted the runner pod: The node was low on resource: memory."
+        );
+    }
+
+    #[test]
+    fn a_container_state_the_node_lost_is_said_in_words() {
+        // What the kubelet records when containerd restarted under a running runner.
+        let mut p = pod("Failed", 1, "", 255);
+        p.status
+            .as_mut()
+            .unwrap()
+            .container_statuses
+            .as_mut()
+            .unwrap()[0]
+            .state
+            .as_mut()
+            .unwrap()
+            .terminated
+            .as_mut()
+            .unwrap()
+            .reason = Some("Unknown".to_owned());
+        let o = observe(&p, 0);
+        assert_eq!((o.status, o.reason), (Status::False, reason::FAILED));
+        assert!(
+            o.message.starts_with("the runner's end was not recorded: the node lost its container's state (exit code 255, Unknown;"),
+            "{}",
+            o.message
+        );
+        assert!(
+            o.message.ends_with("its operation may have run"),
+            "{}",
+            o.message
+        );
     }
 
     #[test]

@@ -169,6 +169,10 @@ pub(super) enum Command {
         /// The feature file (NAME.eol).
         file: PathBuf,
     },
+    /// Run a corpus of hostile code (imports, dunder and frame walks, file and network access, fork, CPU, memory and
+    /// sleep bombs) in this machine's sandbox, past the static check, and report what each came to; exit 1 if one
+    /// was not refused as expected. E.g. `kubectl exec <serving pod> -- eol sandbox-probe`.
+    SandboxProbe,
     /// Print a shell completion script (e.g. `eol completions bash > /etc/bash_completion.d/eol`).
     Completions {
         /// The shell.

@@ -11,6 +11,7 @@ mod generate;
 mod mcp;
 mod run;
 mod run_report;
+mod sandbox_probe;
 mod serve;
 mod switch;
 mod test;
@@ -224,5 +225,6 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             no_test_gate,
         } => serve::serve(&cli, file, tests.as_deref(), listen, *no_test_gate).await,
         Command::Completions { shell } => completions::completions(*shell),
+        Command::SandboxProbe => sandbox_probe::sandbox_probe(&cli).await,
     }
 }

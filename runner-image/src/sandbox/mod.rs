@@ -8,6 +8,7 @@
 
 mod limits;
 mod pool;
+pub mod probe;
 mod protocol;
 mod worker;
 

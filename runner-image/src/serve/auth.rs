@@ -8,6 +8,12 @@
 //! `kubectl create role/rolebinding` decides who may call what. Both answers
 //! are kept briefly in bounded caches keyed by the token's SHA-256 (the token
 //! itself is never kept), so a warm caller costs a hash and two lookups.
+//!
+//! While the API server cannot be asked (a restart, an upgrade), a caller
+//! whose reviews are younger than the stale window (default 5 minutes) is
+//! answered with them, as the API server's own webhook token cache would:
+//! serving pods keep serving the callers they know through a control-plane
+//! outage, and refuse (503) only those they never saw.
 
 use eol_core::runner_contract::{DEFAULT_AUDIENCE, access, env};
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, UserInfo};
@@ -23,6 +29,8 @@ use std::time::Duration;
 pub const DEFAULT_CACHE_SECONDS: u64 = 10;
 /// How many reviews are kept unless configured.
 pub const DEFAULT_CACHE_SIZE: u64 = 10_000;
+/// How long a review may answer while the API server cannot be asked, unless configured.
+pub const DEFAULT_STALE_SECONDS: u64 = 300;
 
 /// What [`Reviewer`] checks callers against.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +45,9 @@ pub struct AuthSettings {
     pub cache_ttl: Duration,
     /// The most reviews kept, of each kind.
     pub cache_size: u64,
+    /// How long a review may still answer while the API server cannot be
+    /// asked; zero: not at all.
+    pub stale_ttl: Duration,
 }
 
 impl AuthSettings {
@@ -104,6 +115,7 @@ impl AuthSettings {
             },
             cache_ttl: Duration::from_secs(number(env::AUTH_CACHE_SECONDS, DEFAULT_CACHE_SECONDS)?),
             cache_size: number(env::AUTH_CACHE_SIZE, DEFAULT_CACHE_SIZE)?.max(1),
+            stale_ttl: Duration::from_secs(number(env::AUTH_STALE_SECONDS, DEFAULT_STALE_SECONDS)?),
         }))
     }
 }
@@ -191,6 +203,11 @@ pub struct Reviewer {
     identities: moka::future::Cache<[u8; 32], Identity>,
     /// By the token's SHA-256 and the operation: whether RBAC allows it.
     decisions: moka::future::Cache<([u8; 32], String), bool>,
+    /// The last accepted identities, kept for `stale_ttl`: what answers
+    /// while the API server cannot be asked.
+    last_identities: moka::future::Cache<[u8; 32], Arc<Caller>>,
+    /// The last access decisions, kept for `stale_ttl`.
+    last_decisions: moka::future::Cache<([u8; 32], String), bool>,
 }
 
 impl std::fmt::Debug for Reviewer {
@@ -207,6 +224,8 @@ impl Reviewer {
         Self {
             identities: review_cache(settings.cache_ttl, settings.cache_size),
             decisions: review_cache(settings.cache_ttl, settings.cache_size),
+            last_identities: review_cache(settings.stale_ttl, settings.cache_size),
+            last_decisions: review_cache(settings.stale_ttl, settings.cache_size),
             client,
             settings,
         }
@@ -238,20 +257,34 @@ impl Reviewer {
             )
         })?;
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let caller = self
+        let caller = match self
             .identities
-            .try_get_with(key, self.review_token(token))
+            .try_get_with(key, self.review_token(key, token))
             .await
-            .map_err(|e| Refusal::Unavailable((*e).clone()))?
-            .map_err(Refusal::Unauthenticated)?;
-        let allowed = self
+        {
+            Ok(identity) => identity.map_err(Refusal::Unauthenticated)?,
+            Err(unasked) => self
+                .last_identities
+                .get(&key)
+                .await
+                .ok_or_else(|| Refusal::Unavailable((*unasked).clone()))?,
+        };
+        let decision = (key, operation.to_owned());
+        let allowed = match self
             .decisions
             .try_get_with(
-                (key, operation.to_owned()),
-                self.review_access(&caller, operation),
+                decision.clone(),
+                self.review_access(&decision, &caller, operation),
             )
             .await
-            .map_err(|e| Refusal::Unavailable((*e).clone()))?;
+        {
+            Ok(allowed) => allowed,
+            Err(unasked) => self
+                .last_decisions
+                .get(&decision)
+                .await
+                .ok_or_else(|| Refusal::Unavailable((*unasked).clone()))?,
+        };
         if allowed {
             Ok(caller)
         } else {
@@ -272,7 +305,8 @@ impl Reviewer {
     }
 
     /// TokenReview: `Ok(Ok(caller))`, `Ok(Err(why not))` (kept like an identity), or `Err` (not asked).
-    async fn review_token(&self, token: &str) -> Result<Identity, String> {
+    /// An accepted identity is also kept as the last one known for `key`.
+    async fn review_token(&self, key: [u8; 32], token: &str) -> Result<Identity, String> {
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: Some(token.to_owned()),
@@ -305,13 +339,23 @@ impl Reviewer {
             )));
         }
         match status.user {
-            Some(user) => Ok(Ok(Arc::new(Caller::from_user(user)))),
+            Some(user) => {
+                let caller = Arc::new(Caller::from_user(user));
+                self.last_identities.insert(key, caller.clone()).await;
+                Ok(Ok(caller))
+            }
             None => Ok(Err("the API server named no user for the token".to_owned())),
         }
     }
 
-    /// SubjectAccessReview on the Feature, then on `<feature>/<operation>`.
-    async fn review_access(&self, caller: &Caller, operation: &str) -> Result<bool, String> {
+    /// SubjectAccessReview on the Feature, then on `<feature>/<operation>`;
+    /// the answer is also kept as the last one known for `decision`.
+    async fn review_access(
+        &self,
+        decision: &([u8; 32], String),
+        caller: &Caller,
+        operation: &str,
+    ) -> Result<bool, String> {
         let s = &self.settings;
         for name in [
             s.feature.clone(),
@@ -341,9 +385,11 @@ impl Reviewer {
                 .await
                 .map_err(|e| format!("the SubjectAccessReview failed: {e}"))?;
             if reviewed.status.is_some_and(|s| s.allowed) {
+                self.last_decisions.insert(decision.clone(), true).await;
                 return Ok(true);
             }
         }
+        self.last_decisions.insert(decision.clone(), false).await;
         Ok(false)
     }
 }
@@ -398,6 +444,7 @@ mod tests {
         assert_eq!(s.audiences, vec![DEFAULT_AUDIENCE.to_owned()]);
         assert_eq!(s.cache_ttl, Duration::from_secs(DEFAULT_CACHE_SECONDS));
         assert_eq!(s.cache_size, DEFAULT_CACHE_SIZE);
+        assert_eq!(s.stale_ttl, Duration::from_secs(DEFAULT_STALE_SECONDS));
         let s = settings(&[
             (env::AUTH, "kubernetes"),
             (env::AUTH_NAMESPACE, "shop"),
@@ -405,6 +452,7 @@ mod tests {
             (env::AUTH_AUDIENCES, "a, b,"),
             (env::AUTH_CACHE_SECONDS, "0"),
             (env::AUTH_CACHE_SIZE, "5"),
+            (env::AUTH_STALE_SECONDS, "0"),
         ])
         .unwrap()
         .unwrap();
@@ -412,6 +460,7 @@ mod tests {
         assert_eq!(s.audiences, vec!["a".to_owned(), "b".to_owned()]);
         assert_eq!(s.cache_ttl, Duration::ZERO);
         assert_eq!(s.cache_size, 5);
+        assert_eq!(s.stale_ttl, Duration::ZERO);
         let err = settings(&[
             (env::AUTH, "kubernetes"),
             (env::AUTH_NAMESPACE, "shop"),
@@ -419,6 +468,63 @@ mod tests {
         ])
         .unwrap_err();
         assert!(err.contains("EOL_AUTH_CACHE_SIZE"), "{err}");
+    }
+
+    /// A reviewer whose API server is not there (nothing listens on port 9).
+    fn cut_off(stale_seconds: u64) -> Reviewer {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("a URL"));
+        let settings = AuthSettings {
+            feature: "orders".to_owned(),
+            namespace: "shop".to_owned(),
+            audiences: vec![DEFAULT_AUDIENCE.to_owned()],
+            cache_ttl: Duration::from_secs(10),
+            cache_size: 100,
+            stale_ttl: Duration::from_secs(stale_seconds),
+        };
+        Reviewer::new(kube::Client::try_from(config).expect("a client"), settings)
+    }
+
+    #[tokio::test]
+    async fn callers_reviewed_before_an_api_server_outage_are_answered_through_it() {
+        let key: [u8; 32] = Sha256::digest(b"known-token").into();
+        let known = Arc::new(Caller {
+            user: "system:serviceaccount:shop:web".to_owned(),
+            groups: vec![],
+            uid: None,
+            extra: None,
+        });
+        for stale_seconds in [300, 0] {
+            let reviewer = cut_off(stale_seconds);
+            // What earlier reviews left: allowed to call `list`, not `drop`.
+            reviewer.last_identities.insert(key, known.clone()).await;
+            for (op, allowed) in [("list", true), ("drop", false)] {
+                reviewer
+                    .last_decisions
+                    .insert((key, op.to_owned()), allowed)
+                    .await;
+            }
+            let list = reviewer.authorize(Some("Bearer known-token"), "list").await;
+            let drop = reviewer.authorize(Some("Bearer known-token"), "drop").await;
+            let stranger = reviewer.authorize(Some("Bearer other-token"), "list").await;
+            if stale_seconds > 0 {
+                assert_eq!(
+                    list.expect("answered from the last review").user,
+                    known.user
+                );
+                assert_eq!(drop.map_err(|r| r.kind()), Err("forbidden"));
+            } else {
+                // No stale window: nothing was kept, the outage refuses.
+                assert_eq!(list.map_err(|r| r.kind()), Err("auth_unavailable"));
+            }
+            // A token never reviewed is refused while the API server is away.
+            let refused = stranger.expect_err("an unknown token");
+            assert_eq!(refused.kind(), "auth_unavailable");
+            assert!(
+                refused.message().contains("TokenReview failed"),
+                "{}",
+                refused.message()
+            );
+        }
     }
 
     #[test]

@@ -454,3 +454,20 @@ async fn unsafe_code_is_refused_when_the_feature_loads_with_its_place_in_the_fil
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn the_probes_hostile_corpus_is_held_case_by_case() {
+    // The corpus `eol sandbox-probe` runs in a serving pod (kind-tests), here on this machine.
+    let pool = common::pool(1).await;
+    let report = eol_runner::sandbox::probe::probe(&pool).await;
+    let escaped: Vec<_> = report.findings.iter().filter(|f| !f.held).collect();
+    assert!(
+        escaped.is_empty(),
+        "cases not held as expected: {escaped:#?}"
+    );
+    assert!(report.recovered && report.held());
+    assert_eq!(
+        report.findings.len(),
+        eol_runner::sandbox::probe::CORPUS.len()
+    );
+}

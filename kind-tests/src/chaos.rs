@@ -299,3 +299,38 @@ impl Drop for Relay {
         }
     }
 }
+
+/// An endpoint that accepts connections and never answers (a hung model
+/// server): its clients wait until their own timeouts.
+pub struct BlackHole {
+    /// The port it listens on, on every address of this host.
+    pub port: u16,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl BlackHole {
+    /// Listens on a free port.
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("0.0.0.0:0")
+            .await
+            .expect("a port for the black hole");
+        let port = listener.local_addr().expect("its address").port();
+        let accepting = tokio::spawn(async move {
+            // Held open, never read or answered; bounded so a broken test
+            // cannot gather sockets without end.
+            let mut held = Vec::new();
+            while held.len() < 1000 {
+                if let Ok((stream, _)) = listener.accept().await {
+                    held.push(stream);
+                }
+            }
+        });
+        Self { port, accepting }
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}

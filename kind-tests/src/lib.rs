@@ -11,6 +11,7 @@ pub mod cli;
 pub mod fixtures;
 pub mod fleet;
 pub mod metrics;
+pub mod netpol;
 
 use eol_core::crd::{Feature, FeatureRun};
 use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};

@@ -605,3 +605,93 @@ async fn prototyped_calls_fail_with_one_kind_while_the_model_is_down_and_recover
     })
     .await;
 }
+
+/// One prototyped operation: its runs wait on the model.
+const ASK: &str = "---\nname: ask\nphase: prototyping\n---\n# Ask\n\n## Operations\n\n### answer\n\nAnswers a question in one word.\n\nInput:\n```yaml\ntype: object\nproperties:\n  question: {type: string}\nrequired: [question]\n```\n\nOutput:\n```yaml\ntype: object\nproperties:\n  answer: {type: string}\nrequired: [answer]\n```\n";
+
+/// Writes 300 MiB into the run pod's `/tmp` (an emptyDir the operator caps at
+/// 256Mi): the kubelet evicts the pod for its local storage.
+async fn fill_tmp(namespace: &str, pod: &str) {
+    let (namespace, pod) = (namespace.to_owned(), pod.to_owned());
+    let out = tokio::task::spawn_blocking(move || {
+        eol_kind_tests::cli::kubectl(
+            &["exec", "-n", &namespace, &pod, "-c", "runner", "--", "python3", "-c",
+              "f = open('/tmp/fill', 'wb')\nfor _ in range(300):\n    f.write(b'0' * (1 << 20))\nf.close()"],
+            None,
+        )
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "filling /tmp: {}", eol_kind_tests::cli::text(&out.stderr));
+}
+
+/// The pod of run `name` once it runs.
+async fn running_pod(env: &eol_kind_tests::TestEnv, name: &str, attempt: usize) -> String {
+    let runs = env.api::<FeatureRun>();
+    let run = wait_for(&runs, name, READY_TIMEOUT, |r| {
+        r.status.as_ref().and_then(|s| s.pod_name.as_ref()).is_some_and(|p| p.ends_with(&format!("-{attempt}")) || attempt == 1)
+    })
+    .await;
+    let pod = run.status.unwrap().pod_name.unwrap();
+    wait_for(&env.api::<Pod>(), &pod, READY_TIMEOUT, |p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+    })
+    .await;
+    pod
+}
+
+#[tokio::test]
+async fn a_runner_pod_the_kubelet_evicts_is_retried_or_its_run_ends_evicted() {
+    let _turn = SERIAL.lock().await;
+    in_namespace("chaos-evict", |env| async move {
+        // A model that accepts and never answers: the runs' pods wait on it
+        // (for the client's 60 s timeout), long enough to be evicted.
+        let hung = eol_kind_tests::chaos::BlackHole::start().await;
+        let host = node_ip(&env.client).await;
+        env.create(&feature(
+            "ask",
+            json!({"source": {"inline": ASK}, "replicas": 0,
+                   "model": {"baseUrl": format!("http://{host}:{}/v1", hung.port), "name": "hung"}}),
+        ))
+        .await;
+        for (name, retries) in [("once", 0), ("twice", 1)] {
+            env.create(&feature_run(
+                name,
+                json!({"featureRef": "ask", "operation": "answer", "input": {"question": "why?"},
+                       "retries": retries, "timeoutSeconds": 600}),
+            ))
+            .await;
+        }
+        let runs = env.api::<FeatureRun>();
+        let started = Instant::now();
+        for name in ["once", "twice"] {
+            let pod = running_pod(&env, name, 1).await;
+            fill_tmp(&env.namespace, &pod).await;
+        }
+        // No retry left: the run ends Evicted, in the kubelet's words.
+        let once = wait_for(&runs, "once", READY_TIMEOUT, run_finished).await;
+        let took = started.elapsed();
+        let (status, reason, message) = condition(&once.status.as_ref().unwrap().conditions, "Succeeded").unwrap();
+        assert_eq!((status.as_str(), reason.as_str()), ("False", "Evicted"), "{message}");
+        assert!(message.starts_with("the node evicted the runner pod: "), "{message}");
+        let pod = env.api::<Pod>().get(once.status.as_ref().unwrap().pod_name.as_ref().unwrap()).await.unwrap();
+        let pod_status = pod.status.unwrap();
+        assert_eq!(pod_status.reason.as_deref(), Some("Evicted"), "the kubelet evicted the pod");
+        assert!(message.contains(pod_status.message.as_deref().unwrap_or("?")), "{message}");
+        // A retry left: the run goes on in a new pod.
+        let twice = wait_for(&runs, "twice", READY_TIMEOUT, |r| {
+            r.status.as_ref().and_then(|s| s.pod_name.as_deref()).is_some_and(|p| p.ends_with("-2"))
+        })
+        .await;
+        let (_, reason, note) = condition(&twice.status.as_ref().unwrap().conditions, "Succeeded").unwrap();
+        assert!(reason == "Retrying" || reason == "Running" || reason == "Pending", "{reason}: {note}");
+        let pods = run_pods(&env).await;
+        let evicted = pods.iter().filter(|p| p.status.as_ref().and_then(|s| s.reason.as_deref()) == Some("Evicted")).count();
+        assert_eq!(evicted, 2, "both first pods were evicted");
+        eprintln!("chaos (eviction): runs' pods evicted for /tmp use; `once` ended Evicted after {took:?} ({message:?}); `twice` went on in pod {}", twice.status.as_ref().unwrap().pod_name.as_ref().unwrap());
+        // Done: cancel the run still waiting on the hung model.
+        runs.patch("twice", &PatchParams::default(), &Patch::Merge(json!({"spec": {"cancel": true}}))).await.unwrap();
+        wait_for(&runs, "twice", READY_TIMEOUT, run_finished).await;
+    })
+    .await;
+}

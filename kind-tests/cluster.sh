@@ -20,6 +20,11 @@
 #                                 idempotent, waits until the running pods have metrics
 #   cluster.sh metrics down       unregister metrics.k8s.io and stop metrics-server (`down` stops it too)
 #   cluster.sh metrics status     metrics-server's pid, the APIService, kubectl top pods -A
+#   cluster.sh netpol up          NetworkPolicy enforcement: kube-network-policies (a local process) fed pod traffic through an nfqueue;
+#                                 idempotent, waits until it listens (lib/netpol.sh says how packets reach it)
+#   cluster.sh netpol down        stop it and remove its netfilter objects and RBAC (`down` stops it too)
+#   cluster.sh netpol status      its pid, nfqueue, diversion rules and verdict counters, the NetworkPolicies
+#   cluster.sh netpol build       build and cache it only
 #   cluster.sh keda-crds          server-side apply KEDA's ScaledObject/TriggerAuthentication CRDs (no KEDA runs)
 #   cluster.sh restart NAME [--kill]  stop one component (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
 #                                 containerd, kubelet, kube-proxy; --kill: SIGKILL, as a crash) and start it again with
@@ -34,6 +39,7 @@ source "$HERE/lib/local.sh"
 source "$HERE/lib/kind.sh"
 source "$HERE/lib/fleet.sh"
 source "$HERE/lib/metrics.sh"
+source "$HERE/lib/netpol.sh"
 source "$HERE/lib/keda.sh"
 
 # EOL_CLUSTER_MODE=kind|local forces a mode; otherwise kind when usable, except
@@ -88,10 +94,12 @@ case "$cmd:$(mode)" in
   fleet:kind) die "fleet: only with the local cluster (kwok runs as a local process against it)" ;;
   metrics:local) metrics "$@" ;;
   metrics:kind) die "metrics: only with the local cluster (metrics-server runs as a local process against it)" ;;
+  netpol:local) netpol "$@" ;;
+  netpol:kind) die "netpol: only with the local cluster (kube-network-policies runs as a local process on the node)" ;;
   keda-crds:local) keda_apply_crds ;;
   restart:local) restart_component "$@" ;;
   restart:kind) die "restart: only with the local cluster (its components are local processes)" ;;
   keda-crds:kind) die "keda-crds: written for the local cluster only (not tried with kind)" ;;
   build:*) apt_ensure buildah gcc libc6-dev busybox-static debootstrap; build_all; build_helm; build_images ;;
-  *) sed -n '6,26p' "$0" >&2; exit 2 ;;
+  *) sed -n '6,31p' "$0" >&2; exit 2 ;;
 esac

@@ -133,5 +133,6 @@ build_all() {
   build_k8s
   build_kwok # lib/fleet.sh
   build_metrics_server # lib/metrics.sh
+  build_kube_network_policies # lib/netpol.sh
   build_jaeger
 }

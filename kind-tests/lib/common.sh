@@ -12,6 +12,8 @@ HELM_VERSION="${HELM_VERSION:-v4.3.1}"
 KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
 # metrics-server: the metrics.k8s.io API (kubectl top, CPU HorizontalPodAutoscalers), `cluster.sh metrics`.
 METRICS_SERVER_VERSION="${METRICS_SERVER_VERSION:-v0.8.0}"
+# kube-network-policies: NetworkPolicy enforcement (`cluster.sh netpol`), from sigs.k8s.io/kube-network-policies/cmd.
+KUBE_NETWORK_POLICIES_VERSION="${KUBE_NETWORK_POLICIES_VERSION:-v0.8.0}"
 # KEDA: only its CRDs (ScaledObject, TriggerAuthentication), from the Go module
 # github.com/kedacore/keda/v2 (`cluster.sh keda-crds`; lib/keda.sh says why not v2.21.1).
 KEDA_VERSION="${KEDA_VERSION:-v2.21.0}"
@@ -31,6 +33,7 @@ HELM_BIN="$CACHE_ROOT/helm/$HELM_VERSION/bin"
 KWOK_BIN="$CACHE_ROOT/kwok/$KWOK_VERSION/bin"
 JAEGER_BIN="$CACHE_ROOT/jaeger/$JAEGER_VERSION/bin"
 METRICS_SERVER_BIN="$CACHE_ROOT/metrics-server/$METRICS_SERVER_VERSION/bin"
+NETPOL_BIN="$CACHE_ROOT/kube-network-policies/$KUBE_NETWORK_POLICIES_VERSION/bin"
 IMAGE_CACHE="$CACHE_ROOT/images"
 
 # Runtime state of the local cluster: pids, certs, configs, logs, data.

@@ -383,9 +383,11 @@ remove_kubelet_chains() {
 local_down() {
   if [[ ! -d "$STATE_DIR" && ! -d "$TRACK_CGROUP" ]]; then log "no local cluster to tear down"; return 0; fi
   # kwok (a fleet, lib/fleet.sh) and the kubelet first, so nothing restarts what we stop next;
-  # metrics-server (lib/metrics.sh) too, which would only log failed scrapes from here on.
+  # metrics-server (lib/metrics.sh) too, which would only log failed scrapes from here on;
+  # kube-network-policies (lib/netpol.sh): its diversion rules go first, then the engine.
   stop_proc kwok
   stop_proc metrics-server
+  if declare -F netpol_stop_local >/dev/null; then netpol_stop_local; fi
   if declare -F fleet_route >/dev/null; then fleet_route del; fi
   stop_proc kubelet
   if proc_alive containerd; then
@@ -444,6 +446,7 @@ status_local() {
   # A fleet (lib/fleet.sh) is optional: shown only while it runs.
   proc_alive kwok && printf '  %-24s running  pid %-8s (fleet: cluster.sh fleet status)\n' kwok "$(proc_pid kwok)"
   proc_alive metrics-server && printf '  %-24s running  pid %-8s (cluster.sh metrics status)\n' metrics-server "$(proc_pid metrics-server)"
+  proc_alive kube-network-policies && printf '  %-24s running  pid %-8s (cluster.sh netpol status)\n' kube-network-policies "$(proc_pid kube-network-policies)"
   kctl get nodes -o wide 2>/dev/null || rc=1
   return $rc
 }

@@ -72,6 +72,88 @@ pub async fn node_ip(client: &kube::Client) -> String {
         .expect("a node with an InternalIP")
 }
 
+/// Waits until the cluster serves a Service made now, by name and by address:
+/// after an API server restart, CoreDNS and kube-proxy learn of new objects
+/// only once their watches come back (client-go backs off up to 30 s), and
+/// the tests after a chaos case need both. Returns how long that took.
+pub async fn settled(env: &TestEnv, target_selector: serde_json::Value, port: u16) -> Duration {
+    let started = Instant::now();
+    let name = format!("settle-{}", rand::random::<u32>() % 100_000);
+    let service: Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {"selector": target_selector, "ports": [{"port": port, "targetPort": port}]}
+    }))
+    .expect("a Service");
+    let services = env.api::<Service>();
+    // The API server may still be coming back.
+    while services
+        .create(&kube::api::PostParams::default(), &service)
+        .await
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "cannot create Service {name}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let ip = cluster_ip(env, &name).await;
+    let dns = kube::Api::<Service>::namespaced(env.client.clone(), "kube-system")
+        .get("kube-dns")
+        .await
+        .ok()
+        .and_then(|s| s.spec?.cluster_ip)
+        .expect("the kube-dns Service");
+    let fqdn = format!("{name}.{}.svc.cluster.local", env.namespace);
+    loop {
+        let resolved = tokio::process::Command::new("busybox")
+            .args(["nslookup", &fqdn, &dns])
+            .output()
+            .await
+            .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(&ip));
+        let routed = resolved
+            && tokio::time::timeout(
+                Duration::from_secs(2),
+                TcpStream::connect((ip.as_str(), port)),
+            )
+            .await
+            .is_ok_and(|c| c.is_ok());
+        if routed {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "Service {fqdn} ({ip}) not served 240 s after it was made: DNS answered {resolved}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let _ = services.delete(&name, &Default::default()).await;
+    started.elapsed()
+}
+
+/// Waits until `http://{ip}/healthz` answers 200: kube-proxy routes a new
+/// Service's address only once it has programmed it.
+pub async fn routed(ip: &str) {
+    let started = Instant::now();
+    let http = reqwest::Client::new();
+    loop {
+        let answered = http
+            .get(format!("http://{ip}/healthz"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200);
+        if answered {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "http://{ip}/healthz did not answer within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// One call's outcome in a [`Traffic`] loop.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -81,7 +163,7 @@ pub struct Outcome {
     pub latency: Duration,
     /// The HTTP status (`None`: no answer at all).
     pub status: Option<u16>,
-    /// The error `kind` of a failed call's JSON body, or the transport error.
+    /// The error `kind` of a failed call's JSON body (`kind: message`), or the transport error.
     pub error: Option<String>,
 }
 
@@ -149,7 +231,14 @@ impl Traffic {
                         Ok(resp) => {
                             let status = resp.status().as_u16();
                             let body: serde_json::Value = resp.json().await.unwrap_or_default();
-                            let kind = body["error"]["kind"].as_str().map(str::to_owned);
+                            let kind = body["error"]["kind"].as_str().map(|kind| {
+                                let message = body["error"]["message"].as_str().unwrap_or_default();
+                                if (200..300).contains(&status) || message.is_empty() {
+                                    kind.to_owned()
+                                } else {
+                                    format!("{kind}: {message}")
+                                }
+                            });
                             (Some(status), kind)
                         }
                         Err(e) => (None, Some(format!("transport: {e}"))),

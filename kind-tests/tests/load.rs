@@ -9,7 +9,9 @@
 
 use eol_core::Phase;
 use eol_core::crd::Feature;
-use eol_kind_tests::chaos::{Request, Summary, Traffic, cluster_ip, long_form, node_ip, summarize};
+use eol_kind_tests::chaos::{
+    Request, Summary, Traffic, cluster_ip, long_form, node_ip, routed, summarize,
+};
 use eol_kind_tests::fixtures::{INVENTORY, INVENTORY_TESTS, caller_token, feature, first_answer};
 use eol_kind_tests::{condition, feature_ready, in_namespace, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -211,6 +213,7 @@ async fn callers_load_each_phase_and_a_switch_beside_a_bare_deployment_of_the_sa
         .await;
         wait_for(&features, "summaries", READY_TIMEOUT, feature_ready).await;
         let ip = cluster_ip(&env, "summaries").await;
+        routed(&ip).await;
         let prototyped = Request {
             url: format!("http://{ip}/v1/operations/summarize"),
             token: Some(caller_token(&env).await),

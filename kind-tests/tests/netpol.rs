@@ -56,16 +56,26 @@ async fn http_server(env: &eol_kind_tests::TestEnv, name: &str) -> (String, Stri
     })
     .await;
     let pod_ip = ready.status.unwrap().pod_ip.unwrap();
-    let service_ip = env.api::<Service>().get(name).await.unwrap().spec.unwrap().cluster_ip.unwrap();
+    let service_ip = env
+        .api::<Service>()
+        .get(name)
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .cluster_ip
+        .unwrap();
     (pod_ip, service_ip)
 }
 
 /// What `CONNECT` found from the runner container of `pod`.
 async fn reach(namespace: &str, pod: &str, targets: &[String]) -> BTreeMap<String, String> {
-    let mut args: Vec<String> = ["exec", "-n", namespace, pod, "-c", "runner", "--", "python3", "-c", CONNECT]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
+    let mut args: Vec<String> = [
+        "exec", "-n", namespace, pod, "-c", "runner", "--", "python3", "-c", CONNECT,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
     args.extend(targets.iter().cloned());
     let out = tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -144,10 +154,11 @@ async fn runner_pods_reach_only_redis_the_model_and_dns_under_the_charts_network
         assert_ne!(after[&bystander], "open", "another pod is out of reach");
         assert_ne!(after[&bystander_svc], "open", "another pod's Service is out of reach");
 
-        // A pod the policy does not select still reaches the bystander.
+        // A pod the policy does not select still reaches the bystander
+        // (`timeout`: busybox's `wget -T` segfaults, kind-tests/README.md).
         let control = tokio::task::spawn_blocking({
             let ns = ns.clone();
-            move || kubectl(&["exec", "-n", &ns, "model", "--", "wget", "-qO-", "-T", "3", &format!("http://{bystander}/")], None)
+            move || kubectl(&["exec", "-n", &ns, "model", "--", "timeout", "5", "wget", "-qO-", &format!("http://{bystander}/")], None)
         })
         .await
         .unwrap();

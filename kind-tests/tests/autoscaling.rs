@@ -71,6 +71,10 @@ async fn the_hpa_scales_a_feature_from_one_to_three_pods_under_load_and_back() {
             ("Feature", "burner")
         );
         assert_eq!((spec.min_replicas, spec.max_replicas), (Some(1), 3));
+        let cpu = spec.metrics.iter().flatten().find_map(|m| m.resource.as_ref()).expect("a resource metric");
+        assert_eq!((cpu.name.as_str(), cpu.target.type_.as_str(), cpu.target.average_utilization), ("cpu", "Utilization", Some(50)));
+        let down = spec.behavior.and_then(|b| b.scale_down).expect("a scale-down behavior");
+        assert_eq!(down.stabilization_window_seconds, Some(0), "scaleDownStabilizationSeconds");
 
         // Until kube-proxy has programmed the new Service, its address is not
         // routed to the pods (calls fail fast, by the thousand): wait for it.

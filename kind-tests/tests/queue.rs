@@ -126,7 +126,8 @@ async fn a_thousand_async_calls_with_a_pod_killed_midway_are_each_answered_once(
         env.create(&feature(
             "inventory",
             json!({"source": {"inline": slow_inventory()}, "tests": INVENTORY_TESTS, "replicas": 2,
-                   "queue": {"claimAfterSeconds": 5, "concurrency": 4}}),
+                   "queue": {"claimAfterSeconds": 5, "concurrency": 4, "maxLength": 5000,
+                             "resultTTLSeconds": 1800}}),
         ))
         .await;
         wait_for(&env.api::<Feature>(), "inventory", READY_TIMEOUT, |f| {
@@ -152,6 +153,8 @@ async fn a_thousand_async_calls_with_a_pod_killed_midway_are_each_answered_once(
         let vars = env_of(&serving[0]);
         assert_eq!(vars.get("EOL_QUEUE_CLAIM_AFTER_SECONDS").map(String::as_str), Some("5"));
         assert_eq!(vars.get("EOL_QUEUE_CONCURRENCY").map(String::as_str), Some("4"));
+        assert_eq!(vars.get("EOL_QUEUE_MAX_LENGTH").map(String::as_str), Some("5000"));
+        assert_eq!(vars.get("EOL_QUEUE_RESULT_TTL_SECONDS").map(String::as_str), Some("1800"));
         let victim = serving[0].metadata.name.clone().unwrap();
         let survivor_ip = serving[1].status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap();
 

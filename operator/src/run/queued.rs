@@ -6,7 +6,8 @@
 //! it; the operator reads the answer into the run's status.
 //!
 //! A run's lifecycle costs two status writes (Running with the call id, then
-//! the end) and one Redis read every [`POLL`] while it waits.
+//! the end) and one Redis read every [`POLL`] while it waits; the namespace's
+//! Redis URL is read from the API at most once a minute per namespace.
 
 use super::controller::{
     age, checked_work, conclude, remaining_seconds, ttl_action, wait_for_redis,
@@ -32,10 +33,23 @@ const POLL: Duration = Duration::from_secs(2);
 /// How long a run waits before queueing again when the queue is full.
 const FULL_RETRY: Duration = Duration::from_secs(5);
 
-/// Connections to each namespace's Redis, by URL (kept while the URL stays).
+/// How long a namespace's Redis URL is trusted before its Secret (and
+/// Service) are read again: a waiting run polls every [`POLL`], and reading
+/// them each time cost two GETs per run and poll.
+const URL_RECHECK: Duration = Duration::from_secs(60);
+
+/// A namespace's connection, the URL it was made for and when that URL was last read.
+struct Known {
+    url: String,
+    conn: ConnectionManager,
+    checked: std::time::Instant,
+}
+
+/// Connections to each namespace's Redis, by URL (kept while the URL stays;
+/// the URL is read again after [`URL_RECHECK`], or after a failed command).
 #[derive(Default)]
 pub struct QueueClients {
-    by_namespace: tokio::sync::Mutex<HashMap<String, (String, ConnectionManager)>>,
+    by_namespace: tokio::sync::Mutex<HashMap<String, Known>>,
 }
 
 impl std::fmt::Debug for QueueClients {
@@ -47,12 +61,18 @@ impl std::fmt::Debug for QueueClients {
 impl QueueClients {
     /// A connection to `ns`'s Redis (the URL its runner pods get).
     async fn connection(&self, ctx: &Context, ns: &str, object: &str) -> Result<ConnectionManager> {
+        if let Some(known) = self.by_namespace.lock().await.get(ns)
+            && known.checked.elapsed() < URL_RECHECK
+        {
+            return Ok(known.conn.clone());
+        }
         let url = redis_url(ctx, ns, object).await?;
         let mut by_namespace = self.by_namespace.lock().await;
-        if let Some((known, conn)) = by_namespace.get(ns)
-            && *known == url
+        if let Some(known) = by_namespace.get_mut(ns)
+            && known.url == url
         {
-            return Ok(conn.clone());
+            known.checked = std::time::Instant::now();
+            return Ok(known.conn.clone());
         }
         let unreachable = |e: redis::RedisError| Error::Redis {
             object: object.to_owned(),
@@ -66,8 +86,21 @@ impl QueueClients {
         let conn = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(unreachable)?;
-        by_namespace.insert(ns.to_owned(), (url, conn.clone()));
+        by_namespace.insert(
+            ns.to_owned(),
+            Known {
+                url,
+                conn: conn.clone(),
+                checked: std::time::Instant::now(),
+            },
+        );
         Ok(conn)
+    }
+
+    /// After a failed command: the next reconcile reads the URL again (the
+    /// Secret or the Service may have changed under it).
+    async fn forget(&self, ns: &str) {
+        self.by_namespace.lock().await.remove(ns);
     }
 }
 
@@ -210,8 +243,11 @@ pub(super) async fn reconcile(
         let key = format!("featurerun-{id}");
         let queued = queue
             .enqueue(&mut conn, &call, &digest, Some(&key), &now)
-            .await
-            .map_err(failed)?;
+            .await;
+        if queued.is_err() {
+            ctx.queues.forget(ns).await;
+        }
+        let queued = queued.map_err(failed)?;
         let message = match queued {
             Enqueued::Full { depth } => {
                 let message = format!(
@@ -239,7 +275,11 @@ pub(super) async fn reconcile(
         return Ok(Action::requeue(POLL));
     }
 
-    match queue.record(&mut conn, &id).await.map_err(failed)? {
+    let record = queue.record(&mut conn, &id).await;
+    if record.is_err() {
+        ctx.queues.forget(ns).await;
+    }
+    match record.map_err(failed)? {
         Some(record) if record.state == CallState::Done => finish(ctx, run, status, record).await,
         Some(_) => Ok(Action::requeue(match remaining {
             Some(r) if r > 0 => POLL.min(Duration::from_secs(r as u64)),

@@ -310,19 +310,30 @@ impl WorkerPool {
         };
         let (_permit, mut worker) = self.acquire().await.map_err(lost)?;
         let limits = &self.inner.limits;
+        let redis = Watched::new(redis);
         let outcome = tokio::time::timeout(
             limits.wall_timeout,
-            worker.call(code, function, args, limits.cpu_seconds, redis),
+            worker.call(code, function, args, limits.cpu_seconds, &redis),
         )
         .await;
         match outcome {
             Err(_elapsed) => {
                 worker.kill().await;
                 self.replenish();
+                // Out of time while Redis did not answer: that is the cause to name.
+                let waiting = redis
+                    .pending_for()
+                    .map(|d| {
+                        format!(
+                            " while a Redis command had waited {:.1} s for an answer (is the feature's Redis reachable?)",
+                            d.as_secs_f64()
+                        )
+                    })
+                    .unwrap_or_default();
                 Err(CallFailure {
                     kind: FailureKind::Timeout,
                     message: format!(
-                        "the call ran longer than the {:.1} s wall-clock limit; its worker was killed",
+                        "the call ran longer than the {:.1} s wall-clock limit{waiting}; its worker was killed",
                         limits.wall_timeout.as_secs_f64()
                     ),
                     line: None,
@@ -377,4 +388,61 @@ fn write_script(dir: &std::path::Path) -> Result<(), SandboxError> {
         .and_then(|()| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)))
         .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)))
         .map_err(|e| SandboxError::Spawn(format!("failed to write the worker script: {e}")))
+}
+
+/// The bridge as one call sees it, noting when a Redis command is pending, so
+/// a call that runs out of time while Redis does not answer says so.
+struct Watched<'a> {
+    inner: &'a dyn RedisBridge,
+    pending_since: Mutex<Option<Instant>>,
+}
+
+impl<'a> Watched<'a> {
+    fn new(inner: &'a dyn RedisBridge) -> Self {
+        Self {
+            inner,
+            pending_since: Mutex::new(None),
+        }
+    }
+
+    fn mark(&self, pending: bool) {
+        if let Ok(mut since) = self.pending_since.lock() {
+            *since = pending.then(Instant::now);
+        }
+    }
+
+    /// How long the command still pending has waited, if one is.
+    fn pending_for(&self) -> Option<Duration> {
+        self.pending_since.lock().ok()?.map(|since| since.elapsed())
+    }
+}
+
+impl RedisBridge for Watched<'_> {
+    fn execute(
+        &self,
+        command: Vec<Value>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Value, super::BridgeError>> + Send + '_>,
+    > {
+        Box::pin(async move {
+            self.mark(true);
+            let reply = self.inner.execute(command).await;
+            self.mark(false);
+            reply
+        })
+    }
+
+    fn pipeline(
+        &self,
+        commands: Vec<Vec<Value>>,
+        transaction: bool,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = super::PipelineResult> + Send + '_>>
+    {
+        Box::pin(async move {
+            self.mark(true);
+            let replies = self.inner.pipeline(commands, transaction).await;
+            self.mark(false);
+            replies
+        })
+    }
 }

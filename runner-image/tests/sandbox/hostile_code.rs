@@ -471,3 +471,50 @@ async fn the_probes_hostile_corpus_is_held_case_by_case() {
         eol_runner::sandbox::probe::CORPUS.len()
     );
 }
+
+/// A Redis that never answers, as a connection to a Redis pod that went away.
+struct Silent;
+impl RedisBridge for Silent {
+    fn execute(
+        &self,
+        _: Vec<Value>,
+    ) -> Pin<Box<dyn Future<Output = Result<Value, BridgeError>> + Send + '_>> {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test]
+async fn a_call_out_of_time_while_redis_does_not_answer_names_redis() {
+    let pool = common::pool(1).await;
+    let failure = pool
+        .call(
+            "def f():\n    return {'v': redis.get('k')}\n",
+            "f",
+            &json!({}),
+            &Silent,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(failure.kind, FailureKind::Timeout, "{}", failure.message);
+    assert!(
+        failure.message.contains("while a Redis command had waited")
+            && failure
+                .message
+                .contains("is the feature's Redis reachable?"),
+        "{}",
+        failure.message
+    );
+    // Code that is slow on its own is not blamed on Redis.
+    let failure = pool
+        .call(
+            "import time\ndef f():\n    time.sleep(60)\n    return {}\n",
+            "f",
+            &json!({}),
+            &Silent,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(failure.kind, FailureKind::Timeout);
+    assert!(!failure.message.contains("Redis"), "{}", failure.message);
+    assert_recovers(&pool).await;
+}

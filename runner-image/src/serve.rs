@@ -201,7 +201,7 @@ pub async fn serve(
     tokio::spawn(async move {
         let verdict = match suite {
             None => Readiness::Ready,
-            Some(suite) => test_gate(&gate.runtime, &suite).await,
+            Some(suite) => test_gate_through_outages(&gate.runtime, &suite).await,
         };
         match &verdict {
             Readiness::TestsFailed(why) => {
@@ -246,6 +246,50 @@ fn start_shadow(state: &Arc<AppState>) {
         }
         ShadowRole::None => {}
     }
+}
+
+/// Runs of the tests after the first, when Redis may have spoiled a run.
+const GATE_RETRIES: usize = 3;
+/// The longest the gate waits for the feature's Redis to answer before it runs the tests again.
+const GATE_REDIS_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// [`test_gate`], run again (up to [`GATE_RETRIES`] times) when it failed
+/// while the feature's Redis did not answer: a Redis pod that restarts under
+/// a rollout fails the new pods' tests, not the feature. Each new run waits
+/// until Redis answers a PING (at most [`GATE_REDIS_WAIT`]). A test that
+/// fails with Redis up fails the gate at once.
+async fn test_gate_through_outages(runtime: &Runtime, suite: &TestSuite) -> Readiness {
+    let mut runs = 0;
+    loop {
+        let verdict = test_gate(runtime, suite).await;
+        let Readiness::TestsFailed(why) = &verdict else {
+            return verdict;
+        };
+        let store = runtime.store();
+        if runs == GATE_RETRIES || !store.is_configured() {
+            return verdict;
+        }
+        if redis_answers(store).await && !why.contains("Redis") {
+            return verdict;
+        }
+        runs += 1;
+        tracing::warn!(%why, run = runs, "tests failed while the feature's Redis was unreachable: running them again once it answers");
+        let waiting = std::time::Instant::now();
+        while !redis_answers(store).await && waiting.elapsed() < GATE_REDIS_WAIT {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// Whether the feature's Redis answers a PING.
+async fn redis_answers(store: &crate::store::RedisStore) -> bool {
+    let Ok(mut conn) = store.connection().await else {
+        return false;
+    };
+    redis::cmd("PING")
+        .query_async::<String>(&mut conn)
+        .await
+        .is_ok()
 }
 
 async fn test_gate(runtime: &Runtime, suite: &TestSuite) -> Readiness {

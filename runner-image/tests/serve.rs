@@ -363,3 +363,35 @@ async fn cached_results_are_marked_and_counted_in_metrics() {
         assert!(metrics.contains(line), "{line:?} missing:\n{metrics}");
     }
 }
+
+#[tokio::test]
+async fn tests_spoiled_by_a_redis_outage_run_again_once_it_answers() {
+    // Redis goes away for 6 s just as the server starts its tests.
+    let mut redis = common::local_redis();
+    let url = redis.url.clone();
+    let outage = std::thread::spawn(move || {
+        redis.restart(Duration::from_secs(6)).unwrap();
+        redis
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let server = start_with(
+        &common::examples(),
+        "inventory.eol",
+        // A call gives up on Redis after 2 s: the outage outlasts it.
+        &[("REDIS_URL", url.as_str()), ("EOL_CALL_TIMEOUT", "2")],
+        Stdio::null(),
+    )
+    .await;
+    // The first run fails against the missing Redis; the gate waits for it
+    // and runs the tests again: ready, not "tests failed".
+    assert_eq!(wait_ready(&server).await, (200, "ready".to_owned()));
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "ready only after Redis came back ({:?})",
+        started.elapsed()
+    );
+    let _redis = outage.join().unwrap();
+    let (status, out) = post(&server, "add_stock", r#"{"sku": "BACK-1", "quantity": 1}"#).await;
+    assert_eq!((status, out["level"].clone()), (200, json!(1)));
+}

@@ -184,6 +184,9 @@ pub struct Request {
     /// Builds the JSON body of the `n`th call of a client (distinct inputs
     /// keep caches out of a measurement when they matter).
     pub body: Arc<dyn Fn(usize) -> serde_json::Value + Send + Sync>,
+    /// How long one call may take before it counts as failed (30 s waits
+    /// out a restart of the namespace's Redis; a busy local model needs more).
+    pub timeout: Duration,
 }
 
 /// `clients` concurrent request loops, each sending one call after another
@@ -207,8 +210,7 @@ impl Traffic {
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let http = reqwest::Client::builder()
-            // Long enough to wait out a restart of the namespace's Redis.
-            .timeout(Duration::from_secs(30))
+            .timeout(request.timeout)
             .build()
             .expect("an HTTP client");
         let began = Instant::now();
@@ -241,7 +243,17 @@ impl Traffic {
                             });
                             (Some(status), kind)
                         }
-                        Err(e) => (None, Some(format!("transport: {e}"))),
+                        Err(e) => {
+                            let cause = std::error::Error::source(&e)
+                                .map(|c| format!(" ({c})"))
+                                .unwrap_or_default();
+                            let kind = if e.is_timeout() {
+                                "timeout after"
+                            } else {
+                                "transport"
+                            };
+                            (None, Some(format!("{kind}: {e}{cause}")))
+                        }
                     };
                     outcomes.push(Outcome {
                         at,

@@ -174,6 +174,7 @@ async fn control_plane_restarts_and_a_lost_redis_pod_under_switches_runs_and_cal
             url: format!("http://{ip}/v1/operations/stock_level"),
             token: Some(caller_token(&env).await),
             body: Arc::new(|_| json!({"sku": "AB-1"})),
+            timeout: Duration::from_secs(30),
         };
         let traffic = Traffic::start(
             request,

@@ -88,6 +88,7 @@ async fn hostile_code_in_a_restricted_serving_pod_escapes_nowhere_and_the_pod_ke
                 url: format!("http://{ip}/v1/operations/stock_level"),
                 token: Some(caller_token(&env).await),
                 body: Arc::new(|_| json!({"sku": "AB-1"})),
+                timeout: Duration::from_secs(30),
             },
             1,
             Duration::from_millis(100),

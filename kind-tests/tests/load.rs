@@ -128,11 +128,13 @@ async fn callers_load_each_phase_and_a_switch_beside_a_bare_deployment_of_the_sa
             url: format!("http://{ip}/v1/operations/stock_level"),
             token: Some(token),
             body: body.clone(),
+            timeout: Duration::from_secs(30),
         };
         let bare_calls = Request {
             url: format!("http://{bare_ip}/v1/operations/stock_level"),
             token: None,
             body,
+            timeout: Duration::from_secs(30),
         };
         // The bare Service answers before the measurement starts.
         let (warm, _) = load(bare_calls.clone(), 1, Duration::from_secs(2)).await;
@@ -218,6 +220,8 @@ async fn callers_load_each_phase_and_a_switch_beside_a_bare_deployment_of_the_sa
             url: format!("http://{ip}/v1/operations/summarize"),
             token: Some(caller_token(&env).await),
             body: Arc::new(|n| json!({"text": format!("Ticket {n}-{}: the parcel came two days late and the box was crushed.", rand::random::<u32>())})),
+            // Two callers share the one local model on these cores: a call can wait a minute.
+            timeout: Duration::from_secs(180),
         };
         let (proto, failed) = load(prototyped, 2, time).await;
         show("prototyping (2 callers, the model)", &proto);

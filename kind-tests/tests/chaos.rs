@@ -211,9 +211,13 @@ async fn control_plane_restarts_and_a_lost_redis_pod_under_switches_runs_and_cal
                 let took = if fault == "redis-pod" {
                     let started = Instant::now();
                     let pods = env.api::<Pod>();
-                    pods.delete("eol-redis-0", &DeleteParams::default())
-                        .await
-                        .unwrap();
+                    // The second round deletes it at once (grace 0), as a node crash would.
+                    let params = if crash {
+                        DeleteParams::default().grace_period(0)
+                    } else {
+                        DeleteParams::default()
+                    };
+                    pods.delete("eol-redis-0", &params).await.unwrap();
                     // Back when its replacement is ready.
                     wait_for(&pods, "eol-redis-0", READY_TIMEOUT, |p| {
                         p.metadata.deletion_timestamp.is_none()
@@ -237,17 +241,49 @@ async fn control_plane_restarts_and_a_lost_redis_pod_under_switches_runs_and_cal
                 .await;
                 figures.push(format!(
                     "{fault}{}: back in {:.1} s, switch to {phase:?} complete {:.1} s later",
-                    if crash { " (SIGKILL)" } else { "" },
+                    match (crash, fault) {
+                        (false, _) => "",
+                        (true, "redis-pod") => " (grace 0)",
+                        (true, _) => " (SIGKILL)",
+                    },
                     took.as_secs_f64(),
                     switching.elapsed().as_secs_f64()
                 ));
             }
         }
 
-        // The API server once more, with no switch under way: the serving
-        // pods have reviewed the callers (a few seconds of calls reach every
-        // new pod), and answer them from those reviews.
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        // The API server once more, with no switch under way: every serving
+        // pod has reviewed the caller (called here pod by pod, as the
+        // Service's callers reach them all), and answers from that review.
+        let token = caller_token(&env).await;
+        let serving =
+            env.api::<Pod>()
+                .list(&ListParams::default().labels(
+                    "app.kubernetes.io/instance=inventory,app.kubernetes.io/name=eol-feature",
+                ))
+                .await
+                .unwrap();
+        let mut known = 0;
+        for pod in serving
+            .items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+        {
+            let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
+                continue;
+            };
+            let answer = reqwest::Client::new()
+                .post(format!("http://{ip}:8080/v1/operations/stock_level"))
+                .bearer_auth(&token)
+                .json(&json!({"sku": "AB-1"}))
+                .timeout(Duration::from_secs(30))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), 200, "serving pod {ip}");
+            known += 1;
+        }
+        assert_eq!(known, 2, "both serving pods know the caller");
         let began = traffic.began.elapsed();
         let took = restart_component("kube-apiserver", false).await;
         windows.push((

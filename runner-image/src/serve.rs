@@ -73,6 +73,8 @@ struct AppState {
     queue_metrics: QueueMetrics,
     /// A running average of a queued call's time here, in ms (for `Retry-After`).
     queue_call_millis: AtomicU64,
+    /// Stopping: every response says `Connection: close` (see [`DRAIN`]).
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// What `eol serve` does besides answering calls.
@@ -115,6 +117,24 @@ pub const UNKNOWN_OPERATION: &str = "(unknown)";
 pub const CACHE_HEADER: &str = "x-eol-cache";
 
 /// The router for `runtime`; readiness starts as `Testing`.
+/// How long a stopping server keeps serving with `Connection: close` on
+/// every response before it closes its idle connections.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// While draining, tells the caller to open its next connection elsewhere.
+async fn close_when_draining(
+    State(state): State<Arc<AppState>>,
+    mut response: Response,
+) -> Response {
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
 fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/operations/{operation}", post(call_operation))
@@ -139,6 +159,10 @@ fn router(state: Arc<AppState>) -> Router {
             &format!("{}/{{id}}", eol_core::runner_contract::queue::RESULTS_PATH),
             get(queue::result),
         )
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            close_when_draining,
+        ))
         .with_state(state)
 }
 
@@ -193,6 +217,7 @@ pub async fn serve(
         queue,
         queue_metrics,
         queue_call_millis: AtomicU64::new(0),
+        draining: std::sync::atomic::AtomicBool::new(false),
     });
     start_shadow(&state);
     let (stop_workers, stopping) = tokio::sync::watch::channel(false);
@@ -218,6 +243,13 @@ pub async fn serve(
         shutdown.await;
         // Workers take no new call from now on; the ones they run finish.
         let _ = stop_workers.send(true);
+        // Callers' kept-alive connections move to other pods before the
+        // idle ones are closed (a request sent on a connection as it closes
+        // fails at the caller).
+        leaving
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(DRAIN).await;
         if let Some(candidate) = candidate_of(&leaving) {
             candidate.withdraw(&leaving.runtime).await;
         }

@@ -321,6 +321,14 @@ async fn failing_tests_keep_the_server_unready_and_sigterm_drains_in_flight_call
             .unwrap()
             .success()
     );
+    // For a moment after SIGTERM it still answers, telling callers to close
+    // their connections, so none sends on a connection as it closes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let draining = reqwest::get(format!("{}/healthz", server.url))
+        .await
+        .unwrap();
+    assert_eq!(draining.status(), 200);
+    assert_eq!(draining.headers()["connection"], "close");
     assert_eq!(call.await.unwrap(), 200, "the in-flight call finished");
     let exit = tokio::time::timeout(Duration::from_secs(10), server.child.wait())
         .await

@@ -72,45 +72,73 @@ pub async fn node_ip(client: &kube::Client) -> String {
         .expect("a node with an InternalIP")
 }
 
-/// Waits until the cluster serves a Service made now, by name and by address:
-/// after an API server restart, CoreDNS and kube-proxy learn of new objects
-/// only once their watches come back (client-go backs off up to 30 s), and
-/// the tests after a chaos case need both. Returns how long that took.
+/// Waits until the cluster serves Services made now, by name and by
+/// address: after an API server restart, CoreDNS and kube-proxy learn of new
+/// objects only once their watches come back (client-go backs off up to
+/// 30 s), and the tests after a chaos case need both. One Service (selecting
+/// `target_selector`, on `port`) is made in the test's namespace and must
+/// resolve and route; another in a namespace made now must resolve (CoreDNS
+/// answers nothing for a namespace it has not seen). Returns how long that took.
 pub async fn settled(env: &TestEnv, target_selector: serde_json::Value, port: u16) -> Duration {
     let started = Instant::now();
-    let name = format!("settle-{}", rand::random::<u32>() % 100_000);
-    let service: Service = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name},
-        "spec": {"selector": target_selector, "ports": [{"port": port, "targetPort": port}]}
-    }))
-    .expect("a Service");
-    let services = env.api::<Service>();
+    let suffix = rand::random::<u32>() % 100_000;
+    let name = format!("settle-{suffix}");
+    let fresh_namespace = format!("eol-it-settle-{suffix}");
+    let service = |selector: serde_json::Value| -> Service {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {"selector": selector, "ports": [{"port": port, "targetPort": port}]}
+        }))
+        .expect("a Service")
+    };
+    let here = env.api::<Service>();
+    let fresh = kube::Api::<Service>::namespaced(env.client.clone(), &fresh_namespace);
     // The API server may still be coming back.
-    while services
-        .create(&kube::api::PostParams::default(), &service)
-        .await
-        .is_err()
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "cannot create Service {name}"
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    let create = async |api: &kube::Api<Service>, svc: &Service| {
+        while api
+            .create(&kube::api::PostParams::default(), svc)
+            .await
+            .is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "cannot create Service {name}"
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    };
+    crate::create_namespace(
+        &env.client,
+        &fresh_namespace,
+        serde_json::json!({"eol.dev/test": "settle"}),
+    )
+    .await;
+    create(&here, &service(target_selector)).await;
+    create(&fresh, &service(serde_json::json!({"app": "none"}))).await;
     let ip = cluster_ip(env, &name).await;
+    let fresh_ip = fresh
+        .get(&name)
+        .await
+        .ok()
+        .and_then(|s| s.spec?.cluster_ip)
+        .expect("the fresh namespace's Service has a ClusterIP");
     let dns = kube::Api::<Service>::namespaced(env.client.clone(), "kube-system")
         .get("kube-dns")
         .await
         .ok()
         .and_then(|s| s.spec?.cluster_ip)
         .expect("the kube-dns Service");
-    let fqdn = format!("{name}.{}.svc.cluster.local", env.namespace);
-    loop {
-        let resolved = tokio::process::Command::new("busybox")
-            .args(["nslookup", &fqdn, &dns])
+    let resolves = async |fqdn: &str, ip: &str| {
+        tokio::process::Command::new("busybox")
+            .args(["nslookup", fqdn, &dns])
             .output()
             .await
-            .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(&ip));
+            .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(ip))
+    };
+    let fqdn = format!("{name}.{}.svc.cluster.local", env.namespace);
+    let fresh_fqdn = format!("{name}.{fresh_namespace}.svc.cluster.local");
+    loop {
+        let resolved = resolves(&fqdn, &ip).await && resolves(&fresh_fqdn, &fresh_ip).await;
         let routed = resolved
             && tokio::time::timeout(
                 Duration::from_secs(2),
@@ -123,11 +151,12 @@ pub async fn settled(env: &TestEnv, target_selector: serde_json::Value, port: u1
         }
         assert!(
             started.elapsed() < Duration::from_secs(240),
-            "Service {fqdn} ({ip}) not served 240 s after it was made: DNS answered {resolved}"
+            "Services {fqdn} ({ip}) and {fresh_fqdn} not served 240 s after they were made: DNS answered {resolved}"
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let _ = services.delete(&name, &Default::default()).await;
+    let _ = here.delete(&name, &Default::default()).await;
+    crate::delete_namespace(&env.client, &fresh_namespace).await;
     started.elapsed()
 }
 

@@ -183,3 +183,12 @@ pub fn headers(kind: &str, ns: &str) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// Runs `kind-tests/cluster.sh args` with this process's output; its exit status.
+pub fn cluster_sh(args: &[&str]) -> std::process::ExitStatus {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("cluster.sh");
+    Command::new(&script)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()))
+}

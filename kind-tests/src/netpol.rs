@@ -2,25 +2,16 @@
 //! lifetime of a guard: the policy engine diverts every new pod connection
 //! through user space, so only the test that needs it runs with it.
 
-use std::path::PathBuf;
-use std::process::{Command, ExitStatus};
+use crate::cli::cluster_sh;
 
 /// `kind-tests/cluster.sh netpol up` for the guard's lifetime; `netpol down`
 /// when it is dropped, a failed test included.
 pub struct PolicyEngine;
 
 impl PolicyEngine {
-    fn cluster_sh(args: &[&str]) -> ExitStatus {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("cluster.sh");
-        Command::new(&script)
-            .args(args)
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()))
-    }
-
     /// Starts kube-network-policies; panics saying why when it cannot.
     pub fn up() -> Self {
-        let status = Self::cluster_sh(&["netpol", "up"]);
+        let status = cluster_sh(&["netpol", "up"]);
         assert!(
             status.success(),
             "`kind-tests/cluster.sh netpol up` failed ({status}): the local cluster must be up \
@@ -32,7 +23,7 @@ impl PolicyEngine {
 
 impl Drop for PolicyEngine {
     fn drop(&mut self) {
-        let status = Self::cluster_sh(&["netpol", "down"]);
+        let status = cluster_sh(&["netpol", "down"]);
         if !status.success() {
             eprintln!("`kind-tests/cluster.sh netpol down` failed ({status})");
         }

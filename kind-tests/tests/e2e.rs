@@ -24,7 +24,7 @@ use eol_kind_tests::{
     install_crds, keep_namespaces, rethrow, run_finished, wait_for,
 };
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use std::collections::BTreeMap;
@@ -47,27 +47,6 @@ fn ready_with(feature: &Feature, replicas: i32) -> bool {
             .status
             .as_ref()
             .is_some_and(|s| s.ready_replicas == replicas)
-}
-
-/// The address pods reach the host on: the node's InternalIP (the local
-/// cluster's node is this machine).
-async fn host_from_pods(client: &Client) -> String {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let node = nodes
-        .list(&ListParams::default())
-        .await
-        .expect("list nodes")
-        .items
-        .into_iter()
-        .next()
-        .expect("a node");
-    node.status
-        .and_then(|s| s.addresses)
-        .unwrap_or_default()
-        .into_iter()
-        .find(|a| a.type_ == "InternalIP")
-        .map(|a| a.address)
-        .expect("the node has an InternalIP")
 }
 
 /// Runs `body` in a fresh namespace (restricted PodSecurity) with the chart
@@ -483,7 +462,7 @@ async fn a_prototyping_featurerun_calls_the_local_model_from_its_pod() {
          (EOL_LLM_HOST=0.0.0.0 scripts/llm.sh start) for this test",
     );
     let client = client().await;
-    let host = host_from_pods(&client).await;
+    let host = eol_kind_tests::chaos::node_ip(&client).await;
     // The model settings are the README's, as a user copies them.
     let mut values = readme_model_values(&url, &host);
     let model_url = values[0].clone();

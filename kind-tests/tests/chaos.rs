@@ -526,6 +526,13 @@ async fn the_operator_killed_twenty_times_at_random_points_leaves_the_right_stat
             tokio::time::sleep(Duration::from_millis(2000)).await;
         }
         let lives = killer.await.unwrap();
+        // The Lease as the operator wrote it: held 3 s without renewal (`EOL_LEASE_SECONDS`).
+        let lease = env
+            .api::<k8s_openapi::api::coordination::v1::Lease>()
+            .get("eol-operator")
+            .await
+            .unwrap();
+        assert_eq!(lease.spec.and_then(|s| s.lease_duration_seconds), Some(3));
         let settled = Instant::now();
 
         // The final state: every run succeeded once, with one pod; the switch

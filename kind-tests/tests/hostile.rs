@@ -36,6 +36,7 @@ async fn hostile_code_in_a_restricted_serving_pod_escapes_nowhere_and_the_pod_ke
         env.create(&feature(
             "inventory",
             json!({"source": {"inline": INVENTORY}, "tests": INVENTORY_TESTS, "replicas": 1,
+                   "access": {"reviewStaleSeconds": 120},
                    "resources": {"requests": {"cpu": "100m", "memory": "256Mi"},
                                  "limits": {"cpu": "1", "memory": "1Gi"}}}),
         ))
@@ -72,6 +73,17 @@ async fn hostile_code_in_a_restricted_serving_pod_escapes_nowhere_and_the_pod_ke
         assert_eq!(
             sc.capabilities.as_ref().and_then(|c| c.drop.clone()),
             Some(vec!["ALL".to_owned()])
+        );
+        // How long reviews answer while the API server is away, as the pod got it.
+        let stale = container
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "EOL_AUTH_STALE_SECONDS");
+        assert_eq!(
+            stale.and_then(|e| e.value.as_deref()),
+            Some("120"),
+            "spec.access.reviewStaleSeconds"
         );
         let pod_sc = spec
             .security_context

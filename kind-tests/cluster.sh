@@ -29,6 +29,9 @@
 #   cluster.sh restart NAME [--kill]  stop one component (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
 #                                 containerd, kubelet, kube-proxy; --kill: SIGKILL, as a crash) and start it again with
 #                                 its flags; returns once it serves (the chaos tests)
+#   cluster.sh pressure on [memory.available=Q] [nodefs.available=Q]  the kubelet's hard eviction thresholds raised
+#                                 (a drop-in, kubelet restarted); `pressure off`: undone, images the kubelet reclaimed
+#                                 loaded again; `pressure status`: the drop-in, the node's pressure conditions
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$HERE/lib/common.sh"
@@ -41,6 +44,7 @@ source "$HERE/lib/fleet.sh"
 source "$HERE/lib/metrics.sh"
 source "$HERE/lib/netpol.sh"
 source "$HERE/lib/keda.sh"
+source "$HERE/lib/pressure.sh"
 
 # EOL_CLUSTER_MODE=kind|local forces a mode; otherwise kind when usable, except
 # that a local cluster already running is always the one addressed.
@@ -98,8 +102,10 @@ case "$cmd:$(mode)" in
   netpol:kind) die "netpol: only with the local cluster (kube-network-policies runs as a local process on the node)" ;;
   keda-crds:local) keda_apply_crds ;;
   restart:local) restart_component "$@" ;;
+  pressure:local) pressure "$@" ;;
+  pressure:kind) die "pressure: only with the local cluster (it restarts the kubelet with other thresholds)" ;;
   restart:kind) die "restart: only with the local cluster (its components are local processes)" ;;
   keda-crds:kind) die "keda-crds: written for the local cluster only (not tried with kind)" ;;
   build:*) apt_ensure buildah gcc libc6-dev busybox-static debootstrap; build_all; build_helm; build_images ;;
-  *) sed -n '6,31p' "$0" >&2; exit 2 ;;
+  *) sed -n '6,34p' "$0" >&2; exit 2 ;;
 esac

@@ -44,6 +44,10 @@ LOG_DIR="${EOL_CLUSTER_LOGS:-/var/log/eol-kind}"
 PID_DIR="$STATE_DIR/pids"
 PKI_DIR="$STATE_DIR/pki"
 KUBECONFIG_ADMIN="$STATE_DIR/admin.kubeconfig"
+# Every image archive or name loaded into the local node, one per line: under
+# disk pressure the kubelet deletes unused images (containerd 1.6 pins none),
+# and here they are loaded, never pulled, so `pressure off` loads them again.
+LOADED_IMAGES="$STATE_DIR/loaded-images"
 
 CLUSTER_NAME="${CLUSTER_NAME:-eol}"
 NODE_NAME="${NODE_NAME:-eol-node}"

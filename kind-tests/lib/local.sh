@@ -91,7 +91,7 @@ restrict_oom() {
 }
 
 write_configs() {
-  mkdir -p "$STATE_DIR"/{containerd,cni/net.d,cni/ipam,kubelet,pod-logs,etcd}
+  mkdir -p "$STATE_DIR"/{containerd,cni/net.d,cni/ipam,kubelet,kubelet.conf.d,pod-logs,etcd}
   cat >"$STATE_DIR/containerd/config.toml" <<EOT
 version = 2
 root = "$STATE_DIR/containerd/root"
@@ -271,8 +271,10 @@ start_component() { # name
       wait_for "containerd" 60 ctr_ version
       ;;
     kubelet)
+      # kubelet.conf.d: drop-ins over config.yaml (lib/pressure.sh's thresholds).
+      mkdir -p "$STATE_DIR/kubelet.conf.d"
       start_proc kubelet "$K8S_BIN/kubelet" --config="$STATE_DIR/kubelet/config.yaml" \
-        --kubeconfig="$STATE_DIR/kubelet.kubeconfig" --root-dir="$STATE_DIR/kubelet" \
+        --config-dir="$STATE_DIR/kubelet.conf.d" --kubeconfig="$STATE_DIR/kubelet.kubeconfig" --root-dir="$STATE_DIR/kubelet" \
         --hostname-override="$NODE_NAME" --node-ip="$NODE_IP"
       wait_for "kubelet /healthz" 60 curl -fsS http://127.0.0.1:10248/healthz
       ;;
@@ -344,6 +346,7 @@ local_up() {
   local tar
   for tar in "$IMAGE_CACHE/pause.tar" "$IMAGE_CACHE/coredns-$COREDNS_VERSION.tar"; do
     ctr_ images import "$tar" >/dev/null
+    echo "$tar" >>"$LOADED_IMAGES"
   done
   for c in kubelet kube-proxy; do start_component "$c"; done
 
@@ -497,6 +500,7 @@ load_image_local() {
         env CONTAINER_RUNTIME_ENDPOINT="unix://$CONTAINERD_SOCK" "$CRICTL_BIN/crictl" inspecti "$name"
     fi
     [[ -n "${tmp:-}" ]] && rm -rf "$tmp"
+    grep -qxF "$ref" "$LOADED_IMAGES" 2>/dev/null || echo "$ref" >>"$LOADED_IMAGES"
     log "loaded $ref"
   done
 }

@@ -12,6 +12,7 @@ pub mod fixtures;
 pub mod fleet;
 pub mod metrics;
 pub mod netpol;
+pub mod pressure;
 
 use eol_core::crd::{Feature, FeatureRun};
 use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};

@@ -20,6 +20,7 @@ use eol_kind_tests::fixtures::{
     INVENTORY, INVENTORY_TESTS, call, caller_token, feature, feature_run, first_answer,
     namespace_redis,
 };
+use eol_kind_tests::pressure::{ASK, fill_scratch, running_pod};
 use eol_kind_tests::{
     condition, feature_ready, in_namespace, in_namespace_with, run_finished, wait_for,
 };
@@ -668,47 +669,6 @@ async fn prototyped_calls_fail_with_one_kind_while_the_model_is_down_and_recover
     .await;
 }
 
-/// One prototyped operation: its runs wait on the model.
-const ASK: &str = "---\nname: ask\nphase: prototyping\n---\n# Ask\n\n## Operations\n\n### answer\n\nAnswers a question in one word.\n\nInput:\n```yaml\ntype: object\nproperties:\n  question: {type: string}\nrequired: [question]\n```\n\nOutput:\n```yaml\ntype: object\nproperties:\n  answer: {type: string}\nrequired: [answer]\n```\n";
-
-/// Writes 300 MiB into the run pod's `/tmp` (an emptyDir the operator caps at
-/// 256Mi): the kubelet evicts the pod for its local storage.
-async fn fill_tmp(namespace: &str, pod: &str) {
-    let (namespace, pod) = (namespace.to_owned(), pod.to_owned());
-    let out = tokio::task::spawn_blocking(move || {
-        eol_kind_tests::cli::kubectl(
-            &["exec", "-n", &namespace, &pod, "-c", "runner", "--", "python3", "-c",
-              "f = open('/tmp/fill', 'wb')\nfor _ in range(300):\n    f.write(b'0' * (1 << 20))\nf.close()"],
-            None,
-        )
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "filling /tmp: {}",
-        eol_kind_tests::cli::text(&out.stderr)
-    );
-}
-
-/// The pod of run `name` once it runs.
-async fn running_pod(env: &eol_kind_tests::TestEnv, name: &str, attempt: usize) -> String {
-    let runs = env.api::<FeatureRun>();
-    let run = wait_for(&runs, name, READY_TIMEOUT, |r| {
-        r.status
-            .as_ref()
-            .and_then(|s| s.pod_name.as_ref())
-            .is_some_and(|p| p.ends_with(&format!("-{attempt}")) || attempt == 1)
-    })
-    .await;
-    let pod = run.status.unwrap().pod_name.unwrap();
-    wait_for(&env.api::<Pod>(), &pod, READY_TIMEOUT, |p| {
-        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-    })
-    .await;
-    pod
-}
-
 #[tokio::test]
 async fn a_runner_pod_the_kubelet_evicts_is_retried_or_its_run_ends_evicted() {
     let _turn = SERIAL.lock().await;
@@ -735,7 +695,8 @@ async fn a_runner_pod_the_kubelet_evicts_is_retried_or_its_run_ends_evicted() {
         let started = Instant::now();
         for name in ["once", "twice"] {
             let pod = running_pod(&env, name, 1).await;
-            fill_tmp(&env.namespace, &pod).await;
+            // Over the 256Mi cap of the pod's /tmp.
+            fill_scratch(&env.namespace, &pod, 300).await;
         }
         // No retry left: the run ends Evicted, in the kubelet's words.
         let once = wait_for(&runs, "once", READY_TIMEOUT, run_finished).await;

@@ -21,8 +21,9 @@ use k8s_openapi::api::apps::v1::StatefulSetPersistentVolumeClaimRetentionPolicy;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EmptyDirVolumeSource, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, Secret, Service, ServicePort,
-    ServiceSpec, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
+    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Secret,
+    Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -144,7 +145,7 @@ pub fn stateful_set(namespace: &str, config: &OperatorConfig) -> StatefulSet {
                 ..VolumeMount::default()
             },
         ]),
-        resources: Some(pod::resources(("50m", "64Mi"), ("1", "512Mi"))),
+        resources: Some(redis_resources()),
         security_context: Some(pod::container_security()),
         ..Container::default()
     };
@@ -210,6 +211,22 @@ pub fn stateful_set(namespace: &str, config: &OperatorConfig) -> StatefulSet {
         }),
         ..StatefulSet::default()
     }
+}
+
+/// The Redis pod asks for all the memory it may use (request = limit) and
+/// for the local storage it uses (its logs and an unused `/tmp`; the data is
+/// on the volume claim). Why: under node pressure the kubelet evicts first
+/// the pods using more than they asked for, ranked by stale usage figures, and
+/// with 64Mi and no storage asked for, the Redis pod holding every Feature's
+/// data was evicted before the runner pod that took the node over
+/// (`kind-tests/tests/pressure.rs`, both for memory and for disk).
+fn redis_resources() -> ResourceRequirements {
+    let mut resources = pod::resources(("50m", "512Mi"), ("1", "512Mi"));
+    resources
+        .requests
+        .get_or_insert_with(BTreeMap::new)
+        .insert("ephemeral-storage".to_owned(), Quantity("256Mi".to_owned()));
+    resources
 }
 
 /// A fresh password: 32 random alphanumerics.
@@ -593,6 +610,11 @@ pub(crate) mod tests {
             "RuntimeDefault"
         );
         assert!(c["resources"]["limits"]["memory"].is_string());
+        assert_eq!(c["resources"]["requests"]["ephemeral-storage"], "256Mi");
+        assert_eq!(
+            c["resources"]["requests"]["memory"],
+            c["resources"]["limits"]["memory"]
+        );
         let s = secret("team-a", "pw");
         let data = s.string_data.expect("data");
         assert_eq!(data["url"], "redis://:pw@eol-redis.team-a.svc:6379");

@@ -318,6 +318,11 @@ local_up() {
   build_all
   build_images
   if [[ -d "$STATE_DIR" ]] && components_healthy; then
+    # A pressure test that died before restoring the kubelet's thresholds
+    # (lib/pressure.sh) would leave them just under what the node has free.
+    if [[ -f "$PRESSURE_DROPIN" ]]; then
+      log "the kubelet's eviction thresholds were left raised: restoring them"; pressure_off
+    fi
     log "cluster already up"; status_local; return 0
   fi
   if [[ -d "$STATE_DIR" || -d "$TRACK_CGROUP" ]]; then

@@ -5,10 +5,11 @@
 
 Checks paraphrases.jsonl and structured.jsonl, the held-out set written after the guard
 was tuned (heldout-paraphrases.jsonl, heldout-structured.jsonl) and the fresh set written after
-the second tuning (fresh-paraphrases.jsonl, fresh-structured.jsonl): every line parses, the
+the second tuning (fresh-paraphrases.jsonl, fresh-structured.jsonl), and the blind set of
+issue 20 (blind-paraphrases.jsonl, blind-structured.jsonl): every line parses, the
 schema and ids, kind/same consistency, a != b, no duplicate pairs (in either order; a held-out
-pair must not repeat a pair of the tuning files, and a fresh pair must not repeat a pair of any
-other file), word counts of the free-text queries, the fields per operation (a held-out or fresh
+pair must not repeat a pair of the tuning files, and a fresh or blind pair must not repeat a pair
+of any other file), word counts of the free-text queries, the fields per operation (a held-out or fresh
 operation must exist in structured.jsonl, with the same fields), and the per-kind minimum
 counts. Prints the counts and a wording-closeness summary per kind; exits 1 on any problem.
 """
@@ -76,6 +77,11 @@ FRESH_TEXT_MIN = dict(HELDOUT_TEXT_MIN)
 FRESH_TEXT_MIN_TOTAL = HELDOUT_TEXT_MIN_TOTAL
 FRESH_STRUCT_MIN = dict(HELDOUT_STRUCT_MIN)
 FRESH_STRUCT_MIN_TOTAL = HELDOUT_STRUCT_MIN_TOTAL
+# blind set (ids b…/c…, issue 20): written and frozen before any tuning toward
+# the error bound; minimums over both files together
+BLIND_PARAPHRASES_MIN = 500
+BLIND_NEAR_MISSES_MIN = 1000
+BLIND_KIND_MIN = 150  # each near-miss kind
 TEXT_KEYS = {"id", "domain", "a", "b", "same", "kind"}
 STRUCT_KEYS = {"id", "operation", "a", "b", "same", "kind"}
 MIN_WORDS, MAX_WORDS = 5, 40
@@ -295,12 +301,46 @@ def main():
         f_struct, FRESH_STRUCT_MIN, FRESH_STRUCT_MIN_TOTAL, "fresh-structured.jsonl"
     )
 
+    # blind set: same checks, own ids, no pair shared with any other file, and
+    # the minimums of issue 20 over its two files together
+    b_text = check_text(HERE / "blind-paraphrases.jsonl", r"b\d{4}")
+    b_struct = check_struct(HERE / "blind-structured.jsonl", r"c\d{4}", shapes, known_ops)
+    for blind in (b_text, b_struct):
+        for others, name in (
+            (text, "paraphrases.jsonl"),
+            (struct, "structured.jsonl"),
+            (h_text, "heldout-paraphrases.jsonl"),
+            (h_struct, "heldout-structured.jsonl"),
+            (f_text, "fresh-paraphrases.jsonl"),
+            (f_struct, "fresh-structured.jsonl"),
+        ):
+            check_not_in(blind, others, name)
+    b_text_counts = check_counts(b_text, {}, 0, "blind-paraphrases.jsonl")
+    b_struct_counts = check_counts(b_struct, {}, 0, "blind-structured.jsonl")
+    both = b_text_counts + b_struct_counts
+    paraphrases = both["paraphrase"]
+    near = sum(n for k, n in both.items() if k != "paraphrase")
+    if paraphrases < BLIND_PARAPHRASES_MIN:
+        problem(f"blind set: {paraphrases} paraphrases, needs >= {BLIND_PARAPHRASES_MIN}")
+    if near < BLIND_NEAR_MISSES_MIN:
+        problem(f"blind set: {near} near-misses, needs >= {BLIND_NEAR_MISSES_MIN}")
+    for kind in KINDS:
+        if kind != "paraphrase" and both[kind] < BLIND_KIND_MIN:
+            problem(f"blind set: {both[kind]} {kind} pairs, needs >= {BLIND_KIND_MIN}")
+    if {r["domain"] for r in b_text} != DOMAINS:
+        problem(f"blind set: domains {sorted({r['domain'] for r in b_text})}, needs all of {sorted(DOMAINS)}")
+    if {r["operation"] for r in b_struct} != known_ops:
+        problem(f"blind set: operations {sorted({r['operation'] for r in b_struct})}, needs all of {sorted(known_ops)}")
+
     report_text("paraphrases.jsonl", text, text_counts)
     report_struct("structured.jsonl", struct, struct_counts)
     report_text("heldout-paraphrases.jsonl", h_text, h_text_counts)
     report_struct("heldout-structured.jsonl", h_struct, h_struct_counts)
     report_text("fresh-paraphrases.jsonl", f_text, f_text_counts)
     report_struct("fresh-structured.jsonl", f_struct, f_struct_counts)
+    report_text("blind-paraphrases.jsonl", b_text, b_text_counts)
+    report_struct("blind-structured.jsonl", b_struct, b_struct_counts)
+    print(f"blind set: {paraphrases} paraphrases, {near} near-misses")
 
     if problems:
         for p in problems:

@@ -37,11 +37,13 @@
 //!   tuning), `heldout` (`heldout-*.jsonl`, written blind to the guard, held out
 //!   in the first round, tuned on in the second) and `fresh` (`fresh-*.jsonl`,
 //!   written blind to the guard, the results and the other held-out files,
-//!   never tuned on).
+//!   never tuned on) and `blind` (`blind-*.jsonl`, issue 20's 2,021 pairs,
+//!   frozen before any tuning toward its error bound). The frozen splits'
+//!   SHA-256 is printed and checked: a frozen split that changed is refused.
 //!
 //! Knobs: `EOL_EVAL_THRESHOLDS` (`0.05,0.1,0.15,0.2,0.3`, cosine distance),
 //! `EOL_EVAL_PAIRS` (limit per file, for a quick run), `EOL_EVAL_SETS`
-//! (a comma-separated list of `tuning`, `heldout`, `fresh`; default all three), `EOL_REDISVL_PYTHON`
+//! (a comma-separated list of `tuning`, `heldout`, `fresh`, `blind`; default all four), `EOL_REDISVL_PYTHON`
 //! (default: `scripts/redisvl-env.sh python`), `EOL_EVAL_TEXT_PROMPT`, and
 //! for diagnosis:
 //!
@@ -79,6 +81,7 @@ use eol_vector::{EmbedError, Embedder};
 use futures::future::BoxFuture;
 use redis::aio::ConnectionManager;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 /// The text RedisVL's `CustomVectorizer` embeds once to learn the dimension.
 const PROBE: &str = "dimension test";
@@ -157,15 +160,67 @@ fn read_jsonl(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// The splits never tuned on, with the SHA-256 of their two files (text, then
+/// structured, concatenated) when they were frozen. A split whose files have
+/// changed since is refused: edited after the guard was written, it no longer
+/// measures a guard that never saw it (issue 20). A new split gets new files.
+const FROZEN: [(&str, &str); 2] = [
+    (
+        "fresh",
+        "f812d2428b74ebd5bf0a2fe7dcb86c6db309c2c6575342f195173cdeb7ea6516",
+    ),
+    (
+        "blind",
+        "aec773dfd033b5e2cf20704030ba5038034c2bb3fb6b8dd4b339d38973f45622",
+    ),
+];
+
+/// The text and structured files of `split`.
+fn split_files(split: &str) -> (&'static str, &'static str) {
+    match split {
+        "tuning" => ("paraphrases.jsonl", "structured.jsonl"),
+        "heldout" => ("heldout-paraphrases.jsonl", "heldout-structured.jsonl"),
+        "fresh" => ("fresh-paraphrases.jsonl", "fresh-structured.jsonl"),
+        _ => ("blind-paraphrases.jsonl", "blind-structured.jsonl"),
+    }
+}
+
+/// The SHA-256 of `split`'s two files; panics when a frozen split changed.
+fn split_hash(eval: &Path, split: &str) -> String {
+    let (text_file, structured_file) = split_files(split);
+    let mut hash = Sha256::new();
+    for file in [text_file, structured_file] {
+        let path = eval.join(file);
+        hash.update(
+            std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display())),
+        );
+    }
+    let hex: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    if let Some((_, frozen)) = FROZEN.iter().find(|(s, _)| *s == split) {
+        assert!(
+            hex == *frozen,
+            "the {split} split ({text_file}, {structured_file}) changed after it was frozen \
+             (sha256 {hex}, frozen {frozen}): it is no longer blind to the guard; \
+             restore it (git checkout vector/eval/) or write a new split"
+        );
+    }
+    hex
+}
+
 fn load_pairs(raw_text: bool, limit: usize, splits: &[&'static str]) -> Vec<Pair> {
     let eval = repo().join("vector/eval");
     let mut pairs = Vec::new();
     for &split in splits {
-        let (text_file, structured_file) = match split {
-            "tuning" => ("paraphrases.jsonl", "structured.jsonl"),
-            "heldout" => ("heldout-paraphrases.jsonl", "heldout-structured.jsonl"),
-            _ => ("fresh-paraphrases.jsonl", "fresh-structured.jsonl"),
+        let (text_file, structured_file) = split_files(split);
+        let frozen = if FROZEN.iter().any(|(s, _)| *s == split) {
+            ", frozen"
+        } else {
+            ""
         };
+        println!(
+            "split {split}: {text_file} + {structured_file}, sha256 {}{frozen}",
+            split_hash(&eval, split)
+        );
         for r in read_jsonl(&eval.join(text_file)).into_iter().take(limit) {
             let (a, b) = (r["a"].as_str().expect("a"), r["b"].as_str().expect("b"));
             let (eol_a, eol_b) = (json!({"query": a}), json!({"query": b}));
@@ -670,13 +725,14 @@ async fn evaluate() {
         "EOL_EVAL_TEXT_PROMPT is raw or json"
     );
     let raw_text = text_prompt == "raw";
-    let splits: Vec<&'static str> = env_or("EOL_EVAL_SETS", "tuning,heldout,fresh")
+    let splits: Vec<&'static str> = env_or("EOL_EVAL_SETS", "tuning,heldout,fresh,blind")
         .split(',')
         .map(|s| match s.trim() {
             "tuning" => "tuning",
             "heldout" => "heldout",
             "fresh" => "fresh",
-            other => panic!("EOL_EVAL_SETS lists tuning, heldout and fresh, not {other}"),
+            "blind" => "blind",
+            other => panic!("EOL_EVAL_SETS lists tuning, heldout, fresh and blind, not {other}"),
         })
         .collect();
     let mut pairs = load_pairs(raw_text, limit, &splits);
@@ -855,7 +911,15 @@ async fn evaluate() {
     );
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     for (t, e, r) in &results {
-        for set in ["all", "text", "structured", "tuning", "heldout", "fresh"] {
+        for set in [
+            "all",
+            "text",
+            "structured",
+            "tuning",
+            "heldout",
+            "fresh",
+            "blind",
+        ] {
             if !e.latency.contains_key(set) {
                 continue; // a split not loaded (EOL_EVAL_SETS)
             }
@@ -880,7 +944,7 @@ async fn evaluate() {
         "different_entity",
         "topic_shift",
     ];
-    let groups: Vec<&str> = ["all", "tuning", "heldout", "fresh"]
+    let groups: Vec<&str> = ["all", "tuning", "heldout", "fresh", "blind"]
         .into_iter()
         .filter(|g| {
             results

@@ -82,6 +82,20 @@ FRESH_STRUCT_MIN_TOTAL = HELDOUT_STRUCT_MIN_TOTAL
 BLIND_PARAPHRASES_MIN = 500
 BLIND_NEAR_MISSES_MIN = 1000
 BLIND_KIND_MIN = 150  # each near-miss kind
+# multilingual set (ids m…, issue 20): requests in 8 other languages, and
+# English requests against their translation (kind other_language: an answer
+# cached in English does not answer a request in another language)
+LANGS = {"de", "fr", "es", "it", "pt", "nl", "pl", "ja"}
+ML_PER_KIND = {
+    "paraphrase": 20,
+    "negation": 6,
+    "swapped_entities": 6,
+    "different_number": 6,
+    "different_entity": 6,
+    "topic_shift": 6,
+    "other_language": 6,
+}
+ML_KEYS = {"id", "lang", "domain", "a", "b", "same", "kind"}
 TEXT_KEYS = {"id", "domain", "a", "b", "same", "kind"}
 STRUCT_KEYS = {"id", "operation", "a", "b", "same", "kind"}
 MIN_WORDS, MAX_WORDS = 5, 40
@@ -93,7 +107,7 @@ def problem(msg):
     problems.append(msg)
 
 
-def load(path, id_re, keys):
+def load(path, id_re, keys, kinds=KINDS):
     rows = []
     raw = path.read_bytes()
     try:
@@ -127,10 +141,10 @@ def load(path, id_re, keys):
             problem(f"{where}: duplicate id {rid}")
         seen_ids.add(rid)
         kind = row["kind"]
-        if kind not in KINDS:
+        if kind not in kinds:
             problem(f"{where}: unknown kind {kind!r}")
-        elif row["same"] is not KINDS[kind]:
-            problem(f"{where}: kind {kind} must have same={KINDS[kind]}, has {row['same']!r}")
+        elif row["same"] is not kinds[kind]:
+            problem(f"{where}: kind {kind} must have same={kinds[kind]}, has {row['same']!r}")
         if row["a"] == row["b"]:
             problem(f"{where}: a == b")
         row["_where"] = where
@@ -261,6 +275,26 @@ def report_struct(name, struct, counts):
     print("  operations: " + ", ".join(f"{o} {ops[o]}" for o in sorted(ops)))
 
 
+def check_multilingual(path):
+    """The multilingual set: per language exactly the counts of ML_PER_KIND, the
+    domains known, `other_language` pairs only with `same` false."""
+    kinds = dict(KINDS, other_language=False)
+    rows = []
+    for row in load(path, r"m\d{4}", ML_KEYS, kinds):
+        if row["lang"] not in LANGS:
+            problem(f"{row['_where']}: unknown lang {row['lang']!r}")
+        if row["domain"] not in DOMAINS:
+            problem(f"{row['_where']}: unknown domain {row['domain']!r}")
+        rows.append(row)
+    check_duplicates(rows, path.name)
+    counts = collections.Counter((r["lang"], r["kind"]) for r in rows)
+    for lang in sorted(LANGS):
+        for kind, n in ML_PER_KIND.items():
+            if counts[(lang, kind)] != n:
+                problem(f"{path.name}: {counts[(lang, kind)]} {lang} pairs of kind {kind}, {n} expected")
+    return rows
+
+
 def main():
     text = check_text(HERE / "paraphrases.jsonl", r"p\d{4}")
     text_counts = check_counts(text, TEXT_MIN, TEXT_MIN_TOTAL, "paraphrases.jsonl")
@@ -332,6 +366,16 @@ def main():
     if {r["operation"] for r in b_struct} != known_ops:
         problem(f"blind set: operations {sorted({r['operation'] for r in b_struct})}, needs all of {sorted(known_ops)}")
 
+    # multilingual set: its own schema (a `lang`), no pair shared with any other file
+    ml = check_multilingual(HERE / "multilingual.jsonl")
+    for others, name in (
+        (text, "paraphrases.jsonl"),
+        (h_text, "heldout-paraphrases.jsonl"),
+        (f_text, "fresh-paraphrases.jsonl"),
+        (b_text, "blind-paraphrases.jsonl"),
+    ):
+        check_not_in(ml, others, name)
+
     report_text("paraphrases.jsonl", text, text_counts)
     report_struct("structured.jsonl", struct, struct_counts)
     report_text("heldout-paraphrases.jsonl", h_text, h_text_counts)
@@ -341,6 +385,7 @@ def main():
     report_text("blind-paraphrases.jsonl", b_text, b_text_counts)
     report_struct("blind-structured.jsonl", b_struct, b_struct_counts)
     print(f"blind set: {paraphrases} paraphrases, {near} near-misses")
+    print(f"multilingual set: {len(ml)} pairs in {len({r['lang'] for r in ml})} languages")
 
     if problems:
         for p in problems:

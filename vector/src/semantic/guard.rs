@@ -7,6 +7,7 @@
 
 use serde_json::Value;
 
+use super::language::{is_english, same_text};
 use super::marks::compare_marks;
 use super::roles::{exchanged_contexts, moved_objects, swapped_roles};
 use super::tokens::{Tok, tokens};
@@ -39,7 +40,14 @@ impl std::fmt::Display for GuardFailure {
 ///   codes, single words) or when the field is listed as exact in the
 ///   [`CallContext`](super::CallContext) (by its dotted path such as
 ///   `order.id`, or its last key);
-/// - other strings are free text and may differ in wording. They are read as
+/// - other strings are free text. The rules below read **English only**: a
+///   free-text field in another language (`language`: a non-Latin script,
+///   or more function words and accented letters of German, French, Spanish,
+///   Italian, Portuguese, Dutch or Polish than English function words) must
+///   be the same text on both sides, up to case, spacing and the closing
+///   mark; so must an English text and its translation (an answer cached in
+///   one language does not answer a request in another). English free text
+///   may differ in wording. It is read as
 ///   tokens: double-quoted spans whole; URLs, e-mails, domains, words with
 ///   digits (`KB-104`) and all-capital compounds (`LAMP-OAK`) as codes;
 ///   numbers normalised (`1,500`, `twelve`, `12th`, `a dozen`, `twice`,
@@ -149,6 +157,17 @@ pub fn guard(stored: &Value, new: &Value, exact_fields: &[String]) -> Result<(),
     compare(stored, new, "", exact_fields, &mut texts)?;
     if texts.iter().all(|t| t.a == t.b) {
         return Ok(());
+    }
+    // The rules below read English only (`language`): text in another
+    // language passes only as the same text.
+    for t in texts.iter().filter(|t| t.a != t.b) {
+        let english = is_english(t.a) && is_english(t.b);
+        if !english && !same_text(t.a, t.b) {
+            return fail(
+                &t.path,
+                "not English, and not the same text: the rules on free text read English only",
+            );
+        }
     }
     // Each text tokenised once; a field equal on both sides once for both.
     let sides: Vec<(Vec<Tok>, Vec<Tok>)> = texts

@@ -27,13 +27,16 @@
 //! This module holds the cache ([`SemanticCache`]: prepare, lookup, store,
 //! invalidation), the [`CallContext`] of a call, the errors and outcomes, and
 //! the index schema. The `settings` module reads the `cache:` block; `guard`
-//! holds the guard and its comparison of the structured inputs; `tokens` the
+//! holds the guard and its comparison of the structured inputs; `language`
+//! whether a free-text field is English (the only language the rules on free
+//! text read; text in another language must be the same text); `tokens` the
 //! tokenizer of free text and `numbers` its reading of numbers, dates, times
 //! of day and durations; the rules on free text are in `marks` (over all
 //! free-text fields together: polarity, numbers, names, questions), `wording`
 //! and `roles` (per field: near-identical wording, exchanged roles).
 
 mod guard;
+mod language;
 mod marks;
 mod numbers;
 mod roles;

@@ -21,6 +21,9 @@
 //! ...) are caught by their letters when they have some; this is the part to
 //! extend for another language.
 
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
 /// English function words: articles, pronouns, prepositions, auxiliaries,
 /// question words, and the verbs requests start with.
 #[rustfmt::skip]
@@ -89,6 +92,21 @@ const OTHER: &[&str] = &[
     "już", "tylko", "po", "ze", "nasz", "nasza", "proszę",
 ];
 
+/// Which language a function word marks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    English,
+    Other,
+}
+
+/// [`ENGLISH`] and [`OTHER`] as one map, built once: a guard call looks up
+/// every word of both texts.
+static LEXICON: LazyLock<HashMap<&'static str, Mark>> = LazyLock::new(|| {
+    let mut words: HashMap<&'static str, Mark> = OTHER.iter().map(|w| (*w, Mark::Other)).collect();
+    words.extend(ENGLISH.iter().map(|w| (*w, Mark::English)));
+    words
+});
+
 /// Whether `text` reads as English (see the module's docs): true unless it
 /// has letters of a non-Latin script, or more marks of another language
 /// than English function words.
@@ -97,11 +115,20 @@ pub(super) fn is_english(text: &str) -> bool {
         return false;
     }
     let (mut english, mut other) = (0usize, 0usize);
+    let mut lower = String::new();
     for word in words(text) {
-        if ENGLISH.contains(&word.as_str()) {
-            english += 1;
-        } else if OTHER.contains(&word.as_str()) || word.chars().any(foreign_letter) {
-            other += 1;
+        lower.clear();
+        lower.extend(word.chars().flat_map(char::to_lowercase));
+        let mark = LEXICON.get(lower.as_str()).copied();
+        // A word capitalised in the text is a name or the start of a
+        // sentence: it counts only as a function word (`Wie`, `Le`, `El`
+        // start many requests), never by its letters.
+        let capitalised = word.chars().next().is_some_and(char::is_uppercase);
+        match mark {
+            Some(Mark::English) => english += 1,
+            Some(Mark::Other) => other += 1,
+            None if !capitalised && word.chars().any(foreign_letter) => other += 1,
+            None => {}
         }
     }
     english >= other
@@ -124,13 +151,11 @@ fn normalized(text: &str) -> String {
         .to_lowercase()
 }
 
-/// The lower-case words of `text`, leaving out URLs, e-mail addresses,
-/// domains and codes (`eol.to/x7Kp`, `KB-104`), whose parts say nothing of
-/// the language; elisions and contractions are split at the apostrophe
-/// (`l'ordine`, `don't`). A word capitalised in the text is a name or the
-/// start of a sentence and counts only as a function word (`Wie`, `Le`, `El`
-/// start many requests), never by its letters.
-fn words(text: &str) -> impl Iterator<Item = String> + '_ {
+/// The words of `text`, leaving out URLs, e-mail addresses, domains and
+/// codes (`eol.to/x7Kp`, `KB-104`), whose parts say nothing of the
+/// language; elisions and contractions are split at the apostrophe
+/// (`l'ordine`, `don't`).
+fn words(text: &str) -> impl Iterator<Item = &str> {
     text.split_whitespace()
         .filter(|t| {
             !t.contains(['/', '@', '.'])
@@ -141,12 +166,6 @@ fn words(text: &str) -> impl Iterator<Item = String> + '_ {
         .filter(|t| !t.chars().any(|c| c.is_ascii_digit()))
         .flat_map(|t| t.split(|c: char| !c.is_alphabetic()))
         .filter(|w| !w.is_empty())
-        .filter_map(|w| {
-            let lower = w.to_lowercase();
-            let capitalised = w.chars().next().is_some_and(char::is_uppercase);
-            let function = ENGLISH.contains(&lower.as_str()) || OTHER.contains(&lower.as_str());
-            (!capitalised || function).then_some(lower)
-        })
 }
 
 /// Letters of the Latin script (ASCII, Latin-1, Latin Extended).

@@ -223,12 +223,25 @@ async fn callers_load_each_phase_and_a_switch_beside_a_bare_deployment_of_the_sa
             // Two callers share the one local model on these cores: a call can wait a minute.
             timeout: Duration::from_secs(180),
         };
-        let (proto, failed) = load(prototyped, 2, time).await;
-        show("prototyping (2 callers, the model)", &proto);
-        if !failed.is_empty() {
-            eprintln!("  prototyping failures: {failed:?}");
+        // The 135M local model sometimes gives no answer matching the schema
+        // in its 3 attempts (502 `invalid_answer`, a stable kind), and a
+        // short window holds only a couple of calls: more windows (at most 4)
+        // until one call was answered.
+        let mut failures = Vec::new();
+        let mut answered = false;
+        for window in 1..=4 {
+            let (proto, failed) = load(prototyped.clone(), 2, time).await;
+            show(&format!("prototyping (2 callers, the model), window {window}"), &proto);
+            answered = proto.calls > proto.failed;
+            failures.extend(failed);
+            if answered {
+                break;
+            }
         }
-        assert!(proto.calls > proto.failed, "the model answered calls: {failed:?}");
+        if !failures.is_empty() {
+            eprintln!("  prototyping failures: {failures:?}");
+        }
+        assert!(answered, "the model answered calls: {failures:?}");
     })
     .await;
 }

@@ -482,6 +482,15 @@ memory_local() {
 
 # ---------------------------------------------------------------- images
 
+# The name an image ref loads as: an archive's first tag, else the ref itself.
+image_name() {
+  if [[ -f "$1" ]]; then
+    tar -xOf "$1" manifest.json 2>/dev/null | sed -n 's/.*"RepoTags":\["\([^"]*\)".*/\1/p'
+  else
+    echo "$1"
+  fi
+}
+
 # Import an image into the node's containerd: a docker/OCI archive path, or
 # the name of an image in buildah's local storage (exported first).
 load_image_local() {
@@ -499,7 +508,7 @@ load_image_local() {
     # reports the new image id, or a pod created right away may get the old one.
     local cfg name
     cfg=$(tar -xOf "$tar" manifest.json 2>/dev/null | sed -n 's/.*"Config":"\([0-9a-f]*\)\.json".*/\1/p')
-    name=$(tar -xOf "$tar" manifest.json 2>/dev/null | sed -n 's/.*"RepoTags":\["\([^"]*\)".*/\1/p')
+    name=$(image_name "$tar")
     if [[ -n "$cfg" && -n "$name" ]]; then
       wait_for "CRI to see $name" 30 bash -c '"$@" | grep -q "\"id\": \"sha256:'"$cfg"'\""' _ \
         env CONTAINER_RUNTIME_ENDPOINT="unix://$CONTAINERD_SOCK" "$CRICTL_BIN/crictl" inspecti "$name"

@@ -66,12 +66,3 @@ pressure_off() {
   done <"$LOADED_IMAGES"
   log "eviction thresholds: the cluster's own"
 }
-
-# The name an image ref loads as: an archive's first tag, else the ref itself.
-image_name() {
-  if [[ -f "$1" ]]; then
-    tar -xOf "$1" manifest.json 2>/dev/null | sed -n 's/.*"RepoTags":\["\([^"]*\)".*/\1/p'
-  else
-    echo "$1"
-  fi
-}

@@ -4,7 +4,9 @@
 //! free, and the runs whose pods the kubelet may evict.
 
 use crate::TestEnv;
+use crate::chaos::{BlackHole, node_ip};
 use crate::cli::{cluster_sh, kubectl, text};
+use crate::fixtures::feature;
 use eol_core::crd::FeatureRun;
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -15,6 +17,21 @@ use std::time::Duration;
 /// answers, its runs' pods wait (for the client's timeout), long enough to
 /// be evicted.
 pub const ASK: &str = "---\nname: ask\nphase: prototyping\n---\n# Ask\n\n## Operations\n\n### answer\n\nAnswers a question in one word.\n\nInput:\n```yaml\ntype: object\nproperties:\n  question: {type: string}\nrequired: [question]\n```\n\nOutput:\n```yaml\ntype: object\nproperties:\n  answer: {type: string}\nrequired: [answer]\n```\n";
+
+/// Creates Feature `ask` ([`ASK`]) whose model accepts and never answers
+/// (a [`BlackHole`]): its runs' pods wait on it, long enough to be evicted.
+/// The black hole must outlive the test's body.
+pub async fn waiting_feature(env: &TestEnv) -> BlackHole {
+    let hung = BlackHole::start().await;
+    let host = node_ip(&env.client).await;
+    env.create(&feature(
+        "ask",
+        serde_json::json!({"source": {"inline": ASK}, "replicas": 0,
+               "model": {"baseUrl": format!("http://{host}:{}/v1", hung.port), "name": "hung"}}),
+    ))
+    .await;
+    hung
+}
 
 const READY_TIMEOUT: Duration = Duration::from_secs(300);
 

@@ -20,7 +20,7 @@ use eol_kind_tests::fixtures::{
     INVENTORY, INVENTORY_TESTS, call, caller_token, feature, feature_run, first_answer,
     namespace_redis,
 };
-use eol_kind_tests::pressure::{ASK, fill_scratch, running_pod};
+use eol_kind_tests::pressure::{fill_scratch, running_pod, waiting_feature};
 use eol_kind_tests::{
     condition, feature_ready, in_namespace, in_namespace_with, run_finished, wait_for,
 };
@@ -673,16 +673,9 @@ async fn prototyped_calls_fail_with_one_kind_while_the_model_is_down_and_recover
 async fn a_runner_pod_the_kubelet_evicts_is_retried_or_its_run_ends_evicted() {
     let _turn = SERIAL.lock().await;
     in_namespace("chaos-evict", |env| async move {
-        // A model that accepts and never answers: the runs' pods wait on it
-        // (for the client's 60 s timeout), long enough to be evicted.
-        let hung = eol_kind_tests::chaos::BlackHole::start().await;
-        let host = node_ip(&env.client).await;
-        env.create(&feature(
-            "ask",
-            json!({"source": {"inline": ASK}, "replicas": 0,
-                   "model": {"baseUrl": format!("http://{host}:{}/v1", hung.port), "name": "hung"}}),
-        ))
-        .await;
+        // The runs' pods wait on a model that never answers (for the client's
+        // 60 s timeout), long enough to be evicted.
+        let _model = waiting_feature(&env).await;
         for (name, retries) in [("once", 0), ("twice", 1)] {
             env.create(&feature_run(
                 name,

@@ -11,11 +11,11 @@
 #![allow(clippy::unwrap_used)]
 
 use eol_core::crd::FeatureRun;
-use eol_kind_tests::chaos::{BlackHole, node_ip};
 use eol_kind_tests::cli::tools;
-use eol_kind_tests::fixtures::{feature, feature_run};
+use eol_kind_tests::fixtures::feature_run;
 use eol_kind_tests::pressure::{
-    ASK, NodeFree, Pressure, evictions, node_free, node_name, running_pod, under_pressure,
+    NodeFree, Pressure, evictions, node_free, node_name, running_pod, under_pressure,
+    waiting_feature,
 };
 use eol_kind_tests::{TestEnv, condition, in_namespace, run_finished, wait_for};
 use k8s_openapi::api::core::v1::Pod;
@@ -32,18 +32,15 @@ const MIB: u64 = 1 << 20;
 /// How long the kubelet may take to see the pressure and evict.
 const EVICTION_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// A Feature whose runs wait on a model that never answers, so their pods
-/// live until evicted; the black hole must outlive the test's body.
-async fn waiting_feature(env: &TestEnv) -> BlackHole {
-    let hung = BlackHole::start().await;
-    let host = node_ip(&env.client).await;
-    env.create(&feature(
-        "ask",
-        json!({"source": {"inline": ASK}, "replicas": 0,
-               "model": {"baseUrl": format!("http://{host}:{}/v1", hung.port), "name": "hung"}}),
-    ))
-    .await;
-    hung
+/// `kubectl exec` of `command` in `pod`'s runner container, killed when
+/// dropped.
+fn runner_exec(namespace: &str, pod: &str, command: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(&tools().kubectl);
+    cmd.args(["exec", "-n", namespace, pod, "-c", "runner", "--"])
+        .args(command)
+        .env("KUBECONFIG", eol_kind_tests::kubeconfig())
+        .kill_on_drop(true);
+    cmd
 }
 
 /// A process in the runner container that allocates and touches `bytes` and
@@ -99,9 +96,7 @@ fn write_scratch(namespace: &str, pod: &str, bytes: u64) -> tokio::process::Chil
 async fn exec_ready(namespace: &str, pod: &str) {
     let started = Instant::now();
     loop {
-        let out = tokio::process::Command::new(&tools().kubectl)
-            .args(["exec", "-n", namespace, pod, "-c", "runner", "--", "true"])
-            .env("KUBECONFIG", eol_kind_tests::kubeconfig())
+        let out = runner_exec(namespace, pod, &["true"])
             .output()
             .await
             .expect("kubectl exec runs");

@@ -542,3 +542,150 @@ async fn reopening_the_cache_keeps_entries() {
     );
     second.index().drop_index(true).await.expect("dropped");
 }
+
+async fn bounded_cache(max_error_rate: f64, check_rate: f64) -> TestCache {
+    let settings = SemanticSettings::from_frontmatter(true, Some(0.3), Some(600))
+        .and_then(|s| s.bounded(Some(max_error_rate), Some(check_rate)))
+        .expect("settings");
+    let cache = SemanticCache::with_index_name(
+        conn().await,
+        Arc::new(BagOfWords::default()),
+        settings,
+        &unique("sem"),
+    )
+    .await
+    .expect("the cache opens");
+    TestCache { cache }
+}
+
+#[tokio::test]
+async fn with_an_error_bound_a_paraphrase_is_reused_only_once_verdicts_prove_its_distance() {
+    // 5%: 53 agreements without a disagreement prove a distance.
+    let cache = bounded_cache(0.05, 0.0).await;
+    // A scope of its own: verdicts outlive the index (they expire with the TTL).
+    let c = ctx(&unique("bound"));
+    let stored = text("the order did not arrive");
+    let key = cache
+        .store(&c, &stored, &json!({"category": "shipping"}))
+        .await
+        .expect("stored")
+        .expect("enabled");
+    let paraphrase = text("the order did not arrive yet");
+    let d = cosine_distance(&stored, &paraphrase);
+    assert!(d > 0.01 && d < 0.3, "{d}");
+    // The identical input is reused at once; the paraphrase is not proven yet.
+    assert!(matches!(
+        cache.lookup(&c, &stored).await.expect("lookup"),
+        Lookup::Hit { check: false, .. }
+    ));
+    match cache.lookup(&c, &paraphrase).await.expect("lookup") {
+        Lookup::Miss(MissReason::Unproven {
+            candidate,
+            threshold,
+        }) => {
+            assert_eq!(candidate.key, key);
+            assert_eq!(candidate.answer, json!({"category": "shipping"}));
+            assert!((candidate.distance - d).abs() < 1e-3);
+            assert_eq!(threshold, 0.0);
+        }
+        other => panic!("expected an unproven candidate, got {other:?}"),
+    }
+    // The model agreed 60 times at that distance: proven, reused.
+    for _ in 0..60 {
+        cache
+            .record_verdict(&c, &key, d, true)
+            .await
+            .expect("recorded");
+    }
+    let verdicts = cache.verdicts(&c).await.expect("read back from Redis");
+    assert_eq!(verdicts.totals(), (60, 0));
+    assert!(verdicts.threshold(0.3, 0.05) >= d);
+    assert!(matches!(
+        cache.lookup(&c, &paraphrase).await.expect("lookup"),
+        Lookup::Hit { .. }
+    ));
+    // One disagreement at a distance limits this entry there, whatever its scope proved.
+    cache
+        .record_verdict(&c, &key, d, false)
+        .await
+        .expect("recorded");
+    match cache.lookup(&c, &paraphrase).await.expect("lookup") {
+        Lookup::Miss(MissReason::Refuted { distance, limit }) => {
+            assert!(
+                (limit - d).abs() < 1e-6 && distance >= limit,
+                "{distance} {limit}"
+            );
+        }
+        other => panic!("expected a refuted entry, got {other:?}"),
+    }
+    // ... and not its identical input.
+    assert!(matches!(
+        cache.lookup(&c, &stored).await.expect("lookup"),
+        Lookup::Hit { .. }
+    ));
+    let stats = cache.stats();
+    assert_eq!((stats.hit, stats.miss_bound), (3, 2));
+    cache.drop_all().await;
+}
+
+#[tokio::test]
+async fn with_an_error_bound_disagreements_tighten_the_scope_and_checks_are_drawn() {
+    let cache = bounded_cache(0.05, 1.0).await;
+    // A scope of its own: verdicts outlive the index (they expire with the TTL).
+    let c = ctx(&unique("bound"));
+    let stored = text("the order did not arrive");
+    let key = cache
+        .store(&c, &stored, &json!({"category": "shipping"}))
+        .await
+        .expect("stored")
+        .expect("enabled");
+    let paraphrase = text("the order did not arrive yet");
+    let d = cosine_distance(&stored, &paraphrase);
+    for _ in 0..60 {
+        cache
+            .record_verdict(&c, &key, d, true)
+            .await
+            .expect("recorded");
+    }
+    // check_rate 1: every reused answer is drawn for a check.
+    assert!(matches!(
+        cache.lookup(&c, &paraphrase).await.expect("lookup"),
+        Lookup::Hit { check: true, .. }
+    ));
+    // Disagreements on another entry of the scope, at the same distance:
+    // the rate there is now over 5%, so the scope's threshold drops below it.
+    let other = cache
+        .store(
+            &c,
+            &text("cancel my order for the blue lamp"),
+            &json!({"category": "orders"}),
+        )
+        .await
+        .expect("stored")
+        .expect("enabled");
+    for _ in 0..10 {
+        cache
+            .record_verdict(&c, &other, d, false)
+            .await
+            .expect("recorded");
+    }
+    assert!(cache.verdicts(&c).await.expect("read").threshold(0.3, 0.05) < d);
+    assert!(matches!(
+        cache.lookup(&c, &paraphrase).await.expect("lookup"),
+        Lookup::Miss(MissReason::Unproven { .. })
+    ));
+    // Verdicts on an expired (or deleted) entry count for the scope but
+    // never write the entry back.
+    let gone = format!("{key}-gone");
+    cache
+        .record_verdict(&c, &gone, d, false)
+        .await
+        .expect("recorded");
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(&gone)
+        .query_async(&mut conn().await)
+        .await
+        .expect("EXISTS");
+    assert_eq!(exists, 0);
+    cache.drop_all().await;
+}

@@ -22,6 +22,13 @@
 //! in meaning, so the guard compares the structured inputs; [`guard`](fn@guard)
 //! gives its rules.
 //!
+//! With an error bound (`cache.semantic.max_error_rate`), a candidate that
+//! passed the guard is reused only within the distance its verdicts proved
+//! (the `bound` module): a farther one is a [`MissReason::Unproven`] that
+//! carries the candidate, so the caller can compare the model's answer with
+//! it and [`record`](SemanticCache::record_verdict) the verdict; a sampled
+//! share of hits asks for the same ([`Lookup::Hit`]'s `check`).
+//!
 //! # Where things are
 //!
 //! This module holds the cache ([`SemanticCache`]: prepare, lookup, store,
@@ -35,6 +42,7 @@
 //! free-text fields together: polarity, numbers, names, questions), `wording`
 //! and `roles` (per field: near-identical wording, exchanged roles).
 
+mod bound;
 mod guard;
 mod language;
 mod marks;
@@ -44,8 +52,11 @@ mod settings;
 mod tokens;
 mod wording;
 
+pub use bound::{BUCKET, EXACT_DISTANCE, Verdicts, verdicts_key, wilson_upper};
 pub use guard::{GuardFailure, guard};
-pub use settings::{DEFAULT_DISTANCE_THRESHOLD, DEFAULT_TTL, SemanticSettings};
+pub use settings::{
+    DEFAULT_CHECK_RATE, DEFAULT_DISTANCE_THRESHOLD, DEFAULT_TTL, ErrorBound, SemanticSettings,
+};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -140,6 +151,34 @@ pub enum MissReason {
         /// The first difference found for the nearest candidate.
         why: GuardFailure,
     },
+    /// With an error bound: the nearest candidate that passed the guard lies
+    /// beyond the distance its scope's verdicts proved. Compare the model's
+    /// answer with the candidate's and record the verdict.
+    Unproven {
+        /// The candidate.
+        candidate: Candidate,
+        /// The distance proven so far (0: none yet).
+        threshold: f32,
+    },
+    /// With an error bound: every candidate that passed the guard lies at or
+    /// beyond a distance at which its own answer was found wrong.
+    Refuted {
+        /// The nearest such candidate's distance.
+        distance: f32,
+        /// The distance of its nearest disagreement.
+        limit: f32,
+    },
+}
+
+/// A cache entry a verdict is about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    /// The entry's key.
+    pub key: String,
+    /// Its distance from the new input.
+    pub distance: f32,
+    /// Its stored answer.
+    pub answer: Value,
 }
 
 /// An operation input with its embedding, made by [`SemanticCache::prepare`].
@@ -169,6 +208,9 @@ pub enum Lookup {
         distance: f32,
         /// The entry's key.
         key: String,
+        /// With an error bound: this hit was drawn for a check (compare the
+        /// model's answer with it off the response path, then record the verdict).
+        check: bool,
     },
     /// Nothing to reuse.
     Miss(MissReason),
@@ -193,6 +235,9 @@ pub struct SemanticStats {
     pub miss_distance: u64,
     /// Misses where the guard refused every candidate within the threshold.
     pub miss_guard: u64,
+    /// Misses where a candidate passed the guard beyond the proven distance
+    /// (or its own limit): only with an error bound.
+    pub miss_bound: u64,
 }
 
 #[derive(Debug, Default)]
@@ -200,6 +245,7 @@ struct Counters {
     hit: AtomicU64,
     miss_distance: AtomicU64,
     miss_guard: AtomicU64,
+    miss_bound: AtomicU64,
 }
 
 /// A semantic cache on a RediSearch index.
@@ -209,6 +255,7 @@ pub struct SemanticCache {
     embedder: Arc<dyn Embedder>,
     settings: SemanticSettings,
     counters: Arc<Counters>,
+    calibration: Arc<bound::Calibration>,
 }
 
 impl std::fmt::Debug for SemanticCache {
@@ -304,6 +351,7 @@ impl SemanticCache {
             embedder,
             settings,
             counters: Arc::default(),
+            calibration: Arc::default(),
         })
     }
 
@@ -323,6 +371,7 @@ impl SemanticCache {
             hit: self.counters.hit.load(Ordering::Relaxed),
             miss_distance: self.counters.miss_distance.load(Ordering::Relaxed),
             miss_guard: self.counters.miss_guard.load(Ordering::Relaxed),
+            miss_bound: self.counters.miss_bound.load(Ordering::Relaxed),
         }
     }
 
@@ -389,16 +438,34 @@ impl SemanticCache {
             return Ok(Lookup::Miss(MissReason::Disabled));
         }
         let input = &prepared.input;
+        let scope = self.scope(ctx);
+        let bound = self.settings.bound;
+        let fields: &[&str] = if bound.is_some() {
+            &["input", "answer", "limit"]
+        } else {
+            &["input", "answer"]
+        };
         let hits = self
             .index
             .knn(
                 &prepared.vector,
                 CANDIDATES,
-                &Filter::tag("scope", self.scope(ctx)),
-                &["input", "answer"],
+                &Filter::tag("scope", scope.clone()),
+                fields,
             )
             .await?;
+        let proven = match bound {
+            Some(b) if hits.first().is_some_and(|h| h.distance > EXACT_DISTANCE) => Some(
+                self.calibration
+                    .verdicts(&mut self.index_connection(), &scope)
+                    .await
+                    .threshold(self.settings.distance_threshold, b.max_error_rate),
+            ),
+            Some(_) => Some(0.0),
+            None => None,
+        };
         let mut refused: Option<GuardFailure> = None;
+        let mut refuted: Option<MissReason> = None;
         for hit in &hits {
             if hit.distance > self.settings.distance_threshold {
                 break;
@@ -411,39 +478,113 @@ impl SemanticCache {
                 tracing::warn!(key = %hit.key, "semantic cache entry without a readable input; skipped");
                 continue;
             };
-            match guard(&stored, input, &ctx.exact_fields) {
-                Ok(()) => {
-                    let answer = hit
-                        .fields
-                        .get("answer")
-                        .and_then(|s| serde_json::from_str(s).ok());
-                    if let Some(answer) = answer {
-                        self.counters.hit.fetch_add(1, Ordering::Relaxed);
-                        return Ok(Lookup::Hit {
-                            answer,
-                            distance: hit.distance,
-                            key: hit.key.clone(),
-                        });
-                    }
-                    tracing::warn!(key = %hit.key, "semantic cache entry without a readable answer; skipped");
-                }
-                Err(why) => {
-                    refused.get_or_insert(why);
-                }
+            if let Err(why) = guard(&stored, input, &ctx.exact_fields) {
+                refused.get_or_insert(why);
+                continue;
             }
+            let answer: Option<Value> = hit
+                .fields
+                .get("answer")
+                .and_then(|s| serde_json::from_str(s).ok());
+            let Some(answer) = answer else {
+                tracing::warn!(key = %hit.key, "semantic cache entry without a readable answer; skipped");
+                continue;
+            };
+            let mut check = false;
+            if let (Some(b), Some(proven)) = (bound, proven)
+                && hit.distance > EXACT_DISTANCE
+            {
+                let limit = hit.fields.get("limit").and_then(|l| l.parse::<f32>().ok());
+                if let Some(limit) = limit.filter(|l| hit.distance >= *l) {
+                    refuted.get_or_insert(MissReason::Refuted {
+                        distance: hit.distance,
+                        limit,
+                    });
+                    continue;
+                }
+                if hit.distance > proven {
+                    self.counters.miss_bound.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Lookup::Miss(MissReason::Unproven {
+                        candidate: Candidate {
+                            key: hit.key.clone(),
+                            distance: hit.distance,
+                            answer,
+                        },
+                        threshold: proven,
+                    }));
+                }
+                check = b.check_rate > 0.0 && rand::random::<f64>() < b.check_rate;
+            }
+            self.counters.hit.fetch_add(1, Ordering::Relaxed);
+            return Ok(Lookup::Hit {
+                answer,
+                distance: hit.distance,
+                key: hit.key.clone(),
+                check,
+            });
         }
-        Ok(Lookup::Miss(match refused {
-            Some(why) => {
+        Ok(Lookup::Miss(match (refuted, refused) {
+            (Some(refuted), _) => {
+                self.counters.miss_bound.fetch_add(1, Ordering::Relaxed);
+                refuted
+            }
+            (None, Some(why)) => {
                 self.counters.miss_guard.fetch_add(1, Ordering::Relaxed);
                 MissReason::Guard { why }
             }
-            None => {
+            (None, None) => {
                 self.counters.miss_distance.fetch_add(1, Ordering::Relaxed);
                 MissReason::Distance {
                     nearest: hits.first().map(|h| h.distance),
                 }
             }
         }))
+    }
+
+    /// Records whether the answer of the entry `key` agreed with the model's
+    /// answer for an input at `distance` from it (a [`MissReason::Unproven`]
+    /// candidate, or a hit drawn for a check): it counts toward the scope's
+    /// threshold, and a disagreement also limits the entry itself.
+    pub async fn record_verdict(
+        &self,
+        ctx: &CallContext,
+        key: &str,
+        distance: f32,
+        agree: bool,
+    ) -> Result<(), SemanticError> {
+        let scope = self.scope(ctx);
+        self.calibration
+            .record(
+                &mut self.index_connection(),
+                &scope,
+                key,
+                distance,
+                agree,
+                self.settings.ttl,
+            )
+            .await
+            .map_err(|source| {
+                SemanticError::Index(IndexError::Redis {
+                    action: format!("record a verdict on entry {key}"),
+                    index: self.index.name().to_owned(),
+                    source,
+                })
+            })
+    }
+
+    /// The verdicts counted for `ctx`'s scope, as read from Redis now.
+    pub async fn verdicts(&self, ctx: &CallContext) -> Result<Verdicts, SemanticError> {
+        let key = verdicts_key(&self.scope(ctx));
+        let fields: std::collections::HashMap<String, u64> = redis::cmd("HGETALL")
+            .arg(&key)
+            .query_async(&mut self.index_connection())
+            .await
+            .map_err(|source| IndexError::Redis {
+                action: format!("read the verdicts {key}"),
+                index: self.index.name().to_owned(),
+                source,
+            })?;
+        Ok(Verdicts::from_redis(&fields))
     }
 
     /// Stores `answer` for `input` in `ctx`; returns the entry's key

@@ -1,0 +1,308 @@
+//! The error bound of the semantic cache (`cache.semantic.max_error_rate`),
+//! after vCache (arXiv 2502.03771): the distance up to which a cached answer
+//! is reused is learnt from verdicts, so that the share of reused answers the
+//! model would have answered otherwise stays under a bound the user sets.
+//!
+//! # Verdicts
+//!
+//! A verdict says whether a cached answer agreed with the model's answer for
+//! a new input at some distance from the entry's input (the runner compares
+//! the two with the rules of `eol compare`). Verdicts come from two places:
+//!
+//! - **Unproven candidates.** An entry that passed the guard but lies beyond
+//!   the distance proven so far is not reused: the model answers, as on any
+//!   miss, and its answer is compared with the entry's. These verdicts cost
+//!   no extra model call.
+//! - **Checked hits.** A sampled share of reused answers (`check_rate`) is
+//!   also answered by the model off the response path and compared.
+//!
+//! # Thresholds
+//!
+//! Verdicts are counted per scope (feature, operation, model, embedder and
+//! source: what makes a candidate) in buckets of [`BUCKET`] of distance, in
+//! Redis, so every pod of a feature learns from all of them. The scope's
+//! threshold is the largest bucket edge `t` up to `distance_threshold` (now
+//! a ceiling) at which the one-sided 95% Wilson upper bound of the share of
+//! disagreements among the verdicts at distances ≤ `t` is at most
+//! `max_error_rate`. It **relaxes** as agreements accumulate and **tightens**
+//! as disagreements do. Until enough verdicts prove a distance (about
+//! `2.7 / max_error_rate` agreements without a disagreement), only an input
+//! identical to the entry's (distance ≤ [`EXACT_DISTANCE`]) is reused.
+//!
+//! Each entry also **tightens on its own**: a disagreement at distance `d`
+//! sets the entry's `limit` field to `d` (the smallest such distance), and
+//! the entry is never reused at `d` or farther again. An entry's threshold is
+//! therefore the smaller of its scope's and its own limit.
+//!
+//! The verdicts are pooled without weights: buckets below the threshold are
+//! checked at `check_rate`, those above it at every candidate, so the farther
+//! (more error-prone) buckets weigh more than their share of hits, which errs
+//! toward a tighter threshold.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use redis::aio::ConnectionManager;
+
+/// The width of a verdict bucket, in cosine distance.
+pub const BUCKET: f64 = 0.005;
+/// Distances up to this are the same input (float rounding): always reused,
+/// never checked.
+pub const EXACT_DISTANCE: f32 = 1e-4;
+/// How long a pod uses the verdict counts it read before reading them again.
+const REFRESH: Duration = Duration::from_secs(1);
+
+/// The one-sided 95% upper confidence bound (Wilson score, z = 1.645) of a
+/// rate of `k` in `n`; 1 when `n` is 0. With 0 of 268 it is 1.0%, with 13
+/// of 1,325 1.5%.
+pub fn wilson_upper(k: u64, n: u64) -> f64 {
+    if n == 0 {
+        return 1.0;
+    }
+    let (z, n, p) = (1.645_f64, n as f64, k as f64 / n as f64);
+    let z2 = z * z;
+    (p + z2 / (2.0 * n) + z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt()) / (1.0 + z2 / n)
+}
+
+/// The verdicts of one scope, per bucket of distance.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verdicts {
+    agree: Vec<u64>,
+    disagree: Vec<u64>,
+}
+
+impl Verdicts {
+    /// The bucket of `distance`: bucket `i` holds `[i, i + 1) × BUCKET`.
+    pub fn bucket(distance: f32) -> usize {
+        // In f64 with a hair of slack: 0.02 (an f32 a hair below) is in
+        // bucket 4, whose edge 0.025 covers it.
+        (f64::from(distance.max(0.0)) / BUCKET + 1e-6).floor() as usize
+    }
+
+    /// The upper edge of `bucket`.
+    fn edge(bucket: usize) -> f32 {
+        ((bucket + 1) as f64 * BUCKET) as f32
+    }
+
+    /// Counts one verdict at `distance`.
+    pub fn add(&mut self, distance: f32, agree: bool) {
+        self.add_n(Self::bucket(distance), agree, 1);
+    }
+
+    fn add_n(&mut self, bucket: usize, agree: bool, n: u64) {
+        let counts = if agree {
+            &mut self.agree
+        } else {
+            &mut self.disagree
+        };
+        if counts.len() <= bucket {
+            counts.resize(bucket + 1, 0);
+        }
+        counts[bucket] += n;
+    }
+
+    /// Agreements and disagreements counted, in all buckets.
+    pub fn totals(&self) -> (u64, u64) {
+        (self.agree.iter().sum(), self.disagree.iter().sum())
+    }
+
+    /// The largest distance up to `ceiling` at which the upper bound of the
+    /// disagreement rate of the verdicts at or below it is at most
+    /// `max_error_rate`, at the upper edge of a bucket that holds verdicts;
+    /// 0 when no distance is proven yet.
+    pub fn threshold(&self, ceiling: f32, max_error_rate: f64) -> f32 {
+        let last = Self::bucket(ceiling);
+        let (mut agree, mut disagree) = (0, 0);
+        let mut proven = 0.0;
+        for i in 0..=last {
+            let (a, d) = (
+                self.agree.get(i).copied().unwrap_or(0),
+                self.disagree.get(i).copied().unwrap_or(0),
+            );
+            agree += a;
+            disagree += d;
+            // Only a bucket with verdicts of its own is proven: the count
+            // below says nothing of distances no candidate came from.
+            if a + d > 0 && wilson_upper(disagree, agree + disagree) <= max_error_rate {
+                proven = Self::edge(i).min(ceiling);
+            }
+        }
+        proven
+    }
+
+    /// The Redis hash field counting verdicts of `bucket`.
+    fn field(bucket: usize, agree: bool) -> String {
+        format!("{}:{bucket}", if agree { "a" } else { "d" })
+    }
+
+    /// Counts read from the fields of a scope's Redis hash ([`verdicts_key`]; unknown fields ignored).
+    pub fn from_redis(fields: &HashMap<String, u64>) -> Self {
+        let mut verdicts = Self::default();
+        for (field, n) in fields {
+            let parsed = field
+                .split_once(':')
+                .and_then(|(kind, b)| Some((kind, b.parse::<usize>().ok()?)));
+            match parsed {
+                // Far beyond any ceiling (2): a foreign field, not a bucket.
+                Some((_, bucket)) if bucket > 4 * Self::bucket(2.0) => {}
+                Some(("a", bucket)) => verdicts.add_n(bucket, true, *n),
+                Some(("d", bucket)) => verdicts.add_n(bucket, false, *n),
+                _ => {}
+            }
+        }
+        verdicts
+    }
+}
+
+/// The Redis key of a scope's verdict counts.
+pub fn verdicts_key(scope: &str) -> String {
+    format!("eol:semantic-verdicts:{scope}")
+}
+
+/// Counts a verdict and, for a disagreement, lowers the entry's `limit`
+/// (only while the entry exists: an expired entry is not written again).
+const RECORD: &str = r"
+redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+if ARGV[4] == '0' and redis.call('EXISTS', KEYS[2]) == 1 then
+  local limit = redis.call('HGET', KEYS[2], 'limit')
+  if (not limit) or tonumber(limit) > tonumber(ARGV[3]) then
+    redis.call('HSET', KEYS[2], 'limit', ARGV[3])
+  end
+end
+return 1
+";
+
+/// The verdict counts of the scopes this process looked up, each read from
+/// Redis at most every [`REFRESH`] and counted at once when recorded here.
+#[derive(Debug, Default)]
+pub(super) struct Calibration {
+    scopes: Mutex<HashMap<String, (Instant, Verdicts)>>,
+}
+
+impl Calibration {
+    /// The verdicts of `scope`: the counts read within [`REFRESH`], else
+    /// read again. When Redis fails, the last counts read (none at first:
+    /// then only identical inputs are reused).
+    pub(super) async fn verdicts(&self, conn: &mut ConnectionManager, scope: &str) -> Verdicts {
+        if let Some((read, verdicts)) = self.cached(scope)
+            && read.elapsed() < REFRESH
+        {
+            return verdicts;
+        }
+        let key = verdicts_key(scope);
+        let fields: Result<HashMap<String, u64>, _> =
+            redis::cmd("HGETALL").arg(&key).query_async(conn).await;
+        match fields {
+            Ok(fields) => {
+                let verdicts = Verdicts::from_redis(&fields);
+                if let Ok(mut scopes) = self.scopes.lock() {
+                    scopes.insert(scope.to_owned(), (Instant::now(), verdicts.clone()));
+                }
+                verdicts
+            }
+            Err(error) => {
+                tracing::warn!(%error, key, "failed to read the semantic cache's verdicts; using the last read");
+                self.cached(scope).map(|(_, v)| v).unwrap_or_default()
+            }
+        }
+    }
+
+    fn cached(&self, scope: &str) -> Option<(Instant, Verdicts)> {
+        self.scopes.lock().ok()?.get(scope).cloned()
+    }
+
+    /// Counts a verdict of `entry` at `distance` in Redis (the counts live
+    /// as long as `ttl` after the last verdict) and in this process.
+    pub(super) async fn record(
+        &self,
+        conn: &mut ConnectionManager,
+        scope: &str,
+        entry: &str,
+        distance: f32,
+        agree: bool,
+        ttl: Duration,
+    ) -> Result<(), redis::RedisError> {
+        redis::Script::new(RECORD)
+            .key(verdicts_key(scope))
+            .key(entry)
+            .arg(Verdicts::field(Verdicts::bucket(distance), agree))
+            .arg(ttl.as_secs().max(1))
+            .arg(distance)
+            .arg(if agree { "1" } else { "0" })
+            .invoke_async::<i64>(conn)
+            .await?;
+        if let Ok(mut scopes) = self.scopes.lock()
+            && let Some((_, verdicts)) = scopes.get_mut(scope)
+        {
+            verdicts.add(distance, agree);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wilson_bound_matches_known_values() {
+        assert_eq!(wilson_upper(0, 0), 1.0);
+        assert!((wilson_upper(0, 268) - 0.0100).abs() < 0.0002);
+        assert!((wilson_upper(13, 1325) - 0.0149).abs() < 0.0005);
+    }
+
+    #[test]
+    fn nothing_is_proven_without_verdicts() {
+        assert_eq!(Verdicts::default().threshold(0.1, 0.01), 0.0);
+    }
+
+    #[test]
+    fn agreements_relax_the_threshold_and_disagreements_tighten_it() {
+        let mut v = Verdicts::default();
+        // 300 agreements at 0.02: proven to the edge of their bucket.
+        for _ in 0..300 {
+            v.add(0.02, true);
+        }
+        assert_eq!(v.threshold(0.1, 0.01), 0.025);
+        // More agreements farther out relax it to their bucket's edge.
+        for _ in 0..300 {
+            v.add(0.092, true);
+        }
+        assert_eq!(v.threshold(0.1, 0.01), 0.095);
+        // Disagreements at 0.06 take the rate over 1% from there on.
+        for _ in 0..10 {
+            v.add(0.06, false);
+        }
+        let t = v.threshold(0.1, 0.01);
+        assert!((0.025..0.06).contains(&t), "{t}");
+        // A looser bound keeps the farthest proven edge.
+        assert_eq!(v.threshold(0.1, 0.05), 0.095);
+    }
+
+    #[test]
+    fn the_ceiling_caps_the_threshold() {
+        let mut v = Verdicts::default();
+        for _ in 0..1000 {
+            v.add(0.302, true);
+            v.add(0.097, true);
+        }
+        // Bucket [0.095, 0.1) is cut at the ceiling 0.098; 0.3 lies beyond it.
+        assert_eq!(v.threshold(0.098, 0.01), 0.098);
+        assert_eq!(v.threshold(0.5, 0.01), 0.305);
+    }
+
+    #[test]
+    fn counts_read_back_from_redis_fields() {
+        let fields = HashMap::from([
+            ("a:4".to_owned(), 7),
+            ("d:0".to_owned(), 2),
+            ("junk".to_owned(), 9),
+            ("a:99999999".to_owned(), 1),
+        ]);
+        let v = Verdicts::from_redis(&fields);
+        assert_eq!(v.totals(), (7, 2));
+        assert_eq!(Verdicts::field(4, true), "a:4");
+    }
+}

@@ -183,7 +183,17 @@ pub struct ShadowRequest {
     pub input: Value,
     /// The serving pod's output.
     pub output: Value,
+    /// The shadow the copy is for ([`Offer::id`]): a pod of another
+    /// candidate behind the same Service (one still stopping, which the
+    /// Service may route to while the new one is not ready) answers
+    /// [`WRONG_CANDIDATE`] instead of a verdict that is not this one's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
+
+/// The HTTP status a candidate answers a copy meant for another shadow
+/// ([`ShadowRequest::id`]): 409 Conflict.
+pub const WRONG_CANDIDATE: u16 = 409;
 
 /// How one copied call compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]

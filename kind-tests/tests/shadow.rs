@@ -323,7 +323,11 @@ async fn a_disagreeing_candidate_is_held_and_an_agreeing_one_promotes_itself_wit
             .iter()
             .find(|o| o.name == "stock_level")
             .unwrap();
-        assert!(op.samples >= 20 && op.agree == op.samples, "{op:?}");
+        assert!(
+            op.samples >= 20 && op.agree == op.samples,
+            "{op:?}; disagreements: {:#?}",
+            shadow.disagreements
+        );
         eprintln!("promoted: {op:?}");
         assert!(
             shadow.disagreements.is_empty(),

@@ -261,6 +261,26 @@ async fn a_candidate_counts_agreements_and_shows_bounded_truncated_disagreements
         "{body}"
     );
 
+    // A copy meant for another shadow (a stopping candidate's pod behind the
+    // same Service gets it) is refused, not compared.
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("{}/v1/shadow/double", candidate.url))
+        .json(&serde_json::json!({"input": {"n": 1}, "output": {"value": 2}, "id": "cand-2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["kind"], "wrong_candidate", "{body}");
+    let r = client
+        .post(format!("{}/v1/shadow/double", candidate.url))
+        .json(&serde_json::json!({"input": {"n": 1}, "output": {"value": 2}, "id": "cand-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "its own shadow's copy is answered");
+
     wait_for_offer(&redis).await;
     call_all(&serving, &inputs(50), Duration::from_secs(2)).await;
 

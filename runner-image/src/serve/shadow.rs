@@ -52,6 +52,14 @@ pub(super) async fn shadow_call(
             );
         }
     };
+    let mine = &candidate.settings().id;
+    if let Some(id) = request.id.as_ref().filter(|id| *id != mine) {
+        return json_error(
+            StatusCode::from_u16(eol_core::shadow::WRONG_CANDIDATE).unwrap_or(StatusCode::CONFLICT),
+            "wrong_candidate",
+            format!("this pod is the candidate of shadow {mine}, not of shadow {id}"),
+        );
+    }
     let feature = state.runtime.feature();
     let Some(op) = feature.operation(&operation) else {
         return json_error(

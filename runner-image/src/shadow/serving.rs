@@ -6,8 +6,8 @@ use super::now_rfc3339;
 use crate::metrics::{ShadowMetrics, ShadowOperationLabels, ShadowVerdictLabels};
 use crate::store::RedisStore;
 use eol_core::shadow::{
-    MAX_SAMPLES_KEPT, Offer, Sample, ShadowAnswer, ShadowRequest, Verdict, count_field, counts_key,
-    disagreements_key, offer_key, samples_key,
+    MAX_SAMPLES_KEPT, Offer, Sample, ShadowAnswer, ShadowRequest, Verdict, WRONG_CANDIDATE,
+    count_field, counts_key, disagreements_key, offer_key, samples_key,
 };
 use serde_json::Value;
 use std::sync::{Arc, RwLock};
@@ -19,6 +19,19 @@ pub const OFFER_POLL: Duration = Duration::from_secs(2);
 /// Copies in flight at once; a sample beyond this is dropped (and counted),
 /// so a slow candidate never holds the serving pod's memory or its callers.
 pub const MAX_IN_FLIGHT: usize = 64;
+/// Why a copy has no answer of the candidate.
+#[derive(Debug)]
+enum Unanswered {
+    /// The candidate failed or could not be reached: the verdict `error`.
+    Failed(String),
+    /// Only a pod of another candidate answered: no verdict of this one.
+    Elsewhere(String),
+}
+
+/// The first wait before a copy that was not delivered is sent again.
+const CONNECT_RETRY_FIRST: Duration = Duration::from_millis(100);
+/// The last wait: connection failures are retried for 1.5 s in all.
+const CONNECT_RETRY_LAST: Duration = Duration::from_millis(800);
 
 /// A serving pod's copier of calls to the current shadow candidate, if any.
 pub struct ShadowSender {
@@ -149,19 +162,35 @@ impl ShadowSender {
         let request = ShadowRequest {
             input: input.clone(),
             output: output.clone(),
+            id: Some(offer.id.clone()),
         };
         let operation = operation.to_owned();
         tokio::spawn(async move {
             let sample = sender.compare(&offer, &operation, request).await;
             drop(permit);
-            sender.record(&offer, &sample).await;
+            if let Some(sample) = sample {
+                sender.record(&offer, &sample).await;
+            }
         });
     }
 
-    /// The candidate's verdict on one copied call, as a sample.
-    async fn compare(&self, offer: &Offer, operation: &str, request: ShadowRequest) -> Sample {
+    /// The candidate's verdict on one copied call, as a sample; none when
+    /// only pods of another candidate answered (not this one's verdict).
+    async fn compare(
+        &self,
+        offer: &Offer,
+        operation: &str,
+        request: ShadowRequest,
+    ) -> Option<Sample> {
         let started = Instant::now();
-        let answer = self.ask(offer, operation, &request).await;
+        let answer = match self.ask(offer, operation, &request).await {
+            Err(Unanswered::Elsewhere(why)) => {
+                tracing::info!(id = %offer.id, operation, %why, "a copy reached only another candidate's pod; not counted");
+                return None;
+            }
+            Err(Unanswered::Failed(why)) => Err(why),
+            Ok(answer) => Ok(answer),
+        };
         self.metrics
             .duration
             .get_or_create(&ShadowOperationLabels {
@@ -174,7 +203,7 @@ impl ShadowSender {
             differences: Vec::new(),
             error: Some(why),
         });
-        Sample {
+        Some(Sample {
             operation: operation.to_owned(),
             at: now_rfc3339(),
             verdict: answer.verdict,
@@ -183,7 +212,7 @@ impl ShadowSender {
             candidate: answer.output,
             differences: answer.differences,
             error: answer.error,
-        }
+        })
     }
 
     /// The candidate's answer, or why there is none.
@@ -192,38 +221,68 @@ impl ShadowSender {
         offer: &Offer,
         operation: &str,
         request: &ShadowRequest,
-    ) -> Result<ShadowAnswer, String> {
+    ) -> Result<ShadowAnswer, Unanswered> {
         let url = format!("{}/v1/shadow/{operation}", offer.url.trim_end_matches('/'));
         let timeout =
             Duration::try_from_secs_f64(offer.timeout_seconds).unwrap_or(Duration::from_secs(10));
-        let response = self
-            .client
-            .post(&url)
-            .timeout(timeout)
-            .json(request)
-            .send()
-            .await
-            .map_err(|e| {
-                if e.is_timeout() {
-                    format!("the candidate did not answer within {timeout:?}")
-                } else {
-                    format!("the candidate could not be reached at {url}: {e}")
+        // A copy that was never delivered (no connection), or that a pod of
+        // another candidate refused, is tried again for a moment: for about
+        // a second after a new candidate is ready, its Service may still
+        // route to none or to the previous candidate's stopping pod (seen on
+        // the cluster: 14 of 129 copies unreachable; one answered by the
+        // previous candidate's code).
+        let mut delay = CONNECT_RETRY_FIRST;
+        let response = loop {
+            let retry = match self
+                .client
+                .post(&url)
+                .timeout(timeout)
+                .json(request)
+                .send()
+                .await
+            {
+                Ok(response) if response.status().as_u16() == WRONG_CANDIDATE => {
+                    let body = response.text().await.unwrap_or_default();
+                    Unanswered::Elsewhere(eol_core::shadow::preview(&body, 200))
                 }
-            })?;
+                Ok(response) => break response,
+                Err(e) if e.is_connect() => Unanswered::Failed(format!(
+                    "the candidate could not be reached at {url}: {}",
+                    causes(&e)
+                )),
+                Err(e) if e.is_timeout() => {
+                    return Err(Unanswered::Failed(format!(
+                        "the candidate did not answer within {timeout:?}"
+                    )));
+                }
+                Err(e) => {
+                    return Err(Unanswered::Failed(format!(
+                        "the candidate could not be reached at {url}: {}",
+                        causes(&e)
+                    )));
+                }
+            };
+            if delay > CONNECT_RETRY_LAST {
+                return Err(retry);
+            }
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+        };
         let status = response.status();
+        let failed = Unanswered::Failed;
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();
-            return Err(format!(
+            return Err(failed(format!(
                 "the candidate answered {status}: {}",
                 eol_core::shadow::preview(&body, 200)
-            ));
+            )));
         }
         response.json::<ShadowAnswer>().await.map_err(|e| {
-            if e.is_timeout() {
+            failed(if e.is_timeout() {
                 format!("the candidate did not answer within {timeout:?}")
             } else {
                 format!("the candidate's answer is not a shadow answer: {e}")
-            }
+            })
         })
     }
 
@@ -279,6 +338,19 @@ pub(super) fn sampled(percent: f64) -> bool {
     percent >= 100.0 || (percent > 0.0 && rand::random::<f64>() * 100.0 < percent)
 }
 
+/// `error` and its sources, joined: reqwest's own text says only "error
+/// sending request", its sources say why (refused, no route, DNS).
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,5 +361,159 @@ mod tests {
         assert!(!(0..1000).any(|_| sampled(0.0)));
         let half = (0..10_000).filter(|_| sampled(50.0)).count();
         assert!((4000..6000).contains(&half), "{half}");
+    }
+
+    fn sender() -> ShadowSender {
+        let metrics =
+            ShadowMetrics::register(&mut prometheus_client::registry::Registry::default());
+        ShadowSender::new("inventory", Arc::new(RedisStore::new(None)), metrics)
+    }
+
+    fn offer(url: String) -> Offer {
+        Offer {
+            id: "c-1".into(),
+            url,
+            sample_percent: 100.0,
+            operations: Vec::new(),
+            max_disagreements: 5,
+            ttl_seconds: 60,
+            timeout_seconds: 5.0,
+            canary_percent: 0.0,
+        }
+    }
+
+    fn request() -> ShadowRequest {
+        ShadowRequest {
+            input: serde_json::json!({"sku": "A-1"}),
+            output: serde_json::json!({"level": 3}),
+            id: Some("c-1".into()),
+        }
+    }
+
+    /// A port nobody listens on (bound, then released).
+    fn free_port() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    }
+
+    #[tokio::test]
+    async fn a_candidate_that_starts_listening_a_moment_late_still_gets_the_copy() {
+        let port = free_port();
+        let server = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .unwrap();
+            let (mut socket, _) = listener.accept().await.unwrap();
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut buf = vec![0u8; 4096];
+            let _ = socket.read(&mut buf).await.unwrap();
+            let body = r#"{"verdict":"agree","output":{"level":3}}"#;
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            socket.write_all(reply.as_bytes()).await.unwrap();
+        });
+        let url = format!("http://127.0.0.1:{port}");
+        let answer = sender()
+            .ask(&offer(url), "stock_level", &request())
+            .await
+            .expect("the copy is sent again once the port listens");
+        assert_eq!(answer.verdict, Verdict::Agree);
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_candidate_that_never_listens_is_an_error_naming_the_cause() {
+        let url = format!("http://127.0.0.1:{}", free_port());
+        let started = Instant::now();
+        let why = sender()
+            .ask(&offer(url.clone()), "stock_level", &request())
+            .await
+            .expect_err("nothing listens");
+        let Unanswered::Failed(why) = why else {
+            panic!("{why:?}")
+        };
+        assert!(
+            why.starts_with(&format!("the candidate could not be reached at {url}/v1/shadow/stock_level: error sending request")),
+            "{why}"
+        );
+        assert!(
+            why.to_lowercase().contains("refused"),
+            "the cause is named: {why}"
+        );
+        // Retried for 0.1 + 0.2 + 0.4 + 0.8 s, then given up.
+        assert!(
+            started.elapsed() >= Duration::from_millis(1500),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    /// Answers one request per reply of `replies` (status, body), in turn,
+    /// one connection each; returns the bodies of the requests it read.
+    async fn scripted(
+        listener: tokio::net::TcpListener,
+        replies: Vec<(u16, &'static str)>,
+    ) -> Vec<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut seen = Vec::new();
+        for (status, body) in replies {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 8192];
+            let n = socket.read(&mut buf).await.unwrap();
+            seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            let reply = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            socket.write_all(reply.as_bytes()).await.unwrap();
+        }
+        seen
+    }
+
+    #[tokio::test]
+    async fn a_copy_another_candidate_refused_is_sent_again_and_never_counted_as_this_ones() {
+        let wrong = r#"{"error":{"code":"wrong_candidate","message":"this pod is the candidate of shadow old-1, not of shadow c-1"}}"#;
+        let agree = r#"{"verdict":"agree","output":{"level":3}}"#;
+        // The previous candidate's stopping pod answers first, then the new one.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(scripted(listener, vec![(409, wrong), (200, agree)]));
+        let answer = sender()
+            .ask(&offer(url), "stock_level", &request())
+            .await
+            .expect("answered by the candidate on the second try");
+        assert_eq!(answer.verdict, Verdict::Agree);
+        let seen = server.await.unwrap();
+        assert!(
+            seen[0].contains(r#""id":"c-1""#),
+            "the copy names its shadow: {}",
+            seen[0]
+        );
+        // Only the other candidate answers: no verdict at all, not an error.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(scripted(listener, vec![(409, wrong); 5]));
+        let sender = sender();
+        let outcome = sender
+            .ask(&offer(url.clone()), "stock_level", &request())
+            .await;
+        assert!(
+            matches!(&outcome, Err(Unanswered::Elsewhere(why)) if why.contains("shadow old-1")),
+            "{outcome:?}"
+        );
+        server.await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(scripted(listener, vec![(409, wrong); 5]));
+        assert!(
+            sender
+                .compare(&offer(url), "stock_level", request())
+                .await
+                .is_none()
+        );
+        server.await.unwrap();
     }
 }

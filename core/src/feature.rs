@@ -223,6 +223,44 @@ pub struct CacheSettings {
     /// be listed. Default: none.
     #[serde(default, skip_serializing_if = "ResultCaching::is_off")]
     pub results: ResultCaching,
+    /// The semantic cache's error bound (`semantic:`): reused answers are
+    /// checked against the model and the distance of reuse is learnt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semantic: Option<SemanticBound>,
+}
+
+/// The `cache.semantic:` block: the error bound of the semantic cache.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SemanticBound {
+    /// The largest share of reused answers that may differ from the model's
+    /// answer (at 95% confidence), above 0 and below 1 (`maxErrorRate` too).
+    #[serde(
+        alias = "maxErrorRate",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    pub max_error_rate: Option<f64>,
+    /// The share of reused answers also answered by the model off the
+    /// response path and compared, 0 to 1 (default 0.05; `checkRate` too).
+    #[serde(alias = "checkRate", skip_serializing_if = "Option::is_none", default)]
+    pub check_rate: Option<f64>,
+}
+
+impl SemanticBound {
+    /// What is wrong with these settings, if anything.
+    pub fn problem(&self) -> Option<String> {
+        match (self.max_error_rate, self.check_rate) {
+            (None, _) => Some("cache.semantic needs max_error_rate (the share of reused answers that may be wrong, such as 0.01)".into()),
+            (Some(rate), _) if !(rate > 0.0 && rate < 1.0) => Some(format!(
+                "cache.semantic.max_error_rate {rate} is out of range: expected a share above 0 and below 1 (0.01 is 1%)"
+            )),
+            (_, Some(check)) if !(0.0..=1.0).contains(&check) => Some(format!(
+                "cache.semantic.check_rate {check} is out of range: expected a share from 0 to 1"
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// Which implementation-phase operations the result cache serves.

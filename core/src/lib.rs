@@ -27,7 +27,7 @@ mod write;
 pub use diagnostic::{Diagnostic, Diagnostics, Position};
 pub use feature::{
     CacheSettings, Code, DEFAULT_COOLDOWN_SECS, Feature, Frontmatter, ModelFallback, ModelSettings,
-    Operation, Reference, ResultCaching, Schema, SourceLocation, ToolServer,
+    Operation, Reference, ResultCaching, Schema, SemanticBound, SourceLocation, ToolServer,
 };
 pub use parse::parse_feature;
 pub use phase::{OperationPhase, Phase, UnknownPhase};

@@ -4,7 +4,7 @@ use crate::cost::{Budget, ModelPrice};
 use crate::diagnostic::{Collector, Diagnostics, Position};
 use crate::feature::{
     CacheSettings, Code, Feature, Frontmatter, ModelSettings, Operation, OperationLayout,
-    Reference, ResultCaching, Schema, SourceLocation, ToolServer, Verbatim,
+    Reference, ResultCaching, Schema, SemanticBound, SourceLocation, ToolServer, Verbatim,
 };
 use crate::markdown::{self, Block};
 use crate::phase::{OperationPhase, Phase};
@@ -193,7 +193,7 @@ fn parse_frontmatter(text: &str, first_line: usize, diags: &mut Collector) -> Op
     let cache = typed::<CacheSettings>(
         get("cache"),
         "cache",
-        "a mapping with enabled, distance_threshold, ttl, exact, embeddings, results",
+        "a mapping with enabled, distance_threshold, ttl, exact, embeddings, results, semantic",
         at,
         diags,
     );
@@ -231,6 +231,13 @@ fn parse_frontmatter(text: &str, first_line: usize, diags: &mut Collector) -> Op
         && !(0.0..=2.0).contains(&t)
     {
         diags.error(at("cache"), format!("cache.distance_threshold {t} is out of range: expected a cosine distance between 0 and 2"));
+    }
+    if let Some(problem) = cache
+        .as_ref()
+        .and_then(|c| c.semantic.as_ref())
+        .and_then(SemanticBound::problem)
+    {
+        diags.error(at("cache"), problem);
     }
     if let Some(c) = &cache
         && c.ttl == Some(0)

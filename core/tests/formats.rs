@@ -416,6 +416,30 @@ fn bad_cache_settings_are_located_and_explained() {
     assert!(errs[0].contains("out of range"), "{errs:?}");
     let errs = with("  exakt: [a]\n");
     assert!(errs[0].contains("exakt"), "{errs:?}");
+    let errs = with("  semantic:\n    max_error_rate: 1.5\n");
+    assert!(
+        errs[0].starts_with("4:1: cache.semantic.max_error_rate 1.5 is out of range"),
+        "{errs:?}"
+    );
+    let errs = with("  semantic: {maxErrorRate: 0.01, checkRate: -1}\n");
+    assert!(
+        errs[0].starts_with("4:1: cache.semantic.check_rate -1 is out of range"),
+        "{errs:?}"
+    );
+    let errs = with("  semantic: {check_rate: 0.1}\n");
+    assert!(errs[0].contains("needs max_error_rate"), "{errs:?}");
+    let errs = with("  semantic: {max_eror_rate: 0.01}\n");
+    assert!(errs[0].contains("max_eror_rate"), "{errs:?}");
+    let ok = parse_feature(
+        "f.eol",
+        &MINIMAL.replace(
+            "phase: implementation\n",
+            "phase: implementation\ncache:\n  semantic: {maxErrorRate: 0.01}\n",
+        ),
+    )
+    .expect("parses");
+    let bound = ok.frontmatter.cache.and_then(|c| c.semantic);
+    assert_eq!(bound.and_then(|b| b.max_error_rate), Some(0.01));
 }
 
 #[test]

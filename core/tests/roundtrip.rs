@@ -460,6 +460,7 @@ fn cache() -> impl Strategy<Value = CacheSettings> {
                 embeddings,
                 // Operation names are checked against the body; `true`/`false` always parse.
                 results: ResultCaching::All(results),
+                semantic: None,
             },
         )
 }

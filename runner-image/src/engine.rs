@@ -3,7 +3,7 @@
 //! (`call`); also why a call fails ([`ExecError`]) and the load-time
 //! check of the feature's code.
 
-use crate::caches::{CacheHit, EmbedderSource, FeatureCaches};
+use crate::caches::{CacheHit, EmbedderSource, FeatureCaches, SemanticCheck};
 use crate::call::{CallTarget, ImplementedCall, OperationSchemas, PrototypedCall};
 use crate::context::References;
 use crate::examples::{ExamplesError, RecordedExamples};
@@ -170,6 +170,10 @@ pub struct Execution {
     pub trace: Option<PrototypeTrace>,
     /// The cache that served the output, if one did.
     pub cache: Option<CacheHit>,
+    /// A cached answer to compare with the model's off the response path
+    /// (`cache.semantic.max_error_rate`): hand it to
+    /// [`Runtime::settle_semantic_check`] once the caller has its answer.
+    pub semantic_check: Option<SemanticCheck>,
 }
 
 /// A loaded feature, ready to run operations.
@@ -189,7 +193,14 @@ pub struct Runtime {
     caches: Arc<FeatureCaches>,
     /// The feature's own keys, where calls outside tests run.
     scope: Scope,
+    /// Semantic cache checks running in the background (at most
+    /// [`MAX_SEMANTIC_CHECKS`]; one more is dropped, never queued).
+    semantic_checks: Arc<tokio::sync::Semaphore>,
 }
+
+/// Semantic cache checks one runtime runs at once in the background: each
+/// may be a model call, which must not pile up under load.
+pub const MAX_SEMANTIC_CHECKS: usize = 4;
 
 impl Runtime {
     /// Loads `feature` (read from `file`): compiles its schemas and checks its code
@@ -242,6 +253,7 @@ impl Runtime {
             tools: None,
             references,
             scope,
+            semantic_checks: Arc::new(tokio::sync::Semaphore::new(MAX_SEMANTIC_CHECKS)),
         })
     }
 
@@ -440,6 +452,7 @@ impl Runtime {
             references: &self.references,
             examples: self.recorded_examples(),
             records,
+            cached: true,
         };
         let implemented = || ImplementedCall {
             target,
@@ -483,7 +496,92 @@ impl Runtime {
             stdout: outcome.stdout,
             trace: outcome.trace,
             cache: outcome.cache,
+            semantic_check: outcome.semantic_check,
         })
+    }
+
+    /// [`settle_semantic_check`](Self::settle_semantic_check) in a task of its
+    /// own, when fewer than [`MAX_SEMANTIC_CHECKS`] run (else the check is
+    /// dropped: a verdict fewer, never a slower call).
+    pub fn settle_in_background(self: &Arc<Self>, check: Option<SemanticCheck>) {
+        let Some(check) = check else { return };
+        let Ok(permit) = self.semantic_checks.clone().try_acquire_owned() else {
+            tracing::debug!(feature = %self.feature.name(), operation = %check.operation, "semantic cache check dropped: too many running");
+            return;
+        };
+        let runtime = self.clone();
+        tokio::spawn(async move {
+            runtime.settle_semantic_check(check).await;
+            drop(permit);
+        });
+    }
+
+    /// Compares `check`'s cached answer with the model's answer for its input
+    /// (asked now when the check has none: a sampled hit) under the
+    /// operation's `Compare:` rules, and records the verdict for the error
+    /// bound. Run it after the caller has its answer: it may take a model call.
+    ///
+    /// The model is asked without tools: a check must not repeat a tool's
+    /// writes. An operation whose answer needs its tools' data then tends to
+    /// disagree, which only tightens its threshold.
+    pub async fn settle_semantic_check(&self, mut check: SemanticCheck) {
+        let feature = self.feature.name();
+        let Some(op) = self.feature.operation(&check.operation) else {
+            return;
+        };
+        let fresh = match check.fresh.take() {
+            Some(fresh) => fresh,
+            None => match self.fresh_answer(&check.operation, &check.input).await {
+                Ok(fresh) => fresh,
+                Err(error) => {
+                    tracing::warn!(feature, operation = %check.operation, %error, "the model could not answer a semantic cache check; no verdict");
+                    return;
+                }
+            },
+        };
+        let texts = match self.caches.started_embedder().await {
+            Some(embedder) => crate::compare::TextComparer::Embeddings(embedder),
+            None => crate::compare::TextComparer::Normalized {
+                reason: "the semantic cache's embedder is not started".into(),
+            },
+        };
+        match crate::compare::differences(
+            self,
+            op,
+            &check.input,
+            &check.candidate.answer,
+            &fresh,
+            &texts,
+        )
+        .await
+        {
+            Ok(differences) => {
+                self.caches
+                    .semantic_verdict(&check, differences.is_empty())
+                    .await;
+            }
+            Err(error) => {
+                tracing::warn!(feature, operation = %check.operation, %error, "a semantic cache check could not compare the answers; no verdict");
+            }
+        }
+    }
+
+    /// The primary model's answer for `input`, never from the semantic cache,
+    /// recording nothing and calling no tool.
+    async fn fresh_answer(&self, operation: &str, input: &Value) -> Result<Value, ExecError> {
+        let target = self.target(operation, input)?;
+        let call = PrototypedCall {
+            target,
+            model: self.prototyper.as_deref(),
+            tools: None,
+            scope: &self.scope,
+            caches: &self.caches,
+            references: &self.references,
+            examples: self.recorded_examples(),
+            records: false,
+            cached: false,
+        };
+        Ok(call.run().await?.output)
     }
 
     /// `operation` on `input`, if the feature has it.

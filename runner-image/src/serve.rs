@@ -678,7 +678,11 @@ async fn answer_call(
         return canary_response(reply);
     }
     match state.runtime.execute(&operation, &input, None).await {
-        Ok(exec) => {
+        Ok(mut exec) => {
+            // Off the response path: a verdict for the semantic cache's error bound.
+            state
+                .runtime
+                .settle_in_background(exec.semantic_check.take());
             let labels = OperationLabels {
                 operation: operation.clone(),
                 phase: exec.phase.to_string(),

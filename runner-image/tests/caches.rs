@@ -191,6 +191,127 @@ async fn prototyped_answers_are_reused_for_the_same_meaning_only() {
     assert_eq!(semantic_entries(&redis, "triage").await, 1);
 }
 
+/// `eol_semantic_verdicts_total{source,verdict}` as `eol serve` exposes it.
+fn verdicts(runtime: &Runtime) -> Vec<(&'static str, &'static str, u64)> {
+    runtime.caches().verdict_counts()
+}
+
+fn count(verdicts: &[(&str, &str, u64)], source: &str, verdict: &str) -> u64 {
+    verdicts
+        .iter()
+        .find(|v| v.0 == source && v.1 == verdict)
+        .map_or(0, |v| v.2)
+}
+
+#[tokio::test]
+async fn with_an_error_bound_unproven_candidates_and_sampled_hits_are_compared_with_the_model() {
+    let redis = common::local_redis();
+    let model = local_model();
+    // 50%: three agreements without a disagreement prove a distance; every
+    // reused answer is checked (check_rate 1).
+    let bounded = TRIAGE.replace(
+        "  ttl: 600\n",
+        "  ttl: 600\n  semantic: {maxErrorRate: 0.5, checkRate: 1}\n",
+    );
+    let rt = Arc::new(runtime(&bounded, &redis, model, Some(minilm())).await);
+    let asked = json!({"text": "The app crashes every time I open the settings page."});
+    let first = rt.execute("classify", &asked, None).await.unwrap();
+    assert!(
+        first.semantic_check.is_none(),
+        "nothing to compare: {first:?}"
+    );
+
+    // A paraphrase: the entry passes the guard but no distance is proven, so
+    // the model answers the call, and its answer is compared with the entry's.
+    let paraphrase = json!({"text": "The app crashes each time I open the settings page."});
+    let mut second = rt.execute("classify", &paraphrase, None).await.unwrap();
+    assert!(
+        second.cache.is_none() && second.trace.is_some(),
+        "the model answered: {second:?}"
+    );
+    let check = second.semantic_check.take().expect("an unproven candidate");
+    assert_eq!(check.source, eol_runner::caches::CheckSource::Unproven);
+    assert_eq!(check.candidate.answer, first.output);
+    assert_eq!(check.fresh.as_ref(), Some(&second.output));
+    assert!(check.candidate.distance > 0.0 && check.candidate.distance <= 0.1);
+    rt.settle_semantic_check(check.clone()).await;
+    // The labels are an enum: they agree when equal (the Compare rules).
+    let agreed = second.output == first.output;
+    let v = verdicts(&rt);
+    assert_eq!(
+        (
+            count(&v, "unproven", "agree"),
+            count(&v, "unproven", "disagree")
+        ),
+        if agreed { (1, 0) } else { (0, 1) },
+        "{v:?}; first {}, second {}",
+        first.output,
+        second.output
+    );
+
+    // Ten more agreements at the ceiling's bucket (as other pods would have
+    // recorded them): the scope's distance is proven up to 0.1, so the
+    // paraphrase's twin is reused, and checked against the model.
+    let mut proving = check.clone();
+    proving.candidate.key = "eol:no-such-entry".into();
+    proving.candidate.distance = 0.099;
+    for _ in 0..10 {
+        rt.caches().semantic_verdict(&proving, true).await;
+    }
+    let requests_before = rt.model_spend()[0].1.requests;
+    let twin = json!({"text": "The app crashes every time I open the settings page!"});
+    let mut third = rt.execute("classify", &twin, None).await.unwrap();
+    let hit = third
+        .cache
+        .clone()
+        .unwrap_or_else(|| panic!("reused: {third:?}"));
+    assert!(
+        hit.distance.unwrap() > 1e-4,
+        "not the identical input: {hit:?}"
+    );
+    let check = third
+        .semantic_check
+        .take()
+        .expect("a check drawn (check_rate 1)");
+    assert_eq!(check.source, eol_runner::caches::CheckSource::Sampled);
+    assert!(
+        check.fresh.is_none(),
+        "the model is asked off the response path"
+    );
+    assert_eq!(check.candidate.answer, third.output);
+    rt.settle_semantic_check(check).await;
+    assert!(
+        rt.model_spend()[0].1.requests > requests_before,
+        "the check asked the model"
+    );
+    let v = verdicts(&rt);
+    assert_eq!(
+        count(&v, "sampled", "agree") + count(&v, "sampled", "disagree"),
+        1,
+        "{v:?}"
+    );
+    let text = exposition(&rt);
+    assert!(
+        text.contains("eol_semantic_verdicts_total{source=\"sampled\",verdict=")
+            && text.contains("eol_semantic_verdicts_total{source=\"unproven\",verdict="),
+        "{text}"
+    );
+    // The counts are in Redis, for every pod of the feature: 1 + 10 + 1.
+    let mut conn = connection(&redis).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("eol:semantic-verdicts:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let fields: std::collections::HashMap<String, u64> = redis::cmd("HGETALL")
+        .arg(&keys[0])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(fields.values().sum::<u64>(), 12, "{fields:?}");
+}
+
 #[tokio::test]
 async fn an_index_dropped_underneath_a_running_runner_is_recreated() {
     let redis = common::local_redis();

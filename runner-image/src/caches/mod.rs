@@ -36,7 +36,7 @@ pub use embedder::{
     EMBEDDINGS_ENV, EmbedderFactory, EmbedderSource, embedder_from_env, embedding_api_key,
 };
 pub use metrics::CacheMetrics;
-pub use semantic::SemanticLookup;
+pub use semantic::{CheckSource, SemanticCheck, SemanticLookup};
 
 use crate::prototype::{ContextDoc, Prototyper};
 use crate::store::RedisStore;
@@ -96,6 +96,8 @@ pub struct FeatureCaches {
     summarizer: Option<Arc<Prototyper>>,
     vector: Lazy<VectorParts>,
     results: Lazy<ResultCache>,
+    /// Verdicts on cached answers recorded (error bound).
+    verdicts: semantic::VerdictCounts,
 }
 
 impl std::fmt::Debug for FeatureCaches {
@@ -160,6 +162,7 @@ impl FeatureCaches {
             summarizer: model,
             vector: Lazy::new(RETRY_AFTER),
             results: Lazy::new(RETRY_AFTER),
+            verdicts: semantic::VerdictCounts::default(),
         }
     }
 
@@ -212,7 +215,11 @@ impl FeatureCaches {
         if let Some(parts) = self.vector.ready() {
             if let Some(s) = &parts.semantic {
                 let s = s.stats();
-                counts.push(("semantic", s.hit, s.miss_distance + s.miss_guard));
+                counts.push((
+                    "semantic",
+                    s.hit,
+                    s.miss_distance + s.miss_guard + s.miss_bound,
+                ));
             }
             if let Some(e) = &parts.embeddings {
                 let e = e.counts();
@@ -224,5 +231,22 @@ impl FeatureCaches {
             counts.push(("result", r.hits, r.misses));
         }
         counts
+    }
+
+    /// Verdicts on cached answers recorded so far: (source, verdict, count);
+    /// none without `cache.semantic`.
+    pub fn verdict_counts(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let bounded = self.settings.as_ref().is_some_and(|c| c.semantic.is_some());
+        if bounded {
+            self.verdicts.counts()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// The embedder of the semantic cache, once started.
+    pub(crate) async fn started_embedder(&self) -> Option<Arc<dyn Embedder>> {
+        self.semantic_parts().await?;
+        self.made.get().cloned()
     }
 }

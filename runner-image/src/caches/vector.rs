@@ -80,11 +80,18 @@ impl FeatureCaches {
         };
         let semantic = if self.semantic_on() {
             let c = self.settings.as_ref();
+            let bound = c.and_then(|c| c.semantic.as_ref());
             let settings = SemanticSettings::from_frontmatter(
                 true,
                 c.and_then(|c| c.distance_threshold),
                 c.and_then(|c| c.ttl),
             )
+            .and_then(|s| {
+                s.bounded(
+                    bound.and_then(|b| b.max_error_rate),
+                    bound.and_then(|b| b.check_rate),
+                )
+            })
             .map_err(|e| e.to_string())?;
             let cache = SemanticCache::new(conn.clone(), embedder.clone(), settings)
                 .await

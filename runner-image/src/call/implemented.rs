@@ -73,6 +73,7 @@ impl ImplementedCall<'_> {
             trace: None,
             cache: None,
             cache_missed: self.caches.results_for(&op.name),
+            semantic_check: None,
         })
     }
 }

@@ -9,7 +9,7 @@ mod prototyped;
 pub(crate) use implemented::ImplementedCall;
 pub(crate) use prototyped::PrototypedCall;
 
-use crate::caches::CacheHit;
+use crate::caches::{CacheHit, SemanticCheck};
 use crate::engine::ExecError;
 use crate::prototype::{PrototypeError, PrototypeTrace};
 use eol_core::{CompiledSchema, Feature, Operation};
@@ -103,6 +103,9 @@ pub(crate) struct CallOutput {
     pub(crate) cache: Option<CacheHit>,
     /// Whether a cache was asked first and had no answer.
     pub(crate) cache_missed: bool,
+    /// A cached answer to compare with the model's, off the response path
+    /// (`cache.semantic.max_error_rate`).
+    pub(crate) semantic_check: Option<SemanticCheck>,
 }
 
 impl CallOutput {
@@ -114,6 +117,7 @@ impl CallOutput {
             trace: None,
             cache: Some(hit),
             cache_missed: false,
+            semantic_check: None,
         }
     }
 

@@ -30,6 +30,9 @@ pub(crate) struct PrototypedCall<'a> {
     /// Whether the answer is recorded as an example and kept in the semantic
     /// cache (not for a shadow call: a candidate's answers are not the feature's).
     pub(crate) records: bool,
+    /// Whether the semantic cache is asked first (not when checking one of
+    /// its answers against the model).
+    pub(crate) cached: bool,
 }
 
 impl PrototypedCall<'_> {
@@ -39,15 +42,20 @@ impl PrototypedCall<'_> {
         let model = self.model()?;
         let (op, input) = (self.target.op, self.target.input);
         let model_name = &model.client().settings().model;
-        let prepared = match self
-            .caches
-            .semantic_lookup(&op.name, model_name, input)
-            .await
-        {
-            SemanticLookup::Hit(answer, hit) => {
-                return Ok(CallOutput::cached(self.target.checked(answer)?, hit));
+        let lookup = if self.cached {
+            self.caches
+                .semantic_lookup(&op.name, model_name, input)
+                .await
+        } else {
+            SemanticLookup::Miss(None, None)
+        };
+        let (prepared, unproven) = match lookup {
+            SemanticLookup::Hit(answer, hit, check) => {
+                let mut out = CallOutput::cached(self.target.checked(answer)?, hit);
+                out.semantic_check = check;
+                return Ok(out);
             }
-            SemanticLookup::Miss(prepared) => prepared,
+            SemanticLookup::Miss(prepared, unproven) => (prepared, unproven),
         };
         // Checked only when the model would be asked: a cached answer costs nothing.
         if let Some(exceeded) = model.meter().over_budget(&op.name).await {
@@ -62,6 +70,14 @@ impl PrototypedCall<'_> {
         let cache_missed = prepared.is_some();
         let (answer, trace) = self.ask(model).await?;
         let output = self.target.checked(answer)?;
+        // The unproven candidate is compared with the primary model's answer
+        // only: a fallback model's answer says nothing of the entry's.
+        let semantic_check = unproven
+            .filter(|_| trace.model == *model_name)
+            .map(|mut check| {
+                check.fresh = Some(output.clone());
+                check
+            });
         if self.records {
             self.examples.record(&op.name, input, &output).await;
             // Lookups are by the primary model: a fallback's answer is not its.
@@ -77,6 +93,7 @@ impl PrototypedCall<'_> {
             trace: Some(trace),
             cache: None,
             cache_missed,
+            semantic_check,
         })
     }
 

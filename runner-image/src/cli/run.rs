@@ -39,10 +39,11 @@ pub(super) async fn run(
     let input = parse_input(input)?;
     let feature = read_feature(file)?;
     let runtime = load_runtime(&cli.runtime_settings(), file, feature).await?;
-    let exec = runtime
+    let mut exec = runtime
         .execute(operation, &input, phase)
         .await
         .map_err(|e| Failure::new(e.kind(), e.to_string()))?;
+    let semantic_check = exec.semantic_check.take();
     let result = json!({
         "feature": runtime.feature().name(),
         "operation": operation,
@@ -60,6 +61,11 @@ pub(super) async fn run(
             "{}",
             serde_json::to_string_pretty(&exec.output).unwrap_or_default()
         );
+    }
+    // Once the answer is out: a verdict for the semantic cache's error bound
+    // (its model call, if any, counts in the spend below).
+    if let Some(check) = semantic_check {
+        runtime.settle_semantic_check(check).await;
     }
     if runtime.model().is_some() {
         // Every model asked: fallbacks and a spent budget's model included.

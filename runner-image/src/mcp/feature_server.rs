@@ -218,7 +218,11 @@ impl FeatureMcpServer {
         }
         let input = Value::Object(arguments.unwrap_or_default());
         match self.runtime.execute(name, &input, None).await {
-            Ok(execution) => Ok(CallToolResult::structured(execution.output)),
+            Ok(mut execution) => {
+                self.runtime
+                    .settle_in_background(execution.semantic_check.take());
+                Ok(CallToolResult::structured(execution.output))
+            }
             Err(error) => {
                 tracing::info!(feature = %feature.name(), operation = name, kind = error.kind(), %error, "MCP tool call failed");
                 Ok(CallToolResult::error(vec![ContentBlock::text(

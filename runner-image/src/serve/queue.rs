@@ -451,11 +451,16 @@ async fn answer(state: &Arc<AppState>, queue: &Queue, consumer: &str, delivery: 
     if let Some(parent) = &call.traceparent {
         eol_core::process::otel::set_remote_parent(&span, parent, None);
     }
-    let result = state
+    let mut result = state
         .runtime
         .execute(&call.operation, &call.input, None)
         .instrument(span.clone())
         .await;
+    if let Ok(exec) = &mut result {
+        state
+            .runtime
+            .settle_in_background(exec.semantic_check.take());
+    }
     renewing.abort();
     let elapsed = started.elapsed();
     // A running average of a call's time, for Retry-After.

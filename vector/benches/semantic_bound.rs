@@ -126,6 +126,10 @@ impl Meanings {
     }
 }
 
+/// An operation's proven threshold, its agreements and disagreements, and
+/// its verdicts per bucket: (edge, agreements, disagreements).
+type Proven = (String, f32, u64, u64, Vec<(f32, u64, u64)>);
+
 /// What one arm saw over the replay.
 #[derive(Default)]
 struct Outcome {
@@ -139,8 +143,11 @@ struct Outcome {
     unproven: u32,
     /// (requests so far, hits so far, wrong so far) at each tenth.
     running: Vec<(u32, u32, u32)>,
-    /// Thresholds proven at the end, per operation.
-    thresholds: Vec<(String, f32, u64, u64)>,
+    /// Thresholds proven at the end, per operation, and its verdicts per
+    /// bucket: (edge, agreements, disagreements).
+    thresholds: Vec<Proven>,
+    /// The first wrong hits: (distance, the request's input, the entry's input).
+    wrong_examples: Vec<(f32, String, String)>,
 }
 
 /// Runs `requests` through `cache` as the feature `feature` (an arm's own:
@@ -173,6 +180,19 @@ async fn replay(
                 let right = answer == r.answer;
                 out.hits += 1;
                 out.wrong += u32::from(!right);
+                if !right && out.wrong_examples.len() < 12 {
+                    let stored: Option<String> = redis::cmd("HGET")
+                        .arg(&key)
+                        .arg("input")
+                        .query_async(&mut cache.index().connection())
+                        .await
+                        .expect("HGET");
+                    out.wrong_examples.push((
+                        distance,
+                        canonical_json(r.input),
+                        stored.unwrap_or_default(),
+                    ));
+                }
                 if distance > EXACT_DISTANCE {
                     out.near_hits += 1;
                     out.near_wrong += u32::from(!right);
@@ -217,6 +237,7 @@ async fn replay(
                 v.threshold(cache.settings().distance_threshold, bound.max_error_rate),
                 agree,
                 disagree,
+                v.buckets(),
             ));
         }
     }
@@ -361,6 +382,11 @@ async fn run() {
                     out.verdicts,
                     out.unproven,
                 );
+                if pass == 1 && rate.is_none() {
+                    for (d, asked, entry) in &out.wrong_examples {
+                        println!("  wrong hit at {d:.3}: asked {asked} / answered by {entry}");
+                    }
+                }
                 if pass == 1 {
                     let running: Vec<String> = out
                         .running
@@ -370,8 +396,18 @@ async fn run() {
                     println!("  running (requests:wrong/hits): {}", running.join(" "));
                 }
                 if pass == passes {
-                    for (op, t, a, d) in &out.thresholds {
-                        println!("  {op}: proven to {t:.3} on {a} agreements, {d} disagreements");
+                    for (op, t, a, d, buckets) in &out.thresholds {
+                        if a + d == 0 {
+                            continue;
+                        }
+                        let cells: Vec<String> = buckets
+                            .iter()
+                            .map(|(edge, a, d)| format!("≤{edge:.3}:{a}/{d}"))
+                            .collect();
+                        println!(
+                            "  {op}: proven to {t:.3} on {a} agreements, {d} disagreements; per bucket (agree/disagree) {}",
+                            cells.join(" ")
+                        );
                     }
                 }
                 outcomes.push(out);

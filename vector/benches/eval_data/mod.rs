@@ -239,7 +239,7 @@ pub fn cosine_distance(a: &[f32], b: &[f32]) -> f32 {
     1.0 - dot / (norm(a) * norm(b))
 }
 
-/// Embeds every prompt of `pairs` (and `extra`) once with `model`, sets each
+/// Embeds every prompt of `pairs` (and `extra`: EOL input, RedisVL prompt) once with `model`, sets each
 /// pair's distance, and gives the vectors by prompt and an embedder for EOL's
 /// cache that looks them up by the canonical JSON of an input (with
 /// `text_prompt` `raw`, a text pair's input maps to its raw text's vector,
@@ -247,7 +247,7 @@ pub fn cosine_distance(a: &[f32], b: &[f32]) -> f32 {
 pub fn embed_pairs(
     model: &MiniLm,
     pairs: &mut [Pair],
-    extra: &[&str],
+    extra: &[(Value, String)],
     text_prompt: &str,
 ) -> (HashMap<String, Vec<f32>>, Arc<Precomputed>) {
     // Embed every prompt once. `eol_key` is what EOL's cache asks its embedder for
@@ -260,8 +260,9 @@ pub fn embed_pairs(
             eol_keys.push((canonical_json(input), prompt.clone()));
         }
     }
-    for text in extra {
-        by_prompt.entry((*text).to_owned()).or_default();
+    for (input, prompt) in extra {
+        by_prompt.entry(prompt.clone()).or_default();
+        eol_keys.push((canonical_json(input), prompt.clone()));
     }
     let texts: Vec<String> = by_prompt.keys().cloned().collect();
     let start = Instant::now();
@@ -295,4 +296,163 @@ pub fn embed_pairs(
             .collect(),
     });
     (by_prompt, embedder)
+}
+
+/// Content words a crowding variant exchanges (either way): each changes
+/// what a request asks for.
+const EXCHANGES: [(&str, &str); 24] = [
+    ("today", "tomorrow"),
+    ("morning", "evening"),
+    ("cancel", "change"),
+    ("refund", "replacement"),
+    ("add", "remove"),
+    ("open", "close"),
+    ("buy", "sell"),
+    ("before", "after"),
+    ("first", "last"),
+    ("small", "large"),
+    ("cheap", "expensive"),
+    ("north", "south"),
+    ("red", "blue"),
+    ("increase", "decrease"),
+    ("start", "stop"),
+    ("always", "never"),
+    ("Monday", "Thursday"),
+    ("Tuesday", "Saturday"),
+    ("Wednesday", "Sunday"),
+    ("Friday", "Monday"),
+    ("January", "October"),
+    ("March", "July"),
+    ("week", "month"),
+    ("hotel", "flight"),
+];
+
+/// Names a crowding variant puts in place of a capitalised word.
+const NAMES: [&str; 8] = [
+    "Lisbon", "Maria", "Oslo", "Chen", "Kenya", "Acme", "Dublin", "Priya",
+];
+
+/// The variants of `text` that ask for something else: each number moved
+/// by 7, one exchanged content word, one capitalised word (not the first)
+/// renamed. Similar neighbours, by construction not paraphrases.
+fn variants(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    // Numbers.
+    let mut moved = String::new();
+    let mut digits = String::new();
+    let flush = |digits: &mut String, moved: &mut String| {
+        if !digits.is_empty() {
+            let n: u64 = digits.parse().unwrap_or(0);
+            moved.push_str(&(n.saturating_add(7)).to_string());
+            digits.clear();
+        }
+    };
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+        } else {
+            flush(&mut digits, &mut moved);
+            moved.push(c);
+        }
+    }
+    flush(&mut digits, &mut moved);
+    if moved != text {
+        out.push(moved);
+    }
+    let words: Vec<&str> = text.split(' ').collect();
+    // One exchanged content word (the first that has a counterpart).
+    'exchange: for (i, w) in words.iter().enumerate() {
+        let bare = w.trim_matches(|c: char| !c.is_alphanumeric());
+        for (a, b) in EXCHANGES {
+            let other = if bare == a {
+                b
+            } else if bare == b {
+                a
+            } else {
+                continue;
+            };
+            let mut changed = words.clone();
+            let replaced = w.replacen(bare, other, 1);
+            changed[i] = &replaced;
+            out.push(changed.join(" "));
+            break 'exchange;
+        }
+    }
+    // One renamed capitalised word.
+    if let Some((i, w)) = words
+        .iter()
+        .enumerate()
+        .skip(1)
+        .find(|(_, w)| w.chars().next().is_some_and(char::is_uppercase) && w.len() > 2)
+    {
+        let bare = w.trim_matches(|c: char| !c.is_alphanumeric());
+        let name = NAMES[bare.len() % NAMES.len()];
+        if bare != name && !bare.is_empty() {
+            let mut changed = words.clone();
+            let replaced = w.replacen(bare, name, 1);
+            changed[i] = &replaced;
+            out.push(changed.join(" "));
+        }
+    }
+    out
+}
+
+/// `n` entries to crowd the caches with, none of them an input of `pairs`:
+/// the texts of every `vector/eval/` file (all splits) and their variants
+/// ([`variants`]: numbers, content words and names changed), and the
+/// structured inputs of every file under their operation; shuffled with
+/// `seed`, structured ones first. Each is (operation, EOL input, RedisVL prompt).
+pub fn crowd(pairs: &[Pair], n: usize, seed: u64) -> Vec<(String, Value, String)> {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    let eval = repo().join("vector/eval");
+    let taken: std::collections::HashSet<String> = pairs
+        .iter()
+        .flat_map(|p| [canonical_json(&p.eol_a), canonical_json(&p.eol_b)])
+        .collect();
+    let mut texts: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    let mut structured: std::collections::BTreeMap<String, (String, Value)> =
+        std::collections::BTreeMap::new();
+    for split in ["tuning", "heldout", "fresh", "blind", "multilingual"] {
+        let (text_file, structured_file) = split_files(split);
+        for r in read_jsonl(&eval.join(text_file)) {
+            for side in ["a", "b"] {
+                let text = r[side].as_str().expect("text").to_owned();
+                for v in variants(&text) {
+                    texts.insert(v);
+                }
+                texts.insert(text);
+            }
+        }
+        for r in structured_file
+            .map(|f| read_jsonl(&eval.join(f)))
+            .unwrap_or_default()
+        {
+            let op = r["operation"].as_str().expect("operation").to_owned();
+            for side in ["a", "b"] {
+                structured.insert(canonical_json(&r[side]), (op.clone(), r[side].clone()));
+            }
+        }
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut structured: Vec<(String, Value, String)> = structured
+        .into_iter()
+        .filter(|(key, _)| !taken.contains(key))
+        .map(|(key, (op, input))| (op, input, key))
+        .collect();
+    structured.shuffle(&mut rng);
+    let mut text: Vec<(String, Value, String)> = texts
+        .into_iter()
+        .map(|t| ("query".to_owned(), json!({"query": t}), t))
+        .filter(|(_, input, _)| !taken.contains(&canonical_json(input)))
+        .collect();
+    text.shuffle(&mut rng);
+    structured.extend(text);
+    assert!(
+        structured.len() >= n,
+        "only {} crowding entries can be made, not {n}",
+        structured.len()
+    );
+    structured.truncate(n);
+    structured
 }

@@ -102,6 +102,20 @@ impl Verdicts {
         counts[bucket] += n;
     }
 
+    /// Each bucket that holds verdicts: (its upper edge, agreements, disagreements).
+    pub fn buckets(&self) -> Vec<(f32, u64, u64)> {
+        (0..self.agree.len().max(self.disagree.len()))
+            .map(|i| {
+                (
+                    Self::edge(i),
+                    self.agree.get(i).copied().unwrap_or(0),
+                    self.disagree.get(i).copied().unwrap_or(0),
+                )
+            })
+            .filter(|(_, a, d)| a + d > 0)
+            .collect()
+    }
+
     /// Agreements and disagreements counted, in all buckets.
     pub fn totals(&self) -> (u64, u64) {
         (self.agree.iter().sum(), self.disagree.iter().sum())

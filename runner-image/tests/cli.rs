@@ -245,6 +245,48 @@ fn completions_and_help_are_available() {
 }
 
 #[test]
+fn man_pages_are_written_for_eol_and_each_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("man1");
+    let o = eol(&["man", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{o:?}");
+    let page = |name: &str| {
+        std::fs::read_to_string(out.join(format!("{name}.1")))
+            .unwrap_or_else(|e| panic!("{name}.1: {e}"))
+    };
+    let eol_page = page("eol");
+    assert!(
+        eol_page.starts_with(".ie \\n(.g .ds Aq"),
+        "roff: {eol_page:.80}"
+    );
+    assert!(eol_page.contains(".TH eol 1"), "{eol_page:.400}");
+    for command in ["check", "run", "test", "switch", "serve", "man"] {
+        let text = page(&format!("eol-{command}"));
+        assert!(
+            text.contains(&format!(".TH eol-{command} 1")),
+            "{command}: {text:.400}"
+        );
+        // The synopsis names the command as typed.
+        assert!(
+            text.contains(&format!("\\fBeol {command}\\fR")),
+            "{command}: {text}"
+        );
+    }
+    assert!(
+        page("eol-run").contains("Run one operation"),
+        "{}",
+        page("eol-run")
+    );
+    // A directory that cannot be made is a clear error.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let o = eol(&["man", file.join("man1").to_str().unwrap()]);
+    assert!(!o.status.success());
+    let (_, err) = text(&o);
+    assert!(err.contains("cannot write the man pages in"), "{err}");
+}
+
+#[test]
 fn without_redis_the_error_says_how_to_install_it() {
     let empty_cache = tempfile::tempdir().unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_eol"))

@@ -178,6 +178,12 @@ pub(super) enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Write man pages: eol(1) and one per command, eol-run(1) and so on
+    /// (e.g. `eol man /usr/local/share/man/man1 && man eol-run`).
+    Man {
+        /// The directory to write them to (created if missing).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]

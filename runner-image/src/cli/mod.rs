@@ -225,6 +225,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             no_test_gate,
         } => serve::serve(&cli, file, tests.as_deref(), listen, *no_test_gate).await,
         Command::Completions { shell } => completions::completions(*shell),
+        Command::Man { dir } => completions::man(dir),
         Command::SandboxProbe => sandbox_probe::sandbox_probe(&cli).await,
     }
 }

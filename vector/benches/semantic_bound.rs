@@ -55,7 +55,7 @@ use eol_vector::results::canonical_json;
 use eol_vector::semantic::{
     CallContext, EXACT_DISTANCE, Lookup, MissReason, SemanticCache, SemanticSettings, wilson_upper,
 };
-use eval_data::{Pair, embed_pairs, env_or, load_pairs, redis_server};
+use eval_data::{Pair, embed_pairs, env_or, load_pairs, redis_server, splits_from_env};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use redis::aio::ConnectionManager;
@@ -286,17 +286,7 @@ async fn run() {
     let limit: usize = env_or("EOL_EVAL_PAIRS", "100000")
         .parse()
         .expect("EOL_EVAL_PAIRS");
-    let splits: Vec<&'static str> = env_or("EOL_EVAL_SETS", "blind")
-        .split(',')
-        .map(|s| match s.trim() {
-            "tuning" => "tuning",
-            "heldout" => "heldout",
-            "fresh" => "fresh",
-            "blind" => "blind",
-            "multilingual" => "multilingual",
-            other => panic!("EOL_EVAL_SETS: unknown split {other}"),
-        })
-        .collect();
+    let splits = splits_from_env("blind");
     let mut pairs = load_pairs(true, limit, &splits);
     let model = MiniLm::from_env()
         .unwrap_or_else(|e| panic!("{e}. Run scripts/embedding-model.sh install."));

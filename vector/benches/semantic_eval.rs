@@ -89,7 +89,9 @@ use eol_vector::results::canonical_json;
 use eol_vector::semantic::{
     CallContext, Lookup, MissReason, SemanticCache, SemanticSettings, guard,
 };
-use eval_data::{Pair, embed_pairs, env_or, load_pairs, redis_server, repo, wilson_upper};
+use eval_data::{
+    Pair, embed_pairs, env_or, load_pairs, redis_server, repo, splits_from_env, wilson_upper,
+};
 use redis::aio::ConnectionManager;
 use serde_json::{Value, json};
 
@@ -597,22 +599,7 @@ async fn evaluate() {
         "EOL_EVAL_TEXT_PROMPT is raw or json"
     );
     let raw_text = text_prompt == "raw";
-    let splits: Vec<&'static str> = env_or(
-        "EOL_EVAL_SETS",
-        "tuning,heldout,fresh,blind,multilingual",
-    )
-    .split(',')
-    .map(|s| match s.trim() {
-        "tuning" => "tuning",
-        "heldout" => "heldout",
-        "fresh" => "fresh",
-        "blind" => "blind",
-        "multilingual" => "multilingual",
-        other => panic!(
-            "EOL_EVAL_SETS lists tuning, heldout, fresh, blind and multilingual, not {other}"
-        ),
-    })
-    .collect();
+    let splits = splits_from_env("tuning,heldout,fresh,blind,multilingual");
     let mut pairs = load_pairs(raw_text, limit, &splits);
     if std::env::var_os("EOL_EVAL_GUARD_ONLY").is_some() {
         return guard_only(&pairs);

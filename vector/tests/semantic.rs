@@ -558,10 +558,17 @@ async fn bounded_cache(max_error_rate: f64, check_rate: f64) -> TestCache {
     TestCache { cache }
 }
 
-#[tokio::test]
-async fn with_an_error_bound_a_paraphrase_is_reused_only_once_verdicts_prove_its_distance() {
-    // 5%: 53 agreements without a disagreement prove a distance.
-    let cache = bounded_cache(0.05, 0.0).await;
+/// One entry in a scope of its own, and a paraphrase of its input.
+struct Seeded {
+    c: CallContext,
+    stored: Value,
+    key: String,
+    paraphrase: Value,
+    /// The paraphrase's distance from the entry's input.
+    d: f32,
+}
+
+async fn seeded(cache: &SemanticCache) -> Seeded {
     // A scope of its own: verdicts outlive the index (they expire with the TTL).
     let c = ctx(&unique("bound"));
     let stored = text("the order did not arrive");
@@ -572,6 +579,26 @@ async fn with_an_error_bound_a_paraphrase_is_reused_only_once_verdicts_prove_its
         .expect("enabled");
     let paraphrase = text("the order did not arrive yet");
     let d = cosine_distance(&stored, &paraphrase);
+    Seeded {
+        c,
+        stored,
+        key,
+        paraphrase,
+        d,
+    }
+}
+
+#[tokio::test]
+async fn with_an_error_bound_a_paraphrase_is_reused_only_once_verdicts_prove_its_distance() {
+    // 5%: 53 agreements without a disagreement prove a distance.
+    let cache = bounded_cache(0.05, 0.0).await;
+    let Seeded {
+        c,
+        stored,
+        key,
+        paraphrase,
+        d,
+    } = seeded(&cache).await;
     assert!(d > 0.01 && d < 0.3, "{d}");
     // The identical input is reused at once; the paraphrase is not proven yet.
     assert!(matches!(
@@ -631,16 +658,13 @@ async fn with_an_error_bound_a_paraphrase_is_reused_only_once_verdicts_prove_its
 #[tokio::test]
 async fn with_an_error_bound_disagreements_tighten_the_scope_and_checks_are_drawn() {
     let cache = bounded_cache(0.05, 1.0).await;
-    // A scope of its own: verdicts outlive the index (they expire with the TTL).
-    let c = ctx(&unique("bound"));
-    let stored = text("the order did not arrive");
-    let key = cache
-        .store(&c, &stored, &json!({"category": "shipping"}))
-        .await
-        .expect("stored")
-        .expect("enabled");
-    let paraphrase = text("the order did not arrive yet");
-    let d = cosine_distance(&stored, &paraphrase);
+    let Seeded {
+        c,
+        key,
+        paraphrase,
+        d,
+        ..
+    } = seeded(&cache).await;
     for _ in 0..60 {
         cache
             .record_verdict(&c, &key, d, true)

@@ -72,6 +72,23 @@ impl Embedder for Precomputed {
     }
 }
 
+/// The splits `EOL_EVAL_SETS` lists (comma-separated), else `default`.
+pub fn splits_from_env(default: &str) -> Vec<&'static str> {
+    env_or("EOL_EVAL_SETS", default)
+        .split(',')
+        .map(|s| match s.trim() {
+            "tuning" => "tuning",
+            "heldout" => "heldout",
+            "fresh" => "fresh",
+            "blind" => "blind",
+            "multilingual" => "multilingual",
+            other => panic!(
+                "EOL_EVAL_SETS lists tuning, heldout, fresh, blind and multilingual, not {other}"
+            ),
+        })
+        .collect()
+}
+
 pub fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }

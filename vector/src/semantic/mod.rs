@@ -32,8 +32,10 @@
 //! # Where things are
 //!
 //! This module holds the cache ([`SemanticCache`]: prepare, lookup, store,
-//! invalidation), the [`CallContext`] of a call, the errors and outcomes, and
-//! the index schema. The `settings` module reads the `cache:` block; `guard`
+//! invalidation, verdicts), the [`CallContext`] of a call, the errors and
+//! outcomes, and the index schema. The `settings` module reads the `cache:`
+//! block; `bound` counts the verdicts and proves the distance of reuse for
+//! the error bound; `guard`
 //! holds the guard and its comparison of the structured inputs; `language`
 //! whether a free-text field is English (the only language the rules on free
 //! text read; text in another language must be the same text); `tokens` the

@@ -192,8 +192,13 @@ pub struct ShadowRequest {
 }
 
 /// The HTTP status a candidate answers a copy meant for another shadow
-/// ([`ShadowRequest::id`]): 409 Conflict.
+/// ([`ShadowRequest::id`]), or a canary call whose [`SHADOW_ID_HEADER`]
+/// names another shadow: 409 Conflict.
 pub const WRONG_CANDIDATE: u16 = 409;
+
+/// The header a serving pod puts on a call it forwards to a canary: the
+/// shadow's id, which a pod of another candidate refuses ([`WRONG_CANDIDATE`]).
+pub const SHADOW_ID_HEADER: &str = "x-eol-shadow-id";
 
 /// How one copied call compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -452,6 +452,14 @@ async fn call_operation(
     }
     let authorization = header(axum::http::header::AUTHORIZATION.as_str());
     let (caller, input, response) = async {
+        // A canary call meant for another candidate behind the same Service
+        // (this pod is stopping, or not yet the one offered): its serving pod
+        // answers it instead.
+        if let Some(refused) =
+            shadow::wrong_candidate(&state, header(eol_core::shadow::SHADOW_ID_HEADER))
+        {
+            return (CallerOf::Anonymous, None, refused);
+        }
         // The caller first: a refused call's body is never read.
         let caller = match &state.reviewer {
             None => None,

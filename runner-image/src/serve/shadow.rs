@@ -31,6 +31,19 @@ pub(super) fn not_a_candidate() -> Response {
     )
 }
 
+/// A 409 `wrong_candidate` when this pod is the candidate of another shadow
+/// than `id` names (a call or copy meant for a newer or older candidate
+/// behind the same Service); `None` otherwise.
+pub(super) fn wrong_candidate(state: &AppState, id: Option<&str>) -> Option<Response> {
+    let mine = &candidate_of(state)?.settings().id;
+    let id = id.filter(|id| id != mine)?;
+    Some(json_error(
+        StatusCode::from_u16(eol_core::shadow::WRONG_CANDIDATE).unwrap_or(StatusCode::CONFLICT),
+        "wrong_candidate",
+        format!("this pod is the candidate of shadow {mine}, not of shadow {id}"),
+    ))
+}
+
 /// `POST /v1/shadow/{op}`: a serving pod's call, run here and compared.
 pub(super) async fn shadow_call(
     State(state): State<Arc<AppState>>,
@@ -52,13 +65,8 @@ pub(super) async fn shadow_call(
             );
         }
     };
-    let mine = &candidate.settings().id;
-    if let Some(id) = request.id.as_ref().filter(|id| *id != mine) {
-        return json_error(
-            StatusCode::from_u16(eol_core::shadow::WRONG_CANDIDATE).unwrap_or(StatusCode::CONFLICT),
-            "wrong_candidate",
-            format!("this pod is the candidate of shadow {mine}, not of shadow {id}"),
-        );
+    if let Some(refused) = wrong_candidate(&state, request.id.as_deref()) {
+        return refused;
     }
     let feature = state.runtime.feature();
     let Some(op) = feature.operation(&operation) else {

@@ -10,7 +10,9 @@ use super::serving::{ShadowSender, sampled};
 use crate::metrics::CanaryLabels;
 use crate::store::RedisStore;
 use axum::body::Bytes;
-use eol_core::shadow::{CanaryOutcome, Offer, canary_field, counts_key};
+use eol_core::shadow::{
+    CanaryOutcome, Offer, SHADOW_ID_HEADER, WRONG_CANDIDATE, canary_field, counts_key,
+};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -53,13 +55,19 @@ impl ShadowSender {
             return None;
         }
         let result = send(&self.client, &offer, operation, body, authorization).await;
+        if let Err(Unsent::Elsewhere) = result {
+            // Not this candidate's answer, nor its failure: not counted.
+            tracing::debug!(id = %offer.id, operation, "a canary call reached another candidate's pod; answered here");
+            return None;
+        }
         self.count(&offer, operation, result.is_err());
         match result {
             Ok(reply) => Some(reply),
-            Err(why) => {
+            Err(Unsent::Failed(why)) => {
                 warn_failure(&offer.id, operation, &why);
                 None
             }
+            Err(Unsent::Elsewhere) => None,
         }
     }
 
@@ -96,23 +104,33 @@ pub fn metric_outcome(outcome: CanaryOutcome) -> &'static str {
     key.strip_prefix("canary_").unwrap_or(key)
 }
 
-/// The candidate's answer to `body` as a call of `operation`, or why it failed
-/// (a 5xx, no connection, no answer or body within the offer's timeout).
+/// Why a forwarded call has no answer of the candidate.
+#[derive(Debug)]
+enum Unsent {
+    /// The candidate failed it (a 5xx, no connection, no answer or body
+    /// within the offer's timeout).
+    Failed(String),
+    /// A pod of another candidate refused it ([`WRONG_CANDIDATE`]).
+    Elsewhere,
+}
+
+/// The candidate's answer to `body` as a call of `operation`, or why there is none.
 async fn send(
     client: &reqwest::Client,
     offer: &Offer,
     operation: &str,
     body: &Bytes,
     authorization: Option<&str>,
-) -> Result<CanaryReply, String> {
-    let url = call_url(&offer.url, operation)?;
+) -> Result<CanaryReply, Unsent> {
+    let url = call_url(&offer.url, operation).map_err(Unsent::Failed)?;
     let timeout =
         Duration::try_from_secs_f64(offer.timeout_seconds).unwrap_or(Duration::from_secs(10));
     let timed_out = |e: &reqwest::Error| e.is_timeout();
     let mut request = client
         .post(url.clone())
         .timeout(timeout)
-        .header(reqwest::header::CONTENT_TYPE, "application/json");
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(SHADOW_ID_HEADER, &offer.id);
     if let Some(authorization) = authorization {
         request = request.header(reqwest::header::AUTHORIZATION, authorization);
     }
@@ -121,15 +139,18 @@ async fn send(
         request = request.header(name, value);
     }
     let response = request.body(body.clone()).send().await.map_err(|e| {
-        if timed_out(&e) {
+        Unsent::Failed(if timed_out(&e) {
             format!("the candidate did not answer within {timeout:?}")
         } else {
             format!("the candidate could not be reached at {url}: {e}")
-        }
+        })
     })?;
     let status = response.status();
+    if status.as_u16() == WRONG_CANDIDATE {
+        return Err(Unsent::Elsewhere);
+    }
     if !(status.is_success() || status.is_client_error()) {
-        return Err(format!("the candidate answered {status}"));
+        return Err(Unsent::Failed(format!("the candidate answered {status}")));
     }
     let header = |name: &str| {
         response
@@ -141,11 +162,11 @@ async fn send(
     let content_type = header(reqwest::header::CONTENT_TYPE.as_str());
     let cache = header(crate::serve::CACHE_HEADER);
     let body = response.bytes().await.map_err(|e| {
-        if timed_out(&e) {
+        Unsent::Failed(if timed_out(&e) {
             format!("the candidate did not finish its answer within {timeout:?}")
         } else {
             format!("the candidate's answer could not be read: {e}")
-        }
+        })
     })?;
     Ok(CanaryReply {
         id: offer.id.clone(),
@@ -268,10 +289,49 @@ mod tests {
             None,
         )
         .await;
-        let why = result.err().unwrap_or_default();
+        let Err(Unsent::Failed(why)) = result else {
+            panic!("{result:?}")
+        };
         assert!(
             why.starts_with("the candidate could not be reached at"),
             "{why}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_call_another_candidate_refused_is_neither_an_answer_nor_a_failure() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 8192];
+            let n = socket.read(&mut buf).await.unwrap();
+            let body = r#"{"error":{"kind":"wrong_candidate"}}"#;
+            let reply = format!(
+                "HTTP/1.1 409 Conflict\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            socket.write_all(reply.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&buf[..n]).to_lowercase()
+        });
+        let offer = Offer {
+            id: "c-1".into(),
+            url,
+            sample_percent: 0.0,
+            operations: Vec::new(),
+            max_disagreements: 5,
+            ttl_seconds: 60,
+            timeout_seconds: 1.0,
+            canary_percent: 100.0,
+        };
+        let body = Bytes::from_static(br#"{"n": 1}"#);
+        let result = send(&reqwest::Client::new(), &offer, "double", &body, None).await;
+        assert!(matches!(result, Err(Unsent::Elsewhere)), "{result:?}");
+        let request = server.await.unwrap();
+        assert!(
+            request.contains("x-eol-shadow-id: c-1"),
+            "the call names its shadow: {request}"
         );
     }
 }

@@ -218,6 +218,29 @@ async fn with_a_canary_of_100_the_candidate_answers_every_call() {
     assert_eq!(r.status(), 422);
     assert_eq!(r.headers().get(CANARY_HEADER).unwrap(), "all-1");
 
+    // A forwarded call meant for another shadow (this pod would be the
+    // stopping one behind the same Service) is refused, not answered; one
+    // for this shadow, or with no shadow named, is answered.
+    let direct = |id: Option<&str>| {
+        let mut r = reqwest::Client::new()
+            .post(format!("{}/v1/operations/double", candidate.url))
+            .json(&json!({"n": 3}));
+        if let Some(id) = id {
+            r = r.header(eol_core::shadow::SHADOW_ID_HEADER, id);
+        }
+        r.send()
+    };
+    let r = direct(Some("old-0")).await.unwrap();
+    assert_eq!(r.status(), 409);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["kind"], "wrong_candidate", "{body}");
+    for id in [Some("all-1"), None] {
+        let r = direct(id).await.unwrap();
+        assert_eq!(r.status(), 200, "{id:?}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["value"], odd(3), "{id:?}: {body}");
+    }
+
     let op = double_tally(&candidate, |o| o.canary_routed >= 11).await;
     assert_eq!((op.canary_routed, op.canary_failed), (11, 0), "{op:?}");
     // Calls the candidate answered are not compared with themselves.

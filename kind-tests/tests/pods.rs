@@ -29,9 +29,10 @@ async fn a_pod_in_the_cluster_calls_a_feature_by_its_service_name() {
         ))
         .await;
         wait_for(&env.api::<Feature>(), "inventory", READY_TIMEOUT, feature_ready).await;
-        // busybox wget -T segfaults (kind-tests/README.md): `timeout` bounds each try.
+        // busybox wget -T segfaults (kind-tests/README.md): `timeout` bounds each try
+        // (a first call once took over 5 s in a loaded CI run).
         let script = "for i in $(seq 30); do \
-            timeout 5 wget -qO- --header 'Content-Type: application/json' \
+            timeout 20 wget -qO- --header 'Content-Type: application/json' \
               --post-data '{\"sku\": \"AB-1\", \"quantity\": 2}' http://inventory/v1/operations/add_stock && exit 0; \
             sleep 1; done; exit 1";
         let client: Pod = serde_json::from_value(serde_json::json!({
@@ -54,8 +55,15 @@ async fn a_pod_in_the_cluster_calls_a_feature_by_its_service_name() {
         let log = pods.logs("client", &LogParams::default()).await.unwrap();
         let phase = done.status.unwrap().phase.unwrap();
         assert_eq!(phase, "Succeeded", "the client pod's log: {log}");
-        let body: serde_json::Value = serde_json::from_str(log.trim()).unwrap_or_else(|e| panic!("{e}: {log}"));
-        assert_eq!(body, serde_json::json!({"sku": "AB-1", "level": 2}));
+        // The answer is the last line: a try that timed out leaves `Terminated`
+        // before it.
+        let answer = log.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+        let body: serde_json::Value =
+            serde_json::from_str(answer).unwrap_or_else(|e| panic!("{e}: {log}"));
+        assert_eq!(body["sku"], "AB-1", "{log}");
+        // A try that timed out may still have added its 2 units.
+        let level = body["level"].as_i64().unwrap_or(0);
+        assert!(level >= 2 && level % 2 == 0, "{log}");
     })
     .await;
 }

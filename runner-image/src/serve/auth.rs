@@ -31,6 +31,11 @@ pub const DEFAULT_CACHE_SECONDS: u64 = 10;
 pub const DEFAULT_CACHE_SIZE: u64 = 10_000;
 /// How long a review may answer while the API server cannot be asked, unless configured.
 pub const DEFAULT_STALE_SECONDS: u64 = 300;
+/// How long a review waits to connect to the API server (kube's default is
+/// 30 s): a caller is refused with 503 and Retry-After rather than held.
+pub const REVIEW_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a review waits for the API server's answer.
+pub const REVIEW_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What [`Reviewer`] checks callers against.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,10 +238,10 @@ impl Reviewer {
 
     /// A reviewer with the pod's own credentials (or the kubeconfig's, outside a cluster).
     pub async fn infer(settings: AuthSettings) -> Result<Self, String> {
-        let client = kube::Client::try_default()
+        let config = kube::Config::infer()
             .await
             .map_err(|e| format!("no Kubernetes API to review callers' tokens with: {e}"))?;
-        Ok(Self::new(client, settings))
+        Ok(Self::new(review_client(config)?, settings))
     }
 
     /// What it checks against.
@@ -395,6 +400,17 @@ impl Reviewer {
 }
 
 /// A cache of reviews kept `ttl` (none when zero), at most `size` of them.
+/// A client on `config` whose reviews give up after [`REVIEW_CONNECT_TIMEOUT`]
+/// to connect and [`REVIEW_READ_TIMEOUT`] to answer. Seen on the cluster: for
+/// seconds after an API server restart the `kubernetes` Service did not
+/// route, and reviews waited out kube's 30 s while callers timed out.
+fn review_client(mut config: kube::Config) -> Result<kube::Client, String> {
+    config.connect_timeout = Some(REVIEW_CONNECT_TIMEOUT);
+    config.read_timeout = Some(REVIEW_READ_TIMEOUT);
+    kube::Client::try_from(config)
+        .map_err(|e| format!("no Kubernetes API to review callers' tokens with: {e}"))
+}
+
 fn review_cache<K, V>(ttl: Duration, size: u64) -> moka::future::Cache<K, V>
 where
     K: std::hash::Hash + Eq + Send + Sync + 'static,
@@ -482,6 +498,42 @@ mod tests {
             stale_ttl: Duration::from_secs(stale_seconds),
         };
         Reviewer::new(kube::Client::try_from(config).expect("a client"), settings)
+    }
+
+    #[tokio::test]
+    async fn an_api_server_that_accepts_but_never_answers_refuses_the_caller_within_seconds() {
+        // Connections are accepted and held, never answered.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                open.push(socket);
+            }
+        });
+        let config = kube::Config::new(url.parse().expect("a URL"));
+        let settings = AuthSettings {
+            feature: "orders".to_owned(),
+            namespace: "shop".to_owned(),
+            audiences: vec![DEFAULT_AUDIENCE.to_owned()],
+            cache_ttl: Duration::from_secs(10),
+            cache_size: 100,
+            stale_ttl: Duration::from_secs(300),
+        };
+        let reviewer = Reviewer::new(review_client(config).expect("a client"), settings);
+        let started = std::time::Instant::now();
+        let refused = reviewer
+            .authorize(Some("Bearer some-token"), "list")
+            .await
+            .expect_err("no answer");
+        let took = started.elapsed();
+        assert_eq!(refused.kind(), "auth_unavailable");
+        assert_eq!(refused.status(), 503);
+        assert!(
+            took >= REVIEW_READ_TIMEOUT && took < REVIEW_READ_TIMEOUT + Duration::from_secs(3),
+            "gave up after {took:?}"
+        );
+        held.abort();
     }
 
     #[tokio::test]

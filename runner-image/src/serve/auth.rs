@@ -486,18 +486,25 @@ mod tests {
         assert!(err.contains("EOL_AUTH_CACHE_SIZE"), "{err}");
     }
 
-    /// A reviewer whose API server is not there (nothing listens on port 9).
-    fn cut_off(stale_seconds: u64) -> Reviewer {
-        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("a URL"));
-        let settings = AuthSettings {
+    /// The settings of the outage tests: feature `orders` in `shop`.
+    fn test_settings(stale_seconds: u64) -> AuthSettings {
+        AuthSettings {
             feature: "orders".to_owned(),
             namespace: "shop".to_owned(),
             audiences: vec![DEFAULT_AUDIENCE.to_owned()],
             cache_ttl: Duration::from_secs(10),
             cache_size: 100,
             stale_ttl: Duration::from_secs(stale_seconds),
-        };
-        Reviewer::new(kube::Client::try_from(config).expect("a client"), settings)
+        }
+    }
+
+    /// A reviewer whose API server is not there (nothing listens on port 9).
+    fn cut_off(stale_seconds: u64) -> Reviewer {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("a URL"));
+        Reviewer::new(
+            kube::Client::try_from(config).expect("a client"),
+            test_settings(stale_seconds),
+        )
     }
 
     #[tokio::test]
@@ -512,15 +519,7 @@ mod tests {
             }
         });
         let config = kube::Config::new(url.parse().expect("a URL"));
-        let settings = AuthSettings {
-            feature: "orders".to_owned(),
-            namespace: "shop".to_owned(),
-            audiences: vec![DEFAULT_AUDIENCE.to_owned()],
-            cache_ttl: Duration::from_secs(10),
-            cache_size: 100,
-            stale_ttl: Duration::from_secs(300),
-        };
-        let reviewer = Reviewer::new(review_client(config).expect("a client"), settings);
+        let reviewer = Reviewer::new(review_client(config).expect("a client"), test_settings(300));
         let started = std::time::Instant::now();
         let refused = reviewer
             .authorize(Some("Bearer some-token"), "list")

@@ -271,16 +271,7 @@ mod tests {
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .unwrap_or(1);
-        let offer = Offer {
-            id: "c-1".into(),
-            url: format!("http://127.0.0.1:{port}"),
-            sample_percent: 0.0,
-            operations: Vec::new(),
-            max_disagreements: 5,
-            ttl_seconds: 60,
-            timeout_seconds: 1.0,
-            canary_percent: 100.0,
-        };
+        let offer = canary_offer(format!("http://127.0.0.1:{port}"));
         let result = send(
             &reqwest::Client::new(),
             &offer,
@@ -315,16 +306,7 @@ mod tests {
             socket.write_all(reply.as_bytes()).await.unwrap();
             String::from_utf8_lossy(&buf[..n]).to_lowercase()
         });
-        let offer = Offer {
-            id: "c-1".into(),
-            url,
-            sample_percent: 0.0,
-            operations: Vec::new(),
-            max_disagreements: 5,
-            ttl_seconds: 60,
-            timeout_seconds: 1.0,
-            canary_percent: 100.0,
-        };
+        let offer = canary_offer(url);
         let body = Bytes::from_static(br#"{"n": 1}"#);
         let result = send(&reqwest::Client::new(), &offer, "double", &body, None).await;
         assert!(matches!(result, Err(Unsent::Elsewhere)), "{result:?}");
@@ -333,5 +315,19 @@ mod tests {
             request.contains("x-eol-shadow-id: c-1"),
             "the call names its shadow: {request}"
         );
+    }
+
+    /// A canary of 100% at `url`, shadow `c-1`, waiting 1 s.
+    fn canary_offer(url: String) -> Offer {
+        Offer {
+            id: "c-1".into(),
+            url,
+            sample_percent: 0.0,
+            operations: Vec::new(),
+            max_disagreements: 5,
+            ttl_seconds: 60,
+            timeout_seconds: 1.0,
+            canary_percent: 100.0,
+        }
     }
 }

@@ -106,6 +106,6 @@ case "$cmd:$(mode)" in
   pressure:kind) die "pressure: only with the local cluster (it restarts the kubelet with other thresholds)" ;;
   restart:kind) die "restart: only with the local cluster (its components are local processes)" ;;
   keda-crds:kind) die "keda-crds: written for the local cluster only (not tried with kind)" ;;
-  build:*) apt_ensure buildah gcc libc6-dev busybox-static debootstrap; build_all; build_helm; build_images ;;
+  build:*) apt_ensure buildah gcc libc6-dev busybox-static debootstrap; build_all; build_helm; build_krew; build_images ;;
   *) sed -n '6,34p' "$0" >&2; exit 2 ;;
 esac

@@ -119,6 +119,13 @@ build_helm() {
     "-X helm.sh/helm/v4/internal/version.version=$HELM_VERSION -X helm.sh/helm/v4/internal/version.gitTreeState=clean"
 }
 
+# krew, kubectl's plugin manager: the tests install `kubectl eol` with it from
+# the package `kubectl-eol/package.sh` makes, as a user would from an index.
+build_krew() {
+  build_go_module krew "$KREW_VERSION" "$KREW_BIN" sigs.k8s.io/krew sigs.k8s.io/krew/cmd/krew \
+    "-X sigs.k8s.io/krew/internal/version.gitTag=$KREW_VERSION"
+}
+
 # Jaeger v2 (github.com/jaegertracing/jaeger/cmd/jaeger): an OpenTelemetry
 # Collector distribution whose default config is all-in-one with in-memory
 # storage, OTLP on :4317/:4318 and the query API on :16686.

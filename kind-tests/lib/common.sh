@@ -8,6 +8,7 @@ COREDNS_VERSION="${COREDNS_VERSION:-v1.12.4}"
 CRICTL_VERSION="${CRICTL_VERSION:-v1.34.0}"
 # Helm: lints, renders and installs charts/eol (the chart tests run it from the cache).
 HELM_VERSION="${HELM_VERSION:-v4.3.1}"
+KREW_VERSION="${KREW_VERSION:-v0.4.3}"
 # kwok: fake nodes for scale tests (`cluster.sh fleet`), from sigs.k8s.io/kwok/cmd/kwok.
 KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
 # metrics-server: the metrics.k8s.io API (kubectl top, CPU HorizontalPodAutoscalers), `cluster.sh metrics`.
@@ -30,6 +31,7 @@ ETCD_BIN="$CACHE_ROOT/etcd/$ETCD_VERSION/bin"
 COREDNS_BIN="$CACHE_ROOT/coredns/$COREDNS_VERSION/bin"
 CRICTL_BIN="$CACHE_ROOT/crictl/$CRICTL_VERSION/bin"
 HELM_BIN="$CACHE_ROOT/helm/$HELM_VERSION/bin"
+KREW_BIN="$CACHE_ROOT/krew/$KREW_VERSION/bin"
 KWOK_BIN="$CACHE_ROOT/kwok/$KWOK_VERSION/bin"
 JAEGER_BIN="$CACHE_ROOT/jaeger/$JAEGER_VERSION/bin"
 METRICS_SERVER_BIN="$CACHE_ROOT/metrics-server/$METRICS_SERVER_VERSION/bin"

@@ -15,10 +15,12 @@ pub fn repo_root() -> PathBuf {
         .to_owned()
 }
 
-/// helm and kubectl, where `kind-tests/lib/common.sh` puts them.
+/// helm, kubectl and krew, where `kind-tests/lib/common.sh` puts them.
 pub struct Tools {
     /// helm, built from its Go module by `cluster.sh build`.
     pub helm: PathBuf,
+    /// krew (kubectl's plugin manager), built from its Go module by `cluster.sh build`.
+    pub krew: PathBuf,
     /// kubectl of the cluster's version.
     pub kubectl: PathBuf,
 }
@@ -31,7 +33,7 @@ pub fn tools() -> &'static Tools {
         let common = repo_root().join("kind-tests/lib/common.sh");
         let out = Command::new("bash")
             .arg("-c")
-            .arg(r#"source "$1" && printf '%s\n%s\n%s\n' "$HELM_BIN" "$HELM_VERSION" "$K8S_BIN""#)
+            .arg(r#"source "$1" && printf '%s\n%s\n%s\n%s\n' "$HELM_BIN" "$HELM_VERSION" "$K8S_BIN" "$KREW_BIN""#)
             .arg("bash")
             .arg(&common)
             .output()
@@ -44,7 +46,8 @@ pub fn tools() -> &'static Tools {
         );
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let mut lines = text.lines();
-        let (helm_bin, helm_version, k8s_bin) = (
+        let (helm_bin, helm_version, k8s_bin, krew_bin) = (
+            lines.next().unwrap_or_default().to_owned(),
             lines.next().unwrap_or_default().to_owned(),
             lines.next().unwrap_or_default().to_owned(),
             lines.next().unwrap_or_default().to_owned(),
@@ -64,7 +67,18 @@ pub fn tools() -> &'static Tools {
         } else {
             PathBuf::from("kubectl")
         };
-        Tools { helm, kubectl }
+        let krew = Path::new(&krew_bin).join("krew");
+        assert!(
+            krew.is_file(),
+            "krew is missing at {}: build it with `kind-tests/cluster.sh build` \
+             (it builds sigs.k8s.io/krew/cmd/krew into that cache)",
+            krew.display()
+        );
+        Tools {
+            helm,
+            krew,
+            kubectl,
+        }
     })
 }
 
@@ -91,6 +105,26 @@ pub fn run(program: &Path, args: &[&str], stdin: Option<&str>) -> Output {
             .expect("write stdin");
     }
     child.wait_with_output().expect("wait for the child")
+}
+
+/// `kubectl eol ARGS` as the user of `kubeconfig`, the way a shell with the
+/// plugin on its PATH runs it (kubectl finds `kubectl-eol` there).
+pub fn kubectl_eol(kubeconfig: &Path, args: &[&str]) -> Output {
+    let plugin_dir = crate::binary("kubectl-eol")
+        .parent()
+        .expect("the binary's directory")
+        .to_owned();
+    let path = std::env::join_paths(std::iter::once(plugin_dir).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .expect("a PATH");
+    Command::new(&tools().kubectl)
+        .arg("eol")
+        .args(args)
+        .env("PATH", path)
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .unwrap_or_else(|e| panic!("failed to run kubectl eol: {e}"))
 }
 
 /// Runs helm.

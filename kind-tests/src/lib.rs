@@ -149,7 +149,7 @@ where
 }
 
 /// Where the workspace's binaries are: next to the test binary's `deps/` directory.
-fn binary(name: &str) -> PathBuf {
+pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     let dir = exe
         .parent()
@@ -158,7 +158,7 @@ fn binary(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(
         path.exists(),
-        "{} is missing: build it first (cargo build -p eol-operator)",
+        "{} is missing: build it first (cargo build --workspace)",
         path.display()
     );
     path

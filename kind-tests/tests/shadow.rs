@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 use eol_core::crd::Feature;
-use eol_kind_tests::cli::get_row;
+use eol_kind_tests::cli::{get_row, kubectl_eol, text};
 use eol_kind_tests::fixtures::{
     INVENTORY, INVENTORY_TESTS, agreeing_inventory, call, events_about, feature, first_answer,
     inventory_returning, namespace_redis, serving_hash, set_source,
@@ -225,6 +225,50 @@ async fn a_disagreeing_candidate_is_held_and_an_agreeing_one_promotes_itself_wit
             switch.2.contains("AB-"),
             "the message names a disagreeing input: {}",
             switch.2
+        );
+        // `kubectl eol compare` and the tree show the held comparison.
+        let config = std::path::Path::new(&eol_kind_tests::kubeconfig()).to_owned();
+        let out = kubectl_eol(&config, &["compare", "inventory", "-n", &env.namespace]);
+        let compared = text(&out.stdout);
+        assert!(out.status.success(), "{compared}{}", text(&out.stderr));
+        eprintln!("kubectl eol compare:\n{compared}");
+        assert!(
+            compared.starts_with(&format!(
+                "candidate {} ({}), Held",
+                shadow.candidate, shadow.id
+            )),
+            "{compared}"
+        );
+        let row: Vec<i64> = compared
+            .lines()
+            .find(|l| l.starts_with("stock_level "))
+            .unwrap_or_else(|| panic!("no stock_level row:\n{compared}"))
+            .split_whitespace()
+            .skip(1)
+            .take(4)
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert!(
+            row[0] >= op.samples && row[2] > 0 && row[0] == row[1] + row[2] + row[3],
+            "{row:?}"
+        );
+        assert!(compared.contains("stock_level disagree at "), "{compared}");
+        assert!(
+            compared.contains("  serving    {"),
+            "the outputs side by side:\n{compared}"
+        );
+        let out = kubectl_eol(
+            &config,
+            &["get", "feature", "inventory", "-n", &env.namespace],
+        );
+        let tree = text(&out.stdout);
+        assert!(
+            tree.contains(&format!("Shadow:      candidate {} Held", shadow.candidate)),
+            "{tree}"
+        );
+        assert!(
+            tree.contains("inventory-candidate"),
+            "the candidate's Deployment:\n{tree}"
         );
         // The settings reached the candidate's pods (read back from the cluster).
         let candidate = env

@@ -1,0 +1,446 @@
+//! `kubectl eol`, run as a user runs it: through the cluster's own kubectl,
+//! which finds `kubectl-eol` on the PATH, against a real Feature. What it
+//! prints is checked against the objects read back from the API.
+#![allow(clippy::unwrap_used)] // Tests fail loudly on any unexpected error.
+
+use eol_core::crd::{Feature, FeatureRun};
+use eol_kind_tests::cli::{kubectl, kubectl_eol, must, text, tools};
+use eol_kind_tests::fixtures::{INVENTORY, INVENTORY_TESTS, feature};
+use eol_kind_tests::{binary, feature_ready, in_namespace, kubeconfig, wait_for};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::ResourceExt;
+use kube::api::{ListParams, PostParams};
+use kube::config::Kubeconfig;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Stdout of a run that must succeed.
+fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Stderr of a run that must fail with exit code `code`.
+fn refused(out: Output, code: i32, what: &str) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{what}: expected exit {code}; stdout: {}\nstderr: {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stderr)
+}
+
+/// The tree row of `name`: the line whose name column (after the tree's lines) is `name`.
+fn row<'a>(tree: &'a str, name: &str) -> &'a str {
+    tree.lines()
+        .find(|l| {
+            l.trim_start_matches(['├', '└', '│', '─', ' '])
+                .split_whitespace()
+                .next()
+                == Some(name)
+        })
+        .unwrap_or_else(|| panic!("no row {name} in the tree:\n{tree}"))
+}
+
+#[tokio::test]
+async fn kubectl_eol_shows_the_tree_runs_an_operation_reads_its_log_and_follows_a_switch() {
+    in_namespace("plugin", |env| async move {
+        let ns = env.namespace.clone();
+        env.create(&feature(
+            "inventory",
+            serde_json::json!({"source": {"inline": INVENTORY}, "tests": INVENTORY_TESTS}),
+        ))
+        .await;
+        let features = env.api::<Feature>();
+        let ready = wait_for(&features, "inventory", READY_TIMEOUT, |f| {
+            feature_ready(f) && f.status.as_ref().is_some_and(|s| s.ready_replicas == 1)
+        })
+        .await;
+        let config = Path::new(&kubeconfig()).to_owned();
+
+        // The tree, against what the API holds.
+        let tree = ok(
+            kubectl_eol(&config, &["get", "feature", "inventory", "-n", &ns]),
+            "get feature",
+        );
+        eprintln!("{tree}");
+        let status = ready.status.clone().unwrap();
+        assert!(
+            tree.contains("Phase:       implementation (desired implementation)\n"),
+            "{tree}"
+        );
+        for (op, phase) in &status.operation_phases {
+            assert!(tree.contains(&format!("{op}={phase}")), "{op} in:\n{tree}");
+        }
+        let serving = format!("inventory-{}", status.config.clone().unwrap());
+        assert!(row(&tree, &serving).contains("serving"), "{tree}");
+        assert!(row(&tree, "inventory").contains("Feature"), "{tree}");
+        let pods = env
+            .api::<Pod>()
+            .list(&ListParams::default().labels("app.kubernetes.io/instance=inventory"))
+            .await
+            .unwrap();
+        assert_eq!(pods.items.len(), 1);
+        for pod in &pods.items {
+            let line = row(&tree, &pod.name_any());
+            assert!(line.contains("Running") && line.contains("ready"), "{line}");
+            // Hung under its ReplicaSet, under the Deployment.
+            assert!(
+                line.starts_with("│     └──") || line.starts_with("      └──"),
+                "{tree}"
+            );
+        }
+
+        // A run, waited for; its output is the FeatureRun's.
+        let out = ok(
+            kubectl_eol(
+                &config,
+                &[
+                    "run",
+                    "inventory",
+                    "add_stock",
+                    "--input",
+                    r#"{"sku": "PL-1", "quantity": 3}"#,
+                    "--wait",
+                    "-n",
+                    &ns,
+                ],
+            ),
+            "run --wait",
+        );
+        let run_name = out
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("featurerun.eol.dev/")?
+                    .strip_suffix(" created")
+            })
+            .unwrap_or_else(|| panic!("no run name in:\n{out}"))
+            .to_owned();
+        assert!(run_name.starts_with("inventory-add-stock-"), "{run_name}");
+        let run = env.api::<FeatureRun>().get(&run_name).await.unwrap();
+        let output = run
+            .status
+            .as_ref()
+            .unwrap()
+            .summary
+            .as_ref()
+            .unwrap()
+            .output
+            .clone()
+            .unwrap();
+        assert_eq!(output, serde_json::json!({"sku": "PL-1", "level": 3}));
+        assert!(
+            out.contains(&serde_json::to_string_pretty(&output).unwrap()),
+            "{out}"
+        );
+
+        // Its log is its pod's.
+        let pod = run.status.as_ref().unwrap().pod_name.clone().unwrap();
+        let log = ok(
+            kubectl_eol(&config, &["logs", &run_name, "-n", &ns]),
+            "logs",
+        );
+        let direct = must(kubectl(&["logs", &pod, "-n", &ns], None), "kubectl logs");
+        assert_eq!(log, direct);
+        assert!(!log.trim().is_empty(), "the runner logs its run");
+
+        // The tree lists the run.
+        let tree = ok(
+            kubectl_eol(&config, &["get", "feature", "inventory", "-n", &ns]),
+            "get",
+        );
+        let line = row(&tree, &run_name);
+        assert!(
+            line.contains("FeatureRun") && line.contains("Succeeded") && line.contains("add_stock"),
+            "{line}"
+        );
+
+        // A switch, followed live until the operator completes it.
+        let started = Instant::now();
+        let out = ok(
+            kubectl_eol(
+                &config,
+                &[
+                    "switch",
+                    "inventory",
+                    "--to",
+                    "hybrid",
+                    "--watch",
+                    "-n",
+                    &ns,
+                ],
+            ),
+            "switch --watch",
+        );
+        eprintln!("switch --watch took {:?}:\n{out}", started.elapsed());
+        assert!(
+            out.starts_with("switching Feature inventory to hybrid (generation "),
+            "{out}"
+        );
+        assert!(out.contains("switch ended: Complete"), "{out}");
+        let redraws = out.lines().filter(|l| l.starts_with("--- ")).count();
+        assert!(
+            redraws >= 2,
+            "the tree was redrawn as the switch went on:\n{out}"
+        );
+        assert!(
+            out.contains("Switch:      "),
+            "the switch's condition is shown:\n{out}"
+        );
+        let f = features.get("inventory").await.unwrap();
+        let status = f.status.unwrap();
+        assert_eq!(status.phase, Some(eol_core::Phase::Hybrid));
+        // The last tree drawn shows the new serving configuration.
+        let last = out.rsplit("--- ").next().unwrap();
+        let serving = format!("inventory-{}", status.config.unwrap());
+        assert!(row(last, &serving).contains("serving"), "{last}");
+
+        // One operation: the source is rewritten, the feature made hybrid.
+        ok(
+            kubectl_eol(
+                &config,
+                &[
+                    "switch",
+                    "inventory",
+                    "--to",
+                    "prototyping",
+                    "--operation",
+                    "reserve",
+                    "-n",
+                    &ns,
+                ],
+            ),
+            "switch --operation",
+        );
+        let f = features.get("inventory").await.unwrap();
+        assert_eq!(f.spec.phase, Some(eol_core::Phase::Hybrid));
+        let source =
+            eol_core::parse_feature("inline", f.spec.source.inline.as_deref().unwrap()).unwrap();
+        for op in &source.operations {
+            let want = if op.name == "reserve" {
+                "prototyping"
+            } else {
+                "implementation"
+            };
+            assert_eq!(op.phase.to_string(), want, "{}", op.name);
+        }
+
+        // Errors name the object and the namespace.
+        let err = refused(
+            kubectl_eol(&config, &["get", "feature", "nothing", "-n", &ns]),
+            2,
+            "missing",
+        );
+        assert_eq!(
+            err.trim(),
+            format!("error: Feature nothing not found in namespace {ns}")
+        );
+        let err = refused(
+            kubectl_eol(&config, &["compare", "inventory", "-n", &ns]),
+            2,
+            "compare",
+        );
+        assert!(
+            err.contains(&format!(
+                "Feature inventory in namespace {ns} has no shadow comparison"
+            )),
+            "{err}"
+        );
+        let err = refused(
+            kubectl_eol(
+                &config,
+                &["run", "inventory", "add_stock", "--input", "[1]", "-n", &ns],
+            ),
+            2,
+            "bad input",
+        );
+        assert!(
+            err.contains("--input: the input must be a JSON object"),
+            "{err}"
+        );
+    })
+    .await;
+}
+
+/// The admin kubeconfig acting as `user` (kubeconfig `as:`), written to a file of the test's.
+fn kubeconfig_as(user: &str, dir: &Path) -> std::path::PathBuf {
+    let mut config = Kubeconfig::read_from(kubeconfig()).unwrap();
+    for named in &mut config.auth_infos {
+        if let Some(info) = named.auth_info.as_mut() {
+            info.impersonate = Some(user.to_owned());
+        }
+    }
+    let path = dir.join("kubeconfig");
+    // JSON is YAML: kubectl and the plugin read it alike.
+    std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn kubectl_eol_acts_with_the_users_own_rbac_and_names_what_it_may_not_do() {
+    in_namespace("plugin-rbac", |env| async move {
+        let ns = env.namespace.clone();
+        env.create(&feature("inventory", serde_json::json!({"source": {"inline": INVENTORY}})))
+            .await;
+        let dir = tempfile::tempdir().unwrap();
+        let user = "eol-plugin-viewer";
+        let config = kubeconfig_as(user, dir.path());
+
+        // No access at all.
+        let err = refused(kubectl_eol(&config, &["get", "feature", "inventory", "-n", &ns]), 2, "no access");
+        assert!(
+            err.contains(&format!("no access: you may not get features.eol.dev in namespace {ns}")),
+            "{err}"
+        );
+        assert!(err.contains(user), "the API server's message names the user: {err}");
+
+        // Read access to Features and FeatureRuns only: the tree, without what it may not list.
+        let role: Role = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "feature-viewer"},
+            "rules": [{"apiGroups": ["eol.dev"], "resources": ["features", "featureruns"], "verbs": ["get", "list"]}]
+        }))
+        .unwrap();
+        env.api::<Role>().create(&PostParams::default(), &role).await.unwrap();
+        let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "feature-viewer"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "feature-viewer"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
+        }))
+        .unwrap();
+        env.api::<RoleBinding>().create(&PostParams::default(), &binding).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let tree = loop {
+            let out = kubectl_eol(&config, &["get", "feature", "inventory", "-n", &ns]);
+            if out.status.success() {
+                break text(&out.stdout);
+            }
+            assert!(Instant::now() < deadline, "the Role never applied: {}", text(&out.stderr));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        assert!(row(&tree, "inventory").contains("Feature"), "{tree}");
+        for resource in ["configmaps", "deployments.apps", "replicasets.apps", "pods"] {
+            assert!(
+                tree.contains(&format!("({resource}: not shown, you may not list them in namespace {ns})")),
+                "{resource}:\n{tree}"
+            );
+        }
+
+        // Writes it was not granted are refused, naming the verb and resource.
+        let err = refused(kubectl_eol(&config, &["switch", "inventory", "--to", "hybrid", "-n", &ns]), 2, "switch");
+        assert!(err.contains(&format!("no access: you may not patch features.eol.dev in namespace {ns}")), "{err}");
+        let err = refused(
+            kubectl_eol(&config, &["run", "inventory", "add_stock", "--input", "{}", "-n", &ns]),
+            2,
+            "run",
+        );
+        assert!(err.contains(&format!("no access: you may not create featureruns.eol.dev in namespace {ns}")), "{err}");
+        // Nothing was changed by the refused writes.
+        let f = env.api::<Feature>().get("inventory").await.unwrap();
+        assert_eq!(f.spec.phase, None);
+        assert!(env.api::<FeatureRun>().list(&ListParams::default()).await.unwrap().items.is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn krew_installs_kubectl_eol_from_the_package_and_kubectl_runs_it() {
+    eol_kind_tests::install_crds(&eol_kind_tests::client().await).await;
+    let dir = tempfile::tempdir().unwrap();
+    let package = dir.path().join("package");
+    let root = eol_kind_tests::cli::repo_root();
+    let binary = binary("kubectl-eol");
+    let out = Command::new(root.join("kubectl-eol/package.sh"))
+        .args([
+            "--binary",
+            binary.to_str().unwrap(),
+            package.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let listed = ok(out, "package.sh");
+    let (manifest, archive) = {
+        let mut lines = listed.lines();
+        (
+            lines.next().unwrap().to_owned(),
+            lines.next().unwrap().to_owned(),
+        )
+    };
+    let text_of = std::fs::read_to_string(&manifest).unwrap();
+    assert!(
+        text_of.contains("kind: Plugin\nmetadata:\n  name: eol\n"),
+        "{text_of}"
+    );
+
+    // krew checks the archive against the manifest's sha256 and links the binary into its bin/.
+    let krew_root = dir.path().join("krew");
+    let out = Command::new(&tools().krew)
+        .args([
+            "install",
+            &format!("--manifest={manifest}"),
+            &format!("--archive={archive}"),
+        ])
+        .env("KREW_ROOT", &krew_root)
+        .output()
+        .unwrap();
+    let installed = text(&out.stderr);
+    assert!(out.status.success(), "krew install failed: {installed}");
+    assert!(installed.contains("Installed plugin: eol"), "{installed}");
+
+    // kubectl finds it on the PATH krew asks for, and it reaches the API server.
+    let path = std::env::join_paths(std::iter::once(krew_root.join("bin")).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(&tools().kubectl)
+            .args(args)
+            .env("PATH", &path)
+            .env("KUBECONFIG", kubeconfig())
+            .output()
+            .unwrap()
+    };
+    let plugins = text(&run(&["plugin", "list"]).stdout);
+    assert!(
+        plugins.contains(&krew_root.join("bin/kubectl-eol").display().to_string()),
+        "{plugins}"
+    );
+    let err = refused(
+        run(&["eol", "get", "feature", "nothing", "-n", "default"]),
+        2,
+        "krew's kubectl eol",
+    );
+    assert_eq!(
+        err.trim(),
+        "error: Feature nothing not found in namespace default"
+    );
+
+    // A tampered archive is refused.
+    std::fs::write(&archive, b"not the package").unwrap();
+    let out = Command::new(&tools().krew)
+        .args([
+            "install",
+            &format!("--manifest={manifest}"),
+            &format!("--archive={archive}"),
+        ])
+        .env("KREW_ROOT", dir.path().join("krew2"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "krew installed a tampered archive");
+    assert!(
+        text(&out.stderr).contains("checksum does not match"),
+        "{}",
+        text(&out.stderr)
+    );
+}

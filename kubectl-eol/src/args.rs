@@ -69,6 +69,21 @@ hybrid. The operator rolls the new configuration out and completes the switch on
         #[arg(short, long)]
         follow: bool,
     },
+    /// Print a shell completion script for `kubectl-eol`.
+    #[command(after_help = "Examples:
+  kubectl-eol completions bash > /etc/bash_completion.d/kubectl-eol
+  kubectl-eol completions zsh > \"${fpath[1]}/_kubectl-eol\"")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (kubectl-eol.1 and one per command) into a directory.
+    #[command(after_help = "Examples:
+  kubectl-eol man /usr/local/share/man/man1 && man kubectl-eol-get")]
+    Man {
+        /// Where to write the pages.
+        dir: std::path::PathBuf,
+    },
     /// Show how a shadow switch's candidate compares with the serving phase.
     #[command(after_help = "Examples:
   kubectl eol compare inventory")]

@@ -6,6 +6,7 @@
 mod access;
 mod args;
 mod compare;
+mod docs;
 mod error;
 mod get;
 mod logs;
@@ -33,6 +34,12 @@ async fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> Result<(), Error> {
+    // These need no cluster.
+    match &cli.command {
+        Command::Completions { shell } => return docs::completions(*shell),
+        Command::Man { dir } => return docs::man(dir),
+        _ => {}
+    }
     let target = Target::connect(cli.context.as_deref(), cli.namespace.as_deref()).await?;
     match &cli.command {
         Command::Get {
@@ -70,5 +77,6 @@ async fn dispatch(cli: Cli) -> Result<(), Error> {
         Command::Run(args) => run::run(&target, args).await,
         Command::Logs { run, follow } => logs::logs(&target, run, *follow).await,
         Command::Compare { name } => compare::compare(&target, name).await,
+        Command::Completions { .. } | Command::Man { .. } => Ok(()),
     }
 }

@@ -17,8 +17,9 @@ use eol_core::crd::{Feature, FeatureRun};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{self, reflector};
+use kube::runtime::reflector::{self, ObjectRef, reflector};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client};
 use prometheus_client::registry::Registry;
@@ -276,6 +277,17 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
         metrics,
         caches,
     ));
+    // A Feature's source ConfigMap (`configMapKeyRef`) is the user's, not
+    // labelled as the operator's: an edit of it (`kubectl apply`, `eol dev
+    // --cluster`) reconciles the Features naming it at once, not at their
+    // next periodic reconcile minutes later. Metadata only, and not cached.
+    let sources = watcher(
+        scoped::<PartialObjectMeta<ConfigMap>>(&client, ns),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .touched_objects();
+    let naming = features_cache.clone();
     let feature_controller = Controller::for_stream(features, features_cache);
     // Removes a namespace's managed Redis once its last Feature is gone.
     tokio::spawn(redis::sweep::run(ctx.clone()));
@@ -284,6 +296,7 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
         .owns_stream(deployments)
         .owns_stream(services)
         .owns_stream(config_maps)
+        .watches_stream(sources, move |source| features_naming(&naming, &source))
         .graceful_shutdown_on(stopping(&stop_rx))
         .run(feature::reconcile, feature::error_policy, ctx.clone())
         .for_each(|result| async move {
@@ -342,6 +355,31 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
 }
 
 /// An API over one namespace, or all of them.
+/// The Features whose source is ConfigMap `source` (same namespace and name).
+fn features_naming(
+    features: &reflector::Store<Feature>,
+    source: &PartialObjectMeta<ConfigMap>,
+) -> Vec<ObjectRef<Feature>> {
+    let (namespace, name) = (source.namespace(), source.name_any());
+    let naming: Vec<ObjectRef<Feature>> = features
+        .state()
+        .iter()
+        .filter(|f| {
+            f.namespace() == namespace
+                && f.spec
+                    .source
+                    .config_map_key_ref
+                    .as_ref()
+                    .is_some_and(|r| r.name == name)
+        })
+        .map(|f| ObjectRef::from_obj(f.as_ref()))
+        .collect();
+    if !naming.is_empty() {
+        tracing::debug!(config_map = %name, features = ?naming, "source ConfigMap changed");
+    }
+    naming
+}
+
 fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
     K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,

@@ -12,6 +12,7 @@
 //! - [`examples`]: prototyped calls recorded as examples in Redis;
 //! - [`generate`]: model-written code, kept only when it passes the tests;
 //! - [`compare`]: recorded prototype examples replayed through the implementation and compared;
+//! - [`dev`]: `eol dev`'s watch, reload and push to the cluster;
 //! - [`mcp`]: MCP tools for the LLM (built-in Redis, the feature's servers) and
 //!   a feature served as an MCP server;
 //! - [`shadow`]: shadow switches: a candidate pod's offer, answers and tally, and
@@ -25,6 +26,7 @@ pub mod caches;
 mod call;
 pub mod compare;
 pub mod context;
+pub mod dev;
 pub mod engine;
 pub mod examples;
 pub mod generate;

@@ -78,7 +78,7 @@ struct AppState {
 }
 
 /// What `eol serve` does besides answering calls.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ServeOptions {
     /// The tests gating readiness: it becomes ready only once every case passes in the serving phase.
     pub suite: Option<TestSuite>,
@@ -90,6 +90,23 @@ pub struct ServeOptions {
     pub audit: AuditSettings,
     /// How async calls are queued and answered.
     pub queue: QueueSettings,
+    /// How long a stopping server goes on answering, with `Connection: close`,
+    /// before it closes its listener and idle connections ([`DRAIN`]; none
+    /// for `eol dev`, whose one caller has no other pod to move to).
+    pub drain: std::time::Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            suite: None,
+            candidate: None,
+            reviewer: None,
+            audit: AuditSettings::default(),
+            queue: QueueSettings::default(),
+            drain: DRAIN,
+        }
+    }
 }
 
 /// The phase that answered a call, on its response (for the audit record).
@@ -116,10 +133,10 @@ pub const UNKNOWN_OPERATION: &str = "(unknown)";
 /// The response header naming the cache that answered a call.
 pub const CACHE_HEADER: &str = "x-eol-cache";
 
-/// The router for `runtime`; readiness starts as `Testing`.
 /// How long a stopping server keeps serving with `Connection: close` on
-/// every response before it closes its idle connections.
-const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+/// every response before it closes its idle connections (the default of
+/// [`ServeOptions::drain`]).
+pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// While draining, tells the caller to open its next connection elsewhere.
 async fn close_when_draining(
@@ -187,6 +204,7 @@ pub async fn serve(
         reviewer,
         audit,
         queue,
+        drain,
     } = options;
     let queue_metrics = QueueMetrics::register(&mut registry);
     // Async calls need a Redis every replica shares.
@@ -219,8 +237,8 @@ pub async fn serve(
         queue_call_millis: AtomicU64::new(0),
         draining: std::sync::atomic::AtomicBool::new(false),
     });
-    start_shadow(&state);
     let (stop_workers, stopping) = tokio::sync::watch::channel(false);
+    start_shadow(&state, stopping.clone());
     let workers = queue::start_workers(&state, stopping);
     let gate = state.clone();
     tokio::spawn(async move {
@@ -249,7 +267,7 @@ pub async fn serve(
         leaving
             .draining
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        tokio::time::sleep(DRAIN).await;
+        tokio::time::sleep(drain).await;
         if let Some(candidate) = candidate_of(&leaving) {
             candidate.withdraw(&leaving.runtime).await;
         }
@@ -261,8 +279,9 @@ pub async fn serve(
     served
 }
 
-/// The background task of this pod's shadow role: publishing the offer, or watching for one.
-fn start_shadow(state: &Arc<AppState>) {
+/// The background task of this pod's shadow role: publishing the offer, or
+/// watching for one until the server stops.
+fn start_shadow(state: &Arc<AppState>, mut stopping: tokio::sync::watch::Receiver<bool>) {
     let state = state.clone();
     match &state.shadow {
         ShadowRole::Candidate(candidate) => {
@@ -274,7 +293,13 @@ fn start_shadow(state: &Arc<AppState>) {
         }
         ShadowRole::Serving(sender) => {
             let sender = sender.clone();
-            tokio::spawn(async move { sender.watch_offers().await });
+            // `eol dev` replaces servers in one process: none may leave its poller behind.
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = sender.watch_offers() => {}
+                    _ = stopping.wait_for(|stop| *stop) => {}
+                }
+            });
         }
         ShadowRole::None => {}
     }

@@ -21,7 +21,7 @@ pub(super) const REPORT_FILE_ENV: &str = vars::REPORT_FILE;
 #[derive(Parser, Debug)]
 #[command(name = "eol", version, propagate_version = true, max_term_width = 100)]
 #[command(
-    after_help = "Examples:\n  eol check features/examples/*.eol\n  eol run features/examples/blog-publisher.eol --operation slugify --input '{\"title\": \"Hello, World\"}'\n  eol test features/examples/inventory.test.eol --coverage\n  eol switch features/examples/blog-publisher.eol --operation suggest_tags --to implementation"
+    after_help = "Examples:\n  eol check features/examples/*.eol\n  eol run features/examples/blog-publisher.eol --operation slugify --input '{\"title\": \"Hello, World\"}'\n  eol test features/examples/inventory.test.eol --coverage\n  eol dev features/examples/inventory.eol --watch\n  eol switch features/examples/blog-publisher.eol --operation suggest_tags --to implementation"
 )]
 pub(super) struct Cli {
     #[command(subcommand)]
@@ -163,6 +163,31 @@ pub(super) enum Command {
         /// Become ready without running the tests first.
         #[arg(long)]
         no_test_gate: bool,
+    },
+    /// Serve a feature locally while you edit it: with --watch, each save is checked and reloaded,
+    /// its affected tests run, and a broken save keeps the last good version serving.
+    #[command(
+        after_help = "Examples:\n  eol dev features/examples/inventory.eol --watch\n  eol dev inventory.eol --watch --listen 127.0.0.1:9000\n  eol dev inventory.eol --watch --cluster inventory --namespace shop"
+    )]
+    Dev {
+        /// The feature file (NAME.eol).
+        file: PathBuf,
+        /// The tests to run (default: NAME.test.eol next to the feature, if present).
+        #[arg(long)]
+        tests: Option<PathBuf>,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Reload on every save of the feature or its tests, until Ctrl-C.
+        #[arg(long)]
+        watch: bool,
+        /// Also server-side apply each good save to the source ConfigMap of this Feature
+        /// (its spec.source.configMapKeyRef) on the cluster of the current kubeconfig context.
+        #[arg(long, value_name = "FEATURE_NAME")]
+        cluster: Option<String>,
+        /// The Feature's namespace (default: the kubeconfig context's).
+        #[arg(long, requires = "cluster")]
+        namespace: Option<String>,
     },
     /// Serve a feature over MCP on stdin/stdout: its operations as tools, its prose and references as resources.
     Mcp {

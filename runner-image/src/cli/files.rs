@@ -16,7 +16,8 @@ pub(super) fn read_suite(path: &Path) -> Result<TestSuite, Failure> {
     eol_core::parse_test_suite(&path.display().to_string(), &src).map_err(|d| Failure::invalid(&d))
 }
 
-fn read(path: &Path) -> Result<String, Failure> {
+/// The text of `path`; unreadable is a usage error.
+pub(super) fn read(path: &Path) -> Result<String, Failure> {
     std::fs::read_to_string(path)
         .map_err(|e| Failure::usage(format!("failed to read {}: {e}", path.display())))
 }

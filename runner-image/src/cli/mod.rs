@@ -6,6 +6,7 @@ mod args;
 mod check;
 mod compare;
 mod completions;
+mod dev;
 mod files;
 mod generate;
 mod mcp;
@@ -224,6 +225,20 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             listen,
             no_test_gate,
         } => serve::serve(&cli, file, tests.as_deref(), listen, *no_test_gate).await,
+        Command::Dev {
+            file,
+            tests,
+            listen,
+            watch,
+            cluster,
+            namespace,
+        } => {
+            let target = cluster.as_deref().map(|name| dev::ClusterTarget {
+                feature: name,
+                namespace: namespace.as_deref(),
+            });
+            dev::dev(&cli, file, tests.as_deref(), listen, *watch, target).await
+        }
         Command::Completions { shell } => completions::completions(*shell),
         Command::Man { dir } => completions::man(dir),
         Command::SandboxProbe => sandbox_probe::sandbox_probe(&cli).await,

@@ -68,6 +68,7 @@ pub(super) async fn serve(
         reviewer,
         audit,
         queue,
+        ..ServeOptions::default()
     };
     eol_runner::serve::serve(Arc::new(runtime), options, listener, shutdown_signal())
         .await

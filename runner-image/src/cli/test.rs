@@ -107,7 +107,8 @@ pub(super) async fn test(
     })
 }
 
-fn case_line(r: &CaseResult) -> String {
+/// One case's line: its verdict, operation, title, phase and time, and why it failed.
+pub(super) fn case_line(r: &CaseResult) -> String {
     let mark = match r.verdict {
         Verdict::Passed => "PASS",
         Verdict::Failed => "FAIL",

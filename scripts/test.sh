@@ -37,6 +37,9 @@ cleanup() {
   kind-tests/cluster.sh down >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
+# A cluster and model the demo left up would meet the tests (its operator
+# watches every namespace): stop them, the suite brings up its own.
+scripts/demo.sh --down >/dev/null 2>&1 || true
 # The local model's build takes minutes cold: run it while the Rust code builds.
 setsid scripts/llm.sh install >"$LOG_DIR/llm-install.log" 2>&1 &
 llm_install=$!
@@ -55,8 +58,16 @@ cargo test --workspace --no-run --quiet
 echo "== wait for the background builds"
 wait "$cluster_build" || { tail -40 "$LOG_DIR/cluster-build.log" >&2; fail "the cluster's binaries did not build (log above)"; }
 
-echo "== local model"
 wait "$llm_install" || { cat "$LOG_DIR/llm-install.log" >&2; fail "the local model did not install (log above)"; }
+
+# The main job as a new user runs it, twice, then stopped: nothing of it may be
+# left for the tests below to meet.
+echo "== the demo, twice, then --down (scripts/demo-check.sh)"
+demo_log="$LOG_DIR/demo-check.log"
+demo_status=0
+scripts/demo-check.sh 2>&1 | tee "$demo_log" || demo_status=$?
+
+echo "== local model"
 # Also on the pods' gateway: the end-to-end test runs a prototyping FeatureRun in a pod.
 eval "$(EOL_LLM_HOST=0.0.0.0 scripts/llm.sh start)"
 echo "EOL_LLM_BASE_URL=$EOL_LLM_BASE_URL"
@@ -90,15 +101,19 @@ kind-tests/smoke.sh 2>&1 | tee "$smoke_log" || smoke_status=$?
 passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
 smoke_line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$smoke_log" | tail -n 1 || true)
+demo_line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$demo_log" | tail -n 1 || true)
+demo_passed=$(awk '{print $1+0}' <<<"${demo_line:-0 passed, 0 failed}")
+demo_failed=$(awk '{print $3+0}' <<<"${demo_line:-0 passed, 0 failed}")
 smoke_passed=$(awk '{print $1+0}' <<<"${smoke_line:-0 passed, 0 failed}")
 smoke_failed=$(awk '{print $3+0}' <<<"${smoke_line:-0 passed, 0 failed}")
-passed=$((passed + smoke_passed))
-failed=$((failed + smoke_failed))
+passed=$((passed + smoke_passed + demo_passed))
+failed=$((failed + smoke_failed + demo_failed))
 echo
 # A build error, a crash or a suite that ended without its summary fails the run even when no test reported a failure.
-if { [ "$status" -ne 0 ] || [ "$smoke_status" -ne 0 ] || [ -z "$smoke_line" ]; } && [ "$failed" -eq 0 ]; then
+if { [ "$status" -ne 0 ] || [ "$smoke_status" -ne 0 ] || [ -z "$smoke_line" ] ||
+  [ "$demo_status" -ne 0 ] || [ -z "$demo_line" ]; } && [ "$failed" -eq 0 ]; then
   failed=1
 fi
-echo "cargo test: exit $status; smoke suite: ${smoke_line:-no summary} (exit $smoke_status)"
+echo "cargo test: exit $status; smoke suite: ${smoke_line:-no summary} (exit $smoke_status); demo check: ${demo_line:-no summary} (exit $demo_status)"
 echo "$passed passed, $failed failed"
-[ "$status" -eq 0 ] && [ "$smoke_status" -eq 0 ] && [ "$failed" -eq 0 ]
+[ "$status" -eq 0 ] && [ "$smoke_status" -eq 0 ] && [ "$demo_status" -eq 0 ] && [ "$failed" -eq 0 ]

@@ -169,9 +169,14 @@ release_build() {
   [[ -n "${EOL_RUNNER_BINARY:-}" ]] || pkgs+=(-p eol-runner)
   [[ -n "${EOL_OPERATOR_BINARY:-}" ]] || pkgs+=(-p eol-operator)
   ((${#pkgs[@]})) || return 0
+  # kubectl-eol too, though no image carries it: the demo builds the three in
+  # one run, and a run of another set of packages resolves other features for
+  # the shared dependencies and rebuilds them (tokio, kube, ...) each time.
+  pkgs+=(-p kubectl-eol)
   if have cargo; then
     log "cargo build --release ${pkgs[*]} (CARGO_TARGET_DIR=$target)"
-    (cd "$EOL_REPO_ROOT" && CARGO_TARGET_DIR="$target" nice -n 19 cargo build --release --quiet "${pkgs[@]}" >&2) ||
+    # cargo's own progress, on stderr: the demo shows it as it comes.
+    (cd "$EOL_REPO_ROOT" && CARGO_TARGET_DIR="$target" nice -n 19 cargo build --release "${pkgs[@]}" >&2) ||
       die "the release binaries did not build"
   else
     log "cargo not found: using the existing binaries in $target/release"

@@ -189,7 +189,16 @@ async fn eol_dev_pushes_each_good_save_to_the_source_config_map_and_the_operator
             .await
             .unwrap();
         assert_eq!(cm.data.unwrap()["inventory.eol"], changed);
-        dev.kill().await.unwrap();
+        // Stopped as Ctrl-C stops it, so it stops the local Redis it started too
+        // (a SIGKILL would leave that Redis running).
+        let pid = dev.id().unwrap() as i32;
+        // SAFETY: kill(2) on our own child's pid, with a valid signal.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let status = tokio::time::timeout(Duration::from_secs(20), dev.wait())
+            .await
+            .expect("eol dev stops within 20 s of SIGTERM")
+            .unwrap();
+        assert!(status.success(), "eol dev exits 0 on SIGTERM: {status}");
     })
     .await;
 }

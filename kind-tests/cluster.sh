@@ -8,7 +8,8 @@
 #   cluster.sh status             component pids, log directory, nodes
 #   cluster.sh env                print `export KUBECONFIG=...` (and PATH for kubectl v1.34 and helm)
 #   cluster.sh load-image REF...  import images (buildah/docker names or archive files; `project`: the runner, operator and Redis images)
-#   cluster.sh build              build and cache binaries (helm and kwok included) and base images only
+#   cluster.sh build [core]       build and cache binaries (helm and kwok included) and base images only;
+#                                 `core`: only what `up` needs, and helm (the demo)
 #   cluster.sh memory             resident memory of the cluster's processes
 #   cluster.sh images             build only the busybox and Debian base images (in buildah storage)
 #   cluster.sh project-images     build the runner, operator and Redis images (cached), load them and the tests' busybox image if a cluster is up; prints `export EOL_RUNNER_IMAGE=...` etc.
@@ -106,6 +107,10 @@ case "$cmd:$(mode)" in
   pressure:kind) die "pressure: only with the local cluster (it restarts the kubelet with other thresholds)" ;;
   restart:kind) die "restart: only with the local cluster (its components are local processes)" ;;
   keda-crds:kind) die "keda-crds: written for the local cluster only (not tried with kind)" ;;
-  build:*) apt_ensure buildah gcc libc6-dev busybox-static debootstrap; build_all; build_helm; build_krew; build_images ;;
-  *) sed -n '6,34p' "$0" >&2; exit 2 ;;
+  build:*)
+    apt_ensure buildah gcc libc6-dev busybox-static debootstrap
+    # `build core`: what `up` and the demo need (no test tools).
+    if [[ "${1:-}" == core ]]; then build_core; else build_all; build_krew; fi
+    build_helm; build_images ;;
+  *) sed -n '6,35p' "$0" >&2; exit 2 ;;
 esac

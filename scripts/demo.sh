@@ -48,7 +48,7 @@ trap 'exit 130' INT TERM
 step "build what the cluster runs: its Kubernetes binaries (Go), the local model, and the project (cargo)"
 kind-tests/cluster.sh status >/dev/null 2>&1 || started_cluster=1
 # The Go and Python builds run while cargo builds; their logs are in $LOGS.
-setsid kind-tests/cluster.sh build >"$LOGS/cluster-build.log" 2>&1 &
+setsid kind-tests/cluster.sh build core >"$LOGS/cluster-build.log" 2>&1 &
 background+=($!)
 cluster_build=$!
 setsid scripts/llm.sh install >"$LOGS/llm-install.log" 2>&1 &
@@ -57,7 +57,7 @@ llm_install=$!
 # The packages the images' build (kind-tests/lib/images.sh) builds, in one run,
 # so that build finds everything done.
 stream "cargo build" cargo build --release -p eol-runner -p eol-operator -p kubectl-eol
-wait_job "$cluster_build" "$LOGS/cluster-build.log" "cluster binaries (kind-tests/cluster.sh build)"
+wait_job "$cluster_build" "$LOGS/cluster-build.log" "cluster binaries (kind-tests/cluster.sh build core)"
 wait_job "$llm_install" "$LOGS/llm-install.log" "local model (scripts/llm.sh install)"
 background=()
 

@@ -133,11 +133,17 @@ build_jaeger() {
   build_go_module jaeger "$JAEGER_VERSION" "$JAEGER_BIN" github.com/jaegertracing/jaeger github.com/jaegertracing/jaeger/cmd/jaeger
 }
 
-build_all() {
+# What a cluster needs to come up.
+build_core() {
   build_etcd
   build_coredns
   build_crictl
   build_k8s
+}
+
+# build_core and the tools of the cluster tests.
+build_all() {
+  build_core
   build_kwok # lib/fleet.sh
   build_metrics_server # lib/metrics.sh
   build_kube_network_policies # lib/netpol.sh

@@ -315,7 +315,7 @@ local_up() {
   local t0=$SECONDS
   apt_ensure containerd runc containernetworking-plugins iptables conntrack buildah \
     busybox-static openssl gcc libc6-dev debootstrap iproute2 util-linux ethtool socat
-  build_all
+  build_core # the tests' tools (kwok, metrics-server, ...) come with `build` or their own commands
   build_images
   if [[ -d "$STATE_DIR" ]] && components_healthy; then
     # A pressure test that died before restoring the kubelet's thresholds

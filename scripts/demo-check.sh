@@ -27,7 +27,8 @@ demo_run() { # demo_run N: runs the demo, keeping its output; prints its time
   [ "$status" -eq 0 ] || tail -n 40 "$LOG_DIR/demo-$1.log"
   return "$status"
 }
-kube() { (eval "$(kind-tests/cluster.sh env)" && "$@"); }
+# kubectl and helm of the cluster's version, and its kubeconfig.
+eval "$(kind-tests/cluster.sh env)"
 
 check "first demo run succeeds" demo_run 1
 model_pid=$(cat "$HOME/.cache/eol/run/llm.pid" 2>/dev/null || echo none)
@@ -42,13 +43,13 @@ check "no build is left running" none 'cluster.sh build|llm.sh install|cargo bui
 check "no local Redis runs (the cluster's operator runs Redis)" bash -c '! scripts/redis.sh status >/dev/null'
 check "one kube-apiserver runs" test "$(count '/kube-apiserver ')" -eq 1
 check "the release was upgraded in place (revision 2, deployed)" \
-  bash -c "$(declare -f kube); kube helm status eol -n eol-system -o json | python3 -c 'import json,sys; r=json.load(sys.stdin); sys.exit(0 if r[\"version\"] == 2 and r[\"info\"][\"status\"] == \"deployed\" else 1)'"
+  bash -c "helm status eol -n eol-system -o json | python3 -c 'import json,sys; r=json.load(sys.stdin); sys.exit(0 if r[\"version\"] == 2 and r[\"info\"][\"status\"] == \"deployed\" else 1)'"
 check "one operator pod runs" \
-  test "$(kube kubectl get pods -n eol-system -l app.kubernetes.io/component=operator --field-selector=status.phase=Running -o name | wc -l)" -eq 1
+  test "$(kubectl get pods -n eol-system -l app.kubernetes.io/component=operator --field-selector=status.phase=Running -o name | wc -l)" -eq 1
 check "the FeatureRun is the second run's" \
-  test "$(kube kubectl get featurerun restock-ab-123 -n eol-demo -o jsonpath='{.metadata.creationTimestamp}')" \> "$second_start"
+  test "$(kubectl get featurerun restock-ab-123 -n eol-demo -o jsonpath='{.metadata.creationTimestamp}')" \> "$second_start"
 check "the second run switched the phase back" \
-  test "$(kube kubectl get feature inventory -n eol-demo -o jsonpath='{.status.phase}')" = implementation
+  test "$(kubectl get feature inventory -n eol-demo -o jsonpath='{.status.phase}')" = implementation
 
 start=$SECONDS
 scripts/demo.sh --down >"$LOG_DIR/demo-down.log" 2>&1

@@ -18,18 +18,6 @@ use std::time::{Duration, Instant};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// Stdout of a run that must succeed.
-fn ok(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
 /// Stderr of a run that must fail with exit code `code`.
 fn refused(out: Output, code: i32, what: &str) -> String {
     assert_eq!(
@@ -71,7 +59,7 @@ async fn kubectl_eol_shows_the_tree_runs_an_operation_reads_its_log_and_follows_
         let config = Path::new(&kubeconfig()).to_owned();
 
         // The tree, against what the API holds.
-        let tree = ok(
+        let tree = must(
             kubectl_eol(&config, &["get", "feature", "inventory", "-n", &ns]),
             "get feature",
         );
@@ -104,7 +92,7 @@ async fn kubectl_eol_shows_the_tree_runs_an_operation_reads_its_log_and_follows_
         }
 
         // A run, waited for; its output is the FeatureRun's.
-        let out = ok(
+        let out = must(
             kubectl_eol(
                 &config,
                 &[
@@ -148,7 +136,7 @@ async fn kubectl_eol_shows_the_tree_runs_an_operation_reads_its_log_and_follows_
 
         // Its log is its pod's.
         let pod = run.status.as_ref().unwrap().pod_name.clone().unwrap();
-        let log = ok(
+        let log = must(
             kubectl_eol(&config, &["logs", &run_name, "-n", &ns]),
             "logs",
         );
@@ -157,7 +145,7 @@ async fn kubectl_eol_shows_the_tree_runs_an_operation_reads_its_log_and_follows_
         assert!(!log.trim().is_empty(), "the runner logs its run");
 
         // The tree lists the run.
-        let tree = ok(
+        let tree = must(
             kubectl_eol(&config, &["get", "feature", "inventory", "-n", &ns]),
             "get",
         );
@@ -169,7 +157,7 @@ async fn kubectl_eol_shows_the_tree_runs_an_operation_reads_its_log_and_follows_
 
         // A switch, followed live until the operator completes it.
         let started = Instant::now();
-        let out = ok(
+        let out = must(
             kubectl_eol(
                 &config,
                 &[
@@ -208,7 +196,7 @@ async fn kubectl_eol_shows_the_tree_runs_an_operation_reads_its_log_and_follows_
         assert!(row(last, &serving).contains("serving"), "{last}");
 
         // One operation: the source is rewritten, the feature made hybrid.
-        ok(
+        must(
             kubectl_eol(
                 &config,
                 &[
@@ -369,7 +357,7 @@ async fn krew_installs_kubectl_eol_from_the_package_and_kubectl_runs_it() {
         ])
         .output()
         .unwrap();
-    let listed = ok(out, "package.sh");
+    let listed = must(out, "package.sh");
     let (manifest, archive) = {
         let mut lines = listed.lines();
         (

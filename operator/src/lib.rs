@@ -11,6 +11,7 @@
 pub mod conditions;
 pub mod config;
 pub mod context;
+pub mod dashboard;
 pub mod error;
 pub mod feature;
 #[cfg(test)]

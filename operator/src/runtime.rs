@@ -46,6 +46,9 @@ pub struct RunOptions {
     /// Reconciles run at once per controller.
     #[arg(long, env = "EOL_CONCURRENCY", default_value_t = 8)]
     pub concurrency: u16,
+    /// The read-only web dashboard.
+    #[command(flatten)]
+    pub dashboard: crate::dashboard::DashboardOptions,
 }
 
 /// Errors that stop the operator.
@@ -121,7 +124,15 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
                 }
             }),
         );
-    tracing::info!(listen = %options.listen, "serving /metrics and /healthz");
+    let dashboard = options
+        .dashboard
+        .enabled
+        .then(|| crate::dashboard::Dashboard::new(options.dashboard.clone()));
+    let app = match &dashboard {
+        Some(dashboard) => app.merge(dashboard.router()),
+        None => app,
+    };
+    tracing::info!(listen = %options.listen, dashboard = dashboard.is_some(), "serving /metrics and /healthz");
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             tracing::error!(%error, "the metrics server stopped");
@@ -288,6 +299,14 @@ pub async fn run(config: OperatorConfig, options: RunOptions) -> Result<(), RunE
     .default_backoff()
     .touched_objects();
     let naming = features_cache.clone();
+    if let Some(dashboard) = dashboard {
+        dashboard.attach(features_cache.clone(), runs_cache.clone());
+        tokio::spawn(dashboard.sample_forever(
+            client.clone(),
+            ctx.http.clone(),
+            config.watch_namespace.clone(),
+        ));
+    }
     let feature_controller = Controller::for_stream(features, features_cache);
     // Removes a namespace's managed Redis once its last Feature is gone.
     tokio::spawn(redis::sweep::run(ctx.clone()));

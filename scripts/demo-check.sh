@@ -50,6 +50,8 @@ check "the FeatureRun is the second run's" \
   test "$(kubectl get featurerun restock-ab-123 -n eol-demo -o jsonpath='{.metadata.creationTimestamp}')" \> "$second_start"
 check "the second run switched the phase back" \
   test "$(kubectl get feature inventory -n eol-demo -o jsonpath='{.status.phase}')" = implementation
+check "the dashboard answers through the API server and shows the inventory Feature" \
+  bash -c "kubectl get --raw /api/v1/namespaces/eol-system/services/eol-metrics:metrics/proxy/dashboard/api/state | python3 -c 'import json,sys; s=json.load(sys.stdin); sys.exit(0 if any(f[\"name\"] == \"inventory\" and f[\"status\"][\"phase\"] == \"implementation\" for f in s[\"features\"]) else 1)'"
 
 start=$SECONDS
 scripts/demo.sh --down >"$LOG_DIR/demo-down.log" 2>&1

@@ -80,7 +80,7 @@ step "helm install the operator (charts/eol) into eol-system"
 kubectl apply --server-side --force-conflicts -f charts/eol/crds/ >/dev/null
 stream "helm" helm upgrade --install eol charts/eol --namespace eol-system --create-namespace \
   --set model.baseUrl="$model_url" --set model.name=smollm2 --set model.responseFormat=json_object \
-  --wait --timeout 180s
+  --set webDashboard.enabled=true --wait --timeout 180s
 kubectl get pods -n eol-system
 
 # Applies manifests from stdin with kubectl, printing what changed.
@@ -164,5 +164,6 @@ cat <<EOF
     eval "\$(kind-tests/cluster.sh env)"; export PATH="$CARGO_TARGET_DIR/release:\$PATH"
     kubectl eol get feature inventory -n $NS --watch
     kubectl get features,featureruns -n $NS
+    kubectl port-forward -n eol-system svc/eol-metrics 8080   # the dashboard: http://localhost:8080/dashboard/
   Stop them with: scripts/demo.sh --down
 EOF

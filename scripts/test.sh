@@ -19,6 +19,8 @@ command -v python3 >/dev/null || fail "python3 is missing: the implementation en
 command -v cargo >/dev/null || fail "cargo is missing: install Rust (rustup)"
 # The Argo CD health checks are Lua, tested with the interpreter Argo CD's gopher-lua follows.
 command -v lua5.1 >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends lua5.1 >&2; } || fail "lua5.1 did not install: the Argo CD health-check tests (operator/tests/argocd_health.rs) run it (apt-get install lua5.1)"
+# The dashboard's browser test (kind-tests/tests/dashboard.rs) opens it in Debian's headless Chromium.
+command -v chromium-headless-shell >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium-headless-shell >&2; } || fail "chromium-headless-shell did not install: the dashboard test (kind-tests/tests/dashboard.rs) drives it (apt-get install chromium-headless-shell)"
 # The builds take gigabytes and a node short of disk taints itself (pods never schedule).
 free_kib=$(df -Pk "$HOME" | awk 'NR == 2 {print $4}')
 [ "$free_kib" -ge $((4 * 1024 * 1024)) ] || fail "only $((free_kib / 1024)) MiB free under $HOME: the builds and the test cluster need 4 GiB (old build outputs are in $CARGO_TARGET_DIR)"

@@ -6,6 +6,7 @@
 //! The cluster must be up (`kind-tests/cluster.sh up`) with the project images
 //! loaded (`kind-tests/cluster.sh project-images`); `scripts/test.sh` does both.
 
+pub mod browser;
 pub mod chaos;
 pub mod cli;
 pub mod fixtures;
@@ -13,6 +14,7 @@ pub mod fleet;
 pub mod metrics;
 pub mod netpol;
 pub mod pressure;
+pub mod release;
 
 use eol_core::crd::{Feature, FeatureRun};
 use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};

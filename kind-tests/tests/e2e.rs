@@ -19,27 +19,19 @@ mod jaeger;
 
 use eol_core::crd::{Feature, FeatureRun};
 use eol_kind_tests::cli::{get_row, headers, helm, kubectl, must, repo_root, table, text};
+use eol_kind_tests::release::{RELEASE, repo_path, with_release};
 use eol_kind_tests::{
-    assert_succeeded, client, condition, create_namespace, delete_namespace, dump, feature_ready,
-    install_crds, keep_namespaces, rethrow, run_finished, wait_for,
+    assert_succeeded, client, condition, feature_ready, install_crds, run_finished, wait_for,
 };
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::time::Duration;
 
-/// The release name in every test namespace (releases are namespaced).
-const RELEASE: &str = "eol";
 /// Long enough for a cold runner pod and the managed Redis on a busy node.
 const TIMEOUT: Duration = Duration::from_secs(240);
-
-/// A path in the repository, as a string argument.
-fn repo_path(rel: &str) -> String {
-    repo_root().join(rel).to_string_lossy().into_owned()
-}
 
 fn ready_with(feature: &Feature, replicas: i32) -> bool {
     feature_ready(feature)
@@ -47,60 +39,6 @@ fn ready_with(feature: &Feature, replicas: i32) -> bool {
             .status
             .as_ref()
             .is_some_and(|s| s.ready_replicas == replicas)
-}
-
-/// Runs `body` in a fresh namespace (restricted PodSecurity) with the chart
-/// installed into it; dumps the namespace when the body fails, then removes it.
-async fn with_release<F, Fut>(test: &str, values: Vec<String>, body: F)
-where
-    F: FnOnce(Client, String) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let client = client().await;
-    install_crds(&client).await;
-    let ns = format!("eol-e2e-{test}-{}", rand::random::<u32>() % 100_000);
-    let labels = serde_json::json!({
-        "eol.dev/test": "e2e",
-        "pod-security.kubernetes.io/enforce": "restricted",
-    });
-    create_namespace(&client, &ns, labels).await;
-    let chart = repo_path("charts/eol");
-    let watch = format!("watchNamespace={ns}");
-    let mut args = vec![
-        "install",
-        RELEASE,
-        &chart,
-        "--namespace",
-        &ns,
-        "--set",
-        &watch,
-        "--wait",
-        "--timeout",
-        "180s",
-    ];
-    for v in &values {
-        args.extend(["--set", v.as_str()]);
-    }
-    let install = helm(&args);
-    let outcome = if install.status.success() {
-        tokio::spawn(body(client.clone(), ns.clone())).await
-    } else {
-        let message = format!(
-            "helm install failed: {}\n(the images must be loaded: kind-tests/cluster.sh load-image project)",
-            text(&install.stderr)
-        );
-        tokio::spawn(async move { panic!("{message}") }).await
-    };
-    if outcome.is_err() {
-        dump(&client, &ns, std::path::Path::new("/nonexistent")).await;
-    }
-    if keep_namespaces() {
-        eprintln!("kept namespace {ns} (EOL_KEEP_NAMESPACES=1)");
-    } else {
-        let _ = helm(&["uninstall", RELEASE, "--namespace", &ns]);
-        delete_namespace(&client, &ns).await;
-    }
-    rethrow(outcome);
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 //! Grafana dashboard. No cluster needed.
 
 use crate::{
-    CUSTOM_VALUES, RELEASE, chart_dir, find, helm_stdout, name, namespace_of, objects, one,
+    CUSTOM_VALUES, RELEASE, chart_dir, find, helm_stdout, kind, name, namespace_of, objects, one,
     template, values_file,
 };
 use eol_kind_tests::cli::{helm, repo_root, text};
@@ -122,6 +122,72 @@ fn the_pod_monitor_and_the_dashboard_are_off_by_default() {
     assert!(
         find(&rendered, "ConfigMap").is_empty(),
         "no dashboard ConfigMap by default"
+    );
+}
+
+#[test]
+fn the_web_dashboard_is_off_by_default_and_its_viewer_role_only_reads_the_proxy() {
+    let operator_env = |rendered: &[Value]| -> Value {
+        one(rendered, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"].clone()
+    };
+    let env_value = |env: &Value, key: &str| -> Option<String> {
+        env.as_array()?
+            .iter()
+            .find(|e| e["name"] == key)
+            .and_then(|e| e["value"].as_str().map(str::to_owned))
+    };
+    let off = objects(&template("eol-system", &[]));
+    assert_eq!(
+        env_value(&operator_env(&off), "EOL_DASHBOARD").as_deref(),
+        Some("false")
+    );
+    assert!(
+        !off.iter().any(|o| name(o).ends_with("-dashboard-viewer")),
+        "no viewer Role while the dashboard is off"
+    );
+    let on = objects(&template(
+        "eol-system",
+        &[
+            "--set",
+            "webDashboard.enabled=true",
+            "--set",
+            "webDashboard.sampleSeconds=5",
+            "--set",
+            "webDashboard.samples=720",
+        ],
+    ));
+    let env = operator_env(&on);
+    for (key, value) in [
+        ("EOL_DASHBOARD", "true"),
+        ("EOL_DASHBOARD_SAMPLE_SECONDS", "5"),
+        ("EOL_DASHBOARD_SAMPLES", "720"),
+    ] {
+        assert_eq!(env_value(&env, key).as_deref(), Some(value), "{key}");
+    }
+    let role = on
+        .iter()
+        .find(|o| kind(o) == "Role" && name(o) == "eol-dashboard-viewer")
+        .expect("the viewer Role");
+    assert_eq!(namespace_of(role), "eol-system");
+    assert_eq!(
+        role["rules"],
+        json!([{"apiGroups": [""], "resources": ["services/proxy"],
+                "resourceNames": ["eol-metrics", "eol-metrics:metrics"], "verbs": ["get"]}]),
+        "get on the metrics Service's proxy, nothing else"
+    );
+    let no_role = objects(&template(
+        "eol-system",
+        &[
+            "--set",
+            "webDashboard.enabled=true",
+            "--set",
+            "webDashboard.viewerRole.create=false",
+        ],
+    ));
+    assert!(
+        !no_role
+            .iter()
+            .any(|o| name(o).ends_with("-dashboard-viewer"))
     );
 }
 

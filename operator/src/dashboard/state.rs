@@ -1,9 +1,9 @@
 //! `GET /dashboard/api/state`: what the page draws, read from the caches.
 
 use super::history::{History, Point};
+use eol_core::Phase;
 use eol_core::cost::Budget;
 use eol_core::crd::{Feature, FeatureRun, FeatureRunStatus, FeatureStatus, RunMode};
-use eol_core::Phase;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;

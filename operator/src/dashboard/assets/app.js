@@ -106,7 +106,7 @@ function usageText(feature) {
   return `${text}${budget}`;
 }
 
-function featureCard(f) {
+function featureCard(f, sampleSeconds) {
   const s = f.status || {};
   const key = `${f.namespace}/${f.name}`;
   const history = f.history || [];
@@ -122,7 +122,7 @@ function featureCard(f) {
       el('dt', {}, 'Usage'), el('dd', { 'data-field': 'usage' }, usageText(f))),
     el('div', { class: 'charts' },
       chart('latency', 'mean latency', history, (p) => p.latencyMs, (v) => `${v.toFixed(v < 10 ? 2 : 0)} ms`),
-      chart('cost', 'model cost per sample', history, (p) => p.costUsd, usd),
+      chart('cost', `model cost per ${sampleSeconds} s`, history, (p) => p.costUsd, usd),
       chart('cache-hit-rate', 'cache hit rate', history, (p) => p.cacheHitRate, (v) => `${Math.round(v * 100)}%`)));
 }
 
@@ -146,7 +146,7 @@ function runRow(r) {
 }
 
 function render(state) {
-  document.getElementById('features').replaceChildren(...state.features.map(featureCard));
+  document.getElementById('features').replaceChildren(...state.features.map((f) => featureCard(f, state.sampleSeconds)));
   document.getElementById('feature-count').textContent = `(${state.features.length})`;
   document.querySelector('#runs tbody').replaceChildren(...state.runs.map(runRow));
   document.getElementById('run-count').textContent =

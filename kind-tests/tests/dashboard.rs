@@ -323,6 +323,17 @@ async fn the_dashboard_shows_features_runs_and_charts_and_follows_a_patch_live()
                 TIMEOUT,
             )
             .await;
+        // The model usage the operator reads into the status every minute:
+        // `mood`'s request, priced.
+        let usage = browser
+            .wait_for(
+                "the usage of the model in the status",
+                &format!("(t => t && /last hour \\$[0-9.]*[1-9]/.test(t) && !/ 0 requests/.test(t) && t)({})", field("usage")),
+                &explain,
+                Duration::from_secs(150),
+            )
+            .await;
+        eprintln!("usage shown: {usage}");
         let marker = browser.eval("window.eolMarker").await;
         assert_eq!(marker, "before the patch", "the page was not reloaded");
         browser.screenshot(&shots.join("3-switched.png")).await;

@@ -98,7 +98,7 @@ function switchText(status) {
 }
 
 function usageText(feature) {
-  const usage = feature.status && feature.status.usage && feature.status.usage.usage;
+  const usage = feature.status && feature.status.usage;
   if (!usage) return '—';
   const h = usage.lastHour || {}, d = usage.lastDay || {};
   const text = `last hour ${usd(h.cost)} · ${h.requests || 0} requests · ${(h.inputTokens || 0) + (h.outputTokens || 0)} tokens; last day ${usd(d.cost)}`;

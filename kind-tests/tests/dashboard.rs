@@ -198,7 +198,12 @@ async fn the_dashboard_shows_features_runs_and_charts_and_follows_a_patch_live()
         let feature: Feature = serde_json::from_value(json!({
             "apiVersion": "eol.dev/v1alpha1", "kind": "Feature",
             "metadata": {"name": "words"},
-            "spec": {"source": {"inline": WORDS}, "replicas": 1, "access": {"anonymous": true}},
+            "spec": {
+                "source": {"inline": WORDS}, "replicas": 1, "access": {"anonymous": true},
+                // A switch is first a shadow: its agreement is on the page.
+                "rollout": {"strategy": "Shadow", "shadow": {
+                    "samplePercent": 100.0, "minAgreement": 95.0, "minSamples": 3, "window": "10m"}},
+            },
         }))
         .expect("a Feature");
         features
@@ -314,15 +319,49 @@ async fn the_dashboard_shows_features_runs_and_charts_and_follows_a_patch_live()
         browser
             .wait_for("the desired phase after the patch", &format!("{} === 'prototyping'", field("desired-phase")), &explain, Duration::from_secs(30))
             .await;
-        browser.screenshot(&shots.join("2-switching.png")).await;
-        browser
+        // Calls the shadow copies to the prototyped candidate, until it has decided.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let calling = {
+            let (client, ns, stop) = (client.clone(), ns.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += 1;
+                    let text = format!("shadow call number {n}");
+                    let answer = call(&client, &ns, "count", json!({"text": text})).await;
+                    assert_eq!(answer["words"], 4, "{answer}");
+                    tokio::time::sleep(Duration::from_millis(700)).await;
+                }
+                n
+            })
+        };
+        let shadow = browser
             .wait_for(
-                "the switch completing",
-                &format!("{} === 'count: prototypingmood: prototyping' && {}.startsWith('Complete')", field("operations"), field("switch")),
+                "the shadow's agreement",
+                &format!("(t => /agreement [0-9.]+% of [1-9]/.test(t || '') && t)({card}?.querySelector('[data-field=\"shadow\"]')?.textContent)"),
                 &explain,
                 TIMEOUT,
             )
             .await;
+        eprintln!("shadow shown: {shadow}");
+        browser.screenshot(&shots.join("2-shadow.png")).await;
+        // Promoted (the model counted like the code) or held (it did not):
+        // either way the switch ends, and the page says how.
+        let ended = browser
+            .wait_for(
+                "the switch deciding",
+                &format!("(t => (t.startsWith('Complete') || t.startsWith('Disagreement')) && t)({} || '')", field("switch")),
+                &explain,
+                TIMEOUT,
+            )
+            .await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let calls = calling.await.expect("the calls");
+        eprintln!("switch shown after {calls} calls: {ended}");
+        if ended.as_str().is_some_and(|t| t.starts_with("Complete")) {
+            let operations = browser.eval(&field("operations")).await;
+            assert_eq!(operations, "count: prototypingmood: prototyping");
+        }
         // The model usage the operator reads into the status every minute:
         // `mood`'s request, priced.
         let usage = browser
@@ -334,10 +373,31 @@ async fn the_dashboard_shows_features_runs_and_charts_and_follows_a_patch_live()
             )
             .await;
         eprintln!("usage shown: {usage}");
+        // The chart samples pods: what a short-lived shadow candidate spent
+        // between its last sample and its exit is only in the status (the
+        // Redis counters every pod adds to). Both are printed, not compared.
+        let state: Value = reqwest::get(format!("{base}api/state"))
+            .await
+            .expect("GET api/state")
+            .json()
+            .await
+            .expect("JSON");
+        let words = &state["features"][0];
+        let charted: f64 = words["history"]
+            .as_array()
+            .expect("points")
+            .iter()
+            .filter_map(|p| p["costUsd"].as_f64())
+            .sum();
+        let counted = words["status"]["usage"]["lastHour"]["cost"]
+            .as_f64()
+            .expect("the last hour's cost");
+        eprintln!("cost: charted {charted:.6} USD, in the status {counted:.6} USD");
+        assert!(charted > 0.0 && counted > 0.0);
         let marker = browser.eval("window.eolMarker").await;
         assert_eq!(marker, "before the patch", "the page was not reloaded");
         browser.screenshot(&shots.join("3-switched.png")).await;
-        for shot in ["1-loaded.png", "2-switching.png", "3-switched.png"] {
+        for shot in ["1-loaded.png", "2-shadow.png", "3-switched.png"] {
             assert_png(&shots.join(shot));
         }
         eprintln!("screenshots: {}", shots.display());

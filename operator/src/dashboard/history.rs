@@ -65,6 +65,14 @@ impl Counters {
         counters
     }
 
+    /// Only the cost: what a shadow candidate adds, whose calls are copies.
+    pub fn cost_only(self) -> Self {
+        Self {
+            cost: self.cost,
+            ..Self::default()
+        }
+    }
+
     /// What was added since `before`. A counter below its last value means
     /// the pod restarted, so all of it is new.
     fn since(&self, before: &Self) -> Self {
@@ -239,6 +247,18 @@ eol_llm_cost_total{direction=\"in\",model=\"x\"} NaN
             hits,
             misses,
         })
+    }
+
+    #[test]
+    fn a_candidate_adds_its_cost_and_nothing_else() {
+        let only = Counters::parse(RUNNER).cost_only();
+        assert_eq!(
+            only,
+            Counters {
+                cost: 0.75,
+                ..Counters::default()
+            }
+        );
     }
 
     #[test]

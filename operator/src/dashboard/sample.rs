@@ -3,7 +3,8 @@
 use super::history::{Counters, History};
 use super::state;
 use crate::feature::children::COMPONENT;
-use eol_core::crd::Feature;
+use crate::feature::shadow::CANDIDATE_COMPONENT;
+use eol_core::crd::{Feature, RolloutStrategy};
 use eol_core::runner_contract::HTTP_PORT;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -17,8 +18,11 @@ use std::time::Duration;
 /// Pods scraped at once.
 const CONCURRENCY: usize = 16;
 
-/// Lists the ready serving pods of every Feature (one list call), reads each
-/// one's `/metrics`, and records a point per Feature. A failed list records
+/// Lists the running runner pods of every Feature (one list call), reads each
+/// one's `/metrics`, and records a point per Feature: its serving pods' calls,
+/// latency, cache lookups and cost; a canary candidate's too (it answers its
+/// share of the live calls); and a shadow candidate's cost only (its model
+/// spend is the Feature's, but its copies of calls are not calls). A failed list records
 /// nothing: a gap in the charts rather than a false zero.
 pub async fn once(
     history: &Mutex<History>,
@@ -33,7 +37,7 @@ pub async fn once(
         None => kube::Api::all(client.clone()),
     };
     let selector = format!(
-        "app.kubernetes.io/name={COMPONENT},app.kubernetes.io/managed-by={}",
+        "app.kubernetes.io/name in ({COMPONENT},{CANDIDATE_COMPONENT}),app.kubernetes.io/managed-by={}",
         crate::pod::FIELD_MANAGER
     );
     let list = match pods.list(&ListParams::default().labels(&selector)).await {
@@ -45,7 +49,18 @@ pub async fn once(
     };
     // A scrape may take up to most of the interval, not more.
     let timeout = (every / 2).clamp(Duration::from_millis(500), Duration::from_secs(5));
-    let targets: Vec<(String, String, Option<String>)> = list
+    let canaries: std::collections::HashSet<String> = features
+        .state()
+        .iter()
+        .filter(|f| {
+            f.spec
+                .rollout
+                .as_ref()
+                .is_some_and(|r| r.strategy == RolloutStrategy::Canary)
+        })
+        .map(|f| format!("{}/{}", f.namespace().unwrap_or_default(), f.name_any()))
+        .collect();
+    let targets: Vec<(String, String, Option<String>, bool)> = list
         .items
         .iter()
         .filter_map(|pod| {
@@ -54,22 +69,29 @@ pub async fn once(
                 pod.namespace()?,
                 pod.labels().get("app.kubernetes.io/instance")?
             );
-            let ready = pod
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-            let ip = pod.status.as_ref()?.pod_ip.clone().filter(|_| ready);
-            Some((feature, pod.uid()?, ip))
+            // Running, ready or not: a terminating pod finishes its calls
+            // (and pays for their model requests) before it exits.
+            let running = pod.status.as_ref()?.phase.as_deref() == Some("Running");
+            let ip = pod.status.as_ref()?.pod_ip.clone().filter(|_| running);
+            let shadow_candidate = pod
+                .labels()
+                .get("app.kubernetes.io/name")
+                .is_some_and(|n| n == CANDIDATE_COMPONENT)
+                && !canaries.contains(&feature);
+            Some((feature, pod.uid()?, ip, shadow_candidate))
         })
         .collect();
     let scraped: Vec<(String, String, Option<Counters>)> = futures::stream::iter(targets)
-        .map(|(feature, uid, ip)| async move {
+        .map(|(feature, uid, ip, shadow_candidate)| async move {
             let counters = match ip {
                 Some(ip) => scrape(http, &ip, timeout).await,
                 None => None,
             };
-            (feature, uid, counters)
+            (
+                feature,
+                uid,
+                counters.map(|c| if shadow_candidate { c.cost_only() } else { c }),
+            )
         })
         .buffer_unordered(CONCURRENCY)
         .collect()
@@ -106,7 +128,15 @@ async fn scrape(http: &reqwest::Client, ip: &str, timeout: Duration) -> Option<C
             None
         }
         Err(error) => {
-            tracing::debug!(%url, %error, "dashboard: metrics unreachable");
+            // reqwest's own message is generic: the cause is in its sources.
+            let mut cause = error.to_string();
+            let mut source = std::error::Error::source(&error);
+            while let Some(inner) = source {
+                cause.push_str(": ");
+                cause.push_str(&inner.to_string());
+                source = inner.source();
+            }
+            tracing::debug!(%url, error = %cause, "dashboard: metrics unreachable");
             None
         }
     }

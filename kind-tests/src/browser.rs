@@ -70,6 +70,10 @@ impl Browser {
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
+            // A group of its own: Debian's command is a shell script whose
+            // child is the browser, which starts more processes; all of them
+            // are stopped together.
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| panic!("failed to start {}: {e}", binary().display()));
@@ -215,7 +219,44 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        if let Some(pid) = self.child.id().and_then(|p| libc::pid_t::try_from(p).ok()) {
+            // SAFETY: a plain syscall; the group is the browser's own (`process_group(0)`).
+            unsafe {
+                libc::killpg(pid, libc::SIGKILL);
+            }
+        }
         let _ = self.child.start_kill();
         let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_dropped_browser_leaves_no_process_behind() {
+        let mut browser = Browser::start(800, 600).await;
+        browser.navigate("data:text/html,<p id=x>hello</p>").await;
+        let text = browser
+            .wait_for(
+                "the page",
+                "document.getElementById('x')?.textContent",
+                "document.body.innerHTML",
+                Duration::from_secs(10),
+            )
+            .await;
+        assert_eq!(text, "hello");
+        let group = libc::pid_t::try_from(browser.child.id().expect("running")).unwrap();
+        drop(browser);
+        let start = Instant::now();
+        // SAFETY: signal 0 only asks whether the group has any process left.
+        while unsafe { libc::killpg(group, 0) } == 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the browser's processes outlived it (group {group})"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }

@@ -31,8 +31,9 @@ stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 cp "$binary" "$stage/kubectl-eol"
 cp LICENSE "$stage/LICENSE"
+cp kubectl-eol/kubectl_complete-eol "$stage/kubectl_complete-eol"
 archive="kubectl-eol-$version-linux-$arch.tar.gz"
-tar -C "$stage" -czf "$out/$archive" kubectl-eol LICENSE
+tar -C "$stage" -czf "$out/$archive" kubectl-eol kubectl_complete-eol LICENSE
 sha=$(sha256sum "$out/$archive" | cut -d' ' -f1)
 
 cat >"$out/eol.yaml" <<MANIFEST
@@ -61,6 +62,8 @@ spec:
     bin: kubectl-eol
     files:
     - from: kubectl-eol
+      to: .
+    - from: kubectl_complete-eol
       to: .
     - from: LICENSE
       to: .

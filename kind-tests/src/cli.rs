@@ -110,21 +110,43 @@ pub fn run(program: &Path, args: &[&str], stdin: Option<&str>) -> Output {
 /// `kubectl eol ARGS` as the user of `kubeconfig`, the way a shell with the
 /// plugin on its PATH runs it (kubectl finds `kubectl-eol` there).
 pub fn kubectl_eol(kubeconfig: &Path, args: &[&str]) -> Output {
+    Command::new(&tools().kubectl)
+        .arg("eol")
+        .args(args)
+        .env("PATH", plugin_path())
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .unwrap_or_else(|e| panic!("failed to run kubectl eol: {e}"))
+}
+
+/// What kubectl's shell completion asks for `kubectl eol WORDS` (the last
+/// word being typed): `kubectl __complete eol WORDS`, which runs the plugin's
+/// `kubectl_complete-eol` from the PATH.
+pub fn kubectl_eol_complete(kubeconfig: &Path, words: &[&str]) -> Output {
+    Command::new(&tools().kubectl)
+        .args(["__complete", "eol"])
+        .args(words)
+        .env("PATH", plugin_path())
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .unwrap_or_else(|e| panic!("failed to run kubectl __complete: {e}"))
+}
+
+/// The PATH with the plugin binary and its completion script first.
+fn plugin_path() -> std::ffi::OsString {
     let plugin_dir = crate::binary("kubectl-eol")
         .parent()
         .expect("the binary's directory")
         .to_owned();
-    let path = std::env::join_paths(std::iter::once(plugin_dir).chain(std::env::split_paths(
-        &std::env::var_os("PATH").unwrap_or_default(),
-    )))
-    .expect("a PATH");
-    Command::new(&tools().kubectl)
-        .arg("eol")
-        .args(args)
-        .env("PATH", path)
-        .env("KUBECONFIG", kubeconfig)
-        .output()
-        .unwrap_or_else(|e| panic!("failed to run kubectl eol: {e}"))
+    let script_dir = repo_root().join("kubectl-eol");
+    std::env::join_paths(
+        [plugin_dir, script_dir]
+            .into_iter()
+            .chain(std::env::split_paths(
+                &std::env::var_os("PATH").unwrap_or_default(),
+            )),
+    )
+    .expect("a PATH")
 }
 
 /// Runs helm.

@@ -140,7 +140,12 @@ async fn client_as_service_account(client: &Client, ns: &str, name: &str) -> Cli
         .status
         .expect("an issued token")
         .token;
-    let mut config = kube::Config::infer().await.expect("the kubeconfig");
+    // The test cluster's address and CA, with none of its admin credentials.
+    let path = eol_kind_tests::kubeconfig();
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("the test kubeconfig");
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("a usable kubeconfig");
     config.auth_info = kube::config::AuthInfo {
         token: Some(token.into()),
         ..Default::default()

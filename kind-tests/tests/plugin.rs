@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)] // Tests fail loudly on any unexpected error.
 
 use eol_core::crd::{Feature, FeatureRun};
-use eol_kind_tests::cli::{kubectl, kubectl_eol, must, text, tools};
+use eol_kind_tests::cli::{kubectl, kubectl_eol, kubectl_eol_complete, must, text, tools};
 use eol_kind_tests::fixtures::{INVENTORY, INVENTORY_TESTS, feature};
 use eol_kind_tests::{binary, feature_ready, in_namespace, kubeconfig, wait_for};
 use k8s_openapi::api::core::v1::Pod;
@@ -143,6 +143,41 @@ async fn kubectl_eol_shows_the_tree_runs_an_operation_reads_its_log_and_follows_
         let direct = must(kubectl(&["logs", &pod, "-n", &ns], None), "kubectl logs");
         assert_eq!(log, direct);
         assert!(!log.trim().is_empty(), "the runner logs its run");
+
+        // kubectl's own completion of `kubectl eol`, through the plugin's
+        // `kubectl_complete-eol`: commands, then names from the cluster.
+        let complete = |words: &[&str]| -> Vec<String> {
+            let out = must(
+                kubectl_eol_complete(&config, words),
+                "kubectl __complete eol",
+            );
+            let mut lines: Vec<String> = out
+                .lines()
+                .map(|l| l.split('\t').next().unwrap_or_default().to_owned())
+                .collect();
+            assert_eq!(
+                lines.pop().as_deref(),
+                Some(":4"),
+                "Cobra's no-file directive last: {out}"
+            );
+            lines
+        };
+        let commands = complete(&[""]);
+        for command in ["get", "switch", "run", "logs", "compare"] {
+            assert!(
+                commands.contains(&command.to_owned()),
+                "{command} in {commands:?}"
+            );
+        }
+        assert_eq!(complete(&["switch", "-n", &ns, "inv"]), ["inventory"]);
+        let operations = complete(&["run", "inventory", "-n", &ns, ""]);
+        assert_eq!(
+            operations,
+            ["add_stock", "reserve", "stock_level"],
+            "the Feature's operations"
+        );
+        assert_eq!(complete(&["logs", "-n", &ns, ""]), vec![run_name.clone()]);
+        assert_eq!(complete(&["switch", "inventory", "--to", "h"]), ["hybrid"]);
 
         // The tree lists the run.
         let tree = must(
@@ -412,6 +447,22 @@ async fn krew_installs_kubectl_eol_from_the_package_and_kubectl_runs_it() {
     assert_eq!(
         err.trim(),
         "error: Feature nothing not found in namespace default"
+    );
+    // The completion script comes along in krew's store; linked as the
+    // README says, kubectl completes with it.
+    let script = std::fs::read_dir(krew_root.join("store/eol"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("kubectl_complete-eol");
+    assert!(script.is_file(), "{} in krew's store", script.display());
+    std::os::unix::fs::symlink(&script, krew_root.join("bin/kubectl_complete-eol")).unwrap();
+    let completed = text(&run(&["__complete", "eol", "com"]).stdout);
+    assert!(
+        completed.starts_with("compare\t") && completed.contains("completions\t"),
+        "{completed}"
     );
 
     // A tampered archive is refused.

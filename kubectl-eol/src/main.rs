@@ -6,6 +6,7 @@
 mod access;
 mod args;
 mod compare;
+mod complete;
 mod docs;
 mod error;
 mod get;
@@ -23,6 +24,13 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // kubectl's completion (through `kubectl_complete-eol`), outside clap: its
+    // words are whatever the user typed so far, flags and all.
+    let words: Vec<String> = std::env::args().skip(1).collect();
+    if words.first().map(String::as_str) == Some(complete::COMMAND) {
+        complete::complete(&words[1..]).await;
+        return ExitCode::SUCCESS;
+    }
     let cli = Cli::parse();
     match dispatch(cli).await {
         Ok(()) => ExitCode::SUCCESS,

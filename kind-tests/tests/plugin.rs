@@ -461,7 +461,9 @@ async fn krew_installs_kubectl_eol_from_the_package_and_kubectl_runs_it() {
     std::os::unix::fs::symlink(&script, krew_root.join("bin/kubectl_complete-eol")).unwrap();
     let completed = text(&run(&["__complete", "eol", "com"]).stdout);
     assert!(
-        completed.starts_with("compare\t") && completed.contains("completions\t"),
+        completed.lines().any(|l| l.starts_with("compare\t"))
+            && completed.lines().any(|l| l.starts_with("completions\t"))
+            && completed.ends_with(":4\n"),
         "{completed}"
     );
 

@@ -37,3 +37,17 @@ pub use testfile::{Expectation, TestCase, TestSuite, parse_test_suite};
 pub use write::{
     source_text, with_feature_phase, with_operation_code, with_operation_phase, write_feature,
 };
+
+/// `error` and its sources, joined with `: `. Many errors (reqwest's "error
+/// sending request", for one) say why only in their sources: refused, no
+/// route, timed out.
+pub fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

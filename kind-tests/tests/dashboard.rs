@@ -164,6 +164,17 @@ async fn get(client: &Client, path: &str) -> Result<String, u16> {
     })
 }
 
+/// The dashboard's `api/state`, as the page reads it.
+async fn read_state(base: &str) -> Value {
+    reqwest::get(format!("{base}api/state"))
+        .await
+        .and_then(|r| r.error_for_status())
+        .expect("GET api/state")
+        .json()
+        .await
+        .expect("the state as JSON")
+}
+
 /// The page's view of Feature `key` for failure messages.
 fn explain(key: &str) -> String {
     format!(
@@ -283,12 +294,7 @@ async fn the_dashboard_shows_features_runs_and_charts_and_follows_a_patch_live()
         };
         let start = Instant::now();
         loop {
-            let state: Value = reqwest::get(format!("{base}api/state"))
-                .await
-                .expect("GET api/state")
-                .json()
-                .await
-                .expect("JSON");
+            let state = read_state(&base).await;
             let history = state["features"]
                 .as_array()
                 .and_then(|f| f.iter().find(|f| f["name"] == "words"))
@@ -381,12 +387,9 @@ async fn the_dashboard_shows_features_runs_and_charts_and_follows_a_patch_live()
         // The chart samples pods: what a short-lived shadow candidate spent
         // between its last sample and its exit is only in the status (the
         // Redis counters every pod adds to). Both are printed, not compared.
-        let state: Value = reqwest::get(format!("{base}api/state"))
-            .await
-            .expect("GET api/state")
-            .json()
-            .await
-            .expect("JSON");
+        let state = read_state(&base).await;
+        // The chart's `webDashboard.sampleSeconds=2`, as the running operator uses it.
+        assert_eq!(state["sampleSeconds"], 2, "the sample interval the chart set");
         let words = &state["features"][0];
         let charted: f64 = words["history"]
             .as_array()

@@ -128,15 +128,8 @@ async fn scrape(http: &reqwest::Client, ip: &str, timeout: Duration) -> Option<C
             None
         }
         Err(error) => {
-            // reqwest's own message is generic: the cause is in its sources.
-            let mut cause = error.to_string();
-            let mut source = std::error::Error::source(&error);
-            while let Some(inner) = source {
-                cause.push_str(": ");
-                cause.push_str(&inner.to_string());
-                source = inner.source();
-            }
-            tracing::debug!(%url, error = %cause, "dashboard: metrics unreachable");
+            let error = eol_core::causes(&error);
+            tracing::debug!(%url, %error, "dashboard: metrics unreachable");
             None
         }
     }

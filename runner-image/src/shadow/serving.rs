@@ -248,7 +248,7 @@ impl ShadowSender {
                 Ok(response) => break response,
                 Err(e) if e.is_connect() => Unanswered::Failed(format!(
                     "the candidate could not be reached at {url}: {}",
-                    causes(&e)
+                    eol_core::causes(&e)
                 )),
                 Err(e) if e.is_timeout() => {
                     return Err(Unanswered::Failed(format!(
@@ -258,7 +258,7 @@ impl ShadowSender {
                 Err(e) => {
                     return Err(Unanswered::Failed(format!(
                         "the candidate could not be reached at {url}: {}",
-                        causes(&e)
+                        eol_core::causes(&e)
                     )));
                 }
             };
@@ -336,19 +336,6 @@ fn bound(kept: usize) -> isize {
 /// Whether this call is one of the `percent` drawn (copied, or forwarded to a canary).
 pub(super) fn sampled(percent: f64) -> bool {
     percent >= 100.0 || (percent > 0.0 && rand::random::<f64>() * 100.0 < percent)
-}
-
-/// `error` and its sources, joined: reqwest's own text says only "error
-/// sending request", its sources say why (refused, no route, DNS).
-fn causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

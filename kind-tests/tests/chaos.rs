@@ -185,7 +185,7 @@ async fn control_plane_restarts_and_a_lost_redis_pod_under_switches_runs_and_cal
             Duration::from_secs(1800),
         );
         // When each fault began and ended, on the callers' clock.
-        let mut windows: Vec<(String, Duration, Duration)> = Vec::new();
+        let mut windows: Vec<Window> = Vec::new();
 
         let rounds = if long_form() { 2 } else { 1 };
         let per_fault = 6;
@@ -235,7 +235,12 @@ async fn control_plane_restarts_and_a_lost_redis_pod_under_switches_runs_and_cal
                     restart_component(fault, crash).await
                 };
                 let switching = Instant::now();
-                windows.push((fault.to_owned(), began, traffic.began.elapsed()));
+                windows.push(Window {
+                    fault: fault.to_owned(),
+                    began,
+                    ended: traffic.began.elapsed(),
+                    took,
+                });
                 wait_for(&features, "inventory", READY_TIMEOUT, |f| {
                     switched(f, phase, 2)
                 })
@@ -287,11 +292,12 @@ async fn control_plane_restarts_and_a_lost_redis_pod_under_switches_runs_and_cal
         assert_eq!(known, 2, "both serving pods know the caller");
         let began = traffic.began.elapsed();
         let took = restart_component("kube-apiserver", false).await;
-        windows.push((
-            "kube-apiserver, no switch".to_owned(),
+        windows.push(Window {
+            fault: "kube-apiserver, no switch".to_owned(),
             began,
-            traffic.began.elapsed(),
-        ));
+            ended: traffic.began.elapsed(),
+            took,
+        });
         figures.push(format!(
             "kube-apiserver with no switch under way: back in {:.1} s",
             took.as_secs_f64()
@@ -386,22 +392,18 @@ async fn control_plane_restarts_and_a_lost_redis_pod_under_switches_runs_and_cal
             &outcomes,
             outcomes.last().map_or(1.0, |o| o.at.as_secs_f64()),
         );
-        // A failed call, and the fault whose window (plus 10 s) it fell in.
-        let during = |o: &Outcome| {
-            windows
-                .iter()
-                .find(|(_, from, to)| {
-                    o.at + Duration::from_secs(1) >= *from && o.at <= *to + Duration::from_secs(10)
-                })
-                .map(|(fault, _, _)| fault.as_str())
-        };
-        let mut failed_by_fault: BTreeMap<&str, Vec<&Outcome>> = BTreeMap::new();
+        // A failed call belongs to the latest fault that had begun when it was
+        // sent (the faults follow each other closely: a call sent as one
+        // fault ends may be caught by the next).
+        let mut failed_by_fault: BTreeMap<Option<usize>, Vec<&Outcome>> = BTreeMap::new();
         for o in outcomes.iter().filter(|o| !o.ok()) {
             failed_by_fault
-                .entry(during(o).unwrap_or("no fault"))
+                .entry(fault_of(&windows, o))
                 .or_default()
                 .push(o);
         }
+        let name =
+            |window: &Option<usize>| window.map_or("no fault", |i| windows[i].fault.as_str());
         eprintln!("chaos (control plane, Redis pod):");
         for line in &figures {
             eprintln!("  {line}");
@@ -419,7 +421,7 @@ async fn control_plane_restarts_and_a_lost_redis_pod_under_switches_runs_and_cal
             summary.failed,
             failed_by_fault
                 .iter()
-                .map(|(f, v)| (*f, v.len()))
+                .map(|(w, v)| (name(w), v.len()))
                 .collect::<Vec<_>>(),
             summary.p50,
             summary.p99
@@ -429,24 +431,63 @@ async fn control_plane_restarts_and_a_lost_redis_pod_under_switches_runs_and_cal
             "the callers called throughout ({} calls)",
             summary.calls
         );
-        // Only the API server's absence refuses calls, and only as 503
-        // `auth_unavailable` (with Retry-After): from serving pods that came
-        // up in a switch during it and had not yet reviewed the caller.
-        for (fault, calls) in &failed_by_fault {
-            let all_auth = calls.iter().all(|o| {
-                o.status == Some(503)
-                    && o.error
-                        .as_deref()
-                        .is_some_and(|e| e.starts_with("auth_unavailable"))
-            });
+        // Only two faults may fail calls, each in one way. The API server's
+        // absence: 503 `auth_unavailable` (with Retry-After), from serving
+        // pods that came up in a switch during it and had not yet reviewed
+        // the caller. A Redis pod away for longer than a call may run: a call
+        // whose Redis command waited out that limit ends as 500 `timeout`
+        // naming the Redis (seen once in .ci/run: the pod was back in 14.7 s,
+        // where it usually is in about 2 s). Any other failure fails the case.
+        for (window, calls) in &failed_by_fault {
+            let allowed = |o: &Outcome| match window.map(|i| &windows[i]) {
+                Some(w) if w.fault == "kube-apiserver" => {
+                    o.status == Some(503)
+                        && o.error
+                            .as_deref()
+                            .is_some_and(|e| e.starts_with("auth_unavailable"))
+                }
+                Some(w) if w.fault == "redis-pod" && w.took > CALL_LIMIT => {
+                    o.status == Some(500)
+                        && o.error.as_deref().is_some_and(|e| {
+                            e.starts_with("timeout") && e.contains("feature's Redis reachable")
+                        })
+                }
+                _ => false,
+            };
             assert!(
-                *fault == "kube-apiserver" && all_auth,
-                "calls failed during {fault}: {:?}",
+                calls.iter().all(|o| allowed(o)),
+                "calls failed during {}: {:?}",
+                name(window),
                 failures(&outcomes)
             );
         }
     })
     .await;
+}
+
+/// A call's wall-clock limit in the serving pods (the runner's default; the
+/// inventory fixture sets none).
+const CALL_LIMIT: Duration = Duration::from_secs(10);
+
+/// One fault of the control-plane case, on the callers' clock.
+struct Window {
+    /// The fault (`FAULTS`, or the API server's restart with no switch).
+    fault: String,
+    /// When it began.
+    began: Duration,
+    /// When the component was back (the Redis pod: its replacement ready).
+    ended: Duration,
+    /// How long it was away.
+    took: Duration,
+}
+
+/// The window a failed call belongs to: the latest fault that had begun by
+/// the time the call was sent (give or take 1 s) and had not been over for
+/// more than 10 s.
+fn fault_of(windows: &[Window], call: &Outcome) -> Option<usize> {
+    windows.iter().rposition(|w| {
+        call.at + Duration::from_secs(1) >= w.began && call.at <= w.ended + Duration::from_secs(10)
+    })
 }
 
 /// The hash of the configuration a Deployment's pods run.

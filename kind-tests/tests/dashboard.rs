@@ -208,6 +208,8 @@ async fn the_dashboard_shows_features_runs_and_charts_and_follows_a_patch_live()
         "webDashboard.enabled=true".to_owned(),
         // A chart point every 2 s, so the test sees several.
         "webDashboard.sampleSeconds=2".to_owned(),
+        // 90 points of 2 s: more than the test lasts, so none is dropped.
+        "webDashboard.samples=90".to_owned(),
     ]);
     with_release("dashboard", values, |client, ns| async move {
         let features = Api::<Feature>::namespaced(client.clone(), &ns);
@@ -264,6 +266,9 @@ async fn the_dashboard_shows_features_runs_and_charts_and_follows_a_patch_live()
         assert_eq!(operations, "count: implementationmood: prototyping", "phase per operation");
         let replicas = browser.eval(&field("replicas")).await;
         assert_eq!(replicas, "1/1 ready");
+        // What the charts span, from the chart's samples and sampleSeconds.
+        let span = browser.eval("document.getElementById('chart-span').textContent").await;
+        assert_eq!(span, "charts: the last 3 min, a point every 2 s");
         let row = format!("document.querySelector('[data-run=\"{ns}/count-hello\"]')");
         let state = browser
             .wait_for(
@@ -390,6 +395,8 @@ async fn the_dashboard_shows_features_runs_and_charts_and_follows_a_patch_live()
         let state = read_state(&base).await;
         // The chart's `webDashboard.sampleSeconds=2`, as the running operator uses it.
         assert_eq!(state["sampleSeconds"], 2, "the sample interval the chart set");
+        // And its `webDashboard.samples=90`: the points kept per Feature.
+        assert_eq!(state["samplesKept"], 90, "the points per Feature the chart set");
         let words = &state["features"][0];
         let charted: f64 = words["history"]
             .as_array()

@@ -136,6 +136,7 @@ impl Dashboard {
                 &stores.runs,
                 &history,
                 self.inner.options.sample_seconds,
+                self.inner.options.samples,
             ),
             Err(_) => {
                 return no_store(

@@ -22,6 +22,8 @@ pub struct State {
     pub generated_at: Time,
     /// Seconds per chart point.
     pub sample_seconds: u64,
+    /// Points kept per Feature: the charts span `samples_kept × sample_seconds`.
+    pub samples_kept: u64,
     /// Every Feature, by namespace and name.
     pub features: Vec<FeatureView>,
     /// The newest FeatureRuns, newest first.
@@ -80,6 +82,7 @@ impl State {
         runs: &Store<FeatureRun>,
         history: &History,
         sample_seconds: u64,
+        samples_kept: u64,
     ) -> Self {
         let mut features: Vec<FeatureView> = features
             .state()
@@ -125,6 +128,7 @@ impl State {
         Self {
             generated_at: Time(Timestamp::now()),
             sample_seconds,
+            samples_kept,
             features,
             runs,
             runs_total,

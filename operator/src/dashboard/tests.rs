@@ -141,6 +141,14 @@ async fn a_standby_replica_says_so_and_the_leader_serves_the_caches() {
         (Some("shop"), Some("inventory"))
     );
     assert_eq!(f["specPhase"], "hybrid");
+    // The sampling the charts were drawn with, for the page's "last N" label.
+    assert_eq!(
+        (
+            state["sampleSeconds"].as_u64(),
+            state["samplesKept"].as_u64()
+        ),
+        (Some(15), Some(4))
+    );
     assert_eq!(f["status"]["operationPhases"]["stock_level"], "prototyping");
     assert_eq!(f["history"][0]["calls"], 2);
     let latency = f["history"][0]["latencyMs"].as_f64().unwrap();

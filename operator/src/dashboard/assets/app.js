@@ -145,9 +145,17 @@ function runRow(r) {
     el('td', { class: 'result', 'data-field': 'result' }, result, extra ? el('div', {}, extra) : null));
 }
 
+// What the charts span: `samplesKept` points, one every `sampleSeconds`.
+function chartSpanText(samplesKept, sampleSeconds) {
+  const seconds = samplesKept * sampleSeconds;
+  const span = seconds >= 120 ? `${Math.round(seconds / 60)} min` : `${seconds} s`;
+  return `charts: the last ${span}, a point every ${sampleSeconds} s`;
+}
+
 function render(state) {
   document.getElementById('features').replaceChildren(...state.features.map((f) => featureCard(f, state.sampleSeconds)));
   document.getElementById('feature-count').textContent = `(${state.features.length})`;
+  document.getElementById('chart-span').textContent = chartSpanText(state.samplesKept, state.sampleSeconds);
   document.querySelector('#runs tbody').replaceChildren(...state.runs.map(runRow));
   document.getElementById('run-count').textContent =
     state.runsTotal > state.runs.length ? `(newest ${state.runs.length} of ${state.runsTotal})` : `(${state.runs.length})`;

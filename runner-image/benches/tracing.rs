@@ -8,6 +8,8 @@
 //!
 //! Needs Jaeger (`EOL_JAEGER_BIN`, or `kind-tests/cluster.sh build`) and Python.
 //! Run with `cargo bench -p eol-runner --bench tracing`.
+//! `EOL_BENCH_PROFILE_SPANS=N` runs only the two spans, traced, N times, for a
+//! profiler (`perf record`) to see where their time goes.
 
 #[allow(dead_code, clippy::unwrap_used)]
 #[path = "../tests/common/scripted_llm.rs"]
@@ -126,6 +128,12 @@ fn main() {
                 t.elapsed()
             })
         };
+        // A profiler's view of the spans alone (`perf record`): only them, traced, many times.
+        if let Some(n) = std::env::var("EOL_BENCH_PROFILE_SPANS").ok().and_then(|n| n.parse::<usize>().ok()) {
+            let total: Duration = (0..n).map(|_| spans_alone(&on)).sum();
+            println!("two spans alone, traced, {n} times: {:.2} us each", total.as_secs_f64() * 1e6 / n as f64);
+            return;
+        }
         let (mut spans_off, mut spans_on) = (Vec::new(), Vec::new());
         let (mut impl_off, mut impl_on, mut proto_off, mut proto_on) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());

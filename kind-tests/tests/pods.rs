@@ -18,6 +18,10 @@ use std::time::{Duration, Instant};
 /// Pods pull no image and start in seconds here, but the tests gate readiness.
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// A call's wall-clock limit in the serving pods (the runner's default; the
+/// inventory fixture sets none).
+const CALL_LIMIT: Duration = Duration::from_secs(10);
+
 #[tokio::test]
 async fn a_pod_in_the_cluster_calls_a_feature_by_its_service_name() {
     in_namespace("client", |env| async move {
@@ -190,7 +194,23 @@ async fn serving_pods_ride_out_a_restart_of_the_redis_pod() {
             ambiguous.len(),
             (back - deleted_at.unwrap()).as_secs_f64()
         );
-        assert_eq!(failures, Vec::<String>::new(), "failed requests");
+        // A call waits for Redis within its 10 s wall-clock limit. Kubernetes
+        // usually brings the pod back in about 2 s; when it takes longer than
+        // the limit (the kubelet was refused the new pod's PVC by the Node
+        // authorizer, whose graph had not yet seen the pod, and retried the pod
+        // 10 s later: 14.6 s in a .ci/run on 12-05), a call that waited it out
+        // fails with the runner's timeout naming the Redis, and nothing else.
+        // Calls go one at a time: each such failure used up 10 s of the outage.
+        let away = back - deleted_at.unwrap();
+        let waited_out = |f: &String| {
+            f.contains("HTTP 500") && f.contains("\"kind\":\"timeout\"") && f.contains("feature's Redis reachable")
+        };
+        let allowed = (away.as_secs_f64() / CALL_LIMIT.as_secs_f64()).floor() as usize;
+        assert!(
+            failures.len() <= allowed && failures.iter().all(waited_out),
+            "failed requests (Redis away {:.1} s, so at most {allowed} timeouts): {failures:#?}",
+            away.as_secs_f64()
+        );
         // Calls go one at a time: at most one INCRBY was on the wire when the pod went.
         assert!(ambiguous.len() <= 1, "{ambiguous:#?}");
         // Nothing lost (AOF on the volume) and nothing doubled (no INCRBY sent twice):

@@ -15,6 +15,17 @@ pub const INVENTORY: &str = include_str!("../../features/examples/inventory.eol"
 /// Its tests.
 pub const INVENTORY_TESTS: &str = include_str!("../../features/examples/inventory.test.eol");
 
+/// A call's wall-clock limit in the serving pods (the runner's default; the
+/// inventory fixture sets none).
+pub const CALL_LIMIT: Duration = Duration::from_secs(10);
+
+/// How many calls may time out waiting on a Redis that was `away` that long:
+/// each of `callers` (calling one at a time) uses up [`CALL_LIMIT`] of the
+/// absence per timeout, so none when Redis was back within the limit.
+pub fn redis_timeouts_allowed(away: Duration, callers: usize) -> usize {
+    callers * (away.as_secs_f64() / CALL_LIMIT.as_secs_f64()).floor() as usize
+}
+
 /// The last line of the example's `stock_level`, which the variants of the
 /// switch tests rewrite.
 pub const INVENTORY_LEVEL_LINE: &str =
@@ -347,4 +358,19 @@ pub async fn redis_keys(
     }
     keys.sort();
     keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_timeout_is_allowed_while_redis_is_back_within_a_call_s_limit() {
+        let s = Duration::from_secs_f64;
+        assert_eq!(redis_timeouts_allowed(s(2.1), 2), 0);
+        assert_eq!(redis_timeouts_allowed(s(9.9), 2), 0);
+        assert_eq!(redis_timeouts_allowed(s(14.7), 2), 2);
+        assert_eq!(redis_timeouts_allowed(s(16.1), 1), 1);
+        assert_eq!(redis_timeouts_allowed(s(21.0), 1), 2);
+    }
 }

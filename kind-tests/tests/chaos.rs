@@ -17,8 +17,8 @@ use eol_kind_tests::chaos::{
     summarize,
 };
 use eol_kind_tests::fixtures::{
-    INVENTORY, INVENTORY_TESTS, call, caller_token, feature, feature_run, first_answer,
-    namespace_redis,
+    CALL_LIMIT, INVENTORY, INVENTORY_TESTS, call, caller_token, feature, feature_run, first_answer,
+    namespace_redis, redis_timeouts_allowed,
 };
 use eol_kind_tests::pressure::{fill_scratch, running_pod, waiting_feature};
 use eol_kind_tests::{
@@ -466,8 +466,7 @@ async fn control_plane_restarts_and_a_lost_redis_pod_under_switches_runs_and_cal
             if let Some(w) = window.map(|i| &windows[i])
                 && w.fault == "redis-pod"
             {
-                let most =
-                    CALLERS * (w.took.as_secs_f64() / CALL_LIMIT.as_secs_f64()).floor() as usize;
+                let most = redis_timeouts_allowed(w.took, CALLERS);
                 assert!(
                     calls.len() <= most,
                     "{} calls timed out while the Redis pod was away {:.1} s (at most {most})",
@@ -482,10 +481,6 @@ async fn control_plane_restarts_and_a_lost_redis_pod_under_switches_runs_and_cal
 
 /// The callers calling all through the control-plane case.
 const CALLERS: usize = 2;
-
-/// A call's wall-clock limit in the serving pods (the runner's default; the
-/// inventory fixture sets none).
-const CALL_LIMIT: Duration = Duration::from_secs(10);
 
 /// One fault of the control-plane case, on the callers' clock.
 struct Window {

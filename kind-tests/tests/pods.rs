@@ -7,7 +7,7 @@
 use eol_core::crd::Feature;
 use eol_kind_tests::fixtures::{
     INVENTORY, INVENTORY_TESTS, busybox_image, call, feature, first_answer, namespace_redis,
-    redis_keys,
+    redis_keys, redis_timeouts_allowed,
 };
 use eol_kind_tests::{feature_ready, in_namespace, wait_for};
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -17,10 +17,6 @@ use std::time::{Duration, Instant};
 
 /// Pods pull no image and start in seconds here, but the tests gate readiness.
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
-
-/// A call's wall-clock limit in the serving pods (the runner's default; the
-/// inventory fixture sets none).
-const CALL_LIMIT: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn a_pod_in_the_cluster_calls_a_feature_by_its_service_name() {
@@ -205,7 +201,7 @@ async fn serving_pods_ride_out_a_restart_of_the_redis_pod() {
         let waited_out = |f: &String| {
             f.contains("HTTP 500") && f.contains("\"kind\":\"timeout\"") && f.contains("feature's Redis reachable")
         };
-        let allowed = (away.as_secs_f64() / CALL_LIMIT.as_secs_f64()).floor() as usize;
+        let allowed = redis_timeouts_allowed(away, 1);
         assert!(
             failures.len() <= allowed && failures.iter().all(waited_out),
             "failed requests (Redis away {:.1} s, so at most {allowed} timeouts): {failures:#?}",

@@ -26,6 +26,8 @@ pub fn init_tracing(default_level: &str, service: &str) -> Telemetry {
     if let Err(e) = dispatch.try_init() {
         eprintln!("warning: logging was already set up: {e}");
     }
+    // The runner's spans are made with the SDK's tracer itself (otel::OtelSpan).
+    otel::install(telemetry.tracer());
     if let Some(error) = telemetry.setup_error() {
         tracing::warn!(%error, "OpenTelemetry tracing is off");
     }

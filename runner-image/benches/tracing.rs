@@ -1,7 +1,8 @@
 //! Tracing overhead, side by side in one run: a warm implemented call
 //! (sandbox) and a prototyped call (scripted model server), each with tracing
-//! off (the production subscriber without an endpoint) and on (the same
-//! subscriber exporting to a real Jaeger v2 through the batch exporter),
+//! off (the production subscriber without an endpoint, no tracer installed)
+//! and on (the same subscriber and tracer exporting to a real Jaeger v2
+//! through the batch exporter),
 //! interleaved call by call. Reports p50 and p99 per mode and the on/off
 //! ratios (target <= 1.05), and what the implemented call's two spans cost
 //! alone, outside any call (the least tracing can add to one).
@@ -20,12 +21,16 @@ mod scripted_llm;
 mod jaeger;
 
 use eol_core::parse_feature;
+use eol_core::process::otel::{self, OtelSpan, Parent};
 use eol_core::process::{TelemetrySettings, subscriber};
 use eol_runner::engine::Runtime;
 use eol_runner::llm::ChatClient;
 use eol_runner::prototype::Prototyper;
 use eol_runner::sandbox::{Interpreter, SandboxLimits, WorkerPool};
 use eol_runner::store::RedisStore;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanBuilder;
+use opentelemetry_sdk::trace::SdkTracer;
 use scripted_llm::{Scripted, ScriptedServer};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -69,6 +74,7 @@ fn main() {
         &TelemetrySettings::exporting_to(&jaeger.otlp_url, "eol-bench"),
     );
     assert!(on_guard.is_exporting(), "{:?}", on_guard.setup_error());
+    let on_tracer = on_guard.tracer();
     rt.block_on(async {
         let examples =
             std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../features/examples");
@@ -90,7 +96,9 @@ fn main() {
         let slug = json!({"title": "Hello, World"});
         let post = json!({"title": "Tracing", "text": "Spans, exported over OTLP."});
 
-        let call = async |operation: &str, input: &Value, dispatch: &tracing::Dispatch| {
+        let call = async |operation: &str, input: &Value, dispatch: &tracing::Dispatch, tracer: &Option<SdkTracer>| {
+            // What init_tracing installs with each subscriber.
+            otel::install(tracer.clone());
             let t = Instant::now();
             runtime
                 .execute(operation, input, None)
@@ -102,35 +110,34 @@ fn main() {
         // The two spans of an implemented call (as engine.rs and the sandbox
         // make them) and nothing else: what tracing costs at the least,
         // however short the call.
-        let spans_alone = |dispatch: &tracing::Dispatch| {
-            tracing::dispatcher::with_default(dispatch, || {
-                let t = Instant::now();
-                let op = tracing::info_span!(
-                    target: "eol_runner::engine",
-                    "operation",
-                    otel.name = "blog-publisher.slugify",
-                    eol.feature = "blog-publisher",
-                    eol.operation = "slugify",
-                    eol.phase = tracing::field::Empty,
-                    eol.cache = tracing::field::Empty,
-                );
-                op.in_scope(|| {
-                    op.record("eol.phase", "implementation");
-                    let sandbox = tracing::info_span!(
-                        target: "eol_runner::sandbox",
-                        "sandbox.execute",
-                        eol.operation = "slugify",
-                    );
-                    sandbox.in_scope(|| std::hint::black_box(()));
-                    op.record("eol.cache", "none");
+        let spans_alone = async |tracer: &Option<SdkTracer>| {
+            otel::install(tracer.clone());
+            let t = Instant::now();
+            let op = OtelSpan::start(Parent::Current, || {
+                SpanBuilder::from_name("blog-publisher.slugify").with_attributes([
+                    KeyValue::new("eol.feature", "blog-publisher"),
+                    KeyValue::new("eol.operation", "slugify"),
+                ])
+            });
+            op.instrument(async {
+                op.set("eol.phase", "implementation");
+                let sandbox = OtelSpan::start(Parent::Current, || {
+                    SpanBuilder::from_name("sandbox.execute")
+                        .with_attributes([KeyValue::new("eol.operation", "slugify")])
                 });
-                drop(op);
-                t.elapsed()
+                sandbox.instrument(async { std::hint::black_box(()) }).await;
+                op.set("eol.cache", "none");
             })
+            .await;
+            drop(op);
+            t.elapsed()
         };
         // A profiler's view of the spans alone (`perf record`): only them, traced, many times.
         if let Some(n) = std::env::var("EOL_BENCH_PROFILE_SPANS").ok().and_then(|n| n.parse::<usize>().ok()) {
-            let total: Duration = (0..n).map(|_| spans_alone(&on)).sum();
+            let mut total = Duration::ZERO;
+            for _ in 0..n {
+                total += spans_alone(&on_tracer).await;
+            }
             println!("two spans alone, traced, {n} times: {:.2} us each", total.as_secs_f64() * 1e6 / n as f64);
             return;
         }
@@ -139,11 +146,11 @@ fn main() {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for i in 0..CALLS + WARM_UP {
             // Alternate which mode goes first, so neither always follows the other.
-            let order = if i % 2 == 0 { [&off, &on] } else { [&on, &off] };
-            for dispatch in order {
-                let implemented = call("slugify", &slug, dispatch).await;
-                let prototyped = call("suggest_tags", &post, dispatch).await;
-                let spans = spans_alone(dispatch);
+            let order = if i % 2 == 0 { [(&off, &None), (&on, &on_tracer)] } else { [(&on, &on_tracer), (&off, &None)] };
+            for (dispatch, tracer) in order {
+                let implemented = call("slugify", &slug, dispatch, tracer).await;
+                let prototyped = call("suggest_tags", &post, dispatch, tracer).await;
+                let spans = spans_alone(tracer).await;
                 if i >= WARM_UP {
                     let tracing_on = std::ptr::eq(dispatch, &on);
                     if tracing_on { &mut spans_on } else { &mut spans_off }.push(spans);
@@ -163,6 +170,7 @@ fn main() {
         report("two spans alone", spans_off, spans_on);
     });
     // Every span sent: the measurement exported what it says it did.
+    otel::install(None);
     on_guard.shutdown();
     let services = rt.block_on(jaeger.services());
     assert!(

@@ -12,13 +12,14 @@ use crate::sandbox::{CallFailure, FailureKind, WorkerPool};
 use crate::spend::{Meter, Spend};
 use crate::store::{RedisStore, Scope};
 use eol_core::cost::OnExceeded;
+use eol_core::process::otel::{OtelSpan, Parent};
 use eol_core::{CompiledSchema, Diagnostic, Diagnostics, Feature, OperationPhase, Phase};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanBuilder;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::Instrument;
-use tracing::field::Empty;
 
 /// The setting that configures the model prototyped operations run on.
 pub const MODEL_SETTING: &str = eol_core::runner_contract::env::LLM_BASE_URL;
@@ -408,30 +409,28 @@ impl Runtime {
         phase: Option<Phase>,
         records: bool,
     ) -> Result<Execution, ExecError> {
-        let span = tracing::info_span!(
-            "operation",
-            otel.name = %format_args!("{}.{operation}", self.feature.name()),
-            eol.feature = %self.feature.name(),
-            eol.operation = %operation,
-            eol.phase = Empty,
-            eol.cache = Empty,
-        );
         // A call nothing in this process asked for (`eol run`, `eol test`)
         // joins the trace of whoever started the process, if they said.
-        eol_core::process::otel::set_parent_from_env(&span);
-        let result = self
-            .traced_call(&span, scope, operation, input, phase, records)
-            .instrument(span.clone())
+        let span = OtelSpan::start(Parent::Current, || {
+            SpanBuilder::from_name(format!("{}.{operation}", self.feature.name())).with_attributes(
+                [
+                    KeyValue::new("eol.feature", self.feature.name().to_owned()),
+                    KeyValue::new("eol.operation", operation.to_owned()),
+                ],
+            )
+        });
+        let result = span
+            .instrument(self.traced_call(&span, scope, operation, input, phase, records))
             .await;
         if let Err(e) = &result {
-            eol_core::process::otel::record_error(&span, e.kind(), &e.to_string());
+            span.record_error(e.kind(), &e.to_string());
         }
         result
     }
 
     async fn traced_call<'a>(
         &'a self,
-        span: &tracing::Span,
+        span: &OtelSpan,
         scope: &'a Scope,
         operation: &str,
         input: &'a Value,
@@ -440,7 +439,7 @@ impl Runtime {
     ) -> Result<Execution, ExecError> {
         let target = self.target(operation, input)?;
         let run_phase = phase.and_then(Phase::forced).unwrap_or(target.op.phase);
-        span.record("eol.phase", tracing::field::display(run_phase));
+        span.set("eol.phase", run_phase.as_str());
         target.check_input()?;
         let started = Instant::now();
         let prototyped = |model: Option<&'a Prototyper>| PrototypedCall {
@@ -487,8 +486,8 @@ impl Runtime {
             }
         };
         // The phase that answered: a spent budget may have sent it elsewhere.
-        span.record("eol.phase", tracing::field::display(ran_in));
-        span.record("eol.cache", outcome.cache_outcome());
+        span.set("eol.phase", ran_in.as_str());
+        span.set("eol.cache", outcome.cache_outcome());
         Ok(Execution {
             output: outcome.output,
             phase: ran_in,

@@ -39,14 +39,14 @@ use eol_core::TestSuite;
 use eol_core::cost::USAGE_PATH;
 use eol_core::runner_contract::{HEALTH_PATH, READY_PATH};
 use eol_core::shadow::{CANARY_HEADER, CANARY_PATH, SHADOW_PATH, TALLY_PATH};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{SpanBuilder, SpanKind};
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use shadow::{candidate_of, shadow_call, shadow_canary, shadow_tally};
 use std::future::Future;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use tracing::Instrument;
-use tracing::field::Empty;
 
 /// Whether the server takes traffic, and if not, why.
 #[derive(Debug, Clone)]
@@ -461,91 +461,88 @@ async fn call_operation(
 ) -> Response {
     use eol_core::process::otel;
     let started = std::time::Instant::now();
-    let span = tracing::info_span!(
-        "request",
-        otel.name = "POST /v1/operations/{operation}",
-        otel.kind = "server",
-        http.request.method = "POST",
-        http.route = "/v1/operations/{operation}",
-        eol.operation = %operation,
-        enduser.id = Empty,
-        http.response.status_code = Empty,
-    );
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if let Some(parent) = header(otel::TRACEPARENT) {
-        otel::set_remote_parent(&span, parent, header(otel::TRACESTATE));
-    }
+    let parent = otel::Parent::Remote(header(otel::TRACEPARENT), header(otel::TRACESTATE));
+    let span = otel::OtelSpan::start(parent, || {
+        SpanBuilder::from_name("POST /v1/operations/{operation}")
+            .with_kind(SpanKind::Server)
+            .with_attributes([
+                KeyValue::new("http.request.method", "POST"),
+                KeyValue::new("http.route", "/v1/operations/{operation}"),
+                KeyValue::new("eol.operation", operation.clone()),
+            ])
+    });
     let authorization = header(axum::http::header::AUTHORIZATION.as_str());
-    let (caller, input, response) = async {
-        // A canary call meant for another candidate behind the same Service
-        // (this pod is stopping, or not yet the one offered): its serving pod
-        // answers it instead.
-        if let Some(refused) =
-            shadow::wrong_candidate(&state, header(eol_core::shadow::SHADOW_ID_HEADER))
-        {
-            return (CallerOf::Anonymous, None, refused);
-        }
-        // The caller first: a refused call's body is never read.
-        let caller = match &state.reviewer {
-            None => None,
-            Some(reviewer) => match reviewer.authorize(authorization, &operation).await {
-                Ok(caller) => Some(caller),
-                Err(refusal) => {
-                    let status = StatusCode::from_u16(refusal.status())
-                        .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-                    let mut response = error_response(
-                        &state,
-                        &operation,
-                        status,
-                        refusal.kind(),
-                        refusal.message().to_owned(),
-                    );
-                    if status == StatusCode::SERVICE_UNAVAILABLE {
-                        // The API server is away for a moment (a restart): ask again soon.
-                        response.headers_mut().insert(
-                            axum::http::header::RETRY_AFTER,
-                            axum::http::HeaderValue::from(1u64),
+    let (caller, input, response) = span
+        .instrument(async {
+            // A canary call meant for another candidate behind the same Service
+            // (this pod is stopping, or not yet the one offered): its serving pod
+            // answers it instead.
+            if let Some(refused) =
+                shadow::wrong_candidate(&state, header(eol_core::shadow::SHADOW_ID_HEADER))
+            {
+                return (CallerOf::Anonymous, None, refused);
+            }
+            // The caller first: a refused call's body is never read.
+            let caller = match &state.reviewer {
+                None => None,
+                Some(reviewer) => match reviewer.authorize(authorization, &operation).await {
+                    Ok(caller) => Some(caller),
+                    Err(refusal) => {
+                        let status = StatusCode::from_u16(refusal.status())
+                            .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                        let mut response = error_response(
+                            &state,
+                            &operation,
+                            status,
+                            refusal.kind(),
+                            refusal.message().to_owned(),
                         );
+                        if status == StatusCode::SERVICE_UNAVAILABLE {
+                            // The API server is away for a moment (a restart): ask again soon.
+                            response.headers_mut().insert(
+                                axum::http::header::RETRY_AFTER,
+                                axum::http::HeaderValue::from(1u64),
+                            );
+                        }
+                        let caller = match refusal {
+                            Refusal::Forbidden(caller, _) => CallerOf::Refused(caller),
+                            _ => CallerOf::Anonymous,
+                        };
+                        return (caller, None, response);
                     }
-                    let caller = match refusal {
-                        Refusal::Forbidden(caller, _) => CallerOf::Refused(caller),
-                        _ => CallerOf::Anonymous,
-                    };
+                },
+            };
+            if let Some(caller) = &caller {
+                span.set("enduser.id", caller.user.clone());
+            }
+            let caller = caller.map_or(CallerOf::Anonymous, CallerOf::Known);
+            let input = match read_body(body).await {
+                Ok(input) => input,
+                Err((status, kind, message)) => {
+                    let response = error_response(&state, &operation, status, kind, message);
                     return (caller, None, response);
                 }
-            },
-        };
-        if let Some(caller) = &caller {
-            tracing::Span::current().record("enduser.id", caller.user.as_str());
-        }
-        let caller = caller.map_or(CallerOf::Anonymous, CallerOf::Known);
-        let input = match read_body(body).await {
-            Ok(input) => input,
-            Err((status, kind, message)) => {
-                let response = error_response(&state, &operation, status, kind, message);
-                return (caller, None, response);
-            }
-        };
-        let response = if queue::wants_async(&headers, query.as_deref()) {
-            queue::enqueue(&state, &caller, &operation, &input, &headers).await
-        } else {
-            answer_call(
-                state.clone(),
-                operation.clone(),
-                input.clone(),
-                authorization,
-            )
-            .await
-        };
-        (caller, Some(input), response)
-    }
-    .instrument(span.clone())
-    .await;
+            };
+            let response = if queue::wants_async(&headers, query.as_deref()) {
+                queue::enqueue(&state, &caller, &operation, &input, &headers).await
+            } else {
+                answer_call(
+                    state.clone(),
+                    operation.clone(),
+                    input.clone(),
+                    authorization,
+                )
+                .await
+            };
+            (caller, Some(input), response)
+        })
+        .await;
     let status = response.status();
-    span.record("http.response.status_code", i64::from(status.as_u16()));
+    span.set("http.response.status_code", i64::from(status.as_u16()));
     // A server span fails on 5xx only; a 4xx is the caller's error (HTTP conventions).
     if status.is_server_error() {
-        otel::record_error(&span, status.as_str(), "");
+        span.record_error(status.as_str(), "");
     }
     if state.auditor.is_on() {
         let input = input.as_deref().map(|body| AuditedInput {
@@ -649,7 +646,7 @@ fn audit_call(
     input: Option<AuditedInput>,
     call_id: Option<&str>,
     started: std::time::Instant,
-    span: &tracing::Span,
+    span: &eol_core::process::otel::OtelSpan,
 ) {
     let who = caller.identity();
     let status = response.status();
@@ -678,7 +675,7 @@ fn audit_call(
         status: status.as_u16(),
         duration_ms: started.elapsed().as_secs_f64() * 1e3,
         input_sha256,
-        trace_id: eol_core::process::otel::trace_id(span),
+        trace_id: span.trace_id(),
         call_id,
         input,
     });

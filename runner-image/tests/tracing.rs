@@ -579,3 +579,79 @@ async fn without_an_endpoint_nothing_is_exported_and_logs_carry_no_ids() {
         "nothing about an exporter in the log"
     );
 }
+
+/// An async call (`Prefer: respond-async`) is one trace too: the request that
+/// queued it under the caller's span, then, when a worker takes it from the
+/// queue, a `queue {op}` consumer span under that request, with the
+/// operation and its sandbox run beneath.
+#[tokio::test]
+async fn a_queued_call_joins_the_trace_of_the_request_that_queued_it() {
+    let jaeger = Jaeger::start();
+    let redis = common::local_redis();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    let name = service("eol-queue");
+    let server = Server::start(
+        "inventory.eol",
+        &log,
+        &[
+            ("REDIS_URL", &redis.url),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &jaeger.otlp_url),
+            ("OTEL_SERVICE_NAME", &name),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    )
+    .await;
+    let (trace_id, parent_id, traceparent) = new_traceparent();
+    let client = reqwest::Client::new();
+    let queued = client
+        .post(format!("{}/v1/operations/add_stock", server.url))
+        .header("content-type", "application/json")
+        .header("prefer", "respond-async")
+        .header("traceparent", &traceparent)
+        .body(r#"{"sku": "TRACED-1", "quantity": 3}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(queued.status().as_u16(), 202);
+    let id = queued.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let record: Value = client
+            .get(format!("{}/v1/results/{id}", server.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if record["state"] == "done" {
+            assert_eq!(record["status"], json!(200), "{record}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not answered: {record}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let trace = jaeger
+        .trace(&trace_id, |t| {
+            !t.named("sandbox.execute").is_empty()
+                && !t.named("queue add_stock").is_empty()
+                && !t.named("POST /v1/operations/{operation}").is_empty()
+        })
+        .await;
+    let request = trace.one("POST /v1/operations/{operation}");
+    assert_eq!(request.parent().as_deref(), Some(parent_id.as_str()));
+    assert_eq!(request.int("http.response.status_code"), Some(202));
+    let consumer = trace.one("queue add_stock");
+    assert_child(&consumer, &request);
+    assert_eq!(consumer.text("span.kind"), "consumer");
+    assert_eq!(consumer.text("eol.call_id"), id);
+    let operation = trace.one("inventory.add_stock");
+    assert_child(&operation, &consumer);
+    assert_eq!(operation.text("eol.phase"), "implementation");
+    assert_child(&trace.one("sandbox.execute"), &operation);
+    assert_eq!(trace.service(&consumer), name);
+}

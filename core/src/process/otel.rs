@@ -8,16 +8,25 @@
 //! (`OTEL_EXPORTER_OTLP_HEADERS`, `..._TIMEOUT`, `OTEL_TRACES_SAMPLER[_ARG]`,
 //! `OTEL_BSP_*`, `OTEL_RESOURCE_ATTRIBUTES`); `OTEL_SDK_DISABLED=true` turns it off.
 //!
-//! Only spans of the EOL crates at INFO or above are exported ([`span_filter`]),
-//! whatever `RUST_LOG` says, so the exporter's own HTTP client is never traced.
+//! Two kinds of spans are exported:
+//! - the runner's ([`OtelSpan`]), on every call's path, are made straight with
+//!   the SDK's tracer ([`install`]): a `tracing` span turned into an
+//!   OpenTelemetry one by `tracing-opentelemetry` cost a warm implemented call
+//!   three times as much (benches/tracing.rs, README);
+//! - the operator's reconciles are `tracing` spans ([`layer`]): only spans of
+//!   the EOL crates at INFO or above are exported ([`span_filter`]), whatever
+//!   `RUST_LOG` says, so the exporter's own HTTP client is never traced.
 
-use opentelemetry::trace::{Status, TraceContextExt, TracerProvider as _};
-use opentelemetry::{Array, StringValue, Value};
+use opentelemetry::trace::{
+    SpanBuilder, Status, TraceContextExt, Tracer as _, TracerProvider as _,
+};
+use opentelemetry::{Array, Context, KeyValue, StringValue, Value};
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use std::collections::HashMap;
+use std::sync::{PoisonError, RwLock};
 use tracing::Subscriber;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::filter::Targets;
@@ -159,6 +168,166 @@ impl Drop for Telemetry {
     }
 }
 
+/// The tracer [`OtelSpan`]s are made with; `None`: tracing is off.
+static TRACER: RwLock<Option<SdkTracer>> = RwLock::new(None);
+
+/// Makes `tracer` the one [`OtelSpan`]s are made with from now on; `None`
+/// turns them off ([`super::init_tracing`] installs the process's tracer).
+pub fn install(tracer: Option<SdkTracer>) {
+    *TRACER.write().unwrap_or_else(PoisonError::into_inner) = tracer;
+}
+
+/// Where an [`OtelSpan`] hangs in its trace.
+#[derive(Debug, Clone, Copy)]
+pub enum Parent<'a> {
+    /// The span current where it starts (see [`OtelSpan::instrument`]); with
+    /// none, the W3C `TRACEPARENT` of the process (the carrier for processes:
+    /// work nothing in the process asked for joins the trace of whoever
+    /// started it), else a new trace.
+    Current,
+    /// A caller's W3C `traceparent` (and `tracestate`), e.g. from a request's
+    /// headers; a new trace when there is none or it is malformed.
+    Remote(Option<&'a str>, Option<&'a str>),
+}
+
+/// A span of the runner, made straight with the OpenTelemetry SDK rather
+/// than through `tracing` (see the module's note). Clones share the span; it
+/// ends when the last clone is dropped, like a `tracing` span. With tracing
+/// off it is empty and every method does nothing.
+#[derive(Debug, Clone, Default)]
+pub struct OtelSpan {
+    /// The parent's context with this span in it; `None`: not traced.
+    cx: Option<Context>,
+}
+
+impl OtelSpan {
+    /// Starts the span `builder` describes under `parent`. `builder` runs only
+    /// when tracing is on, so names and attributes cost nothing when it is off.
+    pub fn start(parent: Parent<'_>, builder: impl FnOnce() -> SpanBuilder) -> Self {
+        let tracer = TRACER.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(tracer) = tracer.as_ref() else {
+            return Self::default();
+        };
+        let parent = match parent {
+            Parent::Current => {
+                let current = Context::current();
+                if current.has_active_span() {
+                    current
+                } else {
+                    process_parent()
+                }
+            }
+            Parent::Remote(Some(traceparent), tracestate) => {
+                remote_context(traceparent, tracestate).unwrap_or_default()
+            }
+            Parent::Remote(None, _) => Context::new(),
+        };
+        let span = tracer.build_with_context(builder(), &parent);
+        Self {
+            cx: Some(parent.with_span(span)),
+        }
+    }
+
+    /// Whether the span is exported (tracing is on and it was sampled).
+    pub fn is_recording(&self) -> bool {
+        self.cx.as_ref().is_some_and(|cx| cx.span().is_recording())
+    }
+
+    /// Sets an attribute.
+    pub fn set(&self, key: &'static str, value: impl Into<Value>) {
+        if let Some(cx) = &self.cx {
+            cx.span().set_attribute(KeyValue::new(key, value));
+        }
+    }
+
+    /// Sets a string-array attribute, e.g. `gen_ai.response.finish_reasons`.
+    pub fn set_strings(&self, key: &'static str, values: &[String]) {
+        if let Some(cx) = &self.cx {
+            let values: Vec<StringValue> = values.iter().map(|v| v.clone().into()).collect();
+            cx.span()
+                .set_attribute(KeyValue::new(key, Value::Array(Array::String(values))));
+        }
+    }
+
+    /// Marks the span failed: status Error with `description`, and
+    /// `error.type` (the failure's stable kind), as the conventions ask.
+    pub fn record_error(&self, error_type: &str, description: &str) {
+        if let Some(cx) = &self.cx {
+            let span = cx.span();
+            span.set_attribute(KeyValue::new("error.type", error_type.to_owned()));
+            span.set_status(Status::error(description.to_owned()));
+        }
+    }
+
+    /// The trace id (32 hex digits), when the span is traced.
+    pub fn trace_id(&self) -> Option<String> {
+        let sc = self.cx.as_ref()?.span().span_context().clone();
+        sc.is_valid().then(|| sc.trace_id().to_string())
+    }
+
+    /// The W3C headers that make a callee's spans children of this span;
+    /// empty when it is not traced.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        self.cx.as_ref().map(headers_of).unwrap_or_default()
+    }
+
+    /// [`Self::headers`] of the span current here (none: empty).
+    pub fn current_headers() -> Vec<(&'static str, String)> {
+        let current = Context::current();
+        if current.has_active_span() {
+            headers_of(&current)
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Runs `work` with this span current (each poll): spans started in it
+    /// are its children, and its log lines carry its ids.
+    pub async fn instrument<F: Future>(&self, work: F) -> F::Output {
+        use opentelemetry::context::FutureExt as _;
+        match &self.cx {
+            Some(cx) => work.with_context(cx.clone()).await,
+            None => work.await,
+        }
+    }
+}
+
+/// The context a W3C `traceparent` (and `tracestate`) names, when valid.
+fn remote_context(traceparent: &str, tracestate: Option<&str>) -> Option<Context> {
+    use opentelemetry::propagation::TextMapPropagator;
+    let mut carrier = HashMap::with_capacity(2);
+    carrier.insert(TRACEPARENT.to_owned(), traceparent.to_owned());
+    if let Some(state) = tracestate {
+        carrier.insert(TRACESTATE.to_owned(), state.to_owned());
+    }
+    let cx = TraceContextPropagator::new().extract(&carrier);
+    cx.span().span_context().is_valid().then_some(cx)
+}
+
+/// The parent named by the process's `TRACEPARENT` (and `TRACESTATE`)
+/// variables, read once; an empty context when unset or invalid.
+fn process_parent() -> Context {
+    use crate::runner_contract::env;
+    static PARENT: std::sync::OnceLock<Option<Context>> = std::sync::OnceLock::new();
+    PARENT
+        .get_or_init(|| {
+            let parent = std::env::var(env::TRACEPARENT).ok()?;
+            remote_context(&parent, std::env::var(env::TRACESTATE).ok().as_deref())
+        })
+        .clone()
+        .unwrap_or_default()
+}
+
+fn headers_of(cx: &Context) -> Vec<(&'static str, String)> {
+    use opentelemetry::propagation::TextMapPropagator;
+    let mut carrier = HashMap::new();
+    TraceContextPropagator::new().inject_context(cx, &mut carrier);
+    [TRACEPARENT, TRACESTATE]
+        .into_iter()
+        .filter_map(|name| carrier.remove(name).map(|v| (name, v)))
+        .collect()
+}
+
 /// The layer turning `tracing` spans into OpenTelemetry spans.
 pub fn layer<S>(tracer: SdkTracer) -> tracing_opentelemetry::OpenTelemetryLayer<S, SdkTracer>
 where
@@ -184,70 +353,17 @@ pub fn span_filter() -> Targets {
     Targets::new().with_target("eol", tracing::Level::INFO)
 }
 
-/// Makes the W3C `traceparent` (and `tracestate`) the parent of `span`.
-/// Returns whether it took: false for an invalid header, a span already
-/// entered, or tracing off.
-pub fn set_remote_parent(
-    span: &tracing::Span,
-    traceparent: &str,
-    tracestate: Option<&str>,
-) -> bool {
-    use opentelemetry::propagation::TextMapPropagator;
-    if span.is_disabled() {
-        return false;
-    }
-    let mut carrier = HashMap::with_capacity(2);
-    carrier.insert(TRACEPARENT.to_owned(), traceparent.to_owned());
-    if let Some(state) = tracestate {
-        carrier.insert(TRACESTATE.to_owned(), state.to_owned());
-    }
-    let parent = TraceContextPropagator::new().extract(&carrier);
-    if !parent.span().span_context().is_valid() {
-        return false;
-    }
-    span.set_parent(parent).is_ok()
-}
-
-/// [`set_remote_parent`] from the `TRACEPARENT` and `TRACESTATE` environment
-/// variables (the carrier for processes, as the operator sets them in a run's
-/// pod), when `TRACEPARENT` is set and `span` is a root span (no span is
-/// current): work nothing in the process asked for joins the trace of
-/// whoever started the process. The variables are read once per process.
-pub fn set_parent_from_env(span: &tracing::Span) -> bool {
-    use crate::runner_contract::env;
-    static PARENT: std::sync::OnceLock<Option<(String, Option<String>)>> =
-        std::sync::OnceLock::new();
-    if span.is_disabled() || !tracing::Span::current().is_none() {
-        return false;
-    }
-    let parent = PARENT.get_or_init(|| {
-        let parent = std::env::var(env::TRACEPARENT).ok()?;
-        Some((parent, std::env::var(env::TRACESTATE).ok()))
-    });
-    match parent {
-        Some((parent, state)) => set_remote_parent(span, parent, state.as_deref()),
-        None => false,
-    }
-}
-
-/// The W3C headers that make a callee's spans children of `span`; empty when
-/// `span` is not traced.
-pub fn trace_headers(span: &tracing::Span) -> Vec<(&'static str, String)> {
-    use opentelemetry::propagation::TextMapPropagator;
-    if span.is_disabled() {
-        return Vec::new();
-    }
-    let mut carrier = HashMap::new();
-    TraceContextPropagator::new().inject_context(&span.context(), &mut carrier);
-    [TRACEPARENT, TRACESTATE]
-        .into_iter()
-        .filter_map(|name| carrier.remove(name).map(|v| (name, v)))
-        .collect()
-}
-
 /// The trace id of `span` (32 hex digits), when it is traced.
 pub fn trace_id(span: &tracing::Span) -> Option<String> {
     ids(span).map(|(trace, _)| trace)
+}
+
+/// The ids of the [`OtelSpan`] current here, if any.
+fn current_ids() -> Option<(String, String)> {
+    let current = Context::current();
+    let sc = current.span().span_context().clone();
+    sc.is_valid()
+        .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
 }
 
 fn ids(span: &tracing::Span) -> Option<(String, String)> {
@@ -270,18 +386,9 @@ pub fn record_error(span: &tracing::Span, error_type: &str, description: &str) {
     span.set_status(Status::error(description.to_owned()));
 }
 
-/// Sets a string-array attribute (tracing fields hold no arrays), e.g.
-/// `gen_ai.response.finish_reasons`.
-pub fn set_string_array(span: &tracing::Span, key: &'static str, values: &[String]) {
-    if span.is_disabled() {
-        return;
-    }
-    let values: Vec<StringValue> = values.iter().map(|v| v.clone().into()).collect();
-    span.set_attribute(key, Value::Array(Array::String(values)));
-}
-
-/// JSON log lines with `trace_id` and `span_id` of the current span, when it
-/// is traced (lines outside any exported span have none). Used only when
+/// JSON log lines with `trace_id` and `span_id` of the current span (an
+/// [`OtelSpan`] or, in the operator, a `tracing` span), when it is traced
+/// (lines outside any exported span have none). Used only when
 /// tracing is on; read through the global dispatcher, so the ids appear only
 /// under [`super::init_tracing`].
 #[derive(Debug)]
@@ -315,7 +422,7 @@ where
         mut writer: Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> std::fmt::Result {
-        let Some((trace, span)) = ids(&tracing::Span::current()) else {
+        let Some((trace, span)) = current_ids().or_else(|| ids(&tracing::Span::current())) else {
             return self.json.format_event(ctx, writer, event);
         };
         let mut line = String::new();
@@ -398,62 +505,87 @@ mod tests {
     }
 
     /// A span under a remote parent keeps its trace id, gets a span id of its
-    /// own, and hands the same trace on; a malformed header is refused.
-    #[test]
-    fn trace_context_goes_in_and_out() {
+    /// own, and hands the same trace on; a span started inside it is its
+    /// child; a malformed header starts a trace of its own; with no tracer
+    /// installed nothing is made. (The only test that installs a tracer.)
+    #[tokio::test]
+    async fn trace_context_goes_in_and_out() {
         use opentelemetry_sdk::trace::InMemorySpanExporter;
-        use tracing_subscriber::layer::SubscriberExt;
         let exporter = InMemorySpanExporter::default();
         let provider = SdkTracerProvider::builder()
             .with_simple_exporter(exporter.clone())
             .build();
-        let subscriber = tracing_subscriber::registry()
-            .with(layer(provider.tracer("test")).with_filter(span_filter()));
-        use tracing_subscriber::Layer as _;
-        tracing::subscriber::with_default(subscriber, || {
-            let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-            let span = tracing::info_span!("operation");
-            assert!(set_remote_parent(&span, parent, Some("vendor=1")));
-            assert_eq!(
-                trace_id(&span).as_deref(),
-                Some("0af7651916cd43dd8448eb211c80319c")
-            );
-            let headers = trace_headers(&span);
-            let traceparent = &headers
-                .iter()
-                .find(|(k, _)| *k == TRACEPARENT)
-                .expect("a traceparent header")
-                .1;
-            assert!(
-                traceparent.starts_with("00-0af7651916cd43dd8448eb211c80319c-")
-                    && !traceparent.contains("b7ad6b7169203331"),
-                "{traceparent}"
-            );
-            assert!(
-                headers.contains(&(TRACESTATE, "vendor=1".to_owned())),
-                "{headers:?}"
-            );
-            let other = tracing::info_span!("unparented");
-            assert!(!set_remote_parent(&other, "00-nonsense", None));
+        let untraced = OtelSpan::start(Parent::Current, || SpanBuilder::from_name("off"));
+        assert!(untraced.trace_id().is_none() && untraced.headers().is_empty());
+        install(Some(provider.tracer("test")));
+        let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let span = OtelSpan::start(Parent::Remote(Some(parent), Some("vendor=1")), || {
+            SpanBuilder::from_name("request")
         });
+        assert_eq!(
+            span.trace_id().as_deref(),
+            Some("0af7651916cd43dd8448eb211c80319c")
+        );
+        let headers = span.headers();
+        let traceparent = &headers
+            .iter()
+            .find(|(k, _)| *k == TRACEPARENT)
+            .expect("a traceparent header")
+            .1;
+        assert!(
+            traceparent.starts_with("00-0af7651916cd43dd8448eb211c80319c-")
+                && !traceparent.contains("b7ad6b7169203331"),
+            "{traceparent}"
+        );
+        assert!(
+            headers.contains(&(TRACESTATE, "vendor=1".to_owned())),
+            "{headers:?}"
+        );
+        let inside = span
+            .instrument(async {
+                assert_eq!(OtelSpan::current_headers(), headers);
+                assert!(current_ids().is_some(), "log lines get the ids");
+                let child = OtelSpan::start(Parent::Current, || SpanBuilder::from_name("child"));
+                child.set("eol.phase", "implementation");
+                child.record_error("timeout", "took too long");
+                child.trace_id()
+            })
+            .await;
+        assert_eq!(inside, span.trace_id());
+        assert!(current_ids().is_none(), "outside the span no ids");
+        drop(span);
+        let other = OtelSpan::start(Parent::Remote(Some("00-nonsense"), None), || {
+            SpanBuilder::from_name("unparented")
+        });
+        drop(other);
+        install(None);
         provider.force_flush().expect("flush");
         let spans = exporter.get_finished_spans().expect("spans");
-        let operation = spans
-            .iter()
-            .find(|s| s.name == "operation")
-            .expect("the operation span was exported");
+        let find = |name: &str| {
+            spans
+                .iter()
+                .find(|s| s.name == name)
+                .unwrap_or_else(|| panic!("span {name} was not exported: {spans:?}"))
+        };
+        let (request, child, unparented) = (find("request"), find("child"), find("unparented"));
+        assert!(spans.iter().all(|s| s.name != "off"), "no tracer, no span");
         assert_eq!(
-            operation.parent_span_id.to_string(),
+            request.parent_span_id.to_string(),
             "b7ad6b7169203331",
             "the remote span is the parent"
         );
-        let unparented = spans
-            .iter()
-            .find(|s| s.name == "unparented")
-            .expect("the other span was exported");
+        assert_eq!(child.parent_span_id, request.span_context.span_id());
+        assert!(
+            child
+                .attributes
+                .iter()
+                .any(|kv| kv.key.as_str() == "error.type" && kv.value.as_str() == "timeout")
+                && matches!(child.status, Status::Error { .. }),
+            "{child:?}"
+        );
         assert_ne!(
             unparented.span_context.trace_id(),
-            operation.span_context.trace_id(),
+            request.span_context.trace_id(),
             "a malformed traceparent starts a trace of its own"
         );
     }

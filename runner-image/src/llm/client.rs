@@ -6,10 +6,11 @@ use async_openai::Client;
 use async_openai::config::OpenAIConfig;
 use async_openai::error::OpenAIError;
 use async_openai::middleware::ReqwestService;
+use eol_core::process::otel::{OtelSpan, Parent};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{SpanBuilder, SpanKind};
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicU8, Ordering};
-use tracing::Instrument;
-use tracing::field::Empty;
 
 /// How the server is asked for JSON that fits a schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -294,48 +295,40 @@ impl ChatClient {
     /// semantic conventions for generative AI).
     async fn send(&self, request: Value) -> Result<ChatReply, LlmError> {
         let s = &self.settings;
-        let span = tracing::info_span!(
-            "chat",
-            otel.name = %format_args!("chat {}", s.model),
-            otel.kind = "client",
-            gen_ai.operation.name = "chat",
-            gen_ai.provider.name = "openai",
-            gen_ai.request.model = %s.model,
-            gen_ai.request.temperature = s.temperature,
-            gen_ai.request.max_tokens = i64::from(s.max_tokens),
-            gen_ai.response.model = Empty,
-            gen_ai.usage.input_tokens = Empty,
-            gen_ai.usage.output_tokens = Empty,
-            server.address = %self.server.0,
-            server.port = i64::from(self.server.1),
-            eol.llm.retries = Empty,
-        );
-        // A request outside any operation (a test's judge, code generation).
-        eol_core::process::otel::set_parent_from_env(&span);
-        let result = self.send_request(request).instrument(span.clone()).await;
+        // A request outside any operation (a test's judge, code generation)
+        // joins the trace of whoever started the process, if they said.
+        let span = OtelSpan::start(Parent::Current, || {
+            SpanBuilder::from_name(format!("chat {}", s.model))
+                .with_kind(SpanKind::Client)
+                .with_attributes([
+                    KeyValue::new("gen_ai.operation.name", "chat"),
+                    KeyValue::new("gen_ai.provider.name", "openai"),
+                    KeyValue::new("gen_ai.request.model", s.model.clone()),
+                    KeyValue::new("gen_ai.request.temperature", s.temperature),
+                    KeyValue::new("gen_ai.request.max_tokens", i64::from(s.max_tokens)),
+                    KeyValue::new("server.address", self.server.0.clone()),
+                    KeyValue::new("server.port", i64::from(self.server.1)),
+                ])
+        });
+        let result = span.instrument(self.send_request(request)).await;
         match &result {
             Ok(reply) => {
                 if let Some(model) = &reply.model {
-                    span.record("gen_ai.response.model", model.as_str());
+                    span.set("gen_ai.response.model", model.clone());
                 }
-                // i64: the OpenTelemetry layer exports a u64 field as a string.
                 let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-                span.record(
+                span.set(
                     "gen_ai.usage.input_tokens",
                     count(reply.usage.prompt_tokens),
                 );
-                span.record(
+                span.set(
                     "gen_ai.usage.output_tokens",
                     count(reply.usage.completion_tokens),
                 );
-                span.record("eol.llm.retries", i64::from(reply.retries));
-                eol_core::process::otel::set_string_array(
-                    &span,
-                    "gen_ai.response.finish_reasons",
-                    &reply.finish_reasons,
-                );
+                span.set("eol.llm.retries", i64::from(reply.retries));
+                span.set_strings("gen_ai.response.finish_reasons", &reply.finish_reasons);
             }
-            Err(e) => eol_core::process::otel::record_error(&span, e.kind(), &e.to_string()),
+            Err(e) => span.record_error(e.kind(), &e.to_string()),
         }
         result
     }

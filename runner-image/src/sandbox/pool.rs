@@ -6,12 +6,14 @@ use super::worker::Worker;
 use super::{
     DEFAULT_ALLOWED_MODULES, Interpreter, RedisBridge, SandboxError, SandboxLimits, worker_script,
 };
+use eol_core::process::otel::{OtelSpan, Parent};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanBuilder;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
-use tracing::Instrument;
 
 /// Why a sandboxed call failed. Each kind has a stable label for metrics and errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,13 +285,15 @@ impl WorkerPool {
         args: &Value,
         redis: &dyn RedisBridge,
     ) -> Result<CallOutcome, CallFailure> {
-        let span = tracing::info_span!("sandbox.execute", eol.operation = %function);
-        let result = self
-            .call_untraced(code, function, args, redis)
-            .instrument(span.clone())
+        let span = OtelSpan::start(Parent::Current, || {
+            SpanBuilder::from_name("sandbox.execute")
+                .with_attributes([KeyValue::new("eol.operation", function.to_owned())])
+        });
+        let result = span
+            .instrument(self.call_untraced(code, function, args, redis))
             .await;
         if let Err(failure) = &result {
-            eol_core::process::otel::record_error(&span, failure.kind.as_str(), &failure.message);
+            span.record_error(failure.kind.as_str(), &failure.message);
         }
         result
     }

@@ -24,13 +24,15 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use eol_core::process::otel::{OtelSpan, Parent};
 use eol_core::runner_contract::queue::{IDEMPOTENCY_KEY_HEADER, RESPOND_ASYNC, RESULTS_PATH};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{SpanBuilder, SpanKind};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-use tracing::Instrument;
 
 /// The longest idempotency key taken.
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -118,7 +120,7 @@ pub(super) async fn enqueue(
         input,
         user: who.user.clone(),
         groups: who.groups.clone(),
-        traceparent: eol_core::process::otel::trace_headers(&tracing::Span::current())
+        traceparent: eol_core::process::otel::OtelSpan::current_headers()
             .into_iter()
             .find(|(name, _)| *name == eol_core::process::otel::TRACEPARENT)
             .map(|(_, value)| value),
@@ -440,21 +442,18 @@ async fn answer(state: &Arc<AppState>, queue: &Queue, consumer: &str, delivery: 
         })
     };
     let started = Instant::now();
-    let span = tracing::info_span!(
-        "queued call",
-        otel.name = %format_args!("queue {}", call.operation),
-        otel.kind = "consumer",
-        eol.operation = %call.operation,
-        eol.call_id = %call.id,
-        enduser.id = %call.user,
-    );
-    if let Some(parent) = &call.traceparent {
-        eol_core::process::otel::set_remote_parent(&span, parent, None);
-    }
-    let mut result = state
-        .runtime
-        .execute(&call.operation, &call.input, None)
-        .instrument(span.clone())
+    let parent = Parent::Remote(call.traceparent.as_deref(), None);
+    let span = OtelSpan::start(parent, || {
+        SpanBuilder::from_name(format!("queue {}", call.operation))
+            .with_kind(SpanKind::Consumer)
+            .with_attributes([
+                KeyValue::new("eol.operation", call.operation.clone()),
+                KeyValue::new("eol.call_id", call.id.clone()),
+                KeyValue::new("enduser.id", call.user.clone()),
+            ])
+    });
+    let mut result = span
+        .instrument(state.runtime.execute(&call.operation, &call.input, None))
         .await;
     if let Ok(exec) = &mut result {
         state

@@ -135,7 +135,7 @@ async fn send(
         request = request.header(reqwest::header::AUTHORIZATION, authorization);
     }
     // The candidate's spans join the caller's trace (nothing when tracing is off).
-    for (name, value) in eol_core::process::otel::trace_headers(&tracing::Span::current()) {
+    for (name, value) in eol_core::process::otel::OtelSpan::current_headers() {
         request = request.header(name, value);
     }
     let response = request.body(body.clone()).send().await.map_err(|e| {

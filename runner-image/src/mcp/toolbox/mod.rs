@@ -18,6 +18,9 @@ use crate::mcp::redis_tools::RedisToolServer;
 use crate::prototype::Tools;
 use crate::store::Scope;
 use connect::Connection;
+use eol_core::process::otel::{OtelSpan, Parent};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanBuilder;
 use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock, ResourceContents};
 use rmcp::service::ServiceError;
 use serde_json::Value;
@@ -25,7 +28,6 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
-use tracing::Instrument;
 
 /// The name of the built-in Redis tool server; its tools are `redis__get`, `redis__set`, ...
 pub const REDIS_SERVER: &str = "redis";
@@ -280,17 +282,17 @@ async fn traced(
     name: &str,
     call: impl Future<Output = Result<String, String>>,
 ) -> Result<String, String> {
-    let span = tracing::info_span!(
-        "execute_tool",
-        otel.name = %format_args!("execute_tool {name}"),
-        gen_ai.operation.name = "execute_tool",
-        gen_ai.tool.name = %name,
-        gen_ai.tool.type = "function",
-        mcp.method.name = "tools/call",
-    );
-    let result = call.instrument(span.clone()).await;
+    let span = OtelSpan::start(Parent::Current, || {
+        SpanBuilder::from_name(format!("execute_tool {name}")).with_attributes([
+            KeyValue::new("gen_ai.operation.name", "execute_tool"),
+            KeyValue::new("gen_ai.tool.name", name.to_owned()),
+            KeyValue::new("gen_ai.tool.type", "function"),
+            KeyValue::new("mcp.method.name", "tools/call"),
+        ])
+    });
+    let result = span.instrument(call).await;
     if let Err(message) = &result {
-        eol_core::process::otel::record_error(&span, "tool_error", message);
+        span.record_error("tool_error", message);
     }
     result
 }

@@ -23,6 +23,15 @@
 //!   there (`EOL_SHADOW_PREVIEW_BYTES`). The counts live in Redis, so an
 //!   operator restart neither loses nor counts a sample twice.
 //!
+//! The shadow endpoints of a candidate ([`SHADOW_PATH`], [`TALLY_PATH`],
+//! [`CANARY_PATH`]) answer only requests carrying the shadow's token in
+//! [`TOKEN_HEADER`]: without it anyone reaching the pod could run its
+//! operations past the Feature's auth, read the sampled inputs, or set the
+//! canary share. The first candidate pod makes the token (random) under
+//! [`token_key`], its other pods read it there, the serving pods get it in the
+//! [`Offer`] and the operator reads it from Redis: whoever holds it could
+//! write the verdicts in Redis anyway.
+//!
 //! A canary (`strategy: Canary`) is a shadow whose candidate also answers a
 //! share of the live calls. The operator sets that share on the candidate
 //! ([`CANARY_PATH`], a [`CanaryWeight`], on any one of its pods, which keeps it
@@ -111,6 +120,46 @@ pub fn canary_key(feature: &str, id: &str) -> String {
     format!("eol:{feature}:shadow:{id}:canary")
 }
 
+/// The token of shadow `id` ([`TOKEN_HEADER`]), set by its first candidate
+/// pod (`SET NX`) and kept as long as its verdicts.
+pub fn token_key(feature: &str, id: &str) -> String {
+    format!("eol:{feature}:shadow:{id}:token")
+}
+
+/// The request header carrying the shadow's token to a candidate's shadow
+/// endpoints; a request without the right one is answered 401.
+pub const TOKEN_HEADER: &str = "x-eol-shadow-token";
+
+/// A shadow's token: compared, sent, never shown (`Debug` hides it).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ShadowToken(pub String);
+
+impl ShadowToken {
+    /// Whether `presented` is this token (an empty token matches nothing).
+    /// The SHA-256 digests are compared, so the time taken says nothing of
+    /// how much of the token a guess got right.
+    pub fn matches(&self, presented: Option<&str>) -> bool {
+        use sha2::{Digest, Sha256};
+        match presented {
+            Some(p) if !self.0.is_empty() => {
+                Sha256::digest(p.as_bytes()) == Sha256::digest(self.0.as_bytes())
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Debug for ShadowToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "ShadowToken(none)"
+        } else {
+            "ShadowToken(<hidden>)"
+        })
+    }
+}
+
 /// Samples kept in [`samples_key`] (the counts are exact whatever this bound).
 pub const MAX_SAMPLES_KEPT: usize = 1000;
 
@@ -137,6 +186,9 @@ pub struct Offer {
     /// answers itself, in percent (0-100; 0: a shadow only).
     #[serde(default)]
     pub canary_percent: f64,
+    /// The shadow's token, for the serving pods to send with their copies.
+    #[serde(default)]
+    pub token: ShadowToken,
 }
 
 impl Offer {
@@ -371,6 +423,7 @@ mod tests {
             ttl_seconds: 60,
             timeout_seconds: 5.0,
             canary_percent: 0.0,
+            token: ShadowToken::default(),
         };
         assert!(offer.covers("any"));
         offer.operations = vec!["a".into()];
@@ -384,9 +437,36 @@ mod tests {
         )
         .expect("an offer");
         assert_eq!(offer.canary_percent, 0.0);
+        assert_eq!(offer.token, ShadowToken::default(), "and without a token");
         assert_eq!(
             canary_field("op", CanaryOutcome::Failed),
             "op:canary_failed"
         );
+    }
+
+    /// A token matches itself only; an empty one nothing; it travels as a
+    /// plain string in the offer and never shows in `Debug`.
+    #[test]
+    fn a_token_matches_only_itself_and_is_never_shown() {
+        let token = ShadowToken("s3cret-token".into());
+        assert!(token.matches(Some("s3cret-token")));
+        assert!(!token.matches(Some("s3cret-tokeN")));
+        assert!(!token.matches(Some("")));
+        assert!(!token.matches(None));
+        assert!(!ShadowToken::default().matches(Some("")));
+        let offer = Offer {
+            id: "c-1".into(),
+            url: "http://x".into(),
+            sample_percent: 10.0,
+            operations: Vec::new(),
+            max_disagreements: 5,
+            ttl_seconds: 60,
+            timeout_seconds: 5.0,
+            canary_percent: 0.0,
+            token: token.clone(),
+        };
+        let json = serde_json::to_value(&offer).expect("json");
+        assert_eq!(json["token"], "s3cret-token");
+        assert!(!format!("{offer:?}").contains("s3cret"), "{offer:?}");
     }
 }

@@ -483,8 +483,71 @@ async fn an_operator_killed_mid_shadow_resumes_the_count_without_losing_or_doubl
         // Nothing is counted twice when the operator reads again later.
         tokio::time::sleep(Duration::from_secs(8)).await;
         assert_eq!(samples(&features.get("inventory").await.unwrap()), total);
+        the_candidate_answers_only_with_the_shadow_token(&env, &id).await;
     })
     .await;
+}
+
+/// On the candidate's real pod: its shadow endpoints refuse a request
+/// without the shadow's token, or with another, and answer one with the
+/// token the candidate made in the namespace's Redis (where the operator,
+/// which counted the samples above through them, read it).
+async fn the_candidate_answers_only_with_the_shadow_token(env: &TestEnv, id: &str) {
+    use eol_core::shadow::{TOKEN_HEADER, token_key};
+    let pods = env
+        .api::<Pod>()
+        .list(&ListParams::default().labels(
+            "app.kubernetes.io/name=eol-feature-candidate,app.kubernetes.io/instance=inventory",
+        ))
+        .await
+        .unwrap();
+    let ip = pods
+        .items
+        .iter()
+        .find_map(|p| p.status.as_ref()?.pod_ip.clone())
+        .expect("a candidate pod with an IP");
+    let base = format!("http://{ip}:8080");
+    let mut conn = namespace_redis(env).await;
+    let token: Option<String> = redis::cmd("GET")
+        .arg(token_key("inventory", id))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let token = token.expect("the candidate made the shadow's token in Redis");
+    assert!(token.len() >= 32, "a long random token");
+    let client = reqwest::Client::new();
+    for presented in [None, Some("guess")] {
+        let with = |r: reqwest::RequestBuilder| match presented {
+            Some(t) => r.header(TOKEN_HEADER, t),
+            None => r,
+        };
+        for request in [
+            with(client.get(format!("{base}/v1/shadow/tally"))),
+            with(client.put(format!("{base}/v1/shadow/canary")))
+                .json(&serde_json::json!({"id": id, "percent": 100})),
+            with(client.post(format!("{base}/v1/shadow/stock_level"))).json(
+                &serde_json::json!({"input": {"sku": "AB-1"}, "output": {"level": 0}, "id": id}),
+            ),
+        ] {
+            let r = request.send().await.unwrap();
+            let what = format!("{} {presented:?}", r.url());
+            assert_eq!(r.status(), 401, "{what}");
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(
+                body["error"]["kind"], "shadow_unauthorized",
+                "{what}: {body}"
+            );
+        }
+    }
+    let r = client
+        .get(format!("{base}/v1/shadow/tally"))
+        .header(TOKEN_HEADER, &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the tally with the token");
+    let tally: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(tally["id"], id, "{tally}");
 }
 
 #[tokio::test]

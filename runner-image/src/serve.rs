@@ -158,14 +158,16 @@ fn router(state: Arc<AppState>) -> Router {
         // An operation named `tally` is still copied: POST goes to the call.
         .route(
             TALLY_PATH,
-            get(shadow_tally)
-                .post(|state, body| shadow_call(state, Path("tally".to_owned()), body)),
+            get(shadow_tally).post(|state, headers, body| {
+                shadow_call(state, Path("tally".to_owned()), headers, body)
+            }),
         )
         // Likewise `canary`: PUT sets the weight, POST is a copied call.
         .route(
             CANARY_PATH,
-            put(shadow_canary)
-                .post(|state, body| shadow_call(state, Path("canary".to_owned()), body)),
+            put(shadow_canary).post(|state, headers, body| {
+                shadow_call(state, Path("canary".to_owned()), headers, body)
+            }),
         )
         .route(SHADOW_PATH, post(shadow_call))
         .route(HEALTH_PATH, get(|| async { "ok" }))

@@ -11,7 +11,7 @@ mod common;
 mod canary;
 
 use common::scripted_llm::{Scripted, ScriptedServer};
-use eol_core::shadow::{Tally, Verdict, env, offer_key, samples_key};
+use eol_core::shadow::{TOKEN_HEADER, Tally, Verdict, env, offer_key, samples_key, token_key};
 use eol_runner::store::LocalRedis;
 use serde_json::{Value, json};
 use std::process::Stdio;
@@ -43,6 +43,33 @@ fn feature_dir(body: &str) -> tempfile::TempDir {
 struct Server {
     child: tokio::process::Child,
     url: String,
+    /// The Redis it uses.
+    redis_url: String,
+    /// Its shadow's id, when it is a candidate.
+    shadow_id: Option<String>,
+}
+
+impl Server {
+    /// The candidate's shadow token, as the operator reads it: from Redis,
+    /// where the candidate made it.
+    async fn token(&self) -> String {
+        let id = self.shadow_id.as_deref().expect("a candidate");
+        let client = redis::Client::open(self.redis_url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let token: Option<String> = redis::cmd("GET")
+                .arg(token_key("parity", id))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            if let Some(token) = token {
+                return token;
+            }
+            assert!(Instant::now() < deadline, "candidate {id} made no token");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 impl Drop for Server {
@@ -112,6 +139,11 @@ async fn start_with(
     let server = Server {
         child: command.spawn().unwrap(),
         url,
+        redis_url: redis.url.clone(),
+        shadow_id: shadow
+            .iter()
+            .find(|(name, _)| *name == env::ID)
+            .map(|(_, id)| id.clone()),
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -187,7 +219,10 @@ async fn call_all(serving: &Server, inputs: &[Value], max_latency: Duration) {
 }
 
 async fn tally(candidate: &Server) -> Tally {
-    let r = reqwest::get(format!("{}/v1/shadow/tally", candidate.url))
+    let r = reqwest::Client::new()
+        .get(format!("{}/v1/shadow/tally", candidate.url))
+        .header(TOKEN_HEADER, candidate.token().await)
+        .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
@@ -264,8 +299,10 @@ async fn a_candidate_counts_agreements_and_shows_bounded_truncated_disagreements
     // A copy meant for another shadow (a stopping candidate's pod behind the
     // same Service gets it) is refused, not compared.
     let client = reqwest::Client::new();
+    let token = candidate.token().await;
     let r = client
         .post(format!("{}/v1/shadow/double", candidate.url))
+        .header(TOKEN_HEADER, &token)
         .json(&serde_json::json!({"input": {"n": 1}, "output": {"value": 2}, "id": "cand-2"}))
         .send()
         .await
@@ -273,9 +310,43 @@ async fn a_candidate_counts_agreements_and_shows_bounded_truncated_disagreements
     assert_eq!(r.status(), 409);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["kind"], "wrong_candidate", "{body}");
+    // The shadow endpoints answer only with the shadow's token: without it,
+    // or with another, nobody runs the operation past the Feature's auth,
+    // reads the samples or moves the canary share.
+    let copy = json!({"input": {"n": 1}, "output": {"value": 2}, "id": "cand-1"});
+    for presented in [None, Some("not-the-token"), Some("")] {
+        let with = |r: reqwest::RequestBuilder| match presented {
+            Some(t) => r.header(TOKEN_HEADER, t),
+            None => r,
+        };
+        let attempts = [
+            with(client.post(format!("{}/v1/shadow/double", candidate.url))).json(&copy),
+            with(client.get(format!("{}/v1/shadow/tally", candidate.url))),
+            with(client.put(format!("{}/v1/shadow/canary", candidate.url)))
+                .json(&json!({"id": "cand-1", "percent": 100})),
+        ];
+        for attempt in attempts {
+            let r = attempt.send().await.unwrap();
+            let what = format!("{} with token {presented:?}", r.url());
+            assert_eq!(r.status(), 401, "{what}");
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(
+                body["error"]["kind"], "shadow_unauthorized",
+                "{what}: {body}"
+            );
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains(TOKEN_HEADER),
+                "{body}"
+            );
+        }
+    }
     let r = client
         .post(format!("{}/v1/shadow/double", candidate.url))
-        .json(&serde_json::json!({"input": {"n": 1}, "output": {"value": 2}, "id": "cand-1"}))
+        .header(TOKEN_HEADER, &token)
+        .json(&copy)
         .send()
         .await
         .unwrap();
@@ -357,7 +428,10 @@ async fn a_candidate_counts_agreements_and_shows_bounded_truncated_disagreements
         assert_eq!((&d.input, &d.serving, &d.candidate), (&None, &None, &None));
         assert!(!d.reason.is_empty());
     }
-    let raw = reqwest::get(format!("{}/v1/shadow/tally", redacted.url))
+    let raw = reqwest::Client::new()
+        .get(format!("{}/v1/shadow/tally", redacted.url))
+        .header(TOKEN_HEADER, redacted.token().await)
+        .send()
         .await
         .unwrap()
         .text()
@@ -456,8 +530,12 @@ async fn a_sample_share_of_zero_copies_nothing() {
     assert_eq!((t.operations.len(), t.disagreements.len()), (0, 0), "{t:?}");
     let m = metrics(&serving).await;
     assert!(!m.contains("eol_shadow_comparisons_total{"), "{m}");
-    let keys = common::all_keys(&common::store(&redis)).await;
-    assert_eq!(keys, vec![offer_key("parity")]);
+    let mut keys = common::all_keys(&common::store(&redis)).await;
+    keys.sort();
+    assert_eq!(
+        keys,
+        vec![token_key("parity", "none-1"), offer_key("parity")]
+    );
 }
 
 #[tokio::test]
@@ -511,6 +589,7 @@ async fn an_offer_whose_candidate_does_not_answer_yet_is_not_used() {
         ttl_seconds: 60,
         timeout_seconds: 1.0,
         canary_percent: 0.0,
+        token: Default::default(),
     };
     let mut conn = redis_conn(&redis).await;
     let _: () = redis::cmd("SET")

@@ -17,7 +17,7 @@ use crate::redis;
 use crate::source::{self, Loaded, Prepared};
 use eol_core::crd::{Feature, FeatureStatus};
 use eol_core::runner_contract::{HTTP_PORT, READY_PATH};
-use eol_core::shadow::{CANARY_PATH, CanaryWeight, TALLY_PATH, Tally};
+use eol_core::shadow::{CANARY_PATH, CanaryWeight, TALLY_PATH, TOKEN_HEADER, Tally, token_key};
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, PodTemplateSpec, Secret};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
@@ -231,8 +231,15 @@ async fn run_shadow(
     } else {
         Err("the candidate is not ready".to_owned())
     };
-    let tally = match &base {
-        Ok(base) => read_tally(base, ctx, &status.id).await,
+    // The candidate answers its shadow endpoints only with the shadow's token.
+    let access = match base {
+        Ok(base) => shadow_token(ctx, feature, ns, prepared, &status.id)
+            .await
+            .map(|token| (base, token)),
+        Err(why) => Err(why),
+    };
+    let tally = match &access {
+        Ok((base, token)) => read_tally(base, token, ctx, &status.id).await,
         Err(why) => Err(why.clone()),
     };
     let id = status.id.clone();
@@ -252,8 +259,8 @@ async fn run_shadow(
         .shadow
         .as_ref()
         .and_then(|s| s.canary.as_ref());
-    if let (Ok(base), Some(canary)) = (&base, weight)
-        && let Err(error) = set_canary_weight(base, ctx, &id, canary.weight).await
+    if let (Ok((base, token)), Some(canary)) = (&access, weight)
+        && let Err(error) = set_canary_weight(base, token, ctx, &id, canary.weight).await
     {
         tracing::warn!(%error, feature = %feature.name_any(), "failed to set the canary's weight; retrying at the next reconcile");
     }
@@ -297,12 +304,42 @@ pub(super) async fn ready_pod_url(
     Ok(format!("http://{ip}:{HTTP_PORT}"))
 }
 
+/// The token of shadow `id` ([`eol_core::shadow::token_key`]), from the
+/// namespace's Redis, where the candidate's first pod made it.
+async fn shadow_token(
+    ctx: &Context,
+    feature: &Feature,
+    ns: &str,
+    prepared: &Prepared,
+    id: &str,
+) -> std::result::Result<String, String> {
+    let object = format!("Feature {ns}/{}", feature.name_any());
+    let mut conn = ctx
+        .queues
+        .connection(ctx, ns, &object)
+        .await
+        .map_err(|e| e.to_string())?;
+    let key = token_key(&prepared.name, id);
+    let token: Option<String> = ::redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| format!("reading the shadow's token {key} from Redis failed: {e}"))?;
+    token.ok_or_else(|| format!("the candidate has not made the shadow's token ({key}) yet"))
+}
+
 /// The shadow's tally, from a ready candidate pod ([`eol_core::shadow::TALLY_PATH`]).
-async fn read_tally(base: &str, ctx: &Context, id: &str) -> std::result::Result<Tally, String> {
+async fn read_tally(
+    base: &str,
+    token: &str,
+    ctx: &Context,
+    id: &str,
+) -> std::result::Result<Tally, String> {
     let url = format!("{base}{TALLY_PATH}");
     let response = ctx
         .http
         .get(&url)
+        .header(TOKEN_HEADER, token)
         .timeout(Duration::from_secs(5))
         .send()
         .await
@@ -328,6 +365,7 @@ async fn read_tally(base: &str, ctx: &Context, id: &str) -> std::result::Result<
 /// restarted candidate (which starts at 0) is back at its step within one.
 async fn set_canary_weight(
     base: &str,
+    token: &str,
     ctx: &Context,
     id: &str,
     percent: f64,
@@ -340,6 +378,7 @@ async fn set_canary_weight(
     let response = ctx
         .http
         .put(&url)
+        .header(TOKEN_HEADER, token)
         .timeout(Duration::from_secs(5))
         .json(&weight)
         .send()

@@ -46,7 +46,8 @@ struct Known {
 }
 
 /// Connections to each namespace's Redis, by URL (kept while the URL stays;
-/// the URL is read again after [`URL_RECHECK`], or after a failed command).
+/// the URL is read again after [`URL_RECHECK`], or after a failed command):
+/// for queued runs, and for the token of a Feature's shadow.
 #[derive(Default)]
 pub struct QueueClients {
     by_namespace: tokio::sync::Mutex<HashMap<String, Known>>,
@@ -60,7 +61,12 @@ impl std::fmt::Debug for QueueClients {
 
 impl QueueClients {
     /// A connection to `ns`'s Redis (the URL its runner pods get).
-    async fn connection(&self, ctx: &Context, ns: &str, object: &str) -> Result<ConnectionManager> {
+    pub(crate) async fn connection(
+        &self,
+        ctx: &Context,
+        ns: &str,
+        object: &str,
+    ) -> Result<ConnectionManager> {
         if let Some(known) = self.by_namespace.lock().await.get(ns)
             && known.checked.elapsed() < URL_RECHECK
         {

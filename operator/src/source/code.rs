@@ -178,6 +178,7 @@ mod tests {
 
     fn prepared(code: &str) -> Prepared {
         Prepared {
+            name: "f".to_owned(),
             source: String::new(),
             tests: None,
             phase: eol_core::Phase::Implementation,

@@ -14,6 +14,8 @@ use std::collections::BTreeMap;
 /// A source that can be served: the text in the desired phase, and what it implies.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prepared {
+    /// The feature's name in its source (`name:`): the runner's Redis keys are under it.
+    pub name: String,
     /// The `.eol` text with the desired phase written in.
     pub source: String,
     /// The `.test.eol` text, if the Feature has tests.
@@ -210,6 +212,7 @@ pub fn prepare(
         })
         .collect();
     Ok(Prepared {
+        name: parsed.name().to_owned(),
         source,
         tests,
         phase: parsed.frontmatter.phase,

@@ -1,12 +1,14 @@
 //! The shadow endpoints of `eol serve`: a candidate's copied calls, its
-//! tally and its canary share; other pods answer them 404.
+//! tally and its canary share; other pods answer them 404, and a candidate
+//! answers 401 to a request without the shadow's token
+//! ([`eol_core::shadow::TOKEN_HEADER`]).
 
 use super::{AppState, Readiness, ShadowRole, json_error};
 use crate::shadow::Candidate;
 use crate::shadow::candidate::CanaryError;
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use eol_core::shadow::{CanaryWeight, ShadowRequest};
 use std::sync::Arc;
@@ -44,10 +46,41 @@ pub(super) fn wrong_candidate(state: &AppState, id: Option<&str>) -> Option<Resp
     ))
 }
 
+/// A 401 unless `headers` carry the shadow's token (a 503 when it cannot be
+/// read): only the serving pods (from the offer) and the operator (from
+/// Redis) have it.
+async fn unauthorized(
+    state: &AppState,
+    candidate: &Candidate,
+    headers: &HeaderMap,
+) -> Option<Response> {
+    let presented = headers
+        .get(eol_core::shadow::TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok());
+    match candidate.token(&state.runtime).await {
+        Ok(token) if token.matches(presented) => None,
+        Ok(_) => Some(json_error(
+            StatusCode::UNAUTHORIZED,
+            "shadow_unauthorized",
+            format!(
+                "the shadow endpoints of candidate {} answer only its Feature's serving pods and the operator: the request has no valid {} header",
+                candidate.settings().id,
+                eol_core::shadow::TOKEN_HEADER
+            ),
+        )),
+        Err(e) => Some(json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store",
+            format!("the shadow's token cannot be read from Redis: {e}"),
+        )),
+    }
+}
+
 /// `POST /v1/shadow/{op}`: a serving pod's call, run here and compared.
 pub(super) async fn shadow_call(
     State(state): State<Arc<AppState>>,
     Path(operation): Path<String>,
+    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
     let Some(candidate) = candidate_of(&state) else {
@@ -65,7 +98,12 @@ pub(super) async fn shadow_call(
             );
         }
     };
+    // A copy meant for another candidate first: its serving pod tries again
+    // elsewhere on a 409, and this pod's token is not that shadow's.
     if let Some(refused) = wrong_candidate(&state, request.id.as_deref()) {
+        return refused;
+    }
+    if let Some(refused) = unauthorized(&state, candidate, &headers).await {
         return refused;
     }
     let feature = state.runtime.feature();
@@ -88,11 +126,15 @@ pub(super) async fn shadow_call(
 /// the offer with it (published at once when this candidate is ready).
 pub(super) async fn shadow_canary(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
     let Some(candidate) = candidate_of(&state) else {
         return not_a_candidate();
     };
+    if let Some(refused) = unauthorized(&state, candidate, &headers).await {
+        return refused;
+    }
     let weight: CanaryWeight = match serde_json::from_slice(&body) {
         Ok(w) => w,
         Err(e) => {
@@ -119,10 +161,16 @@ pub(super) async fn shadow_canary(
 }
 
 /// `GET /v1/shadow/tally`: the verdicts the serving pods recorded.
-pub(super) async fn shadow_tally(State(state): State<Arc<AppState>>) -> Response {
+pub(super) async fn shadow_tally(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Response {
     let Some(candidate) = candidate_of(&state) else {
         return not_a_candidate();
     };
+    if let Some(refused) = unauthorized(&state, candidate, &headers).await {
+        return refused;
+    }
     match candidate.tally(&state.runtime).await {
         Ok(tally) => (StatusCode::OK, Json(tally)).into_response(),
         Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, "store", e.to_string()),

@@ -328,6 +328,7 @@ mod tests {
             ttl_seconds: 60,
             timeout_seconds: 1.0,
             canary_percent: 100.0,
+            token: Default::default(),
         }
     }
 }

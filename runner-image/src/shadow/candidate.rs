@@ -12,8 +12,8 @@ use crate::testing::TestKeyspace;
 use eol_core::Operation;
 use eol_core::shadow::{
     CanaryWeight, FieldDifference, OFFER_REFRESH_SECONDS, OFFER_TTL_SECONDS, Offer, Sample,
-    ShadowAnswer, ShadowRequest, Tally, Verdict, canary_key, counts_key, disagreements_key,
-    offer_key,
+    ShadowAnswer, ShadowRequest, ShadowToken, Tally, Verdict, canary_key, counts_key,
+    disagreements_key, offer_key, token_key,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -81,6 +81,9 @@ pub struct Candidate {
     /// periodic refresh and a new canary weight never overwrite each other
     /// with an older percent, and the withdrawal deletes exactly what was published.
     published: Mutex<Option<String>>,
+    /// The shadow's token as last read from Redis (empty until then): the
+    /// shadow endpoints answer only requests that carry it.
+    token: std::sync::RwLock<ShadowToken>,
 }
 
 impl Candidate {
@@ -92,6 +95,7 @@ impl Candidate {
             withdrawn: AtomicBool::new(false),
             canary_percent: AtomicU64::new(0f64.to_bits()),
             published: Mutex::new(None),
+            token: std::sync::RwLock::new(ShadowToken::default()),
         }
     }
 
@@ -109,8 +113,68 @@ impl Candidate {
     pub fn offer(&self) -> Offer {
         Offer {
             canary_percent: self.canary_percent(),
+            token: self.cached_token(),
             ..self.settings.offer()
         }
+    }
+
+    fn cached_token(&self) -> ShadowToken {
+        self.token.read().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// The shadow's token, read from Redis (and made there by the first of
+    /// the candidate's pods to ask) unless this pod has it already.
+    pub async fn token(&self, runtime: &Runtime) -> Result<ShadowToken, String> {
+        let cached = self.cached_token();
+        if cached != ShadowToken::default() {
+            return Ok(cached);
+        }
+        let mut conn = runtime
+            .store()
+            .connection()
+            .await
+            .map_err(|e| e.to_string())?;
+        self.refresh_token(runtime, &mut conn).await
+    }
+
+    /// Makes the shadow's token under [`token_key`] when none is there yet
+    /// (`SET NX`: the candidate's pods agree on the first), pushes its expiry
+    /// back to the verdicts' and keeps it.
+    async fn refresh_token(
+        &self,
+        runtime: &Runtime,
+        conn: &mut redis::aio::ConnectionManager,
+    ) -> Result<ShadowToken, String> {
+        let key = token_key(runtime.feature().name(), &self.settings.id);
+        let ttl = self.settings.ttl_seconds.max(1);
+        let fresh = format!(
+            "{:032x}{:032x}",
+            rand::random::<u128>(),
+            rand::random::<u128>()
+        );
+        redis::cmd("SET")
+            .arg(&key)
+            .arg(&fresh)
+            .arg("NX")
+            .arg("EX")
+            .arg(ttl)
+            .query_async::<()>(conn)
+            .await
+            .map_err(|e| format!("{key}: {e}"))?;
+        let token: Option<String> = redis::cmd("GETEX")
+            .arg(&key)
+            .arg("EX")
+            .arg(ttl)
+            .query_async(conn)
+            .await
+            .map_err(|e| format!("{key}: {e}"))?;
+        let token = ShadowToken(
+            token.ok_or_else(|| format!("{key}: the token was gone as soon as it was set"))?,
+        );
+        if let Ok(mut cached) = self.token.write() {
+            cached.clone_from(&token);
+        }
+        Ok(token)
     }
 
     /// Publishes the offer every [`OFFER_REFRESH_SECONDS`] once `ready()` holds,
@@ -159,6 +223,7 @@ impl Candidate {
             self.canary_percent
                 .store(percent.to_bits(), Ordering::Relaxed);
         }
+        self.refresh_token(runtime, &mut conn).await?;
         let offer = self.offer();
         let json = serde_json::to_string(&offer)
             .map_err(|e| format!("the shadow offer cannot be written as JSON: {e}"))?;

@@ -18,7 +18,7 @@ pub mod candidate;
 pub mod serving;
 pub mod tally;
 
-use eol_core::shadow::{Offer, env};
+use eol_core::shadow::{Offer, ShadowToken, env};
 use std::str::FromStr;
 
 pub use candidate::Candidate;
@@ -132,6 +132,7 @@ impl CandidateSettings {
             ttl_seconds: self.ttl_seconds,
             timeout_seconds: self.timeout_seconds,
             canary_percent: 0.0,
+            token: ShadowToken::default(),
         }
     }
 }
@@ -257,6 +258,7 @@ mod tests {
                 ttl_seconds: 60,
                 timeout_seconds: 1.5,
                 canary_percent: 0.0,
+                token: Default::default(),
             })
         );
     }

@@ -237,6 +237,7 @@ impl ShadowSender {
                 .client
                 .post(&url)
                 .timeout(timeout)
+                .header(eol_core::shadow::TOKEN_HEADER, &offer.token.0)
                 .json(request)
                 .send()
                 .await
@@ -366,6 +367,7 @@ mod tests {
             ttl_seconds: 60,
             timeout_seconds: 5.0,
             canary_percent: 0.0,
+            token: Default::default(),
         }
     }
 

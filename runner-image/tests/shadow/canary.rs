@@ -19,13 +19,14 @@ fn odd(n: i64) -> i64 {
 
 /// `PUT`s `body` to the candidate's weight endpoint: its status and JSON.
 async fn put_weight(server: &Server, body: String) -> (u16, Value) {
-    let r = reqwest::Client::new()
+    let mut request = reqwest::Client::new()
         .put(format!("{}{CANARY_PATH}", server.url))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+        .header("content-type", "application/json");
+    // The operator's token, when the pod is a candidate.
+    if server.shadow_id.is_some() {
+        request = request.header(eol_core::shadow::TOKEN_HEADER, server.token().await);
+    }
+    let r = request.body(body).send().await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
@@ -179,6 +180,7 @@ async fn a_canary_weight_is_checked_and_the_offer_republished_at_once() {
     // `canary` (this feature has none).
     let r = reqwest::Client::new()
         .post(format!("{}{CANARY_PATH}", candidate.url))
+        .header(eol_core::shadow::TOKEN_HEADER, candidate.token().await)
         .json(&json!({"input": {"n": 1}, "output": {"value": 2}}))
         .send()
         .await

@@ -54,6 +54,10 @@ pub mod env {
     pub const REPORT_FILE: &str = "EOL_REPORT_FILE";
     /// The run's id: its full result is kept in Redis under it.
     pub const RUN_ID: &str = "EOL_RUN_ID";
+    /// The run pod's UID (downward API): the full result records it, so a
+    /// container Kubernetes starts again in the same pod after the run
+    /// completed reports that result instead of running the operation twice.
+    pub const POD_UID: &str = "EOL_POD_UID";
     /// The W3C `traceparent` a one-shot run's spans are children of (the
     /// environment carrier convention); the operator copies it from the
     /// FeatureRun's [`super::TRACEPARENT_ANNOTATION`].

@@ -4,6 +4,7 @@
 
 mod common;
 
+use serde_json::json;
 use std::process::{Command, Output};
 
 fn eol(args: &[&str]) -> Output {
@@ -351,6 +352,7 @@ fn eol_env(args: &[&str], env: &[(&str, &str)]) -> Output {
         .env_remove("EOL_LLM_BASE_URL")
         .env_remove("EOL_REPORT_FILE")
         .env_remove("EOL_RUN_ID")
+        .env_remove("EOL_POD_UID")
         .current_dir(common::examples());
     for (k, v) in env {
         cmd.env(k, v);
@@ -587,6 +589,82 @@ fn a_run_id_keeps_the_full_result_in_redis_for_seven_days() {
     let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
     assert_eq!(stored["cases"].as_array().map(Vec::len), Some(3));
     assert_eq!(stored["summary"]["passed"], 3);
+}
+
+/// A run pod's container that Kubernetes starts again after it completed (seen
+/// in `.ci/run` after a containerd restart, despite `restartPolicy: Never`)
+/// reports the stored result and does not apply the operation a second time;
+/// another pod of the same run (a retry) runs it.
+#[test]
+fn a_run_started_again_in_the_same_pod_reports_its_result_and_runs_nothing() {
+    let redis = common::local_redis();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("report.json");
+    let run = |pod_uid: &str| {
+        eol_env(
+            &[
+                "run",
+                "inventory.eol",
+                "--operation",
+                "add_stock",
+                "--input",
+                r#"{"sku": "AGAIN-1", "quantity": 3}"#,
+                "--run-id",
+                "again-1",
+                "--report-file",
+                path.to_str().unwrap(),
+            ],
+            &[("REDIS_URL", &redis.url), ("EOL_POD_UID", pod_uid)],
+        )
+    };
+    let first = run("uid-a");
+    assert!(first.status.success(), "{:?}", text(&first));
+    let report = read_report(&path);
+    assert_eq!(
+        report.summary.output,
+        Some(json!({"sku": "AGAIN-1", "level": 3}))
+    );
+    std::fs::remove_file(&path).unwrap();
+
+    let again = run("uid-a");
+    assert!(again.status.success(), "{:?}", text(&again));
+    let (stdout, stderr) = text(&again);
+    assert!(
+        stderr.contains("started again after the run had completed"),
+        "{stderr}"
+    );
+    let printed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        printed,
+        json!({"sku": "AGAIN-1", "level": 3}),
+        "the same output"
+    );
+    let report = read_report(&path);
+    assert_eq!(
+        report.summary.output,
+        Some(json!({"sku": "AGAIN-1", "level": 3}))
+    );
+    assert_eq!(
+        report.summary.result_key.as_deref(),
+        Some("eol:inventory:runs:again-1")
+    );
+    let mut conn = redis::Client::open(redis.url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let stock: i64 = redis::cmd("GET")
+        .arg("eol:inventory:stock:AGAIN-1")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(stock, 3, "the operation ran once");
+
+    // Another pod of the run (a retry the operator made) runs it.
+    let retried = run("uid-b");
+    assert!(retried.status.success(), "{:?}", text(&retried));
+    assert_eq!(
+        read_report(&path).summary.output,
+        Some(json!({"sku": "AGAIN-1", "level": 6}))
+    );
 }
 
 #[test]

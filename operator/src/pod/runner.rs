@@ -353,6 +353,10 @@ impl RunnerPod<'_> {
                 env.push(self::env(vars::REPORT_FILE, TERMINATION_LOG));
                 if let Some(id) = self.run_id {
                     env.push(self::env(vars::RUN_ID, id));
+                    // A second start of the same container (Kubernetes does
+                    // that after a containerd restart, restartPolicy Never
+                    // or not) finds the result of the first and runs nothing.
+                    env.push(env_from_field(vars::POD_UID, "metadata.uid"));
                 }
                 container.termination_message_policy = Some("File".to_owned());
             }

@@ -260,6 +260,17 @@ mod tests {
             env.iter()
                 .any(|e| e["name"] == "EOL_REPORT_FILE" && e["value"] == "/dev/termination-log")
         );
+        // The run's id and the pod's own UID: a second start of the same
+        // container reports the first one's result (eol run).
+        assert!(
+            env.iter()
+                .any(|e| e["name"] == "EOL_RUN_ID" && e["value"] == "restock-1")
+        );
+        assert!(
+            env.iter().any(|e| e["name"] == "EOL_POD_UID"
+                && e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.uid"),
+            "{env:?}"
+        );
         // The Feature's ConfigMap of that configuration, documents at their paths.
         let source = spec["volumes"]
             .as_array()

@@ -136,13 +136,18 @@ pub const TOKEN_HEADER: &str = "x-eol-shadow-token";
 pub struct ShadowToken(pub String);
 
 impl ShadowToken {
+    /// Whether there is no token (none read or sent yet).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Whether `presented` is this token (an empty token matches nothing).
     /// The SHA-256 digests are compared, so the time taken says nothing of
     /// how much of the token a guess got right.
     pub fn matches(&self, presented: Option<&str>) -> bool {
         use sha2::{Digest, Sha256};
         match presented {
-            Some(p) if !self.0.is_empty() => {
+            Some(p) if !self.is_empty() => {
                 Sha256::digest(p.as_bytes()) == Sha256::digest(self.0.as_bytes())
             }
             _ => false,
@@ -152,7 +157,7 @@ impl ShadowToken {
 
 impl std::fmt::Debug for ShadowToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_empty() {
+        f.write_str(if self.is_empty() {
             "ShadowToken(none)"
         } else {
             "ShadowToken(<hidden>)"
@@ -404,6 +409,21 @@ pub fn preview(text: &str, max: usize) -> String {
 mod tests {
     use super::*;
 
+    /// A shadow-only offer of every operation, with `token`.
+    fn offer(token: ShadowToken) -> Offer {
+        Offer {
+            id: "c-1".into(),
+            url: "http://x".into(),
+            sample_percent: 10.0,
+            operations: Vec::new(),
+            max_disagreements: 5,
+            ttl_seconds: 60,
+            timeout_seconds: 5.0,
+            canary_percent: 0.0,
+            token,
+        }
+    }
+
     #[test]
     fn a_preview_is_cut_on_a_character_boundary() {
         assert_eq!(preview("abc", 3), "abc");
@@ -414,17 +434,7 @@ mod tests {
 
     #[test]
     fn an_offer_without_operations_covers_every_operation() {
-        let mut offer = Offer {
-            id: "c-1".into(),
-            url: "http://x".into(),
-            sample_percent: 10.0,
-            operations: Vec::new(),
-            max_disagreements: 5,
-            ttl_seconds: 60,
-            timeout_seconds: 5.0,
-            canary_percent: 0.0,
-            token: ShadowToken::default(),
-        };
+        let mut offer = offer(ShadowToken::default());
         assert!(offer.covers("any"));
         offer.operations = vec!["a".into()];
         assert!(offer.covers("a") && !offer.covers("b"));
@@ -454,17 +464,7 @@ mod tests {
         assert!(!token.matches(Some("")));
         assert!(!token.matches(None));
         assert!(!ShadowToken::default().matches(Some("")));
-        let offer = Offer {
-            id: "c-1".into(),
-            url: "http://x".into(),
-            sample_percent: 10.0,
-            operations: Vec::new(),
-            max_disagreements: 5,
-            ttl_seconds: 60,
-            timeout_seconds: 5.0,
-            canary_percent: 0.0,
-            token: token.clone(),
-        };
+        let offer = offer(token.clone());
         let json = serde_json::to_value(&offer).expect("json");
         assert_eq!(json["token"], "s3cret-token");
         assert!(!format!("{offer:?}").contains("s3cret"), "{offer:?}");

@@ -228,11 +228,6 @@ impl OtelSpan {
         }
     }
 
-    /// Whether the span is exported (tracing is on and it was sampled).
-    pub fn is_recording(&self) -> bool {
-        self.cx.as_ref().is_some_and(|cx| cx.span().is_recording())
-    }
-
     /// Sets an attribute.
     pub fn set(&self, key: &'static str, value: impl Into<Value>) {
         if let Some(cx) = &self.cx {
@@ -261,8 +256,7 @@ impl OtelSpan {
 
     /// The trace id (32 hex digits), when the span is traced.
     pub fn trace_id(&self) -> Option<String> {
-        let sc = self.cx.as_ref()?.span().span_context().clone();
-        sc.is_valid().then(|| sc.trace_id().to_string())
+        ids_of(self.cx.as_ref()?).map(|(trace, _)| trace)
     }
 
     /// The W3C headers that make a callee's spans children of this span;
@@ -360,8 +354,12 @@ pub fn trace_id(span: &tracing::Span) -> Option<String> {
 
 /// The ids of the [`OtelSpan`] current here, if any.
 fn current_ids() -> Option<(String, String)> {
-    let current = Context::current();
-    let sc = current.span().span_context().clone();
+    ids_of(&Context::current())
+}
+
+/// The trace and span ids of the span in `cx`, when it holds a valid one.
+fn ids_of(cx: &Context) -> Option<(String, String)> {
+    let sc = cx.span().span_context().clone();
     sc.is_valid()
         .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
 }
@@ -370,10 +368,7 @@ fn ids(span: &tracing::Span) -> Option<(String, String)> {
     if span.is_disabled() {
         return None;
     }
-    let cx = span.context();
-    let sc = cx.span().span_context().clone();
-    sc.is_valid()
-        .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+    ids_of(&span.context())
 }
 
 /// Marks `span` failed: status Error with `description`, and `error.type`

@@ -126,7 +126,7 @@ impl Candidate {
     /// the candidate's pods to ask) unless this pod has it already.
     pub async fn token(&self, runtime: &Runtime) -> Result<ShadowToken, String> {
         let cached = self.cached_token();
-        if cached != ShadowToken::default() {
+        if !cached.is_empty() {
             return Ok(cached);
         }
         let mut conn = runtime

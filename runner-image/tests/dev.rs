@@ -297,3 +297,107 @@ async fn without_watch_a_broken_feature_fails_at_start_saying_where() {
     );
     assert_eq!(err.matches("invalid YAML").count(), 1, "said once: {err}");
 }
+
+/// The JSON events among printed lines (stderr's log lines are not JSON).
+fn json_events(printed: &str) -> Vec<serde_json::Value> {
+    printed
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("event").is_some())
+        .collect()
+}
+
+#[tokio::test]
+async fn tests_named_with_a_flag_are_run_and_watched_and_json_output_is_one_event_a_line() {
+    let (dir, _file, _v1) = inventory();
+    // The tests live under another name in another directory; the default
+    // file next to the feature is gone.
+    std::fs::create_dir(dir.path().join("cases")).unwrap();
+    let named = dir.path().join("cases").join("stock.test.eol");
+    std::fs::rename(dir.path().join("inventory.test.eol"), &named).unwrap();
+    let mut dev = Dev::start(
+        dir.path(),
+        "inventory.eol",
+        &[
+            "--watch",
+            "--tests",
+            "cases/stock.test.eol",
+            "--output",
+            "json",
+        ],
+    )
+    .await;
+
+    let printed = dev.wait_for(0, r#""event":"tests""#).await;
+    let events = json_events(&printed);
+    let serving = events
+        .iter()
+        .find(|e| e["event"] == "serving")
+        .unwrap_or_else(|| panic!("a serving event: {printed}"));
+    assert_eq!(
+        (&serving["file"], &serving["version"]),
+        (&json!("inventory.eol"), &json!(1)),
+        "{printed}"
+    );
+    assert!(
+        serving["address"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:")),
+        "{printed}"
+    );
+    let cases: Vec<_> = events.iter().filter(|e| e["event"] == "case").collect();
+    assert_eq!(cases.len(), 3, "the named file's three cases: {printed}");
+    let tests = events.iter().find(|e| e["event"] == "tests").unwrap();
+    assert_eq!(tests["summary"]["passed"], 3, "{printed}");
+    assert_eq!(tests["summary"]["failed"], 0, "{printed}");
+    assert_eq!(tests["affected"], "all", "{printed}");
+    // No text lines on stdout in JSON mode: every line read is JSON or a log line on stderr.
+    assert!(!printed.contains("tests: 3 passed"), "{printed}");
+
+    // A save of the named file is watched: reloaded, and only its edited case runs.
+    let text = std::fs::read_to_string(&named).unwrap();
+    let mark = dev.mark();
+    save(
+        &named,
+        &text.replace("sku: NO-SUCH-SKU-42", "sku: NO-SUCH-SKU-44"),
+    );
+    let printed = dev.wait_for(mark, r#""event":"tests""#).await;
+    let events = json_events(&printed);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "reloaded" && e["version"] == 2),
+        "{printed}"
+    );
+    let tests = events.iter().find(|e| e["event"] == "tests").unwrap();
+    assert_eq!(
+        (&tests["summary"]["passed"], &tests["affected"]),
+        (&json!(1), &json!(["stock_level"])),
+        "{printed}"
+    );
+}
+
+#[tokio::test]
+async fn tests_named_with_a_flag_that_do_not_exist_are_an_error_not_no_tests() {
+    let (dir, _file, _v1) = inventory();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_eol"))
+        .args([
+            "dev",
+            "inventory.eol",
+            "--listen",
+            "127.0.0.1:0",
+            "--tests",
+            "cases/missing.test.eol",
+        ])
+        .env_remove("REDIS_URL")
+        .current_dir(dir.path())
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("failed to read cases/missing.test.eol: No such file"),
+        "names the file and the cause: {err}"
+    );
+}

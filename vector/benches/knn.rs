@@ -167,6 +167,7 @@ async fn knn_ids(backend: &Backend, q: &[f32], ef: u32) -> Vec<usize> {
             filter: &filter,
             return_fields: &[],
             ef_runtime: (ef > 0).then_some(ef),
+            hybrid_policy: None,
         })
         .await
         .unwrap_or_else(|e| panic!("KNN failed: {e}"));

@@ -402,7 +402,7 @@ async fn run() {
                 }
                 outcomes.push(out);
             }
-            cache.index().drop_index(true).await.expect("drop");
+            cache.drop_indexes(true).await.expect("drop");
             if rate.is_none() {
                 fixed = Some(outcomes);
             }

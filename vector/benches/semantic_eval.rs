@@ -738,7 +738,7 @@ async fn evaluate() {
         rvl = runner.rvl;
         dump = runner.dump.take();
         if i + 1 == thresholds.len() {
-            runner.eol.index().drop_index(true).await.expect("drop");
+            runner.eol.drop_indexes(true).await.expect("drop");
         }
         results.push((threshold, e, r));
     }

@@ -295,6 +295,7 @@ async fn knn_with_tag_and_numeric_filters_returns_the_right_ids_in_order() {
             filter: &Filter::all(),
             return_fields: &[],
             ef_runtime: Some(50),
+            hybrid_policy: None,
         })
         .await
         .expect("knn with EF_RUNTIME");

@@ -5,7 +5,7 @@
 
 use eol_vector::context::context_schema;
 use eol_vector::index::IndexSchema;
-use eol_vector::semantic::semantic_schema;
+use eol_vector::semantic::{semantic_graph_schema, semantic_schema};
 use std::path::Path;
 
 fn shipped(name: &str) -> IndexSchema {
@@ -28,5 +28,13 @@ fn the_shipped_semantic_schema_is_the_one_the_runner_creates() {
     assert_eq!(
         shipped("semantic-cache.yaml"),
         semantic_schema("eol-semantic-384", 384)
+    );
+}
+
+#[test]
+fn the_shipped_semantic_graph_schema_is_the_one_the_runner_creates() {
+    assert_eq!(
+        shipped("semantic-cache-graph.yaml"),
+        semantic_graph_schema("eol-semantic-384", 384)
     );
 }

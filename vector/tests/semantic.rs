@@ -50,10 +50,9 @@ impl std::ops::Deref for TestCache {
 impl TestCache {
     async fn drop_all(self) {
         self.cache
-            .index()
-            .drop_index(true)
+            .drop_indexes(true)
             .await
-            .expect("index dropped");
+            .expect("indexes dropped");
     }
 }
 
@@ -504,7 +503,7 @@ async fn a_disabled_cache_neither_stores_nor_hits() {
         cache.lookup(&ctx("orders"), &input).await.expect("lookup"),
         Lookup::Miss(MissReason::Disabled)
     ));
-    cache.index().drop_index(true).await.expect("dropped");
+    cache.drop_indexes(true).await.expect("dropped");
 }
 
 #[tokio::test]
@@ -540,7 +539,7 @@ async fn reopening_the_cache_keeps_entries() {
             .answer(),
         Some(&json!(1))
     );
-    second.index().drop_index(true).await.expect("dropped");
+    second.drop_indexes(true).await.expect("dropped");
 }
 
 async fn bounded_cache(max_error_rate: f64, check_rate: f64) -> TestCache {
@@ -711,5 +710,99 @@ async fn with_an_error_bound_disagreements_tighten_the_scope_and_checks_are_draw
         .await
         .expect("EXISTS");
     assert_eq!(exists, 0);
+    cache.drop_all().await;
+}
+
+/// A vector drawn at random for each distinct text (seeded by its hash): the
+/// same text gives the same vector, others lie far apart. A crowded scope
+/// then holds many entries none of which stands in for another.
+struct SeededRandom;
+
+impl Embedder for SeededRandom {
+    fn model_id(&self) -> &str {
+        "test-seeded-random-64"
+    }
+    fn dimension(&self) -> usize {
+        DIMS
+    }
+    fn embed<'a>(
+        &'a self,
+        texts: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
+        let vectors = texts
+            .iter()
+            .map(|t| {
+                let mut x = t.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+                }) | 1;
+                let mut v: Vec<f32> = (0..DIMS)
+                    .map(|_| {
+                        // xorshift64
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        (x >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+                    })
+                    .collect();
+                let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+                v.iter_mut().for_each(|a| *a /= norm);
+                v
+            })
+            .collect();
+        Box::pin(async move { Ok(vectors) })
+    }
+}
+
+#[tokio::test]
+async fn a_crowded_scope_is_searched_in_batches_and_a_small_one_by_brute_force_and_both_find_their_entries()
+ {
+    let cache = cache_embedding_with(Arc::new(SeededRandom), 0.1, 600).await;
+    let (crowded, small) = (ctx("crowded"), ctx("small"));
+    let ticket = |i: usize| json!({"ticket": i, "text": format!("case {i}")});
+    for i in 0..1_500 {
+        cache
+            .store(&crowded, &ticket(i), &json!({"answer": i}))
+            .await
+            .expect("stored");
+    }
+    for i in 0..30 {
+        cache
+            .store(&small, &ticket(i), &json!({"answer": 10_000 + i}))
+            .await
+            .expect("stored");
+    }
+    assert_eq!(
+        cache.search_policy(&crowded).await,
+        Some(eol_vector::index::HybridPolicy::Batches),
+        "1,500 of 1,530 entries"
+    );
+    assert_eq!(
+        cache.search_policy(&small).await,
+        None,
+        "30 of 1,530 entries"
+    );
+    // Every look-up finds its own entry, in either scope, never the other scope's.
+    for i in (0..1_500).step_by(15).chain([1_499]) {
+        match cache.lookup(&crowded, &ticket(i)).await.expect("lookup") {
+            Lookup::Hit { answer, .. } => assert_eq!(answer, json!({"answer": i}), "ticket {i}"),
+            other => panic!("ticket {i} in the crowded scope: expected a hit, got {other:?}"),
+        }
+    }
+    for i in 0..30 {
+        match cache.lookup(&small, &ticket(i)).await.expect("lookup") {
+            Lookup::Hit { answer, .. } => {
+                assert_eq!(answer, json!({"answer": 10_000 + i}), "ticket {i}")
+            }
+            other => panic!("ticket {i} in the small scope: expected a hit, got {other:?}"),
+        }
+    }
+    // An input never stored is no one's: the nearest entries lie far.
+    assert!(matches!(
+        cache
+            .lookup(&crowded, &ticket(5_000))
+            .await
+            .expect("lookup"),
+        Lookup::Miss(MissReason::Distance { .. })
+    ));
     cache.drop_all().await;
 }

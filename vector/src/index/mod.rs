@@ -33,7 +33,7 @@ pub use schema::{
     Algorithm, DistanceMetric, FieldAttrs, FieldSpec, FieldType, IndexInfo, IndexSchema,
     SchemaError, VectorParams,
 };
-pub use search::{Hit, KnnQuery};
+pub use search::{Hit, HybridPolicy, KnnQuery};
 
 use std::time::{Duration, Instant};
 

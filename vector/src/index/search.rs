@@ -22,6 +22,26 @@ pub struct Hit {
     pub fields: HashMap<String, String>,
 }
 
+/// How RediSearch combines a KNN query on an HNSW index with its pre-filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HybridPolicy {
+    /// Walk the graph in batches of nearest neighbours and keep those the
+    /// filter admits: fast when the filter admits a large share of the index.
+    Batches,
+    /// Compute the distance to every document the filter admits: fast when
+    /// it admits few.
+    AdhocBruteForce,
+}
+
+impl HybridPolicy {
+    fn keyword(self) -> &'static str {
+        match self {
+            Self::Batches => "BATCHES",
+            Self::AdhocBruteForce => "ADHOC_BF",
+        }
+    }
+}
+
 /// A KNN query with all its options.
 pub struct KnnQuery<'a> {
     /// The query vector.
@@ -34,6 +54,9 @@ pub struct KnnQuery<'a> {
     pub return_fields: &'a [&'a str],
     /// HNSW `EF_RUNTIME` for this query (the schema's when `None`).
     pub ef_runtime: Option<u32>,
+    /// How a filtered query searches (RediSearch chooses when `None`; ignored
+    /// without a filter, where there is nothing to combine).
+    pub hybrid_policy: Option<HybridPolicy>,
 }
 
 impl VectorIndex {
@@ -52,8 +75,32 @@ impl VectorIndex {
             filter,
             return_fields,
             ef_runtime: None,
+            hybrid_policy: None,
         })
         .await
+    }
+
+    /// How many documents `filter` admits.
+    pub async fn count(&self, filter: &Filter) -> Result<u64, IndexError> {
+        let query = filter.to_query(&self.schema)?;
+        let reply: redis::Value = redis::cmd("FT.SEARCH")
+            .arg(self.name())
+            .arg(&query)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(0)
+            .arg("DIALECT")
+            .arg(2)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| self.redis_err("count documents (FT.SEARCH ... LIMIT 0 0)", e))?;
+        match &reply {
+            redis::Value::Array(items) => match items.first() {
+                Some(redis::Value::Int(n)) => Ok(u64::try_from(*n).unwrap_or(0)),
+                _ => Err(self.reply_err("read a count", format!("{reply:?}"))),
+            },
+            _ => Err(self.reply_err("read a count", format!("{reply:?}"))),
+        }
     }
 
     /// Runs a KNN query. When the index was dropped underneath, it is created
@@ -71,8 +118,12 @@ impl VectorIndex {
             .ef_runtime
             .map(|ef| format!(" EF_RUNTIME {ef}"))
             .unwrap_or_default();
+        let policy = match query.hybrid_policy {
+            Some(p) if !query.filter.is_empty() => format!(" HYBRID_POLICY {}", p.keyword()),
+            _ => String::new(),
+        };
         let text = format!(
-            "{filter}=>[KNN {} @{} $v{ef} AS {DISTANCE_FIELD}]",
+            "{filter}=>[KNN {} @{} $v{policy}{ef} AS {DISTANCE_FIELD}]",
             query.k, field.name
         );
         let mut cmd = redis::cmd("FT.SEARCH");

@@ -15,7 +15,10 @@
 //! `FT.SEARCH` (DIALECT 2): the 3 nearest entries whose `scope` tag is the
 //! call's, returning only their distance, input and answer. (One TAG filter,
 //! not six: RediSearch intersects one inverted index instead of six, which
-//! matters once many entries were written and deleted.) Candidates are taken
+//! matters once many entries were written and deleted. A scope that is a
+//! large share of the cache is searched instead on a second, HNSW index over
+//! the same entries, `eol-semantic-<dims>-graph`: the `crowding` module.)
+//! Candidates are taken
 //! nearest first while their cosine distance is at most the threshold; the
 //! first one whose stored input passes the **guard** against the new input is
 //! a hit. Embeddings alone confuse inputs that are close in wording but differ
@@ -34,7 +37,7 @@
 //! This module holds the cache ([`SemanticCache`]: prepare, lookup, store,
 //! invalidation, verdicts), the [`CallContext`] of a call, the errors and
 //! outcomes, and the index schema. The `settings` module reads the `cache:`
-//! block; `bound` counts the verdicts and proves the distance of reuse for
+//! block; `crowding` picks how a look-up searches its scope; `bound` counts the verdicts and proves the distance of reuse for
 //! the error bound; `guard`
 //! holds the guard and its comparison of the structured inputs; `language`
 //! whether a free-text field is English (the only language the rules on free
@@ -45,6 +48,7 @@
 //! and `roles` (per field: near-identical wording, exchanged roles).
 
 mod bound;
+mod crowding;
 mod guard;
 mod language;
 mod marks;
@@ -69,8 +73,8 @@ use serde_json::Value;
 
 use crate::digest::{canonical_json, sha256_hex};
 use crate::index::{
-    Document, FieldAttrs, FieldSpec, FieldType, Filter, IndexError, IndexInfo, IndexSchema,
-    SchemaError, VectorIndex,
+    Document, FieldAttrs, FieldSpec, FieldType, Filter, HybridPolicy, IndexError, IndexInfo,
+    IndexSchema, KnnQuery, SchemaError, VectorIndex,
 };
 use crate::{EmbedError, Embedder};
 
@@ -253,11 +257,15 @@ struct Counters {
 /// A semantic cache on a RediSearch index.
 #[derive(Clone)]
 pub struct SemanticCache {
+    /// FLAT: every look-up but those in a crowded scope.
     index: VectorIndex,
+    /// HNSW over the same entries: look-ups in a crowded scope.
+    graph: VectorIndex,
     embedder: Arc<dyn Embedder>,
     settings: SemanticSettings,
     counters: Arc<Counters>,
     calibration: Arc<bound::Calibration>,
+    policies: Arc<crowding::ScopePolicies>,
 }
 
 impl std::fmt::Debug for SemanticCache {
@@ -323,6 +331,31 @@ pub fn semantic_schema(name: &str, dims: usize) -> IndexSchema {
     }
 }
 
+/// The schema of the HNSW index `<name>-graph` over the same entries as the
+/// [`semantic_schema`] `name` (the same key prefix: Redis indexes each entry
+/// in both): only the scope and the embedding. A look-up in a scope that is
+/// a large share of the cache searches it (the `crowding` module).
+pub fn semantic_graph_schema(name: &str, dims: usize) -> IndexSchema {
+    let main = semantic_schema(name, dims);
+    let keep = |f: &FieldSpec| f.name == "scope" || f.kind == FieldType::Vector;
+    let mut fields: Vec<FieldSpec> = main.fields.into_iter().filter(keep).collect();
+    for f in &mut fields {
+        if f.kind == FieldType::Vector {
+            f.attrs.algorithm = Some("hnsw".into());
+            f.attrs.m = Some(16);
+            f.attrs.ef_construction = Some(200);
+            f.attrs.ef_runtime = Some(20);
+        }
+    }
+    IndexSchema {
+        index: IndexInfo {
+            name: format!("{name}-graph"),
+            ..main.index
+        },
+        fields,
+    }
+}
+
 impl SemanticCache {
     /// Opens (creating or recreating its index) the cache `eol-semantic-<dims>`.
     pub async fn new(
@@ -348,18 +381,39 @@ impl SemanticCache {
             semantic_schema,
         )
         .await?;
+        let graph = VectorIndex::open_recreatable::<SemanticError>(
+            index.connection(),
+            embedder.as_ref(),
+            base,
+            semantic_graph_schema,
+        )
+        .await?;
         Ok(Self {
             index,
+            graph,
             embedder,
             settings,
             counters: Arc::default(),
             calibration: Arc::default(),
+            policies: Arc::default(),
         })
     }
 
-    /// The index under the cache.
+    /// The index under the cache (FLAT; see [`Self::graph`]).
     pub fn index(&self) -> &VectorIndex {
         &self.index
+    }
+
+    /// The HNSW index over the same entries, for crowded scopes.
+    pub fn graph(&self) -> &VectorIndex {
+        &self.graph
+    }
+
+    /// Drops both indexes; the entries too when `delete_entries`.
+    pub async fn drop_indexes(&self, delete_entries: bool) -> Result<(), SemanticError> {
+        self.graph.drop_index(false).await?;
+        self.index.drop_index(delete_entries).await?;
+        Ok(())
     }
 
     /// The settings.
@@ -422,6 +476,17 @@ impl SemanticCache {
         })
     }
 
+    /// How a look-up in `ctx`'s scope searches: `Some(Batches)` when the
+    /// scope is a large share of the cache (the HNSW [`graph`](Self::graph),
+    /// walked in batches), `None` otherwise (the FLAT [`index`](Self::index),
+    /// brute force over the scope); the `crowding` module. Counts the scope
+    /// when its last count is older than ten seconds.
+    pub async fn search_policy(&self, ctx: &CallContext) -> Option<HybridPolicy> {
+        let scope = self.scope(ctx);
+        let filter = Filter::tag("scope", scope.clone());
+        self.policies.policy(&self.index, &scope, &filter).await
+    }
+
     /// The stored answer for `input` in `ctx`, if an entry close enough passes the guard.
     pub async fn lookup(&self, ctx: &CallContext, input: &Value) -> Result<Lookup, SemanticError> {
         if !self.settings.enabled {
@@ -447,14 +512,24 @@ impl SemanticCache {
         } else {
             &["input", "answer"]
         };
-        let hits = self
-            .index
-            .knn(
-                &prepared.vector,
-                CANDIDATES,
-                &Filter::tag("scope", scope.clone()),
-                fields,
-            )
+        let filter = Filter::tag("scope", scope.clone());
+        let hybrid_policy = self.policies.policy(&self.index, &scope, &filter).await;
+        // A crowded scope walks the graph; a small one is brute-forced on the
+        // FLAT index, which (unlike the graph) stays fast while deleted
+        // entries wait for RediSearch's garbage collection.
+        let index = match hybrid_policy {
+            Some(_) => &self.graph,
+            None => &self.index,
+        };
+        let hits = index
+            .search(&KnnQuery {
+                vector: &prepared.vector,
+                k: CANDIDATES,
+                filter: &filter,
+                return_fields: fields,
+                ef_runtime: None,
+                hybrid_policy,
+            })
             .await?;
         let proven = match bound {
             Some(b) if hits.first().is_some_and(|h| h.distance > EXACT_DISTANCE) => Some(

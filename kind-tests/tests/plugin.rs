@@ -30,6 +30,17 @@ fn refused(out: Output, code: i32, what: &str) -> String {
     text(&out.stderr)
 }
 
+/// The FeatureRun `kubectl eol run` says it created.
+fn created(out: &str) -> String {
+    out.lines()
+        .find_map(|l| {
+            l.strip_prefix("featurerun.eol.dev/")?
+                .strip_suffix(" created")
+        })
+        .unwrap_or_else(|| panic!("no run name in:\n{out}"))
+        .to_owned()
+}
+
 /// The tree row of `name`: the line whose name column (after the tree's lines) is `name`.
 fn row<'a>(tree: &'a str, name: &str) -> &'a str {
     tree.lines()
@@ -108,14 +119,7 @@ async fn kubectl_eol_shows_the_tree_runs_an_operation_reads_its_log_and_follows_
             ),
             "run --wait",
         );
-        let run_name = out
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("featurerun.eol.dev/")?
-                    .strip_suffix(" created")
-            })
-            .unwrap_or_else(|| panic!("no run name in:\n{out}"))
-            .to_owned();
+        let run_name = created(&out);
         assert!(run_name.starts_with("inventory-add-stock-"), "{run_name}");
         let run = env.api::<FeatureRun>().get(&run_name).await.unwrap();
         let output = run
@@ -292,6 +296,208 @@ async fn kubectl_eol_shows_the_tree_runs_an_operation_reads_its_log_and_follows_
         assert!(
             err.contains("--input: the input must be a JSON object"),
             "{err}"
+        );
+    })
+    .await;
+}
+
+/// The admin kubeconfig with one more context, made current, whose cluster
+/// nothing listens on; written to a file of the test's. Returns it and the
+/// name of the admin's own context.
+fn kubeconfig_elsewhere(dir: &Path) -> (std::path::PathBuf, String) {
+    let mut config = Kubeconfig::read_from(kubeconfig()).unwrap();
+    let real = config.current_context.clone().unwrap();
+    let mut context = config
+        .contexts
+        .iter()
+        .find(|c| c.name == real)
+        .unwrap()
+        .clone();
+    let mut cluster = config.clusters[0].clone();
+    cluster.name = "nowhere".into();
+    cluster.cluster.as_mut().unwrap().server = Some("https://127.0.0.1:9".into());
+    context.name = "elsewhere".into();
+    context.context.as_mut().unwrap().cluster = "nowhere".into();
+    config.clusters.push(cluster);
+    config.contexts.push(context);
+    config.current_context = Some("elsewhere".into());
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+    (path, real)
+}
+
+#[tokio::test]
+async fn kubectl_eol_runs_the_tests_in_a_phase_gives_up_waiting_follows_a_log_and_takes_a_context()
+{
+    in_namespace("plugin-run", |env| async move {
+        let ns = env.namespace.clone();
+        env.create(&feature(
+            "inventory",
+            serde_json::json!({"source": {"inline": INVENTORY}, "tests": INVENTORY_TESTS}),
+        ))
+        .await;
+        wait_for(
+            &env.api::<Feature>(),
+            "inventory",
+            READY_TIMEOUT,
+            feature_ready,
+        )
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let (config, real) = kubeconfig_elsewhere(dir.path());
+        let eol = |args: &[&str]| {
+            let mut all = vec!["--context", real.as_str()];
+            all.extend_from_slice(args);
+            all.extend_from_slice(&["-n", ns.as_str()]);
+            kubectl_eol(&config, &all)
+        };
+
+        // --context: the kubeconfig's current context reaches nothing; the
+        // named one is used, and one that does not exist is named.
+        let err = refused(
+            kubectl_eol(&config, &["get", "feature", "inventory", "-n", &ns]),
+            2,
+            "the current context",
+        );
+        assert!(err.contains("client error (Connect)"), "{err}");
+        let tree = must(eol(&["get", "feature", "inventory"]), "get --context");
+        assert!(row(&tree, "inventory").contains("Feature"), "{tree}");
+        let err = refused(
+            kubectl_eol(
+                &config,
+                &[
+                    "--context",
+                    "no-such-context",
+                    "get",
+                    "feature",
+                    "inventory",
+                ],
+            ),
+            2,
+            "a missing context",
+        );
+        assert!(err.contains("no-such-context"), "{err}");
+
+        // --tests in another phase than the Feature's, waited for.
+        let out = must(
+            eol(&[
+                "run",
+                "inventory",
+                "--tests",
+                "--phase",
+                "hybrid",
+                "--wait",
+                "--timeout",
+                "600",
+            ]),
+            "run --tests --phase hybrid --wait",
+        );
+        assert!(out.contains("tests: 3 passed, 0 failed"), "{out}");
+        let name = created(&out);
+        assert!(name.starts_with("inventory-tests-"), "{name}");
+        let run = env.api::<FeatureRun>().get(&name).await.unwrap();
+        assert_eq!(
+            (
+                run.spec.tests,
+                run.spec.operation.as_deref(),
+                run.spec.phase
+            ),
+            (Some(true), None, Some(eol_core::Phase::Hybrid))
+        );
+        let status = run.status.unwrap();
+        assert_eq!(
+            status.phase,
+            Some(eol_core::Phase::Hybrid),
+            "the phase it ran in"
+        );
+        let summary = status.summary.unwrap();
+        assert_eq!(
+            (summary.tests_passed, summary.tests_failed),
+            (Some(3), Some(0))
+        );
+        // The pod the operator made for it runs the tests in that phase, and
+        // knows its own UID (a restarted container reports its first result).
+        let pod = env
+            .api::<Pod>()
+            .get(&status.pod_name.unwrap())
+            .await
+            .unwrap();
+        let container = &pod.spec.unwrap().containers[0];
+        let args = container.args.clone().unwrap_or_default();
+        assert!(
+            args.windows(2)
+                .any(|w| w[0] == "--phase" && w[1] == "hybrid"),
+            "{args:?}"
+        );
+        let uid = container
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "EOL_POD_UID")
+            .and_then(|e| e.value_from.as_ref()?.field_ref.as_ref())
+            .map(|f| f.field_path.clone());
+        assert_eq!(uid.as_deref(), Some("metadata.uid"));
+
+        // --timeout: it stops waiting at once, names the run, and the run goes on.
+        let out = eol(&[
+            "run",
+            "inventory",
+            "add_stock",
+            "--input",
+            r#"{"sku": "FOLLOW-1", "quantity": 2}"#,
+            "--wait",
+            "--timeout",
+            "0",
+        ]);
+        let name = created(&text(&out.stdout));
+        let err = refused(out, 1, "run --timeout 0");
+        assert!(
+            err.contains(&format!(
+                "FeatureRun {name} did not end within 0 s (it goes on"
+            )),
+            "{err}"
+        );
+
+        // logs --follow at once: it waits for the pod to start, then prints
+        // until the pod ends, the same log as the pod's.
+        let follow = {
+            let (config, real, ns, name) = (config.clone(), real.clone(), ns.clone(), name.clone());
+            tokio::task::spawn_blocking(move || {
+                kubectl_eol(
+                    &config,
+                    &["--context", &real, "logs", &name, "--follow", "-n", &ns],
+                )
+            })
+        };
+        let followed = tokio::time::timeout(Duration::from_secs(300), follow)
+            .await
+            .expect("logs --follow ends when the pod ends")
+            .unwrap();
+        let followed = must(followed, "logs --follow");
+        let run = env.api::<FeatureRun>().get(&name).await.unwrap();
+        let pod_name = run.status.as_ref().unwrap().pod_name.clone().unwrap();
+        // The stream ends with the container; the pod's phase follows it.
+        wait_for(&env.api::<Pod>(), &pod_name, Duration::from_secs(60), |p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.phase.as_deref())
+                .is_some_and(|phase| phase == "Succeeded")
+        })
+        .await;
+        // What it printed is the whole log, to its end.
+        let direct = must(
+            kubectl(&["logs", &pod_name, "-n", &ns], None),
+            "kubectl logs",
+        );
+        assert!(!followed.trim().is_empty(), "the runner logs its run");
+        assert_eq!(followed, direct);
+        let run = wait_for(&env.api::<FeatureRun>(), &name, READY_TIMEOUT, |r| {
+            r.status.as_ref().and_then(|s| s.summary.as_ref()).is_some()
+        })
+        .await;
+        assert_eq!(
+            run.status.unwrap().summary.unwrap().output,
+            Some(serde_json::json!({"sku": "FOLLOW-1", "level": 2}))
         );
     })
     .await;

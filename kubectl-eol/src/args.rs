@@ -65,7 +65,8 @@ hybrid. The operator rolls the new configuration out and completes the switch on
     Logs {
         /// The FeatureRun.
         run: String,
-        /// Keep printing new lines until the pod ends.
+        /// Keep printing new lines until the pod ends (waiting first, up to 2 minutes, for a new
+        /// run's pod to start).
         #[arg(short, long)]
         follow: bool,
     },

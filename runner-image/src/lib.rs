@@ -42,6 +42,7 @@ pub mod shadow;
 pub mod spend;
 pub mod store;
 pub mod testing;
+mod tied;
 
 use std::path::Path;
 

@@ -164,7 +164,8 @@ impl LocalRedis {
         for m in modules {
             cmd.arg("--loadmodule").arg(m);
         }
-        cmd.spawn()
+        // Tied: a runner killed with SIGKILL takes its Redis with it.
+        crate::tied::spawn_tied(cmd)
             .map_err(|e| StoreError::LocalStart(format!("{}: {e}", server.display())))
     }
 

@@ -401,3 +401,68 @@ async fn tests_named_with_a_flag_that_do_not_exist_are_an_error_not_no_tests() {
         "names the file and the cause: {err}"
     );
 }
+
+/// The processes whose parent is `parent`: (pid, name), from `/proc/*/stat`.
+fn children(parent: u32) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "PID (NAME) STATE PPID ...": the name may hold spaces and parentheses.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let ppid = stat[close + 1..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) {
+            found.push((pid, stat[open + 1..close].to_owned()));
+        }
+    }
+    found
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let close = stat.rfind(')')?;
+            stat[close + 1..]
+                .split_whitespace()
+                .next()
+                .map(|s| s != "Z")
+        })
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn what_eol_started_ends_with_it_even_when_it_is_killed_with_sigkill() {
+    let (dir, _file, _v1) = inventory();
+    let mut dev = Dev::start(dir.path(), "inventory.eol", &["--watch"]).await;
+    dev.wait_for(0, "tests: ").await;
+    let eol = dev.server.child.id().unwrap();
+    let started = children(eol);
+    assert!(
+        started.iter().any(|(_, name)| name == "redis-server"),
+        "eol dev started its own Redis (no REDIS_URL): its children are {started:?}"
+    );
+    // SAFETY: kill(2) on the pid of our own child, which has not been reaped.
+    unsafe { libc::kill(eol as libc::pid_t, libc::SIGKILL) };
+    dev.server.child.wait().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    for (pid, name) in &started {
+        while alive(*pid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} ({pid}) outlived eol (SIGKILL) by 10 s; eol had started {started:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

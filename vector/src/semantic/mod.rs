@@ -36,16 +36,16 @@
 //!
 //! This module holds the cache ([`SemanticCache`]: prepare, lookup, store,
 //! invalidation, verdicts), the [`CallContext`] of a call, the errors and
-//! outcomes, and the index schema. The `settings` module reads the `cache:`
-//! block; `crowding` picks how a look-up searches its scope; `bound` counts the verdicts and proves the distance of reuse for
-//! the error bound; `guard`
-//! holds the guard and its comparison of the structured inputs; `language`
-//! whether a free-text field is English (the only language the rules on free
-//! text read; text in another language must be the same text); `tokens` the
-//! tokenizer of free text and `numbers` its reading of numbers, dates, times
-//! of day and durations; the rules on free text are in `marks` (over all
-//! free-text fields together: polarity, numbers, names, questions), `wording`
-//! and `roles` (per field: near-identical wording, exchanged roles).
+//! outcomes, and the index schemas. The `settings` module reads the `cache:`
+//! block; `crowding` picks the index a look-up searches its scope on; `bound`
+//! counts the verdicts and proves the distance of reuse for the error bound;
+//! `guard` holds the guard and its comparison of the structured inputs;
+//! `language` whether a free-text field is English (the only language the
+//! rules on free text read; text in another language must be the same text);
+//! `tokens` the tokenizer of free text and `numbers` its reading of numbers,
+//! dates, times of day and durations; the rules on free text are in `marks`
+//! (over all free-text fields together: polarity, numbers, names, questions),
+//! `wording` and `roles` (per field: near-identical wording, exchanged roles).
 
 mod bound;
 mod crowding;
@@ -254,7 +254,7 @@ struct Counters {
     miss_bound: AtomicU64,
 }
 
-/// A semantic cache on a RediSearch index.
+/// A semantic cache on two RediSearch indexes over the same entries.
 #[derive(Clone)]
 pub struct SemanticCache {
     /// FLAT: every look-up but those in a crowded scope.

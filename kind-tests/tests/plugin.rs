@@ -359,7 +359,12 @@ async fn kubectl_eol_runs_the_tests_in_a_phase_gives_up_waiting_follows_a_log_an
             2,
             "the current context",
         );
-        assert!(err.contains("client error (Connect)"), "{err}");
+        assert!(
+            err.contains("cannot reach the API server https://127.0.0.1:9")
+                && err.contains("(context elsewhere) to get Feature inventory")
+                && err.contains("Connection refused"),
+            "names the server, the context and the cause: {err}"
+        );
         let tree = must(eol(&["get", "feature", "inventory"]), "get --context");
         assert!(row(&tree, "inventory").contains("Feature"), "{tree}");
         let err = refused(

@@ -15,6 +15,10 @@ pub struct Target {
     pub client: Client,
     /// `--namespace`, else the context's namespace, else `default`.
     pub namespace: String,
+    /// The API server's URL, for errors.
+    pub server: String,
+    /// The kubeconfig context in use (`in-cluster` without a kubeconfig), for errors.
+    pub context: String,
 }
 
 impl Target {
@@ -25,21 +29,37 @@ impl Target {
             ..KubeConfigOptions::default()
         };
         // In a pod without a kubeconfig, the pod's service account (as kubectl does).
-        let config = match Kubeconfig::read() {
-            Ok(kubeconfig) => Config::from_custom_kubeconfig(kubeconfig, &options)
-                .await
-                .map_err(|e| Error::Config(e.to_string()))?,
-            Err(read) => Config::incluster().map_err(|_| {
-                Error::Config(format!(
-                    "{read} (set KUBECONFIG, or run `kubectl config view` to check it)"
-                ))
-            })?,
+        let (config, context) = match Kubeconfig::read() {
+            Ok(kubeconfig) => {
+                let context = context
+                    .map(str::to_owned)
+                    .or_else(|| kubeconfig.current_context.clone())
+                    .unwrap_or_default();
+                let config = Config::from_custom_kubeconfig(kubeconfig, &options)
+                    .await
+                    .map_err(|e| Error::Config(e.to_string()))?;
+                (config, context)
+            }
+            Err(read) => {
+                let config = Config::incluster().map_err(|_| {
+                    Error::Config(format!(
+                        "{read} (set KUBECONFIG, or run `kubectl config view` to check it)"
+                    ))
+                })?;
+                (config, "in-cluster".to_owned())
+            }
         };
         let namespace = namespace
             .map(str::to_owned)
             .unwrap_or_else(|| config.default_namespace.clone());
+        let server = config.cluster_url.to_string();
         let client = Client::try_from(config).map_err(|e| Error::Config(e.to_string()))?;
-        Ok(Self { client, namespace })
+        Ok(Self {
+            client,
+            namespace,
+            server,
+            context,
+        })
     }
 
     /// The Features of the namespace.
@@ -75,6 +95,8 @@ impl Target {
             kind,
             name,
             namespace: &self.namespace,
+            server: &self.server,
+            context: &self.context,
         }
     }
 

@@ -43,7 +43,22 @@ pub enum Error {
         /// The namespace.
         namespace: String,
     },
-    /// Any other API failure (unreachable server, conflict, invalid object).
+    /// The API server did not answer: refused, unresolvable, a TLS failure.
+    #[error(
+        "cannot reach the API server {server} (context {context}) to {action}: {cause} \
+         (check it with `kubectl cluster-info`, or pick another context with --context)"
+    )]
+    Unreachable {
+        /// The server's URL.
+        server: String,
+        /// The kubeconfig context.
+        context: String,
+        /// What the command was doing, e.g. `get Feature inventory in namespace default`.
+        action: String,
+        /// The innermost cause, e.g. `Connection refused (os error 111)`.
+        cause: String,
+    },
+    /// Any other API failure (conflict, invalid object).
     #[error("failed to {action}: {source}")]
     Api {
         /// What the command was doing, e.g. `get Feature inventory in namespace default`.
@@ -83,6 +98,10 @@ pub struct Request<'a> {
     pub name: Option<&'a str>,
     /// The namespace.
     pub namespace: &'a str,
+    /// The API server's URL.
+    pub server: &'a str,
+    /// The kubeconfig context.
+    pub context: &'a str,
 }
 
 impl Request<'_> {
@@ -105,19 +124,40 @@ impl Request<'_> {
                     namespace: self.namespace.to_owned(),
                 }
             }
+            kube::Error::HyperError(_) | kube::Error::Service(_) => Error::Unreachable {
+                server: self.server.to_owned(),
+                context: self.context.to_owned(),
+                action: self.action(),
+                cause: innermost(&error),
+            },
             _ => Error::Api {
-                action: match self.name {
-                    Some(name) => format!(
-                        "{} {} {name} in namespace {}",
-                        self.verb, self.kind, self.namespace
-                    ),
-                    None => format!(
-                        "{} {} in namespace {}",
-                        self.verb, self.resource, self.namespace
-                    ),
-                },
+                action: self.action(),
                 source: error,
             },
         }
     }
+
+    /// What the request does, e.g. `get Feature inventory in namespace default`.
+    fn action(&self) -> String {
+        match self.name {
+            Some(name) => format!(
+                "{} {} {name} in namespace {}",
+                self.verb, self.kind, self.namespace
+            ),
+            None => format!(
+                "{} {} in namespace {}",
+                self.verb, self.resource, self.namespace
+            ),
+        }
+    }
+}
+
+/// The last error in `error`'s chain of sources: the transport's own words
+/// (`Connection refused`), where the outer ones say only `client error (Connect)`.
+fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = error;
+    while let Some(source) = last.source() {
+        last = source;
+    }
+    last.to_string()
 }

@@ -274,6 +274,18 @@ async fn each_save_is_served_with_its_affected_tests_and_a_broken_one_keeps_the_
     assert!(exit.success(), "{exit:?}");
 }
 
+/// `eol dev inventory.eol ARGS...` in `dir` without `--watch`, run to its end.
+async fn dev_once(dir: &Path, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_eol"))
+        .args(["dev", "inventory.eol", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("REDIS_URL")
+        .current_dir(dir)
+        .output()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn without_watch_a_broken_feature_fails_at_start_saying_where() {
     let (dir, file, v1) = inventory();
@@ -282,13 +294,7 @@ async fn without_watch_a_broken_feature_fails_at_start_saying_where() {
         v1.replace("phase: implementation", "phase: [implementation"),
     )
     .unwrap();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_eol"))
-        .args(["dev", "inventory.eol", "--listen", "127.0.0.1:0"])
-        .env_remove("REDIS_URL")
-        .current_dir(dir.path())
-        .output()
-        .await
-        .unwrap();
+    let out = dev_once(dir.path(), &[]).await;
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
@@ -380,20 +386,7 @@ async fn tests_named_with_a_flag_are_run_and_watched_and_json_output_is_one_even
 #[tokio::test]
 async fn tests_named_with_a_flag_that_do_not_exist_are_an_error_not_no_tests() {
     let (dir, _file, _v1) = inventory();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_eol"))
-        .args([
-            "dev",
-            "inventory.eol",
-            "--listen",
-            "127.0.0.1:0",
-            "--tests",
-            "cases/missing.test.eol",
-        ])
-        .env_remove("REDIS_URL")
-        .current_dir(dir.path())
-        .output()
-        .await
-        .unwrap();
+    let out = dev_once(dir.path(), &["--tests", "cases/missing.test.eol"]).await;
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(

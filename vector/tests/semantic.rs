@@ -11,17 +11,42 @@ use eol_vector::{EmbedError, Embedder};
 use futures::future::BoxFuture;
 
 mod common;
-use common::{DIMS, bag_of_words, conn, unique};
+use common::{DIMS, bag_of_words, conn, seeded_random, unique};
 use serde_json::{Value, json};
 
-/// Words hashed (FNV-1a) into 64 buckets, counted, L2-normalised; counts the
-/// texts it embeds.
-#[derive(Default)]
-struct BagOfWords(AtomicUsize);
+/// A deterministic embedder ([`bag_of_words`] or [`seeded_random`] of
+/// `common`) that counts the texts it embeds.
+struct TestEmbedder {
+    id: &'static str,
+    vector: fn(&str) -> Vec<f32>,
+    texts: AtomicUsize,
+}
 
-impl Embedder for BagOfWords {
+impl TestEmbedder {
+    /// Words hashed (FNV-1a) into 64 buckets, counted, L2-normalised: close
+    /// wording gives close vectors.
+    fn bag_of_words() -> Self {
+        Self {
+            id: "test-bag-of-words-64",
+            vector: bag_of_words,
+            texts: AtomicUsize::new(0),
+        }
+    }
+
+    /// A random vector per distinct text: a crowded scope holds many
+    /// entries none of which stands in for another.
+    fn seeded_random() -> Self {
+        Self {
+            id: "test-seeded-random-64",
+            vector: seeded_random,
+            texts: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Embedder for TestEmbedder {
     fn model_id(&self) -> &str {
-        "test-bag-of-words-64"
+        self.id
     }
     fn dimension(&self) -> usize {
         DIMS
@@ -30,8 +55,8 @@ impl Embedder for BagOfWords {
         &'a self,
         texts: &'a [String],
     ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
-        self.0.fetch_add(texts.len(), Ordering::SeqCst);
-        Box::pin(async move { Ok(texts.iter().map(|t| bag_of_words(t)).collect()) })
+        self.texts.fetch_add(texts.len(), Ordering::SeqCst);
+        Box::pin(async move { Ok(texts.iter().map(|t| (self.vector)(t)).collect()) })
     }
 }
 
@@ -57,7 +82,7 @@ impl TestCache {
 }
 
 async fn cache_with(threshold: f64, ttl: u64) -> TestCache {
-    cache_embedding_with(Arc::new(BagOfWords::default()), threshold, ttl).await
+    cache_embedding_with(Arc::new(TestEmbedder::bag_of_words()), threshold, ttl).await
 }
 
 async fn cache_embedding_with(embedder: Arc<dyn Embedder>, threshold: f64, ttl: u64) -> TestCache {
@@ -404,7 +429,7 @@ async fn entries_expire_after_the_ttl() {
 
 #[tokio::test]
 async fn a_miss_then_its_store_embed_the_input_once() {
-    let counting = Arc::new(BagOfWords::default());
+    let counting = Arc::new(TestEmbedder::bag_of_words());
     let cache = cache_embedding_with(counting.clone(), 0.1, 600).await;
     let c = ctx("orders");
     let asked = text("where is my parcel");
@@ -420,7 +445,7 @@ async fn a_miss_then_its_store_embed_the_input_once() {
         .await
         .expect("stored");
     assert_eq!(
-        counting.0.load(Ordering::SeqCst),
+        counting.texts.load(Ordering::SeqCst),
         1,
         "one embedding for the lookup and the store"
     );
@@ -430,7 +455,7 @@ async fn a_miss_then_its_store_embed_the_input_once() {
         cache.lookup(&c, &asked).await.expect("lookup").answer(),
         Some(&json!("in Lyon"))
     );
-    assert_eq!(counting.0.load(Ordering::SeqCst), 2);
+    assert_eq!(counting.texts.load(Ordering::SeqCst), 2);
     cache.drop_all().await;
 }
 
@@ -485,7 +510,7 @@ async fn a_disabled_cache_neither_stores_nor_hits() {
     let settings = SemanticSettings::from_frontmatter(false, None, None).expect("settings");
     let cache = SemanticCache::with_index_name(
         conn().await,
-        Arc::new(BagOfWords::default()),
+        Arc::new(TestEmbedder::bag_of_words()),
         settings,
         &unique("off"),
     )
@@ -512,7 +537,7 @@ async fn reopening_the_cache_keeps_entries() {
     let settings = SemanticSettings::default();
     let first = SemanticCache::with_index_name(
         conn().await,
-        Arc::new(BagOfWords::default()),
+        Arc::new(TestEmbedder::bag_of_words()),
         settings.clone(),
         &base,
     )
@@ -525,7 +550,7 @@ async fn reopening_the_cache_keeps_entries() {
         .expect("stored");
     let second = SemanticCache::with_index_name(
         conn().await,
-        Arc::new(BagOfWords::default()),
+        Arc::new(TestEmbedder::bag_of_words()),
         settings,
         &base,
     )
@@ -548,7 +573,7 @@ async fn bounded_cache(max_error_rate: f64, check_rate: f64) -> TestCache {
         .expect("settings");
     let cache = SemanticCache::with_index_name(
         conn().await,
-        Arc::new(BagOfWords::default()),
+        Arc::new(TestEmbedder::bag_of_words()),
         settings,
         &unique("sem"),
     )
@@ -713,50 +738,10 @@ async fn with_an_error_bound_disagreements_tighten_the_scope_and_checks_are_draw
     cache.drop_all().await;
 }
 
-/// A vector drawn at random for each distinct text (seeded by its hash): the
-/// same text gives the same vector, others lie far apart. A crowded scope
-/// then holds many entries none of which stands in for another.
-struct SeededRandom;
-
-impl Embedder for SeededRandom {
-    fn model_id(&self) -> &str {
-        "test-seeded-random-64"
-    }
-    fn dimension(&self) -> usize {
-        DIMS
-    }
-    fn embed<'a>(
-        &'a self,
-        texts: &'a [String],
-    ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
-        let vectors = texts
-            .iter()
-            .map(|t| {
-                let mut x = t.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-                }) | 1;
-                let mut v: Vec<f32> = (0..DIMS)
-                    .map(|_| {
-                        // xorshift64
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        (x >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-                    })
-                    .collect();
-                let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
-                v.iter_mut().for_each(|a| *a /= norm);
-                v
-            })
-            .collect();
-        Box::pin(async move { Ok(vectors) })
-    }
-}
-
 #[tokio::test]
 async fn a_crowded_scope_is_searched_in_batches_and_a_small_one_by_brute_force_and_both_find_their_entries()
  {
-    let cache = cache_embedding_with(Arc::new(SeededRandom), 0.1, 600).await;
+    let cache = cache_embedding_with(Arc::new(TestEmbedder::seeded_random()), 0.1, 600).await;
     let (crowded, small) = (ctx("crowded"), ctx("small"));
     let ticket = |i: usize| json!({"ticket": i, "text": format!("case {i}")});
     for i in 0..1_500 {

@@ -483,8 +483,17 @@ impl SemanticCache {
     /// when its last count is older than ten seconds.
     pub async fn search_policy(&self, ctx: &CallContext) -> Option<HybridPolicy> {
         let scope = self.scope(ctx);
-        let filter = Filter::tag("scope", scope.clone());
-        self.policies.policy(&self.index, &scope, &filter).await
+        self.scope_policy(&scope, &Self::scope_filter(&scope)).await
+    }
+
+    /// The filter of a look-up in `scope`.
+    fn scope_filter(scope: &str) -> Filter {
+        Filter::tag("scope", scope)
+    }
+
+    /// How a look-up in `scope` searches (see [`Self::search_policy`]).
+    async fn scope_policy(&self, scope: &str, filter: &Filter) -> Option<HybridPolicy> {
+        self.policies.policy(&self.index, scope, filter).await
     }
 
     /// The stored answer for `input` in `ctx`, if an entry close enough passes the guard.
@@ -512,8 +521,8 @@ impl SemanticCache {
         } else {
             &["input", "answer"]
         };
-        let filter = Filter::tag("scope", scope.clone());
-        let hybrid_policy = self.policies.policy(&self.index, &scope, &filter).await;
+        let filter = Self::scope_filter(&scope);
+        let hybrid_policy = self.scope_policy(&scope, &filter).await;
         // A crowded scope walks the graph; a small one is brute-forced on the
         // FLAT index, which (unlike the graph) stays fast while deleted
         // entries wait for RediSearch's garbage collection.

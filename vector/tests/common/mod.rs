@@ -1,7 +1,7 @@
 //! Helpers shared by the tests of eol-vector (each test file has `mod common;`;
 //! the benches include this file with `#[path]`): the test Redis, a server of
-//! one's own from the bundle of `scripts/redis.sh install`, unique names, and a
-//! deterministic bag-of-words embedding.
+//! one's own from the bundle of `scripts/redis.sh install`, unique names, and
+//! deterministic embeddings (bag of words, seeded random).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -71,18 +71,39 @@ pub fn bag_of_words(text: &str) -> Vec<f32> {
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
     {
-        let h = word
-            .to_lowercase()
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-            });
-        v[(h % DIMS as u64) as usize] += 1.0;
+        v[(fnv1a(&word.to_lowercase()) % DIMS as u64) as usize] += 1.0;
     }
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     if norm > 0.0 {
         v.iter_mut().for_each(|x| *x /= norm);
     }
+    v
+}
+
+/// The FNV-1a hash of `text`'s bytes.
+#[allow(dead_code)]
+pub fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// A unit vector of [`DIMS`] drawn at random, seeded by `text`'s hash: the
+/// same text gives the same vector, and different texts lie far apart.
+#[allow(dead_code)]
+pub fn seeded_random(text: &str) -> Vec<f32> {
+    let mut x = fnv1a(text) | 1;
+    let mut v: Vec<f32> = (0..DIMS)
+        .map(|_| {
+            // xorshift64
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect();
+    let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|a| *a /= norm);
     v
 }
 

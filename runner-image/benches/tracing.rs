@@ -1,11 +1,19 @@
 //! Tracing overhead, side by side in one run: a warm implemented call
-//! (sandbox) and a prototyped call (scripted model server), each with tracing
-//! off (the production subscriber without an endpoint, no tracer installed)
-//! and on (the same subscriber and tracer exporting to a real Jaeger v2
-//! through the batch exporter),
-//! interleaved call by call. Reports p50 and p99 per mode and the on/off
-//! ratios (target <= 1.05), and what the implemented call's two spans cost
-//! alone, outside any call (the least tracing can add to one).
+//! (sandbox) and a prototyped call (scripted model server), each in three
+//! modes taking turns call by call:
+//!
+//! - **off**: the production subscriber without an endpoint, no tracer
+//!   installed (what a runner without `OTEL_EXPORTER_OTLP_ENDPOINT` does);
+//! - **sampled out**: the same spans made by an OpenTelemetry SDK tracer whose
+//!   sampler drops them all (`always_off`): the SDK's own floor, what making
+//!   a span and its context costs before anything is recorded or exported;
+//! - **exported**: the production subscriber and tracer exporting to a real
+//!   Jaeger v2 through the batch exporter.
+//!
+//! Each kind of call runs back to back (the worker and the caches warm, as
+//! for a pod serving one operation), then the two spans of an implemented
+//! call alone, outside any call (the least tracing can add to one). Reports
+//! p50 and p99 per mode and each traced mode's ratio to off (target <= 1.05).
 //!
 //! Needs Jaeger (`EOL_JAEGER_BIN`, or `kind-tests/cluster.sh build`) and Python.
 //! Run with `cargo bench -p eol-runner --bench tracing`.
@@ -29,8 +37,8 @@ use eol_runner::prototype::Prototyper;
 use eol_runner::sandbox::{Interpreter, SandboxLimits, WorkerPool};
 use eol_runner::store::RedisStore;
 use opentelemetry::KeyValue;
-use opentelemetry::trace::SpanBuilder;
-use opentelemetry_sdk::trace::SdkTracer;
+use opentelemetry::trace::{SpanBuilder, TracerProvider as _};
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 use scripted_llm::{Scripted, ScriptedServer};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -46,18 +54,27 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
     sorted[i]
 }
 
-fn report(kind: &str, mut off: Vec<Duration>, mut on: Vec<Duration>) {
-    off.sort();
-    on.sort();
+/// The modes taking turns; off first, the one the others are divided by.
+const MODES: [&str; 3] = ["off", "sampled out", "exported"];
+
+/// One line per traced mode and quantile: its latency beside off's, and the ratio.
+fn report(kind: &str, mut times: [Vec<Duration>; 3]) {
+    for t in &mut times {
+        t.sort();
+    }
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     for (name, q) in [("p50", 0.5), ("p99", 0.99)] {
-        let (a, b) = (quantile(&off, q), quantile(&on, q));
-        println!(
-            "{kind:<15} {name}: off {:>9.1} us   on {:>9.1} us   on/off {:.3}",
-            us(a),
-            us(b),
-            b.as_secs_f64() / a.as_secs_f64()
-        );
+        let off = quantile(&times[0], q);
+        for (mode, on) in MODES.iter().zip(&times).skip(1) {
+            let on = quantile(on, q);
+            println!(
+                "{kind:<15} {name}: off {:>9.1} us   {mode:<11} {:>9.1} us   {:>+7.1} us   ratio {:.3}",
+                us(off),
+                us(on),
+                us(on) - us(off),
+                on.as_secs_f64() / off.as_secs_f64()
+            );
+        }
     }
 }
 
@@ -75,14 +92,20 @@ fn main() {
     );
     assert!(on_guard.is_exporting(), "{:?}", on_guard.setup_error());
     let on_tracer = on_guard.tracer();
+    // Spans made and dropped by the sampler: the SDK's cost with nothing recorded.
+    let sampled_out = SdkTracerProvider::builder()
+        .with_sampler(Sampler::AlwaysOff)
+        .build();
+    let sampled_out_tracer = Some(sampled_out.tracer("eol-bench"));
     rt.block_on(async {
         let examples =
             std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../features/examples");
         let src =
             std::fs::read_to_string(examples.join("blog-publisher.eol")).expect("the example");
         let feature = parse_feature("blog-publisher.eol", &src).expect("parses");
-        let calls = 2 * (CALLS + WARM_UP) + 10;
-        let server = ScriptedServer::start(vec![Scripted::answer(r#"{"tags": ["rust"]}"#); calls]).await;
+        let calls = MODES.len() * (CALLS + WARM_UP) + 10;
+        let server =
+            ScriptedServer::start(vec![Scripted::answer(r#"{"tags": ["rust"]}"#); calls]).await;
         let model = ChatClient::new(scripted_llm::scripted_settings(&server.url)).expect("client");
         let python = Interpreter::discover(None).expect("python3");
         let pool = WorkerPool::start(python, SandboxLimits::default(), 1)
@@ -96,7 +119,10 @@ fn main() {
         let slug = json!({"title": "Hello, World"});
         let post = json!({"title": "Tracing", "text": "Spans, exported over OTLP."});
 
-        let call = async |operation: &str, input: &Value, dispatch: &tracing::Dispatch, tracer: &Option<SdkTracer>| {
+        let call = async |operation: &str,
+                          input: &Value,
+                          dispatch: &tracing::Dispatch,
+                          tracer: &Option<SdkTracer>| {
             // What init_tracing installs with each subscriber.
             otel::install(tracer.clone());
             let t = Instant::now();
@@ -133,41 +159,45 @@ fn main() {
             t.elapsed()
         };
         // A profiler's view of the spans alone (`perf record`): only them, traced, many times.
-        if let Some(n) = std::env::var("EOL_BENCH_PROFILE_SPANS").ok().and_then(|n| n.parse::<usize>().ok()) {
+        if let Some(n) = std::env::var("EOL_BENCH_PROFILE_SPANS")
+            .ok()
+            .and_then(|n| n.parse::<usize>().ok())
+        {
             let mut total = Duration::ZERO;
             for _ in 0..n {
                 total += spans_alone(&on_tracer).await;
             }
-            println!("two spans alone, traced, {n} times: {:.2} us each", total.as_secs_f64() * 1e6 / n as f64);
+            println!(
+                "two spans alone, traced, {n} times: {:.2} us each",
+                total.as_secs_f64() * 1e6 / n as f64
+            );
             return;
         }
-        let (mut spans_off, mut spans_on) = (Vec::new(), Vec::new());
-        let (mut impl_off, mut impl_on, mut proto_off, mut proto_on) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for i in 0..CALLS + WARM_UP {
-            // Alternate which mode goes first, so neither always follows the other.
-            let order = if i % 2 == 0 { [(&off, &None), (&on, &on_tracer)] } else { [(&on, &on_tracer), (&off, &None)] };
-            for (dispatch, tracer) in order {
-                let implemented = call("slugify", &slug, dispatch, tracer).await;
-                let prototyped = call("suggest_tags", &post, dispatch, tracer).await;
-                let spans = spans_alone(tracer).await;
-                if i >= WARM_UP {
-                    let tracing_on = std::ptr::eq(dispatch, &on);
-                    if tracing_on { &mut spans_on } else { &mut spans_off }.push(spans);
-                    let (i, p) = if tracing_on {
-                        (&mut impl_on, &mut proto_on)
-                    } else {
-                        (&mut impl_off, &mut proto_off)
+        let none = None;
+        let modes = [(&off, &none), (&on, &sampled_out_tracer), (&on, &on_tracer)];
+        println!(
+            "{CALLS} calls per kind and mode, back to back, the modes taking turns; \
+             exported: to Jaeger (batch exporter)"
+        );
+        for kind in ["implementation", "prototyping", "two spans alone"] {
+            let mut times: [Vec<Duration>; 3] = Default::default();
+            for i in 0..CALLS + WARM_UP {
+                // Rotate which mode goes first, so none always follows another.
+                for k in 0..MODES.len() {
+                    let m = (i + k) % MODES.len();
+                    let (dispatch, tracer) = modes[m];
+                    let took = match kind {
+                        "implementation" => call("slugify", &slug, dispatch, tracer).await,
+                        "prototyping" => call("suggest_tags", &post, dispatch, tracer).await,
+                        _ => spans_alone(tracer).await,
                     };
-                    i.push(implemented);
-                    p.push(prototyped);
+                    if i >= WARM_UP {
+                        times[m].push(took);
+                    }
                 }
             }
+            report(kind, times);
         }
-        println!("{CALLS} calls per kind and mode, interleaved; tracing on exports to Jaeger (batch exporter)");
-        report("implementation", impl_off, impl_on);
-        report("prototyping", proto_off, proto_on);
-        report("two spans alone", spans_off, spans_on);
     });
     // Every span sent: the measurement exported what it says it did.
     otel::install(None);

@@ -13,14 +13,16 @@
 //! collection (0.36 ms against 0.14 ms after 6,000 deletions). So a large
 //! scope goes to the graph in batches and a small one to the FLAT index, by
 //! the scope's share of the cache, counted at most every [`RECOUNT`] per
-//! scope (two counting queries, which Redis answers in about 50 ns a
-//! document: 0.5 ms for 10,000; a look-up meanwhile uses the last count).
+//! scope (a counting query, which Redis answers in about 50 ns a document:
+//! 0.5 ms for 10,000; a look-up meanwhile uses the last count). The whole
+//! cache is counted at most every [`RECOUNT`] too, once for all scopes, and
+//! while it holds fewer than [`MIN_BATCHED`] entries no scope is counted.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::index::{Filter, HybridPolicy, VectorIndex};
+use crate::index::{Filter, HybridPolicy, IndexError, VectorIndex};
 
 /// How often a scope's share is counted again.
 pub(super) const RECOUNT: Duration = Duration::from_secs(10);
@@ -54,6 +56,9 @@ struct Counted {
 #[derive(Debug, Default)]
 pub(super) struct ScopePolicies {
     counted: Mutex<HashMap<String, Counted>>,
+    /// The whole cache's entries and when they were counted, shared by
+    /// every scope's count.
+    index_entries: Mutex<Option<(Instant, u64)>>,
 }
 
 impl ScopePolicies {
@@ -90,9 +95,8 @@ impl ScopePolicies {
                 }
             }
         };
-        let all = Filter::all();
-        let policy = match tokio::try_join!(index.count(filter), index.count(&all)) {
-            Ok((in_scope, in_index)) => policy_for(in_scope, in_index),
+        let policy = match self.counted_policy(index, filter).await {
+            Ok(policy) => policy,
             Err(e) => {
                 tracing::debug!(error = %e, "could not count a semantic cache scope; keeping its search policy");
                 return last;
@@ -103,6 +107,36 @@ impl ScopePolicies {
             c.policy = policy;
         }
         policy
+    }
+}
+
+impl ScopePolicies {
+    /// The policy counted now: the scope is counted only when the whole
+    /// cache (counted at most every [`RECOUNT`]) is large enough for it to
+    /// be batched.
+    async fn counted_policy(
+        &self,
+        index: &VectorIndex,
+        filter: &Filter,
+    ) -> Result<Option<HybridPolicy>, IndexError> {
+        let in_index = self.index_entries(index).await?;
+        if in_index < MIN_BATCHED {
+            return Ok(None);
+        }
+        Ok(policy_for(index.count(filter).await?, in_index))
+    }
+
+    /// The whole cache's entries, counted again when older than [`RECOUNT`].
+    async fn index_entries(&self, index: &VectorIndex) -> Result<u64, IndexError> {
+        let last = *self.index_entries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, n)) = last
+            && at.elapsed() < RECOUNT
+        {
+            return Ok(n);
+        }
+        let n = index.count(&Filter::all()).await?;
+        *self.index_entries.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), n));
+        Ok(n)
     }
 }
 

@@ -108,9 +108,7 @@ impl ScopePolicies {
         }
         policy
     }
-}
 
-impl ScopePolicies {
     /// The policy counted now: the scope is counted only when the whole
     /// cache (counted at most every [`RECOUNT`]) is large enough for it to
     /// be batched.

@@ -75,11 +75,14 @@
 mod common;
 #[path = "eval_data/mod.rs"]
 mod eval_data;
+#[path = "semantic_eval/redisvl.rs"]
+mod redisvl;
+#[path = "semantic_eval/tally.rs"]
+mod tally;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -90,162 +93,17 @@ use eol_vector::semantic::{
     CallContext, Lookup, MissReason, SemanticCache, SemanticSettings, guard,
 };
 use eval_data::{
-    Pair, embed_pairs, env_or, load_pairs, redis_server, repo, splits_from_env, wilson_upper,
+    Pair, embed_pairs, env_or, load_pairs, redis_server, splits_from_env, wilson_upper,
 };
 use redis::aio::ConnectionManager;
+use redisvl::RedisVl;
 use serde_json::{Value, json};
+use tally::{Tally, ratio};
 
 /// The text RedisVL's `CustomVectorizer` embeds once to learn the dimension.
 const PROBE: &str = "dimension test";
 /// Pairs per file in the warm-up pass.
 const WARM_UP: usize = 20;
-
-/// The Python side: RedisVL's `SemanticCache` behind a line protocol.
-struct RedisVl {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl RedisVl {
-    fn start() -> Self {
-        let python = std::env::var("EOL_REDISVL_PYTHON").unwrap_or_else(|_| {
-            let out = Command::new("bash")
-                .arg(repo().join("scripts/redisvl-env.sh"))
-                .arg("python")
-                .output()
-                .expect("run scripts/redisvl-env.sh python");
-            String::from_utf8_lossy(&out.stdout).trim().to_owned()
-        });
-        assert!(
-            Path::new(&python).exists(),
-            "{python} is missing: run scripts/redisvl-env.sh install"
-        );
-        let mut child = Command::new(&python)
-            .arg(repo().join("vector/eval/redisvl/semantic_eval.py"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the RedisVL side");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        Self {
-            child,
-            stdin,
-            stdout,
-        }
-    }
-
-    fn call(&mut self, cmd: Value) -> Value {
-        writeln!(self.stdin, "{cmd}").expect("write to the RedisVL side");
-        self.stdin.flush().expect("flush");
-        let mut line = String::new();
-        self.stdout
-            .read_line(&mut line)
-            .expect("read from the RedisVL side");
-        let reply: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("RedisVL side: {e}: {line:?} (see its stderr above)"));
-        assert!(reply.get("error").is_none(), "RedisVL side: {reply}");
-        reply
-    }
-}
-
-impl Drop for RedisVl {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Outcomes of one cache at one threshold.
-#[derive(Default)]
-struct Tally {
-    /// (group, kind, same) -> (pairs, hits); a pair counts in the groups `all`,
-    /// its set (`text`, `structured`) and its split (`tuning`, `heldout`).
-    counts: BTreeMap<(String, String, bool), (u32, u32)>,
-    /// group -> look-up latencies
-    latency: BTreeMap<String, Vec<Duration>>,
-    /// (group, same) -> look-ups answered from another entry (crowded runs).
-    foreign: BTreeMap<(String, bool), u32>,
-}
-
-impl Tally {
-    fn record(&mut self, p: &Pair, hit: bool, foreign: bool, took: Duration) {
-        for group in ["all", p.set, p.split] {
-            *self.foreign.entry((group.to_owned(), p.same)).or_default() += u32::from(foreign);
-            let e = self
-                .counts
-                .entry((group.to_owned(), p.kind.clone(), p.same))
-                .or_default();
-            e.0 += 1;
-            // A near-miss answered from any entry is a wrong hit; a
-            // paraphrase is a correct hit only from its own pair's entry.
-            e.1 += u32::from(hit || (foreign && !p.same));
-            self.latency.entry(group.to_owned()).or_default().push(took);
-        }
-    }
-
-    /// (hit rate, wrong-hit rate) over `group` (`all`, `text`, `structured`, `tuning`, `heldout`).
-    fn rates(&self, group: &str) -> (f64, f64) {
-        let (mut pos, mut pos_hit, mut diff, mut diff_hit) = (0, 0, 0, 0);
-        for ((g, _, same), (n, h)) in &self.counts {
-            if g != group {
-                continue;
-            }
-            if *same {
-                (pos, pos_hit) = (pos + n, pos_hit + h);
-            } else {
-                (diff, diff_hit) = (diff + n, diff_hit + h);
-            }
-        }
-        (ratio(pos_hit, pos), ratio(diff_hit, diff))
-    }
-
-    /// (near-misses, near-misses served an answer: their own pair's entry
-    /// or, in a crowded run, another) in `group`.
-    fn near_misses(&self, group: &str) -> (u32, u32) {
-        let (n, own) = self
-            .counts
-            .iter()
-            .filter(|((g, _, same), _)| g == group && !same)
-            .fold((0, 0), |(n, h), (_, (a, b))| (n + a, h + b));
-        (n, own)
-    }
-
-    /// Look-ups of `same` pairs in `group` answered from another entry.
-    fn foreign_hits(&self, group: &str, same: bool) -> u32 {
-        self.foreign
-            .get(&(group.to_owned(), same))
-            .copied()
-            .unwrap_or(0)
-    }
-
-    fn kind_rate(&self, group: &str, kind: &str) -> f64 {
-        let (n, h) = self
-            .counts
-            .iter()
-            .filter(|((g, k, _), _)| g == group && k == kind)
-            .fold((0, 0), |(n, h), (_, (a, b))| (n + a, h + b));
-        ratio(h, n)
-    }
-
-    fn percentile(&self, group: &str, p: f64) -> Duration {
-        let mut v = self.latency.get(group).cloned().unwrap_or_default();
-        if v.is_empty() {
-            return Duration::ZERO;
-        }
-        v.sort();
-        v[((v.len() as f64 - 1.0) * p).round() as usize]
-    }
-}
-
-fn ratio(a: u32, b: u32) -> f64 {
-    if b == 0 {
-        0.0
-    } else {
-        f64::from(a) / f64::from(b)
-    }
-}
 
 fn ms(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1e3)

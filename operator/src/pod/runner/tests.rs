@@ -21,13 +21,22 @@ fn runner_with(
         }),
         ..ModelSettings::default()
     };
+    runner_for(config, &model, resources)
+}
+
+/// The runner container and volumes for `config` and `model`.
+fn runner_for(
+    config: &OperatorConfig,
+    model: &ModelSettings,
+    resources: Option<&ResourceRequirements>,
+) -> (Container, Vec<Volume>) {
     let pod = RunnerPod {
         config,
         redis_url: KeyRef {
             name: "eol-redis".to_owned(),
             key: "url".to_owned(),
         },
-        model: &model,
+        model,
         source_config_map: "feature-abc",
         documents: &BTreeMap::new(),
         resources,
@@ -36,6 +45,26 @@ fn runner_with(
         run_id: None,
     };
     (pod.container(), pod.volumes())
+}
+
+/// The mount and the Secret volume named `name`, which must both exist.
+fn secret_file<'a>(
+    container: &'a Container,
+    volumes: &'a [Volume],
+    name: &str,
+) -> (&'a VolumeMount, &'a SecretVolumeSource) {
+    let mount = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == name)
+        .unwrap_or_else(|| panic!("{name} is mounted"));
+    let secret = volumes
+        .iter()
+        .find(|v| v.name == name)
+        .and_then(|v| v.secret.as_ref())
+        .unwrap_or_else(|| panic!("a Secret volume {name}"));
+    (mount, secret)
 }
 
 #[test]
@@ -202,19 +231,9 @@ fn an_embeddings_api_is_passed_to_runner_pods_with_its_key_as_a_file() {
             .all(|e| e.value_from.is_none() || e.name == "REDIS_URL")
     );
 
-    let mount = container
-        .volume_mounts
-        .iter()
-        .flatten()
-        .find(|m| m.name == "embedding-api-key")
-        .expect("the key is mounted");
+    let (mount, secret) = secret_file(&container, &volumes, "embedding-api-key");
     assert_eq!(mount.mount_path, "/var/run/secrets/eol/embeddings");
     assert_eq!(mount.read_only, Some(true));
-    let volume = volumes
-        .iter()
-        .find(|v| v.name == "embedding-api-key")
-        .expect("a volume for the key");
-    let secret = volume.secret.as_ref().expect("a Secret volume");
     assert_eq!(secret.secret_name.as_deref(), Some("embed-credentials"));
     let items = secret.items.as_ref().expect("one item");
     assert_eq!(items.len(), 1);
@@ -308,21 +327,7 @@ fn fallbacks_reach_the_runner_with_each_key_as_its_own_file() {
         "{:?}",
         model.prices
     );
-    let pod = RunnerPod {
-        config: &config,
-        redis_url: KeyRef {
-            name: "eol-redis".to_owned(),
-            key: "url".to_owned(),
-        },
-        model: &model,
-        source_config_map: "feature-abc",
-        documents: &BTreeMap::new(),
-        resources: None,
-        placement: &Placement::default(),
-        command: RunnerCommand::Serve { tests: false },
-        run_id: None,
-    };
-    let (container, volumes) = (pod.container(), pod.volumes());
+    let (container, volumes) = runner_for(&config, &model, None);
     let env = env_values(&container);
     let routes: Vec<contract::FallbackRoute> =
         serde_json::from_str(env["EOL_LLM_FALLBACKS"].as_deref().unwrap()).unwrap();
@@ -344,19 +349,9 @@ fn fallbacks_reach_the_runner_with_each_key_as_its_own_file() {
     assert_eq!(env["EOL_LLM_COOLDOWN"].as_deref(), Some("5"));
     assert!(env["EOL_LLM_PRICES"].as_deref().unwrap().contains("backup"));
     // Each key Secret is its own read-only file; the keyless fallback has none.
-    let mount = container
-        .volume_mounts
-        .iter()
-        .flatten()
-        .find(|m| m.name == "model-fallback-0-api-key")
-        .expect("the fallback's key is mounted");
+    let (mount, secret) = secret_file(&container, &volumes, "model-fallback-0-api-key");
     assert_eq!(mount.mount_path, "/var/run/secrets/eol/model-fallback-0");
     assert_eq!(mount.read_only, Some(true));
-    let secret = volumes
-        .iter()
-        .find(|v| v.name == "model-fallback-0-api-key")
-        .and_then(|v| v.secret.as_ref())
-        .expect("a Secret volume for the fallback's key");
     assert_eq!(secret.secret_name.as_deref(), Some("backup-credentials"));
     let items = secret.items.as_ref().unwrap();
     assert_eq!(

@@ -207,7 +207,7 @@ fn count(verdicts: &[(&str, &str, u64)], source: &str, verdict: &str) -> u64 {
 async fn with_an_error_bound_unproven_candidates_and_sampled_hits_are_compared_with_the_model() {
     let redis = common::local_redis();
     let model = local_model();
-    // 50%: three agreements without a disagreement prove a distance; every
+    // 50%: six agreements without a disagreement prove a distance; every
     // reused answer is checked (check_rate 1).
     let bounded = TRIAGE.replace(
         "  ttl: 600\n",
@@ -249,13 +249,13 @@ async fn with_an_error_bound_unproven_candidates_and_sampled_hits_are_compared_w
         second.output
     );
 
-    // Ten more agreements at the ceiling's bucket (as other pods would have
+    // Twenty more agreements at the ceiling's bucket (as other pods would have
     // recorded them): the scope's distance is proven up to 0.1, so the
     // paraphrase's twin is reused, and checked against the model.
     let mut proving = check.clone();
     proving.candidate.key = "eol:no-such-entry".into();
     proving.candidate.distance = 0.099;
-    for _ in 0..10 {
+    for _ in 0..20 {
         rt.caches().semantic_verdict(&proving, true).await;
     }
     let requests_before = rt.model_spend()[0].1.requests;
@@ -296,7 +296,7 @@ async fn with_an_error_bound_unproven_candidates_and_sampled_hits_are_compared_w
             && text.contains("eol_semantic_verdicts_total{source=\"unproven\",verdict="),
         "{text}"
     );
-    // The counts are in Redis, for every pod of the feature: 1 + 10 + 1.
+    // The counts are in Redis, for every pod of the feature: 1 + 20 + 1.
     let mut conn = connection(&redis).await;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg("eol:semantic-verdicts:*")
@@ -309,7 +309,7 @@ async fn with_an_error_bound_unproven_candidates_and_sampled_hits_are_compared_w
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert_eq!(fields.values().sum::<u64>(), 12, "{fields:?}");
+    assert_eq!(fields.values().sum::<u64>(), 22, "{fields:?}");
 }
 
 #[tokio::test]

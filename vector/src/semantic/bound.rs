@@ -22,22 +22,33 @@
 //! source: what makes a candidate) in buckets of [`BUCKET`] of distance, in
 //! Redis, so every pod of a feature learns from all of them. The scope's
 //! threshold is the largest bucket edge `t` up to `distance_threshold` (now
-//! a ceiling) at which the one-sided 95% Wilson upper bound of the share of
-//! disagreements among the verdicts at distances ≤ `t` is at most
-//! `max_error_rate`. It **relaxes** as agreements accumulate and **tightens**
-//! as disagreements do. Until enough verdicts prove a distance (about
-//! `2.7 / max_error_rate` agreements without a disagreement), only an input
-//! identical to the entry's (distance ≤ [`EXACT_DISTANCE`]) is reused.
+//! a ceiling) at which the verdicts at distances ≤ `t` prove the share of
+//! disagreements under `max_error_rate` ([`proves_rate_below`]). It
+//! **relaxes** as agreements accumulate and **tightens** as disagreements
+//! do. Until enough verdicts prove a distance (3.8 / `max_error_rate`
+//! agreements without a disagreement: 380 at 1%), only an input identical to
+//! the entry's (distance ≤ [`EXACT_DISTANCE`]) is reused.
+//!
+//! The proof is read after every verdict, so it must hold however often it
+//! is read: a fixed-sample bound (Wilson's) read that way relaxes too early
+//! (a scope whose true rate is the bound crosses it in about a third of its
+//! histories, see the tests). The proof is a mixture likelihood ratio
+//! (Robbins' mixture martingale, as in confidence sequences): valid at every
+//! look by Ville's inequality, and it needs only the two counts, which is
+//! all Redis keeps.
 //!
 //! Each entry also **tightens on its own**: a disagreement at distance `d`
 //! sets the entry's `limit` field to `d` (the smallest such distance), and
 //! the entry is never reused at `d` or farther again. An entry's threshold is
 //! therefore the smaller of its scope's and its own limit.
 //!
-//! The verdicts are pooled without weights: buckets below the threshold are
-//! checked at `check_rate`, those above it at every candidate, so the farther
-//! (more error-prone) buckets weigh more than their share of hits, which errs
-//! toward a tighter threshold.
+//! Each bucket's proof holds at [`ALPHA`] on its own; the threshold is the
+//! farthest proven one, so a scope with many buckets near the bound may err
+//! more often than α (the replay of `vector/benches/semantic_bound.rs`
+//! measures it). The verdicts are pooled without weights: buckets below the
+//! threshold are checked at `check_rate`, those above it at every candidate,
+//! so the farther (more error-prone) buckets weigh more than their share of
+//! hits, which errs toward a tighter threshold.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -63,6 +74,94 @@ pub fn wilson_upper(k: u64, n: u64) -> f64 {
     let (z, n, p) = (1.645_f64, n as f64, k as f64 / n as f64);
     let z2 = z * z;
     (p + z2 / (2.0 * n) + z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt()) / (1.0 + z2 / n)
+}
+
+/// The chance a scope whose true disagreement rate is at the bound (or
+/// above) is ever proven under it, however many verdicts it gets.
+pub const ALPHA: f64 = 0.05;
+/// The mixture's alternatives: rates evenly spread under the bound.
+const MIXTURE_RATES: usize = 16;
+/// The mixture's weight on a rate of 0 (no disagreement at all, as in most
+/// structured operations): it proves those with the fewest verdicts.
+const WEIGHT_AT_ZERO: f64 = 0.25;
+
+/// The natural log of the evidence that `k` disagreements in `n` verdicts
+/// come from a rate under `bound`: the likelihood ratio of a mixture of
+/// rates under `bound` (a quarter at 0, the rest at [`MIXTURE_RATES`] evenly
+/// spaced ones) against the rate `bound`. Under any rate ≥ `bound` it is a
+/// nonnegative supermartingale with mean ≤ 1, so it ever reaches `1 / α`
+/// with chance ≤ α (Ville's inequality), whenever it is read.
+pub fn log_evidence(k: u64, n: u64, bound: f64) -> f64 {
+    Mixture::new(bound).log_evidence(k, n)
+}
+
+/// Whether `k` disagreements in `n` verdicts prove the disagreement rate
+/// under `bound` with confidence 1 − [`ALPHA`], valid however often it is
+/// asked as verdicts accumulate ([`log_evidence`] ≥ ln(1 / α)). With no
+/// disagreement it takes 3.8 / `bound` verdicts (380 at 1%, 17 at 20%); with
+/// disagreements at half the bound, about 25 / `bound`.
+pub fn proves_rate_below(k: u64, n: u64, bound: f64) -> bool {
+    Mixture::new(bound).proves(k, n)
+}
+
+/// The mixture of [`log_evidence`] for one bound, its logarithms computed
+/// once (a threshold asks it for every bucket of a look-up).
+struct Mixture {
+    bound: f64,
+    /// For each alternative rate `q`: ln of its weight, ln(q / bound) and
+    /// ln((1 − q) / (1 − bound)).
+    rates: [(f64, f64, f64); MIXTURE_RATES],
+    /// ln(1 / (1 − bound)): what each agreement adds for the rate 0.
+    zero: f64,
+}
+
+impl Mixture {
+    fn new(bound: f64) -> Self {
+        let weight = ((1.0 - WEIGHT_AT_ZERO) / MIXTURE_RATES as f64).ln();
+        let zero = -(1.0 - bound).ln();
+        let rates = std::array::from_fn(|j| {
+            let q = bound * (j as f64 + 0.5) / MIXTURE_RATES as f64;
+            (weight, (q / bound).ln(), (1.0 - q).ln() + zero)
+        });
+        Self { bound, rates, zero }
+    }
+
+    fn terms(&self, k: u64, n: u64) -> impl Iterator<Item = f64> + '_ {
+        let (kf, rest) = (k as f64, n.saturating_sub(k) as f64);
+        let alternatives =
+            self.rates
+                .iter()
+                .map(move |(weight, per_disagreement, per_agreement)| {
+                    weight + kf * per_disagreement + rest * per_agreement
+                });
+        // A rate of 0 explains no disagreement.
+        let at_zero = (k == 0).then(|| WEIGHT_AT_ZERO.ln() + rest * self.zero);
+        alternatives.chain(at_zero)
+    }
+
+    fn log_evidence(&self, k: u64, n: u64) -> f64 {
+        let max = self.terms(k, n).fold(f64::NEG_INFINITY, f64::max);
+        max + self.terms(k, n).map(|t| (t - max).exp()).sum::<f64>().ln()
+    }
+
+    fn proves(&self, k: u64, n: u64) -> bool {
+        // A rate observed at the bound or over it is likelier at the bound
+        // than at any rate under it: no evidence.
+        if n == 0 || k as f64 >= self.bound * n as f64 {
+            return false;
+        }
+        let needed = (1.0 / ALPHA).ln();
+        // The sum lies between its largest term and that times the count of
+        // terms: most buckets are decided without an exponential.
+        let max = self.terms(k, n).fold(f64::NEG_INFINITY, f64::max);
+        if max >= needed {
+            return true;
+        }
+        if max + ((MIXTURE_RATES + 1) as f64).ln() < needed {
+            return false;
+        }
+        self.log_evidence(k, n) >= needed
+    }
 }
 
 /// The verdicts of one scope, per bucket of distance.
@@ -121,11 +220,12 @@ impl Verdicts {
         (self.agree.iter().sum(), self.disagree.iter().sum())
     }
 
-    /// The largest distance up to `ceiling` at which the upper bound of the
-    /// disagreement rate of the verdicts at or below it is at most
-    /// `max_error_rate`, at the upper edge of a bucket that holds verdicts;
-    /// 0 when no distance is proven yet.
+    /// The largest distance up to `ceiling` at which the verdicts at or below
+    /// it prove their disagreement rate under `max_error_rate`
+    /// ([`proves_rate_below`]), at the upper edge of a bucket that holds
+    /// verdicts; 0 when no distance is proven yet.
     pub fn threshold(&self, ceiling: f32, max_error_rate: f64) -> f32 {
+        let mixture = Mixture::new(max_error_rate);
         let last = Self::bucket(ceiling);
         let (mut agree, mut disagree) = (0, 0);
         let mut proven = 0.0;
@@ -138,7 +238,7 @@ impl Verdicts {
             disagree += d;
             // Only a bucket with verdicts of its own is proven: the count
             // below says nothing of distances no candidate came from.
-            if a + d > 0 && wilson_upper(disagree, agree + disagree) <= max_error_rate {
+            if a + d > 0 && mixture.proves(disagree, agree + disagree) {
                 proven = Self::edge(i).min(ceiling);
             }
         }
@@ -268,6 +368,69 @@ mod tests {
     }
 
     #[test]
+    fn a_rate_is_proven_after_the_documented_counts() {
+        // No disagreement: 380 verdicts at 1%, 17 at 20%.
+        assert!(!proves_rate_below(0, 379, 0.01) && proves_rate_below(0, 380, 0.01));
+        assert!(!proves_rate_below(0, 16, 0.2) && proves_rate_below(0, 17, 0.2));
+        // Disagreements at half the bound: about 25 / bound verdicts.
+        assert!(!proves_rate_below(5, 1000, 0.01) && proves_rate_below(15, 3000, 0.01));
+        // The rate observed at the bound, or over it, never proves it.
+        assert!(!proves_rate_below(100, 10_000, 0.01));
+        assert!(!proves_rate_below(0, 0, 0.5));
+        // Wilson's fixed-sample bound (for comparison) says 268 at 1%.
+        assert!(wilson_upper(0, 268) <= 0.01);
+    }
+
+    /// Bernoulli draws at `rate` from a fixed seed.
+    fn draws(seed: u64, rate: f64, n: usize) -> Vec<bool> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        (0..n).map(|_| rng.random_bool(rate)).collect()
+    }
+
+    /// The share of `histories` verdict sequences at `rate` in which `proves`
+    /// ever holds, asked after every verdict (as the cache does).
+    fn ever_proven(
+        rate: f64,
+        histories: u64,
+        len: usize,
+        proves: impl Fn(u64, u64) -> bool,
+    ) -> f64 {
+        let crossed = (0..histories)
+            .filter(|&seed| {
+                let mut k = 0;
+                draws(seed, rate, len)
+                    .iter()
+                    .enumerate()
+                    .any(|(i, &disagree)| {
+                        k += u64::from(disagree);
+                        proves(k, i as u64 + 1)
+                    })
+            })
+            .count();
+        crossed as f64 / histories as f64
+    }
+
+    #[test]
+    fn the_proof_holds_however_often_it_is_read() {
+        // A scope whose true rate is the bound (20%), read after each of
+        // 1,000 verdicts in 400 histories: proven in at most α of them (plus
+        // sampling slack: one standard error is 1.1 points).
+        let mixture = ever_proven(0.2, 400, 1000, |k, n| proves_rate_below(k, n, 0.2));
+        assert!(
+            mixture <= ALPHA + 0.03,
+            "proven in {mixture} of the histories"
+        );
+        // Wilson's 95% bound, read the same way, is crossed far more often:
+        // why the threshold does not use it.
+        let wilson = ever_proven(0.2, 400, 1000, |k, n| wilson_upper(k, n) <= 0.2);
+        assert!(wilson > 0.2, "Wilson crossed in {wilson} of the histories");
+        // Under the bound (10%), the mixture proves it in most histories.
+        let under = ever_proven(0.1, 100, 1000, |k, n| proves_rate_below(k, n, 0.2));
+        assert!(under > 0.9, "proven in {under} of the histories");
+    }
+
+    #[test]
     fn nothing_is_proven_without_verdicts() {
         assert_eq!(Verdicts::default().threshold(0.1, 0.01), 0.0);
     }
@@ -275,13 +438,13 @@ mod tests {
     #[test]
     fn agreements_relax_the_threshold_and_disagreements_tighten_it() {
         let mut v = Verdicts::default();
-        // 300 agreements at 0.02: proven to the edge of their bucket.
-        for _ in 0..300 {
+        // 400 agreements at 0.02: proven to the edge of their bucket.
+        for _ in 0..400 {
             v.add(0.02, true);
         }
         assert_eq!(v.threshold(0.1, 0.01), 0.025);
         // More agreements farther out relax it to their bucket's edge.
-        for _ in 0..300 {
+        for _ in 0..400 {
             v.add(0.092, true);
         }
         assert_eq!(v.threshold(0.1, 0.01), 0.095);

@@ -58,7 +58,10 @@ mod settings;
 mod tokens;
 mod wording;
 
-pub use bound::{BUCKET, EXACT_DISTANCE, Verdicts, verdicts_key, wilson_upper};
+pub use bound::{
+    ALPHA, BUCKET, EXACT_DISTANCE, Verdicts, log_evidence, proves_rate_below, verdicts_key,
+    wilson_upper,
+};
 pub use guard::{GuardFailure, guard};
 pub use settings::{
     DEFAULT_CHECK_RATE, DEFAULT_DISTANCE_THRESHOLD, DEFAULT_TTL, ErrorBound, SemanticSettings,

@@ -28,8 +28,9 @@
 //! (today's fixed threshold), each arm on an index of its own in the same
 //! Redis. Figures: hits, wrong hits, the wrong share of hits (and of
 //! non-identical hits) with its Wilson 95% upper bound, correct hits as a
-//! share of the fixed threshold's, and the running wrong share at tenths of
-//! the replay.
+//! share of the fixed threshold's, the running wrong share at tenths of
+//! the replay (with a bound, also the running share of disagreeing verdicts,
+//! and the non-identical hits per operation).
 //!
 //! Knobs: `EOL_EVAL_SETS` (default `blind`: never tuned on), `EOL_BOUND_RATES`
 //! (`0.01,0.05,0.1,0.2`), `EOL_BOUND_CEILINGS` (`0.1,0.2`), `EOL_BOUND_CHECK_RATE`
@@ -139,10 +140,17 @@ struct Outcome {
     /// Hits of a non-identical input (distance above `EXACT_DISTANCE`).
     near_hits: u32,
     near_wrong: u32,
+    /// Non-identical hits and how many were wrong, per operation.
+    near_by_op: std::collections::BTreeMap<String, (u32, u32)>,
     verdicts: u32,
     unproven: u32,
     /// (requests so far, hits so far, wrong so far) at each tenth.
     running: Vec<(u32, u32, u32)>,
+    /// Disagreements among the verdicts, so far.
+    disagreements: u32,
+    /// (verdicts so far, disagreements so far) at each tenth: whether the
+    /// candidates' error changes as the cache fills.
+    running_verdicts: Vec<(u32, u32)>,
     /// Thresholds proven at the end, per operation, and its verdicts per
     /// bucket: (edge, agreements, disagreements).
     thresholds: Vec<Proven>,
@@ -196,6 +204,9 @@ async fn replay(
                 if distance > EXACT_DISTANCE {
                     out.near_hits += 1;
                     out.near_wrong += u32::from(!right);
+                    let op = out.near_by_op.entry(r.pair.operation.clone()).or_default();
+                    op.0 += 1;
+                    op.1 += u32::from(!right);
                 }
                 if check {
                     cache
@@ -203,6 +214,7 @@ async fn replay(
                         .await
                         .expect("verdict");
                     out.verdicts += 1;
+                    out.disagreements += u32::from(!right);
                 }
             }
             Lookup::Miss(why) => {
@@ -214,6 +226,7 @@ async fn replay(
                         .await
                         .expect("verdict");
                     out.verdicts += 1;
+                    out.disagreements += u32::from(!right);
                     out.unproven += 1;
                 }
                 cache.store(&ctx, r.input, &r.answer).await.expect("store");
@@ -221,6 +234,7 @@ async fn replay(
         }
         if (i + 1) % tenth == 0 || i + 1 == requests.len() {
             out.running.push((out.requests, out.hits, out.wrong));
+            out.running_verdicts.push((out.verdicts, out.disagreements));
         }
     }
     if bounded {
@@ -377,6 +391,17 @@ async fn run() {
                         println!("  wrong hit at {d:.3}: asked {asked} / answered by {entry}");
                     }
                 }
+                if rate.is_some() && (pass == 1 || pass == passes) && out.near_hits > 0 {
+                    let by_op: Vec<String> = out
+                        .near_by_op
+                        .iter()
+                        .map(|(op, (h, w))| format!("{op}:{w}/{h}"))
+                        .collect();
+                    println!(
+                        "  non-identical hits by operation (wrong/hits): {}",
+                        by_op.join(" ")
+                    );
+                }
                 if pass == 1 {
                     let running: Vec<String> = out
                         .running
@@ -384,6 +409,17 @@ async fn run() {
                         .map(|(n, h, w)| format!("{n}:{w}/{h}"))
                         .collect();
                     println!("  running (requests:wrong/hits): {}", running.join(" "));
+                    if rate.is_some() {
+                        let verdicts: Vec<String> = out
+                            .running_verdicts
+                            .iter()
+                            .map(|(v, d)| format!("{d}/{v}"))
+                            .collect();
+                        println!(
+                            "  running verdicts (disagreements/verdicts) at the same tenths: {}",
+                            verdicts.join(" ")
+                        );
+                    }
                 }
                 if pass == passes {
                     for (op, t, a, d, buckets) in &out.thresholds {

@@ -76,8 +76,9 @@ pub fn wilson_upper(k: u64, n: u64) -> f64 {
     (p + z2 / (2.0 * n) + z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt()) / (1.0 + z2 / n)
 }
 
-/// The chance a scope whose true disagreement rate is at the bound (or
-/// above) is ever proven under it, however many verdicts it gets.
+/// The largest chance that a bucket whose true disagreement rate is at the
+/// bound (or above) is ever proven under it, however many verdicts it gets
+/// and however often it is asked.
 pub const ALPHA: f64 = 0.05;
 /// The mixture's alternatives: rates evenly spread under the bound.
 const MIXTURE_RATES: usize = 16;

@@ -59,8 +59,8 @@ mod tokens;
 mod wording;
 
 pub use bound::{
-    ALPHA, BUCKET, EXACT_DISTANCE, Verdicts, log_evidence, proves_rate_below, verdicts_key,
-    wilson_upper,
+    ALPHA, BUCKET, EXACT_DISTANCE, Proof, Verdicts, YOUNG_CHECKS, log_evidence, proves_rate_below,
+    verdicts_key, wilson_upper,
 };
 pub use guard::{GuardFailure, guard};
 pub use settings::{
@@ -543,14 +543,14 @@ impl SemanticCache {
                 hybrid_policy,
             })
             .await?;
-        let proven = match bound {
+        let proof = match bound {
             Some(b) if hits.first().is_some_and(|h| h.distance > EXACT_DISTANCE) => Some(
                 self.calibration
                     .verdicts(&mut self.index_connection(), &scope)
                     .await
-                    .threshold(self.settings.distance_threshold, b.max_error_rate),
+                    .proof(self.settings.distance_threshold, b.max_error_rate),
             ),
-            Some(_) => Some(0.0),
+            Some(_) => Some(Proof::default()),
             None => None,
         };
         let mut refused: Option<GuardFailure> = None;
@@ -580,7 +580,7 @@ impl SemanticCache {
                 continue;
             };
             let mut check = false;
-            if let (Some(b), Some(proven)) = (bound, proven)
+            if let (Some(b), Some(proof)) = (bound, proof)
                 && hit.distance > EXACT_DISTANCE
             {
                 let limit = hit.fields.get("limit").and_then(|l| l.parse::<f32>().ok());
@@ -591,7 +591,7 @@ impl SemanticCache {
                     });
                     continue;
                 }
-                if hit.distance > proven {
+                if hit.distance > proof.distance {
                     self.counters.miss_bound.fetch_add(1, Ordering::Relaxed);
                     return Ok(Lookup::Miss(MissReason::Unproven {
                         candidate: Candidate {
@@ -599,10 +599,11 @@ impl SemanticCache {
                             distance: hit.distance,
                             answer,
                         },
-                        threshold: proven,
+                        threshold: proof.distance,
                     }));
                 }
-                check = b.check_rate > 0.0 && rand::random::<f64>() < b.check_rate;
+                let share = proof.check_share(b.check_rate);
+                check = share > 0.0 && rand::random::<f64>() < share;
             }
             self.counters.hit.fetch_add(1, Ordering::Relaxed);
             return Ok(Lookup::Hit {

@@ -680,6 +680,55 @@ async fn with_an_error_bound_a_paraphrase_is_reused_only_once_verdicts_prove_its
 }
 
 #[tokio::test]
+async fn with_an_error_bound_a_young_proof_checks_more_hits_than_the_check_rate() {
+    // 50%, checks at 1%: 10 agreements prove the paraphrase's distance, and
+    // a proof on 10 verdicts checks min(1, 20 / 10) of its hits: every one.
+    let cache = bounded_cache(0.5, 0.01).await;
+    let Seeded {
+        c,
+        key,
+        paraphrase,
+        d,
+        ..
+    } = seeded(&cache).await;
+    for _ in 0..10 {
+        cache
+            .record_verdict(&c, &key, d, true)
+            .await
+            .expect("recorded");
+    }
+    let proof = cache.verdicts(&c).await.expect("read").proof(0.3, 0.5);
+    assert_eq!(proof.verdicts, 10, "{proof:?}");
+    for _ in 0..5 {
+        assert!(matches!(
+            cache.lookup(&c, &paraphrase).await.expect("lookup"),
+            Lookup::Hit { check: true, .. }
+        ));
+    }
+    cache.drop_all().await;
+
+    // check_rate 0 turns checks off, young proof or not.
+    let off = bounded_cache(0.5, 0.0).await;
+    let Seeded {
+        c,
+        key,
+        paraphrase,
+        d,
+        ..
+    } = seeded(&off).await;
+    for _ in 0..10 {
+        off.record_verdict(&c, &key, d, true)
+            .await
+            .expect("recorded");
+    }
+    assert!(matches!(
+        off.lookup(&c, &paraphrase).await.expect("lookup"),
+        Lookup::Hit { check: false, .. }
+    ));
+    off.drop_all().await;
+}
+
+#[tokio::test]
 async fn with_an_error_bound_disagreements_tighten_the_scope_and_checks_are_drawn() {
     let cache = bounded_cache(0.05, 1.0).await;
     let Seeded {

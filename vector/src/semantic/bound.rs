@@ -90,19 +90,9 @@ const MIXTURE_RATES: usize = 16;
 /// structured operations): it proves those with the fewest verdicts.
 const WEIGHT_AT_ZERO: f64 = 0.25;
 
-/// The natural log of the evidence that `k` disagreements in `n` verdicts
-/// come from a rate under `bound`: the likelihood ratio of a mixture of
-/// rates under `bound` (a quarter at 0, the rest at [`MIXTURE_RATES`] evenly
-/// spaced ones) against the rate `bound`. Under any rate ≥ `bound` it is a
-/// nonnegative supermartingale with mean ≤ 1, so it ever reaches `1 / α`
-/// with chance ≤ α (Ville's inequality), whenever it is read.
-pub fn log_evidence(k: u64, n: u64, bound: f64) -> f64 {
-    Mixture::new(bound).log_evidence(k, n)
-}
-
 /// Whether `k` disagreements in `n` verdicts prove the disagreement rate
 /// under `bound` with confidence 1 − [`ALPHA`], valid however often it is
-/// asked as verdicts accumulate ([`log_evidence`] ≥ ln(1 / α)). With no
+/// asked as verdicts accumulate (the mixture's evidence ≥ ln(1 / α)). With no
 /// disagreement it takes 3.8 / `bound` verdicts (380 at 1%, 17 at 20%); with
 /// disagreements at half the bound, about 25 / `bound`.
 pub fn proves_rate_below(k: u64, n: u64, bound: f64) -> bool {
@@ -137,8 +127,14 @@ impl Proof {
     }
 }
 
-/// The mixture of [`log_evidence`] for one bound, its logarithms computed
-/// once (a threshold asks it for every bucket of a look-up).
+/// The evidence that `k` disagreements in `n` verdicts come from a rate
+/// under a bound: the likelihood ratio of a mixture of rates under the bound
+/// (a quarter at 0, the rest at [`MIXTURE_RATES`] evenly spaced ones) against
+/// the rate of the bound. Under any rate at or above the bound it is a
+/// nonnegative supermartingale with mean ≤ 1, so it ever reaches `1 / α`
+/// with chance ≤ α (Ville's inequality), whenever it is read. Its logarithms
+/// are computed once per bound (a threshold asks it for every bucket of a
+/// look-up).
 struct Mixture {
     bound: f64,
     /// For each alternative rate `q`: ln of its weight, ln(q / bound) and
@@ -172,6 +168,7 @@ impl Mixture {
         alternatives.chain(at_zero)
     }
 
+    /// The natural log of the evidence of `k` disagreements in `n` verdicts.
     fn log_evidence(&self, k: u64, n: u64) -> f64 {
         let max = self.terms(k, n).fold(f64::NEG_INFINITY, f64::max);
         max + self.terms(k, n).map(|t| (t - max).exp()).sum::<f64>().ln()

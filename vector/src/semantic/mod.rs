@@ -59,8 +59,8 @@ mod tokens;
 mod wording;
 
 pub use bound::{
-    ALPHA, BUCKET, EXACT_DISTANCE, Proof, Verdicts, YOUNG_CHECKS, log_evidence, proves_rate_below,
-    verdicts_key, wilson_upper,
+    ALPHA, BUCKET, EXACT_DISTANCE, Proof, Verdicts, YOUNG_CHECKS, proves_rate_below, verdicts_key,
+    wilson_upper,
 };
 pub use guard::{GuardFailure, guard};
 pub use settings::{

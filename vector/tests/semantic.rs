@@ -680,6 +680,79 @@ async fn with_an_error_bound_a_paraphrase_is_reused_only_once_verdicts_prove_its
 }
 
 #[tokio::test]
+async fn with_an_error_bound_verdicts_lapse_a_generation_at_a_time_in_redis() {
+    // 50%: generations of 100 / 0.5 = 200 verdicts; a proof rests on the
+    // last two. Disagreements are recorded on an entry that no longer
+    // exists: they count for the scope without limiting the live entry.
+    let cache = bounded_cache(0.5, 0.0).await;
+    let Seeded {
+        c,
+        key,
+        paraphrase,
+        d,
+        ..
+    } = seeded(&cache).await;
+    let record = |entry: String, agree: bool, n: usize| {
+        let (cache, c) = (&cache, &c);
+        async move {
+            for _ in 0..n {
+                cache
+                    .record_verdict(c, &entry, d, agree)
+                    .await
+                    .expect("recorded");
+            }
+        }
+    };
+    let gone = format!("{key}-expired");
+    // Generation 0: 200 agreements prove the distance.
+    record(key.clone(), true, 200).await;
+    assert!(matches!(
+        cache.lookup(&c, &paraphrase).await.expect("lookup"),
+        Lookup::Hit { .. }
+    ));
+    // Generation 1: the traffic turns, 200 disagreements: 50%, unproven.
+    record(gone.clone(), false, 200).await;
+    let v = cache.verdicts(&c).await.expect("read");
+    assert_eq!((v.totals(), v.counted()), ((200, 200), 400));
+    assert!(matches!(
+        cache.lookup(&c, &paraphrase).await.expect("lookup"),
+        Lookup::Miss(MissReason::Unproven { .. })
+    ));
+    // The 401st verdict opens generation 2: generation 0 lapses, in Redis too.
+    record(key.clone(), true, 1).await;
+    let v = cache.verdicts(&c).await.expect("read");
+    assert_eq!((v.totals(), v.counted()), ((1, 200), 401));
+    let fields: std::collections::HashMap<String, u64> = redis::cmd("HGETALL")
+        .arg(cache.verdicts_key(&c))
+        .query_async(&mut conn().await)
+        .await
+        .expect("HGETALL");
+    let mut names: Vec<&str> = fields.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(names.len(), 3, "{fields:?}");
+    assert_eq!(fields["n"], 401);
+    assert!(
+        names[0].starts_with("a:2:") && names[1].starts_with("d:1:"),
+        "{names:?}"
+    );
+    // Generation 2 fills with agreements; the 601st verdict lapses the
+    // disagreements of generation 1, and the distance is proven again.
+    record(key.clone(), true, 199).await;
+    assert!(matches!(
+        cache.lookup(&c, &paraphrase).await.expect("lookup"),
+        Lookup::Miss(MissReason::Unproven { .. })
+    ));
+    record(key.clone(), true, 1).await;
+    let v = cache.verdicts(&c).await.expect("read");
+    assert_eq!((v.totals(), v.counted()), ((201, 0), 601));
+    assert!(matches!(
+        cache.lookup(&c, &paraphrase).await.expect("lookup"),
+        Lookup::Hit { .. }
+    ));
+    cache.drop_all().await;
+}
+
+#[tokio::test]
 async fn with_an_error_bound_a_young_proof_checks_more_hits_than_the_check_rate() {
     // 50%, checks at 1%: 10 agreements prove the paraphrase's distance, and
     // a proof on 10 verdicts checks min(1, 20 / 10) of its hits: every one.

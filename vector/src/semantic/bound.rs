@@ -26,8 +26,9 @@
 //! source: what makes a candidate) in buckets of [`BUCKET`] of distance, in
 //! Redis, so every pod of a feature learns from all of them. The scope's
 //! threshold is the largest bucket edge `t` up to `distance_threshold` (now
-//! a ceiling) at which the verdicts at distances ≤ `t` prove the share of
-//! disagreements under `max_error_rate` ([`proves_rate_below`]). It
+//! a ceiling) at which the verdicts at distances ≤ `t` (of its last two
+//! generations, see below) prove the share of disagreements under
+//! `max_error_rate` ([`proves_rate_below`]). It
 //! **relaxes** as agreements accumulate and **tightens** as disagreements
 //! do. Until enough verdicts prove a distance (3.8 / `max_error_rate`
 //! agreements without a disagreement: 380 at 1%), only an input identical to
@@ -40,6 +41,23 @@
 //! (Robbins' mixture martingale, as in confidence sequences): valid at every
 //! look by Ville's inequality, and it needs only the two counts, which is
 //! all Redis keeps.
+//!
+//! # Generations
+//!
+//! A scope's verdicts are counted in generations of [`generation_len`]
+//! verdicts (100 / `max_error_rate`: 500 at 20%), and a proof rests on the
+//! last two only: the first verdict of a new generation lapses the one
+//! before the last, in Redis and in every pod. Counted since the first
+//! verdict, a proof made on a long good history would outlast traffic that
+//! gets worse for about as many verdicts as that history holds (4,000 after
+//! 10,000 verdicts at half the bound, see the tests); in generations it
+//! lapses within two generations (39 to 234 verdicts in the same tests),
+//! and the unproven candidates measure the traffic again. A generation holds
+//! four times the verdicts that prove a rate at half the bound, so such a
+//! scope stays proven across lapses. Each generation starts a new test: at a
+//! true rate equal to the bound, over ten generations, a distance was proven
+//! in 8% of the histories (5.5% counted since the first) and at 0.09% of
+//! the looks.
 //!
 //! Each entry also **tightens on its own**: a disagreement at distance `d`
 //! sets the entry's `limit` field to `d` (the smallest such distance), and
@@ -59,6 +77,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
+
+use super::settings::ErrorBound;
 
 /// The width of a verdict bucket, in cosine distance.
 pub const BUCKET: f64 = 0.005;
@@ -194,14 +214,86 @@ impl Mixture {
     }
 }
 
-/// The verdicts of one scope, per bucket of distance.
+/// Verdicts counted per bucket of distance.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Verdicts {
+struct Counts {
     agree: Vec<u64>,
     disagree: Vec<u64>,
 }
 
+impl Counts {
+    fn add(&mut self, bucket: usize, agree: bool, n: u64) {
+        let counts = if agree {
+            &mut self.agree
+        } else {
+            &mut self.disagree
+        };
+        if counts.len() <= bucket {
+            counts.resize(bucket + 1, 0);
+        }
+        counts[bucket] += n;
+    }
+
+    /// (agreements, disagreements) in `bucket`.
+    fn at(&self, bucket: usize) -> (u64, u64) {
+        (
+            self.agree.get(bucket).copied().unwrap_or(0),
+            self.disagree.get(bucket).copied().unwrap_or(0),
+        )
+    }
+
+    fn len(&self) -> usize {
+        self.agree.len().max(self.disagree.len())
+    }
+}
+
+/// How many verdicts make a generation, per unit of `max_error_rate`: a
+/// generation holds 100 / `max_error_rate` verdicts (500 at 20%, 10,000 at
+/// 1%), four times the 25 / `max_error_rate` that prove a rate at half the
+/// bound, so a scope well under its bound stays proven when its older
+/// generation lapses.
+pub const GENERATION_PER_BOUND: f64 = 100.0;
+
+/// The verdicts in a generation for `max_error_rate`
+/// ([`GENERATION_PER_BOUND`]).
+pub fn generation_len(max_error_rate: f64) -> u64 {
+    (GENERATION_PER_BOUND / max_error_rate.max(1e-6)).ceil() as u64
+}
+
+/// The verdicts of one scope, per bucket of distance, in its last two
+/// generations: a proof rests on recent verdicts only, so traffic that gets
+/// worse after a long good history undoes it within about a generation
+/// (counted since the first verdict, every proof would rest on the whole
+/// history, and the worse traffic would need as many verdicts as the
+/// history to outweigh it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdicts {
+    /// Verdicts in a generation (`u64::MAX`: one generation, nothing lapses).
+    generation_len: u64,
+    /// Verdicts counted since the first, lapsed ones included.
+    counted: u64,
+    previous: Counts,
+    current: Counts,
+}
+
+impl Default for Verdicts {
+    /// No verdicts, and none ever lapses.
+    fn default() -> Self {
+        Self::lapsing(u64::MAX)
+    }
+}
+
 impl Verdicts {
+    /// No verdicts yet, in generations of `generation_len` (see [`generation_len`]).
+    pub fn lapsing(generation_len: u64) -> Self {
+        Self {
+            generation_len: generation_len.max(1),
+            counted: 0,
+            previous: Counts::default(),
+            current: Counts::default(),
+        }
+    }
+
     /// The bucket of `distance`: bucket `i` holds `[i, i + 1) × BUCKET`.
     pub fn bucket(distance: f32) -> usize {
         // In f64 with a hair of slack: 0.02 (an f32 a hair below) is in
@@ -214,40 +306,52 @@ impl Verdicts {
         ((bucket + 1) as f64 * BUCKET) as f32
     }
 
-    /// Counts one verdict at `distance`.
-    pub fn add(&mut self, distance: f32, agree: bool) {
-        self.add_n(Self::bucket(distance), agree, 1);
+    /// The generation of the `n`th verdict (1-based), as [`RECORD`] counts it.
+    fn generation_of(&self, n: u64) -> u64 {
+        n.saturating_sub(1) / self.generation_len
     }
 
-    fn add_n(&mut self, bucket: usize, agree: bool, n: u64) {
-        let counts = if agree {
-            &mut self.agree
-        } else {
-            &mut self.disagree
-        };
-        if counts.len() <= bucket {
-            counts.resize(bucket + 1, 0);
+    /// Counts one verdict at `distance`; the first verdict of a new
+    /// generation lapses the one before the last.
+    pub fn add(&mut self, distance: f32, agree: bool) {
+        self.counted += 1;
+        if self.counted > 1
+            && self.generation_of(self.counted) != self.generation_of(self.counted - 1)
+        {
+            self.previous = std::mem::take(&mut self.current);
         }
-        counts[bucket] += n;
+        self.current.add(Self::bucket(distance), agree, 1);
+    }
+
+    /// (agreements, disagreements) in `bucket`, over both generations.
+    fn at(&self, bucket: usize) -> (u64, u64) {
+        let ((a1, d1), (a2, d2)) = (self.previous.at(bucket), self.current.at(bucket));
+        (a1 + a2, d1 + d2)
     }
 
     /// Each bucket that holds verdicts: (its upper edge, agreements, disagreements).
     pub fn buckets(&self) -> Vec<(f32, u64, u64)> {
-        (0..self.agree.len().max(self.disagree.len()))
+        (0..self.previous.len().max(self.current.len()))
             .map(|i| {
-                (
-                    Self::edge(i),
-                    self.agree.get(i).copied().unwrap_or(0),
-                    self.disagree.get(i).copied().unwrap_or(0),
-                )
+                let (a, d) = self.at(i);
+                (Self::edge(i), a, d)
             })
             .filter(|(_, a, d)| a + d > 0)
             .collect()
     }
 
-    /// Agreements and disagreements counted, in all buckets.
+    /// Agreements and disagreements counted in the last two generations.
     pub fn totals(&self) -> (u64, u64) {
-        (self.agree.iter().sum(), self.disagree.iter().sum())
+        let sum = |v: &[u64]| v.iter().sum::<u64>();
+        (
+            sum(&self.previous.agree) + sum(&self.current.agree),
+            sum(&self.previous.disagree) + sum(&self.current.disagree),
+        )
+    }
+
+    /// Verdicts counted since the first, lapsed ones included.
+    pub fn counted(&self) -> u64 {
+        self.counted
     }
 
     /// The largest distance up to `ceiling` at which the verdicts at or below
@@ -265,10 +369,7 @@ impl Verdicts {
         let (mut agree, mut disagree) = (0, 0);
         let mut proof = Proof::default();
         for i in 0..=last {
-            let (a, d) = (
-                self.agree.get(i).copied().unwrap_or(0),
-                self.disagree.get(i).copied().unwrap_or(0),
-            );
+            let (a, d) = self.at(i);
             agree += a;
             disagree += d;
             // Only a bucket with verdicts of its own is proven: the count
@@ -283,26 +384,40 @@ impl Verdicts {
         proof
     }
 
-    /// The Redis hash field counting verdicts of `bucket`.
-    fn field(bucket: usize, agree: bool) -> String {
-        format!("{}:{bucket}", if agree { "a" } else { "d" })
-    }
-
-    /// Counts read from the fields of a scope's Redis hash ([`verdicts_key`]; unknown fields ignored).
-    pub fn from_redis(fields: &HashMap<String, u64>) -> Self {
-        let mut verdicts = Self::default();
-        for (field, n) in fields {
-            let parsed = field
-                .split_once(':')
-                .and_then(|(kind, b)| Some((kind, b.parse::<usize>().ok()?)));
-            match parsed {
+    /// Counts read from the fields of a scope's Redis hash ([`verdicts_key`]:
+    /// `n`, the verdicts counted, and `a|d:<generation>:<bucket>`), in
+    /// generations of `generation_len`: its last two generations (older
+    /// fields and unknown ones are ignored).
+    pub fn from_redis(fields: &HashMap<String, u64>, generation_len: u64) -> Self {
+        let mut verdicts = Self::lapsing(generation_len);
+        let parsed: Vec<(bool, u64, usize, u64)> = fields
+            .iter()
+            .filter_map(|(field, n)| {
+                let mut parts = field.split(':');
+                let agree = match parts.next()? {
+                    "a" => true,
+                    "d" => false,
+                    _ => return None,
+                };
+                let generation = parts.next()?.parse::<u64>().ok()?;
+                let bucket = parts.next()?.parse::<usize>().ok()?;
                 // Far beyond any ceiling (2): a foreign field, not a bucket.
-                Some((_, bucket)) if bucket > 4 * Self::bucket(2.0) => {}
-                Some(("a", bucket)) => verdicts.add_n(bucket, true, *n),
-                Some(("d", bucket)) => verdicts.add_n(bucket, false, *n),
-                _ => {}
+                (parts.next().is_none() && bucket <= 4 * Self::bucket(2.0))
+                    .then_some((agree, generation, bucket, *n))
+            })
+            .collect();
+        let Some(last) = parsed.iter().map(|p| p.1).max() else {
+            return verdicts;
+        };
+        for (agree, generation, bucket, n) in parsed {
+            if generation == last {
+                verdicts.current.add(bucket, agree, n);
+            } else if generation + 1 == last {
+                verdicts.previous.add(bucket, agree, n);
             }
         }
+        let (agree, disagree) = verdicts.totals();
+        verdicts.counted = fields.get("n").copied().unwrap_or(agree + disagree);
         verdicts
     }
 }
@@ -312,10 +427,28 @@ pub fn verdicts_key(scope: &str) -> String {
     format!("eol:semantic-verdicts:{scope}")
 }
 
-/// Counts a verdict and, for a disagreement, lowers the entry's `limit`
-/// (only while the entry exists: an expired entry is not written again).
+/// Counts a verdict in its generation (`n`: the verdicts counted; the
+/// `n`th is in generation `(n - 1) / ARGV[5]`), drops the generations
+/// before the last two at the first verdict of a new one (and fields of the
+/// older layout without a generation), and, for a disagreement, lowers the
+/// entry's `limit` (only while the entry exists: an expired entry is not
+/// written again).
 const RECORD: &str = r"
-redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+local n = redis.call('HINCRBY', KEYS[1], 'n', 1)
+local len = tonumber(ARGV[5])
+local generation = math.floor((n - 1) / len)
+redis.call('HINCRBY', KEYS[1], ARGV[1] .. ':' .. generation .. ':' .. ARGV[6], 1)
+if n > 1 and (n - 1) % len == 0 then
+  for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+    local kind, rest = string.match(field, '^([ad]):(.*)$')
+    if kind then
+      local g = tonumber(string.match(rest, '^(%d+):%d+$'))
+      if (not g) or g < generation - 1 then
+        redis.call('HDEL', KEYS[1], field)
+      end
+    end
+  end
+end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 if ARGV[4] == '0' and redis.call('EXISTS', KEYS[2]) == 1 then
   local limit = redis.call('HGET', KEYS[2], 'limit')
@@ -328,12 +461,28 @@ return 1
 
 /// The verdict counts of the scopes this process looked up, each read from
 /// Redis at most every [`REFRESH`] and counted at once when recorded here.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Calibration {
+    /// Verdicts in a generation of the cache's error bound ([`generation_len`]).
+    generation_len: u64,
     scopes: Mutex<HashMap<String, (Instant, Verdicts)>>,
 }
 
 impl Calibration {
+    /// The verdict counts of a cache with `bound` (without one, verdicts
+    /// never lapse).
+    pub(super) fn new(bound: Option<ErrorBound>) -> Self {
+        Self {
+            generation_len: bound.map_or(u64::MAX, |b| generation_len(b.max_error_rate)),
+            scopes: Mutex::default(),
+        }
+    }
+
+    /// Verdicts in a generation.
+    pub(super) fn generation_len(&self) -> u64 {
+        self.generation_len
+    }
+
     /// The verdicts of `scope`: the counts read within [`REFRESH`], else
     /// read again. When Redis fails, the last counts read (none at first:
     /// then only identical inputs are reused).
@@ -348,7 +497,7 @@ impl Calibration {
             redis::cmd("HGETALL").arg(&key).query_async(conn).await;
         match fields {
             Ok(fields) => {
-                let verdicts = Verdicts::from_redis(&fields);
+                let verdicts = Verdicts::from_redis(&fields, self.generation_len);
                 if let Ok(mut scopes) = self.scopes.lock() {
                     scopes.insert(scope.to_owned(), (Instant::now(), verdicts.clone()));
                 }
@@ -356,7 +505,9 @@ impl Calibration {
             }
             Err(error) => {
                 tracing::warn!(%error, key, "failed to read the semantic cache's verdicts; using the last read");
-                self.cached(scope).map(|(_, v)| v).unwrap_or_default()
+                self.cached(scope)
+                    .map(|(_, v)| v)
+                    .unwrap_or_else(|| Verdicts::lapsing(self.generation_len))
             }
         }
     }
@@ -365,8 +516,9 @@ impl Calibration {
         self.scopes.lock().ok()?.get(scope).cloned()
     }
 
-    /// Counts a verdict of `entry` at `distance` in Redis (the counts live
-    /// as long as `ttl` after the last verdict) and in this process.
+    /// Counts a verdict of `entry` at `distance` in Redis, in its
+    /// generation (the counts live as long as `ttl` after the last verdict),
+    /// and in this process.
     pub(super) async fn record(
         &self,
         conn: &mut ConnectionManager,
@@ -379,10 +531,12 @@ impl Calibration {
         redis::Script::new(RECORD)
             .key(verdicts_key(scope))
             .key(entry)
-            .arg(Verdicts::field(Verdicts::bucket(distance), agree))
+            .arg(if agree { "a" } else { "d" })
             .arg(ttl.as_secs().max(1))
             .arg(distance)
             .arg(if agree { "1" } else { "0" })
+            .arg(self.generation_len)
+            .arg(Verdicts::bucket(distance))
             .invoke_async::<i64>(conn)
             .await?;
         if let Ok(mut scopes) = self.scopes.lock()
@@ -547,13 +701,99 @@ mod tests {
     #[test]
     fn counts_read_back_from_redis_fields() {
         let fields = HashMap::from([
+            ("n".to_owned(), 25),
+            // Generation 2 (the current one, of 10 verdicts each) and 1.
+            ("a:2:4".to_owned(), 3),
+            ("d:2:0".to_owned(), 2),
+            ("a:1:4".to_owned(), 10),
+            // Lapsed, of the older layout, foreign or far beyond any ceiling.
+            ("a:0:4".to_owned(), 10),
             ("a:4".to_owned(), 7),
-            ("d:0".to_owned(), 2),
             ("junk".to_owned(), 9),
-            ("a:99999999".to_owned(), 1),
+            ("a:2:99999999".to_owned(), 1),
         ]);
-        let v = Verdicts::from_redis(&fields);
-        assert_eq!(v.totals(), (7, 2));
-        assert_eq!(Verdicts::field(4, true), "a:4");
+        let v = Verdicts::from_redis(&fields, 10);
+        assert_eq!(v.totals(), (13, 2));
+        assert_eq!(v.counted(), 25);
+        assert_eq!(v.buckets(), vec![(0.005, 0, 2), (0.025, 13, 0)]);
+        // Counted here, the 31st verdict starts generation 3: generation 1's
+        // 10 agreements lapse, generation 2 (now 8 and 2) and 3 (1) stay.
+        let mut v = v;
+        for _ in 0..6 {
+            v.add(0.001, true);
+        }
+        assert_eq!(v.totals(), (9, 2));
+    }
+
+    /// Verdicts fed to `v` until its proof at `bound` lapses (at most
+    /// `limit`): after a long good history, the traffic turns bad.
+    fn verdicts_until_lapsed(mut v: Verdicts, seed: u64, bound: f64, limit: usize) -> usize {
+        draws(seed, 2.0 * bound, limit)
+            .iter()
+            .position(|&disagree| {
+                v.add(0.03, !disagree);
+                v.threshold(0.1, bound) == 0.0
+            })
+            .unwrap_or(limit)
+    }
+
+    #[test]
+    fn a_proof_lapses_soon_when_traffic_gets_worse_after_a_long_history() {
+        // 10,000 verdicts or more at half the bound (20%) prove it, counted
+        // since the first or in generations; then the rate doubles to 40%,
+        // at a point that moves through a generation from seed to seed.
+        let bound = 0.2;
+        let history = |mut v: Verdicts, seed: u64| {
+            for disagree in draws(seed, bound / 2.0, 10_000 + 25 * seed as usize) {
+                v.add(0.03, !disagree);
+            }
+            assert_eq!(v.threshold(0.1, bound), 0.035);
+            v
+        };
+        let len = generation_len(bound);
+        assert_eq!(len, 500);
+        for seed in 0..20 {
+            let lapsing = verdicts_until_lapsed(
+                history(Verdicts::lapsing(len), seed),
+                1000 + seed,
+                bound,
+                20_000,
+            );
+            let cumulative = verdicts_until_lapsed(
+                history(Verdicts::default(), seed),
+                1000 + seed,
+                bound,
+                20_000,
+            );
+            // In generations, within the two generations the proof rests on;
+            // counted since the first, after as many verdicts as the
+            // history's margin takes to outweigh (about 4,000).
+            assert!(
+                lapsing <= 2 * len as usize,
+                "seed {seed}: {lapsing} verdicts"
+            );
+            assert!(cumulative > 2_500, "seed {seed}: {cumulative} verdicts");
+        }
+    }
+
+    #[test]
+    fn a_scope_under_its_bound_stays_proven_when_a_generation_lapses() {
+        // At half the bound, in generations of 500: after the first
+        // generation, the proof holds after every verdict in most histories.
+        let bound = 0.2;
+        let mut held = 0;
+        let mut asked = 0;
+        for seed in 0..20 {
+            let mut v = Verdicts::lapsing(generation_len(bound));
+            for (i, disagree) in draws(seed, bound / 2.0, 5_000).into_iter().enumerate() {
+                v.add(0.03, !disagree);
+                if i >= 500 {
+                    asked += 1;
+                    held += usize::from(v.threshold(0.1, bound) > 0.0);
+                }
+            }
+        }
+        let share = held as f64 / asked as f64;
+        assert!(share > 0.99, "proven after {share} of the verdicts");
     }
 }

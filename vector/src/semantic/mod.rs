@@ -391,13 +391,14 @@ impl SemanticCache {
             semantic_graph_schema,
         )
         .await?;
+        let calibration = Arc::new(bound::Calibration::new(settings.bound));
         Ok(Self {
             index,
             graph,
             embedder,
             settings,
             counters: Arc::default(),
-            calibration: Arc::default(),
+            calibration,
             policies: Arc::default(),
         })
     }
@@ -662,9 +663,16 @@ impl SemanticCache {
             })
     }
 
-    /// The verdicts counted for `ctx`'s scope, as read from Redis now.
+    /// The Redis key holding the verdict counts of `ctx`'s scope (a hash:
+    /// `n`, the verdicts counted, and `a|d:<generation>:<bucket>`).
+    pub fn verdicts_key(&self, ctx: &CallContext) -> String {
+        verdicts_key(&self.scope(ctx))
+    }
+
+    /// The verdicts counted for `ctx`'s scope in its last two generations,
+    /// as read from Redis now.
     pub async fn verdicts(&self, ctx: &CallContext) -> Result<Verdicts, SemanticError> {
-        let key = verdicts_key(&self.scope(ctx));
+        let key = self.verdicts_key(ctx);
         let fields: std::collections::HashMap<String, u64> = redis::cmd("HGETALL")
             .arg(&key)
             .query_async(&mut self.index_connection())
@@ -674,7 +682,10 @@ impl SemanticCache {
                 index: self.index.name().to_owned(),
                 source,
             })?;
-        Ok(Verdicts::from_redis(&fields))
+        Ok(Verdicts::from_redis(
+            &fields,
+            self.calibration.generation_len(),
+        ))
     }
 
     /// Stores `answer` for `input` in `ctx`; returns the entry's key

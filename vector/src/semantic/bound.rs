@@ -386,8 +386,9 @@ impl Verdicts {
 
     /// Counts read from the fields of a scope's Redis hash ([`verdicts_key`]:
     /// `n`, the verdicts counted, and `a|d:<generation>:<bucket>`), in
-    /// generations of `generation_len`: its last two generations (older
-    /// fields and unknown ones are ignored).
+    /// generations of `generation_len`: the generation of the `n`th verdict
+    /// and the one before (fields of other generations and unknown ones are
+    /// ignored).
     pub fn from_redis(fields: &HashMap<String, u64>, generation_len: u64) -> Self {
         let mut verdicts = Self::lapsing(generation_len);
         let parsed: Vec<(bool, u64, usize, u64)> = fields
@@ -406,9 +407,13 @@ impl Verdicts {
                     .then_some((agree, generation, bucket, *n))
             })
             .collect();
-        let Some(last) = parsed.iter().map(|p| p.1).max() else {
-            return verdicts;
-        };
+        // The generation of the last verdict counted, as the script counts
+        // it: fields of other generations (older, or numbered under another
+        // bound's length) are not this window's. (The bound is part of the
+        // feature's source, which is part of the scope, so in a runner a
+        // scope's generations have one length.)
+        verdicts.counted = fields.get("n").copied().unwrap_or(0);
+        let last = verdicts.generation_of(verdicts.counted);
         for (agree, generation, bucket, n) in parsed {
             if generation == last {
                 verdicts.current.add(bucket, agree, n);
@@ -416,8 +421,6 @@ impl Verdicts {
                 verdicts.previous.add(bucket, agree, n);
             }
         }
-        let (agree, disagree) = verdicts.totals();
-        verdicts.counted = fields.get("n").copied().unwrap_or(agree + disagree);
         verdicts
     }
 }
@@ -428,9 +431,10 @@ pub fn verdicts_key(scope: &str) -> String {
 }
 
 /// Counts a verdict in its generation (`n`: the verdicts counted; the
-/// `n`th is in generation `(n - 1) / ARGV[5]`), drops the generations
-/// before the last two at the first verdict of a new one (and fields of the
-/// older layout without a generation), and, for a disagreement, lowers the
+/// `n`th is in generation `(n - 1) / ARGV[5]`), drops the fields of any
+/// other generation than the last two at the first verdict of a new one
+/// (older ones, those numbered under another bound's length, and the older
+/// layout without a generation), and, for a disagreement, lowers the
 /// entry's `limit` (only while the entry exists: an expired entry is not
 /// written again).
 const RECORD: &str = r"
@@ -443,7 +447,7 @@ if n > 1 and (n - 1) % len == 0 then
     local kind, rest = string.match(field, '^([ad]):(.*)$')
     if kind then
       local g = tonumber(string.match(rest, '^(%d+):%d+$'))
-      if (not g) or g < generation - 1 then
+      if (not g) or g < generation - 1 or g > generation then
         redis.call('HDEL', KEYS[1], field)
       end
     end
@@ -714,6 +718,14 @@ mod tests {
         ]);
         let v = Verdicts::from_redis(&fields, 10);
         assert_eq!(v.totals(), (13, 2));
+        // Counted under a shorter generation (a bound since loosened), a
+        // higher generation number is not the window's.
+        let mut stale = fields.clone();
+        stale.insert("a:7:4".to_owned(), 50);
+        assert_eq!(Verdicts::from_redis(&stale, 10).totals(), (13, 2));
+        // Without `n`, nothing is known to be recent but generation 0.
+        let unnumbered = HashMap::from([("a:0:4".to_owned(), 3), ("a:1:4".to_owned(), 4)]);
+        assert_eq!(Verdicts::from_redis(&unnumbered, 10).totals(), (3, 0));
         assert_eq!(v.counted(), 25);
         assert_eq!(v.buckets(), vec![(0.005, 0, 2), (0.025, 13, 0)]);
         // Counted here, the 31st verdict starts generation 3: generation 1's

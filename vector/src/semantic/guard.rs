@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::language::{is_english, same_text};
 use super::marks::compare_marks;
-use super::roles::{exchanged_contexts, moved_objects, swapped_roles};
+use super::roles::{exchanged_contexts, moved_objects, swapped_roles, swapped_spans};
 use super::tokens::{Tok, tokens};
 use super::wording::local_edit;
 
@@ -141,7 +141,16 @@ impl std::fmt::Display for GuardFailure {
 ///     after, is exchanged and differs), are refused too: "raising prices
 ///     cut churn and grew sales" / "raising prices cut sales and grew
 ///     churn"; not when the exchanged neighbour is `and`, `or` or a comma
-///     (a list in another order).
+///     (a list in another order). Two such words with the same neighbour on
+///     one side in both texts fill one slot (`the backup job` / `the cleanup
+///     job`): they are refused when more than list words stand between
+///     them, the same in both ("run the backup job before the cleanup job"
+///     / "the cleanup job before the backup job"; "the red car and the blue
+///     car" is a list). And two spans that trade places around the same
+///     words, the rest of the texts identical (`P X M Y S` / `P Y M X S`),
+///     are refused when `M` holds more than list words and the shared
+///     frame: "does the weekly report include the monthly summary" / "does
+///     the monthly summary include the weekly report".
 ///
 /// The guard errs on the side of a miss: a real paraphrase that changes one
 /// word of a short request ("Cancel my plan" / "Stop my plan"), that adds a
@@ -204,6 +213,7 @@ pub fn guard(stored: &Value, new: &Value, exact_fields: &[String]) -> Result<(),
             .and_then(|share| swapped_roles(a, b, share).map(|()| share))
             .and_then(|share| moved_objects(a, b, share).map(|()| share))
             .and_then(|share| exchanged_contexts(a, b, share))
+            .and_then(|()| swapped_spans(a, b))
             .or_else(|r| fail(&t.path, r))?;
     }
     Ok(())

@@ -1,8 +1,8 @@
 //! The guard's rules on roles, per free-text field: two names (or marked
 //! words) may not exchange roles (`from X to Y` / `from Y to X`, `X paid Y`
-//! / `Y paid X`), a marker's object may not move to other words, and two
-//! words of a near-identical text may not trade places; items of a list come
-//! in any order.
+//! / `Y paid X`), a marker's object may not move to other words, two words
+//! of a near-identical text may not trade places, nor may two spans of an
+//! otherwise identical text; items of a list come in any order.
 
 use super::tokens::{Kind, Neg, ROLE_MARKERS, Tok, is_entity, stem};
 use super::wording::{IGNORABLE, LOCAL_EDIT_SHARE};
@@ -264,6 +264,7 @@ pub(super) fn exchanged_contexts(a: &[Tok], b: &[Tok], share: f64) -> Result<(),
             if (xa < ya) == (xb < yb) || coordinated(a, xa, ya) || coordinated(b, xb, yb) {
                 continue;
             }
+            let mut slot = Vec::new();
             for after in [false, true] {
                 let (cxa, cya) = (near(a, xa, after), near(a, ya, after));
                 let (cxb, cyb) = (near(b, xb, after), near(b, yb, after));
@@ -279,10 +280,128 @@ pub(super) fn exchanged_contexts(a: &[Tok], b: &[Tok], share: f64) -> Result<(),
                         a[xa].norm, a[ya].norm
                     ));
                 }
+                // The same word on this side of both, in both texts: the two
+                // fill one slot (`the backup job` / `the cleanup job`).
+                if let Some(c) = cxa
+                    && [&cya, &cxb, &cyb]
+                        .iter()
+                        .all(|o| o.as_deref() == Some(c.as_str()))
+                    && !joins(&Some(c.clone()))
+                {
+                    slot.push(c);
+                }
+            }
+            // Fillers of one slot trade roles when more than a list's words
+            // stand between them, the same in both texts (`run before`,
+            // `cheaper than`, `first and ... second`); `the red car and the
+            // blue car` is a list.
+            if !slot.is_empty() {
+                let between = between_words(a, &ka, xa, ya, &slot);
+                if !between.is_empty() && between == between_words(b, &kb, xb, yb, &slot) {
+                    return Err(format!(
+                        "roles swapped ({} and {} trade places around {})",
+                        a[xa].norm,
+                        a[ya].norm,
+                        between.join(" ")
+                    ));
+                }
             }
         }
     }
     Ok(())
+}
+
+/// Two spans of a text that trade places around the same words: `a` is
+/// `P X M Y S` and `b` is `P Y M X S` (`Does the weekly report include the
+/// monthly summary?` / `Does the monthly summary include the weekly
+/// report?`). The spans in between (`M`) must hold a word that gives the two
+/// roles (a verb, a marker, a comparative): only list words (`and`, `or`, a
+/// comma, an article, and words of the shared frame `P`/`S`, as the head of
+/// `the red car and the blue car`) make a list, whose items come in any
+/// order.
+pub(super) fn swapped_spans(a: &[Tok], b: &[Tok]) -> Result<(), String> {
+    if a.len() != b.len() {
+        return Ok(());
+    }
+    let same = |x: &[Tok], y: &[Tok]| x.iter().zip(y).all(|(s, t)| s.norm == t.norm);
+    let n = a.len();
+    let p = (0..n).take_while(|&i| a[i].norm == b[i].norm).count();
+    if p == n {
+        return Ok(());
+    }
+    let s = (0..n - p)
+        .take_while(|&k| a[n - 1 - k].norm == b[n - 1 - k].norm)
+        .count();
+    let (ma, mb) = (&a[p..n - s], &b[p..n - s]);
+    let frame: Vec<&str> = a[..p]
+        .iter()
+        .chain(&a[n - s..])
+        .map(|t| t.norm.as_str())
+        .collect();
+    let m = ma.len();
+    for lx in 1..m {
+        for ly in 1..m - lx {
+            let lm = m - lx - ly;
+            let (x, mid, y) = (&ma[..lx], &ma[lx..lx + lm], &ma[lx + lm..]);
+            if !(same(&mb[..ly], y) && same(&mb[ly..ly + lm], mid) && same(&mb[ly + lm..], x)) {
+                continue;
+            }
+            let list_word = |t: &Tok| {
+                t.kind == Kind::Comma
+                    || (t.kind == Kind::Word
+                        && (COORDINATORS.contains(&t.norm.as_str())
+                            || IGNORABLE.contains(&t.norm.as_str())))
+            };
+            let listed = mid.iter().any(|t| {
+                t.kind == Kind::Comma
+                    || (t.kind == Kind::Word && COORDINATORS.contains(&t.norm.as_str()))
+            });
+            let roles: Vec<&str> = mid
+                .iter()
+                .filter(|t| !(list_word(t) || (listed && frame.contains(&t.norm.as_str()))))
+                .map(|t| t.norm.as_str())
+                .collect();
+            if !roles.is_empty() {
+                let words = |span: &[Tok]| {
+                    span.iter()
+                        .map(|t| t.norm.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                };
+                return Err(format!(
+                    "roles swapped (`{}` and `{}` trade places around `{}`)",
+                    words(x),
+                    words(y),
+                    roles.join(" ")
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The content words and role markers between the tokens `i` and `j` of
+/// `x`, sorted, without the words of `slot` (the context the two share).
+fn between_words(
+    x: &[Tok],
+    keys: &[Option<&str>],
+    i: usize,
+    j: usize,
+    slot: &[String],
+) -> Vec<String> {
+    let (lo, hi) = (i.min(j), i.max(j));
+    let mut words: Vec<String> = (lo + 1..hi)
+        .filter(|&t| !slot.contains(&x[t].norm))
+        .filter_map(|t| match keys[t] {
+            Some(k) => Some(k.to_owned()),
+            None if x[t].kind == Kind::Word && ROLE_MARKERS.contains(&x[t].norm.as_str()) => {
+                Some(x[t].norm.clone())
+            }
+            None => None,
+        })
+        .collect();
+    words.sort_unstable();
+    words
 }
 
 #[cfg(test)]
@@ -400,6 +519,75 @@ mod tests {
         same(
             "Tomorrow, cancel the standup",
             "Cancel the standup tomorrow",
+        );
+    }
+
+    #[test]
+    fn fillers_of_one_slot_that_trade_places_are_refused() {
+        // `the X job` / `the Y job`: the same word beside both, so neither
+        // context moves; what stands between them gives the roles.
+        for (a, b) in [
+            (
+                "Should the backup job run before the cleanup job?",
+                "Should the cleanup job run before the backup job?",
+            ),
+            (
+                "Is the blue plan cheaper than the green plan?",
+                "Is the green plan cheaper than the blue plan?",
+            ),
+            (
+                "Archive the closed tickets and keep the open tickets.",
+                "Archive the open tickets and keep the closed tickets.",
+            ),
+            (
+                "Ship the small box first and the large box second.",
+                "Ship the large box first and the small box second.",
+            ),
+        ] {
+            assert_eq!(why(a, b), Some("roles".into()), "{a} / {b}");
+        }
+        // Items of a list in another order, and clauses in another order.
+        same(
+            "Send the red car and the blue car to the depot",
+            "Send the blue car and the red car to the depot",
+        );
+        same(
+            "Archive the closed tickets and keep the open tickets.",
+            "Keep the open tickets and archive the closed tickets.",
+        );
+    }
+
+    #[test]
+    fn spans_that_trade_places_are_refused() {
+        // Whole phrases move, each with its own words around it.
+        for (a, b) in [
+            (
+                "Does the weekly report include the monthly summary?",
+                "Does the monthly summary include the weekly report?",
+            ),
+            (
+                "Can a viewer invite an editor to the workspace?",
+                "Can an editor invite a viewer to the workspace?",
+            ),
+            (
+                "Will the spring sale end before the summer launch starts?",
+                "Will the summer launch end before the spring sale starts?",
+            ),
+            (
+                "Did the support agent escalate to the on-call engineer?",
+                "Did the on-call engineer escalate to the support agent?",
+            ),
+        ] {
+            assert_eq!(why(a, b), Some("roles".into()), "{a} / {b}");
+        }
+        // A list of phrases in another order is the same list.
+        same(
+            "Invite the design team and the sales lead to the demo",
+            "Invite the sales lead and the design team to the demo",
+        );
+        same(
+            "Refund the shipping fee, the gift wrap and the item",
+            "Refund the gift wrap, the shipping fee and the item",
         );
     }
 }

@@ -729,11 +729,16 @@ async fn with_an_error_bound_verdicts_lapse_a_generation_at_a_time_in_redis() {
         .expect("HGETALL");
     let mut names: Vec<&str> = fields.keys().map(String::as_str).collect();
     names.sort_unstable();
-    assert_eq!(names.len(), 3, "{fields:?}");
-    assert_eq!(fields["n"], 401);
+    assert_eq!(names.len(), 6, "{fields:?}");
+    // Generation 2 holds 1 verdict, 401 in all, begun with 1 entry in the scope.
+    assert_eq!(
+        (fields["g"], fields["c"], fields["n"], fields["s"]),
+        (2, 1, 401, 1)
+    );
+    let buckets: Vec<&str> = names.into_iter().filter(|n| n.contains(':')).collect();
     assert!(
-        names[0].starts_with("a:2:") && names[1].starts_with("d:1:"),
-        "{names:?}"
+        buckets.len() == 2 && buckets[0].starts_with("a:2:") && buckets[1].starts_with("d:1:"),
+        "{buckets:?}"
     );
     // Generation 2 fills with agreements; the 601st verdict lapses the
     // disagreements of generation 1, and the distance is proven again.
@@ -749,6 +754,36 @@ async fn with_an_error_bound_verdicts_lapse_a_generation_at_a_time_in_redis() {
         cache.lookup(&c, &paraphrase).await.expect("lookup"),
         Lookup::Hit { .. }
     ));
+    // The scope fills: 17 more entries make 18 = 2 × 1 + 16, the verdicts
+    // were given against fewer neighbours, and the next one lapses them all.
+    for i in 0..17 {
+        cache
+            .store(
+                &c,
+                &text(&format!("an unrelated request number {i}")),
+                &json!({"n": i}),
+            )
+            .await
+            .expect("stored")
+            .expect("enabled");
+    }
+    record(key.clone(), true, 1).await;
+    let v = cache.verdicts(&c).await.expect("read");
+    assert_eq!((v.totals(), v.counted()), ((1, 0), 602));
+    assert!(matches!(
+        cache.lookup(&c, &paraphrase).await.expect("lookup"),
+        Lookup::Miss(MissReason::Unproven { .. })
+    ));
+    let fields: std::collections::HashMap<String, u64> = redis::cmd("HGETALL")
+        .arg(cache.verdicts_key(&c))
+        .query_async(&mut conn().await)
+        .await
+        .expect("HGETALL");
+    assert_eq!(
+        (fields["g"], fields["c"], fields["s"]),
+        (4, 1, 18),
+        "{fields:?}"
+    );
     cache.drop_all().await;
 }
 

@@ -272,6 +272,8 @@ pub struct Verdicts {
     generation_len: u64,
     /// Verdicts counted since the first, lapsed ones included.
     counted: u64,
+    /// Verdicts counted in the current generation.
+    in_current: u64,
     previous: Counts,
     current: Counts,
 }
@@ -283,12 +285,24 @@ impl Default for Verdicts {
     }
 }
 
+/// Why a verdict opened a new generation ([`RECORD`]'s answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lapse {
+    /// It did not: same generation.
+    None,
+    /// The generation was full: the one before it lapses.
+    Full,
+    /// The scope has grown past [`CROWDING_GROWTH`]: every older verdict lapses.
+    Crowded,
+}
+
 impl Verdicts {
     /// No verdicts yet, in generations of `generation_len` (see [`generation_len`]).
     pub fn lapsing(generation_len: u64) -> Self {
         Self {
             generation_len: generation_len.max(1),
             counted: 0,
+            in_current: 0,
             previous: Counts::default(),
             current: Counts::default(),
         }
@@ -306,20 +320,33 @@ impl Verdicts {
         ((bucket + 1) as f64 * BUCKET) as f32
     }
 
-    /// The generation of the `n`th verdict (1-based), as [`RECORD`] counts it.
-    fn generation_of(&self, n: u64) -> u64 {
-        n.saturating_sub(1) / self.generation_len
+    /// Counts one verdict at `distance`, in a new generation when the
+    /// current one is full (the one before it lapses).
+    pub fn add(&mut self, distance: f32, agree: bool) {
+        let lapse = if self.in_current >= self.generation_len {
+            Lapse::Full
+        } else {
+            Lapse::None
+        };
+        self.add_after(lapse, distance, agree);
     }
 
-    /// Counts one verdict at `distance`; the first verdict of a new
-    /// generation lapses the one before the last.
-    pub fn add(&mut self, distance: f32, agree: bool) {
-        self.counted += 1;
-        if self.counted > 1
-            && self.generation_of(self.counted) != self.generation_of(self.counted - 1)
-        {
-            self.previous = std::mem::take(&mut self.current);
+    /// Counts one verdict at `distance` after `lapse`, as Redis counted it.
+    pub(super) fn add_after(&mut self, lapse: Lapse, distance: f32, agree: bool) {
+        match lapse {
+            Lapse::None => {}
+            Lapse::Full => {
+                self.previous = std::mem::take(&mut self.current);
+                self.in_current = 0;
+            }
+            Lapse::Crowded => {
+                self.previous = Counts::default();
+                self.current = Counts::default();
+                self.in_current = 0;
+            }
         }
+        self.counted += 1;
+        self.in_current += 1;
         self.current.add(Self::bucket(distance), agree, 1);
     }
 
@@ -385,40 +412,40 @@ impl Verdicts {
     }
 
     /// Counts read from the fields of a scope's Redis hash ([`verdicts_key`]:
-    /// `n`, the verdicts counted, and `a|d:<generation>:<bucket>`), in
-    /// generations of `generation_len`: the generation of the `n`th verdict
-    /// and the one before (fields of other generations and unknown ones are
-    /// ignored).
+    /// `g`, the current generation, `c`, its verdicts, `n`, every verdict
+    /// counted, `s`, the scope's entries when the generation began, and
+    /// `a|d:<generation>:<bucket>`), in generations of `generation_len`: the
+    /// current generation and the one before (fields of other generations
+    /// and unknown ones are ignored).
     pub fn from_redis(fields: &HashMap<String, u64>, generation_len: u64) -> Self {
         let mut verdicts = Self::lapsing(generation_len);
-        let parsed: Vec<(bool, u64, usize, u64)> = fields
-            .iter()
-            .filter_map(|(field, n)| {
-                let mut parts = field.split(':');
-                let agree = match parts.next()? {
-                    "a" => true,
-                    "d" => false,
-                    _ => return None,
-                };
-                let generation = parts.next()?.parse::<u64>().ok()?;
-                let bucket = parts.next()?.parse::<usize>().ok()?;
-                // Far beyond any ceiling (2): a foreign field, not a bucket.
-                (parts.next().is_none() && bucket <= 4 * Self::bucket(2.0))
-                    .then_some((agree, generation, bucket, *n))
-            })
-            .collect();
-        // The generation of the last verdict counted, as the script counts
-        // it: fields of other generations (older, or numbered under another
-        // bound's length) are not this window's. (The bound is part of the
-        // feature's source, which is part of the scope, so in a runner a
-        // scope's generations have one length.)
+        let current = fields.get("g").copied().unwrap_or(0);
+        verdicts.in_current = fields.get("c").copied().unwrap_or(0);
         verdicts.counted = fields.get("n").copied().unwrap_or(0);
-        let last = verdicts.generation_of(verdicts.counted);
-        for (agree, generation, bucket, n) in parsed {
-            if generation == last {
-                verdicts.current.add(bucket, agree, n);
-            } else if generation + 1 == last {
-                verdicts.previous.add(bucket, agree, n);
+        for (field, n) in fields {
+            let mut parts = field.split(':');
+            let (Some(kind), Some(generation), Some(bucket), None) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let (Ok(generation), Ok(bucket)) = (generation.parse::<u64>(), bucket.parse::<usize>())
+            else {
+                continue;
+            };
+            let agree = match kind {
+                "a" => true,
+                "d" => false,
+                _ => continue,
+            };
+            // Far beyond any ceiling (2): a foreign field, not a bucket.
+            if bucket > 4 * Self::bucket(2.0) {
+                continue;
+            }
+            if generation == current {
+                verdicts.current.add(bucket, agree, *n);
+            } else if generation + 1 == current {
+                verdicts.previous.add(bucket, agree, *n);
             }
         }
         verdicts
@@ -430,28 +457,59 @@ pub fn verdicts_key(scope: &str) -> String {
     format!("eol:semantic-verdicts:{scope}")
 }
 
-/// Counts a verdict in its generation (`n`: the verdicts counted; the
-/// `n`th is in generation `(n - 1) / ARGV[5]`), drops the fields of any
-/// other generation than the last two at the first verdict of a new one
-/// (older ones, those numbered under another bound's length, and the older
-/// layout without a generation), and, for a disagreement, lowers the
-/// entry's `limit` (only while the entry exists: an expired entry is not
-/// written again).
+/// A scope whose entries grew past twice their count when its generation
+/// began, plus this many, starts a new generation without the older ones:
+/// those verdicts were given against fewer neighbours, and a fuller cache
+/// brings nearer wrong ones (the replay measured a scope's disagreements
+/// rise from 10% to 23% as the cache filled).
+pub const CROWDING_GROWTH: u64 = 16;
+
+/// Counts a verdict (`ARGV[1]`: `a` or `d`, `ARGV[6]`: its bucket) in the
+/// scope's current generation (`g`, with `c` verdicts, begun when the scope
+/// held `s` entries; `n` counts every verdict). A new generation begins
+/// when the current one holds `ARGV[5]` verdicts (the one before it lapses)
+/// or when the scope now holds `ARGV[7]` ≥ 2 `s` + `ARGV[8]` entries (every
+/// older one lapses; `ARGV[7]` is -1 when not counted); lapsed fields, and
+/// those of the older layout without a generation, are deleted. For a
+/// disagreement, lowers the entry's `limit` (only while the entry exists:
+/// an expired entry is not written again). Returns 0, or 1 or 2 for a new
+/// generation begun because the last was full or the scope had grown.
 const RECORD: &str = r"
-local n = redis.call('HINCRBY', KEYS[1], 'n', 1)
 local len = tonumber(ARGV[5])
-local generation = math.floor((n - 1) / len)
-redis.call('HINCRBY', KEYS[1], ARGV[1] .. ':' .. generation .. ':' .. ARGV[6], 1)
-if n > 1 and (n - 1) % len == 0 then
+local size = tonumber(ARGV[7])
+local state = redis.call('HMGET', KEYS[1], 'g', 'c', 's')
+local g = tonumber(state[1]) or 0
+local c = tonumber(state[2]) or 0
+local s = tonumber(state[3])
+local lapse = 0
+if size >= 0 and s and size >= 2 * s + tonumber(ARGV[8]) then
+  lapse = 2
+elseif c >= len then
+  lapse = 1
+end
+if lapse > 0 then
+  g = g + 1
+  c = 0
+  local keep = g - 1
+  if lapse == 2 then keep = g end
   for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
-    local kind, rest = string.match(field, '^([ad]):(.*)$')
-    if kind then
-      local g = tonumber(string.match(rest, '^(%d+):%d+$'))
-      if (not g) or g < generation - 1 or g > generation then
+    local rest = string.match(field, '^[ad]:(.*)$')
+    if rest then
+      local fg = tonumber(string.match(rest, '^(%d+):%d+$'))
+      if (not fg) or fg < keep or fg > g then
         redis.call('HDEL', KEYS[1], field)
       end
     end
   end
+end
+if size >= 0 and (lapse > 0 or not s) then
+  s = size
+end
+redis.call('HINCRBY', KEYS[1], ARGV[1] .. ':' .. g .. ':' .. ARGV[6], 1)
+redis.call('HINCRBY', KEYS[1], 'n', 1)
+redis.call('HSET', KEYS[1], 'g', g, 'c', c + 1)
+if s then
+  redis.call('HSET', KEYS[1], 's', s)
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 if ARGV[4] == '0' and redis.call('EXISTS', KEYS[2]) == 1 then
@@ -460,8 +518,17 @@ if ARGV[4] == '0' and redis.call('EXISTS', KEYS[2]) == 1 then
     redis.call('HSET', KEYS[2], 'limit', ARGV[3])
   end
 end
-return 1
+return lapse
 ";
+
+/// One verdict to record: whether the answer of the entry `entry` agreed
+/// with the model's for an input at `distance` from it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Verdict<'a> {
+    pub(super) entry: &'a str,
+    pub(super) distance: f32,
+    pub(super) agree: bool,
+}
 
 /// The verdict counts of the scopes this process looked up, each read from
 /// Redis at most every [`REFRESH`] and counted at once when recorded here.
@@ -520,19 +587,24 @@ impl Calibration {
         self.scopes.lock().ok()?.get(scope).cloned()
     }
 
-    /// Counts a verdict of `entry` at `distance` in Redis, in its
-    /// generation (the counts live as long as `ttl` after the last verdict),
-    /// and in this process.
+    /// Counts `verdict` in Redis, in its scope's generation (a new one when
+    /// the last is full, or when the scope, holding `scope_entries` now, has
+    /// grown past [`CROWDING_GROWTH`]; the counts live as long as `ttl` after
+    /// the last verdict), and in this process.
     pub(super) async fn record(
         &self,
         conn: &mut ConnectionManager,
         scope: &str,
-        entry: &str,
-        distance: f32,
-        agree: bool,
+        verdict: Verdict<'_>,
         ttl: Duration,
+        scope_entries: Option<u64>,
     ) -> Result<(), redis::RedisError> {
-        redis::Script::new(RECORD)
+        let Verdict {
+            entry,
+            distance,
+            agree,
+        } = verdict;
+        let lapse: i64 = redis::Script::new(RECORD)
             .key(verdicts_key(scope))
             .key(entry)
             .arg(if agree { "a" } else { "d" })
@@ -541,12 +613,19 @@ impl Calibration {
             .arg(if agree { "1" } else { "0" })
             .arg(self.generation_len)
             .arg(Verdicts::bucket(distance))
-            .invoke_async::<i64>(conn)
+            .arg(scope_entries.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX)))
+            .arg(CROWDING_GROWTH)
+            .invoke_async(conn)
             .await?;
+        let lapse = match lapse {
+            1 => Lapse::Full,
+            2 => Lapse::Crowded,
+            _ => Lapse::None,
+        };
         if let Ok(mut scopes) = self.scopes.lock()
             && let Some((_, verdicts)) = scopes.get_mut(scope)
         {
-            verdicts.add(distance, agree);
+            verdicts.add_after(lapse, distance, agree);
         }
         Ok(())
     }
@@ -706,6 +785,9 @@ mod tests {
     fn counts_read_back_from_redis_fields() {
         let fields = HashMap::from([
             ("n".to_owned(), 25),
+            ("g".to_owned(), 2),
+            ("c".to_owned(), 5),
+            ("s".to_owned(), 40),
             // Generation 2 (the current one, of 10 verdicts each) and 1.
             ("a:2:4".to_owned(), 3),
             ("d:2:0".to_owned(), 2),
@@ -723,18 +805,22 @@ mod tests {
         let mut stale = fields.clone();
         stale.insert("a:7:4".to_owned(), 50);
         assert_eq!(Verdicts::from_redis(&stale, 10).totals(), (13, 2));
-        // Without `n`, nothing is known to be recent but generation 0.
+        // Without `g`, nothing is known to be recent but generation 0.
         let unnumbered = HashMap::from([("a:0:4".to_owned(), 3), ("a:1:4".to_owned(), 4)]);
         assert_eq!(Verdicts::from_redis(&unnumbered, 10).totals(), (3, 0));
         assert_eq!(v.counted(), 25);
         assert_eq!(v.buckets(), vec![(0.005, 0, 2), (0.025, 13, 0)]);
-        // Counted here, the 31st verdict starts generation 3: generation 1's
-        // 10 agreements lapse, generation 2 (now 8 and 2) and 3 (1) stay.
+        // Counted here, the 11th verdict of generation 2 starts generation
+        // 3: generation 1's 10 agreements lapse, generation 2 (now 8 and 2)
+        // and 3 (1) stay.
         let mut v = v;
         for _ in 0..6 {
             v.add(0.001, true);
         }
         assert_eq!(v.totals(), (9, 2));
+        // A scope that grew: every older verdict lapses.
+        v.add_after(Lapse::Crowded, 0.001, false);
+        assert_eq!((v.totals(), v.counted()), ((0, 1), 32));
     }
 
     /// Verdicts fed to `v` until its proof at `bound` lapses (at most

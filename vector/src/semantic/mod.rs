@@ -644,14 +644,28 @@ impl SemanticCache {
         agree: bool,
     ) -> Result<(), SemanticError> {
         let scope = self.scope(ctx);
+        // Off the response path (after the model answered), so the scope
+        // can be counted: a scope that grew lapses its older verdicts. A
+        // failed count only skips that check.
+        let scope_entries = match self.index.count(&Self::scope_filter(&scope)).await {
+            Ok(n) => Some(n),
+            Err(error) => {
+                tracing::debug!(%error, "could not count a semantic cache scope for its verdicts");
+                None
+            }
+        };
+        let verdict = bound::Verdict {
+            entry: key,
+            distance,
+            agree,
+        };
         self.calibration
             .record(
                 &mut self.index_connection(),
                 &scope,
-                key,
-                distance,
-                agree,
+                verdict,
                 self.settings.ttl,
+                scope_entries,
             )
             .await
             .map_err(|source| {
@@ -664,7 +678,9 @@ impl SemanticCache {
     }
 
     /// The Redis key holding the verdict counts of `ctx`'s scope (a hash:
-    /// `n`, the verdicts counted, and `a|d:<generation>:<bucket>`).
+    /// `g`, the current generation, `c`, its verdicts, `s`, the scope's
+    /// entries when it began, `n`, every verdict, and
+    /// `a|d:<generation>:<bucket>`).
     pub fn verdicts_key(&self, ctx: &CallContext) -> String {
         verdicts_key(&self.scope(ctx))
     }

@@ -680,7 +680,7 @@ async fn with_an_error_bound_a_paraphrase_is_reused_only_once_verdicts_prove_its
 }
 
 #[tokio::test]
-async fn with_an_error_bound_verdicts_lapse_a_generation_at_a_time_in_redis() {
+async fn with_an_error_bound_verdicts_lapse_by_generation_and_when_the_scope_grows() {
     // 50%: generations of 100 / 0.5 = 200 verdicts; a proof rests on the
     // last two. Disagreements are recorded on an entry that no longer
     // exists: they count for the scope without limiting the live entry.

@@ -340,12 +340,7 @@ pub(super) fn swapped_spans(a: &[Tok], b: &[Tok]) -> Result<(), String> {
         .collect();
     let m = ma.len();
     // A reordering keeps the same words: most pairs stop here.
-    fn sorted(x: &[Tok]) -> Vec<&str> {
-        let mut w: Vec<&str> = x.iter().map(|t| t.norm.as_str()).collect();
-        w.sort_unstable();
-        w
-    }
-    if m < 3 || sorted(ma) != sorted(mb) {
+    if m < 3 || sorted_words(ma) != sorted_words(mb) {
         return Ok(());
     }
     // `X` opens `a`'s middle and closes `b`'s; `Y` the other way round.
@@ -362,28 +357,21 @@ pub(super) fn swapped_spans(a: &[Tok], b: &[Tok]) -> Result<(), String> {
             if !same(&mb[ly..ly + lm], mid) {
                 continue;
             }
-            let list_word = |t: &Tok| {
-                t.kind == Kind::Comma
-                    || (t.kind == Kind::Word
-                        && (COORDINATORS.contains(&t.norm.as_str())
-                            || IGNORABLE.contains(&t.norm.as_str())))
-            };
-            let listed = mid.iter().any(|t| {
+            let joins = |t: &Tok| {
                 t.kind == Kind::Comma
                     || (t.kind == Kind::Word && COORDINATORS.contains(&t.norm.as_str()))
-            });
+            };
+            let listed = mid.iter().any(joins);
             let roles: Vec<&str> = mid
                 .iter()
-                .filter(|t| !(list_word(t) || (listed && frame.contains(&t.norm.as_str()))))
+                .filter(|t| {
+                    let list_word =
+                        joins(t) || (t.kind == Kind::Word && IGNORABLE.contains(&t.norm.as_str()));
+                    !(list_word || (listed && frame.contains(&t.norm.as_str())))
+                })
                 .map(|t| t.norm.as_str())
                 .collect();
             if !roles.is_empty() {
-                let words = |span: &[Tok]| {
-                    span.iter()
-                        .map(|t| t.norm.as_str())
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                };
                 return Err(format!(
                     "roles swapped (`{}` and `{}` trade places around `{}`)",
                     words(x),
@@ -394,6 +382,21 @@ pub(super) fn swapped_spans(a: &[Tok], b: &[Tok]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The words of `x`, sorted.
+fn sorted_words(x: &[Tok]) -> Vec<&str> {
+    let mut w: Vec<&str> = x.iter().map(|t| t.norm.as_str()).collect();
+    w.sort_unstable();
+    w
+}
+
+/// The words of `span`, as written in a reason.
+fn words(span: &[Tok]) -> String {
+    span.iter()
+        .map(|t| t.norm.as_str())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The content words and role markers between the tokens `i` and `j` of

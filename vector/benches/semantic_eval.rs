@@ -43,9 +43,10 @@
 //!
 //! - **Crowded.** `EOL_EVAL_CROWD=N` first stores N other entries in both
 //!   caches, each with its own answer, kept for the whole run: the texts of
-//!   every `vector/eval/` file that no loaded pair uses, and their variants
-//!   with a number, a content word or a name changed (similar neighbours that
-//!   ask for something else), and the structured inputs of every file under
+//!   every `vector/eval/` file that no loaded pair uses (nor writes again
+//!   with other punctuation, case or articles), and their variants with a
+//!   number, a content word or a name changed (similar neighbours that ask
+//!   for something else), and the structured inputs of every file under
 //!   their operation. A look-up answered from one of them is a wrong answer:
 //!   for a near-miss it counts as a wrong hit, for a paraphrase it is no
 //!   correct hit (both counted apart as "answered from another entry").
@@ -59,6 +60,7 @@
 //! - `EOL_EVAL_DUMP=path.jsonl`: one line per pair and threshold: id, set,
 //!   operation, kind, same, the cosine distance of `a` and `b`, EOL's verdict
 //!   (`hit`, `miss_distance`, `miss_guard`) and the guard's reason, the
+//!   other entry that answered (`served`, with `EOL_EVAL_CROWD`), the
 //!   guard's verdict whatever the distance (`guard`, `null` when it accepts),
 //!   RedisVL's verdict, both look-up times and the guard's own time, `a`, `b`;
 //! - `EOL_EVAL_GUARD_ONLY=1`: only the guard on every pair (no model, Redis
@@ -138,6 +140,8 @@ struct EolOutcome {
     hit: bool,
     /// Another entry answered (only with `EOL_EVAL_CROWD`): a wrong answer.
     foreign: bool,
+    /// The answer of the other entry that answered (`crowd-<i>: <its text>`).
+    served: Option<Value>,
     took: Duration,
     distance: Option<f32>,
     /// `hit`, `miss_distance` or `miss_guard`.
@@ -172,6 +176,7 @@ impl Runner {
                 EolOutcome {
                     hit: own,
                     foreign: !own,
+                    served: (!own).then_some(answer),
                     took,
                     distance: Some(distance),
                     verdict: "hit",
@@ -187,6 +192,7 @@ impl Runner {
                 EolOutcome {
                     hit: false,
                     foreign: false,
+                    served: None,
                     took,
                     distance: None,
                     verdict: "miss_guard",
@@ -196,6 +202,7 @@ impl Runner {
             Lookup::Miss(_) => EolOutcome {
                 hit: false,
                 foreign: false,
+                served: None,
                 took,
                 distance: None,
                 verdict: "miss_distance",
@@ -327,8 +334,9 @@ impl Runner {
         for (i, (op, input, prompt)) in entries.iter().enumerate() {
             let answer = format!("crowd-{i}");
             let ctx = CallContext::new("eval", op, "prototyping", "eval", "eval-src");
+            // EOL's answer names the entry's text, for the dump's `served`.
             self.eol
-                .store(&ctx, input, &json!(answer))
+                .store(&ctx, input, &json!(format!("{answer}: {prompt}")))
                 .await
                 .expect("EOL store");
             self.rvl
@@ -378,6 +386,7 @@ impl Runner {
                     "distance": p.distance,
                     "eol": e.verdict,
                     "why": e.why,
+                    "served": e.served,
                     "guard": guard,
                     "redisvl": r.0,
                     "eol_us": e.took.as_secs_f64() * 1e6,

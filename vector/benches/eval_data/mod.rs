@@ -316,8 +316,12 @@ pub fn embed_pairs(
 }
 
 /// Content words a crowding variant exchanges (either way): each changes
-/// what a request asks for.
-const EXCHANGES: [(&str, &str); 24] = [
+/// what a request asks for. Not `before` / `after`: they name one order from
+/// either end, so `X after Y` asks what `Y before X` asks, and the variant of
+/// a swap pair's stored text was a paraphrase of its request (5 of the 7
+/// near-misses answered from another entry on the tuning, held-out and fresh
+/// splits with 10,000 entries at 0.1 were such variants).
+const EXCHANGES: [(&str, &str); 23] = [
     ("today", "tomorrow"),
     ("morning", "evening"),
     ("cancel", "change"),
@@ -325,7 +329,6 @@ const EXCHANGES: [(&str, &str); 24] = [
     ("add", "remove"),
     ("open", "close"),
     ("buy", "sell"),
-    ("before", "after"),
     ("first", "last"),
     ("small", "large"),
     ("cheap", "expensive"),
@@ -349,9 +352,22 @@ const NAMES: [&str; 8] = [
     "Lisbon", "Maria", "Oslo", "Chen", "Kenya", "Acme", "Dublin", "Priya",
 ];
 
+/// The words of `text` that a rewrite with other punctuation, case or
+/// articles keeps, sorted: `List the posts that don't have a featured image.`
+/// and `list posts that don't have a featured image` give the same.
+fn same_words(text: &str) -> Vec<String> {
+    let mut words: Vec<String> = text
+        .split(|c: char| !(c.is_alphanumeric() || c == '\''))
+        .map(str::to_lowercase)
+        .filter(|w| !w.is_empty() && !["the", "a", "an"].contains(&w.as_str()))
+        .collect();
+    words.sort_unstable();
+    words
+}
+
 /// The variants of `text` that ask for something else: each number moved
 /// by 7, one exchanged content word, one capitalised word (not the first)
-/// renamed. Similar neighbours, by construction not paraphrases.
+/// renamed. Similar neighbours meant to ask for something else.
 fn variants(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     // Numbers.
@@ -458,8 +474,18 @@ pub fn crowd(pairs: &[Pair], n: usize, seed: u64) -> Vec<(String, Value, String)
         .map(|(key, (op, input))| (op, input, key))
         .collect();
     structured.shuffle(&mut rng);
+    // A text of another split may be a loaded one written again (the blind
+    // set's `Merge ticket #715 into ticket #702.` is the tuning set's with
+    // `#`): as a neighbour it would answer its request rightly, yet count as
+    // a wrong answer. Such texts are not crowding entries.
+    let rewritten: std::collections::HashSet<Vec<String>> = pairs
+        .iter()
+        .filter(|p| p.set == "text")
+        .flat_map(|p| [same_words(&p.text_a), same_words(&p.text_b)])
+        .collect();
     let mut text: Vec<(String, Value, String)> = texts
         .into_iter()
+        .filter(|t| !rewritten.contains(&same_words(t)))
         .map(|t| ("query".to_owned(), json!({"query": t}), t))
         .filter(|(_, input, _)| !taken.contains(&canonical_json(input)))
         .collect();

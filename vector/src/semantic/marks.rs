@@ -12,7 +12,9 @@ use super::tokens::{Kind, Neg, Tok, is_entity, stem, tokens};
 pub(super) fn compare_marks(a: &[Tok], b: &[Tok]) -> Result<(), String> {
     // Polarity: as many explicit negations on both sides, except that an
     // extra one may be balanced by a negative word only the other side has
-    // (`hasn't paid` / `unpaid`, `can't attach` / `attaching fails`).
+    // (`hasn't paid` / `unpaid`, `can't attach` / `attaching fails`), when
+    // the side with more has no negative word of its own: `not pending`
+    // negates a negative and asks the opposite of `waiting`.
     let implicit = |x: &[Tok]| -> Vec<String> {
         x.iter()
             .filter(|t| t.neg == Neg::Implicit)
@@ -24,10 +26,12 @@ pub(super) fn compare_marks(a: &[Tok], b: &[Tok]) -> Result<(), String> {
     let only =
         |mine: &[String], other: &[String]| mine.iter().filter(|w| !other.contains(w)).count();
     let (ea, eb) = (explicit(a), explicit(b));
-    let balanced = if ea >= eb {
-        ea - eb <= only(&ib, &ia)
+    let balanced = if ea == eb {
+        true
+    } else if ea > eb {
+        ea - eb <= only(&ib, &ia) && only(&ia, &ib) == 0
     } else {
-        eb - ea <= only(&ia, &ib)
+        eb - ea <= only(&ia, &ib) && only(&ib, &ia) == 0
     };
     if !balanced {
         let show = |x: &[Tok]| -> Vec<String> {
@@ -289,6 +293,27 @@ mod tests {
         same(
             "a release with zero downtime for users",
             "users saw no downtime during the release",
+        );
+        // Waiting, pending, outstanding and free say `not yet` and `no`.
+        same(
+            "Which orders are still waiting to be packed?",
+            "Show me the orders that haven't been packed yet.",
+        );
+        same(
+            "Upgrade order 28461 to express delivery at no charge.",
+            "Move order 28461 to express shipping for free.",
+        );
+        same(
+            "Which users have been inactive for 90 days?",
+            "Which users haven't logged in for 90 days?",
+        );
+        // A negated negative word balances nothing: it says the opposite.
+        assert_eq!(
+            why(
+                "Which invoices are not pending?",
+                "Which invoices are still waiting?"
+            ),
+            Some("negation".into())
         );
         // A negative word present on both sides balances nothing.
         assert_eq!(

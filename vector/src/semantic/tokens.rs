@@ -478,7 +478,9 @@ const NEGATIONS: [&str; 11] = [
 
 /// Words negative by their form (`un-`, `non-`) or meaning; they balance an
 /// explicit negation on the other side (`unpaid` / `hasn't paid`, `missing` /
-/// `not there`, `instead of X` / `not X`).
+/// `not there`, `instead of X` / `not X`, `still waiting to be packed` /
+/// `not packed yet`, `at no charge` / `for free`, `inactive` / `hasn't
+/// logged in`).
 fn implicit_negative(w: &str) -> bool {
     const NOT_PREFIXED: [&str; 9] = [
         "under",
@@ -495,10 +497,24 @@ fn implicit_negative(w: &str) -> bool {
         "missing", "lack", "lacks", "lacking", "lacked", "fail", "fails", "failed", "failing",
         "failure", "instead", "absent", "unless",
     ];
+    // States that say `not yet` or `no`: `still waiting to ship` / `not
+    // shipped yet`, `for free` / `at no charge`, `broken` / `doesn't load`.
+    const NOT_YET: [&str; 7] = [
+        "pending",
+        "waiting",
+        "awaiting",
+        "outstanding",
+        "inactive",
+        "free",
+        "broken",
+    ];
     let prefixed =
         (w.len() >= 5 && w.starts_with("un") && !NOT_PREFIXED.iter().any(|p| w.starts_with(p)))
             || (w.len() >= 6 && w.starts_with("non"));
-    prefixed || NEGATIVE.contains(&w) || ["stop", "stops", "stopped", "stopping"].contains(&w)
+    prefixed
+        || NEGATIVE.contains(&w)
+        || NOT_YET.contains(&w)
+        || ["stop", "stops", "stopped", "stopping"].contains(&w)
 }
 
 /// A crude stem: enough for `passwords`/`password`, `locked`/`lock`, `caching`/`cached`.

@@ -70,8 +70,12 @@ impl std::fmt::Display for GuardFailure {
 ///     `zero`) on both sides, except that an extra one may be balanced by a
 ///     word of negative meaning that only the other side has: an `un-` or
 ///     `non-` word, a `not-`/`non-` compound, `missing`, `lack`, `fail`,
-///     `instead`, `absent`, `unless`, `stop` (`hasn't paid` / `unpaid`,
-///     `can't attach` / `attaching fails`); negative words alone never refuse;
+///     `instead`, `absent`, `unless`, `stop`, or a state of `not yet` or
+///     `no` (`pending`, `waiting`, `awaiting`, `outstanding`, `inactive`,
+///     `free`, `broken`) (`hasn't paid` / `unpaid`, `can't attach` /
+///     `attaching fails`, `not packed yet` / `still waiting to be packed`),
+///     when the side with more negations has no such word of its own (`not
+///     pending` / `waiting` is refused); negative words alone never refuse;
 ///   - **numbers**, as sets (a paraphrase may repeat or reorder them); a
 ///     `1` left unmatched may be the other side's word `one`, `once` or
 ///     `first`, and one unit of time the other's unit with no number (`one

@@ -138,9 +138,8 @@ struct Runner {
 struct EolOutcome {
     /// The pair's own entry answered.
     hit: bool,
-    /// Another entry answered (only with `EOL_EVAL_CROWD`): a wrong answer.
-    foreign: bool,
-    /// The answer of the other entry that answered (`crowd-<i>: <its text>`).
+    /// The answer of another entry that answered (only with
+    /// `EOL_EVAL_CROWD`; `crowd-<i>: <its text>`): a wrong answer.
     served: Option<Value>,
     took: Duration,
     distance: Option<f32>,
@@ -175,7 +174,6 @@ impl Runner {
                 assert!(own || self.crowded, "EOL served another entry: {answer}");
                 EolOutcome {
                     hit: own,
-                    foreign: !own,
                     served: (!own).then_some(answer),
                     took,
                     distance: Some(distance),
@@ -191,7 +189,6 @@ impl Runner {
                 }
                 EolOutcome {
                     hit: false,
-                    foreign: false,
                     served: None,
                     took,
                     distance: None,
@@ -201,7 +198,6 @@ impl Runner {
             }
             Lookup::Miss(_) => EolOutcome {
                 hit: false,
-                foreign: false,
                 served: None,
                 took,
                 distance: None,
@@ -397,7 +393,7 @@ impl Runner {
                 });
                 writeln!(out, "{line}").expect("write the dump");
             }
-            eol.record(p, e.hit, e.foreign, e.took);
+            eol.record(p, e.hit, e.served.is_some(), e.took);
             rvl.record(p, r.0, r.3, r.1);
         }
         (eol, rvl)

@@ -353,16 +353,14 @@ const NAMES: [&str; 8] = [
 ];
 
 /// The words of `text` that a rewrite with other punctuation, case or
-/// articles keeps, sorted: `List the posts that don't have a featured image.`
-/// and `list posts that don't have a featured image` give the same.
+/// articles keeps, in order (a swap is another request): `List the posts
+/// that don't have a featured image.` and `list posts that don't have a
+/// featured image` give the same.
 fn same_words(text: &str) -> Vec<String> {
-    let mut words: Vec<String> = text
-        .split(|c: char| !(c.is_alphanumeric() || c == '\''))
+    text.split(|c: char| !(c.is_alphanumeric() || c == '\''))
         .map(str::to_lowercase)
         .filter(|w| !w.is_empty() && !["the", "a", "an"].contains(&w.as_str()))
-        .collect();
-    words.sort_unstable();
-    words
+        .collect()
 }
 
 /// The variants of `text` that ask for something else: each number moved

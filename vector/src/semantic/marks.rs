@@ -26,12 +26,14 @@ pub(super) fn compare_marks(a: &[Tok], b: &[Tok]) -> Result<(), String> {
     let only =
         |mine: &[String], other: &[String]| mine.iter().filter(|w| !other.contains(w)).count();
     let (ea, eb) = (explicit(a), explicit(b));
-    let balanced = if ea == eb {
-        true
-    } else if ea > eb {
-        ea - eb <= only(&ib, &ia) && only(&ia, &ib) == 0
+    // `extra` negations on the side whose negative words are `mine`.
+    let balances = |extra: usize, mine: &[String], other: &[String]| {
+        extra == 0 || (extra <= only(other, mine) && only(mine, other) == 0)
+    };
+    let balanced = if ea >= eb {
+        balances(ea - eb, &ia, &ib)
     } else {
-        eb - ea <= only(&ia, &ib) && only(&ib, &ia) == 0
+        balances(eb - ea, &ib, &ia)
     };
     if !balanced {
         let show = |x: &[Tok]| -> Vec<String> {

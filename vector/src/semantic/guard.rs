@@ -72,14 +72,16 @@ impl std::fmt::Display for GuardFailure {
 ///     `non-` word, a `not-`/`non-` compound, `missing`, `lack`, `fail`,
 ///     `instead`, `absent`, `unless`, `stop`, or a state of `not yet` or
 ///     `no` (`pending`, `waiting`, `awaiting`, `outstanding`, `inactive`,
-///     `free`, `broken`) (`hasn't paid` / `unpaid`, `can't attach` /
-///     `attaching fails`, `not packed yet` / `still waiting to be packed`),
+///     `free`, `broken`, the `out` of `out of stock`) (`hasn't paid` /
+///     `unpaid`, `can't attach` / `attaching fails`, `not packed yet` /
+///     `still waiting to be packed`),
 ///     when the side with more negations has no such word of its own (`not
 ///     pending` / `waiting` is refused); negative words alone never refuse;
 ///   - **numbers**, as sets (a paraphrase may repeat or reorder them); a
 ///     `1` left unmatched may be the other side's word `one`, `once` or
-///     `first`, and one unit of time the other's unit with no number (`one
-///     week` / `a week later`, `24 hours` / `a day`); a
+///     `first`, and one unit of time the other's unit with no number or its
+///     rate (`one week` / `a week later`, `24 hours` / `a day`, `every two
+///     weeks` / `fortnightly`); a
 ///     time of day with its half of the day (`7 pm`, `7:30am`, `19:30`) is
 ///     read on the 24-hour clock, and matches the same hour written without
 ///     it (`7 pm` / `19:00` / `at 7`) but not the other half (`7 am` /
@@ -96,20 +98,32 @@ impl std::fmt::Display for GuardFailure {
 ///     two names sharing a stem of at least four letters, after which one
 ///     ends in an adjective suffix (`-n`, `-an`, `-ian`, `-ean`, `-ese`,
 ///     `-ish`, `-i`) or nothing and the other in at most two letters
-///     (`Italy` / `Italian`, `Canada` / `Canadian`, `China` / `Chinese`).
+///     (`Italy` / `Italian`, `Canada` / `Canadian`, `China` / `Chinese`);
+///     a short list of pairs no such rule makes matches too (`Ireland` /
+///     `Irish`, `France` / `French`, `Netherlands` / `Dutch`).
 ///     Acronyms (`SKU`, `URL`) are weaker: one may be dropped or
 ///     spelled out (`PO` / `post office`), but acronyms unmatched on both
 ///     sides (`DHL` / `UPS`) are a different entity;
 ///   - **questions**: two questions asking for different things (`when`,
 ///     `where`, `who`, `why`, `how much`/`many`, `how long`, `how often`,
 ///     `how fast`, plain `how`) differ; `what`/`which` and imperatives match
-///     any. A question how to do something (plain `how` followed by `to`,
-///     or by a verb and a person, `how do I`, `how can we`, in a sentence
-///     that ends with `?`; "how do X and Y compare?" asks about X and Y)
-///     differs from a text that asks no question at all: that
-///     is a request to do it or a report that it fails, not a request for
+///     any. A question word asks in a question, at the start of a sentence
+///     or after a word that opens an indirect question (`tell me when`,
+///     `explain why`); one that joins a clause to a noun asks nothing ("a
+///     slot where Elif is free"). A question how to do something (plain
+///     `how` followed by `to`, or by a verb and a person, `how do I`, `how
+///     can we`, in a sentence that ends with `?`; "how do X and Y compare?"
+///     asks about X and Y) differs from a text that asks no question at
+///     all: that is a request to do it or a report that it fails, not a request for
 ///     instructions ("How do I rename a folder?" / "Please let me rename
-///     folders.", "The rename button does nothing.").
+///     folders.", "The rename button does nothing.");
+///   - **periods**: periods of the calendar named by their place (`this
+///     week`, `last month`, `the first month`, `next business day`,
+///     `yesterday`) may not differ where both texts name one with the same
+///     place or unit ("this week" / "this month", "the first month" / "the
+///     last month"); a period only one text names may be written there
+///     another way ("last week" / "the 7 days before today"). Parts of a day
+///     and rates (`weekly`) are left to the other rules.
 ///
 ///   Then **per field**:
 ///   - **a near-identical text may not change a content word**: when the two

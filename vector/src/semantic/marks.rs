@@ -5,6 +5,7 @@
 //! question asked.
 
 use super::numbers::{clock, duration_unit};
+use super::periods::{periods, periods_differ};
 use super::tokens::{Kind, Neg, Tok, is_entity, stem, tokens};
 
 /// The rules over the free text of two whole inputs: the first of polarity,
@@ -74,6 +75,13 @@ pub(super) fn compare_marks(a: &[Tok], b: &[Tok]) -> Result<(), String> {
         return Err(format!("numbers differ ({na:?} vs {nb:?})"));
     }
 
+    // Periods of the calendar named from now or within a span: `this week`
+    // is not `this month`, nor `last month` the `first month`.
+    let (pa, pb) = (periods(a), periods(b));
+    if periods_differ(&pa, &pb) {
+        return Err(format!("time period differs ({pa:?} vs {pb:?})"));
+    }
+
     // Names, codes, quotes, acronyms.
     let (ua, ub) = (unmatched_entities(a, b), unmatched_entities(b, a));
     let strong = |u: &[&Tok]| u.iter().any(|t| !t.acronym);
@@ -105,11 +113,22 @@ fn same_time(x: &Tok, y: &Tok) -> bool {
 }
 
 /// Whether the number `t` is one of what the word `w` says: `1` and `one`,
-/// `once`, `first`; `3600s` and `hour`.
+/// `once`, `first`; `3600s` and `hour`, `hourly`; `1209600s` (`every two
+/// weeks`) and `fortnightly`.
 fn counts_one(t: &Tok, w: &str) -> bool {
     if t.norm == "1" {
         return ["one", "once", "first"].contains(&w);
     }
+    // A rate counts one of its unit: `every 7 days` is `weekly`.
+    let w = match w {
+        "hourly" => "hour",
+        "daily" => "day",
+        "weekly" => "week",
+        "fortnightly" => "fortnight",
+        "monthly" => "month",
+        "yearly" | "annually" | "annual" => "year",
+        w => w,
+    };
     duration_unit(&format!("{w}s")).is_some()
         && duration_unit(w).is_some_and(|(factor, unit)| t.norm == format!("{factor}{unit}"))
 }
@@ -174,9 +193,35 @@ fn unmatched_entities<'a>(x: &'a [Tok], y: &[Tok]) -> Vec<&'a Tok> {
 /// `Canada` / `Canadian`, `Europe` / `European`, `China` / `Chinese`): they
 /// share a stem of at least four letters, after which one ends in an
 /// adjective suffix (`-n`, `-an`, `-ian`, `-ean`, `-ese`, `-ish`, `-i`) or
-/// nothing and the other in at most two letters.
+/// nothing and the other in at most two letters; or they are one of the
+/// pairs no such rule makes (`Ireland` / `Irish`, `France` / `French`).
 fn demonym(x: &str, y: &str) -> bool {
     const SUFFIXES: [&str; 8] = ["", "n", "an", "ian", "ean", "ese", "ish", "i"];
+    /// Places whose adjective shares too short a stem with them.
+    const IRREGULAR: [(&str, &str); 16] = [
+        ("ireland", "irish"),
+        ("france", "french"),
+        ("netherlands", "dutch"),
+        ("holland", "dutch"),
+        ("switzerland", "swiss"),
+        ("denmark", "danish"),
+        ("spain", "spanish"),
+        ("finland", "finnish"),
+        ("poland", "polish"),
+        ("wales", "welsh"),
+        ("thailand", "thai"),
+        ("philippines", "filipino"),
+        ("scotland", "scottish"),
+        ("england", "english"),
+        ("cyprus", "cypriot"),
+        ("uk", "british"),
+    ];
+    if IRREGULAR
+        .iter()
+        .any(|&(p, q)| (x == p && y == q) || (x == q && y == p))
+    {
+        return true;
+    }
     let common = x
         .chars()
         .zip(y.chars())
@@ -191,13 +236,53 @@ fn demonym(x: &str, y: &str) -> bool {
     (SUFFIXES.contains(&rx) && ending(ry)) || (SUFFIXES.contains(&ry) && ending(rx))
 }
 
+/// The words that ask a kind of question.
+const QUESTION_WORDS: [&str; 7] = ["when", "where", "why", "who", "whom", "whose", "how"];
+
 /// The kind of question asked: `when`, `where`, `who`, `why`, `how much`,
 /// `how long`, `how often`, `how fast`, plain `how`. `what` and `which` ask
-/// for anything and are left out.
+/// for anything and are left out. A question word asks only in a question,
+/// at the start of a sentence, or after a word that opens an indirect
+/// question (`tell me when`, `explain why`, `find out where`); elsewhere it
+/// joins a clause to a noun and asks nothing (`a slot where Elif is free`,
+/// `proration when a customer upgrades`).
 fn question_kinds(x: &[Tok]) -> std::collections::BTreeSet<String> {
+    /// Words after which a question word opens an indirect question.
+    const ASKING: [&str; 20] = [
+        "me",
+        "us",
+        "him",
+        "her",
+        "them",
+        "know",
+        "out",
+        "up",
+        "explain",
+        "describe",
+        "check",
+        "ask",
+        "see",
+        "wonder",
+        "tell",
+        "show",
+        "say",
+        "confirm",
+        "decide",
+        "understand",
+    ];
     let mut kinds = std::collections::BTreeSet::new();
     for (i, t) in x.iter().enumerate() {
         let next = x.get(i + 1).map_or("", |n| n.norm.as_str());
+        let before = |k: usize| i.checked_sub(k).and_then(|j| x.get(j));
+        let asks = t.asks
+            || t.initial
+            || before(1).is_some_and(|p| ASKING.contains(&p.norm.as_str()))
+            // `tell me when and where`: the second asks as the first does.
+            || (before(1).is_some_and(|p| p.norm == "and" || p.norm == "or")
+                && before(2).is_some_and(|p| QUESTION_WORDS.contains(&p.norm.as_str())));
+        if !asks {
+            continue;
+        }
         match t.norm.as_str() {
             "when" | "where" | "why" => {
                 kinds.insert(t.norm.clone());
@@ -296,6 +381,18 @@ mod tests {
             "a release with zero downtime for users",
             "users saw no downtime during the release",
         );
+        // `out of stock` says `no stock`; `out of` alone only moves something.
+        same(
+            "Which products are out of stock?",
+            "List the products whose stock is zero.",
+        );
+        assert_eq!(
+            why(
+                "Move the products out of the old shelf.",
+                "Do not move the products to the old shelf."
+            ),
+            Some("negation".into())
+        );
         // Waiting, pending, outstanding and free say `not yet` and `no`.
         same(
             "Which orders are still waiting to be packed?",
@@ -366,6 +463,22 @@ mod tests {
             "The invoice has been due for 14 days",
         );
         same("Retry after 2 hours", "Wait 120 minutes, then retry");
+        // A fortnight is two weeks; a rate counts one of its unit.
+        same(
+            "Which invoices are a fortnight overdue?",
+            "List the invoices that are overdue by two weeks.",
+        );
+        same(
+            "Set the retro to repeat every two weeks",
+            "The retro should happen fortnightly",
+        );
+        assert_eq!(
+            why(
+                "Set the retro to repeat every two weeks",
+                "The retro should happen weekly"
+            ),
+            Some("numbers".into())
+        );
         assert_eq!(
             why("The trial lasts 2 weeks", "The trial lasts 2 months"),
             Some("numbers".into())
@@ -553,6 +666,30 @@ mod tests {
             "How we cut our cloud bill in 2024",
             "In 2024 our team reduced the cloud bill",
         );
+        // A question word that joins a clause to a noun asks nothing ...
+        same(
+            "When is Elif free for an hour this week?",
+            "Find a one-hour slot this week where Elif has nothing booked.",
+        );
+        same(
+            "Explain proration when a customer upgrades mid-month.",
+            "How does prorated billing work if someone upgrades mid-month?",
+        );
+        // ... while one after a word that asks opens an indirect question.
+        assert_eq!(
+            why(
+                "Tell me when the parcel left the depot",
+                "Tell me where the parcel left the depot"
+            ),
+            Some("question".into())
+        );
+        assert_eq!(
+            why(
+                "Explain why the refund failed",
+                "Explain how the refund failed"
+            ),
+            Some("question".into())
+        );
     }
 
     #[test]
@@ -577,6 +714,18 @@ mod tests {
             why(
                 "Prices for customers in Spain",
                 "Prices for Italian customers"
+            ),
+            Some("entities".into())
+        );
+        // Adjectives no suffix makes are listed.
+        same(
+            "We are a registered business in Ireland",
+            "We are an Irish registered business",
+        );
+        assert_eq!(
+            why(
+                "We are a registered business in Ireland",
+                "We are a French registered business"
             ),
             Some("entities".into())
         );

@@ -44,8 +44,9 @@
 //! rules on free text read; text in another language must be the same text);
 //! `tokens` the tokenizer of free text and `numbers` its reading of numbers,
 //! dates, times of day and durations; the rules on free text are in `marks`
-//! (over all free-text fields together: polarity, numbers, names, questions),
-//! `wording` and `roles` (per field: near-identical wording, exchanged roles).
+//! (over all free-text fields together: polarity, numbers, names, questions;
+//! with `periods`, the periods of the calendar), `wording` and `roles` (per
+//! field: near-identical wording, exchanged roles).
 
 mod bound;
 mod crowding;
@@ -53,6 +54,7 @@ mod guard;
 mod language;
 mod marks;
 mod numbers;
+mod periods;
 mod roles;
 mod settings;
 mod tokens;

@@ -58,6 +58,7 @@ pub(super) fn duration_unit(w: &str) -> Option<(f64, &'static str)> {
         "hour" | "hours" | "hr" | "hrs" | "h" => (3600.0, "s"),
         "day" | "days" => (86_400.0, "s"),
         "week" | "weeks" => (604_800.0, "s"),
+        "fortnight" | "fortnights" => (1_209_600.0, "s"),
         "month" | "months" => (1.0, "mo"),
         "year" | "years" => (12.0, "mo"),
         _ => return None,

@@ -341,6 +341,21 @@ impl Tokenizer {
             }
             return;
         }
+        // `out of stock`, `out of office`: `out` says `no` (`zero stock`,
+        // `not in the office`); other `out of`s only move something.
+        const LACKED: [&str; 12] = [
+            "stock", "office", "date", "print", "range", "order", "service", "budget", "scope",
+            "warranty", "space", "memory",
+        ];
+        let n = self.out.len();
+        if LACKED.contains(&lower.as_str())
+            && n >= 2
+            && self.out[n - 1].norm == "of"
+            && self.out[n - 2].norm == "out"
+            && self.out[n - 2].sentence == self.sentence
+        {
+            self.out[n - 2].neg = Neg::Implicit;
+        }
         let implicit = implicit_negative(&lower);
         self.push(lower, Kind::Word, w);
         if implicit && let Some(t) = self.out.last_mut() {

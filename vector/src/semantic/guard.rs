@@ -70,12 +70,14 @@ impl std::fmt::Display for GuardFailure {
 ///     `zero`) on both sides, except that an extra one may be balanced by a
 ///     word of negative meaning that only the other side has: an `un-` or
 ///     `non-` word, a `not-`/`non-` compound, `missing`, `lack`, `fail`,
-///     `instead`, `absent`, `unless`, `stop`, or a state of `not yet` or
-///     `no` (`pending`, `waiting`, `awaiting`, `outstanding`, `inactive`,
-///     `free`, `broken`, the `out` of `out of stock`) (`hasn't paid` /
-///     `unpaid`, `can't attach` / `attaching fails`, `not packed yet` /
-///     `still waiting to be packed`),
-///     when the side with more negations has no such word of its own (`not
+///     `instead`, `absent`, `unless`, `stop`, a verb that keeps something
+///     from happening (`hold`, `skip`, `avoid`, `decline`, `reject`,
+///     `refuse`, `deny`, `block`, `prevent`, `ignore`, `except`), or a
+///     state of `not yet` or `no` (`pending`, `waiting`, `awaiting`,
+///     `outstanding`, `inactive`, `free`, `broken`, the `out` of `out of
+///     stock`) (`hasn't paid` / `unpaid`, `can't attach` / `attaching
+///     fails`, `not packed yet` / `still waiting to be packed`, `hold the
+///     order` / `don't ship the order`), when the side with more negations has no such word of its own (`not
 ///     pending` / `waiting` is refused); negative words alone never refuse;
 ///   - **numbers**, as sets (a paraphrase may repeat or reorder them); a
 ///     `1` left unmatched may be the other side's word `one`, `once` or
@@ -174,7 +176,7 @@ impl std::fmt::Display for GuardFailure {
 /// word of a short request ("Cancel my plan" / "Stop my plan"), that adds a
 /// name or a number ("every weekday" / "Monday to Friday", "twice" /
 /// "a duplicate charge") or that negates where the other uses a verb of negative
-/// meaning it does not know (`hold` / `don't ship`) is computed again. What it
+/// meaning it does not know (`cancel` / `won't take place`) is computed again. What it
 /// cannot see: a different request in different words with the same names,
 /// numbers and polarity ("Add 25 units of X to stock" / "Reserve 25 units of
 /// X for an order"), and roles given by word order alone when the texts are

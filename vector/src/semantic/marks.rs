@@ -381,6 +381,22 @@ mod tests {
             "a release with zero downtime for users",
             "users saw no downtime during the release",
         );
+        // Verbs that keep something from happening balance a negation.
+        same(
+            "Hold order 8804 until the customer confirms the address.",
+            "Don't ship order 8804 before the address is confirmed.",
+        );
+        same(
+            "Decline the vendor demo on Thursday",
+            "Tell them I will not attend the vendor demo on Thursday",
+        );
+        assert_eq!(
+            why(
+                "Hold the design review on Friday",
+                "Do not hold the design review on Friday"
+            ),
+            Some("negation".into())
+        );
         // `out of stock` says `no stock`; `out of` alone only moves something.
         same(
             "Which products are out of stock?",

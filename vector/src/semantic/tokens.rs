@@ -523,6 +523,12 @@ fn implicit_negative(w: &str) -> bool {
         "free",
         "broken",
     ];
+    // Verbs that do the opposite or keep something from happening: `hold
+    // the order` / `don't ship the order`, `skip` / `don't run`.
+    const WITHHOLDING: [&str; 18] = [
+        "hold", "held", "avoid", "skip", "skipp", "refus", "refuse", "declin", "decline", "reject",
+        "deny", "deni", "den", "block", "prevent", "ignor", "ignore", "except",
+    ];
     let prefixed =
         (w.len() >= 5 && w.starts_with("un") && !NOT_PREFIXED.iter().any(|p| w.starts_with(p)))
             || (w.len() >= 6 && w.starts_with("non"));
@@ -530,6 +536,7 @@ fn implicit_negative(w: &str) -> bool {
         || NEGATIVE.contains(&w)
         || NOT_YET.contains(&w)
         || ["stop", "stops", "stopped", "stopping"].contains(&w)
+        || WITHHOLDING.contains(&stem(w))
 }
 
 /// A crude stem: enough for `passwords`/`password`, `locked`/`lock`, `caching`/`cached`.

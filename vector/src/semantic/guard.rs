@@ -355,6 +355,31 @@ pub(super) mod testing {
         let e = guard(&t(a), &t(b), &[]);
         assert!(e.is_ok(), "{a:?} / {b:?} refused: {e:?}");
     }
+
+    /// Checks the pairs written for a rule (`testdata/*.tsv`: kind, text,
+    /// text): those of kind `refused` must be refused for `reason`, those of
+    /// kind `P` accepted. Returns how many of each it read.
+    pub(in crate::semantic) fn written_pairs(
+        tsv: &str,
+        refused: &str,
+        reason: &str,
+    ) -> (usize, usize) {
+        let (mut refusals, mut accepts) = (0, 0);
+        for line in tsv.lines() {
+            let mut cols = line.split('\t');
+            let (Some(kind), Some(a), Some(b)) = (cols.next(), cols.next(), cols.next()) else {
+                continue;
+            };
+            if kind == refused {
+                refusals += 1;
+                assert_eq!(why(a, b), Some(reason.into()), "{a} / {b}");
+            } else if kind == "P" {
+                accepts += 1;
+                same(a, b);
+            }
+        }
+        (refusals, accepts)
+    }
 }
 
 #[cfg(test)]

@@ -96,31 +96,16 @@ pub(super) fn periods_differ(
 
 #[cfg(test)]
 mod tests {
-    use crate::semantic::guard::testing::{same, why};
+    use crate::semantic::guard::testing::{same, written_pairs};
 
     #[test]
     fn periods_of_the_calendar_must_agree() {
         // `testdata/periods.tsv`: 16 pairs naming different periods, all
         // accepted before the period rule, and 15 naming one period.
-        let (mut different, mut same_period) = (0, 0);
-        for line in include_str!("testdata/periods.tsv").lines() {
-            let mut cols = line.split('\t');
-            let (Some(kind), Some(a), Some(b)) = (cols.next(), cols.next(), cols.next()) else {
-                continue;
-            };
-            match kind {
-                "D" => {
-                    different += 1;
-                    assert_eq!(why(a, b), Some("time".into()), "{a} / {b}");
-                }
-                "P" => {
-                    same_period += 1;
-                    same(a, b);
-                }
-                _ => {}
-            }
-        }
-        assert_eq!((different, same_period), (16, 15));
+        assert_eq!(
+            written_pairs(include_str!("testdata/periods.tsv"), "D", "time"),
+            (16, 15)
+        );
         // A period one side writes as a duration, or leaves out, is no conflict.
         same(
             "How many orders shipped last week?",

@@ -425,7 +425,7 @@ fn between_words(
 
 #[cfg(test)]
 mod tests {
-    use crate::semantic::guard::testing::{same, why};
+    use crate::semantic::guard::testing::{same, why, written_pairs};
 
     #[test]
     fn swapped_roles_are_refused() {
@@ -614,24 +614,9 @@ mod tests {
     fn the_written_swaps_are_refused_and_their_reorderings_accepted() {
         // `testdata/swaps.tsv`: 40 swaps (15 refused before the slot and span
         // rules) and 7 reorderings of one meaning.
-        let (mut swaps, mut reorderings) = (0, 0);
-        for line in include_str!("testdata/swaps.tsv").lines() {
-            let mut cols = line.split('\t');
-            let (Some(kind), Some(a), Some(b)) = (cols.next(), cols.next(), cols.next()) else {
-                continue;
-            };
-            match kind {
-                "S" => {
-                    swaps += 1;
-                    assert_eq!(why(a, b), Some("roles".into()), "{a} / {b}");
-                }
-                "P" => {
-                    reorderings += 1;
-                    same(a, b);
-                }
-                _ => {}
-            }
-        }
-        assert_eq!((swaps, reorderings), (40, 7));
+        assert_eq!(
+            written_pairs(include_str!("testdata/swaps.tsv"), "S", "roles"),
+            (40, 7)
+        );
     }
 }

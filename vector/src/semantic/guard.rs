@@ -121,9 +121,10 @@ impl std::fmt::Display for GuardFailure {
 ///     folders.", "The rename button does nothing.");
 ///   - **periods**: periods of the calendar named by their place (`this
 ///     week`, `last month`, `the first month`, `next business day`,
-///     `yesterday`) may not differ where both texts name one with the same
-///     place or unit ("this week" / "this month", "the first month" / "the
-///     last month"); a period only one text names may be written there
+///     `yesterday`, `the last 30 days`) may not differ where both texts
+///     name one with the same place or length ("this week" / "this month",
+///     "the first month" / "the last month", "the first 30 days" / "the
+///     last 30 days"; "the next 7 days" is "the coming week"); a period only one text names may be written there
 ///     another way ("last week" / "the 7 days before today"). Parts of a day
 ///     and rates (`weekly`) are left to the other rules.
 ///

@@ -1,8 +1,8 @@
 //! The guard's rules over all free-text fields of an input together (a name
 //! may move from a subject to a body): the two texts must agree on polarity,
 //! numbers (as sets, times of day and units of time read alike), names,
-//! codes and quotes (a place matching its adjective), and the kind of
-//! question asked.
+//! codes and quotes (a place matching its adjective), the periods of the
+//! calendar they name (read in `periods`), and the kind of question asked.
 
 use super::numbers::{clock, duration_unit};
 use super::periods::{periods, periods_differ};

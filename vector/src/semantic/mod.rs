@@ -39,7 +39,8 @@
 //! outcomes, and the index schemas. The `settings` module reads the `cache:`
 //! block; `crowding` picks the index a look-up searches its scope on; `bound`
 //! counts the verdicts and proves the distance of reuse for the error bound;
-//! `guard` holds the guard and its comparison of the structured inputs;
+//! `schema` the Redis index schemas; `guard` holds the guard and its
+//! comparison of the structured inputs;
 //! `language` whether a free-text field is English (the only language the
 //! rules on free text read; text in another language must be the same text);
 //! `tokens` the tokenizer of free text and `numbers` its reading of numbers,
@@ -56,6 +57,7 @@ mod marks;
 mod numbers;
 mod periods;
 mod roles;
+mod schema;
 mod settings;
 mod tokens;
 mod wording;
@@ -65,6 +67,7 @@ pub use bound::{
     wilson_upper,
 };
 pub use guard::{GuardFailure, guard};
+pub use schema::{semantic_graph_schema, semantic_schema};
 pub use settings::{
     DEFAULT_CHECK_RATE, DEFAULT_DISTANCE_THRESHOLD, DEFAULT_TTL, ErrorBound, SemanticSettings,
 };
@@ -78,8 +81,7 @@ use serde_json::Value;
 
 use crate::digest::{canonical_json, sha256_hex};
 use crate::index::{
-    Document, FieldAttrs, FieldSpec, FieldType, Filter, HybridPolicy, IndexError, IndexInfo,
-    IndexSchema, KnnQuery, SchemaError, VectorIndex,
+    Document, Filter, HybridPolicy, IndexError, KnnQuery, SchemaError, VectorIndex,
 };
 use crate::{EmbedError, Embedder};
 
@@ -280,84 +282,6 @@ impl std::fmt::Debug for SemanticCache {
             .field("embedder", &self.embedder.model_id())
             .field("settings", &self.settings)
             .finish()
-    }
-}
-
-const TAGS: [&str; 6] = [
-    "feature",
-    "operation",
-    "phase",
-    "model",
-    "embedder",
-    "source_hash",
-];
-
-/// The schema of a semantic cache index named `name` for vectors of `dims`.
-pub fn semantic_schema(name: &str, dims: usize) -> IndexSchema {
-    let tag = |n: &str| FieldSpec {
-        name: n.to_owned(),
-        kind: FieldType::Tag,
-        attrs: FieldAttrs {
-            case_sensitive: Some(true),
-            ..FieldAttrs::default()
-        },
-    };
-    let mut fields: Vec<FieldSpec> = TAGS.iter().map(|t| tag(t)).collect();
-    fields.push(tag("scope"));
-    fields.push(FieldSpec {
-        name: "prompt".into(),
-        kind: FieldType::Text,
-        attrs: FieldAttrs::default(),
-    });
-    fields.push(FieldSpec {
-        name: "created_at".into(),
-        kind: FieldType::Numeric,
-        attrs: FieldAttrs::default(),
-    });
-    fields.push(FieldSpec {
-        name: "embedding".into(),
-        kind: FieldType::Vector,
-        attrs: FieldAttrs {
-            algorithm: Some("flat".into()),
-            dims: Some(dims as i64),
-            distance_metric: Some("cosine".into()),
-            datatype: Some("float32".into()),
-            ..FieldAttrs::default()
-        },
-    });
-    IndexSchema {
-        index: IndexInfo {
-            name: name.to_owned(),
-            prefix: format!("eol:{name}"),
-            key_separator: ":".into(),
-            storage_type: "hash".into(),
-        },
-        fields,
-    }
-}
-
-/// The schema of the HNSW index `<name>-graph` over the same entries as the
-/// [`semantic_schema`] `name` (the same key prefix: Redis indexes each entry
-/// in both): only the scope and the embedding. A look-up in a scope that is
-/// a large share of the cache searches it (the `crowding` module).
-pub fn semantic_graph_schema(name: &str, dims: usize) -> IndexSchema {
-    let main = semantic_schema(name, dims);
-    let keep = |f: &FieldSpec| f.name == "scope" || f.kind == FieldType::Vector;
-    let mut fields: Vec<FieldSpec> = main.fields.into_iter().filter(keep).collect();
-    for f in &mut fields {
-        if f.kind == FieldType::Vector {
-            f.attrs.algorithm = Some("hnsw".into());
-            f.attrs.m = Some(16);
-            f.attrs.ef_construction = Some(200);
-            f.attrs.ef_runtime = Some(20);
-        }
-    }
-    IndexSchema {
-        index: IndexInfo {
-            name: format!("{name}-graph"),
-            ..main.index
-        },
-        fields,
     }
 }
 

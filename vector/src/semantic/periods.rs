@@ -63,21 +63,21 @@ pub(super) fn periods(x: &[Tok]) -> Vec<Period> {
             };
             p.and_then(|p| place(&p.norm))
         };
-        let named = match (t.kind, t.norm.as_str()) {
-            (Kind::Word, "today") => Some(("this", length("day"))),
-            (Kind::Word, "yesterday") => Some(("last", length("day"))),
-            (Kind::Word, "tomorrow") => Some(("next", length("day"))),
-            (Kind::Word, w) => length(w).and_then(|l| placed().map(|p| (p, Some(l)))),
+        let named: Option<Period> = match (t.kind, t.norm.as_str()) {
+            (Kind::Word, "today") => length("day").map(|l| ("this", l)),
+            (Kind::Word, "yesterday") => length("day").map(|l| ("last", l)),
+            (Kind::Word, "tomorrow") => length("day").map(|l| ("next", l)),
+            (Kind::Word, w) => length(w).and_then(|l| placed().map(|p| (p, l))),
             // `the last 30 days`: a duration (the tokenizer's `2592000s`) with a place.
             (Kind::Number, n) if n.ends_with('s') || n.ends_with("mo") => {
-                placed().map(|p| (p, Some(n.to_owned())))
+                placed().map(|p| (p, n.to_owned()))
             }
             _ => None,
         };
-        if let Some((p, Some(l))) = named
-            && !found.contains(&(p, l.clone()))
+        if let Some(named) = named
+            && !found.contains(&named)
         {
-            found.push((p, l));
+            found.push(named);
         }
     }
     found
